@@ -1,0 +1,129 @@
+/*
+ * daemon/model/safetensors.h: reading and writing checkpoints in the safetensors format,
+ * single-file or sharded, exactly as Hugging Face publishes them.
+ *
+ * Reading (zero-copy: tensors point into read-only mmaps of the files):
+ *
+ *   struct dsd_st_set *set;
+ *   struct dsd_err err;
+ *   if (dsd_st_open_dir("/models/DeepSeek-V3.2", &set, &err) < 0) { puts(err.msg); ... }
+ *   const struct dsd_st_tensor *t = dsd_st_find(set, "model.embed_tokens.weight");
+ *   ... t->dtype, t->ndim, t->shape[], t->data, t->nbytes ...
+ *   dsd_st_close(set);
+ *
+ * dsd_st_open_dir() uses DIR/model.safetensors.index.json when present (its "weight_map"
+ * names the shard of every tensor; every shard it names is opened, every tensor it lists
+ * must exist in that shard, and every tensor of a shard must be listed there), otherwise
+ * DIR/model.safetensors. A file is: u64 little-endian header length N, N bytes of JSON
+ * ({"name": {"dtype": "F8_E4M3", "shape": [..], "data_offsets": [begin, end]}, ...,
+ * optional "__metadata__": {str: str}}), then the data section; offsets are relative to
+ * the data section.
+ *
+ * Validation (each failure is a negative errno and a message naming the file and tensor;
+ * nothing here may crash on any file content):
+ *   - header length larger than the file, or absurdly large (> 100 MiB), or not JSON;
+ *   - a tensor entry that is not an object, an unknown dtype string, a shape that is not an
+ *     array of non-negative integers, data_offsets not [begin <= end];
+ *   - end past the end of the file's data section; (end - begin) != product(shape) * size;
+ *   - two tensors whose byte ranges overlap; a name that appears twice (also across shards);
+ *   - an index.json that is not JSON, lacks "weight_map", names a shard file that is
+ *     missing, or disagrees with the shards.
+ * Tensor data pointers are aligned to their element size: if a file's data is not, the
+ * tensor is copied into an aligned heap buffer (safetensors itself does not promise it).
+ *
+ * Writing (used by deepseekd-mkmodel and tests; writes the same format any reader accepts):
+ *
+ *   struct dsd_st_writer *w = dsd_st_writer_new();
+ *   dsd_st_writer_add(w, "model.norm.weight", DSD_DTYPE_F32, 1, (int64_t[]){7168}, data, nbytes);
+ *   dsd_st_writer_write(w, "/tmp/m/model.safetensors", &err);  // header sorted by name
+ *   dsd_st_writer_free(w);
+ * The writer copies nothing: data must stay valid until dsd_st_writer_write() returns.
+ */
+#ifndef DSD_MODEL_SAFETENSORS_H
+#define DSD_MODEL_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+/* Element types that may appear in a file. Only F8_E4M3, BF16, F16 and F32 are used by the
+ * model; the others are recognized so errors can name them ("found I64"). */
+enum dsd_dtype {
+    DSD_DTYPE_F8_E4M3 = 0,
+    DSD_DTYPE_BF16,
+    DSD_DTYPE_F16,
+    DSD_DTYPE_F32,
+    DSD_DTYPE_F64,
+    DSD_DTYPE_I8,
+    DSD_DTYPE_U8,
+    DSD_DTYPE_I16,
+    DSD_DTYPE_I32,
+    DSD_DTYPE_I64,
+    DSD_DTYPE_BOOL,
+    DSD_DTYPE_F8_E5M2,
+    DSD_DTYPE_COUNT
+};
+
+#define DSD_ST_MAX_DIMS 8
+
+struct dsd_st_tensor {
+    const char *name;       /* owned by the set */
+    enum dsd_dtype dtype;
+    int ndim;
+    int64_t shape[DSD_ST_MAX_DIMS];
+    const void *data;       /* read-only, aligned to the element size */
+    uint64_t nbytes;
+    int file_index;         /* which file of the set holds it */
+};
+
+struct dsd_st_set;
+
+/* "F8_E4M3", "BF16", ... (the safetensors spelling). */
+const char *dsd_dtype_name(enum dsd_dtype dt);
+/* Size of one element in bytes. */
+size_t dsd_dtype_size(enum dsd_dtype dt);
+/* Parses a safetensors dtype string; returns 0 and sets *out, or -EINVAL. */
+int dsd_dtype_parse(const char *s, enum dsd_dtype *out);
+
+/* Opens DIR as described above. Returns 0, or a negative errno with err set
+ * (-ENOENT: no model.safetensors(.index.json) in DIR or a shard missing; -EINVAL: a
+ * malformed file; -ENOMEM; other errnos from open/mmap). */
+int dsd_st_open_dir(const char *dir, struct dsd_st_set **out, struct dsd_err *err);
+/* Opens an explicit list of files as one set (no index). Same returns. */
+int dsd_st_open_files(const char *const *paths, int n_paths, struct dsd_st_set **out,
+                      struct dsd_err *err);
+void dsd_st_close(struct dsd_st_set *set); /* NULL is fine */
+
+/* Lookup by exact name; NULL when absent. O(log n) or better. */
+const struct dsd_st_tensor *dsd_st_find(const struct dsd_st_set *set, const char *name);
+size_t dsd_st_count(const struct dsd_st_set *set);
+const struct dsd_st_tensor *dsd_st_at(const struct dsd_st_set *set, size_t i); /* sorted by name */
+int dsd_st_file_count(const struct dsd_st_set *set);
+const char *dsd_st_file_path(const struct dsd_st_set *set, int file_index);
+/* Total bytes of all tensor data in the set. */
+uint64_t dsd_st_total_bytes(const struct dsd_st_set *set);
+
+/* Asks the kernel to read every file's pages ahead (MADV_WILLNEED) and then touches
+ * them with n_threads threads so later access does not fault; returns 0 or -errno. */
+int dsd_st_prefault(const struct dsd_st_set *set, int n_threads, struct dsd_err *err);
+
+struct dsd_st_writer;
+struct dsd_st_writer *dsd_st_writer_new(void);
+/* Returns 0, -EINVAL (bad dtype/shape, nbytes != product(shape)*size, duplicate name) or -ENOMEM. */
+int dsd_st_writer_add(struct dsd_st_writer *w, const char *name, enum dsd_dtype dtype, int ndim,
+                      const int64_t *shape, const void *data, uint64_t nbytes);
+/* Adds a "__metadata__" string entry (e.g. {"format": "pt"}). */
+int dsd_st_writer_add_metadata(struct dsd_st_writer *w, const char *key, const char *value);
+/* Writes the file (header padded with spaces to a multiple of 8 bytes, tensors in name
+ * order, contiguous); returns 0 or a negative errno with err set. */
+int dsd_st_writer_write(struct dsd_st_writer *w, const char *path, struct dsd_err *err);
+void dsd_st_writer_free(struct dsd_st_writer *w);
+
+/* Writes DIR/model.safetensors.index.json: {"metadata": {"total_size": N},
+ * "weight_map": {tensor name: shard file name}} for the given parallel arrays. */
+int dsd_st_write_index(const char *dir, const char *const *tensor_names,
+                       const char *const *shard_names, size_t n, uint64_t total_size,
+                       struct dsd_err *err);
+
+#endif
