@@ -1,0 +1,56 @@
+/*
+ * daemon/kv/kv_cache.h: the paged KV pool (ARCHITECTURE.md §5.4).
+ *
+ * One page = 64 consecutive positions of one sequence, in every layer at once: page id p
+ * addresses the latent+rope entries (mla arena) and the index-K page (index arena) of each
+ * layer. Page 0 is a scratch page that is never handed out. Memory comes from the backend
+ * (device memory for CUDA), sized from the exact byte layout (dsd_kv_layout_for()).
+ *
+ *   struct dsd_kv_cache *kv = dsd_kv_cache_new(be, n_layers, n_pages, &err);
+ *   struct dsd_kv_seq seq = {0};
+ *   if (dsd_kv_seq_reserve(kv, &seq, 200) < 0) ...   // positions 0..199 now have pages
+ *   ... dsd_model_forward(..., &seq, ...) ...
+ *   dsd_kv_seq_release(kv, &seq);                      // pages back to the pool
+ *   dsd_kv_cache_free(kv);
+ *
+ * Single-threaded: the engine thread owns the pool.
+ */
+#ifndef DSD_KV_CACHE_H
+#define DSD_KV_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "ops.h"
+
+struct dsd_kv_cache;
+
+/* A sequence's page table: pages[i] holds positions [64i, 64i+63]. */
+struct dsd_kv_seq {
+    int32_t *pages;
+    int n_pages;
+    int cap;
+};
+
+/* n_pages includes the scratch page 0. Returns NULL with err set (-EINVAL, -ENOMEM). */
+struct dsd_kv_cache *dsd_kv_cache_new(struct dsd_backend *be, int n_layers, int n_pages, struct dsd_err *err);
+void dsd_kv_cache_free(struct dsd_kv_cache *kv);
+
+/* Bytes one page costs across all layers (both arenas). */
+size_t dsd_kv_cache_page_bytes(const struct dsd_kv_layout *layout, int n_layers);
+
+const struct dsd_kv_layer *dsd_kv_cache_layer(const struct dsd_kv_cache *kv, int layer);
+int dsd_kv_cache_n_layers(const struct dsd_kv_cache *kv);
+int dsd_kv_cache_free_pages(const struct dsd_kv_cache *kv);     /* pages available now */
+int dsd_kv_cache_total_pages(const struct dsd_kv_cache *kv);    /* excluding scratch */
+
+/* Makes sure positions [0, n_tokens) of seq have pages. Returns 0, or -ENOSPC when the
+ * pool is short (seq keeps the pages it had), -ENOMEM. */
+int dsd_kv_seq_reserve(struct dsd_kv_cache *kv, struct dsd_kv_seq *seq, int n_tokens);
+/* Returns every page of seq to the pool and empties it (its storage is kept for reuse). */
+void dsd_kv_seq_release(struct dsd_kv_cache *kv, struct dsd_kv_seq *seq);
+/* Frees the page table storage itself (after release). */
+void dsd_kv_seq_destroy(struct dsd_kv_seq *seq);
+
+#endif

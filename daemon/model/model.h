@@ -1,0 +1,93 @@
+/*
+ * daemon/model/model.h: a loaded DeepSeek V3.2 checkpoint and its forward pass.
+ *
+ *   struct dsd_model_params mp = dsd_model_default_params();
+ *   mp.numerics = DSD_NUMERICS_PRODUCTION;
+ *   struct dsd_model *m;
+ *   if (dsd_model_load("/models/DeepSeek-V3.2", &mp, &m, &err) < 0) die(err.msg);
+ *   struct dsd_kv_cache *kv = dsd_model_kv_cache_new(m, n_pages, &err);
+ *
+ *   // one step of a ragged batch: sequence 0 prefills 7 tokens, sequence 1 decodes 1
+ *   struct dsd_batch_seq b[2] = {
+ *       { .tokens = chunk, .n_tokens = 7, .pos0 = 0,  .kv = &seq0 },
+ *       { .tokens = &tok,  .n_tokens = 1, .pos0 = 41, .kv = &seq1 },
+ *   };
+ *   float logits[2 * vocab];          // one row per sequence (its last token) by default
+ *   struct dsd_forward_out out = { .logits = logits };
+ *   dsd_model_forward(m, kv, b, 2, &out, &err);
+ *
+ * The caller reserves KV pages (dsd_kv_seq_reserve) for positions [0, pos0 + n_tokens)
+ * before the step; the step writes the KV of its tokens and reads earlier positions.
+ * Positions are absolute: any chunking of a prompt (one prefill, chunks, token by token)
+ * computes the same thing, bitwise on the CPU backend.
+ * Not thread-safe: one engine thread owns a model and its caches.
+ */
+#ifndef DSD_MODEL_MODEL_H
+#define DSD_MODEL_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "err.h"
+#include "kv_cache.h"
+#include "ops.h"
+#include "safetensors.h"
+#include "weights.h"
+
+struct dsd_model_params {
+    enum dsd_numerics numerics;
+    enum dsd_kv_dtype kv_dtype;
+    int n_threads;              /* 0 = all online CPUs */
+    bool prefault;              /* read every weight page at load (a daemon wants this) */
+};
+
+struct dsd_model_params dsd_model_default_params(void);
+
+struct dsd_model {
+    struct dsd_model_config cfg;
+    struct dsd_st_set *set;
+    struct dsd_model_weights w;
+    struct dsd_backend *be;
+    const struct dsd_ops *ops;
+    struct dsd_model_params params;
+};
+
+/* Loads DIR (config.json + safetensors). Returns 0 or a negative errno with err naming the
+ * file, tensor or field at fault. */
+int dsd_model_load(const char *dir, const struct dsd_model_params *p, struct dsd_model **out,
+                   struct dsd_err *err);
+void dsd_model_free(struct dsd_model *m);
+
+/* A KV pool for this model's layers (main + MTP) with n_pages pages (incl. scratch). */
+struct dsd_kv_cache *dsd_model_kv_cache_new(struct dsd_model *m, int n_pages, struct dsd_err *err);
+
+struct dsd_batch_seq {
+    const int32_t *tokens;
+    int n_tokens;
+    int32_t pos0;               /* absolute position of tokens[0] */
+    struct dsd_kv_seq *kv;      /* pages for [0, pos0 + n_tokens) already reserved */
+    bool logits_all;            /* logits for every token of this sequence, else only the last */
+};
+
+struct dsd_forward_out {
+    float *logits;              /* host [rows][vocab]: per sequence, its last token or all tokens */
+    float *hidden;              /* optional host [T][hidden]: post-final-norm hidden of every token */
+    int32_t *topk;              /* optional host [layers][T][index_topk]: indexer selections */
+    int n_rows;                 /* set by the call: logits rows written */
+};
+
+/* One forward step of the main model. Returns 0, -EINVAL (a token id >= vocab, a position
+ * past max_position_embeddings, missing KV pages, empty batch; err says which), -ENOMEM. */
+int dsd_model_forward(struct dsd_model *m, struct dsd_kv_cache *kv, const struct dsd_batch_seq *seqs, int n_seqs,
+                      struct dsd_forward_out *out, struct dsd_err *err);
+
+/* One step of the MTP layer (MODEL.md §8): for each token, tokens[] are the *next* tokens
+ * (t_{i+1}) and hidden_in [T][hidden] the main model's post-norm hidden at positions i
+ * (pos0.. as in the batch). Logits predict t_{i+2}. Uses the MTP layer's own KV. out->hidden,
+ * when given, receives the post-shared_head.norm hidden (the input of a further MTP step).
+ * -EINVAL when the checkpoint has no MTP layer. */
+int dsd_model_forward_mtp(struct dsd_model *m, struct dsd_kv_cache *kv, const struct dsd_batch_seq *seqs,
+                          int n_seqs, const float *hidden_in, struct dsd_forward_out *out, struct dsd_err *err);
+
+#endif

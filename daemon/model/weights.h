@@ -1,0 +1,114 @@
+/*
+ * daemon/model/weights.h: the tensors of a DeepSeek V3.2 checkpoint, named once.
+ *
+ * dsd_tensor_specs() is the single list of every tensor a config implies (name, shape,
+ * which dtypes are allowed, what it is for). The loader checks a checkpoint against it and
+ * deepseekd-mkmodel writes checkpoints from it, so the two can never disagree.
+ *
+ *   struct dsd_model_weights w;
+ *   if (dsd_weights_bind(&cfg, set, &w, &err) < 0) die(err.msg);
+ *   ... w.layers[3].experts[17].up.data ...
+ *   dsd_weights_free(&w);
+ *
+ * A bound weight points into the checkpoint's mmap (struct dsd_st_set): keep the set open
+ * as long as the weights are used.
+ */
+#ifndef DSD_MODEL_WEIGHTS_H
+#define DSD_MODEL_WEIGHTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "err.h"
+#include "safetensors.h"
+
+/* One weight as the kernels see it. 1-D tensors have rows = 1. FP8 weights carry their
+ * 128x128 block scales (weight_scale_inv, a multiplier despite the name, MODEL.md §7.1). */
+struct dsd_weight {
+    enum dsd_dtype dtype;       /* F8_E4M3, BF16, F16 or F32 */
+    int64_t rows, cols;         /* [out_features, in_features] for linear weights */
+    const void *data;
+    const float *scale;         /* [ceil(rows/128)][ceil(cols/128)] when dtype is F8_E4M3 */
+    const char *name;
+    void *prepared;             /* a backend's derived form (e.g. dequantized kv_b); backend-owned */
+};
+
+struct dsd_expert_weights {
+    struct dsd_weight gate, up, down;
+};
+
+struct dsd_layer_weights {
+    int index;
+    bool is_moe, is_mtp;
+    struct dsd_weight attn_norm, ffn_norm;
+    /* MLA */
+    struct dsd_weight q_a, q_a_norm, q_b, kv_a, kv_a_norm, kv_b, o_proj;
+    /* DSA indexer */
+    struct dsd_weight idx_wq_b, idx_wk, idx_k_norm, idx_k_norm_bias, idx_weights_proj;
+    /* dense MLP (layers < first_k_dense_replace) */
+    struct dsd_expert_weights mlp;
+    /* MoE */
+    struct dsd_weight router, router_bias;
+    struct dsd_expert_weights shared;
+    struct dsd_expert_weights *experts;     /* n_routed_experts */
+    /* MTP layer only */
+    struct dsd_weight enorm, hnorm, eh_proj, head_norm;
+};
+
+struct dsd_model_weights {
+    struct dsd_weight embed, final_norm, lm_head;
+    int n_layers;                           /* main + MTP layers */
+    struct dsd_layer_weights *layers;
+};
+
+/* What a tensor may be stored as. */
+enum dsd_tensor_kind {
+    DSD_TENSOR_LINEAR,      /* F8_E4M3 + weight_scale_inv (FP8 checkpoints), or BF16/F16/F32 */
+    DSD_TENSOR_FLOAT,       /* BF16, F16 or F32, never FP8 */
+};
+
+/* What a tensor is for (mkmodel chooses its initialization from this). */
+enum dsd_tensor_role {
+    DSD_ROLE_PROJ,          /* a linear projection */
+    DSD_ROLE_OUT_PROJ,      /* a projection writing into the residual stream */
+    DSD_ROLE_NORM,          /* RMSNorm / LayerNorm weight */
+    DSD_ROLE_NORM_BIAS,     /* LayerNorm bias */
+    DSD_ROLE_ROUTER,
+    DSD_ROLE_ROUTER_BIAS,   /* e_score_correction_bias */
+    DSD_ROLE_EMBED,
+    DSD_ROLE_LM_HEAD,
+};
+
+struct dsd_tensor_spec {
+    char name[112];
+    enum dsd_tensor_kind kind;
+    enum dsd_tensor_role role;
+    enum dsd_dtype official_dtype;  /* what the published V3.2 checkpoint stores */
+    int ndim;
+    int64_t shape[2];
+    int layer;                      /* -1 for global tensors */
+    bool optional;                  /* may be absent (MTP copies of embed/head) */
+    struct dsd_weight *dst;         /* where dsd_weights_bind() puts it (NULL: check only) */
+};
+
+/* Every tensor cfg implies, in a fixed order. With w != NULL, dst fields point into w
+ * (whose layers/experts arrays this allocates). Returns 0, -ENOMEM. Free *out with free(). */
+int dsd_tensor_specs(const struct dsd_model_config *cfg, struct dsd_model_weights *w,
+                     struct dsd_tensor_spec **out, size_t *n_out);
+
+/* Checks every tensor of set against the specs of cfg and binds them into w.
+ * Errors (-EINVAL) name the tensor, the expected and the found dtype/shape: a missing
+ * tensor, a wrong shape, a disallowed dtype, an FP8 tensor without its weight_scale_inv
+ * (or a scale of the wrong shape/dtype, or with non-finite/non-positive entries), an FP8
+ * tensor in a checkpoint whose config has no quantization_config. Tensors the config does
+ * not imply are ignored (an index may list extra tensors). */
+int dsd_weights_bind(const struct dsd_model_config *cfg, const struct dsd_st_set *set,
+                     struct dsd_model_weights *w, struct dsd_err *err);
+void dsd_weights_free(struct dsd_model_weights *w);
+
+/* Total bytes of the bound weights (data + scales). */
+uint64_t dsd_weights_bytes(const struct dsd_model_weights *w, const struct dsd_model_config *cfg);
+
+#endif

@@ -1,0 +1,122 @@
+/* The CPU reference backend: creation, memory and the op table. The ops themselves live in
+ * one file per concern (cpu_linear.c, cpu_norm.c, cpu_rope.c, cpu_attention.c,
+ * cpu_indexer.c, cpu_moe.c). */
+#include "cpu_backend.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void *cpu_alloc(struct dsd_backend *be, size_t bytes)
+{
+    (void)be;
+    /* 64-byte alignment keeps rows cache-line aligned; calloc semantics (zeroed). */
+    void *p = NULL;
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    if (posix_memalign(&p, 64, rounded ? rounded : 64) != 0)
+        return NULL;
+    memset(p, 0, rounded ? rounded : 64);
+    return p;
+}
+
+static void cpu_release(struct dsd_backend *be, void *p)
+{
+    (void)be;
+    free(p);
+}
+
+static void cpu_copy(struct dsd_backend *be, void *dst, const void *src, size_t bytes)
+{
+    (void)be;
+    memcpy(dst, src, bytes);
+}
+
+
+static int cpu_prepare_weights(struct dsd_backend *be, struct dsd_model_weights *w, struct dsd_err *err)
+{
+    return cpu_prepare_attention_weights(cpu(be), w, err);
+}
+
+static void cpu_release_weights(struct dsd_backend *be, struct dsd_model_weights *w)
+{
+    cpu_release_attention_weights(cpu(be), w);
+}
+
+static const struct dsd_ops cpu_ops = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .prepare_weights = cpu_prepare_weights,
+    .release_weights = cpu_release_weights,
+    .embed = cpu_op_embed,
+    .rmsnorm = cpu_op_rmsnorm,
+    .add_rmsnorm = cpu_op_add_rmsnorm,
+    .layernorm = cpu_op_layernorm,
+    .linear = cpu_op_linear,
+    .rope = cpu_op_rope,
+    .mla_kv_store = cpu_op_mla_kv_store,
+    .index_k_store = cpu_op_index_k_store,
+    .indexer_topk = cpu_op_indexer_topk,
+    .mla_attention = cpu_op_mla_attention,
+    .mlp = cpu_op_mlp,
+    .moe = cpu_op_moe,
+    .concat = cpu_op_concat,
+    .gather_rows = cpu_op_gather_rows,
+};
+
+static void cpu_destroy(struct dsd_backend *be)
+{
+    struct cpu_backend *cb = cpu(be);
+    dsd_thread_pool_free(cb->pool);
+    free(cb->inv_freq);
+    free(cb);
+}
+
+struct dsd_backend *dsd_backend_cpu_new(const struct dsd_backend_params *p, struct dsd_err *err)
+{
+    if (!p || !p->cfg) {
+        dsd_errf(err, -EINVAL, "cpu backend: no model config given");
+        return NULL;
+    }
+    if (p->cfg->index_head_dim != DSD_QUANT_GROUP) {
+        /* The FP8 indexer folds one q scale per head into the head weights (MODEL.md §4.6),
+         * which is only defined for one 128-group per head. */
+        dsd_errf(err, -EINVAL, "cpu backend: index_head_dim must be 128 (have %d)", p->cfg->index_head_dim);
+        return NULL;
+    }
+    struct cpu_backend *cb = calloc(1, sizeof *cb);
+    if (!cb) {
+        dsd_errf(err, -ENOMEM, "cpu backend: out of memory");
+        return NULL;
+    }
+    cb->base.ops = &cpu_ops;
+    cb->base.params = *p;
+    cb->base.cfg = *p->cfg;
+    cb->base.params.cfg = &cb->base.cfg;
+    cb->base.destroy = cpu_destroy;
+    cb->base.kv_layout = dsd_kv_layout_for(p->cfg, p->numerics, p->kv_dtype);
+    cb->production = p->numerics == DSD_NUMERICS_PRODUCTION;
+    int n = p->n_threads > 0 ? p->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        n = 1;
+    cb->base.params.n_threads = n;
+    cb->pool = dsd_thread_pool_new(n);
+    cb->inv_freq = malloc((size_t)(p->cfg->qk_rope_head_dim / 2) * sizeof(float));
+    if (!cb->pool || !cb->inv_freq) {
+        dsd_errf(err, -ENOMEM, "cpu backend: out of memory");
+        cpu_destroy(&cb->base);
+        return NULL;
+    }
+    dsd_cfg_rope_inv_freq(p->cfg, cb->inv_freq);
+    cb->rope_attention_factor = (float)dsd_cfg_rope_attention_factor(p->cfg);
+    cb->softmax_scale = (float)dsd_cfg_softmax_scale(p->cfg);
+    return &cb->base;
+}
+
+void cpu_weight_vector(const struct dsd_weight *w, float *out)
+{
+    dsd_ref_weight_row(w, 0, out);
+}

@@ -1,0 +1,73 @@
+/* kernels/cpu/cpu_backend.h: internals shared by the CPU backend's files. */
+#ifndef DSD_CPU_BACKEND_H
+#define DSD_CPU_BACKEND_H
+
+#include "backend_impl.h"
+#include "cpu_ref.h"
+#include "numeric.h"
+#include "thread_pool.h"
+
+struct cpu_backend {
+    struct dsd_backend base;
+    struct dsd_thread_pool *pool;
+    bool production;                /* numerics == PRODUCTION */
+    float *inv_freq;                /* qk_rope_head_dim/2 RoPE frequencies */
+    float rope_attention_factor;
+    float softmax_scale;
+};
+
+static inline struct cpu_backend *cpu(struct dsd_backend *be)
+{
+    return (struct cpu_backend *)be;
+}
+
+/* Rounds like an activation: to bf16 in production numerics, untouched in exact. */
+static inline float cpu_act(const struct cpu_backend *cb, float v)
+{
+    return cb->production ? dsd_round_bf16(v) : v;
+}
+
+/* y[t][0:w->rows] = W x[t] for rows [n0, n1) only, in the calling thread. xq/xs are the
+ * quantized activations (production FP8 path) or NULL. Used by the parallel linear op and
+ * by the MoE experts (which parallelize over experts instead). */
+void cpu_linear_rows(const struct cpu_backend *cb, float *y, int ldy, const float *x, int ldx, const float *xq,
+                     const float *xs, const struct dsd_weight *w, int T, int64_t n0, int64_t n1, unsigned flags);
+/* Quantizes x [T][K] for an FP8 linear when production numerics need it: returns false (and
+ * leaves the buffers alone) otherwise. xq: T*K floats, xs: T*K/128 floats. */
+bool cpu_linear_quantize_input(const struct cpu_backend *cb, const struct dsd_weight *w, const float *x, int ldx,
+                               int T, float *xq, float *xs);
+/* Whole linear in the calling thread (quantizing as needed); y: [T][w->rows]. */
+void cpu_linear_serial(const struct cpu_backend *cb, float *y, const float *x, const struct dsd_weight *w, int T,
+                       unsigned flags);
+
+/* The ops, one file per concern. */
+void cpu_op_embed(struct dsd_backend *be, float *out, const struct dsd_weight *table, const int32_t *tokens, int T);
+void cpu_op_linear(struct dsd_backend *be, float *out, int ldo, const float *x, int ldx, const struct dsd_weight *w,
+                   int T, unsigned flags);
+void cpu_op_concat(struct dsd_backend *be, float *out, const float *a, int na, const float *b, int nb, int T);
+void cpu_op_gather_rows(struct dsd_backend *be, float *out, const float *x, int n_cols, const int32_t *rows, int n);
+void cpu_op_rmsnorm(struct dsd_backend *be, float *out, int ldo, const float *x, int ldx, const struct dsd_weight *w,
+                    int T, int n);
+void cpu_op_add_rmsnorm(struct dsd_backend *be, float *out, float *resid, const float *delta,
+                        const struct dsd_weight *w, int T);
+void cpu_op_layernorm(struct dsd_backend *be, float *out, const float *x, const struct dsd_weight *w,
+                      const struct dsd_weight *b, int T, int n);
+void cpu_op_rope(struct dsd_backend *be, float *x, int ld, int n_heads, int head_stride, int offset,
+                 const int32_t *pos, int T, bool interleaved);
+void cpu_op_mla_kv_store(struct dsd_backend *be, const struct dsd_kv_layer *kv, const float *kv_in, int ld,
+                         const int32_t *slot, int T);
+void cpu_op_mla_attention(struct dsd_backend *be, float *out, const float *q, const struct dsd_weight *kv_b,
+                          const struct dsd_kv_layer *kv, const int32_t *sel, int topk, const struct dsd_step *st);
+void cpu_op_index_k_store(struct dsd_backend *be, const struct dsd_kv_layer *kv, const float *k,
+                          const int32_t *slot, int T);
+void cpu_op_indexer_topk(struct dsd_backend *be, int32_t *out, int topk, const float *q, const float *w,
+                         const struct dsd_kv_layer *kv, const struct dsd_step *st);
+void cpu_op_mlp(struct dsd_backend *be, float *out, const float *x, const struct dsd_expert_weights *w, int T);
+void cpu_op_moe(struct dsd_backend *be, float *out, const float *x, const struct dsd_layer_weights *lw, int T);
+int cpu_prepare_attention_weights(struct cpu_backend *cb, struct dsd_model_weights *w, struct dsd_err *err);
+void cpu_release_attention_weights(struct cpu_backend *cb, struct dsd_model_weights *w);
+
+/* A float vector from a 1-D weight (norm weights may be BF16/F16/F32). n <= w->cols. */
+void cpu_weight_vector(const struct dsd_weight *w, float *out);
+
+#endif

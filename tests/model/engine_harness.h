@@ -1,0 +1,33 @@
+/* tests/model/engine_harness.h: running prompts through the engine for the model tests. */
+#ifndef DSD_TEST_ENGINE_HARNESS_H
+#define DSD_TEST_ENGINE_HARNESS_H
+
+#include <stdint.h>
+
+#include "model.h"
+
+/* Result of one prompt: logits of every position and the indexer's selections. */
+struct prompt_run {
+    int n;                  /* positions */
+    int64_t vocab;
+    int layers, topk;
+    float *logits;          /* [n][vocab] */
+    int32_t *sel;           /* [layers][n][topk] (main layers) */
+    float *hidden;          /* [n][hidden] post-norm */
+};
+
+/* Loads dir with the given numerics/KV dtype (NULL on failure, message printed). */
+struct dsd_model *harness_load(const char *dir, enum dsd_numerics numerics, enum dsd_kv_dtype kv, int threads);
+/* Prefills ids in chunks of `chunk` tokens; 0 on success. */
+int harness_run(struct dsd_model *m, const int32_t *ids, int n, int chunk, struct prompt_run *out);
+void harness_free_run(struct prompt_run *r);
+
+/* max over rows of max|a-b| / max|b| (b = reference). */
+double logits_max_rel_err(const float *a, const float *b, int rows, int64_t cols);
+/* rows whose argmax agree. */
+int logits_argmax_agree(const float *a, const float *b, int rows, int64_t cols);
+/* Mean over (layer, position) of |A ∩ B| / |B| for the selections of positions whose
+ * selection is sparse (pos+1 > topk); *n_sets receives how many sets were compared. */
+double selection_overlap(const int32_t *a, const int32_t *b, int layers, int n, int topk, int *n_sets);
+
+#endif

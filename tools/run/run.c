@@ -1,0 +1,249 @@
+/*
+ * deepseekd-run: generate in-process with the engine (no daemon): load a checkpoint, prefill
+ * a prompt, decode N tokens, print the generated ids and the speed.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "model.h"
+#include "npy.h"
+#include "sampling.h"
+
+static const char usage[] =
+    "usage: deepseekd-run --model DIR (--prompt-tokens \"0 17 42 ...\" | --prompt TEXT) --max-tokens N\n"
+    "                     [--greedy | --temperature T --top-p P --seed S] [--kv fp8|bf16]\n"
+    "                     [--numerics production|exact] [--dump-logits FILE] [--threads N]\n"
+    "                     [--chunk N] [--ignore-eos]\n"
+    "Generates with the CPU engine and prints the generated token ids on one line, then\n"
+    "prefill and decode speed on stderr.\n"
+    "  --numerics     production (bf16 activations, FP8 linears/indexer/KV; default) or exact\n"
+    "                 (fp32, dequantized weights: what transformers computes)\n"
+    "  --kv           KV cache entries: fp8 (656 B/token/layer for V3.2; default) or bf16\n"
+    "  --dump-logits  write every prompt position's and every step's logits as a float32 .npy\n"
+    "  --chunk N      prefill in chunks of N tokens (default: the whole prompt at once)\n"
+    "  --ignore-eos   keep generating past the end-of-sentence token\n";
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int fail(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "deepseekd-run: ");
+    fprintf(stderr, fmt, arg);
+    fputc('\n', stderr);
+    return 1;
+}
+
+static int parse_tokens(const char *s, int32_t **out, int *n)
+{
+    int cap = 16, cnt = 0;
+    int32_t *v = malloc((size_t)cap * sizeof *v);
+    if (!v)
+        return -ENOMEM;
+    while (*s) {
+        while (*s == ' ' || *s == ',' || *s == '\t' || *s == '\n')
+            s++;
+        if (!*s)
+            break;
+        char *end;
+        errno = 0;
+        long x = strtol(s, &end, 10);
+        if (end == s || errno || x < 0 || x > INT32_MAX) {
+            free(v);
+            return -EINVAL;
+        }
+        if (cnt == cap) {
+            cap *= 2;
+            int32_t *nv = realloc(v, (size_t)cap * sizeof *nv);
+            if (!nv) {
+                free(v);
+                return -ENOMEM;
+            }
+            v = nv;
+        }
+        v[cnt++] = (int32_t)x;
+        s = end;
+    }
+    *out = v;
+    *n = cnt;
+    return cnt > 0 ? 0 : -EINVAL;
+}
+
+int main(int argc, char **argv)
+{
+    const char *model_dir = NULL, *prompt_tokens = NULL, *prompt_text = NULL, *dump = NULL;
+    long max_tokens = -1, chunk = 0;
+    bool ignore_eos = false;
+    struct dsd_sampling_params sp = dsd_sampling_default_params();
+    struct dsd_model_params mp = dsd_model_default_params();
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(usage, stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--greedy")) {
+            sp.temperature = 0.0f;
+            continue;
+        }
+        if (!strcmp(a, "--ignore-eos")) {
+            ignore_eos = true;
+            continue;
+        }
+        if (!v)
+            return fail("%s needs a value (see --help)", a);
+        i++;
+        char *end = NULL;
+        errno = 0;
+        if (!strcmp(a, "--model"))
+            model_dir = v;
+        else if (!strcmp(a, "--prompt-tokens"))
+            prompt_tokens = v;
+        else if (!strcmp(a, "--prompt"))
+            prompt_text = v;
+        else if (!strcmp(a, "--dump-logits"))
+            dump = v;
+        else if (!strcmp(a, "--max-tokens")) {
+            max_tokens = strtol(v, &end, 10);
+            if (*end || errno || max_tokens < 0 || max_tokens > 1 << 24)
+                return fail("--max-tokens must be a count, got \"%s\"", v);
+        } else if (!strcmp(a, "--chunk")) {
+            chunk = strtol(v, &end, 10);
+            if (*end || errno || chunk < 1)
+                return fail("--chunk must be a positive count, got \"%s\"", v);
+        } else if (!strcmp(a, "--threads")) {
+            long t = strtol(v, &end, 10);
+            if (*end || errno || t < 0 || t > 1024)
+                return fail("--threads must be in [0, 1024], got \"%s\"", v);
+            mp.n_threads = (int)t;
+        } else if (!strcmp(a, "--temperature")) {
+            sp.temperature = strtof(v, &end);
+            if (*end || errno)
+                return fail("--temperature must be a number, got \"%s\"", v);
+        } else if (!strcmp(a, "--top-p")) {
+            sp.top_p = strtof(v, &end);
+            if (*end || errno)
+                return fail("--top-p must be a number, got \"%s\"", v);
+        } else if (!strcmp(a, "--seed")) {
+            sp.seed = strtoull(v, &end, 0);
+            if (*end || errno)
+                return fail("--seed must be an integer, got \"%s\"", v);
+        } else if (!strcmp(a, "--kv")) {
+            if (!strcmp(v, "fp8"))
+                mp.kv_dtype = DSD_KV_FP8;
+            else if (!strcmp(v, "bf16"))
+                mp.kv_dtype = DSD_KV_BF16;
+            else
+                return fail("--kv must be fp8 or bf16, got \"%s\"", v);
+        } else if (!strcmp(a, "--numerics")) {
+            if (!strcmp(v, "production"))
+                mp.numerics = DSD_NUMERICS_PRODUCTION;
+            else if (!strcmp(v, "exact"))
+                mp.numerics = DSD_NUMERICS_EXACT;
+            else
+                return fail("--numerics must be production or exact, got \"%s\"", v);
+        } else {
+            return fail("unknown option %s (see --help)", a);
+        }
+    }
+    if (!model_dir || (!prompt_tokens && !prompt_text) || max_tokens < 0) {
+        fputs(usage, stderr);
+        return 64;
+    }
+    if (prompt_text)
+        return fail("%s", "--prompt needs the tokenizer, which this build does not have yet; use --prompt-tokens");
+
+    int32_t *prompt;
+    int n_prompt;
+    if (parse_tokens(prompt_tokens, &prompt, &n_prompt))
+        return fail("--prompt-tokens must be space-separated non-negative ids, got \"%s\"", prompt_tokens);
+
+    struct dsd_err err = {{0}};
+    if (dsd_sampling_params_check(&sp, &err))
+        return fail("%s", err.msg);
+    double t0 = now();
+    struct dsd_model *m;
+    if (dsd_model_load(model_dir, &mp, &m, &err))
+        return fail("%s", err.msg);
+    double t_load = now() - t0;
+    const int64_t V = m->cfg.vocab_size;
+    int total = n_prompt + (int)max_tokens;
+    int pages = (total + DSD_KV_PAGE_TOKENS - 1) / DSD_KV_PAGE_TOKENS + 1;
+    struct dsd_kv_cache *kv = dsd_model_kv_cache_new(m, pages, &err);
+    if (!kv)
+        return fail("%s", err.msg);
+    struct dsd_kv_seq seq = {0};
+    struct dsd_sampler *sampler;
+    if (dsd_kv_seq_reserve(kv, &seq, total) || dsd_sampler_new(&sp, V, &sampler, &err))
+        return fail("%s", err.msg[0] ? err.msg : "out of KV pages");
+    dsd_sampler_accept_prompt(sampler, prompt, n_prompt);
+
+    struct dsd_npy_writer *npy = NULL;
+    if (dump && dsd_npy_writer_open(dump, V, &npy, &err))
+        return fail("%s", err.msg);
+    float *logits = malloc((size_t)(dump ? n_prompt : 1) * (size_t)V * sizeof *logits);
+    int32_t *gen = malloc(((size_t)max_tokens + 1) * sizeof *gen);
+    if (!logits || !gen)
+        return fail("%s", "out of memory");
+
+    /* Prefill (in chunks when asked); the last chunk's last row predicts the first token. */
+    double t1 = now();
+    int step = chunk > 0 ? (int)chunk : n_prompt;
+    for (int p0 = 0; p0 < n_prompt; p0 += step) {
+        int n = n_prompt - p0 < step ? n_prompt - p0 : step;
+        struct dsd_batch_seq b = { .tokens = prompt + p0, .n_tokens = n, .pos0 = p0, .kv = &seq, .logits_all = dump != NULL };
+        struct dsd_forward_out out = { .logits = dump ? logits + (size_t)p0 * V : logits };
+        if (dsd_model_forward(m, kv, &b, 1, &out, &err))
+            return fail("%s", err.msg);
+    }
+    if (npy && dsd_npy_writer_rows(npy, logits, n_prompt, &err))
+        return fail("%s", err.msg);
+    double t2 = now();
+    const float *last = dump ? logits + (size_t)(n_prompt - 1) * V : logits;
+    float *row = malloc((size_t)V * sizeof *row);
+    if (!row)
+        return fail("%s", "out of memory");
+    int n_gen = 0;
+    for (int i = 0; i < max_tokens; i++) {
+        memcpy(row, last, (size_t)V * sizeof *row);
+        int32_t tok = dsd_sampler_sample(sampler, row, NULL);
+        dsd_sampler_accept(sampler, tok);
+        gen[n_gen++] = tok;
+        if ((!ignore_eos && tok == m->cfg.eos_token_id) || i + 1 == max_tokens)
+            break;
+        struct dsd_batch_seq b = { .tokens = &tok, .n_tokens = 1, .pos0 = n_prompt + i, .kv = &seq };
+        struct dsd_forward_out out = { .logits = logits };
+        if (dsd_model_forward(m, kv, &b, 1, &out, &err))
+            return fail("%s", err.msg);
+        if (npy && dsd_npy_writer_rows(npy, logits, 1, &err))
+            return fail("%s", err.msg);
+        last = logits;
+    }
+    double t3 = now();
+    if (npy && dsd_npy_writer_close(npy, &err))
+        return fail("%s", err.msg);
+    for (int i = 0; i < n_gen; i++)
+        printf("%s%d", i ? " " : "", gen[i]);
+    printf("\n");
+    fflush(stdout);
+    fprintf(stderr, "load %.3f s; prefill %d tokens %.3f s (%.1f tok/s); decode %d tokens %.3f s (%.2f tok/s)\n",
+            t_load, n_prompt, t2 - t1, n_prompt / (t2 - t1), n_gen > 1 ? n_gen - 1 : 0, t3 - t2,
+            n_gen > 1 ? (n_gen - 1) / (t3 - t2) : 0.0);
+    free(row);
+    free(gen);
+    free(logits);
+    free(prompt);
+    dsd_sampler_free(sampler);
+    dsd_kv_seq_release(kv, &seq);
+    dsd_kv_seq_destroy(&seq);
+    dsd_kv_cache_free(kv);
+    dsd_model_free(m);
+    return 0;
+}
