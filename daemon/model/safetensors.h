@@ -30,14 +30,23 @@
  *     missing, or disagrees with the shards.
  * Tensor data pointers are aligned to their element size: if a file's data is not, the
  * tensor is copied into an aligned heap buffer (safetensors itself does not promise it).
+ * Opening reads only the headers (with pread, so the kernel does not read megabytes of
+ * tensor data around them); "metadata"/"total_size" in the index is not checked, and gaps
+ * between tensors are allowed (docs/SAFETENSORS.md says why). A file truncated or rewritten
+ * by someone else while it is open makes later access fault (SIGBUS): that is mmap.
  *
  * Writing (used by deepseekd-mkmodel and tests; writes the same format any reader accepts):
  *
  *   struct dsd_st_writer *w = dsd_st_writer_new();
  *   dsd_st_writer_add(w, "model.norm.weight", DSD_DTYPE_F32, 1, (int64_t[]){7168}, data, nbytes);
- *   dsd_st_writer_write(w, "/tmp/m/model.safetensors", &err);  // header sorted by name
+ *   dsd_st_writer_write(w, "/tmp/m/model.safetensors", &err);
  *   dsd_st_writer_free(w);
  * The writer copies nothing: data must stay valid until dsd_st_writer_write() returns.
+ * Files come out byte for byte as the Python safetensors library writes them: data sorted
+ * by dtype alignment (widest first), then by name, so every tensor is aligned; the header
+ * lists tensors in that order with "__metadata__" first, compact, space-padded to a
+ * multiple of 8. Each file goes to PATH.tmp.PID.N first and is renamed over PATH once
+ * fsynced, so a crash never leaves half a file under the final name.
  */
 #ifndef DSD_MODEL_SAFETENSORS_H
 #define DSD_MODEL_SAFETENSORS_H
@@ -79,18 +88,20 @@ struct dsd_st_tensor {
 
 struct dsd_st_set;
 
-/* "F8_E4M3", "BF16", ... (the safetensors spelling). */
+/* "F8_E4M3", "BF16", ... (the safetensors spelling); "invalid dtype" when out of range. */
 const char *dsd_dtype_name(enum dsd_dtype dt);
-/* Size of one element in bytes. */
+/* Size of one element in bytes; 0 when out of range. */
 size_t dsd_dtype_size(enum dsd_dtype dt);
 /* Parses a safetensors dtype string; returns 0 and sets *out, or -EINVAL. */
 int dsd_dtype_parse(const char *s, enum dsd_dtype *out);
 
-/* Opens DIR as described above. Returns 0, or a negative errno with err set
+/* Opens DIR as described above. Returns 0, or a negative errno with err set and *out NULL
  * (-ENOENT: no model.safetensors(.index.json) in DIR or a shard missing; -EINVAL: a
- * malformed file; -ENOMEM; other errnos from open/mmap). */
+ * malformed file; -ENOMEM; -EIO: a file ended while its header was read; other errnos
+ * from open/pread/mmap). */
 int dsd_st_open_dir(const char *dir, struct dsd_st_set **out, struct dsd_err *err);
-/* Opens an explicit list of files as one set (no index). Same returns. */
+/* Opens an explicit list of files (n_paths >= 1) as one set (no index); file_index is the
+ * position in paths. Same returns. */
 int dsd_st_open_files(const char *const *paths, int n_paths, struct dsd_st_set **out,
                       struct dsd_err *err);
 void dsd_st_close(struct dsd_st_set *set); /* NULL is fine */
@@ -104,24 +115,32 @@ const char *dsd_st_file_path(const struct dsd_st_set *set, int file_index);
 /* Total bytes of all tensor data in the set. */
 uint64_t dsd_st_total_bytes(const struct dsd_st_set *set);
 
-/* Asks the kernel to read every file's pages ahead (MADV_WILLNEED) and then touches
- * them with n_threads threads so later access does not fault; returns 0 or -errno. */
+/* Asks the kernel to read every file's pages ahead (MADV_WILLNEED) and then touches one
+ * byte per page, whole files split evenly over n_threads threads (1..1024; the calling
+ * thread is one of them), so later access does not fault. Returns 0, -EINVAL (bad
+ * n_threads) or -errno from madvise. Safe to call while other threads read the set. */
 int dsd_st_prefault(const struct dsd_st_set *set, int n_threads, struct dsd_err *err);
 
 struct dsd_st_writer;
-struct dsd_st_writer *dsd_st_writer_new(void);
-/* Returns 0, -EINVAL (bad dtype/shape, nbytes != product(shape)*size, duplicate name) or -ENOMEM. */
+struct dsd_st_writer *dsd_st_writer_new(void); /* NULL when out of memory */
+/* Returns 0, -EINVAL (bad dtype/shape, nbytes != product(shape)*size, duplicate name, name
+ * "__metadata__" or not UTF-8, data NULL with nbytes > 0) or -ENOMEM. */
 int dsd_st_writer_add(struct dsd_st_writer *w, const char *name, enum dsd_dtype dtype, int ndim,
                       const int64_t *shape, const void *data, uint64_t nbytes);
-/* Adds a "__metadata__" string entry (e.g. {"format": "pt"}). */
+/* Adds a "__metadata__" string entry (e.g. {"format": "pt"}); 0, -EINVAL (key already
+ * added, not UTF-8) or -ENOMEM. */
 int dsd_st_writer_add_metadata(struct dsd_st_writer *w, const char *key, const char *value);
-/* Writes the file (header padded with spaces to a multiple of 8 bytes, tensors in name
- * order, contiguous); returns 0 or a negative errno with err set. */
+/* Writes the file as described above (a writer without tensors writes a valid empty
+ * file); returns 0 or a negative errno with err set (then PATH is as it was and no
+ * temporary file is left). */
 int dsd_st_writer_write(struct dsd_st_writer *w, const char *path, struct dsd_err *err);
 void dsd_st_writer_free(struct dsd_st_writer *w);
 
 /* Writes DIR/model.safetensors.index.json: {"metadata": {"total_size": N},
- * "weight_map": {tensor name: shard file name}} for the given parallel arrays. */
+ * "weight_map": {tensor name: shard file name}} for the given parallel arrays (n >= 1),
+ * formatted as transformers writes it (indent 2, sorted keys), atomically like the writer.
+ * Returns 0, -EINVAL (a name listed twice, a shard name with '/' or control characters)
+ * or another negative errno, with err set. */
 int dsd_st_write_index(const char *dir, const char *const *tensor_names,
                        const char *const *shard_names, size_t n, uint64_t total_size,
                        struct dsd_err *err);
