@@ -1,0 +1,65 @@
+/*
+ * kernels/cuda/dsd_cuda.h: the first pieces of the CUDA backend (Hopper, sm_90a): per-token
+ * 1x128 FP8 activation quantization and the block-scaled FP8 linear through cuBLASLt
+ * (MODEL.md §7). C API; the kernels are CUDA C++ in this folder.
+ *
+ *   struct dsd_cuda *cu;
+ *   if (dsd_cuda_open(0, &cu, &err) < 0) ...            // -ENODEV without a GPU
+ *   dsd_cuda_act_quant(cu, x_dev, M, K, true, xq_dev, xs_dev);  // xs: [K/128][M] (k-block-major)
+ *   dsd_cuda_fp8_linear(cu, y_dev, xq_dev, xs_dev, w_dev, ws_dev, M, N, K, &err);
+ *   dsd_cuda_close(cu);
+ *
+ * Layouts: x row-major [M][K] float; xq [M][K] e4m3; w [N][K] e4m3 with the checkpoint's
+ * weight_scale_inv [ceil(N/128)][K/128] as is; y row-major [M][N] float (bf16-rounded).
+ * CUDA failures inside these calls are programming or driver errors: they abort with
+ * file:line (CUDA_CHECK); configuration problems return -errno with err set.
+ */
+#ifndef DSD_CUDA_H
+#define DSD_CUDA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct dsd_cuda;
+
+int dsd_cuda_open(int device, struct dsd_cuda **out, struct dsd_err *err);
+void dsd_cuda_close(struct dsd_cuda *cu);
+/* Name and memory of the opened device, for logs. */
+const char *dsd_cuda_device_name(const struct dsd_cuda *cu);
+
+void *dsd_cuda_alloc(struct dsd_cuda *cu, size_t bytes);
+void dsd_cuda_free(struct dsd_cuda *cu, void *p);
+void dsd_cuda_upload(struct dsd_cuda *cu, void *dst, const void *src, size_t bytes);
+void dsd_cuda_download(struct dsd_cuda *cu, void *dst, const void *src, size_t bytes);
+void dsd_cuda_sync(struct dsd_cuda *cu);
+
+/* Rows the quantized-activation buffers must have for M tokens: cuBLASLt wants 16-byte
+ * aligned leading dimensions for the FP8 operands and the bf16 output, so M is padded to
+ * a multiple of 16 (the pad rows are zeros and their outputs are dropped). */
+static inline int dsd_cuda_fp8_rows(int M)
+{
+    return (M + 15) & ~15;
+}
+/* act_quant on the device; K % 128 == 0. xq: [rows][K], xs: [K/128][rows] (k-block-major)
+ * with rows = dsd_cuda_fp8_rows(M). */
+void dsd_cuda_act_quant(struct dsd_cuda *cu, const float *x, int M, int K, bool ue8m0, uint8_t *xq, float *xs);
+/* y = x W^T with x given quantized (xq, xs) and W FP8 with 128x128 block scales. Returns 0,
+ * -EINVAL (shape cuBLASLt cannot do: K % 128, N % 16), -ENOTSUP (no algorithm). */
+int dsd_cuda_fp8_linear(struct dsd_cuda *cu, float *y, const uint8_t *xq, const float *xs, const uint8_t *w,
+                        const float *ws, int M, int N, int K, struct dsd_err *err);
+/* Milliseconds between two points of the stream (CUDA events), for benchmarks. */
+void dsd_cuda_timer_start(struct dsd_cuda *cu);
+float dsd_cuda_timer_stop(struct dsd_cuda *cu);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
