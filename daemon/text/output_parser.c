@@ -40,6 +40,7 @@ struct dsd_output_parser {
     enum state st;
     bool reasoning;      /* TEXT is reasoning; a block returns to reasoning */
     bool wrapped;        /* the current block has a function_calls/tool_calls wrapper */
+    bool skip_to_param;  /* SKIP may resume after a parameter's close (stray parameter) */
     bool finishing;      /* finish() called: no more text will come */
     bool finished;
     bool eos_trailer_reported;
@@ -187,6 +188,16 @@ static void trim(const char **s, size_t *n)
         (*n)--;
 }
 
+/* Names (of calls and parameters) are identifiers: a control character in one is garbage,
+ * and a NUL would cut the name short for C callers. */
+static bool has_control(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20)
+            return true;
+    return false;
+}
+
 /* Short, printable name for error messages (at most 64 bytes, cut on a UTF-8 boundary). */
 static int name_for_msg(const char *name, size_t len)
 {
@@ -225,7 +236,8 @@ static int parse_params(const char *s, size_t n, json_t *args, char *why, size_t
         int na = parse_attrs(s + attrs, end - attrs, a, 4);
         const struct attr *name = na > 0 ? find_attr(a, na, "name") : NULL;
         const struct attr *str = na > 0 ? find_attr(a, na, "string") : NULL;
-        if (!name || !str || na != 2 || name->value_len == 0) {
+        if (!name || !str || na != 2 || name->value_len == 0 ||
+            has_control(name->value, name->value_len)) {
             snprintf(why, why_len, "a parameter tag needs exactly name=\"...\" and "
                      "string=\"true|false\"");
             return -EINVAL;
@@ -290,13 +302,15 @@ static int finish_invoke(struct dsd_output_parser *p, const char *s, size_t open
     if (!name || name->value_len == 0)
         return emit_error(p, "a tool call was dropped: its invoke tag needs exactly "
                           "name=\"...\"");
+    if (has_control(name->value, name->value_len))
+        return emit_error(p, "a tool call was dropped: its name has a control character");
     char why[256];
     json_t *args = NULL;
     const char *body = s + open_end + 1;
     size_t body_len = self_closing ? 0 : body_end - (open_end + 1);
     trim(&body, &body_len);
     int rc = 0;
-    if (body_len && body[0] == '{') {
+    if (body_len && (body[0] == '{' || body[0] == '[')) {
         json_error_t jerr;
         args = json_loadb(body, body_len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
         if (!args || !json_is_object(args)) {
@@ -369,6 +383,7 @@ static const struct {
     {DSD_CHAT_INVOKE_OPEN, M_INVOKE},
     {DSD_CHAT_CALLS_CLOSE, M_CALLS_CLOSE},
     {DSD_CHAT_TOOL_CALLS_CLOSE, M_CALLS_CLOSE},
+    {DSD_CHAT_INVOKE_CLOSE, M_CALLS_CLOSE},
     /* any other tag in the DSML namespace; listed last so the specific ones win */
     {DSD_CHAT_DSML_OPEN, M_OTHER_DSML},
     {DSD_CHAT_DSML_CLOSE, M_OTHER_DSML},
@@ -473,6 +488,7 @@ static int step_text(struct dsd_output_parser *p, bool *progress)
         case M_OTHER_DSML:
             p->st = ST_SKIP;
             p->wrapped = false;
+            p->skip_to_param = true;
             rc = emit_error(p, "unexpected DSML markup outside a tool call was dropped");
             break;
         case M_CUT_DSML:
@@ -557,6 +573,7 @@ static int step_block(struct dsd_output_parser *p, bool *progress)
         return 0;
     }
     p->st = ST_SKIP;
+    p->skip_to_param = false;
     return emit_error(p, "unexpected text inside a tool call block was dropped");
 }
 
@@ -567,6 +584,7 @@ static int step_invoke(struct dsd_output_parser *p, bool *progress)
     if (n > p->max_call) {
         dsd_chat_buf_consume(&p->buf, strlen(DSD_CHAT_INVOKE_OPEN));
         p->st = ST_SKIP;
+        p->skip_to_param = false;
         *progress = true;
         return emit_error(p, "a tool call longer than %zu bytes was dropped", p->max_call);
     }
@@ -653,7 +671,7 @@ static int step_skip(struct dsd_output_parser *p, bool *progress)
     int which = -1;
     size_t count = sizeof SKIP_MARKERS / sizeof SKIP_MARKERS[0];
     for (size_t k = 0; k < count; k++) {
-        if (k == 5 && p->wrapped) /* inside a wrapper, a parameter end is not a resync point */
+        if (k == 5 && !p->skip_to_param) /* only a stray parameter ends at its close */
             continue;
         const char *hit = memmem(s, n, SKIP_MARKERS[k], strlen(SKIP_MARKERS[k]));
         if (hit && (size_t)(hit - s) < best) {
