@@ -366,7 +366,7 @@ enum mark {
     M_EOS,
     M_CALLS_OPEN,
     M_INVOKE,
-    M_CALLS_CLOSE,
+    M_CALLS_CLOSE, /* any DSML close tag out of place: dropped */
     M_OTHER_DSML,
     M_CUT_DSML,  /* finish() came in the middle of a DSML tag */
 };
@@ -384,6 +384,7 @@ static const struct {
     {DSD_CHAT_CALLS_CLOSE, M_CALLS_CLOSE},
     {DSD_CHAT_TOOL_CALLS_CLOSE, M_CALLS_CLOSE},
     {DSD_CHAT_INVOKE_CLOSE, M_CALLS_CLOSE},
+    {DSD_CHAT_PARAM_CLOSE, M_CALLS_CLOSE},
     /* any other tag in the DSML namespace; listed last so the specific ones win */
     {DSD_CHAT_DSML_OPEN, M_OTHER_DSML},
     {DSD_CHAT_DSML_CLOSE, M_OTHER_DSML},

@@ -329,8 +329,11 @@ TEST(malformed_and_unterminated_calls_fail_closed)
     CHECK("stray parameter outside any invoke", false,
           "a <｜DSML｜parameter name=\"x\" string=\"true\">v</｜DSML｜parameter> b",
           "C:a ", "E:unexpected DSML markup", "C:b");
-    CHECK("stray closing block tag is not shown", false, "a</｜DSML｜function_calls>b",
-          "C:ab");
+    CHECK("stray close tags are not shown", false,
+          "a</｜DSML｜function_calls>b</｜DSML｜invoke>c</｜DSML｜parameter>d", "C:abcd");
+    CHECK("an unknown DSML tag is an error and skipped to a resync point", false,
+          "a<｜DSML｜weird x=\"1\">zz</｜DSML｜parameter> b", "C:a", "E:unexpected DSML markup",
+          "C:b");
 }
 
 TEST(utf8_is_repaired_and_never_split)
