@@ -54,7 +54,8 @@ struct dsd_output_parser {
     /* UTF-8 repair: the start of a character whose continuation bytes are still due */
     unsigned char utf8[4];
     int utf8_len, utf8_need;
-    struct dsd_chat_buf buf;     /* repaired text not yet consumed */
+    struct dsd_chat_buf buf;     /* repaired text; buf.data[off..len) is not consumed yet */
+    size_t off;
     struct dsd_chat_buf scratch; /* arguments JSON text */
     int cb_rc;                   /* first non-zero callback return */
 };
@@ -77,6 +78,23 @@ static bool proper_prefix(const char *s, size_t n, const char *lit, size_t lit_l
 static bool is_space(char c)
 {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Consuming only moves an offset; feed() compacts once per call, so a large feed with many
+ * markers stays linear. */
+static const char *pending(const struct dsd_output_parser *p)
+{
+    return p->buf.data ? p->buf.data + p->off : "";
+}
+
+static size_t pending_len(const struct dsd_output_parser *p)
+{
+    return p->buf.len - p->off;
+}
+
+static void consume(struct dsd_output_parser *p, size_t n)
+{
+    p->off += n;
 }
 
 /* ----------------------------------------------------------------------------------- events */
@@ -432,8 +450,8 @@ static size_t trailing_newlines(const char *s, size_t n)
 
 static int step_text(struct dsd_output_parser *p, bool *progress)
 {
-    const char *s = p->buf.data;
-    size_t n = p->buf.len, i = 0;
+    const char *s = pending(p);
+    size_t n = pending_len(p), i = 0;
     for (;;) {
         const char *lt = i < n ? memchr(s + i, '<', n - i) : NULL;
         size_t j = lt ? (size_t)(lt - s) : n;
@@ -448,7 +466,7 @@ static int step_text(struct dsd_output_parser *p, bool *progress)
              * that could precede a block. At finish() nothing is held back. */
             size_t keep = p->finishing ? 0 : (n - j) + trailing_newlines(s, j);
             int rc = emit_text(p, s, n - keep);
-            dsd_chat_buf_consume(&p->buf, n - keep);
+            consume(p, n - keep);
             *progress = keep != n;
             return rc;
         }
@@ -501,7 +519,7 @@ static int step_text(struct dsd_output_parser *p, bool *progress)
         case M_PARTIAL:
             break;
         }
-        dsd_chat_buf_consume(&p->buf, j + mark_len);
+        consume(p, j + mark_len);
         return rc;
     }
 }
@@ -521,14 +539,14 @@ static void start_invoke(struct dsd_output_parser *p)
 static int step_block(struct dsd_output_parser *p, bool *progress)
 {
     size_t ws = 0;
-    while (ws < p->buf.len && is_space(p->buf.data[ws]))
+    while (ws < pending_len(p) && is_space(pending(p)[ws]))
         ws++;
     if (ws) {
-        dsd_chat_buf_consume(&p->buf, ws);
+        consume(p, ws);
         *progress = true;
     }
-    const char *s = p->buf.data;
-    size_t n = p->buf.len;
+    const char *s = pending(p);
+    size_t n = pending_len(p);
     if (n == 0) {
         if (p->finishing && p->wrapped && p->invokes_in_block == 0) {
             p->st = ST_DONE;
@@ -544,7 +562,7 @@ static int step_block(struct dsd_output_parser *p, bool *progress)
     }
     if (starts_with(s, n, LIT(DSD_CHAT_CALLS_CLOSE)) ||
         starts_with(s, n, LIT(DSD_CHAT_TOOL_CALLS_CLOSE))) {
-        dsd_chat_buf_consume(&p->buf, starts_with(s, n, LIT(DSD_CHAT_CALLS_CLOSE))
+        consume(p, starts_with(s, n, LIT(DSD_CHAT_CALLS_CLOSE))
                                           ? strlen(DSD_CHAT_CALLS_CLOSE)
                                           : strlen(DSD_CHAT_TOOL_CALLS_CLOSE));
         p->st = ST_TEXT;
@@ -552,7 +570,7 @@ static int step_block(struct dsd_output_parser *p, bool *progress)
         return 0;
     }
     if (starts_with(s, n, LIT(DSD_CHAT_EOS))) {
-        dsd_chat_buf_consume(&p->buf, strlen(DSD_CHAT_EOS));
+        consume(p, strlen(DSD_CHAT_EOS));
         p->st = ST_DONE;
         *progress = true;
         return 0;
@@ -565,7 +583,7 @@ static int step_block(struct dsd_output_parser *p, bool *progress)
     *progress = true;
     if (partial) { /* finish() in the middle of a tag */
         bool in_invoke = proper_prefix(s, n, LIT(DSD_CHAT_INVOKE_OPEN));
-        dsd_chat_buf_consume(&p->buf, n);
+        consume(p, n);
         p->st = ST_DONE;
         return in_invoke ? emit_error(p, "the output ended inside a tool call tag") : 0;
     }
@@ -580,10 +598,10 @@ static int step_block(struct dsd_output_parser *p, bool *progress)
 
 static int step_invoke(struct dsd_output_parser *p, bool *progress)
 {
-    const char *s = p->buf.data;
-    size_t n = p->buf.len;
+    const char *s = pending(p);
+    size_t n = pending_len(p);
     if (n > p->max_call) {
-        dsd_chat_buf_consume(&p->buf, strlen(DSD_CHAT_INVOKE_OPEN));
+        consume(p, strlen(DSD_CHAT_INVOKE_OPEN));
         p->st = ST_SKIP;
         p->skip_to_param = false;
         *progress = true;
@@ -595,7 +613,7 @@ static int step_invoke(struct dsd_output_parser *p, bool *progress)
             p->tag_scan = pos;
             if (!p->finishing)
                 return 0;
-            dsd_chat_buf_consume(&p->buf, n);
+            consume(p, n);
             p->st = ST_DONE;
             *progress = true;
             return emit_error(p, "the output ended inside a tool call tag");
@@ -604,7 +622,7 @@ static int step_invoke(struct dsd_output_parser *p, bool *progress)
         p->close_scan = pos + 1;
         if (s[pos - 1] == '/') { /* self-closing: the invoke is complete */
             int rc = finish_invoke(p, s, pos, pos + 1);
-            dsd_chat_buf_consume(&p->buf, pos + 1);
+            consume(p, pos + 1);
             p->invokes_in_block++;
             p->st = ST_BLOCK;
             *progress = true;
@@ -641,7 +659,7 @@ static int step_invoke(struct dsd_output_parser *p, bool *progress)
             p->close_scan = n - longest + 1;
         if (!p->finishing)
             return 0;
-        dsd_chat_buf_consume(&p->buf, n);
+        consume(p, n);
         p->st = ST_DONE;
         *progress = true;
         return emit_error(p, "tool call %swas dropped: the output ended before it was complete",
@@ -651,11 +669,11 @@ static int step_invoke(struct dsd_output_parser *p, bool *progress)
     p->invokes_in_block++;
     if (which == 0) {
         int rc = finish_invoke(p, s, p->open_end, best);
-        dsd_chat_buf_consume(&p->buf, best + strlen(DSD_CHAT_INVOKE_CLOSE));
+        consume(p, best + strlen(DSD_CHAT_INVOKE_CLOSE));
         p->st = ST_BLOCK;
         return rc;
     }
-    dsd_chat_buf_consume(&p->buf, best);
+    consume(p, best);
     p->st = ST_BLOCK;
     return emit_error(p, "tool call %swas dropped: it is not closed", name);
 }
@@ -667,8 +685,8 @@ static const char *const SKIP_MARKERS[] = {
 
 static int step_skip(struct dsd_output_parser *p, bool *progress)
 {
-    const char *s = p->buf.data;
-    size_t n = p->buf.len, best = n;
+    const char *s = pending(p);
+    size_t n = pending_len(p), best = n;
     int which = -1;
     size_t count = sizeof SKIP_MARKERS / sizeof SKIP_MARKERS[0];
     for (size_t k = 0; k < count; k++) {
@@ -694,7 +712,7 @@ static int step_skip(struct dsd_output_parser *p, bool *progress)
             }
         }
         *progress = keep != n;
-        dsd_chat_buf_consume(&p->buf, n - keep);
+        consume(p, n - keep);
         if (p->finishing)
             p->st = ST_DONE;
         return 0;
@@ -703,21 +721,21 @@ static int step_skip(struct dsd_output_parser *p, bool *progress)
     size_t len = strlen(SKIP_MARKERS[which]);
     switch (which) {
     case 0:
-        dsd_chat_buf_consume(&p->buf, best);
+        consume(p, best);
         start_invoke(p);
         break;
     case 1:
     case 5:
-        dsd_chat_buf_consume(&p->buf, best + len);
+        consume(p, best + len);
         p->st = ST_BLOCK;
         break;
     case 2:
     case 3:
-        dsd_chat_buf_consume(&p->buf, best + len);
+        consume(p, best + len);
         p->st = ST_TEXT;
         break;
     default:
-        dsd_chat_buf_consume(&p->buf, best + len);
+        consume(p, best + len);
         p->st = ST_DONE;
     }
     return 0;
@@ -726,10 +744,10 @@ static int step_skip(struct dsd_output_parser *p, bool *progress)
 static int step_done(struct dsd_output_parser *p, bool *progress)
 {
     bool text = false;
-    for (size_t i = 0; i < p->buf.len && !text; i++)
-        text = !is_space(p->buf.data[i]);
-    *progress = p->buf.len != 0;
-    dsd_chat_buf_consume(&p->buf, p->buf.len);
+    for (size_t i = 0; i < pending_len(p) && !text; i++)
+        text = !is_space(pending(p)[i]);
+    *progress = pending_len(p) != 0;
+    consume(p, pending_len(p));
     if (text && !p->eos_trailer_reported) {
         p->eos_trailer_reported = true;
         return emit_error(p, "text after the end-of-sentence marker was dropped");
@@ -857,6 +875,8 @@ int dsd_output_parser_feed(struct dsd_output_parser *p, const char *bytes, size_
         return result(p, p->cb_rc, err);
     if (p->finished)
         return dsd_errf(err, -EINVAL, "the output parser was fed after finish()");
+    dsd_chat_buf_consume(&p->buf, p->off);
+    p->off = 0;
     if (repair_utf8(p, (const unsigned char *)bytes, len) < 0)
         return result(p, -ENOMEM, err);
     return result(p, run(p), err);
