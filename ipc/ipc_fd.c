@@ -76,9 +76,10 @@ int dsd_ipc_cmsg_take_fd(const void *control, size_t len, int msg_flags, int *re
         return dsd_ipc_failf(fail, -EPROTO, DSD_IPC_E_PROTOCOL_VIOLATION,
                              "%s; a connection passes exactly one fd, with its shm_attach frame",
                              malformed ? "malformed ancillary data"
-                             : nfds > 1 ? "more than one file descriptor arrived at once"
-                                        : "ancillary data was truncated (more than one file "
-                                          "descriptor, or too much control data)");
+                             : (msg_flags & MSG_CTRUNC)
+                                 ? "ancillary data was truncated (more than one file "
+                                   "descriptor, or too much control data)"
+                                 : "more than one file descriptor arrived at once");
     }
     *ret_fd = got;
     return 0;

@@ -1148,8 +1148,57 @@ TEST(random_bytes_never_crash)
         dsd_ipc_buf_free(&frames[i]);
 }
 
-int main(void)
+/* Writes the fuzz seeds for fuzz_ipc_decode (tests/data/ipc/decode): every fixture as a bare
+ * body and as a prefixed stream frame, plus the classic hostile inputs. */
+static int write_corpus(const char *dir)
 {
+    struct dsd_ipc_msg fx[MAX_FX];
+    int n = fx_all(fx);
+    char path[4096];
+    int files = 0;
+    for (int i = 0; i < n; i++) {
+        struct dsd_ipc_buf b = {0};
+        if (dsd_ipc_encode(&b, &fx[i], DSD_IPC_FRAME_CEIL, NULL) < 0)
+            return 1;
+        for (int prefixed = 0; prefixed < 2; prefixed++) {
+            snprintf(path, sizeof path, "%s/%s-%02d%s", dir, dsd_ipc_type_name(fx[i].type), i,
+                     prefixed ? "-stream" : "");
+            FILE *f = fopen(path, "wb");
+            if (!f)
+                return 1;
+            /* byte 0: direction bit, and chunk step 1 + (byte >> 1) */
+            uint8_t head = (uint8_t)(dir_of(&fx[i]) | (uint8_t)((i * 5 % 64) << 1));
+            fwrite(&head, 1, 1, f);
+            fwrite(b.data + (prefixed ? 0 : 4), 1, b.len - (prefixed ? 0 : 4), f);
+            fclose(f);
+            files++;
+        }
+        dsd_ipc_buf_free(&b);
+    }
+    static const uint8_t hostile[][10] = {
+        {0, 0xdd, 0x01, 0x00, 0x00, 0x00},
+        {0, 0xdf, 0xff, 0xff, 0xff, 0xff},
+        {0, 0x81, 0xa1, 't', 0xdb, 0xff, 0xff, 0xff, 0xf0, 'a'},
+        {0, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91},
+        {0, 0xff, 0xff, 0xff, 0x7f, 0x80},
+    };
+    for (size_t i = 0; i < sizeof hostile / sizeof hostile[0]; i++) {
+        snprintf(path, sizeof path, "%s/hostile-%zu", dir, i);
+        FILE *f = fopen(path, "wb");
+        if (!f)
+            return 1;
+        fwrite(hostile[i], 1, sizeof hostile[i], f);
+        fclose(f);
+        files++;
+    }
+    printf("wrote %d seeds to %s\n", files, dir);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && strcmp(argv[1], "--write-corpus") == 0)
+        return write_corpus(argv[2]);
     RUN(roundtrip_every_type);
     RUN(reader_any_chunking);
     RUN(reader_offsets_and_zero_copy);
