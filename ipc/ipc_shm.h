@@ -137,8 +137,8 @@ int dsd_shm_check_header(const void *hdr, size_t avail, uint64_t file_size,
  * errno from fstat/mmap (fail: DSD_IPC_E_SHM_INVALID too, with the errno's text). */
 int dsd_shm_attach(int fd, uint64_t max_bytes, struct dsd_shm *shm, struct dsd_ipc_fail *fail);
 
-/* Unmaps and closes. A zeroed shm (fd 0 never is ours: use dsd_shm_create/attach first) or
- * NULL is fine after a failed create/attach, which leave fd = -1 and base = NULL. */
+/* Unmaps and closes (the client's fd too). NULL, and the state a failed create/attach
+ * leaves (fd -1, base NULL), are fine; so is calling it twice. */
 void dsd_shm_close(struct dsd_shm *shm);
 
 /* The prompt arena (client writes). NULL when there is none. */

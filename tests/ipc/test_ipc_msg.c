@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include <jansson.h>
+
 #include "ipc_fixtures.h"
 #include "ipc_frame.h"
 #include "ipc_msg.h"
@@ -232,6 +234,27 @@ TEST(reader_rejects_oversized_prefix_before_buffering)
     dsd_ipc_reader_set_max(&r, 1u << 21);
     ASSERT_EQ_INT(dsd_ipc_reader_push(&r, big, 4, &used, &f, &fail), 0);
     dsd_ipc_reader_free(&r);
+}
+
+TEST(buffer_append_consume)
+{
+    struct dsd_ipc_buf b = {0};
+    char big[1000];
+    for (int i = 0; i < 1000; i++)
+        big[i] = (char)i;
+    ASSERT_EQ_INT(dsd_ipc_buf_append(&b, big, 1000), 0);
+    ASSERT_EQ_INT(dsd_ipc_buf_append(&b, "xy", 2), 0);
+    ASSERT_EQ_INT(b.len, 1002);
+    dsd_ipc_buf_consume(&b, 999);      /* a partial send */
+    ASSERT_EQ_INT(b.len, 3);
+    ASSERT_EQ_INT((unsigned char)b.data[0], (unsigned char)(char)999);
+    ASSERT_EQ_INT(b.data[1], 'x');
+    dsd_ipc_buf_consume(&b, 10);
+    ASSERT_EQ_INT(b.len, 0);
+    ASSERT_EQ_INT(dsd_ipc_buf_reserve(&b, SIZE_MAX), -ENOMEM);
+    dsd_ipc_buf_free(&b);
+    dsd_ipc_buf_free(&b);
+    ASSERT_TRUE(b.data == NULL && b.cap == 0);
 }
 
 /* ---- bad input ------------------------------------------------------------------------- */
@@ -1148,6 +1171,133 @@ TEST(random_bytes_never_crash)
         dsd_ipc_buf_free(&frames[i]);
 }
 
+/* ---- the examples of PROTOCOL.md §11 decode as written ---------------------------------- */
+
+static void json_to_mp(msgpack_packer *pk, const json_t *j)
+{
+    switch (json_typeof(j)) {
+    case JSON_OBJECT: {
+        const char *k;
+        json_t *v;
+        msgpack_pack_map(pk, json_object_size(j));
+        json_object_foreach((json_t *)j, k, v) {
+            msgpack_pack_str(pk, strlen(k));
+            msgpack_pack_str_body(pk, k, strlen(k));
+            json_to_mp(pk, v);
+        }
+        break;
+    }
+    case JSON_ARRAY: {
+        size_t i;
+        json_t *v;
+        msgpack_pack_array(pk, json_array_size(j));
+        json_array_foreach(j, i, v)
+            json_to_mp(pk, v);
+        break;
+    }
+    case JSON_STRING:
+        msgpack_pack_str(pk, json_string_length(j));
+        msgpack_pack_str_body(pk, json_string_value(j), json_string_length(j));
+        break;
+    case JSON_INTEGER: msgpack_pack_int64(pk, json_integer_value(j)); break;
+    case JSON_REAL: msgpack_pack_double(pk, json_real_value(j)); break;
+    case JSON_TRUE: msgpack_pack_true(pk); break;
+    case JSON_FALSE: msgpack_pack_false(pk); break;
+    default: msgpack_pack_nil(pk); break;
+    }
+}
+
+static const char *doc_path;
+
+static void check_example(const char *text, enum dsd_ipc_dir dir, int *count)
+{
+    json_error_t jerr;
+    json_t *j = json_loads(text, 0, &jerr);
+    if (!j) {
+        TEST_FAIL_AT("PROTOCOL.md example is not JSON (%s): %s", jerr.text, text);
+        return;
+    }
+    struct mp m;
+    mp_init(&m);
+    json_to_mp(&m.pk, j);
+    struct dsd_ipc_msg msg;
+    struct dsd_ipc_fail fail;
+    int rc = dsd_ipc_decode(m.sb.data, m.sb.size, dir, &msg, &fail);
+    if (rc != 0)
+        TEST_FAIL_AT("PROTOCOL.md example does not decode (%s): %s", fail.err.msg, text);
+    /* Decoding then encoding keeps every key the example gives (none is silently dropped
+     * as unknown, which would mean the doc names a key the code does not know). */
+    if (rc == 0) {
+        struct dsd_ipc_buf b = {0};
+        ASSERT_EQ_INT(dsd_ipc_encode(&b, &msg, DSD_IPC_FRAME_CEIL, NULL), 0);
+        msgpack_unpacked up;
+        msgpack_unpacked_init(&up);
+        size_t off = 0;
+        ASSERT_EQ_INT(msgpack_unpack_next(&up, (const char *)b.data + 4, b.len - 4, &off),
+                      MSGPACK_UNPACK_SUCCESS);
+        const char *k;
+        json_t *v;
+        json_object_foreach(j, k, v) {
+            bool found = false;
+            for (uint32_t i = 0; i < up.data.via.map.size; i++) {
+                const msgpack_object *key = &up.data.via.map.ptr[i].key;
+                found |= key->via.str.size == strlen(k) &&
+                         memcmp(key->via.str.ptr, k, strlen(k)) == 0;
+            }
+            if (!found && strcmp(k, "fatal") != 0)   /* fatal:false is the default */
+                TEST_FAIL_AT("PROTOCOL.md example key \"%s\" is not kept: %s", k, text);
+        }
+        msgpack_unpacked_destroy(&up);
+        dsd_ipc_buf_free(&b);
+        (*count)++;
+    }
+    dsd_ipc_msg_free(&msg);
+    msgpack_sbuffer_destroy(&m.sb);
+    json_decref(j);
+}
+
+TEST(protocol_examples_decode)
+{
+    FILE *f = doc_path ? fopen(doc_path, "r") : NULL;
+    if (!f) {
+        TEST_FAIL_AT("cannot open PROTOCOL.md (%s)", doc_path ? doc_path : "no path given");
+        return;
+    }
+    char line[1024], text[8192] = "";
+    bool in_examples = false, in_block = false;
+    enum dsd_ipc_dir dir = DSD_IPC_TO_DAEMON;
+    int count = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "## 11.", 6) == 0)
+            in_examples = true;
+        else if (strncmp(line, "## ", 3) == 0)
+            in_examples = false;
+        if (!in_examples)
+            continue;
+        bool fence = strncmp(line, "```", 3) == 0;
+        bool to_d = strncmp(line, "\xe2\x86\x92 ", 4) == 0;     /* "→ " */
+        bool to_c = strncmp(line, "\xe2\x86\x90 ", 4) == 0;     /* "← " */
+        if ((fence || to_d || to_c) && text[0]) {
+            check_example(text, dir, &count);
+            text[0] = 0;
+        }
+        if (fence) {
+            in_block = !in_block;
+            continue;
+        }
+        if (!in_block)
+            continue;
+        if (to_d || to_c) {
+            dir = to_d ? DSD_IPC_TO_DAEMON : DSD_IPC_TO_CLIENT;
+            strncat(text, line + 4, sizeof text - strlen(text) - 1);
+        } else if (text[0]) {
+            strncat(text, line, sizeof text - strlen(text) - 1);
+        }
+    }
+    fclose(f);
+    ASSERT_EQ_INT(count, 9);
+}
+
 /* Writes the fuzz seeds for fuzz_ipc_decode (tests/data/ipc/decode): every fixture as a bare
  * body and as a prefixed stream frame, plus the classic hostile inputs. */
 static int write_corpus(const char *dir)
@@ -1199,10 +1349,12 @@ int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--write-corpus") == 0)
         return write_corpus(argv[2]);
+    doc_path = argc > 1 ? argv[1] : NULL;
     RUN(roundtrip_every_type);
     RUN(reader_any_chunking);
     RUN(reader_offsets_and_zero_copy);
     RUN(reader_rejects_oversized_prefix_before_buffering);
+    RUN(buffer_append_consume);
     RUN(bad_msgpack_structure);
     RUN(too_complex);
     RUN(not_a_map_and_header_fields);
@@ -1214,5 +1366,6 @@ int main(int argc, char **argv)
     RUN(tables);
     RUN(utf8_rules);
     RUN(random_bytes_never_crash);
+    RUN(protocol_examples_decode);
     return test_report();
 }
