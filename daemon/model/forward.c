@@ -105,14 +105,14 @@ static int build_meta(const struct dsd_model *m, const struct dsd_batch_seq *seq
         if (T > INT32_MAX - q->n_tokens)
             return dsd_errf(err, -EINVAL, "forward: batch too large");
         T += q->n_tokens;
-        rows += q->logits_all ? q->n_tokens : 1;
+        rows += q->no_logits ? 0 : q->logits_all ? q->n_tokens : 1;
     }
     s->tokens = malloc((size_t)T * sizeof(int32_t));
     s->pos = malloc((size_t)T * sizeof(int32_t));
     s->seq = malloc((size_t)T * sizeof(int32_t));
     s->slot = malloc((size_t)T * sizeof(int32_t));
     s->pages = malloc((size_t)n_seqs * sizeof *s->pages);
-    s->logit_rows = malloc((size_t)rows * sizeof(int32_t));
+    s->logit_rows = malloc((size_t)(rows ? rows : 1) * sizeof(int32_t));
     if (!s->tokens || !s->pos || !s->seq || !s->slot || !s->pages || !s->logit_rows) {
         free_meta(s);
         return dsd_errf(err, -ENOMEM, "forward: out of memory");
@@ -132,7 +132,7 @@ static int build_meta(const struct dsd_model *m, const struct dsd_batch_seq *seq
             s->pos[t] = p;
             s->seq[t] = i;
             s->slot[t] = q->kv->pages[p / DSD_KV_PAGE_TOKENS] * DSD_KV_PAGE_TOKENS + p % DSD_KV_PAGE_TOKENS;
-            if (q->logits_all || j == q->n_tokens - 1)
+            if (!q->no_logits && (q->logits_all || j == q->n_tokens - 1))
                 s->logit_rows[s->n_logit_rows++] = t;
         }
     }
@@ -212,7 +212,7 @@ static int finish(struct dsd_model *m, const struct dsd_weight *norm, struct ste
     if (out->hidden)
         m->ops->download(m->be, out->hidden, b->x, (size_t)T * D * sizeof(float));
     out->n_rows = s->n_logit_rows;
-    if (!out->logits)
+    if (!out->logits || s->n_logit_rows == 0)
         return 0;
     size_t rows = (size_t)s->n_logit_rows;
     float *h = m->ops->alloc(m->be, rows * D * sizeof(float));

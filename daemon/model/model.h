@@ -68,10 +68,12 @@ struct dsd_batch_seq {
     int32_t pos0;               /* absolute position of tokens[0] */
     struct dsd_kv_seq *kv;      /* pages for [0, pos0 + n_tokens) already reserved */
     bool logits_all;            /* logits for every token of this sequence, else only the last */
+    bool no_logits;             /* no logits at all (a prefill chunk that does not end the prompt) */
 };
 
 struct dsd_forward_out {
-    float *logits;              /* host [rows][vocab]: per sequence, its last token or all tokens */
+    float *logits;              /* host [rows][vocab]: per sequence (unless no_logits), its last
+                                   token or all tokens, in batch order */
     float *hidden;              /* optional host [T][hidden]: post-final-norm hidden of every token */
     int32_t *topk;              /* optional host [layers][T][index_topk]: indexer selections */
     int n_rows;                 /* set by the call: logits rows written */

@@ -72,6 +72,10 @@ struct encoder {
     struct dsd_chat_buf out;
     struct dsd_chat_buf parts;   /* scratch: content given as a list of text parts */
     struct dsd_err *err;
+    /* Byte ranges of out written from the encoder's own constants (markup), in order; the
+     * rest came from the request. Only markup may become special tokens. */
+    struct dsd_chat_range *markup;
+    size_t n_markup, cap_markup;
 };
 
 #define OOM(e) dsd_errf((e)->err, -ENOMEM, "out of memory while encoding the chat")
@@ -81,9 +85,27 @@ static int put(struct encoder *e, const char *s, size_t len)
     return dsd_chat_buf_put(&e->out, s, len) < 0 ? OOM(e) : 0;
 }
 
+/* Appends markup: the encoder's own constant text (role markers, DSML tags, ...). */
 static int puts_(struct encoder *e, const char *s)
 {
-    return put(e, s, strlen(s));
+    size_t start = e->out.len, len = strlen(s);
+    int rc = put(e, s, len);
+    if (rc < 0 || len == 0)
+        return rc;
+    if (e->n_markup && e->markup[e->n_markup - 1].end == start) {
+        e->markup[e->n_markup - 1].end = start + len;
+        return 0;
+    }
+    if (e->n_markup == e->cap_markup) {
+        size_t cap = e->cap_markup ? e->cap_markup * 2 : 32;
+        struct dsd_chat_range *n = realloc(e->markup, cap * sizeof *n);
+        if (!n)
+            return OOM(e);
+        e->markup = n;
+        e->cap_markup = cap;
+    }
+    e->markup[e->n_markup++] = (struct dsd_chat_range){ start, start + len };
+    return 0;
 }
 
 static const char *type_name(const json_t *v)
@@ -566,13 +588,11 @@ static int read_request(struct encoder *e, const json_t *request)
     return 0;
 }
 
-int dsd_chat_encode(const json_t *request, const struct dsd_chat_options *opt, char **out_prompt,
-                    size_t *out_len, struct dsd_err *err)
+int dsd_chat_encode_marked(const json_t *request, const struct dsd_chat_options *opt,
+                           struct dsd_chat_prompt *out, struct dsd_err *err)
 {
     struct encoder e = {.thinking = opt && opt->thinking, .err = err};
-    *out_prompt = NULL;
-    if (out_len)
-        *out_len = 0;
+    memset(out, 0, sizeof *out);
     int rc = read_request(&e, request);
     if (rc < 0)
         goto fail;
@@ -603,15 +623,48 @@ int dsd_chat_encode(const json_t *request, const struct dsd_chat_options *opt, c
             goto fail;
     }
     dsd_chat_buf_free(&e.parts);
-    *out_prompt = dsd_chat_buf_take(&e.out, out_len);
-    if (!*out_prompt)
+    out->text = dsd_chat_buf_take(&e.out, &out->len);
+    if (!out->text) {
+        free(e.markup);
         return dsd_errf(err, -ENOMEM, "out of memory while encoding the chat");
+    }
+    out->markup = e.markup;
+    out->n_markup = e.n_markup;
     return 0;
 fail:
     dsd_chat_buf_free(&e.parts);
     dsd_chat_buf_free(&e.out);
+    free(e.markup);
     return rc;
 }
+
+void dsd_chat_prompt_free(struct dsd_chat_prompt *p)
+{
+    if (!p)
+        return;
+    free(p->text);
+    free(p->markup);
+    memset(p, 0, sizeof *p);
+}
+
+int dsd_chat_encode(const json_t *request, const struct dsd_chat_options *opt, char **out_prompt,
+                    size_t *out_len, struct dsd_err *err)
+{
+    struct dsd_chat_prompt p;
+    *out_prompt = NULL;
+    if (out_len)
+        *out_len = 0;
+    int rc = dsd_chat_encode_marked(request, opt, &p, err);
+    if (rc < 0)
+        return rc;
+    free(p.markup);
+    *out_prompt = p.text;
+    if (out_len)
+        *out_len = p.len;
+    return 0;
+}
+
+
 
 int dsd_chat_encode_json(const char *json, size_t json_len, const struct dsd_chat_options *opt,
                          char **out_prompt, size_t *out_len, struct dsd_err *err)

@@ -62,6 +62,29 @@ struct dsd_chat_options {
 int dsd_chat_encode(const json_t *request, const struct dsd_chat_options *opt, char **out_prompt,
                     size_t *out_len, struct dsd_err *err);
 
+/* A prompt with the byte ranges that came from the encoder's own markup (role markers,
+ * DSML tags, think tags, BOS...), sorted and disjoint. Everything outside them came from the
+ * request (message text, tool schemas, arguments). Tokenize with special tokens recognized
+ * only inside markup (dsd_tokenizer_encode_marked()): a user who writes "<｜Assistant｜>"
+ * in a message gets that text, not the control token (prompt-injection safety), while a
+ * benign prompt tokenizes exactly as the official pipeline tokenizes the whole string. */
+struct dsd_chat_range {
+    size_t start, end;
+};
+
+struct dsd_chat_prompt {
+    char *text;                  /* malloc'd, NUL-terminated */
+    size_t len;
+    struct dsd_chat_range *markup;
+    size_t n_markup;
+};
+
+/* dsd_chat_encode() that also reports the markup ranges. Same returns; free *out with
+ * dsd_chat_prompt_free() (also after a failure, which leaves it empty). */
+int dsd_chat_encode_marked(const json_t *request, const struct dsd_chat_options *opt,
+                           struct dsd_chat_prompt *out, struct dsd_err *err);
+void dsd_chat_prompt_free(struct dsd_chat_prompt *p);
+
 /* The same from JSON text. A parse error is -EINVAL with Jansson's line/column. */
 int dsd_chat_encode_json(const char *json, size_t json_len, const struct dsd_chat_options *opt,
                          char **out_prompt, size_t *out_len, struct dsd_err *err);

@@ -1,0 +1,775 @@
+/*
+ * The engine thread (contract in engine.h): loads the model, then runs continuous batching.
+ *
+ * Every step: each running sequence that is decoding contributes its one new token; the
+ * rest of the token budget (max_batch_tokens) goes to prompt chunks (at most prefill_chunk
+ * per sequence), first of running sequences that are still prefilling, then of waiting
+ * requests admitted in priority order while KV pages and max_batch allow. A sequence keeps
+ * all its tokens (prompt + generated) and how many of them are in the KV cache, so decode is
+ * just a prefill chunk of one token, and a preempted sequence (KV taken back when the pool
+ * runs dry) simply recomputes its tokens when it is admitted again.
+ */
+#include "engine.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "generation.h"
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+struct seq {
+    struct dsd_engine_request *req;
+    struct dsd_generation *gen;
+    struct dsd_kv_seq kv;
+    int32_t *tokens;            /* prompt, then generated tokens */
+    int n_tokens, cap_tokens;
+    int n_computed;             /* tokens whose KV is in the cache */
+    uint64_t produced;          /* delivered tokens (ring credit) */
+    uint64_t arrival;           /* admission order */
+    uint64_t t_sched, t_first, t_last;
+    bool running, cancelled, parked_credit, stalled_sent;
+    bool out_of_kv;             /* running, needs a page, nothing left to preempt */
+    int chunk;                  /* this step's token count */
+    struct dsd_engine_event *ev;
+    struct seq *next;
+};
+
+enum cmd_kind { CMD_SUBMIT, CMD_CANCEL, CMD_GRANT, CMD_PAUSE, CMD_RESUME_CONN };
+
+struct cmd {
+    enum cmd_kind kind;
+    struct dsd_engine_request *req;
+    uint64_t handle, value;
+    struct cmd *next;
+};
+
+struct paused_conn {
+    uint64_t conn_id;
+    struct paused_conn *next;
+};
+
+struct dsd_engine {
+    struct dsd_engine_params p;
+    char *model_dir;
+    int wake_fd;
+    pthread_t thread;
+    pthread_mutex_t mu;         /* guards cmds, events, stats, state */
+    pthread_cond_t cv;
+    struct cmd *cmd_head, *cmd_tail;
+    struct dsd_engine_event **events;
+    int n_events, cap_events;
+    atomic_int state;
+    _Atomic double progress;
+    char failure[DSD_ERR_MSG_MAX];
+    bool stop;
+    struct dsd_engine_stats stats;
+
+    /* engine thread only */
+    struct dsd_model *model;
+    struct dsd_kv_cache *kv;
+    struct seq *seqs;           /* all live sequences (running and waiting) */
+    struct paused_conn *paused;
+    uint64_t arrivals;
+    int max_context;
+    float *logits;
+    int logits_rows;
+};
+
+/* ---- public helpers ------------------------------------------------------------------ */
+
+void dsd_engine_request_free(struct dsd_engine_request *r)
+{
+    if (!r)
+        return;
+    free(r->prompt);
+    free(r->stop_ids);
+    for (int i = 0; i < r->n_stop_strings; i++)
+        free(r->stop_strings[i]);
+    free(r->stop_strings);
+    free(r);
+}
+
+void dsd_engine_event_free(struct dsd_engine_event *ev)
+{
+    if (!ev)
+        return;
+    free(ev->ids);
+    free(ev->text);
+    free(ev->reasoning);
+    for (int i = 0; i < ev->n_tools; i++) {
+        free(ev->tools[i].id);
+        free(ev->tools[i].name);
+        free(ev->tools[i].arguments);
+    }
+    free(ev->tools);
+    free(ev->logprobs);
+    free(ev->stop_string);
+    free(ev->error);
+    free(ev);
+}
+
+static void wake_io(struct dsd_engine *e)
+{
+    uint64_t one = 1;
+    if (write(e->wake_fd, &one, sizeof one) < 0) {
+        /* EAGAIN: the counter is already non-zero, the io thread will wake anyway */
+    }
+}
+
+static void push_cmd(struct dsd_engine *e, struct cmd *c)
+{
+    pthread_mutex_lock(&e->mu);
+    if (e->cmd_tail)
+        e->cmd_tail->next = c;
+    else
+        e->cmd_head = c;
+    e->cmd_tail = c;
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void send_cmd(struct dsd_engine *e, enum cmd_kind k, struct dsd_engine_request *r, uint64_t handle,
+                     uint64_t value)
+{
+    struct cmd *c = calloc(1, sizeof *c);
+    if (!c) {
+        /* Out of memory for a 40-byte command: the daemon is lost; fail loudly. */
+        DSD_CHECK(c != NULL);
+    }
+    c->kind = k;
+    c->req = r;
+    c->handle = handle;
+    c->value = value;
+    push_cmd(e, c);
+}
+
+void dsd_engine_submit(struct dsd_engine *e, struct dsd_engine_request *r)
+{
+    send_cmd(e, CMD_SUBMIT, r, r->handle, 0);
+}
+
+void dsd_engine_cancel(struct dsd_engine *e, uint64_t handle)
+{
+    send_cmd(e, CMD_CANCEL, NULL, handle, 0);
+}
+
+void dsd_engine_grant(struct dsd_engine *e, uint64_t handle, uint64_t credit_total)
+{
+    send_cmd(e, CMD_GRANT, NULL, handle, credit_total);
+}
+
+void dsd_engine_pause_conn(struct dsd_engine *e, uint64_t conn_id, bool paused)
+{
+    send_cmd(e, paused ? CMD_PAUSE : CMD_RESUME_CONN, NULL, conn_id, 0);
+}
+
+int dsd_engine_take_events(struct dsd_engine *e, struct dsd_engine_event ***out)
+{
+    pthread_mutex_lock(&e->mu);
+    int n = e->n_events;
+    *out = e->events;
+    e->events = NULL;
+    e->n_events = e->cap_events = 0;
+    pthread_mutex_unlock(&e->mu);
+    return n;
+}
+
+enum dsd_engine_state dsd_engine_state(const struct dsd_engine *e)
+{
+    return (enum dsd_engine_state)atomic_load(&e->state);
+}
+
+double dsd_engine_progress(const struct dsd_engine *e)
+{
+    return atomic_load(&e->progress);
+}
+
+const char *dsd_engine_failure(const struct dsd_engine *e)
+{
+    return e->failure;
+}
+
+const struct dsd_model_config *dsd_engine_model_config(const struct dsd_engine *e)
+{
+    return dsd_engine_state(e) == DSD_ENGINE_READY ? &e->model->cfg : NULL;
+}
+
+int dsd_engine_kv_pages(const struct dsd_engine *e)
+{
+    return dsd_engine_state(e) == DSD_ENGINE_READY ? dsd_kv_cache_total_pages(e->kv) : 0;
+}
+
+void dsd_engine_stats(struct dsd_engine *e, struct dsd_engine_stats *out)
+{
+    pthread_mutex_lock(&e->mu);
+    *out = e->stats;
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* ---- engine thread --------------------------------------------------------------------- */
+
+static struct dsd_engine_event *new_event(struct seq *s, enum dsd_engine_event_kind kind)
+{
+    struct dsd_engine_event *ev = calloc(1, sizeof *ev);
+    DSD_CHECK(ev != NULL);
+    ev->kind = kind;
+    ev->handle = s->req->handle;
+    ev->conn_id = s->req->conn_id;
+    ev->stop_token = -1;
+    return ev;
+}
+
+static void emit(struct dsd_engine *e, struct dsd_engine_event *ev)
+{
+    pthread_mutex_lock(&e->mu);
+    if (e->n_events == e->cap_events) {
+        int cap = e->cap_events ? e->cap_events * 2 : 16;
+        struct dsd_engine_event **n = realloc(e->events, (size_t)cap * sizeof *n);
+        DSD_CHECK(n != NULL);
+        e->events = n;
+        e->cap_events = cap;
+    }
+    e->events[e->n_events++] = ev;
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void fill_done(struct seq *s, struct dsd_engine_event *ev)
+{
+    uint64_t t = now_ns(), acc = s->req->t_accept_ns;
+    ev->kind = DSD_EV_DONE;
+    ev->n_prompt = s->req->n_prompt;
+    ev->n_cached = 0;
+    ev->n_generated = s->gen ? dsd_generation_count(s->gen) : 0;
+    ev->queue_us = s->t_sched ? (s->t_sched - acc) / 1000 : (t - acc) / 1000;
+    ev->first_token_us = s->t_first ? (s->t_first - acc) / 1000 : 0;
+    ev->total_us = (t - acc) / 1000;
+    ev->per_token_us = ev->n_generated > 1 ? (double)(s->t_last - s->t_first) / 1000.0 / (ev->n_generated - 1) : 0.0;
+}
+
+/* Removes s from the live list, returns its pages, emits its DONE event. */
+static void retire(struct dsd_engine *e, struct seq *s, struct dsd_engine_event *ev)
+{
+    fill_done(s, ev);
+    emit(e, ev);
+    struct seq **pp = &e->seqs;
+    while (*pp && *pp != s)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = s->next;
+    dsd_kv_seq_release(e->kv, &s->kv);
+    dsd_kv_seq_destroy(&s->kv);
+    dsd_generation_free(s->gen);
+    dsd_engine_request_free(s->req);
+    free(s->tokens);
+    free(s);
+    e->stats.requests_done++;
+}
+
+static void fail_seq(struct dsd_engine *e, struct seq *s, const char *msg)
+{
+    struct dsd_engine_event *ev = s->ev ? s->ev : new_event(s, DSD_EV_DONE);
+    s->ev = NULL;
+    if (s->gen)
+        dsd_generation_end(s->gen, DSD_FINISH_ERROR, ev);
+    ev->kind = DSD_EV_DONE;
+    ev->finish = DSD_FINISH_ERROR;
+    ev->error = strdup(msg);
+    retire(e, s, ev);
+}
+
+static struct seq *find_seq(struct dsd_engine *e, uint64_t handle)
+{
+    for (struct seq *s = e->seqs; s; s = s->next)
+        if (s->req->handle == handle)
+            return s;
+    return NULL;
+}
+
+static bool conn_paused(const struct dsd_engine *e, uint64_t conn_id)
+{
+    for (struct paused_conn *p = e->paused; p; p = p->next)
+        if (p->conn_id == conn_id)
+            return true;
+    return false;
+}
+
+static void admit_request(struct dsd_engine *e, struct dsd_engine_request *r)
+{
+    struct seq *s = calloc(1, sizeof *s);
+    DSD_CHECK(s != NULL);
+    s->req = r;
+    s->arrival = e->arrivals++;
+    s->cap_tokens = r->n_prompt + 16;
+    s->tokens = malloc((size_t)s->cap_tokens * sizeof *s->tokens);
+    DSD_CHECK(s->tokens != NULL);
+    memcpy(s->tokens, r->prompt, (size_t)r->n_prompt * sizeof *s->tokens);
+    s->n_tokens = r->n_prompt;
+    s->next = e->seqs;
+    e->seqs = s;
+    struct dsd_err err = {{0}};
+    if (dsd_generation_new(r, e->p.tokenizer, &e->model->cfg, &s->gen, &err)) {
+        fail_seq(e, s, err.msg);
+        return;
+    }
+    /* Fits at all? A sequence longer than the whole pool can never run. */
+    int64_t need_pages = ((int64_t)r->n_prompt + 1 + DSD_KV_PAGE_TOKENS - 1) / DSD_KV_PAGE_TOKENS;
+    if (need_pages > dsd_kv_cache_total_pages(e->kv)) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "the prompt (%d tokens) does not fit in the KV cache (%d pages of %d tokens)",
+                 r->n_prompt, dsd_kv_cache_total_pages(e->kv), DSD_KV_PAGE_TOKENS);
+        fail_seq(e, s, msg);
+    }
+}
+
+static void handle_cmds(struct dsd_engine *e, struct cmd *c)
+{
+    while (c) {
+        struct cmd *next = c->next;
+        struct seq *s;
+        switch (c->kind) {
+        case CMD_SUBMIT:
+            admit_request(e, c->req);
+            break;
+        case CMD_CANCEL:
+            if ((s = find_seq(e, c->handle)))
+                s->cancelled = true;
+            break;
+        case CMD_GRANT:
+            if ((s = find_seq(e, c->handle)) && c->value > s->req->credit) {
+                s->req->credit = c->value;
+                if (s->parked_credit && s->produced < s->req->credit) {
+                    s->parked_credit = false;
+                    s->stalled_sent = false;
+                }
+            }
+            break;
+        case CMD_PAUSE:
+            if (!conn_paused(e, c->handle)) {
+                struct paused_conn *p = malloc(sizeof *p);
+                DSD_CHECK(p != NULL);
+                p->conn_id = c->handle;
+                p->next = e->paused;
+                e->paused = p;
+            }
+            break;
+        case CMD_RESUME_CONN:
+            for (struct paused_conn **pp = &e->paused; *pp; pp = &(*pp)->next)
+                if ((*pp)->conn_id == c->handle) {
+                    struct paused_conn *d = *pp;
+                    *pp = d->next;
+                    free(d);
+                    break;
+                }
+            break;
+        }
+        free(c);
+        c = next;
+    }
+}
+
+/* Ends the sequences marked cancelled, or out of KV pages (the pool cannot hold them even
+ * after preempting everything else: the daemon's context capacity is full). */
+static void cancel_marked(struct dsd_engine *e)
+{
+    struct seq *s = e->seqs;
+    while (s) {
+        struct seq *next = s->next;
+        if (s->cancelled || s->out_of_kv) {
+            enum dsd_finish why = s->cancelled ? DSD_FINISH_CANCELLED : DSD_FINISH_CONTEXT_FULL;
+            struct dsd_engine_event *ev = new_event(s, DSD_EV_DONE);
+            dsd_generation_end(s->gen, why, ev);
+            ev->finish = why;
+            retire(e, s, ev);
+        }
+        s = next;
+    }
+}
+
+/* May s run this step (not parked by credit or a backed-up connection)? */
+static bool schedulable(struct dsd_engine *e, struct seq *s)
+{
+    if (s->req->credit_limited && s->produced >= s->req->credit) {
+        if (!s->parked_credit) {
+            s->parked_credit = true;
+            if (!s->stalled_sent) {
+                emit(e, new_event(s, DSD_EV_STALLED));
+                s->stalled_sent = true;
+            }
+        }
+        return false;
+    }
+    return !conn_paused(e, s->req->conn_id);
+}
+
+/* Takes the KV pages of the running sequence that arrived last (not `keep`), which will
+ * recompute its tokens when it runs again. Returns false when there is none. */
+static bool preempt_one(struct dsd_engine *e, struct seq *keep)
+{
+    struct seq *victim = NULL;
+    for (struct seq *s = e->seqs; s; s = s->next)
+        if (s != keep && s->chunk == 0 && s->kv.n_pages > 0 && (!victim || s->req->priority < victim->req->priority ||
+                                                (s->req->priority == victim->req->priority && s->arrival > victim->arrival)))
+            victim = s;
+    if (!victim)
+        return false;
+    dsd_kv_seq_release(e->kv, &victim->kv);
+    victim->n_computed = 0;
+    victim->running = false;
+    victim->chunk = 0;
+    e->stats.preemptions++;
+    return true;
+}
+
+/* Waiting sequences in admission order: priority high first, then arrival. */
+static struct seq *best_waiting(struct dsd_engine *e)
+{
+    struct seq *best = NULL;
+    for (struct seq *s = e->seqs; s; s = s->next)
+        if (!s->running && !s->cancelled && schedulable(e, s) &&
+            (!best || s->req->priority > best->req->priority ||
+             (s->req->priority == best->req->priority && s->arrival < best->arrival)))
+            best = s;
+    return best;
+}
+
+static int count_running(const struct dsd_engine *e)
+{
+    int n = 0;
+    for (struct seq *s = e->seqs; s; s = s->next)
+        n += s->running;
+    return n;
+}
+
+/* Gives s a chunk of up to `want` tokens if its KV pages can be found (preempting others if
+ * s is already running). Returns the chunk (0 = not this step). */
+static int plan_chunk(struct dsd_engine *e, struct seq *s, int want)
+{
+    int remaining = s->n_tokens - s->n_computed;
+    int chunk = remaining < want ? remaining : want;
+    if (chunk <= 0)
+        return 0;
+    while (dsd_kv_seq_reserve(e->kv, &s->kv, s->n_computed + chunk) == -ENOSPC) {
+        if (!s->running)
+            return 0;
+        if (!preempt_one(e, s)) {
+            s->out_of_kv = true;    /* retired before the next step (cancel_marked) */
+            return 0;
+        }
+    }
+    return chunk;
+}
+
+static int build_step(struct dsd_engine *e, struct seq **batch, int max)
+{
+    int n = 0, budget = e->p.max_batch_tokens;
+    for (struct seq *s = e->seqs; s; s = s->next)
+        s->chunk = 0;
+    /* 1. decoding sequences: one token each */
+    for (struct seq *s = e->seqs; s && n < max && budget > 0; s = s->next)
+        if (s->running && !s->cancelled && s->n_tokens - s->n_computed == 1 && schedulable(e, s)) {
+            if ((s->chunk = plan_chunk(e, s, 1)) > 0) {
+                batch[n++] = s;
+                budget -= s->chunk;
+            }
+        }
+    /* 2. running sequences still in their prompt */
+    for (struct seq *s = e->seqs; s && n < max && budget > 0; s = s->next)
+        if (s->running && !s->cancelled && !s->chunk && s->n_tokens - s->n_computed > 1 && schedulable(e, s)) {
+            int want = budget < e->p.prefill_chunk ? budget : e->p.prefill_chunk;
+            if ((s->chunk = plan_chunk(e, s, want)) > 0) {
+                batch[n++] = s;
+                budget -= s->chunk;
+            }
+        }
+    /* 3. admit waiting requests while pages and the batch limits allow; keep one free page per
+     * running sequence so decodes can grow without preempting what was just admitted */
+    while (n < max && budget > 0 && count_running(e) < e->p.max_batch) {
+        struct seq *s = best_waiting(e);
+        if (!s)
+            break;
+        int want = budget < e->p.prefill_chunk ? budget : e->p.prefill_chunk;
+        int remaining = s->n_tokens - s->n_computed, chunk = remaining < want ? remaining : want;
+        int need = (s->n_computed + chunk + DSD_KV_PAGE_TOKENS - 1) / DSD_KV_PAGE_TOKENS - s->kv.n_pages;
+        if (need + count_running(e) > dsd_kv_cache_free_pages(e->kv) && count_running(e) > 0)
+            break;
+        if ((s->chunk = plan_chunk(e, s, want)) <= 0)
+            break;
+        s->running = true;
+        if (!s->t_sched)
+            s->t_sched = now_ns();
+        batch[n++] = s;
+        budget -= s->chunk;
+    }
+    return n;
+}
+
+static int run_step(struct dsd_engine *e)
+{
+    int max = e->p.max_batch;
+    struct seq *batch[max];
+    int n = build_step(e, batch, max);
+    if (n == 0)
+        return 0;
+    struct dsd_batch_seq bs[n];
+    int rows = 0;
+    for (int i = 0; i < n; i++) {
+        struct seq *s = batch[i];
+        bool ends = s->n_computed + s->chunk == s->n_tokens;
+        bs[i] = (struct dsd_batch_seq){
+            .tokens = s->tokens + s->n_computed, .n_tokens = s->chunk, .pos0 = s->n_computed,
+            .kv = &s->kv, .no_logits = !ends,
+        };
+        rows += ends;
+    }
+    const int64_t V = e->model->cfg.vocab_size;
+    if (rows > e->logits_rows) {
+        free(e->logits);
+        e->logits = malloc((size_t)rows * (size_t)V * sizeof(float));
+        DSD_CHECK(e->logits != NULL);
+        e->logits_rows = rows;
+    }
+    struct dsd_forward_out out = { .logits = e->logits };
+    struct dsd_err err = {{0}};
+    uint64_t t0 = now_ns();
+    int rc = dsd_model_forward(e->model, e->kv, bs, n, &out, &err);
+    uint64_t t1 = now_ns();
+    if (rc) {
+        /* A request the checks let through but the model refuses: fail those requests, keep
+         * serving the rest. */
+        for (int i = 0; i < n; i++)
+            fail_seq(e, batch[i], err.msg);
+        return n;
+    }
+    int row = 0;
+    for (int i = 0; i < n; i++) {
+        struct seq *s = batch[i];
+        int chunk = s->chunk;
+        s->n_computed += chunk;
+        if (!bs[i].no_logits) {
+            struct dsd_engine_event *ev = new_event(s, DSD_EV_TOKENS);
+            int32_t tok = dsd_generation_step(s->gen, e->logits + (size_t)row * V, s->n_tokens, e->max_context, ev);
+            row++;
+            uint64_t t = now_ns();
+            if (!s->t_first)
+                s->t_first = t;
+            s->t_last = t;
+            s->produced += (uint64_t)ev->n_ids;
+            e->stats.tokens_generated++;
+            if (s->n_tokens == s->cap_tokens) {
+                s->cap_tokens *= 2;
+                int32_t *nt = realloc(s->tokens, (size_t)s->cap_tokens * sizeof *nt);
+                DSD_CHECK(nt != NULL);
+                s->tokens = nt;
+            }
+            s->tokens[s->n_tokens++] = tok;
+            if (dsd_generation_finished(s->gen))
+                retire(e, s, ev);
+            else
+                emit(e, ev);
+        } else {
+            e->stats.tokens_prefilled += (uint64_t)chunk;
+        }
+    }
+    pthread_mutex_lock(&e->mu);
+    e->stats.steps++;
+    e->stats.last_step_ns = t1;
+    e->stats.last_step_ms = (double)(t1 - t0) / 1e6;
+    pthread_mutex_unlock(&e->mu);
+    return n;
+}
+
+static void publish_counts(struct dsd_engine *e)
+{
+    int running = 0, waiting = 0, parked = 0;
+    for (struct seq *s = e->seqs; s; s = s->next) {
+        if (s->parked_credit || conn_paused(e, s->req->conn_id))
+            parked++;
+        else if (s->running)
+            running++;
+        else
+            waiting++;
+    }
+    pthread_mutex_lock(&e->mu);
+    e->stats.running = running;
+    e->stats.waiting = waiting;
+    e->stats.parked = parked;
+    e->stats.kv_pages_total = dsd_kv_cache_total_pages(e->kv);
+    e->stats.kv_pages_used = e->stats.kv_pages_total - dsd_kv_cache_free_pages(e->kv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+static int load(struct dsd_engine *e)
+{
+    struct dsd_err err = {{0}};
+    atomic_store(&e->progress, 0.05);
+    int rc = dsd_model_load(e->model_dir, &e->p.model, &e->model, &err);
+    if (rc) {
+        snprintf(e->failure, sizeof e->failure, "%s", err.msg);
+        return rc;
+    }
+    atomic_store(&e->progress, 0.9);
+    const struct dsd_model_config *c = &e->model->cfg;
+    e->max_context = e->p.max_context > 0 && e->p.max_context < c->max_position_embeddings
+                         ? e->p.max_context : (int)(c->max_position_embeddings < INT32_MAX ? c->max_position_embeddings : INT32_MAX);
+    int pages = e->p.kv_pages;
+    if (pages <= 0) {
+        const struct dsd_kv_layout l = dsd_kv_layout_for(c, e->p.model.numerics, e->p.model.kv_dtype);
+        uint64_t per = dsd_kv_cache_page_bytes(&l, dsd_cfg_total_layers(c));
+        pages = (int)(e->p.kv_memory_bytes / per);
+        if (pages < 2)
+            pages = 2;
+    }
+    e->kv = dsd_model_kv_cache_new(e->model, pages, &err);
+    if (!e->kv) {
+        snprintf(e->failure, sizeof e->failure, "%s", err.msg);
+        return -ENOMEM;
+    }
+    /* Warm-up: one real forward step before saying READY (ARCHITECTURE.md §7). */
+    struct dsd_kv_seq ws = {0};
+    int32_t tok = c->bos_token_id >= 0 ? (int32_t)c->bos_token_id : 0;
+    if ((rc = dsd_kv_seq_reserve(e->kv, &ws, 1)) == 0) {
+        struct dsd_batch_seq b = { .tokens = &tok, .n_tokens = 1, .kv = &ws, .no_logits = true };
+        struct dsd_forward_out out = {0};
+        rc = dsd_model_forward(e->model, e->kv, &b, 1, &out, &err);
+    }
+    dsd_kv_seq_release(e->kv, &ws);
+    dsd_kv_seq_destroy(&ws);
+    if (rc) {
+        snprintf(e->failure, sizeof e->failure, "warm-up step failed: %s", err.msg[0] ? err.msg : "no KV pages");
+        return rc;
+    }
+    return 0;
+}
+
+static void *engine_main(void *arg)
+{
+    struct dsd_engine *e = arg;
+    if (load(e)) {
+        atomic_store(&e->state, DSD_ENGINE_FAILED);
+        wake_io(e);
+        return NULL;
+    }
+    atomic_store(&e->progress, 1.0);
+    atomic_store(&e->state, DSD_ENGINE_READY);
+    publish_counts(e);
+    wake_io(e);
+    for (;;) {
+        pthread_mutex_lock(&e->mu);
+        struct cmd *cmds = e->cmd_head;
+        e->cmd_head = e->cmd_tail = NULL;
+        bool stop = e->stop;
+        pthread_mutex_unlock(&e->mu);
+        handle_cmds(e, cmds);
+        cancel_marked(e);
+        if (stop)
+            break;
+        int ran = run_step(e);
+        publish_counts(e);
+        pthread_mutex_lock(&e->mu);
+        bool have_events = e->n_events > 0;
+        if (!ran && !e->cmd_head && !e->stop) {
+            /* Idle: sleep until the io thread sends something. Bounded so the watchdog's
+             * "last progress" stays meaningful even if a wakeup were lost. */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            if (have_events) {
+                pthread_mutex_unlock(&e->mu);
+                wake_io(e);
+                pthread_mutex_lock(&e->mu);
+            }
+            pthread_cond_timedwait(&e->cv, &e->mu, &ts);
+            e->stats.last_step_ns = now_ns();   /* idle counts as progress */
+            have_events = e->n_events > 0;
+        }
+        pthread_mutex_unlock(&e->mu);
+        if (have_events)
+            wake_io(e);
+    }
+    /* Shutdown: everything still live ends as cancelled (the io thread drained first). */
+    while (e->seqs) {
+        struct seq *s = e->seqs;
+        struct dsd_engine_event *ev = new_event(s, DSD_EV_DONE);
+        dsd_generation_end(s->gen, DSD_FINISH_CANCELLED, ev);
+        ev->finish = DSD_FINISH_CANCELLED;
+        retire(e, s, ev);
+    }
+    atomic_store(&e->state, DSD_ENGINE_STOPPED);
+    wake_io(e);
+    return NULL;
+}
+
+int dsd_engine_start(const struct dsd_engine_params *p, int wake_fd, struct dsd_engine **out, struct dsd_err *err)
+{
+    struct dsd_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return dsd_errf(err, -ENOMEM, "out of memory");
+    e->p = *p;
+    if (e->p.max_batch < 1)
+        e->p.max_batch = 1;
+    if (e->p.max_batch_tokens < 1)
+        e->p.max_batch_tokens = 1;
+    if (e->p.prefill_chunk < 1)
+        e->p.prefill_chunk = 1;
+    e->model_dir = strdup(p->model_dir);
+    e->wake_fd = wake_fd;
+    atomic_init(&e->state, DSD_ENGINE_LOADING);
+    atomic_init(&e->progress, 0.0);
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->cv, NULL);
+    int rc = pthread_create(&e->thread, NULL, engine_main, e);
+    if (rc) {
+        free(e->model_dir);
+        free(e);
+        return dsd_errf(err, -rc, "cannot start the engine thread: %s", strerror(rc));
+    }
+    *out = e;
+    return 0;
+}
+
+void dsd_engine_stop(struct dsd_engine *e)
+{
+    if (!e)
+        return;
+    pthread_mutex_lock(&e->mu);
+    e->stop = true;
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    pthread_join(e->thread, NULL);
+    struct dsd_engine_event **evs;
+    int n = dsd_engine_take_events(e, &evs);
+    for (int i = 0; i < n; i++)
+        dsd_engine_event_free(evs[i]);
+    free(evs);
+    struct cmd *c = e->cmd_head;
+    while (c) {
+        struct cmd *next = c->next;
+        if (c->kind == CMD_SUBMIT)
+            dsd_engine_request_free(c->req);
+        free(c);
+        c = next;
+    }
+    while (e->paused) {
+        struct paused_conn *p = e->paused;
+        e->paused = p->next;
+        free(p);
+    }
+    dsd_kv_cache_free(e->kv);
+    dsd_model_free(e->model);
+    free(e->logits);
+    free(e->model_dir);
+    pthread_cond_destroy(&e->cv);
+    pthread_mutex_destroy(&e->mu);
+    free(e);
+}

@@ -1,0 +1,185 @@
+/*
+ * deepseekd: the daemon. Reads its configuration (daemon/serve/config.c), takes the listening
+ * socket from systemd or binds its own, starts the engine thread (which loads the model and
+ * says READY after a warm-up step), and runs the io loop until SIGTERM, then drains.
+ *
+ * Exit status: 0 after a clean shutdown; 78 (EX_CONFIG) for a bad configuration; 1 when the
+ * model cannot be loaded or the socket cannot be set up.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "engine.h"
+#include "log.h"
+#include "notify.h"
+#include "server.h"
+#include "tokenizer.h"
+
+#define EX_CONFIG 78
+
+static void limits_from_config(const struct dsd_serve_config *c, struct dsd_server_limits *l)
+{
+    l->max_frame = (uint32_t)c->max_frame_kb * 1024u;
+    l->max_shm_bytes = (uint64_t)c->max_shm_mb << 20;
+    l->max_prompt_tokens = (int)c->max_prompt_tokens;
+    l->max_tokens = (int)c->max_tokens;
+    l->max_inflight = (int)c->max_inflight;
+    l->max_inflight_per_uid = (int)c->max_inflight_per_uid;
+    l->max_connections_per_uid = (int)c->max_connections_per_uid;
+    l->stall_timeout_s = (int)c->stall_timeout_s;
+    l->drain_timeout_s = (int)c->drain_timeout_s;
+}
+
+/* SIGHUP: re-read the file, apply the reloadable keys, say what needs a restart. */
+static int reload(void *user, struct dsd_server_limits *limits, struct dsd_err *err)
+{
+    struct dsd_serve_config *cfg = user;
+    struct dsd_serve_config_changes ch;
+    int rc = dsd_serve_config_reload(cfg, &ch, err);
+    if (rc)
+        return rc;
+    for (int i = 0; i < ch.count; i++)
+        dsd_log(ch.item[i].needs_restart ? LOG_WARNING : LOG_NOTICE, "%s: %s -> %s%s", ch.item[i].key,
+                ch.item[i].old_value, ch.item[i].new_value, ch.item[i].needs_restart ? " (needs a restart)" : "");
+    dsd_log_set_level(cfg->log_level);
+    limits_from_config(cfg, limits);
+    return 0;
+}
+
+static const char *basename_of(const char *path)
+{
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/')
+        n--;
+    const char *s = path + n;
+    while (s > path && s[-1] != '/')
+        s--;
+    return s;
+}
+
+int main(int argc, char **argv)
+{
+    /* Before any thread exists, so only the io loop's signalfd sees these. */
+    dsd_server_block_signals();
+
+    static struct dsd_serve_config cfg;
+    struct dsd_err err = {{0}};
+    int rc = dsd_serve_config_load(argc, argv, &cfg, &err);
+    if (rc == DSD_SERVE_CONFIG_HANDLED)
+        return 0;
+    if (rc < 0) {
+        fprintf(stderr, "<3>deepseekd: %s\n", err.msg);
+        return EX_CONFIG;
+    }
+    dsd_log_set_level(cfg.log_level);
+
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/config.json", cfg.model);
+    static struct dsd_model_config mcfg;
+    if (dsd_model_config_load(path, &mcfg, &err)) {
+        dsd_log(LOG_ERR, "%s", err.msg);
+        return 1;
+    }
+    char model_name[256];
+    snprintf(model_name, sizeof model_name, "%s", basename_of(cfg.model));
+
+    struct dsd_tokenizer *tok = NULL;
+    snprintf(path, sizeof path, "%s/tokenizer.json", cfg.model);
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        if (dsd_tokenizer_load(&tok, path, &err) < 0) {
+            dsd_log(LOG_ERR, "%s", err.msg);
+            return 1;
+        }
+    } else {
+        dsd_log(LOG_NOTICE, "%s has no tokenizer.json: only token-id requests will be served", cfg.model);
+    }
+
+    int listen_fd = -1;
+    bool own_socket = false;
+    if (dsd_listen_socket(&listen_fd, &err) < 0) {
+        dsd_log(LOG_ERR, "%s", err.msg);
+        return 1;
+    }
+    if (listen_fd < 0) {
+        listen_fd = dsd_server_listen(cfg.socket, cfg.socket_mode, cfg.socket_group, &err);
+        if (listen_fd < 0) {
+            dsd_log(LOG_ERR, "%s", err.msg);
+            return 1;
+        }
+        own_socket = true;
+    }
+    int wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd < 0) {
+        dsd_log(LOG_ERR, "eventfd: %s", strerror(errno));
+        return 1;
+    }
+
+    struct dsd_engine_params ep = {
+        .model_dir = cfg.model,
+        .tokenizer = tok,
+        .model = dsd_model_default_params(),
+        .kv_pages = (int)cfg.kv_pages,
+        .kv_memory_bytes = (uint64_t)cfg.kv_memory_mb << 20,
+        .max_batch = (int)cfg.max_batch,
+        .max_batch_tokens = (int)cfg.max_batch_tokens,
+        .prefill_chunk = (int)cfg.prefill_chunk,
+    };
+    ep.model.numerics = cfg.numerics == DSD_SERVE_NUMERICS_EXACT ? DSD_NUMERICS_EXACT : DSD_NUMERICS_PRODUCTION;
+    ep.model.kv_dtype = cfg.kv_dtype == DSD_SERVE_KV_BF16 ? DSD_KV_BF16 : DSD_KV_FP8;
+    ep.model.n_threads = (int)cfg.threads;
+    dsd_notify_status("loading %s", model_name);
+    dsd_log(LOG_INFO, "deepseekd starting: model %s, %s numerics, %s KV, socket %s", cfg.model,
+            dsd_serve_numerics_name(cfg.numerics), dsd_serve_kv_dtype_name(cfg.kv_dtype),
+            own_socket ? cfg.socket : "(from systemd)");
+    struct dsd_engine *engine;
+    if (dsd_engine_start(&ep, wake_fd, &engine, &err)) {
+        dsd_log(LOG_ERR, "%s", err.msg);
+        return 1;
+    }
+
+    const char *kv_name = ep.model.numerics == DSD_NUMERICS_EXACT ? "f32"
+                          : ep.model.kv_dtype == DSD_KV_BF16  ? "bf16" : "fp8_e4m3";
+    const char *info_keys[] = { "numerics", "kv_dtype", "threads", "max_batch", "max_batch_tokens", "prefill_chunk" };
+    char v_threads[32], v_batch[32], v_tokens[32], v_chunk[32];
+    snprintf(v_threads, sizeof v_threads, "%lld", (long long)cfg.threads);
+    snprintf(v_batch, sizeof v_batch, "%lld", (long long)cfg.max_batch);
+    snprintf(v_tokens, sizeof v_tokens, "%lld", (long long)cfg.max_batch_tokens);
+    snprintf(v_chunk, sizeof v_chunk, "%lld", (long long)cfg.prefill_chunk);
+    const char *info_values[] = { dsd_serve_numerics_name(cfg.numerics), kv_name, v_threads, v_batch, v_tokens, v_chunk };
+    struct dsd_server_params sp = {
+        .listen_fd = listen_fd,
+        .wake_fd = wake_fd,
+        .engine = engine,
+        .tokenizer = tok,
+        .model_cfg = &mcfg,
+        .model_name = model_name,
+        .kv_dtype_name = kv_name,
+        .max_context = mcfg.max_position_embeddings < INT32_MAX ? (int)mcfg.max_position_embeddings : INT32_MAX,
+        .reload = reload,
+        .reload_user = &cfg,
+        .info_keys = info_keys,
+        .info_values = info_values,
+        .n_info = 6,
+    };
+    limits_from_config(&cfg, &sp.limits);
+    rc = dsd_server_run(&sp, &err);
+    if (rc)
+        dsd_log(LOG_ERR, "%s", err.msg);
+    bool failed = dsd_engine_state(engine) == DSD_ENGINE_FAILED;
+    dsd_engine_stop(engine);
+    close(wake_fd);
+    close(listen_fd);
+    if (own_socket)
+        unlink(cfg.socket);
+    dsd_tokenizer_free(tok);
+    dsd_log(LOG_INFO, "deepseekd stopped");
+    return rc || failed ? 1 : 0;
+}

@@ -1,0 +1,113 @@
+/* daemon/serve/server_internal.h: the io thread's state, shared by server.c (the io_uring
+ * loop, connections, sending) and session.c (what each message does). */
+#ifndef DSD_SERVE_SERVER_INTERNAL_H
+#define DSD_SERVE_SERVER_INTERNAL_H
+
+#include <liburing.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "ipc_frame.h"
+#include "ipc_msg.h"
+#include "ipc_shm.h"
+#include "server.h"
+
+/* One generate request as the io thread tracks it, from `accepted` to `done`. It outlives
+ * its connection until the engine's DONE event arrives (conn is then NULL). */
+struct io_request {
+    uint64_t handle;            /* engine handle */
+    uint64_t wire_id;
+    struct conn *conn;
+    struct io_request *next_in_conn;
+    struct io_request *next_in_table;
+    uid_t uid;
+    bool use_ring;
+    uint32_t ring;
+    bool notify;
+    bool stalled;
+    bool corrupt;               /* the ring's consumer position was impossible */
+    bool stall_timed_out;       /* cancelled because the ring stayed full too long */
+    uint64_t delivered;         /* tokens written to the ring */
+    uint64_t credit;            /* what the engine was last granted */
+    uint64_t stall_since_ns;
+};
+
+struct conn {
+    uint64_t id;
+    int fd;
+    uid_t uid;
+    gid_t gid;
+    pid_t pid;
+    struct dsd_ipc_reader reader;
+    bool hello_done;
+    uint32_t max_frame;
+    /* sending: sbuf is in flight (the kernel reads it), wbuf collects new frames */
+    struct dsd_ipc_buf sbuf, wbuf;
+    size_t sent;                /* bytes of sbuf already sent */
+    bool send_in_flight;
+    bool recv_armed;
+    bool closing;               /* no new work; freed once refs reaches 0 */
+    bool close_after_send;      /* a fatal error frame is queued */
+    bool paused;                /* the engine was told to park this connection */
+    int refs;                   /* io_uring operations in flight for this connection */
+    int pending_fd;             /* received with a frame, waiting for shm_attach */
+    bool has_shm;
+    struct dsd_shm shm;
+    struct dsd_ring_producer *rings;    /* ring_count producers (positions persist) */
+    uint64_t *ring_owner;       /* handle bound to each ring, 0 = free */
+    struct io_request *requests;
+    int n_inflight;
+    char client_name[64];
+    struct conn *next;
+};
+
+struct uid_use {
+    uid_t uid;
+    int conns, inflight;
+    struct uid_use *next;
+};
+
+#define REQ_TABLE_SIZE 1024
+
+struct server {
+    struct dsd_server_params p;
+    struct io_uring ring;
+    struct io_uring_buf_ring *br;
+    uint8_t *bufs;
+    int listen_fd, wake_fd, signal_fd, timer_fd;
+    struct msghdr recv_msg;     /* layout template for multishot recvmsg (lives as long as the ring) */
+    struct conn *conns;
+    struct uid_use *uids;
+    struct io_request *req_table[REQ_TABLE_SIZE];
+    uint64_t next_conn_id, next_handle;
+    bool accepting;
+    bool draining, stop;
+    uint64_t drain_deadline_ns;
+    bool ready_notified;
+    uint64_t start_ns;
+    uint64_t last_watchdog_ns, watchdog_usec;
+    /* counters for stats */
+    uint64_t conns_total, frames_in, frames_out, errors_sent, bytes_in, bytes_out;
+    uint64_t requests_accepted;
+};
+
+/* server.c */
+void srv_send_msg(struct server *s, struct conn *c, const struct dsd_ipc_msg *m);
+void srv_send_error(struct server *s, struct conn *c, uint64_t id, uint32_t code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+void srv_send_fail(struct server *s, struct conn *c, const struct dsd_ipc_fail *fail);
+void srv_close_conn(struct server *s, struct conn *c);
+struct uid_use *srv_uid(struct server *s, uid_t uid);
+uint64_t srv_now_ns(void);
+
+/* session.c */
+void session_handle_frame(struct server *s, struct conn *c, const struct dsd_ipc_frame *f);
+void session_handle_engine_events(struct server *s);
+void session_conn_closed(struct server *s, struct conn *c);
+void session_check_stalls(struct server *s);
+struct io_request *session_find(struct server *s, uint64_t handle);
+void session_drain_cancel_all(struct server *s);
+int session_inflight_total(const struct server *s);
+
+#endif
