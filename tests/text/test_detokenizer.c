@@ -240,7 +240,7 @@ TEST(random_streams_match_one_shot_decode)
                                    0x9F, 0x98, 0x80, 0xFF, 259, 264, 272, 273, 275, 276, 277,
                                    BOS, USER};
     static const char *const stop_pool[] = {"ab", "bca", "END", "c c", "\xe4\xbd\xa0", "lo w",
-                                            FFFD "a", "aaaa", "D" USER_STR};
+                                            (FFFD "a"), "aaaa", ("D" USER_STR)};
     int bad_utf8 = 0, bad_text = 0, bad_index = 0;
     for (int iter = 0; iter < 4000; iter++) {
         int32_t ids[40];

@@ -162,7 +162,7 @@ static size_t first_diff(const struct dsd_tok_ids *a, const struct dsd_tok_ids *
 
 static bool ids_equal(const struct dsd_tok_ids *a, const struct dsd_tok_ids *b)
 {
-    return a->len == b->len && memcmp(a->ids, b->ids, a->len * sizeof *a->ids) == 0;
+    return a->len == b->len && (a->len == 0 || memcmp(a->ids, b->ids, a->len * sizeof *a->ids) == 0);
 }
 
 static const struct dsd_tokenizer *tok;
