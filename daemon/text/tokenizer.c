@@ -23,6 +23,7 @@ struct enc {
     pcre2_match_data *md;
     bool parse_special;
     bool new_unicode; /* this run has code points PCRE2's tables lack: use re_new */
+    int pcre_error;   /* with rc == -E2BIG */
     int rc; /* first error; once set, the walk unwinds without doing more */
 };
 
@@ -135,8 +136,10 @@ static void pre_tokenize(struct enc *e, int step, const uint8_t *s, size_t n)
         if (rc == PCRE2_ERROR_NOMATCH)
             break;
         if (rc < 0) {
-            /* Resource limits of the interpreter: out of memory in effect. */
-            e->rc = -ENOMEM;
+            /* The interpreter's resource limits (only reached after the JIT's stack ran
+             * out): refuse this input rather than tokenize it differently. */
+            e->rc = -E2BIG;
+            e->pcre_error = rc;
             return;
         }
         const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
@@ -334,6 +337,12 @@ long dsd_tokenizer_encode(const struct dsd_tokenizer *tok, const char *text, siz
     free(e.bpe.mem);
     if (e.rc) {
         out->len = start_len;
+        if (e.rc == -E2BIG) {
+            PCRE2_UCHAR msg[120];
+            pcre2_get_error_message(e.pcre_error, msg, sizeof msg);
+            return dsd_errf(err, e.rc, "the pre-tokenizer regex gave up on this %zu-byte input: %s",
+                            len, (const char *)msg);
+        }
         return dsd_errf(err, e.rc, "out of memory encoding %zu bytes", len);
     }
     return (long)(out->len - start_len);

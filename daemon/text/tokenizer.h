@@ -38,7 +38,8 @@
  * decode does the same).
  *
  * Threads: a loaded tokenizer is never modified; any number of threads may encode and
- * decode with it at once. Each call allocates its own scratch space.
+ * decode with it at once. Each call allocates its own scratch space, and each thread that
+ * encodes keeps a 256 KiB cache of recent pieces (freed when the thread exits).
  *
  * What is supported (anything else is a load error naming it): model BPE with byte-level
  * symbols (all 256 present), merges as "a b" strings or ["a", "b"] pairs, optional
@@ -94,7 +95,10 @@ int dsd_tokenizer_load_json(struct dsd_tokenizer **out, const char *json, size_t
 void dsd_tokenizer_free(struct dsd_tokenizer *tok);
 
 /* Appends the ids of text[0..len) to out (no BOS/EOS). flags: DSD_TOK_PARSE_SPECIAL.
- * Returns the number of ids appended, or -ENOMEM (out keeps what it had before the call). */
+ * Returns the number of ids appended, or (out keeping what it had before the call):
+ *   -ENOMEM   out of memory
+ *   -E2BIG    a pre-tokenizer regex hit PCRE2's resource limits on this input (not seen
+ *             with DeepSeek's patterns, even on megabyte-long runs; err says which limit) */
 long dsd_tokenizer_encode(const struct dsd_tokenizer *tok, const char *text, size_t len,
                           unsigned flags, struct dsd_tok_ids *out, struct dsd_err *err);
 

@@ -13,8 +13,9 @@
 
 #include "tokenizer.h"
 
-/* Ids above this are refused at load: the per-id tables are dense arrays. */
-#define TOK_MAX_ID (1 << 24)
+/* Ids above this are refused at load: the per-id tables are dense arrays (and a hostile
+ * file must not make us allocate much). Real vocabularies stay below 300,000. */
+#define TOK_MAX_ID (1 << 22)
 
 enum tok_split_behavior {
     TOK_SPLIT_ISOLATED,

@@ -906,11 +906,14 @@ static int read_file(const char *path, char **data, size_t *len, struct dsd_err 
     if (fd < 0)
         return dsd_errf(err, -errno, "%s: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) < 0) {
         int e = errno;
         close(fd);
-        return dsd_errf(err, S_ISREG(st.st_mode) ? -e : -EINVAL, "%s: %s", path,
-                        S_ISREG(st.st_mode) ? strerror(e) : "not a regular file");
+        return dsd_errf(err, -e, "%s: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return dsd_errf(err, -EINVAL, "%s: not a regular file", path);
     }
     size_t size = (size_t)st.st_size;
     char *buf = malloc(size + 1);

@@ -373,6 +373,11 @@ bool tok_regex_needs_delta(const uint8_t *s, size_t n)
 {
     uint32_t first = gc_delta[0].lo;
     for (size_t i = 0; i < n;) {
+        uint64_t w;
+        if (i + 8 <= n && (memcpy(&w, s + i, 8), !(w & 0x8080808080808080ull))) {
+            i += 8; /* eight ASCII bytes */
+            continue;
+        }
         uint8_t b = s[i];
         if (b < 0x80) {
             i++;
