@@ -12,6 +12,7 @@
 //                      special tokens}: every single id, then random id sequences
 //   hf_bench.json      HF encode throughput on the corpus, one thread
 // Hugging Face's Rust tokenizers come from the npm package @anush008/tokenizers (N-API).
+// TOK_REF_TIMING=1 prints how long each stage took (to keep the test under a minute).
 'use strict';
 
 // One thread for HF: its batch encoder is rayon-parallel unless told otherwise.
