@@ -7,7 +7,8 @@
 #              vectors (thinking mode; their expected files end with a newline the official
 #              test strips, which $(...) strips here too).
 # errors:      bad input exits 1 with a message on stderr and nothing on stdout; bad usage 2;
-#              tokenize/detokenize say they are not built yet.
+#              tokenize/detokenize name a tokenizer file that cannot be read
+#              (their real behaviour: test_text_cli_tokenize.sh).
 set -u
 bin=$1
 data=$2
@@ -76,8 +77,8 @@ expect_failure "encode-chat: not JSON" 1 "not valid JSON" "$bin" encode-chat <<<
 expect_failure "encode-chat: empty input" 1 "not valid JSON" "$bin" encode-chat </dev/null
 expect_failure "encode-chat: unknown option" 2 "unknown option '--fast'" "$bin" encode-chat --fast
 expect_failure "parse: bad chunk" 2 "--chunk wants a positive number" "$bin" parse --chunk 0
-expect_failure "tokenize: not built yet" 1 "not built yet" "$bin" tokenize --tokenizer x
-expect_failure "detokenize: not built yet" 1 "not built yet" "$bin" detokenize --tokenizer x
+expect_failure "tokenize: missing tokenizer file" 1 "x: No such file" "$bin" tokenize --tokenizer x
+expect_failure "detokenize: missing tokenizer file" 1 "x: No such file" "$bin" detokenize --tokenizer x
 expect_failure "unknown command" 2 "unknown command 'frobnicate'" "$bin" frobnicate
 expect_failure "no command" 2 "usage: deepseekd-text" "$bin"
 
