@@ -387,27 +387,40 @@ TEST(shared_memory_checks_and_ring_output)
     m.generate.use_ring = true;
     m.generate.ring = 1;
     ASSERT_EQ_INT(raw_send(fd, &m), 0);
+    /* The client does not consume until the daemon says it stalled: the ring (16 slots) must
+     * fill exactly, never overflow; after consuming and `resume` the rest arrives. */
     struct dsd_ring_consumer rc;
     uint32_t got[64];
     int n = 0, stalls = 0;
-    bool done = false;
+    uint64_t start = 0;
+    bool done = false, consuming = false;
     while (!done) {
         ASSERT_EQ_INT(raw_recv(fd, &r, 20000), 0);
         if (r.type == DSD_IPC_ACCEPTED) {
             ASSERT_TRUE(r.accepted.has_ring_start);
-            dsd_ring_consumer_init(&rc, &shm, 1, r.accepted.ring_start);
+            start = r.accepted.ring_start;
+            dsd_ring_consumer_init(&rc, &shm, 1, start);
         } else if (r.type == DSD_IPC_TOKENS || r.type == DSD_IPC_DONE) {
-            int64_t k = dsd_ring_consume(&rc, got + n, (uint32_t)(64 - n));
-            ASSERT_TRUE(k >= 0);
-            n += (int)k;
             if (r.type == DSD_IPC_TOKENS && r.tokens.stalled) {
                 stalls++;
+                if (!consuming)
+                    ASSERT_EQ_INT(dsd_ring_available(&rc), 16);     /* full, not more */
+                consuming = true;
+            }
+            if (consuming) {
+                int64_t k = dsd_ring_consume(&rc, got + n, (uint32_t)(64 - n));
+                ASSERT_TRUE(k >= 0);
+                n += (int)k;
+            }
+            if (r.type == DSD_IPC_TOKENS && r.tokens.stalled) {
                 struct dsd_ipc_msg res = { .type = DSD_IPC_RESUME, .id = 60 };
                 raw_send(fd, &res);
             }
             if (r.type == DSD_IPC_DONE) {
                 ASSERT_EQ_INT(r.done.finish, DSD_IPC_FINISH_LENGTH);
-                ASSERT_TRUE(r.done.has_ring_end);
+                ASSERT_TRUE(r.done.has_ring_end && r.done.ring_end == start + 40);
+                int64_t k = dsd_ring_consume(&rc, got + n, (uint32_t)(64 - n));
+                n += k > 0 ? (int)k : 0;
                 done = true;
             }
         } else {
