@@ -8,11 +8,12 @@
 #include <string.h>
 
 #include "cpu_ref.h"
+#include "rng.h"
 
 struct dsd_sampler {
     struct dsd_sampling_params p;
     int64_t vocab;
-    uint64_t rng[4];
+    struct dsd_rng rng;
     uint32_t *out_count;        /* output-token counts (frequency/presence penalties) */
     uint8_t *seen;              /* prompt or output token seen (repetition penalty) */
     int32_t *cand;              /* candidate ids scratch */
@@ -43,35 +44,10 @@ int dsd_sampling_params_check(const struct dsd_sampling_params *p, struct dsd_er
     return 0;
 }
 
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t xoshiro_next(uint64_t *s)
-{
-    uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return r;
-}
-
 /* Uniform in [0, 1) with 53 random bits. */
 static double uniform01(struct dsd_sampler *s)
 {
-    return (double)(xoshiro_next(s->rng) >> 11) * 0x1p-53;
+    return dsd_rng_uniform(&s->rng);
 }
 
 int dsd_sampler_new(const struct dsd_sampling_params *p, int64_t vocab, struct dsd_sampler **out,
@@ -85,9 +61,7 @@ int dsd_sampler_new(const struct dsd_sampling_params *p, int64_t vocab, struct d
         return dsd_errf(err, -ENOMEM, "sampling: out of memory");
     s->p = *p;
     s->vocab = vocab;
-    uint64_t seed = p->seed;
-    for (int i = 0; i < 4; i++)
-        s->rng[i] = splitmix64(&seed);
+    dsd_rng_seed(&s->rng, p->seed);
     s->out_count = calloc((size_t)vocab, sizeof *s->out_count);
     s->seen = calloc((size_t)vocab, 1);
     s->cand = malloc((size_t)vocab * sizeof *s->cand);

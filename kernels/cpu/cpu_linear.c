@@ -53,20 +53,37 @@ void cpu_linear_rows(const struct cpu_backend *cb, float *y, int ldy, const floa
     free(wrow);
 }
 
+/* The quantized copy of an FP8 linear's input in production numerics (NULLs otherwise). */
+struct quantized_input {
+    float *xq, *xs;
+};
+
+static struct quantized_input quantize_for(const struct cpu_backend *cb, const struct dsd_weight *w, const float *x,
+                                           int ldx, int T)
+{
+    struct quantized_input q = { NULL, NULL };
+    if (!cb->production || w->dtype != DSD_DTYPE_F8_E4M3)
+        return q;
+    q.xq = malloc((size_t)T * (size_t)w->cols * sizeof *q.xq);
+    q.xs = malloc((size_t)T * (size_t)(w->cols / DSD_QUANT_GROUP) * sizeof *q.xs);
+    if (!q.xq || !q.xs)
+        abort();
+    cpu_linear_quantize_input(cb, w, x, ldx, T, q.xq, q.xs);
+    return q;
+}
+
+static void quantized_free(struct quantized_input *q)
+{
+    free(q->xq);
+    free(q->xs);
+}
+
 void cpu_linear_serial(const struct cpu_backend *cb, float *y, const float *x, const struct dsd_weight *w, int T,
                        unsigned flags)
 {
-    float *xq = NULL, *xs = NULL;
-    if (cb->production && w->dtype == DSD_DTYPE_F8_E4M3) {
-        xq = malloc((size_t)T * (size_t)w->cols * sizeof *xq);
-        xs = malloc((size_t)T * (size_t)(w->cols / DSD_QUANT_GROUP) * sizeof *xs);
-        if (!xq || !xs)
-            abort();
-        cpu_linear_quantize_input(cb, w, x, (int)w->cols, T, xq, xs);
-    }
-    cpu_linear_rows(cb, y, (int)w->rows, x, (int)w->cols, xq, xs, w, T, 0, w->rows, flags);
-    free(xq);
-    free(xs);
+    struct quantized_input q = quantize_for(cb, w, x, (int)w->cols, T);
+    cpu_linear_rows(cb, y, (int)w->rows, x, (int)w->cols, q.xq, q.xs, w, T, 0, w->rows, flags);
+    quantized_free(&q);
 }
 
 struct linear_task {
@@ -95,21 +112,11 @@ void cpu_op_linear(struct dsd_backend *be, float *out, int ldo, const float *x, 
                    int T, unsigned flags)
 {
     struct cpu_backend *cb = cpu(be);
-    struct linear_task lt = { cb, out, ldo, x, ldx, NULL, NULL, w, T, flags };
-    float *xq = NULL, *xs = NULL;
-    if (cb->production && w->dtype == DSD_DTYPE_F8_E4M3) {
-        xq = malloc((size_t)T * (size_t)w->cols * sizeof *xq);
-        xs = malloc((size_t)T * (size_t)(w->cols / DSD_QUANT_GROUP) * sizeof *xs);
-        if (!xq || !xs)
-            abort();
-        cpu_linear_quantize_input(cb, w, x, ldx, T, xq, xs);
-        lt.xq = xq;
-        lt.xs = xs;
-    }
+    struct quantized_input q = quantize_for(cb, w, x, ldx, T);
+    struct linear_task lt = { cb, out, ldo, x, ldx, q.xq, q.xs, w, T, flags };
     int tasks = (int)((w->rows + ROWS_PER_TASK - 1) / ROWS_PER_TASK);
     dsd_thread_pool_run(cb->pool, tasks, linear_task_fn, &lt);
-    free(xq);
-    free(xs);
+    quantized_free(&q);
 }
 
 void cpu_op_embed(struct dsd_backend *be, float *out, const struct dsd_weight *table, const int32_t *tokens, int T)

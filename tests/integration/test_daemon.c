@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "daemon_harness.h"
+#include "engine_harness.h"
 #include "ipc_fd.h"
 #include "ipc_shm.h"
 #include "model.h"
@@ -33,30 +34,10 @@ static struct daemon g_d;
 static struct dsd_model *g_m;
 
 /* The reference: greedy generation of n tokens with the in-process engine. */
+/* The reference: greedy generation with the in-process engine. */
 static void reference(const uint32_t *prompt, int np, int n, uint32_t *out)
 {
-    struct dsd_err err;
-    struct dsd_kv_cache *kv = dsd_model_kv_cache_new(g_m, (np + n) / 64 + 2, &err);
-    struct dsd_kv_seq seq = {0};
-    dsd_kv_seq_reserve(kv, &seq, np + n);
-    float *logits = malloc((size_t)g_m->cfg.vocab_size * sizeof *logits);
-    int32_t *toks = malloc((size_t)(np + n) * sizeof *toks);
-    for (int i = 0; i < np; i++)
-        toks[i] = (int32_t)prompt[i];
-    int pos = 0, len = np;
-    for (int k = 0; k < n; k++) {
-        struct dsd_batch_seq b = { .tokens = toks + pos, .n_tokens = len - pos, .pos0 = pos, .kv = &seq };
-        struct dsd_forward_out o = { .logits = logits };
-        dsd_model_forward(g_m, kv, &b, 1, &o, &err);
-        pos = len;
-        toks[len++] = dsd_argmax(logits, g_m->cfg.vocab_size);
-        out[k] = (uint32_t)toks[len - 1];
-    }
-    free(toks);
-    free(logits);
-    dsd_kv_seq_release(kv, &seq);
-    dsd_kv_seq_destroy(&seq);
-    dsd_kv_cache_free(kv);
+    harness_greedy(g_m, (const int32_t *)prompt, np, n, (int32_t *)out);
 }
 
 static void make_prompt(uint32_t *p, int n, int seed)

@@ -17,6 +17,7 @@
 
 #include "chat_encoder.h"
 #include "daemon_harness.h"
+#include "engine_harness.h"
 #include "model.h"
 #include "sampling.h"
 #include "test.h"
@@ -28,26 +29,7 @@ static struct dsd_tokenizer *g_tok;
 
 static void reference(const int32_t *prompt, int np, int n, int32_t *out)
 {
-    struct dsd_err err;
-    struct dsd_kv_cache *kv = dsd_model_kv_cache_new(g_m, (np + n) / 64 + 2, &err);
-    struct dsd_kv_seq seq = {0};
-    dsd_kv_seq_reserve(kv, &seq, np + n);
-    float *logits = malloc((size_t)g_m->cfg.vocab_size * sizeof *logits);
-    int32_t *t = malloc((size_t)(np + n) * sizeof *t);
-    memcpy(t, prompt, (size_t)np * sizeof *t);
-    int pos = 0, len = np;
-    for (int k = 0; k < n; k++) {
-        struct dsd_batch_seq b = { .tokens = t + pos, .n_tokens = len - pos, .pos0 = pos, .kv = &seq };
-        struct dsd_forward_out o = { .logits = logits };
-        dsd_model_forward(g_m, kv, &b, 1, &o, &err);
-        pos = len;
-        out[k] = t[len++] = dsd_argmax(logits, g_m->cfg.vocab_size);
-    }
-    free(t);
-    free(logits);
-    dsd_kv_seq_release(kv, &seq);
-    dsd_kv_seq_destroy(&seq);
-    dsd_kv_cache_free(kv);
+    harness_greedy(g_m, prompt, np, n, out);
 }
 
 /* Collects a generation: ids, concatenated text, logprobs of the first step. */

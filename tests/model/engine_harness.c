@@ -1,5 +1,7 @@
 #include "engine_harness.h"
 
+#include "sampling.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,4 +128,32 @@ double selection_overlap(const int32_t *a, const int32_t *b, int layers, int n, 
         }
     *n_sets = sets;
     return sets ? sum / sets : 1.0;
+}
+
+int harness_greedy(struct dsd_model *m, const int32_t *prompt, int np, int n, int32_t *out)
+{
+    struct dsd_err err;
+    struct dsd_kv_cache *kv = dsd_model_kv_cache_new(m, (np + n) / DSD_KV_PAGE_TOKENS + 2, &err);
+    struct dsd_kv_seq seq = {0};
+    float *logits = malloc((size_t)m->cfg.vocab_size * sizeof *logits);
+    int32_t *toks = malloc((size_t)(np + n) * sizeof *toks);
+    int rc = kv && logits && toks && dsd_kv_seq_reserve(kv, &seq, np + n) == 0 ? 0 : -1;
+    if (rc == 0)
+        memcpy(toks, prompt, (size_t)np * sizeof *toks);
+    for (int k = 0, pos = 0, len = np; rc == 0 && k < n; k++) {
+        struct dsd_batch_seq b = { .tokens = toks + pos, .n_tokens = len - pos, .pos0 = pos, .kv = &seq };
+        struct dsd_forward_out o = { .logits = logits };
+        if (dsd_model_forward(m, kv, &b, 1, &o, &err)) {
+            fprintf(stderr, "forward: %s\n", err.msg);
+            rc = -1;
+        }
+        pos = len;
+        out[k] = toks[len++] = dsd_argmax(logits, m->cfg.vocab_size);
+    }
+    free(toks);
+    free(logits);
+    dsd_kv_seq_release(kv, &seq);
+    dsd_kv_seq_destroy(&seq);
+    dsd_kv_cache_free(kv);
+    return rc;
 }

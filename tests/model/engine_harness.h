@@ -22,6 +22,10 @@ struct dsd_model *harness_load(const char *dir, enum dsd_numerics numerics, enum
 int harness_run(struct dsd_model *m, const int32_t *ids, int n, int chunk, struct prompt_run *out);
 void harness_free_run(struct prompt_run *r);
 
+/* Greedy generation of n tokens after prompt, one sequence, token by token after the prompt:
+ * the reference the daemon's output is compared with. 0 or -1. */
+int harness_greedy(struct dsd_model *m, const int32_t *prompt, int np, int n, int32_t *out);
+
 /* max over rows of max|a-b| / max|b| (b = reference). */
 double logits_max_rel_err(const float *a, const float *b, int rows, int64_t cols);
 /* rows whose argmax agree. */

@@ -25,6 +25,7 @@
 #include "config.h"
 #include "numeric.h"
 #include "presets.h"
+#include "rng.h"
 #include "safetensors.h"
 #include "thread_pool.h"
 #include "weights.h"
@@ -43,42 +44,17 @@ static const char usage[] =
 
 /* ---- deterministic values ---------------------------------------------------------- */
 
-struct rng {
-    uint64_t s[4];
-};
-
-static uint64_t rotl(uint64_t x, int k)
+/* Each tensor has its own stream, seeded by xxh64(name, seed), so tensors can be generated
+ * in any order and in parallel. */
+static void rng_seed(struct dsd_rng *r, const char *name, uint64_t seed)
 {
-    return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t rng_next(struct rng *r)
-{
-    uint64_t *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
-}
-
-static void rng_seed(struct rng *r, const char *name, uint64_t seed)
-{
-    uint64_t x = XXH64(name, strlen(name), seed);
-    for (int i = 0; i < 4; i++) {
-        uint64_t z = (x += 0x9e3779b97f4a7c15ull);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        r->s[i] = z ^ (z >> 31);
-    }
+    dsd_rng_seed(r, XXH64(name, strlen(name), seed));
 }
 
 /* Uniform in [-a, a) from 24 random bits (exact in fp32, identical everywhere). */
-static float uniform(struct rng *r, float a)
+static float uniform(struct dsd_rng *r, float a)
 {
-    return ((float)(rng_next(r) >> 40) * 0x1p-23f - 1.0f) * a;
+    return ((float)(dsd_rng_next(r) >> 40) * 0x1p-23f - 1.0f) * a;
 }
 
 /* The initialization: scales chosen so every sub-layer changes the residual stream
@@ -86,7 +62,7 @@ static float uniform(struct rng *r, float a)
  * scores are far from uniform, and the logits are not flat (argmax tests mean something). */
 static void init_values(const struct dsd_tensor_spec *s, uint64_t seed, float *v, int64_t n)
 {
-    struct rng r;
+    struct dsd_rng r;
     rng_seed(&r, s->name, seed);
     int64_t fan_in = s->ndim == 2 ? s->shape[1] : 1;
     float inv = 1.0f / sqrtf((float)fan_in), sq3 = sqrtf(3.0f);
