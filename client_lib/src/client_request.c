@@ -319,6 +319,8 @@ static int ring_take(struct dsd_client_request *r, uint64_t upto, struct dsd_cli
         return client_seterr(e, -EPROTO, 0, "deepseekd announced ring position %llu but the "
                              "ring holds only up to %llu", (unsigned long long)upto,
                              (unsigned long long)(r->cons.pos + (avail < 0 ? 0 : avail)));
+    if (n == 0)
+        return 0;
     if (grow32((void **)&r->ids, &r->ids_cap, (uint64_t)r->ev.n_ids + n, sizeof *r->ids) < 0)
         return client_seterr(e, -ENOMEM, 0, "out of memory for %llu tokens",
                              (unsigned long long)n);
