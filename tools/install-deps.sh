@@ -6,7 +6,7 @@ set -eu
 PKGS="build-essential cmake ninja-build pkg-config git ca-certificates
       clang libclang-rt-14-dev
       libjansson-dev libpcre2-dev libxxhash-dev liburing-dev libmsgpack-dev libsystemd-dev
-      systemd-container"
+      systemd-container scdoc"
 # Node.js + npm run the tokenizer identity tests. A machine may already carry a
 # newer Node (nodesource bundles npm and conflicts with Debian's npm package):
 # install Debian's only when the command is missing.
