@@ -515,8 +515,11 @@ static void handle_msg(struct conn *c, const struct dsd_ipc_msg *m)
     case DSD_IPC_DETOKENIZE: {
         char text[4096];
         uint32_t n = 0;
-        for (uint32_t i = 0; i < m->detokenize.n_tokens && n < sizeof text; i++)
-            text[n++] = (char)('a' + m->detokenize.tokens[i] % 26);
+        /* Inverts tokenize for printable ASCII ids; other ids become letters. */
+        for (uint32_t i = 0; i < m->detokenize.n_tokens && n < sizeof text; i++) {
+            uint32_t id = m->detokenize.tokens[i];
+            text[n++] = (char)(id >= 32 && id < 127 ? id : 'a' + id % 26);
+        }
         r.type = DSD_IPC_DETOKENIZE_OK;
         r.detokenize_ok.text = (struct dsd_ipc_str){text, n};
         queue_msg(c, &r);
@@ -743,20 +746,25 @@ struct fake *fake_start(const struct fake_opts *o)
     struct fake *f = calloc(1, sizeof *f);
     f->o = *o;
     pthread_mutex_init(&f->lock, NULL);
-    snprintf(f->dir, sizeof f->dir, "/tmp/dsd-client-test-XXXXXX");
-    if (!mkdtemp(f->dir)) {
-        perror("fake: mkdtemp");
-        free(f);
-        return NULL;
+    if (o->path) {
+        snprintf(f->path, sizeof f->path, "%s", o->path);
+    } else {
+        snprintf(f->dir, sizeof f->dir, "/tmp/dsd-client-test-XXXXXX");
+        if (!mkdtemp(f->dir)) {
+            perror("fake: mkdtemp");
+            free(f);
+            return NULL;
+        }
+        snprintf(f->path, sizeof f->path, "%s/sock", f->dir);
     }
-    snprintf(f->path, sizeof f->path, "%s/sock", f->dir);
     f->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     snprintf(sa.sun_path, sizeof sa.sun_path, "%s", f->path);
     if (bind(f->lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(f->lfd, 128) < 0) {
         perror("fake: bind/listen");
         close(f->lfd);
-        rmdir(f->dir);
+        if (f->dir[0])
+            rmdir(f->dir);
         free(f);
         return NULL;
     }
@@ -787,7 +795,8 @@ void fake_stop(struct fake *f)
     }
     close(f->lfd);
     unlink(f->path);
-    rmdir(f->dir);
+    if (f->dir[0])
+        rmdir(f->dir);
     pthread_mutex_destroy(&f->lock);
     free(f);
 }

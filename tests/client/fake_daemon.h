@@ -31,6 +31,7 @@ struct fake;
 struct fake_opts {
     void (*script)(struct fake *f, void *arg);
     void *arg;
+    const char *path;           /* socket path; NULL = a fresh temporary directory */
     uint32_t max_frame;         /* hello_ok limits.max_frame; 0 = 4 MiB */
     uint64_t max_shm_bytes;     /* 0 = 1 GiB */
     uint32_t tokens_per_step;   /* 0 = 1 */
