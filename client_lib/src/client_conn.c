@@ -121,9 +121,17 @@ DSD_CLIENT_API void dsd_client_request_free(struct dsd_client_request *r)
         }
         r->qtail = NULL;
         uint64_t id = r->id;
+        /* The zombie's reference may go (its `done` arriving, or dsd_client_free() from
+         * another thread) while we send: hold one of our own until the send is over. */
+        c->refs++;
         pthread_mutex_unlock(&c->lock);
         if (send_cancel)
             client_send_simple(c, DSD_IPC_CANCEL, id);
+        pthread_mutex_lock(&c->lock);
+        bool last = --c->refs == 0;
+        pthread_mutex_unlock(&c->lock);
+        if (last)
+            client_destroy(c);
         return;
     }
     client_release_span(c, r);

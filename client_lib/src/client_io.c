@@ -360,6 +360,11 @@ static void dispatch(struct dsd_client *c, struct client_msg *q)
                 }
                 dsd_ring_consumer_init(&r->cons, &c->shm, (uint32_t)r->ring,
                                        m->accepted.ring_start);
+                /* Everything before ring_start belongs to earlier requests (a cancelled one
+                 * may have left tokens unread): publish it as consumed now, or the daemon
+                 * would count them against this request's room and stall it for good. */
+                atomic_store_explicit(&r->cons.ring->cons_pos, m->accepted.ring_start,
+                                      memory_order_release);
                 r->ring_ready = true;
             }
             break;
