@@ -353,6 +353,8 @@ void dsd_ring_producer_init(struct dsd_ring_producer *p, const struct dsd_shm *s
 
 void dsd_ring_producer_bind(struct dsd_ring_producer *p, uint64_t request_id)
 {
+    /* Tokens of an earlier request the client never read do not count against this one. */
+    p->floor = p->pos;
     atomic_store_explicit(&p->ring->request_id, request_id, memory_order_relaxed);
     atomic_store_explicit(&p->ring->flags, 0, memory_order_relaxed);
     atomic_store_explicit(&p->ring->finish, DSD_IPC_FINISH_NONE, memory_order_release);
@@ -364,6 +366,10 @@ int64_t dsd_ring_space(struct dsd_ring_producer *p)
         return -EPROTO;
     /* The one read of the client's index; unsigned difference also catches cons > pos. */
     uint64_t cons = atomic_load_explicit(&p->ring->cons_pos, memory_order_acquire);
+    /* A consumer still behind the binding point (unread tokens of an earlier request) is
+     * treated as at the binding point; anything else impossible is caught below. */
+    if (p->pos - cons <= p->cap && cons < p->floor)
+        cons = p->floor;
     uint64_t used = p->pos - cons;
     if (used > p->cap) {
         p->broken = true;

@@ -160,6 +160,7 @@ struct dsd_ring_producer {
     uint32_t *slots;
     uint32_t cap, mask;
     uint64_t pos;               /* authoritative; never read back from shared memory */
+    uint64_t floor;             /* pos at the last bind: unread tokens before it are dropped */
     bool broken;                /* the consumer position was impossible once: never write */
 };
 
@@ -170,7 +171,8 @@ void dsd_ring_producer_init(struct dsd_ring_producer *p, const struct dsd_shm *s
                             uint64_t pos);
 
 /* Binds the ring to a request: request_id, flags = 0, then finish = 0 (release). The
- * request's ring_start is p->pos. */
+ * request's ring_start is p->pos; tokens of an earlier request still unread in the ring no
+ * longer count as used (PROTOCOL.md §8.1). */
 void dsd_ring_producer_bind(struct dsd_ring_producer *p, uint64_t request_id);
 
 /* Free slots: reads cons_pos once (acquire). Returns 0..cap, or -EPROTO when the consumer

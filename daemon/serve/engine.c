@@ -661,6 +661,10 @@ static void *engine_main(void *arg)
         return NULL;
     }
     atomic_store(&e->progress, 1.0);
+    /* Health and the watchdog measure "no progress" from here until the first step. */
+    pthread_mutex_lock(&e->mu);
+    e->stats.last_step_ns = now_ns();
+    pthread_mutex_unlock(&e->mu);
     atomic_store(&e->state, DSD_ENGINE_READY);
     publish_counts(e);
     wake_io(e);

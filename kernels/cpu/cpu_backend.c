@@ -6,24 +6,47 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
+
+/* Zeroed, 64-byte aligned memory. Every block starts with a 64-byte header holding its size
+ * and how it was obtained: large blocks (the KV arenas: gigabytes) come from mmap, whose pages
+ * the kernel zeroes lazily, so start-up does not write every byte of the pool. */
+#define ALLOC_HEADER 64
+#define ALLOC_MMAP_MIN (1u << 20)
 
 static void *cpu_alloc(struct dsd_backend *be, size_t bytes)
 {
     (void)be;
-    /* 64-byte alignment keeps rows cache-line aligned; calloc semantics (zeroed). */
-    void *p = NULL;
-    size_t rounded = (bytes + 63) & ~(size_t)63;
-    if (posix_memalign(&p, 64, rounded ? rounded : 64) != 0)
-        return NULL;
-    memset(p, 0, rounded ? rounded : 64);
-    return p;
+    size_t total = ALLOC_HEADER + ((bytes + 63) & ~(size_t)63);
+    uint8_t *base;
+    if (total >= ALLOC_MMAP_MIN) {
+        base = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (base == MAP_FAILED)
+            return NULL;
+    } else {
+        void *p = NULL;
+        if (posix_memalign(&p, 64, total) != 0)
+            return NULL;
+        memset(p, 0, total);
+        base = p;
+    }
+    memcpy(base, &total, sizeof total);
+    return base + ALLOC_HEADER;
 }
 
 static void cpu_release(struct dsd_backend *be, void *p)
 {
     (void)be;
-    free(p);
+    if (!p)
+        return;
+    uint8_t *base = (uint8_t *)p - ALLOC_HEADER;
+    size_t total;
+    memcpy(&total, base, sizeof total);
+    if (total >= ALLOC_MMAP_MIN)
+        munmap(base, total);
+    else
+        free(base);
 }
 
 static void cpu_copy(struct dsd_backend *be, void *dst, const void *src, size_t bytes)

@@ -73,6 +73,11 @@ cp "$SRC_UNITS/sysusers.d/deepseekd.conf" "$T/sysusers.d/"
 cp "$SRC_UNITS/tmpfiles.d/deepseekd.conf" "$T/tmpfiles.d/"
 cp "$DAEMON" "$T/test/bin/deepseekd"
 cp "$PROBE" "$T/test/bin/deepseekd-probe"
+# The probe links libdeepseekd.so.0 from the build tree, which the container cannot see:
+# bring the library along (the runner sets LD_LIBRARY_PATH=/test/bin).
+for lib in $(ldd "$PROBE" 2>/dev/null | awk '/libdeepseekd/ {print $3}'); do
+    cp -L "$lib" "$T/test/bin/"
+done
 cp "$HERE/systemd/boot/runner.sh" "$T/test/runner.sh"
 cat > "$T/test/deepseekd.conf" <<CONF
 model = /model
