@@ -273,7 +273,9 @@ static void retire(struct dsd_engine *e, struct seq *s, struct dsd_engine_event 
     dsd_engine_request_free(s->req);
     free(s->tokens);
     free(s);
+    pthread_mutex_lock(&e->mu);
     e->stats.requests_done++;
+    pthread_mutex_unlock(&e->mu);
 }
 
 static void fail_seq(struct dsd_engine *e, struct seq *s, const char *msg)
@@ -427,7 +429,9 @@ static bool preempt_one(struct dsd_engine *e, struct seq *keep)
     victim->n_computed = 0;
     victim->running = false;
     victim->chunk = 0;
+    pthread_mutex_lock(&e->mu);
     e->stats.preemptions++;
+    pthread_mutex_unlock(&e->mu);
     return true;
 }
 
@@ -552,9 +556,14 @@ static int run_step(struct dsd_engine *e)
         return n;
     }
     int row = 0;
+    uint64_t prefilled = 0, generated = 0;   /* stats change only under mu (io thread reads) */
     for (int i = 0; i < n; i++) {
         struct seq *s = batch[i];
         int chunk = s->chunk;
+        /* Everything fed except a freshly generated token is prefill work: the prompt and,
+         * after a preemption, the generated tokens being recomputed. */
+        bool decode = !bs[i].no_logits && s->n_tokens > s->req->n_prompt;
+        prefilled += (uint64_t)(chunk - (decode ? 1 : 0));
         s->n_computed += chunk;
         if (!bs[i].no_logits) {
             struct dsd_engine_event *ev = new_event(s, DSD_EV_TOKENS);
@@ -565,7 +574,7 @@ static int run_step(struct dsd_engine *e)
                 s->t_first = t;
             s->t_last = t;
             s->produced += (uint64_t)ev->n_ids;
-            e->stats.tokens_generated++;
+            generated++;
             if (s->n_tokens == s->cap_tokens) {
                 s->cap_tokens *= 2;
                 int32_t *nt = realloc(s->tokens, (size_t)s->cap_tokens * sizeof *nt);
@@ -577,11 +586,11 @@ static int run_step(struct dsd_engine *e)
                 retire(e, s, ev);
             else
                 emit(e, ev);
-        } else {
-            e->stats.tokens_prefilled += (uint64_t)chunk;
         }
     }
     pthread_mutex_lock(&e->mu);
+    e->stats.tokens_prefilled += prefilled;
+    e->stats.tokens_generated += generated;
     e->stats.steps++;
     e->stats.last_step_ns = t1;
     e->stats.last_step_ms = (double)(t1 - t0) / 1e6;

@@ -79,6 +79,8 @@ TEST(greedy_generation_matches_the_engine)
     reference(prompt, 40, 12, want);
     int fd = raw_connect(&g_d);
     ASSERT_TRUE(fd >= 0);
+    int64_t prefilled0 = stat_value(fd, "tokens_prefilled_total");
+    int64_t generated0 = stat_value(fd, "tokens_generated_total");
     struct dsd_ipc_msg m = gen_msg(7, prompt, 40, 12), done;
     ASSERT_EQ_INT(raw_send(fd, &m), 0);
     int n = 0;
@@ -89,6 +91,9 @@ TEST(greedy_generation_matches_the_engine)
     ASSERT_EQ_INT(done.done.usage.prompt, 40);
     ASSERT_EQ_INT(done.done.usage.completion, 12);
     dsd_ipc_msg_free(&done);
+    /* The counters an operator reads: every prompt token prefilled once, every token counted. */
+    ASSERT_EQ_INT(stat_value(fd, "tokens_prefilled_total") - prefilled0, 40);
+    ASSERT_EQ_INT(stat_value(fd, "tokens_generated_total") - generated0, 12);
     close(fd);
 }
 

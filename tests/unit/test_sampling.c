@@ -154,6 +154,42 @@ TEST(penalties)
     dsd_sampler_free(s);
 }
 
+/* The real vocabulary with a flat distribution (what a random-weight model produces): the
+ * nucleus keeps exactly the lowest ids that cover top_p (ties go to the lowest id), and a
+ * draw stays cheap (it once sorted the vocabulary many times: ~70 ms per token). */
+TEST(nucleus_over_a_flat_real_sized_vocabulary)
+{
+    enum { BIG = 129280 };
+    static float l[BIG];
+    struct dsd_err e;
+    struct dsd_sampler *s;
+    struct dsd_sampling_params p = dsd_sampling_default_params();
+    p.temperature = 1.0f;
+    p.top_p = 0.25f;
+    p.seed = 3;
+    ASSERT_EQ_INT(dsd_sampler_new(&p, BIG, &s, &e), 0);
+    int32_t hi = 0;
+    for (int i = 0; i < 50; i++) {
+        for (int j = 0; j < BIG; j++)
+            l[j] = 0.0f;
+        int32_t t = dsd_sampler_sample(s, l, NULL);
+        ASSERT_TRUE(t >= 0 && t < BIG / 4 + 1);
+        hi = t > hi ? t : hi;
+    }
+    ASSERT_TRUE(hi > BIG / 8);            /* spread over the whole nucleus, not its head */
+    dsd_sampler_free(s);
+
+    p.top_p = 1.0f;
+    p.top_k = 1000;
+    ASSERT_EQ_INT(dsd_sampler_new(&p, BIG, &s, &e), 0);
+    for (int i = 0; i < 50; i++) {
+        for (int j = 0; j < BIG; j++)
+            l[j] = 0.0f;
+        ASSERT_TRUE(dsd_sampler_sample(s, l, NULL) < 1000);
+    }
+    dsd_sampler_free(s);
+}
+
 TEST(bad_parameters_are_named)
 {
     struct dsd_sampling_params p = dsd_sampling_default_params();
@@ -178,6 +214,7 @@ int main(void)
     RUN(same_seed_same_tokens_other_seed_other_tokens);
     RUN(filters_restrict_the_candidates);
     RUN(penalties);
+    RUN(nucleus_over_a_flat_real_sized_vocabulary);
     RUN(bad_parameters_are_named);
     return test_report();
 }
