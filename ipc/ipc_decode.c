@@ -1014,8 +1014,8 @@ static int error_field(struct dec *d, int idx, const char *key, const msgpack_ob
 /* ---- tokens ----------------------------------------------------------------------------- */
 
 static const char *const tokens_keys[] = {"ids", "pos", "text", "reasoning", "tool_calls",
-                                          "logprobs", "stalled"};
-enum { T_IDS, T_POS, T_TEXT, T_REASONING, T_TOOL_CALLS, T_LOGPROBS, T_STALLED };
+                                          "logprobs", "stalled", "tool_call_error"};
+enum { T_IDS, T_POS, T_TEXT, T_REASONING, T_TOOL_CALLS, T_LOGPROBS, T_STALLED, T_TOOL_CALL_ERROR };
 static const char *const delta_keys[] = {"index", "id", "name", "arguments"};
 static const char *const lp_keys[] = {"token", "logprob", "top"};
 
@@ -1103,6 +1103,7 @@ static int tokens_field(struct dec *d, int idx, const char *key, const msgpack_o
         return want_uint(d, v, key, 0, UINT64_MAX, &t->pos);
     case T_TEXT: return want_str(d, v, key, 0, UINT32_MAX, &t->text);
     case T_REASONING: return want_str(d, v, key, 0, UINT32_MAX, &t->reasoning);
+    case T_TOOL_CALL_ERROR: return want_str(d, v, key, 0, UINT32_MAX, &t->tool_call_error);
     case T_TOOL_CALLS:
         rc = want_map_array(d, v, key, DSD_IPC_MAX_TOOL_CALLS, delta_keys, NKEYS(delta_keys),
                             1 << 0, sizeof(struct dsd_ipc_tool_delta), delta_field, &arr,

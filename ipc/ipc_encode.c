@@ -346,6 +346,7 @@ static int put_tokens(struct enc *e, struct map *m, const struct dsd_ipc_tokens 
             map_close(e, &dm);
         }
     }
+    kv_str(e, m, "tool_call_error", t->tool_call_error);
     if (t->n_logprobs) {
         key(e, m, "logprobs");
         msgpack_pack_array(&e->pk, t->n_logprobs);

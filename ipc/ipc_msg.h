@@ -249,6 +249,7 @@ struct dsd_ipc_tokens {
     struct dsd_ipc_str reasoning;
     uint32_t n_tool_calls;              /* <= 128 */
     const struct dsd_ipc_tool_delta *tool_calls;
+    struct dsd_ipc_str tool_call_error; /* malformed tool calls skipped, one message per line */
     uint32_t n_logprobs;
     const struct dsd_ipc_logprob *logprobs;
     bool has_pos;

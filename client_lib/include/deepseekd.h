@@ -456,6 +456,11 @@ struct dsd_client_event {
     const struct dsd_client_logprob *logprobs;  /* one per id of this event, when requested */
     uint32_t n_logprobs;
     struct dsd_client_done done;    /* DONE only */
+    /* chat: the model wrote a tool call that could not be read (malformed or unterminated);
+     * it was skipped, none of its raw text is in text/reasoning/tool_calls, and the stream
+     * goes on. One message per line. */
+    const char *tool_call_error;
+    size_t tool_call_error_len;
 };
 
 /*
@@ -528,6 +533,9 @@ struct dsd_client_result {
     struct dsd_client_logprob *logprobs;        /* with params->logprobs */
     uint32_t n_logprobs;
     struct dsd_client_done done;
+    char *tool_call_errors;         /* every event's tool_call_error, one per line; NULL
+                                       when the model wrote no unreadable tool call */
+    size_t tool_call_errors_len;
 };
 
 /*

@@ -351,6 +351,8 @@ static int tokens_event(struct dsd_client_request *r, const struct dsd_ipc_token
     ev->text_len = t->text.ptr ? t->text.len : 0;
     ev->reasoning = t->reasoning.ptr;
     ev->reasoning_len = t->reasoning.ptr ? t->reasoning.len : 0;
+    ev->tool_call_error = t->tool_call_error.ptr;
+    ev->tool_call_error_len = t->tool_call_error.ptr ? t->tool_call_error.len : 0;
     if (t->n_tool_calls) {
         if (grow32((void **)&r->tools, &r->tools_cap, t->n_tool_calls, sizeof *r->tools) < 0)
             return client_seterr(e, -ENOMEM, 0, "out of memory");

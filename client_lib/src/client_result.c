@@ -51,7 +51,7 @@ struct call_acc {
 struct acc {
     uint32_t *ids;
     uint64_t n_ids, ids_cap;
-    struct text_acc text, reasoning;
+    struct text_acc text, reasoning, tool_errors;
     struct call_acc calls[DSD_IPC_MAX_TOOL_CALLS];
     struct dsd_client_logprob *lps;
     uint64_t n_lps, lps_cap;
@@ -62,6 +62,7 @@ static void acc_free(struct acc *a)
     free(a->ids);
     free(a->text.p);
     free(a->reasoning.p);
+    free(a->tool_errors.p);
     for (uint32_t i = 0; i < DSD_IPC_MAX_TOOL_CALLS; i++) {
         free(a->calls[i].id.p);
         free(a->calls[i].name.p);
@@ -92,6 +93,9 @@ static int acc_event(struct acc *a, const struct dsd_client_event *ev)
     }
     if (text_add(&a->text, ev->text, ev->text_len) < 0 ||
         text_add(&a->reasoning, ev->reasoning, ev->reasoning_len) < 0)
+        return -ENOMEM;
+    if (ev->tool_call_error_len && ((a->tool_errors.p && text_add(&a->tool_errors, "\n", 1) < 0) ||
+                                    text_add(&a->tool_errors, ev->tool_call_error, ev->tool_call_error_len) < 0))
         return -ENOMEM;
     for (uint32_t i = 0; i < ev->n_tool_calls; i++) {
         const struct dsd_client_tool_delta *d = &ev->tool_calls[i];
@@ -143,6 +147,7 @@ DSD_CLIENT_API void dsd_client_result_free(struct dsd_client_result *res)
     free(res->tokens);
     free(res->text);
     free(res->reasoning);
+    free(res->tool_call_errors);
     for (uint32_t i = 0; i < res->n_tool_calls; i++) {
         free((void *)res->tool_calls[i].id);
         free((void *)res->tool_calls[i].name);
@@ -176,6 +181,9 @@ static int acc_build(struct acc *a, const struct dsd_client_done *done,
     res->done.error_message = dup_or_null(done->error_message);
     res->text = text_finish(&a->text, &res->text_len);
     res->reasoning = text_finish(&a->reasoning, &res->reasoning_len);
+    res->tool_call_errors_len = a->tool_errors.len;
+    res->tool_call_errors = a->tool_errors.p;     /* NULL when there were none */
+    a->tool_errors.p = NULL;
     uint32_t n_calls = 0;
     for (uint32_t i = 0; i < DSD_IPC_MAX_TOOL_CALLS; i++)
         n_calls += a->calls[i].used;

@@ -107,6 +107,7 @@ void dsd_engine_event_free(struct dsd_engine_event *ev)
     free(ev->ids);
     free(ev->text);
     free(ev->reasoning);
+    free(ev->tool_error);
     for (int i = 0; i < ev->n_tools; i++) {
         free(ev->tools[i].id);
         free(ev->tools[i].name);

@@ -124,6 +124,9 @@ struct dsd_engine_event {
     size_t reasoning_len, reasoning_cap;
     struct dsd_engine_tool_item *tools;
     int n_tools;
+    char *tool_error;               /* malformed tool calls the parser skipped: one message
+                                       per line (their raw text is never delivered) */
+    size_t tool_error_len, tool_error_cap;
     struct dsd_engine_logprob *logprobs;
     int n_logprobs, cap_logprobs;
     /* DONE */

@@ -94,10 +94,15 @@ static int on_parser_event(void *user, const struct dsd_output_event *pe)
         it->arguments = dup_n(pe->arguments_json, pe->arguments_len);
         return it->id && it->name && it->arguments ? 0 : -ENOMEM;
     }
-    case DSD_OUTPUT_ERROR:
+    case DSD_OUTPUT_ERROR: {
+        /* A malformed tool call from the model: the parser has failed closed (no raw DSML
+         * reaches the user) and the stream goes on; the client still learns what was lost. */
+        int rc = 0;
+        if (ev->tool_error_len)
+            rc = dsd_event_add_text(&ev->tool_error, &ev->tool_error_len, &ev->tool_error_cap, "\n", 1);
+        return rc ? rc : dsd_event_add_text(&ev->tool_error, &ev->tool_error_len, &ev->tool_error_cap, pe->text, pe->len);
+    }
     default:
-        /* A malformed tool call from the model: the parser has already failed closed (no raw
-         * DSML reaches the user); the rest of the stream continues. */
         return 0;
     }
 }

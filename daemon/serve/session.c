@@ -798,7 +798,7 @@ static void send_step(struct server *s, struct io_request *r, const struct dsd_e
     struct conn *c = r->conn;
     struct dsd_ipc_msg t = { .type = DSD_IPC_TOKENS, .id = r->wire_id };
     struct dsd_ipc_tokens *tk = &t.tokens;
-    bool extra = ev->text_len || ev->reasoning_len || ev->n_tools || ev->n_logprobs;
+    bool extra = ev->text_len || ev->reasoning_len || ev->n_tools || ev->tool_error_len || ev->n_logprobs;
     if (r->use_ring) {
         deliver_to_ring(s, r, ev);
         tk->has_pos = true;
@@ -815,6 +815,8 @@ static void send_step(struct server *s, struct io_request *r, const struct dsd_e
         tk->text = (struct dsd_ipc_str){ ev->text, (uint32_t)ev->text_len };
     if (ev->reasoning_len)
         tk->reasoning = (struct dsd_ipc_str){ ev->reasoning, (uint32_t)ev->reasoning_len };
+    if (ev->tool_error_len)
+        tk->tool_call_error = (struct dsd_ipc_str){ ev->tool_error, (uint32_t)ev->tool_error_len };
     struct dsd_ipc_tool_delta td[ev->n_tools ? ev->n_tools : 1];
     for (int i = 0; i < ev->n_tools; i++)
         td[i] = (struct dsd_ipc_tool_delta){ .index = (uint32_t)ev->tools[i].index, .id = dsd_ipc_s(ev->tools[i].id),

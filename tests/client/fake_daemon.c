@@ -418,6 +418,13 @@ static void step_req(struct conn *c, uint32_t i)
         t.tokens.tool_calls = td;
         t.tokens.n_tool_calls = 2;
     }
+    /* With tools, the model also "writes" two unreadable calls: in the step that ends at the
+     * 4th token and in the last step. */
+    char tool_error[64];
+    if (q->tools && (q->produced == 4 || last)) {
+        snprintf(tool_error, sizeof tool_error, "dropped at %u", q->produced);
+        t.tokens.tool_call_error = dsd_ipc_s(tool_error);
+    }
     queue_msg(c, &t);
     c->frames_sent++;
     if (last)

@@ -407,6 +407,9 @@ TEST(blocking_chat_thinking_tools_logprobs)
             ASSERT_EQ_STR(res->tool_calls[0].name, "get_weather");
             ASSERT_EQ_STR(res->tool_calls[0].arguments, "{\"city\":\"Paris\"}");
         }
+        ASSERT_TRUE(res->tool_call_errors != NULL);
+        if (res->tool_call_errors)
+            ASSERT_EQ_STR(res->tool_call_errors, "dropped at 4\ndropped at 6");
         ASSERT_EQ_INT(res->done.finish, DSD_CLIENT_FINISH_TOOL_CALLS);
         ASSERT_EQ_INT(res->n_logprobs, 6);
         if (res->n_logprobs == 6) {
@@ -428,6 +431,7 @@ TEST(blocking_chat_thinking_tools_logprobs)
         ASSERT_EQ_INT(res->n_tokens, 3);
         ASSERT_EQ_INT(res->tokens[2], 5 + 2);
         ASSERT_EQ_STR(res->text, "");
+        ASSERT_TRUE(res->tool_call_errors == NULL);
         ASSERT_EQ_INT(res->done.usage.prompt, 6);      /* 5 bytes + BOS */
     }
     dsd_client_result_free(res);

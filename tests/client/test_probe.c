@@ -297,6 +297,16 @@ TEST(binary_against_fake)
                                                               "q", "--thinking", "--max-tokens",
                                                               "4", NULL}), 0);
     ASSERT_EQ_STR(out, "[reasoning]\nr1000 r1001 \n[answer]\nt1002 t1003 ");
+    /* With tools the fake also sends a tool call and unreadable-call reports (last step). */
+    ASSERT_EQ_INT(run_probe(out, sizeof out, (const char *[]){"-s", sock, "chat", "--message",
+                                                              "q", "--tools", "[]", "--max-tokens",
+                                                              "2", NULL}), 0);
+    ASSERT_TRUE(strstr(out, "[tool call 0] get_weather({\"city\":\"Paris\"})") != NULL);
+    ASSERT_TRUE(strstr(out, "[unreadable tool call skipped] dropped at 2\n") != NULL);
+    ASSERT_EQ_INT(run_probe(out, sizeof out, (const char *[]){"-s", sock, "-j", "chat", "--message",
+                                                              "q", "--tools", "[]", "--max-tokens",
+                                                              "2", NULL}), 0);
+    ASSERT_TRUE(strstr(out, "\"tool_call_error\":\"dropped at 2\"") != NULL);
     ASSERT_EQ_INT(run_probe(out, sizeof out, (const char *[]){"-s", sock, "-j", "generate",
                                                               "--prompt-tokens", "1",
                                                               "--max-tokens", "2", "--no-shm",

@@ -183,6 +183,7 @@ static const char *dump_msg(const struct dsd_ipc_msg *m, char *buf, size_t cap)
             ds(&d, "args", t->tool_calls[i].arguments);
             dp(&d, "} ");
         }
+        ds(&d, "tool_call_error", t->tool_call_error);
         for (uint32_t i = 0; i < t->n_logprobs; i++) {
             const struct dsd_ipc_logprob *lp = &t->logprobs[i];
             dp(&d, "lp{%u:%.17g", lp->token, lp->logprob);
@@ -407,6 +408,7 @@ static int fx_all(struct dsd_ipc_msg *out)
     m->tokens.reasoning = dsd_ipc_s("think");
     m->tokens.tool_calls = fx_deltas;
     m->tokens.n_tool_calls = 2;
+    m->tokens.tool_call_error = dsd_ipc_s("tool call \"f\" was dropped\nanother");
     m->tokens.logprobs = fx_lps;
     m->tokens.n_logprobs = 2;
     m->tokens.stalled = true;

@@ -248,6 +248,8 @@ static json_t *event_json(const struct dsd_client_event *ev)
         }
         json_object_set_new(o, "tool_calls", tc);
     }
+    if (ev->tool_call_error)
+        json_object_set_new(o, "tool_call_error", json_stringn(ev->tool_call_error, ev->tool_call_error_len));
     if (ev->n_logprobs) {
         json_t *lp = json_array();
         for (uint32_t i = 0; i < ev->n_logprobs; i++) {
@@ -337,6 +339,8 @@ static int stream(struct dsd_client *c, struct probe_args *a, bool chat)
             }
             if (ev->n_tool_calls)
                 printf(")");
+            if (ev->tool_call_error_len)
+                printf("\n[unreadable tool call skipped] %.*s\n", (int)ev->tool_call_error_len, ev->tool_call_error);
             for (uint32_t i = 0; i < ev->n_logprobs; i++) {
                 const struct dsd_client_logprob *l = &ev->logprobs[i];
                 fprintf(stderr, "[logprob %u %.4f", l->token, l->logprob);
