@@ -347,6 +347,7 @@ void dsd_ring_producer_init(struct dsd_ring_producer *p, const struct dsd_shm *s
     p->cap = shm->geo.ring_capacity;
     p->mask = p->cap - 1;
     p->pos = pos;
+    p->floor = pos;
     p->broken = false;
     atomic_store_explicit(&p->ring->prod_pos, pos, memory_order_release);
 }
@@ -366,9 +367,11 @@ int64_t dsd_ring_space(struct dsd_ring_producer *p)
         return -EPROTO;
     /* The one read of the client's index; unsigned difference also catches cons > pos. */
     uint64_t cons = atomic_load_explicit(&p->ring->cons_pos, memory_order_acquire);
-    /* A consumer still behind the binding point (unread tokens of an earlier request) is
-     * treated as at the binding point; anything else impossible is caught below. */
-    if (p->pos - cons <= p->cap && cons < p->floor)
+    /* A consumer still behind the binding point (unread tokens of an earlier request, at
+     * most a ring's worth) is treated as at the binding point, however far this request has
+     * produced since; anything else impossible is caught below. */
+    uint64_t behind = p->floor - cons;
+    if (behind != 0 && behind <= p->cap)
         cons = p->floor;
     uint64_t used = p->pos - cons;
     if (used > p->cap) {

@@ -382,6 +382,38 @@ TEST(ring_rules_single_thread)
     dsd_shm_close(&c);
 }
 
+/* PROTOCOL.md §8.1: tokens a client left unread (a cancelled request) do not count against
+ * the next request bound to the ring, however far that request then produces. */
+TEST(ring_binding_drops_unread_tokens)
+{
+    struct dsd_shm c, d;
+    struct dsd_shm_params p = {.ring_count = 1, .ring_capacity = 16};
+    ASSERT_EQ_INT(dsd_shm_create(&p, &c, NULL), 0);
+    ASSERT_EQ_INT(dsd_shm_attach(dup(c.fd), MAX_BYTES, &d, NULL), 0);
+    struct dsd_shm_ring *r = dsd_shm_ring(&c, 0);
+    uint32_t ids[16] = {0};
+    struct dsd_ring_producer pr;
+    dsd_ring_producer_init(&pr, &d, 0, 0);
+    dsd_ring_producer_bind(&pr, 1);
+    ASSERT_EQ_INT(dsd_ring_produce(&pr, ids, 12), 12);      /* never read: cons_pos stays 0 */
+    ASSERT_EQ_INT(dsd_ring_space(&pr), 4);
+    dsd_ring_producer_bind(&pr, 2);                         /* ring_start = 12 */
+    ASSERT_EQ_INT(dsd_ring_space(&pr), 16);
+    ASSERT_EQ_INT(dsd_ring_produce(&pr, ids, 16), 16);      /* pos 28, 28 past cons_pos */
+    ASSERT_EQ_INT(dsd_ring_space(&pr), 0);                  /* full, not broken */
+    atomic_store(&r->cons_pos, 12);                         /* the client moves to ring_start */
+    ASSERT_EQ_INT(dsd_ring_space(&pr), 0);
+    atomic_store(&r->cons_pos, 20);
+    ASSERT_EQ_INT(dsd_ring_space(&pr), 8);
+    /* Further behind the binding point than a ring's worth is impossible: broken. */
+    dsd_ring_producer_init(&pr, &d, 0, 100);
+    dsd_ring_producer_bind(&pr, 3);
+    atomic_store(&r->cons_pos, 100 - 17);
+    ASSERT_EQ_INT(dsd_ring_space(&pr), -EPROTO);
+    dsd_shm_close(&d);
+    dsd_shm_close(&c);
+}
+
 /* ---- a million tokens across threads and processes -------------------------------------- */
 
 #define STREAM_TOKENS 1000000u
@@ -577,6 +609,7 @@ int main(int argc, char **argv)
     RUN(header_validation);
     RUN(prompt_span_copy);
     RUN(ring_rules_single_thread);
+    RUN(ring_binding_drops_unread_tokens);
     RUN(ring_two_threads_million_tokens);
     RUN(ring_two_processes_million_tokens);
     return test_report();
