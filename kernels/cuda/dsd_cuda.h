@@ -50,8 +50,18 @@ static inline int dsd_cuda_fp8_rows(int M)
 /* act_quant on the device; K % 128 == 0. xq: [rows][K], xs: [K/128][rows] (k-block-major)
  * with rows = dsd_cuda_fp8_rows(M). */
 void dsd_cuda_act_quant(struct dsd_cuda *cu, const float *x, int M, int K, bool ue8m0, uint8_t *xq, float *xs);
-/* y = x W^T with x given quantized (xq, xs) and W FP8 with 128x128 block scales. Returns 0,
- * -EINVAL (shape cuBLASLt cannot do: K % 128, N % 16), -ENOTSUP (no algorithm). */
+/* Row stride, in K blocks, of the weight scales dsd_cuda_fp8_linear reads: the checkpoint's
+ * [ceil(N/128)][K/128] with each row padded to a multiple of 4 blocks (16 bytes). Measured
+ * on the H200: with K/128 = 2, 3, 5, 6, 10 unpadded rows give wrong results (rel err ~0.5),
+ * padded rows are right (bench/results/2026-11-29-cublaslt-fp8-scale-padding-h200.md).
+ * Every V3.2 linear has K/128 % 4 == 0, where this is the checkpoint's layout unchanged. */
+static inline int dsd_cuda_weight_scale_stride(int K)
+{
+    return (K / 128 + 3) & ~3;
+}
+/* y = x W^T with x given quantized (xq, xs) and W FP8 with 128x128 block scales ws laid out
+ * with dsd_cuda_weight_scale_stride(K). Returns 0, -EINVAL (shape cuBLASLt cannot do:
+ * K % 128, N % 16), -ENOTSUP (no algorithm). */
 int dsd_cuda_fp8_linear(struct dsd_cuda *cu, float *y, const uint8_t *xq, const float *xs, const uint8_t *w,
                         const float *ws, int M, int N, int K, struct dsd_err *err);
 /* Milliseconds between two points of the stream (CUDA events), for benchmarks. */
