@@ -145,12 +145,11 @@ static int cmd_info(struct dsd_client *c, struct probe_args *a)
         printf("limits        frame %u B, prompt %u, tokens %u, in flight %u, top logprobs %u, "
                "shm %llu B\n", in->max_frame, in->max_prompt_tokens, in->max_tokens,
                in->max_inflight, in->max_top_logprobs, (unsigned long long)in->max_shm_bytes);
+        /* The shm geometry is this connection's, and one-reply commands set none up. */
         if (in->shm_ring_count)
-            printf("shm           %u rings of %u tokens, prompt arena %llu tokens\n",
+            printf("this client   shm: %u rings of %u tokens, prompt arena %llu tokens\n",
                    in->shm_ring_count, in->shm_ring_capacity,
                    (unsigned long long)in->shm_prompt_capacity);
-        else
-            printf("shm           off (socket frames only)\n");
         for (uint32_t i = 0; i < in->n_server; i++)
             print_value(&in->server[i]);
     }
