@@ -63,18 +63,25 @@ int dsd_notify_progress(unsigned percent, uint64_t extend_usec, const char *fmt,
     return send_message(buf);
 }
 
-int dsd_notify_ready(const char *fmt, ...)
+/* A state line, then STATUS= from fmt when there is one. */
+static int send_state(const char *state, const char *fmt, va_list ap)
 {
     char buf[NOTIFY_MAX];
-    size_t o = (size_t)snprintf(buf, sizeof buf, "READY=1");
+    size_t o = (size_t)snprintf(buf, sizeof buf, "%s", state);
     if (fmt) {
-        va_list ap;
-        va_start(ap, fmt);
         buf[o++] = '\n';
         append_status(buf, o, fmt, ap);
-        va_end(ap);
     }
     return send_message(buf);
+}
+
+int dsd_notify_ready(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = send_state("READY=1", fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
 int dsd_notify_reloading(void)
@@ -91,16 +98,11 @@ int dsd_notify_reloading(void)
 
 int dsd_notify_stopping(const char *fmt, ...)
 {
-    char buf[NOTIFY_MAX];
-    size_t o = (size_t)snprintf(buf, sizeof buf, "STOPPING=1");
-    if (fmt) {
-        va_list ap;
-        va_start(ap, fmt);
-        buf[o++] = '\n';
-        append_status(buf, o, fmt, ap);
-        va_end(ap);
-    }
-    return send_message(buf);
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = send_state("STOPPING=1", fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
 int dsd_notify_watchdog(void)

@@ -13,6 +13,7 @@
 #include "chat_buf.h"
 #include "chat_json.h"
 #include "chat_markers.h"
+#include "json_type.h"
 
 /* The system-prompt block that introduces tools. The model was trained on this exact text
  * (it is part of the official prompt format), so it is reproduced byte for byte; the JSON
@@ -108,33 +109,18 @@ static int puts_(struct encoder *e, const char *s)
     return 0;
 }
 
-static const char *type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
-    }
-    return "an unknown type";
-}
-
 static int role_of(struct encoder *e, size_t i, enum role *role)
 {
     const json_t *msg = json_array_get(e->messages, i);
     if (!json_is_object(msg))
         return dsd_errf(e->err, -EINVAL, "messages[%zu] is %s, expected an object", i,
-                        type_name(msg));
+                        dsd_json_type_name(msg));
     const json_t *r = json_object_get(msg, "role");
     if (!r)
         return dsd_errf(e->err, -EINVAL, "messages[%zu]: field \"role\" is missing", i);
     if (!json_is_string(r))
         return dsd_errf(e->err, -EINVAL, "messages[%zu]: field \"role\" is %s, expected a string",
-                        i, type_name(r));
+                        i, dsd_json_type_name(r));
     for (int k = 0; k < (int)(sizeof ROLE_NAMES / sizeof ROLE_NAMES[0]); k++) {
         if (json_string_length(r) == strlen(ROLE_NAMES[k]) &&
             memcmp(json_string_value(r), ROLE_NAMES[k], json_string_length(r)) == 0) {
@@ -175,7 +161,7 @@ static int text_field(struct encoder *e, size_t i, enum role role, const char *f
     if (!json_is_array(v))
         return dsd_errf(e->err, -EINVAL,
                         "messages[%zu] (%s): field \"%s\" is %s, expected a string or a list "
-                        "of text parts", i, ROLE_NAMES[role], field, type_name(v));
+                        "of text parts", i, ROLE_NAMES[role], field, dsd_json_type_name(v));
     e->parts.len = 0;
     size_t k;
     const json_t *part;
@@ -206,7 +192,7 @@ static int tools_field(struct encoder *e, const json_t *v, const char *ctx, cons
         return 0;
     if (!json_is_array(v))
         return dsd_errf(e->err, -EINVAL, "%s: \"tools\" is %s, expected an array", ctx,
-                        type_name(v));
+                        dsd_json_type_name(v));
     size_t k;
     const json_t *tool;
     json_array_foreach(v, k, tool) {
@@ -249,7 +235,7 @@ static int format_field(struct encoder *e, size_t i, const json_t *v, const json
     if (!json_is_object(v))
         return dsd_errf(e->err, -EINVAL,
                         "messages[%zu]: \"response_format\" is %s, expected an object", i,
-                        type_name(v));
+                        dsd_json_type_name(v));
     if (json_object_size(v))
         *format = v;
     return 0;
@@ -358,7 +344,7 @@ static int tool_calls_of(struct encoder *e, size_t i, const json_t **calls)
     if (!json_is_array(v))
         return dsd_errf(e->err, -EINVAL,
                         "messages[%zu] (assistant): \"tool_calls\" is %s, expected an array", i,
-                        type_name(v));
+                        dsd_json_type_name(v));
     if (json_array_size(v))
         *calls = v;
     return 0;
@@ -377,7 +363,7 @@ static int render_invoke(struct encoder *e, size_t i, size_t k, const json_t *ca
     if (!json_is_string(name))
         return dsd_errf(e->err, -EINVAL, "messages[%zu] (assistant): "
                         "tool_calls[%zu].function.name is %s, expected a string", i, k,
-                        name ? type_name(name) : "missing");
+                        name ? dsd_json_type_name(name) : "missing");
     const json_t *args = json_object_get(fn, "arguments");
     json_t *parsed = NULL;
     if (json_is_string(args)) {
@@ -394,7 +380,7 @@ static int render_invoke(struct encoder *e, size_t i, size_t k, const json_t *ca
     if (!json_is_object(args)) {
         rc = dsd_errf(e->err, -EINVAL, "messages[%zu] (assistant): "
                       "tool_calls[%zu].function.arguments is %s, expected a JSON object (or its "
-                      "text)", i, k, args ? type_name(args) : "missing");
+                      "text)", i, k, args ? dsd_json_type_name(args) : "missing");
         goto out;
     }
     if ((rc = puts_(e, DSD_CHAT_INVOKE_OPEN " name=\"")) < 0 ||
@@ -516,7 +502,7 @@ static int render_tool(struct encoder *e, size_t i)
     if (id && !json_is_null(id)) {
         if (!json_is_string(id))
             return dsd_errf(e->err, -EINVAL, "messages[%zu] (tool): \"tool_call_id\" is %s, "
-                            "expected a string", i, type_name(id));
+                            "expected a string", i, dsd_json_type_name(id));
         /* Results are matched to calls by order, as the official encoder does; an id that
          * names none of the calls means the client mixed up its conversation. */
         bool any_ids = false, found = false;
@@ -553,13 +539,13 @@ static int read_request(struct encoder *e, const json_t *request)
 {
     if (!json_is_object(request))
         return dsd_errf(e->err, -EINVAL, "the chat request is %s, expected a JSON object with "
-                        "\"messages\"", request ? type_name(request) : "missing");
+                        "\"messages\"", request ? dsd_json_type_name(request) : "missing");
     e->messages = json_object_get(request, "messages");
     if (!e->messages)
         return dsd_errf(e->err, -EINVAL, "the chat request has no \"messages\"");
     if (!json_is_array(e->messages))
         return dsd_errf(e->err, -EINVAL, "\"messages\" is %s, expected an array",
-                        type_name(e->messages));
+                        dsd_json_type_name(e->messages));
     e->count = json_array_size(e->messages);
     if (e->count == 0)
         return dsd_errf(e->err, -EINVAL, "\"messages\" is empty");
@@ -570,7 +556,7 @@ static int read_request(struct encoder *e, const json_t *request)
     if (format && !json_is_null(format)) {
         if (!json_is_object(format))
             return dsd_errf(e->err, -EINVAL, "\"response_format\" is %s, expected an object",
-                            type_name(format));
+                            dsd_json_type_name(format));
         const json_t *type = json_object_get(format, "type");
         bool plain_text = json_object_size(format) == 1 && json_is_string(type) &&
                           strcmp(json_string_value(type), "text") == 0;

@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "json_type.h"
 #include "tokenizer_internal.h"
 #include "utf8.h"
 
@@ -136,20 +137,6 @@ raw:
 /* ------------------------------------------------------------------------------------ */
 /* Small JSON helpers                                                                   */
 
-static const char *json_type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    default: return "null";
-    }
-}
-
 /* Reads an optional boolean field; absent or null -> dflt. */
 static int get_bool(const json_t *obj, const char *key, bool dflt, bool *out, const char *where,
                     struct dsd_err *err)
@@ -161,7 +148,7 @@ static int get_bool(const json_t *obj, const char *key, bool dflt, bool *out, co
     }
     if (!json_is_boolean(v))
         return dsd_errf(err, -EINVAL, "%s.%s is %s, expected true or false", where, key,
-                        json_type_name(v));
+                        dsd_json_type_name(v));
     *out = json_is_true(v);
     return 0;
 }
@@ -170,7 +157,7 @@ static int get_bool(const json_t *obj, const char *key, bool dflt, bool *out, co
 static const char *get_type(const json_t *obj, const char *where, struct dsd_err *err)
 {
     if (!json_is_object(obj)) {
-        dsd_errf(err, -EINVAL, "%s is %s, expected an object", where, json_type_name(obj));
+        dsd_errf(err, -EINVAL, "%s is %s, expected an object", where, dsd_json_type_name(obj));
         return NULL;
     }
     json_t *t = json_object_get(obj, "type");
@@ -191,7 +178,7 @@ static int load_vocab(struct dsd_tokenizer *t, json_t *model, struct dsd_err *er
         return dsd_errf(err, -EINVAL, "model.vocab is missing");
     if (!json_is_object(vocab))
         return dsd_errf(err, -EINVAL, "model.vocab is %s, expected an object of token: id",
-                        json_type_name(vocab));
+                        dsd_json_type_name(vocab));
     size_t count = json_object_size(vocab);
     if (count == 0)
         return dsd_errf(err, -EINVAL, "model.vocab is empty");
@@ -292,7 +279,7 @@ static int load_merges(struct dsd_tokenizer *t, json_t *model, struct dsd_err *e
         return dsd_errf(err, -EINVAL, "model.merges is missing");
     if (!json_is_array(merges))
         return dsd_errf(err, -EINVAL, "model.merges is %s, expected an array",
-                        json_type_name(merges));
+                        dsd_json_type_name(merges));
     size_t n = json_array_size(merges);
     if (n >= UINT32_MAX / 4)
         return dsd_errf(err, -EINVAL, "model.merges has %zu entries, too many", n);
@@ -336,7 +323,7 @@ static int load_merges(struct dsd_tokenizer *t, json_t *model, struct dsd_err *e
         } else {
             rc = dsd_errf(err, -EINVAL,
                           "model.merges[%zu] is %s, expected \"a b\" or [\"a\", \"b\"]", i,
-                          json_type_name(m));
+                          dsd_json_type_name(m));
             goto out;
         }
         int32_t ia = tok_str_find(t, &t->by_string, a, al);
@@ -377,10 +364,10 @@ static int load_model(struct dsd_tokenizer *t, json_t *root, struct dsd_err *err
     if (!model)
         return dsd_errf(err, -EINVAL, "\"model\" is missing");
     if (!json_is_object(model))
-        return dsd_errf(err, -EINVAL, "\"model\" is %s, expected an object", json_type_name(model));
+        return dsd_errf(err, -EINVAL, "\"model\" is %s, expected an object", dsd_json_type_name(model));
     json_t *type = json_object_get(model, "type");
     if (type && !json_is_string(type))
-        return dsd_errf(err, -EINVAL, "model.type is %s, expected a string", json_type_name(type));
+        return dsd_errf(err, -EINVAL, "model.type is %s, expected a string", dsd_json_type_name(type));
     if (type && strcmp(json_string_value(type), "BPE") != 0)
         return dsd_errf(err, -EINVAL,
                         "model.type is \"%.40s\": only byte-level BPE tokenizers are supported",
@@ -457,7 +444,7 @@ static int load_added(struct dsd_tokenizer *t, json_t *root, struct dsd_err *err
     if (!arr || json_is_null(arr))
         return 0;
     if (!json_is_array(arr))
-        return dsd_errf(err, -EINVAL, "added_tokens is %s, expected an array", json_type_name(arr));
+        return dsd_errf(err, -EINVAL, "added_tokens is %s, expected an array", dsd_json_type_name(arr));
     size_t n = json_array_size(arr);
     t->added = calloc(n ? n : 1, sizeof *t->added);
     if (!t->added)
@@ -774,7 +761,7 @@ static int load_config(struct dsd_tokenizer *t, const char *json, size_t len, st
                         je.line, je.column, je.text);
     int rc = -EINVAL;
     if (!json_is_object(cfg)) {
-        dsd_errf(err, rc, "tokenizer_config.json is %s, expected an object", json_type_name(cfg));
+        dsd_errf(err, rc, "tokenizer_config.json is %s, expected an object", dsd_json_type_name(cfg));
         goto out;
     }
     if ((rc = config_token(t, cfg, "bos_token", &t->bos_id, err)) < 0 ||
@@ -857,13 +844,13 @@ int dsd_tokenizer_load_json(struct dsd_tokenizer **out, const char *json, size_t
     static _Atomic uint64_t generations;
     t->generation = ++generations;
     if (!json_is_object(root)) {
-        rc = dsd_errf(err, -EINVAL, "the top level is %s, expected an object", json_type_name(root));
+        rc = dsd_errf(err, -EINVAL, "the top level is %s, expected an object", dsd_json_type_name(root));
         goto fail;
     }
     json_t *ver = json_object_get(root, "version");
     if (ver && !(json_is_string(ver) && strcmp(json_string_value(ver), "1.0") == 0)) {
         rc = dsd_errf(err, -EINVAL, "version is %s%.20s%s, expected \"1.0\"",
-                      json_is_string(ver) ? "\"" : "", json_is_string(ver) ? json_string_value(ver) : json_type_name(ver),
+                      json_is_string(ver) ? "\"" : "", json_is_string(ver) ? json_string_value(ver) : dsd_json_type_name(ver),
                       json_is_string(ver) ? "\"" : "");
         goto fail;
     }
