@@ -79,6 +79,10 @@ static const struct cfg_enum_value numerics_values[] = {
 static const struct cfg_enum_value kv_dtype_values[] = {
     { "fp8", DSD_SERVE_KV_FP8 }, { "bf16", DSD_SERVE_KV_BF16 }, { NULL, 0 },
 };
+static const struct cfg_enum_value fairness_values[] = {
+    { "uid", DSD_SERVE_FAIR_UID }, { "connection", DSD_SERVE_FAIR_CONNECTION }, { "off", DSD_SERVE_FAIR_OFF },
+    { NULL, 0 },
+};
 static const struct cfg_enum_value log_level_values[] = {
     { "err", LOG_ERR }, { "warning", LOG_WARNING }, { "notice", LOG_NOTICE },
     { "info", LOG_INFO }, { "debug", LOG_DEBUG }, { NULL, 0 },
@@ -136,6 +140,17 @@ static const struct cfg_key cfg_keys[] = {
       NULL, "512", NULL, 0, "N", "most prompt tokens of one request per step",
       "Most prompt tokens of one request prefilled in one step. Longer prompts are "
       "prefilled over several steps, so running requests keep decoding meanwhile." },
+    { "fairness", "Memory and batching", CFG_ENUM, FIELD(fairness), 0, 0, 0, fairness_values,
+      "uid", NULL, 0, "uid|connection|off", "how the batch is shared between clients",
+      "How the max_batch slots are shared when more requests want to run than fit. uid: "
+      "every client user with requests ready to run gets an equal share (a user who needs "
+      "less keeps only what it needs, the rest is shared by the others), and each user's "
+      "share is divided the same way among its connections. connection: every connection "
+      "gets an equal share. While a client below its share waits, a request of the client "
+      "furthest above its share steps back to waiting (it keeps its KV cache) so the waiting "
+      "one runs in the next step. Within a share, requests run by priority, then arrival. "
+      "off: no shares, priority then arrival only (one client can hold the whole batch). "
+      "A request whose client is not reading its output never holds a slot." },
 
     /* ---- Socket ---- */
     { "socket", "Socket", CFG_PATH, FIELD(socket), 0, 0, 0, NULL,
@@ -895,6 +910,7 @@ static const char *enum_name(const struct cfg_enum_value *values, int v)
 }
 
 const char *dsd_serve_backend_name(enum dsd_serve_backend b) { return enum_name(backend_values, (int)b); }
+const char *dsd_serve_fairness_name(enum dsd_serve_fairness f) { return enum_name(fairness_values, (int)f); }
 const char *dsd_serve_numerics_name(enum dsd_serve_numerics n) { return enum_name(numerics_values, (int)n); }
 const char *dsd_serve_kv_dtype_name(enum dsd_serve_kv_dtype k) { return enum_name(kv_dtype_values, (int)k); }
 const char *dsd_serve_log_level_name(int level) { return enum_name(log_level_values, level); }

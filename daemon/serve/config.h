@@ -57,6 +57,7 @@
 enum dsd_serve_backend { DSD_SERVE_BACKEND_CPU = 0, DSD_SERVE_BACKEND_CUDA };
 enum dsd_serve_numerics { DSD_SERVE_NUMERICS_PRODUCTION = 0, DSD_SERVE_NUMERICS_EXACT };
 enum dsd_serve_kv_dtype { DSD_SERVE_KV_FP8 = 0, DSD_SERVE_KV_BF16 };
+enum dsd_serve_fairness { DSD_SERVE_FAIR_UID = 0, DSD_SERVE_FAIR_CONNECTION, DSD_SERVE_FAIR_OFF };
 
 /* One field per key (config.c's table documents each). Integers are int64_t whatever their
  * bounds, so one code path stores them all. */
@@ -72,6 +73,7 @@ struct dsd_serve_config {
     int64_t max_batch;              /* sequences per step */
     int64_t max_batch_tokens;       /* tokens per step */
     int64_t prefill_chunk;
+    enum dsd_serve_fairness fairness;
     /* socket */
     char socket[108];               /* sizeof(sockaddr_un.sun_path) */
     unsigned socket_mode;           /* permission bits, e.g. 0660 */
@@ -156,6 +158,7 @@ void dsd_serve_config_print_example(FILE *out);
 const char *dsd_serve_backend_name(enum dsd_serve_backend b);
 const char *dsd_serve_numerics_name(enum dsd_serve_numerics n);
 const char *dsd_serve_kv_dtype_name(enum dsd_serve_kv_dtype k);
+const char *dsd_serve_fairness_name(enum dsd_serve_fairness f);
 const char *dsd_serve_log_level_name(int level);
 
 #endif

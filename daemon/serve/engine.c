@@ -1,13 +1,11 @@
 /*
  * The engine thread (contract in engine.h): loads the model, then runs continuous batching.
  *
- * Every step: each running sequence that is decoding contributes its one new token; the
- * rest of the token budget (max_batch_tokens) goes to prompt chunks (at most prefill_chunk
- * per sequence), first of running sequences that are still prefilling, then of waiting
- * requests admitted in priority order while KV pages and max_batch allow. A sequence keeps
- * all its tokens (prompt + generated) and how many of them are in the KV cache, so decode is
- * just a prefill chunk of one token, and a preempted sequence (KV taken back when the pool
- * runs dry) simply recomputes its tokens when it is admitted again.
+ * Every step the scheduler (scheduler.h: the whole policy -- slots, fair shares, chunks,
+ * whose pages are taken back) plans the batch over the live sequences; this file carries the
+ * plan out on the KV pool and the model. A sequence keeps all its tokens (prompt + generated)
+ * and how many of them are in the KV cache, so decode is just a prefill chunk of one token,
+ * and a sequence whose pages were taken back simply recomputes its tokens when it runs again.
  */
 #include "engine.h"
 
@@ -20,6 +18,7 @@
 #include <unistd.h>
 
 #include "generation.h"
+#include "scheduler.h"
 
 static uint64_t now_ns(void)
 {
@@ -29,18 +28,15 @@ static uint64_t now_ns(void)
 }
 
 struct seq {
+    struct dsd_sched_seq sc;    /* the scheduler's view: slot, KV progress, this step's chunk */
     struct dsd_engine_request *req;
     struct dsd_generation *gen;
     struct dsd_kv_seq kv;
     int32_t *tokens;            /* prompt, then generated tokens */
     int n_tokens, cap_tokens;
-    int n_computed;             /* tokens whose KV is in the cache */
     uint64_t produced;          /* delivered tokens (ring credit) */
-    uint64_t arrival;           /* admission order */
     uint64_t t_sched, t_first, t_last;
-    bool running, cancelled, parked_credit, stalled_sent;
-    bool out_of_kv;             /* running, needs a page, nothing left to preempt */
-    int chunk;                  /* this step's token count */
+    bool cancelled, parked_credit, stalled_sent;
     struct dsd_engine_event *ev;
     struct seq *next;
 };
@@ -80,6 +76,10 @@ struct dsd_engine {
     struct dsd_kv_cache *kv;
     struct seq *seqs;           /* all live sequences (running and waiting) */
     struct paused_conn *paused;
+    struct dsd_sched sched;
+    struct dsd_sched_seq **plan_v;  /* scratch for the plan, grown with the live count */
+    struct seq **plan_s;
+    int plan_cap;
     uint64_t arrivals;
     int max_context;
     float *logits;
@@ -312,7 +312,8 @@ static void admit_request(struct dsd_engine *e, struct dsd_engine_request *r)
     struct seq *s = calloc(1, sizeof *s);
     DSD_CHECK(s != NULL);
     s->req = r;
-    s->arrival = e->arrivals++;
+    s->sc = (struct dsd_sched_seq){ .conn_id = r->conn_id, .uid = r->uid, .priority = r->priority,
+                                    .arrival = e->arrivals++, .n_tokens = r->n_prompt };
     s->cap_tokens = r->n_prompt + 16;
     s->tokens = malloc((size_t)s->cap_tokens * sizeof *s->tokens);
     DSD_CHECK(s->tokens != NULL);
@@ -388,7 +389,7 @@ static void cancel_marked(struct dsd_engine *e)
     struct seq *s = e->seqs;
     while (s) {
         struct seq *next = s->next;
-        if (s->cancelled || s->out_of_kv) {
+        if (s->cancelled || s->sc.out_of_kv) {
             enum dsd_finish why = s->cancelled ? DSD_FINISH_CANCELLED : DSD_FINISH_CONTEXT_FULL;
             struct dsd_engine_event *ev = new_event(s, DSD_EV_DONE);
             dsd_generation_end(s->gen, why, ev);
@@ -415,108 +416,67 @@ static bool schedulable(struct dsd_engine *e, struct seq *s)
     return !conn_paused(e, s->req->conn_id);
 }
 
-/* Takes the KV pages of the running sequence that arrived last (not `keep`), which will
- * recompute its tokens when it runs again. Returns false when there is none. */
-static bool preempt_one(struct dsd_engine *e, struct seq *keep)
+static bool grow_plan_scratch(struct dsd_engine *e, int n)
 {
-    struct seq *victim = NULL;
-    for (struct seq *s = e->seqs; s; s = s->next)
-        if (s != keep && s->chunk == 0 && s->kv.n_pages > 0 && (!victim || s->req->priority < victim->req->priority ||
-                                                (s->req->priority == victim->req->priority && s->arrival > victim->arrival)))
-            victim = s;
-    if (!victim)
+    if (n <= e->plan_cap)
+        return true;
+    int cap = e->plan_cap ? e->plan_cap : 64;
+    while (cap < n)
+        cap *= 2;
+    struct dsd_sched_seq **v = realloc(e->plan_v, (size_t)cap * sizeof *v);
+    if (v)
+        e->plan_v = v;
+    struct seq **q = realloc(e->plan_s, (size_t)cap * sizeof *q);
+    if (q)
+        e->plan_s = q;
+    if (!v || !q)
         return false;
-    dsd_kv_seq_release(e->kv, &victim->kv);
-    victim->n_computed = 0;
-    victim->running = false;
-    victim->chunk = 0;
-    pthread_mutex_lock(&e->mu);
-    e->stats.preemptions++;
-    pthread_mutex_unlock(&e->mu);
+    e->plan_cap = cap;
     return true;
 }
 
-/* Waiting sequences in admission order: priority high first, then arrival. */
-static struct seq *best_waiting(struct dsd_engine *e)
-{
-    struct seq *best = NULL;
-    for (struct seq *s = e->seqs; s; s = s->next)
-        if (!s->running && !s->cancelled && schedulable(e, s) &&
-            (!best || s->req->priority > best->req->priority ||
-             (s->req->priority == best->req->priority && s->arrival < best->arrival)))
-            best = s;
-    return best;
-}
-
-static int count_running(const struct dsd_engine *e)
+/* Plans the step (scheduler.h) and carries the plan out on the KV pool: pages taken back
+ * first, then the reservations the plan counted. Fills batch[] and returns its size. */
+static int build_step(struct dsd_engine *e, struct seq **batch, int max)
 {
     int n = 0;
     for (struct seq *s = e->seqs; s; s = s->next)
-        n += s->running;
-    return n;
-}
-
-/* Gives s a chunk of up to `want` tokens if its KV pages can be found (preempting others if
- * s is already running). Returns the chunk (0 = not this step). */
-static int plan_chunk(struct dsd_engine *e, struct seq *s, int want)
-{
-    int remaining = s->n_tokens - s->n_computed;
-    int chunk = remaining < want ? remaining : want;
-    if (chunk <= 0)
-        return 0;
-    while (dsd_kv_seq_reserve(e->kv, &s->kv, s->n_computed + chunk) == -ENOSPC) {
-        if (!s->running)
-            return 0;
-        if (!preempt_one(e, s)) {
-            s->out_of_kv = true;    /* retired before the next step (cancel_marked) */
-            return 0;
-        }
+        n++;
+    if (n == 0 || !grow_plan_scratch(e, n))
+        return 0;           /* out of memory for the scratch: nothing runs, try next step */
+    int i = 0;
+    for (struct seq *s = e->seqs; s; s = s->next, i++) {
+        s->sc.n_tokens = s->n_tokens;
+        s->sc.parked = !schedulable(e, s);
+        e->plan_v[i] = &s->sc;
+        e->plan_s[i] = s;
     }
-    return chunk;
-}
-
-static int build_step(struct dsd_engine *e, struct seq **batch, int max)
-{
-    int n = 0, budget = e->p.max_batch_tokens;
-    for (struct seq *s = e->seqs; s; s = s->next)
-        s->chunk = 0;
-    /* 1. decoding sequences: one token each */
-    for (struct seq *s = e->seqs; s && n < max && budget > 0; s = s->next)
-        if (s->running && !s->cancelled && s->n_tokens - s->n_computed == 1 && schedulable(e, s)) {
-            if ((s->chunk = plan_chunk(e, s, 1)) > 0) {
-                batch[n++] = s;
-                budget -= s->chunk;
-            }
-        }
-    /* 2. running sequences still in their prompt */
-    for (struct seq *s = e->seqs; s && n < max && budget > 0; s = s->next)
-        if (s->running && !s->cancelled && !s->chunk && s->n_tokens - s->n_computed > 1 && schedulable(e, s)) {
-            int want = budget < e->p.prefill_chunk ? budget : e->p.prefill_chunk;
-            if ((s->chunk = plan_chunk(e, s, want)) > 0) {
-                batch[n++] = s;
-                budget -= s->chunk;
-            }
-        }
-    /* 3. admit waiting requests while pages and the batch limits allow; keep one free page per
-     * running sequence so decodes can grow without preempting what was just admitted */
-    while (n < max && budget > 0 && count_running(e) < e->p.max_batch) {
-        struct seq *s = best_waiting(e);
-        if (!s)
-            break;
-        int want = budget < e->p.prefill_chunk ? budget : e->p.prefill_chunk;
-        int remaining = s->n_tokens - s->n_computed, chunk = remaining < want ? remaining : want;
-        int need = (s->n_computed + chunk + DSD_KV_PAGE_TOKENS - 1) / DSD_KV_PAGE_TOKENS - s->kv.n_pages;
-        if (need + count_running(e) > dsd_kv_cache_free_pages(e->kv) && count_running(e) > 0)
-            break;
-        if ((s->chunk = plan_chunk(e, s, want)) <= 0)
-            break;
-        s->running = true;
+    struct dsd_sched_step st;
+    if (dsd_sched_plan(&e->sched, e->plan_v, n, dsd_kv_cache_free_pages(e->kv), &st) < 0)
+        return 0;
+    for (i = 0; i < n; i++)
+        if (e->plan_v[i]->release)
+            dsd_kv_seq_release(e->kv, &e->plan_s[i]->kv);
+    int nb = 0;
+    for (i = 0; i < n; i++) {
+        struct seq *s = e->plan_s[i];
+        if (s->sc.chunk <= 0)
+            continue;
+        /* The plan counted these pages against the pool's free count: a failure here is a
+         * bookkeeping bug, and running on would write KV into pages we do not own. */
+        DSD_CHECK(dsd_kv_seq_reserve(e->kv, &s->kv, s->sc.n_computed + s->sc.chunk) == 0);
+        DSD_CHECK(s->kv.n_pages == s->sc.n_pages);
         if (!s->t_sched)
             s->t_sched = now_ns();
-        batch[n++] = s;
-        budget -= s->chunk;
+        DSD_CHECK(nb < max);
+        batch[nb++] = s;
     }
-    return n;
+    if (st.released) {
+        pthread_mutex_lock(&e->mu);
+        e->stats.preemptions += (uint64_t)st.released;
+        pthread_mutex_unlock(&e->mu);
+    }
+    return nb;
 }
 
 static int run_step(struct dsd_engine *e)
@@ -530,9 +490,9 @@ static int run_step(struct dsd_engine *e)
     int rows = 0;
     for (int i = 0; i < n; i++) {
         struct seq *s = batch[i];
-        bool ends = s->n_computed + s->chunk == s->n_tokens;
+        bool ends = s->sc.n_computed + s->sc.chunk == s->n_tokens;
         bs[i] = (struct dsd_batch_seq){
-            .tokens = s->tokens + s->n_computed, .n_tokens = s->chunk, .pos0 = s->n_computed,
+            .tokens = s->tokens + s->sc.n_computed, .n_tokens = s->sc.chunk, .pos0 = s->sc.n_computed,
             .kv = &s->kv, .no_logits = !ends,
         };
         rows += ends;
@@ -560,12 +520,12 @@ static int run_step(struct dsd_engine *e)
     uint64_t prefilled = 0, generated = 0;   /* stats change only under mu (io thread reads) */
     for (int i = 0; i < n; i++) {
         struct seq *s = batch[i];
-        int chunk = s->chunk;
+        int chunk = s->sc.chunk;
         /* Everything fed except a freshly generated token is prefill work: the prompt and,
          * after a preemption, the generated tokens being recomputed. */
         bool decode = !bs[i].no_logits && s->n_tokens > s->req->n_prompt;
         prefilled += (uint64_t)(chunk - (decode ? 1 : 0));
-        s->n_computed += chunk;
+        s->sc.n_computed += chunk;
         if (!bs[i].no_logits) {
             struct dsd_engine_event *ev = new_event(s, DSD_EV_TOKENS);
             int32_t tok = dsd_generation_step(s->gen, e->logits + (size_t)row * V, s->n_tokens, e->max_context, ev);
@@ -605,7 +565,7 @@ static void publish_counts(struct dsd_engine *e)
     for (struct seq *s = e->seqs; s; s = s->next) {
         if (s->parked_credit || conn_paused(e, s->req->conn_id))
             parked++;
-        else if (s->running)
+        else if (s->sc.running)
             running++;
         else
             waiting++;
@@ -736,6 +696,14 @@ int dsd_engine_start(const struct dsd_engine_params *p, int wake_fd, struct dsd_
         e->p.max_batch_tokens = 1;
     if (e->p.prefill_chunk < 1)
         e->p.prefill_chunk = 1;
+    struct dsd_sched_limits lim = {
+        .max_batch = e->p.max_batch, .max_batch_tokens = e->p.max_batch_tokens,
+        .prefill_chunk = e->p.prefill_chunk, .page_tokens = DSD_KV_PAGE_TOKENS, .fairness = e->p.fairness,
+    };
+    if (dsd_sched_init(&e->sched, &lim)) {
+        free(e);
+        return dsd_errf(err, -EINVAL, "fairness: unknown policy %d", (int)p->fairness);
+    }
     e->model_dir = strdup(p->model_dir);
     e->wake_fd = wake_fd;
     atomic_init(&e->state, DSD_ENGINE_LOADING);
@@ -745,6 +713,7 @@ int dsd_engine_start(const struct dsd_engine_params *p, int wake_fd, struct dsd_
     int rc = pthread_create(&e->thread, NULL, engine_main, e);
     if (rc) {
         free(e->model_dir);
+        dsd_sched_free(&e->sched);
         free(e);
         return dsd_errf(err, -rc, "cannot start the engine thread: %s", strerror(rc));
     }
@@ -782,6 +751,9 @@ void dsd_engine_stop(struct dsd_engine *e)
     dsd_kv_cache_free(e->kv);
     dsd_model_free(e->model);
     free(e->logits);
+    free(e->plan_v);
+    free(e->plan_s);
+    dsd_sched_free(&e->sched);
     free(e->model_dir);
     pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->mu);

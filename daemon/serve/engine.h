@@ -18,9 +18,12 @@
  *
  * Flow control: a request that delivers into a shared-memory ring may only produce as many
  * tokens as the io thread has granted (credit, refreshed from the ring's consumer position);
- * when its credit runs out it is parked (not scheduled, KV kept) and a STALLED event tells
- * the io thread. dsd_engine_pause_conn() parks every request of a connection whose socket
- * is backed up. Parked requests lose nothing.
+ * when its credit runs out it is parked (not scheduled, KV kept while nobody needs the
+ * pages) and a STALLED event tells the io thread. dsd_engine_pause_conn() parks every
+ * request of a connection whose socket is backed up. A parked request holds no batch slot
+ * and loses nothing: if its pages were taken meanwhile it recomputes them.
+ *
+ * Scheduling (who runs, fair shares per uid and connection) is scheduler.h's policy.
  */
 #ifndef DSD_SERVE_ENGINE_H
 #define DSD_SERVE_ENGINE_H
@@ -32,6 +35,7 @@
 #include "err.h"
 #include "model.h"
 #include "sampling.h"
+#include "scheduler.h"
 #include "tokenizer.h"
 
 enum dsd_engine_state {
@@ -50,6 +54,7 @@ struct dsd_engine_params {
     int max_batch;                  /* sequences per step */
     int max_batch_tokens;           /* tokens per step */
     int prefill_chunk;              /* max prompt tokens of one sequence per step */
+    enum dsd_fairness fairness;     /* how the batch is shared (scheduler.h) */
     int max_context;                /* 0 = the model's max_position_embeddings */
 };
 
@@ -70,6 +75,7 @@ enum dsd_finish {
 struct dsd_engine_request {
     uint64_t handle;                /* unique per daemon run, chosen by the io thread */
     uint64_t conn_id;
+    uint32_t uid;                   /* the client's uid (fair shares are per uid) */
     int32_t *prompt;                /* malloc'd, ids < vocab (checked by the io thread) */
     int n_prompt;
     struct dsd_sampling_params sampling;

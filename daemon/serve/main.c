@@ -131,6 +131,9 @@ int main(int argc, char **argv)
         .max_batch = (int)cfg.max_batch,
         .max_batch_tokens = (int)cfg.max_batch_tokens,
         .prefill_chunk = (int)cfg.prefill_chunk,
+        .fairness = cfg.fairness == DSD_SERVE_FAIR_CONNECTION ? DSD_FAIR_CONNECTION
+                    : cfg.fairness == DSD_SERVE_FAIR_OFF      ? DSD_FAIR_OFF
+                                                              : DSD_FAIR_UID,
     };
     ep.model.numerics = cfg.numerics == DSD_SERVE_NUMERICS_EXACT ? DSD_NUMERICS_EXACT : DSD_NUMERICS_PRODUCTION;
     ep.model.kv_dtype = cfg.kv_dtype == DSD_SERVE_KV_BF16 ? DSD_KV_BF16 : DSD_KV_FP8;
@@ -147,13 +150,15 @@ int main(int argc, char **argv)
 
     const char *kv_name = ep.model.numerics == DSD_NUMERICS_EXACT ? "f32"
                           : ep.model.kv_dtype == DSD_KV_BF16  ? "bf16" : "fp8_e4m3";
-    const char *info_keys[] = { "numerics", "kv_dtype", "threads", "max_batch", "max_batch_tokens", "prefill_chunk" };
+    const char *info_keys[] = { "numerics", "kv_dtype", "threads", "max_batch", "max_batch_tokens", "prefill_chunk",
+                                "fairness" };
     char v_threads[32], v_batch[32], v_tokens[32], v_chunk[32];
     snprintf(v_threads, sizeof v_threads, "%lld", (long long)cfg.threads);
     snprintf(v_batch, sizeof v_batch, "%lld", (long long)cfg.max_batch);
     snprintf(v_tokens, sizeof v_tokens, "%lld", (long long)cfg.max_batch_tokens);
     snprintf(v_chunk, sizeof v_chunk, "%lld", (long long)cfg.prefill_chunk);
-    const char *info_values[] = { dsd_serve_numerics_name(cfg.numerics), kv_name, v_threads, v_batch, v_tokens, v_chunk };
+    const char *info_values[] = { dsd_serve_numerics_name(cfg.numerics), kv_name, v_threads, v_batch, v_tokens, v_chunk,
+                                  dsd_serve_fairness_name(cfg.fairness) };
     struct dsd_server_params sp = {
         .listen_fd = listen_fd,
         .wake_fd = wake_fd,
@@ -167,7 +172,7 @@ int main(int argc, char **argv)
         .reload_user = &cfg,
         .info_keys = info_keys,
         .info_values = info_values,
-        .n_info = 6,
+        .n_info = (int)(sizeof info_keys / sizeof info_keys[0]),
     };
     limits_from_config(&cfg, &sp.limits);
     rc = dsd_server_run(&sp, &err);

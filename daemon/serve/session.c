@@ -429,6 +429,7 @@ static void on_generate(struct server *s, struct conn *c, const struct dsd_ipc_m
     }
     r->handle = ++s->next_handle;
     r->conn_id = c->id;
+    r->uid = (uint32_t)c->uid;
     r->prompt = ids.ids;
     r->n_prompt = (int)ids.len;
     r->sampling = samp;

@@ -44,6 +44,7 @@ static const struct key_spec spec[] = {
     { "max_batch", "64", "1", "4096", "32", false },
     { "max_batch_tokens", "2048", "1", "1048576", "4096", false },
     { "prefill_chunk", "512", "1", "1048576", "256", false },
+    { "fairness", "uid", NULL, NULL, "connection", false },
     { "max_prompt_tokens", "0", "0", "2147483648", "100000", false },
     { "max_tokens", "4096", "1", "2147483648", "8192", true },
     { "max_connections_per_uid", "64", "1", "65536", "16", true },

@@ -1,0 +1,188 @@
+/*
+ * No client can starve another (daemon/serve/scheduler.h's policy, through the real daemon):
+ *   test_fairness DEEPSEEKD MODEL_DIR
+ *  - a client that keeps more requests in flight than max_batch (and reads them) cannot
+ *    hold the batch: a second client's request gets its first token within a bound;
+ *  - a client that stops reading, with more requests in flight than max_batch, parks: its
+ *    requests hold no batch slot, so another client is served even with fair shares off;
+ *    after it goes away, every page is free again.
+ * Each scenario starts its own daemon with a small max_batch.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon_harness.h"
+#include "test.h"
+
+static const char *g_bin, *g_model;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static struct dsd_ipc_msg gen_msg(uint64_t id, const uint32_t *prompt, int np, int max_tokens, int top_logprobs)
+{
+    struct dsd_ipc_msg m = { .type = DSD_IPC_GENERATE, .id = id };
+    dsd_ipc_generate_default(&m.generate);
+    m.generate.prompt.kind = DSD_IPC_PROMPT_TOKENS;
+    m.generate.prompt.tokens = prompt;
+    m.generate.prompt.n_tokens = (uint32_t)np;
+    m.generate.sampling.temperature = 0;
+    m.generate.sampling.max_tokens = (uint32_t)max_tokens;
+    m.generate.sampling.ignore_eos = true;
+    if (top_logprobs) {
+        m.generate.sampling.logprobs = true;
+        m.generate.sampling.top_logprobs = (uint32_t)top_logprobs;
+    }
+    return m;
+}
+
+static int64_t stat_value(int fd, const char *name)
+{
+    struct dsd_ipc_msg q = { .type = DSD_IPC_STATS, .id = 99 }, r;
+    if (raw_send(fd, &q) || raw_wait_done(fd, 99, &r, NULL, NULL, 0, 10000) != DSD_IPC_STATS_OK)
+        return -1;
+    int64_t v = -1;
+    for (uint32_t i = 0; i < r.stats_ok.n_stats; i++)
+        if (strcmp(r.stats_ok.stats[i].key.ptr, name) == 0)
+            v = r.stats_ok.stats[i].i;
+    dsd_ipc_msg_free(&r);
+    return v;
+}
+
+/* Reads and drops whatever fd has ready, for up to ms. */
+static void drain(int fd, int ms)
+{
+    struct dsd_ipc_msg m;
+    while (raw_recv(fd, &m, ms) == 0) {
+        dsd_ipc_msg_free(&m);
+        ms = 0;
+    }
+}
+
+/* Seconds until the request `id` on fd gets a token frame with ids (or done), reading the
+ * `other` connection meanwhile when other >= 0. -1 on timeout or error. */
+static double time_to_first_token(int fd, uint64_t id, int other, double timeout_s)
+{
+    double t0 = now_s();
+    while (now_s() - t0 < timeout_s) {
+        if (other >= 0)
+            drain(other, 1);
+        struct dsd_ipc_msg m;
+        int rc = raw_recv(fd, &m, other >= 0 ? 5 : 100);
+        if (rc == -ETIMEDOUT)
+            continue;
+        if (rc)
+            return -1;
+        bool first = m.id == id && ((m.type == DSD_IPC_TOKENS && m.tokens.n_ids > 0) || m.type == DSD_IPC_DONE);
+        bool failed = m.id == id && m.type == DSD_IPC_ERROR;
+        dsd_ipc_msg_free(&m);
+        if (failed)
+            return -1;
+        if (first)
+            return now_s() - t0;
+    }
+    return -1;
+}
+
+static const uint32_t prompt_a[16] = { 5, 9, 11, 23, 42, 17, 3, 8, 99, 64, 12, 7, 31, 2, 4, 6 };
+static const uint32_t prompt_b[8] = { 77, 13, 21, 34, 55, 89, 44, 10 };
+
+/* Client A keeps 16 requests of 8000 tokens in flight with max_batch 4 and reads them all;
+ * client B's request must start within 3 s (one step is milliseconds on the tiny model;
+ * without fair shares B waits for A's requests to finish: 4 rounds of 8000 steps). */
+TEST(busy_client_cannot_hold_the_batch)
+{
+    struct daemon d;
+    static const char *const extra[] = { "--threads", "1", "--max_batch", "4", "--max_tokens", "100000",
+                                         "--kv_memory_mb", "64", "--fairness", "uid", NULL };
+    if (daemon_start(&d, g_bin, g_model, extra, 120)) {
+        ASSERT_TRUE(false);
+        return;
+    }
+    int a = raw_connect(&d), b = raw_connect(&d);
+    ASSERT_TRUE(a >= 0 && b >= 0);
+    for (int i = 0; i < 16; i++) {
+        struct dsd_ipc_msg m = gen_msg((uint64_t)(i + 1), prompt_a, 16, 8000, 0);
+        ASSERT_EQ_INT(raw_send(a, &m), 0);
+    }
+    ASSERT_TRUE(time_to_first_token(a, 1, -1, 30) >= 0);
+    drain(a, 200);
+    struct dsd_ipc_msg m = gen_msg(1, prompt_b, 8, 4, 0);
+    ASSERT_EQ_INT(raw_send(b, &m), 0);
+    double t = time_to_first_token(b, 1, a, 60);
+    printf("  busy client: second client's first token after %.3f s\n", t);
+    ASSERT_TRUE(t >= 0 && t < 3.0);
+    ASSERT_EQ_INT(stat_value(b, "requests_running"), 4);
+    close(a);
+    close(b);
+    if (test_current_failed)
+        daemon_print_log(&d);
+    ASSERT_EQ_INT(daemon_stop(&d), 0);
+}
+
+/* Client A sends 16 long requests with top-20 logprobs (large frames) and never reads: its
+ * socket backs up and its requests park. With fair shares off, only "a parked request holds
+ * no slot" lets client B run; the old rule (parked requests counted against max_batch) left
+ * B waiting for as long as A stayed. */
+TEST(non_reader_parks_and_holds_no_slot)
+{
+    struct daemon d;
+    static const char *const extra[] = { "--threads", "1", "--max_batch", "4", "--max_tokens", "100000",
+                                         "--kv_memory_mb", "64", "--fairness", "off", "--stall_timeout_s", "600",
+                                         NULL };
+    if (daemon_start(&d, g_bin, g_model, extra, 120)) {
+        ASSERT_TRUE(false);
+        return;
+    }
+    int a = raw_connect(&d), b = raw_connect(&d);
+    ASSERT_TRUE(a >= 0 && b >= 0);
+    for (int i = 0; i < 16; i++) {
+        struct dsd_ipc_msg m = gen_msg((uint64_t)(i + 1), prompt_a, 16, 100000, 20);
+        ASSERT_EQ_INT(raw_send(a, &m), 0);
+    }
+    /* B arrives while A holds every slot; A never reads from here on */
+    usleep(100 * 1000);
+    struct dsd_ipc_msg m = gen_msg(1, prompt_b, 8, 4, 0);
+    ASSERT_EQ_INT(raw_send(b, &m), 0);
+    double t = time_to_first_token(b, 1, -1, 90);
+    printf("  non-reader: second client's first token after %.3f s\n", t);
+    ASSERT_TRUE(t >= 0);
+    ASSERT_EQ_INT(raw_wait_done(b, 1, NULL, NULL, NULL, 0, 30000), DSD_IPC_DONE);
+    ASSERT_EQ_INT(stat_value(b, "requests_parked"), 16);
+    ASSERT_EQ_INT(stat_value(b, "requests_running"), 0);
+    /* A goes away: its requests end and every page comes back */
+    close(a);
+    int64_t used = -1;
+    for (int i = 0; i < 100 && used != 0; i++) {
+        usleep(50 * 1000);
+        used = stat_value(b, "kv_pages_used");
+    }
+    ASSERT_EQ_INT(used, 0);
+    ASSERT_EQ_INT(stat_value(b, "requests_in_flight"), 0);
+    close(b);
+    if (test_current_failed)
+        daemon_print_log(&d);
+    ASSERT_EQ_INT(daemon_stop(&d), 0);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s DEEPSEEKD MODEL_DIR\n", argv[0]);
+        return 2;
+    }
+    g_bin = argv[1];
+    g_model = argv[2];
+    RUN(busy_client_cannot_hold_the_batch);
+    RUN(non_reader_parks_and_holds_no_slot);
+    return test_report();
+}
