@@ -61,11 +61,16 @@ int raw_send(int fd, const struct dsd_ipc_msg *m)
     return rc;
 }
 
+/* Reads n bytes within timeout_ms; once a byte has come, the rest may take up to 10 s more,
+ * so a short timeout never leaves the stream in the middle of a frame. */
 static int read_full(int fd, void *p, size_t n, int timeout_ms)
 {
     char *b = p;
     double deadline = now_s() + timeout_ms / 1000.0;
+    bool started = false;
     while (n) {
+        if (started && deadline < now_s() + 10.0)
+            deadline = now_s() + 10.0;
         int left = (int)((deadline - now_s()) * 1000);
         if (left <= 0)
             return -ETIMEDOUT;
@@ -80,6 +85,7 @@ static int read_full(int fd, void *p, size_t n, int timeout_ms)
             return -EPIPE;
         b += r;
         n -= (size_t)r;
+        started = true;
     }
     return 0;
 }
@@ -95,7 +101,7 @@ int raw_recv(int fd, struct dsd_ipc_msg *m, int timeout_ms)
     if (len > DSD_IPC_FRAME_CEIL)
         return -EPROTO;
     void *body = malloc(len ? len : 1);
-    if ((rc = read_full(fd, body, len, timeout_ms))) {
+    if ((rc = read_full(fd, body, len, timeout_ms > 10000 ? timeout_ms : 10000))) {
         free(body);
         return rc;
     }
