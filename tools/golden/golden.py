@@ -3,7 +3,7 @@
 
 Runs on a machine with PyTorch and transformers >= 5.11 (the project's GPU host has 5.17):
 
-    python3 tools/golden/golden.py --model DIR --prompts tools/golden/prompts.json --out OUTDIR
+    python3 tools/golden/golden.py --model DIR --prompts tools/golden/prompts_tiny.json --out OUTDIR
 
 For every prompt it runs DeepseekV32ForCausalLM in fp32 eager mode on the CPU (no TF32, no
 fused kernels) over the whole prompt and writes OUTDIR/<name>.logits.npy ([len, vocab]
