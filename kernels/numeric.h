@@ -1,5 +1,5 @@
 /*
- * kernels/numeric.h: the number formats of DeepSeek V3.2 (MODEL.md §7), one definition each.
+ * kernels/numeric.h: the number formats of DeepSeek V3.2 (docs/MODEL.md §7), one definition each.
  *
  *   bf16:  f32 -> bf16 round-to-nearest-even (NaN stays NaN), bf16 -> f32 exact.
  *   e4m3:  float8 e4m3fn (bias 7, no infinities, 0x7f/0xff = NaN, max finite 448).

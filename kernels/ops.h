@@ -44,7 +44,7 @@ enum dsd_kv_dtype {
 
 #define DSD_KV_PAGE_TOKENS 64
 
-/* Byte layout of one layer's KV entries (MODEL.md §5.4, §4.11). One page id addresses both
+/* Byte layout of one layer's KV entries (docs/KV_CACHE.md §2, §3). One page id addresses both
  * arenas: token slot s = page * 64 + (pos % 64). */
 struct dsd_kv_layout {
     enum dsd_kv_dtype mla_dtype;
@@ -103,7 +103,7 @@ struct dsd_ops {
     void (*layernorm)(struct dsd_backend *be, float *out, const float *x,
                       const struct dsd_weight *w, const struct dsd_weight *b, int T, int n);
     /* out[t][0:rows] = W x[t] (x has W.cols entries).  FP8 weights in production numerics
-     * quantize x per 1x128 group first (MODEL.md §7.2-7.3). */
+     * quantize x per 1x128 group first (docs/MODEL.md §7.2-7.3). */
     void (*linear)(struct dsd_backend *be, float *out, int ldo, const float *x, int ldx,
                    const struct dsd_weight *w, int T, unsigned flags);
     /* Rotates dims [offset, offset+R) of each of n_heads heads (head h starts at h*head_stride)
@@ -122,7 +122,7 @@ struct dsd_ops {
      * q: [T][Hi*Di] after RoPE; w: [T][Hi] raw weights_proj output (fp32). */
     void (*indexer_topk)(struct dsd_backend *be, int32_t *out, int topk, const float *q, const float *w,
                          const struct dsd_kv_layer *kv, const struct dsd_step *st);
-    /* Sparse MLA in the absorbed form over the selected positions (MODEL.md §3.6, §5):
+    /* Sparse MLA in the absorbed form over the selected positions (docs/MODEL.md §3.6, §5):
      * q: [T][H*(N+R)] (rope part already rotated); sel: [T][topk] positions (-1 = none);
      * out: [T][H*V], ready for o_proj. */
     void (*mla_attention)(struct dsd_backend *be, float *out, const float *q, const struct dsd_weight *kv_b,
@@ -131,7 +131,7 @@ struct dsd_ops {
     /* SwiGLU MLP: out = down(silu(gate x) * up x)                      [T][D] */
     void (*mlp)(struct dsd_backend *be, float *out, const float *x, const struct dsd_expert_weights *w, int T);
     /* MoE block: sigmoid router with correction bias, group-limited top-k, routed experts
-     * weighted and scaled, plus the shared expert (MODEL.md §6).         [T][D] */
+     * weighted and scaled, plus the shared expert (docs/MODEL.md §6).         [T][D] */
     void (*moe)(struct dsd_backend *be, float *out, const float *x, const struct dsd_layer_weights *lw, int T);
     /* out[t] = [a[t] (na) | b[t] (nb)]  (MTP input) */
     void (*concat)(struct dsd_backend *be, float *out, const float *a, int na, const float *b, int nb, int T);

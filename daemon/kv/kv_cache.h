@@ -1,5 +1,5 @@
 /*
- * daemon/kv/kv_cache.h: the paged KV pool (ARCHITECTURE.md §5.4).
+ * daemon/kv/kv_cache.h: the paged KV pool (docs/KV_CACHE.md §1).
  *
  * One page = 64 consecutive positions of one sequence, in every layer at once: page id p
  * addresses the latent+rope entries (mla arena) and the index-K page (index arena) of each

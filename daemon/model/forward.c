@@ -1,5 +1,5 @@
 /*
- * The DeepSeek V3.2 forward graph (MODEL.md §3-§8), written once against kernels/ops.h.
+ * The DeepSeek V3.2 forward graph (docs/MODEL.md §3-§8), written once against kernels/ops.h.
  *
  * Per layer: x = norm(resid); resid += MLA_DSA(x); x = norm(resid); resid += FFN(x).
  * MLA_DSA: q/kv projections, interleaved RoPE, latent KV store; indexer projections,
@@ -272,7 +272,7 @@ int dsd_model_forward_mtp(struct dsd_model *m, struct dsd_kv_cache *kv, const st
         free_meta(&s);
         return dsd_errf(err, rc, "forward: out of memory for %d tokens", T);
     }
-    /* z = eh_proj([enorm(embed(t_{i+1})) ; hnorm(h_i)]), embedding half first (MODEL.md §8). */
+    /* z = eh_proj([enorm(embed(t_{i+1})) ; hnorm(h_i)]), embedding half first (docs/MODEL.md §8). */
     m->ops->embed(m->be, b.delta, &m->w.embed, s.st.tokens, T);
     m->ops->rmsnorm(m->be, b.x, D, b.delta, D, &lw->enorm, T, D);
     m->ops->upload(m->be, b.delta, hidden_in, (size_t)T * D * sizeof(float));

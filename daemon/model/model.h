@@ -84,7 +84,7 @@ struct dsd_forward_out {
 int dsd_model_forward(struct dsd_model *m, struct dsd_kv_cache *kv, const struct dsd_batch_seq *seqs, int n_seqs,
                       struct dsd_forward_out *out, struct dsd_err *err);
 
-/* One step of the MTP layer (MODEL.md §8): for each token, tokens[] are the *next* tokens
+/* One step of the MTP layer (docs/MODEL.md §8): for each token, tokens[] are the *next* tokens
  * (t_{i+1}) and hidden_in [T][hidden] the main model's post-norm hidden at positions i
  * (pos0.. as in the batch). Logits predict t_{i+2}. Uses the MTP layer's own KV. out->hidden,
  * when given, receives the post-shared_head.norm hidden (the input of a further MTP step).

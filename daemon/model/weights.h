@@ -25,7 +25,7 @@
 #include "safetensors.h"
 
 /* One weight as the kernels see it. 1-D tensors have rows = 1. FP8 weights carry their
- * 128x128 block scales (weight_scale_inv, a multiplier despite the name, MODEL.md §7.1). */
+ * 128x128 block scales (weight_scale_inv, a multiplier despite the name, docs/MODEL.md §7.1). */
 struct dsd_weight {
     enum dsd_dtype dtype;       /* F8_E4M3, BF16, F16 or F32 */
     int64_t rows, cols;         /* [out_features, in_features] for linear weights */

@@ -605,7 +605,7 @@ static int load(struct dsd_engine *e)
         snprintf(e->failure, sizeof e->failure, "%s", err.msg);
         return -ENOMEM;
     }
-    /* Warm-up: one real forward step before saying READY (ARCHITECTURE.md §7). */
+    /* Warm-up: one real forward step before saying READY (docs/DAEMON.md, Lifecycle). */
     struct dsd_kv_seq ws = {0};
     int32_t tok = c->bos_token_id >= 0 ? (int32_t)c->bos_token_id : 0;
     if ((rc = dsd_kv_seq_reserve(e->kv, &ws, 1)) == 0) {

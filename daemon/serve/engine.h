@@ -1,6 +1,6 @@
 /*
  * daemon/serve/engine.h: the engine thread. It owns the model, the KV pool and every
- * running generation; nothing else touches them (ARCHITECTURE.md §4).
+ * running generation; nothing else touches them (docs/DAEMON.md).
  *
  *   struct dsd_engine *e;
  *   dsd_engine_start(&params, wake_fd, &e, &err);  // loads the model in its own thread

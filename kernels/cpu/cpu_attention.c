@@ -1,5 +1,5 @@
 /* MLA: the latent KV cache (FP8 656-byte, bf16 or fp32 entries) and sparse attention in the
- * absorbed form over the positions the indexer selected (MODEL.md §3.6-3.7, §5). */
+ * absorbed form over the positions the indexer selected (docs/MODEL.md §3.6-3.7, §5). */
 #include "cpu_backend.h"
 
 #include <errno.h>

@@ -105,7 +105,7 @@ struct dsd_backend *dsd_backend_cpu_new(const struct dsd_backend_params *p, stru
         return NULL;
     }
     if (p->cfg->index_head_dim != DSD_QUANT_GROUP) {
-        /* The FP8 indexer folds one q scale per head into the head weights (MODEL.md §4.6),
+        /* The FP8 indexer folds one q scale per head into the head weights (docs/MODEL.md §4.6),
          * which is only defined for one 128-group per head. */
         dsd_errf(err, -EINVAL, "cpu backend: index_head_dim must be 128 (have %d)", p->cfg->index_head_dim);
         return NULL;

@@ -1,7 +1,7 @@
-/* The DSA lightning indexer: index-K cache and top-k selection (MODEL.md §4).
+/* The DSA lightning indexer: index-K cache and top-k selection (docs/MODEL.md §4).
  * Production numerics: Hadamard-rotated, FP8 (ue8m0) q and k, q scale folded into the head
  * weights, ReLU-weighted head sum times the k scale. Exact numerics: fp32 q.k without
- * rotation or quantization, which is what transformers computes (MODEL.md §4.15). */
+ * rotation or quantization, which is what transformers computes (docs/MODEL.md §4.9). */
 #include "cpu_backend.h"
 
 #include <math.h>

@@ -31,7 +31,7 @@ void cpu_linear_rows(const struct cpu_backend *cb, float *y, int ldy, const floa
         for (int t = 0; t < T; t++) {
             float acc;
             if (w->dtype == DSD_DTYPE_F8_E4M3) {
-                /* Per 128-block partial sums, scaled and accumulated in fp32 (MODEL.md §7.3). */
+                /* Per 128-block partial sums, scaled and accumulated in fp32 (docs/MODEL.md §7.3). */
                 acc = 0.0f;
                 for (int64_t kb = 0; kb < KB; kb++) {
                     int64_t k0 = kb * DSD_QUANT_GROUP;

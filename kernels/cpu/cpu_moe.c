@@ -1,4 +1,4 @@
-/* SwiGLU MLPs and the MoE block (MODEL.md §6). Experts run in parallel, each over the rows
+/* SwiGLU MLPs and the MoE block (docs/MODEL.md §6). Experts run in parallel, each over the rows
  * routed to it; every token then sums its experts in ascending expert order in fp32 (the
  * reference's order), adds the shared expert and rounds once. */
 #include "cpu_backend.h"

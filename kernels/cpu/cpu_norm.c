@@ -1,4 +1,4 @@
-/* RMSNorm (with the fused residual add) and LayerNorm, computed in fp32 (MODEL.md §3.2, §4.2). */
+/* RMSNorm (with the fused residual add) and LayerNorm, computed in fp32 (docs/MODEL.md §3.2, §4.2). */
 #include "cpu_backend.h"
 
 #include <math.h>

@@ -32,7 +32,7 @@ static inline float dsd_ref_weight_scale(const struct dsd_weight *w, int64_t row
     return w->scale[(row / 128) * ((w->cols + 127) / 128) + kb];
 }
 
-/* act_quant (MODEL.md §7.2) of n values (n % 128 == 0): for each 128-group,
+/* act_quant (docs/MODEL.md §7.2) of n values (n % 128 == 0): for each 128-group,
  * scale = ue8m0 ? 2^ceil(log2(max(amax,1e-4)/448)) : max(amax,1e-4)/448, and
  * q = e4m3(clamp(x/scale, +-448)). Writes the e4m3 bytes (q_bytes, may be NULL), their
  * float values (q_vals, may be NULL) and n/128 scales. */
@@ -46,7 +46,7 @@ void dsd_ref_hadamard(float *x, int n);
  * written in ascending index order. k <= n. */
 void dsd_ref_topk(const float *scores, int n, int k, int32_t *out);
 
-/* DeepSeek V3 routing for one token (MODEL.md §6): s = sigmoid(logits); b = s + bias;
+/* DeepSeek V3 routing for one token (docs/MODEL.md §6): s = sigmoid(logits); b = s + bias;
  * group score = sum of the top-2 b of each of n_group groups; keep the topk_group best
  * groups; pick the top-k experts by b among them; weights = s of those, normalized when
  * norm, times scale. Outputs k expert ids in ascending order and their weights. */

@@ -1,5 +1,5 @@
 /* Rotary position embedding: interleaved pairs for MLA, half-split pairs for the indexer
- * (MODEL.md §3.4, §4.3). Angles are pos * inv_freq in fp32, as the reference computes them. */
+ * (docs/MODEL.md §3.4, §4.3). Angles are pos * inv_freq in fp32, as the reference computes them. */
 #include "cpu_backend.h"
 
 #include <math.h>

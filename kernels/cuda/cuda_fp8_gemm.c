@@ -1,7 +1,7 @@
 /*
  * The CUDA context and the block-scaled FP8 linear through cuBLASLt.
  *
- * Operand assignment measured on the GPU host (PERF.md §9.2): A = activations with
+ * Operand assignment measured on the GPU host (docs/CUDA.md §2): A = activations with
  * VEC128 scales laid out k-block-major [K/128][M], B = weights with BLK128x128 scales in the
  * checkpoint's own [N/128][K/128] order, TN, fp32 compute, bf16 output. cuBLASLt then writes
  * D column-major M x N, i.e. [N][M]; a transpose kernel turns it into our row-major [M][N].

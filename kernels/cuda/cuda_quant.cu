@@ -1,4 +1,4 @@
-// Per-token 1x128 FP8 activation quantization (MODEL.md §7.2) and the small layout kernels
+// Per-token 1x128 FP8 activation quantization (docs/MODEL.md §7.2) and the small layout kernels
 // around the cuBLASLt FP8 GEMM. One warp per 128-group: 4 values per lane, amax by shuffle.
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>

@@ -1,7 +1,7 @@
 /*
  * kernels/cuda/dsd_cuda.h: the first pieces of the CUDA backend (Hopper, sm_90a): per-token
  * 1x128 FP8 activation quantization and the block-scaled FP8 linear through cuBLASLt
- * (MODEL.md §7). C API; the kernels are CUDA C++ in this folder.
+ * (docs/MODEL.md §7, docs/CUDA.md). C API; the kernels are CUDA C++ in this folder.
  *
  *   struct dsd_cuda *cu;
  *   if (dsd_cuda_open(0, &cu, &err) < 0) ...            // -ENODEV without a GPU

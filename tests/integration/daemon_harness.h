@@ -8,7 +8,7 @@
  *   daemon_stop(&d);                                     // SIGTERM, waits, returns its exit status
  *
  * The daemon's stderr goes to d.log (printed when a test fails). Never forks a process that
- * has touched CUDA (STYLE.md §E.2): these tests only fork+exec.
+ * has touched CUDA (docs/TESTING.md, "Rules the tests keep"): these tests only fork+exec.
  */
 #ifndef DSD_TEST_DAEMON_HARNESS_H
 #define DSD_TEST_DAEMON_HARNESS_H

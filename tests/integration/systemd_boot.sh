@@ -14,7 +14,7 @@
 # generate request, a reload, a watchdog interval and `systemctl stop` with a request in
 # flight (drained, not killed) follow; the socket then activates the daemon a second time.
 #
-# How (STYLE.md §H.5): systemd-nspawn --volatile=yes -D / boots the host's /usr on a tmpfs
+# How (docs/TESTING.md, systemd): systemd-nspawn --volatile=yes -D / boots the host's /usr on a tmpfs
 # root, so nothing the container's systemd does (tmpfiles --boot empties /tmp!) touches the
 # host. NEVER boot systemd on the host root instead. Needs root and systemd-container;
 # exits 77 (skipped) without them. Runs in its own cgroup so nspawn's payload/supervisor

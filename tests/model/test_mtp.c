@@ -1,5 +1,5 @@
 /*
- * The MTP layer by its definition (MODEL.md §8), on inputs whose answer can be worked by
+ * The MTP layer by its definition (docs/MODEL.md §8), on inputs whose answer can be worked by
  * hand: with the MTP block's attention and FFN outputs forced to zero the residual stream is
  * z = eh_proj([enorm(embed(t_next)) ; hnorm(h)]), so the logits must equal
  * lm_head(shared_head.norm(z)). Choosing eh_proj = [I | 0] and then [0 | I] checks the

@@ -1,5 +1,5 @@
 /*
- * Ops of the CPU backend against direct double-precision formulas (MODEL.md §3-§7):
+ * Ops of the CPU backend against direct double-precision formulas (docs/MODEL.md §3-§7):
  * the FP8 block-scaled linear (production and exact), both RoPE variants, sparse MLA in
  * the absorbed form against the MHA form, the FP8 KV round trip, the MoE block against a
  * composition of its definition, and the indexer's exact scores.

@@ -1,5 +1,5 @@
 /* config.json parsing (daemon/model/config.c), the tensor list (weights.c) and the
- * YaRN/softmax constants against MODEL.md's listed values. */
+ * YaRN/softmax constants against docs/MODEL.md's listed values. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -10,7 +10,7 @@
 #include "test.h"
 #include "weights.h"
 
-/* deepseek-ai/DeepSeek-V3.2 config.json as published (MODEL.md §1). */
+/* deepseek-ai/DeepSeek-V3.2 config.json as published (docs/MODEL.md §1). */
 static const char official[] =
     "{\"architectures\": [\"DeepseekV32ForCausalLM\"], \"attention_bias\": false, \"attention_dropout\": 0.0,"
     " \"bos_token_id\": 0, \"eos_token_id\": 1, \"ep_size\": 1, \"first_k_dense_replace\": 3,"
@@ -80,7 +80,7 @@ TEST(official_v32_config)
     ASSERT_NEAR(c.rope.factor, 40.0, 0, 0);
     ASSERT_TRUE(c.fp8_weights && c.act_scale_ue8m0);
     ASSERT_EQ_INT(c.eos_token_id, 1);
-    /* MODEL.md §3.5: softmax scale 0.1352337788608801; attention factor 1 */
+    /* docs/MODEL.md §3.5: softmax scale 0.1352337788608801; attention factor 1 */
     ASSERT_NEAR(dsd_cfg_softmax_scale(&c), 0.1352337788608801, 1e-15, 0);
     ASSERT_NEAR(dsd_cfg_rope_attention_factor(&c), 1.0, 0, 0);
 }
@@ -92,7 +92,7 @@ TEST(yarn_frequencies_match_model_md)
     ASSERT_EQ_INT(parse(official, &c, &e), 0);
     float f[32];
     dsd_cfg_rope_inv_freq(&c, f);
-    /* MODEL.md §3.4: i=0 -> 1.0, i=10 -> 0.0562341, i=11 -> 0.0390069, i=23 -> 3.33380e-5,
+    /* docs/MODEL.md §3.4: i=0 -> 1.0, i=10 -> 0.0562341, i=11 -> 0.0390069, i=23 -> 3.33380e-5,
      * i=31 -> 3.33380e-6; i <= 10 unchanged, i >= 23 divided by 40. */
     ASSERT_NEAR(f[0], 1.0, 0, 1e-7);
     ASSERT_NEAR(f[10], 0.0562341, 0, 1e-5);
@@ -204,7 +204,7 @@ TEST(config_save_round_trips)
 
 TEST(v32_has_exactly_the_published_tensor_count)
 {
-    /* MODEL.md §2: 92,425 tensors (weights plus weight_scale_inv) in the V3.2 checkpoint. */
+    /* docs/MODEL.md §2.7: 92,425 tensors (weights plus weight_scale_inv) in the V3.2 checkpoint. */
     struct dsd_model_config c;
     struct dsd_err e;
     ASSERT_EQ_INT(parse(official, &c, &e), 0);

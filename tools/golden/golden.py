@@ -3,7 +3,7 @@
 
 Runs on a machine with PyTorch and transformers >= 5.11 (the project's GPU host has 5.17):
 
-    python3 tools/golden/golden.py --model DIR --prompts tools/golden/prompts.json --out OUTDIR
+    python3 tools/golden/golden.py --model DIR --prompts tools/golden/prompts_tiny.json --out OUTDIR
 
 For every prompt it runs DeepseekV32ForCausalLM in fp32 eager mode on the CPU (no TF32, no
 fused kernels) over the whole prompt and writes OUTDIR/<name>.logits.npy ([len, vocab]
@@ -11,7 +11,7 @@ float32) and OUTDIR/<name>.topk.npy (the indexer's selections, [layers, len, ind
 -1 for none, as float32), plus OUTDIR/golden.json: the prompts, the checkpoint's file
 hashes (xxh64, the same hash the C tests compute), library versions and the date.
 
-FP8 weights are dequantized exactly as MODEL.md §7.1 says: fp8 value times its 128x128
+FP8 weights are dequantized exactly as docs/MODEL.md §7.1 says: fp8 value times its 128x128
 block's weight_scale_inv, in fp32. Routed experts are packed into transformers' fused
 gate_up_proj / down_proj. The MTP layer (index num_hidden_layers) is not part of
 transformers' model and is skipped.

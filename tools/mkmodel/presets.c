@@ -1,5 +1,5 @@
-/* Model shapes for generated checkpoints. Every preset keeps the format's rules (MODEL.md
- * §10): multiples of 128 for FP8 activation groups, index_head_dim 128, rope dim 64,
+/* Model shapes for generated checkpoints. Every preset keeps the format's rules (docs/MODEL.md
+ * §9): multiples of 128 for FP8 activation groups, index_head_dim 128, rope dim 64,
  * expert groups of >= 2 with topk_group * group size >= experts per token. */
 #include "presets.h"
 
@@ -74,7 +74,7 @@ int mkmodel_preset(const char *name, struct dsd_model_config *c)
         c->index_n_heads = 16;
         c->index_topk = 256;
     } else if (strcmp(name, "full-dims") == 0) {
-        /* DeepSeek V3.2 itself (MODEL.md §1); use --layers to keep the file size sane. */
+        /* DeepSeek V3.2 itself (docs/MODEL.md §1); use --layers to keep the file size sane. */
         c->vocab_size = 129280;
         c->hidden_size = 7168;
         c->intermediate_size = 18432;
