@@ -1,14 +1,52 @@
 /* Backend-independent parts of kernels/ops.h. */
 #include "backend_impl.h"
 
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "numeric.h"
+
 struct dsd_backend_params dsd_backend_default_params(void)
 {
     return (struct dsd_backend_params){
-        .cfg = NULL,
         .numerics = DSD_NUMERICS_PRODUCTION,
         .kv_dtype = DSD_KV_FP8,
         .n_threads = 0,
+        .device = 0,
     };
+}
+
+int dsd_backend_init_common(struct dsd_backend *be, const struct dsd_backend_params *p, size_t act_bytes,
+                            struct dsd_err *err)
+{
+    const struct dsd_model_dims *d = &p->dims;
+    if (d->hidden_size <= 0 || d->qk_rope_head_dim <= 0 || d->qk_rope_head_dim % 2 || !d->rope_inv_freq ||
+        d->kv_lora_rank <= 0 || d->index_head_dim <= 0 || d->num_attention_heads <= 0)
+        return dsd_errf(err, -EINVAL, "backend: model dimensions missing (hidden_size %lld, qk_rope_head_dim %d)",
+                        (long long)d->hidden_size, d->qk_rope_head_dim);
+    if (d->index_head_dim != DSD_QUANT_GROUP) {
+        /* The FP8 indexer folds one q scale per head into the head weights (docs/MODEL.md §4.6),
+         * which is only defined for one 128-group per head. */
+        return dsd_errf(err, -EINVAL, "backend: index_head_dim must be 128 (have %d)", d->index_head_dim);
+    }
+    be->params = *p;
+    be->dims = *d;
+    be->rope_inv_freq = malloc((size_t)(d->qk_rope_head_dim / 2) * sizeof(float));
+    if (!be->rope_inv_freq)
+        return dsd_errf(err, -ENOMEM, "backend: out of memory");
+    memcpy(be->rope_inv_freq, d->rope_inv_freq, (size_t)(d->qk_rope_head_dim / 2) * sizeof(float));
+    be->dims.rope_inv_freq = be->rope_inv_freq;
+    be->params.dims = be->dims;
+    be->kv_layout = dsd_kv_layout_for(d, p->numerics, p->kv_dtype);
+    be->act_bytes = act_bytes;
+    return 0;
+}
+
+void dsd_backend_fini_common(struct dsd_backend *be)
+{
+    free(be->rope_inv_freq);
+    be->rope_inv_freq = NULL;
 }
 
 const struct dsd_ops *dsd_backend_ops(const struct dsd_backend *be)
@@ -21,21 +59,26 @@ const struct dsd_backend_params *dsd_backend_params(const struct dsd_backend *be
     return &be->params;
 }
 
+size_t dsd_backend_act_bytes(const struct dsd_backend *be)
+{
+    return be->act_bytes;
+}
+
 void dsd_backend_free(struct dsd_backend *be)
 {
     if (be)
         be->destroy(be);
 }
 
-struct dsd_kv_layout dsd_kv_layout_for(const struct dsd_model_config *cfg, enum dsd_numerics numerics,
+struct dsd_kv_layout dsd_kv_layout_for(const struct dsd_model_dims *dims, enum dsd_numerics numerics,
                                        enum dsd_kv_dtype kv_dtype)
 {
     struct dsd_kv_layout l = {
         .mla_dtype = numerics == DSD_NUMERICS_EXACT ? DSD_KV_F32 : kv_dtype,
         .index_fp8 = numerics == DSD_NUMERICS_PRODUCTION,
-        .kv_lora_rank = cfg->kv_lora_rank,
-        .rope_dim = cfg->qk_rope_head_dim,
-        .index_dim = cfg->index_head_dim,
+        .kv_lora_rank = dims->kv_lora_rank,
+        .rope_dim = dims->qk_rope_head_dim,
+        .index_dim = dims->index_head_dim,
     };
     size_t L = (size_t)l.kv_lora_rank, R = (size_t)l.rope_dim, Di = (size_t)l.index_dim;
     switch (l.mla_dtype) {

@@ -1,24 +1,37 @@
 /*
  * kernels/ops.h: the operations of the DeepSeek V3.2 forward pass, as one table that every
- * backend implements (kernels/cpu is the reference; kernels/cuda the fast one).
+ * backend implements (kernels/cpu is the reference and the oracle; kernels/cuda the GPU one).
+ * One backend instance drives one device; it holds no process-global state.
  *
  * The forward graph (daemon/model/forward.c) only ever calls these; it never touches
- * activation memory itself, so a backend is free to keep it on a device.
+ * activation memory itself, so a backend keeps it on its device. Usage:
  *
  *   struct dsd_backend_params bp = dsd_backend_default_params();
- *   bp.cfg = &cfg; bp.numerics = DSD_NUMERICS_PRODUCTION; bp.n_threads = 8;
- *   struct dsd_backend *be = dsd_backend_cpu_new(&bp, &err);
- *   const struct dsd_ops *ops = dsd_backend_ops(be);
- *   float *x = ops->alloc(be, bytes);
- *   ops->rmsnorm(be, x, ...);
+ *   bp.dims = dims;                         // dsd_model_dims_from_config() in daemon/model
+ *   bp.numerics = DSD_NUMERICS_PRODUCTION;
+ *   struct dsd_backend *be = dsd_backend_cpu_new(&bp, &err);   // or dsd_backend_cuda_new
+ *   const struct dsd_ops *o = dsd_backend_ops(be);
+ *   void *x = o->alloc(be, bytes);          // backend memory, once at load (the workspace)
+ *   int32_t *meta = o->alloc_host(be, n);   // host staging the device can read fast
+ *   ... fill meta ... o->upload(be, dev_meta, meta, n);       // enqueued, one copy a step
+ *   o->rmsnorm(be, x, ...); ...             // enqueued
+ *   o->download(be, host_logits, dev_logits, n);               // enqueued
+ *   if (o->synchronize(be, &err)) ...       // waits; the first failure since the last one
  *   dsd_backend_free(be);
+ *
+ * Every op is enqueued on the backend's one stream and returns nothing: a failure inside
+ * one (a device fault, a bad launch) is recorded and reported once by the next synchronize,
+ * which then clears it. Host pointers given to upload/download must stay valid until that
+ * synchronize; alloc_host memory makes those copies asynchronous on a GPU.
  *
  * Shapes use T = tokens of the step (all sequences of a ragged batch, concatenated),
  * D = hidden_size, H = attention heads, Hi = indexer heads, Di = indexer head dim (128),
  * L = kv_lora_rank, R = qk_rope_head_dim, N = qk_nope_head_dim, V = v_head_dim.
- * Activations are float arrays, row-major, one row per token; "ld" is a row stride in
- * floats. In production numerics every op rounds its outputs to bf16 values (they are
- * stored in floats on the CPU); in exact numerics nothing is rounded (docs/NUMERICS.md).
+ * Activations ("act" buffers) are row-major in the backend's activation type, one row per
+ * token; "ld" is a row stride in elements. The CPU backend stores activations as fp32 and, in
+ * production numerics, rounds every op's outputs to bf16 values; the CUDA backend stores
+ * bf16. Buffers named f32 are fp32 on every backend (router logits, indexer weights, logits).
+ * In exact numerics nothing is rounded (docs/NUMERICS.md).
  */
 #ifndef DSD_KERNELS_OPS_H
 #define DSD_KERNELS_OPS_H
@@ -27,9 +40,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
 #include "err.h"
-#include "weights.h"
+#include "tensor.h"
 
 enum dsd_numerics {
     DSD_NUMERICS_PRODUCTION = 0,    /* bf16 activations, FP8 linears/indexer/KV: what the GPU runs */
@@ -60,102 +72,143 @@ struct dsd_kv_layer {
     uint8_t *index;                 /* n_pages * index_page_bytes */
 };
 
-/* A ragged batch as the kernels need it. Token t belongs to sequence seq[t] and sits at
- * absolute position pos[t]; its KV is stored at slot[t]. page_table[s][i] is the page of
- * positions [64i, 64i+63] of sequence s. Host memory. */
+/* The model's dimensions and constants, all an op needs to know about the model. The
+ * loader derives them from config.json (dsd_model_dims_from_config); tests may fill them
+ * directly. rope_inv_freq points to qk_rope_head_dim/2 floats that outlive the backend
+ * (the backend copies them at creation). */
+struct dsd_model_dims {
+    int64_t vocab_size, hidden_size, intermediate_size, moe_intermediate_size;
+    int num_attention_heads, q_lora_rank, kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim, v_head_dim;
+    int index_n_heads, index_head_dim, index_topk;
+    int n_routed_experts, n_shared_experts, num_experts_per_tok, n_group, topk_group;
+    bool norm_topk_prob;
+    double routed_scaling_factor;
+    double rms_norm_eps;
+    bool act_scale_ue8m0;           /* FP8 activation scales are powers of two */
+    float softmax_scale;            /* MLA: qk_head_dim^-0.5 with the YaRN mscale folded in */
+    float rope_attention_factor;    /* YaRN cos/sin multiplier */
+    const float *rope_inv_freq;     /* [qk_rope_head_dim/2] */
+    int64_t max_position_embeddings;
+};
+
+/* A ragged batch as the kernels need it. Token t belongs to sequence seq[t], sits at
+ * absolute position pos[t] and stores its KV at slot[t] (page * 64 + pos % 64). Sequence s's
+ * pages, in position order, are pages[page_off[s] .. page_off[s+1]). The arrays live in
+ * backend memory (uploaded in one copy per step); the counts are host values. */
 struct dsd_step {
     int n_tokens;
-    const int32_t *tokens;
-    const int32_t *pos;
-    const int32_t *seq;
-    const int32_t *slot;
     int n_seqs;
-    const int32_t *const *page_table;
+    int max_pos;                    /* largest pos[t] of the step (sizes launch grids) */
+    int n_pages;                    /* page_off[n_seqs] */
+    const int32_t *tokens;          /* [T] */
+    const int32_t *pos;             /* [T] */
+    const int32_t *seq;             /* [T] */
+    const int32_t *slot;            /* [T] */
+    const int32_t *page_off;        /* [n_seqs + 1] */
+    const int32_t *pages;           /* [n_pages] */
 };
 
 struct dsd_backend;
 
-#define DSD_LINEAR_F32_OUT 1u       /* keep fp32 outputs (router logits, indexer weights, LM head) */
+#define DSD_LINEAR_F32_OUT 1u       /* fp32 output buffer (router logits, indexer weights, LM head) */
 
+/* Every member is required unless it says otherwise. "act" = activation buffer (see top). */
 struct dsd_ops {
     const char *name;
 
-    void *(*alloc)(struct dsd_backend *be, size_t bytes);      /* zeroed; NULL on failure */
+    /* -- memory and synchronization -- */
+    void *(*alloc)(struct dsd_backend *be, size_t bytes);      /* zeroed backend memory; NULL on failure */
     void (*release)(struct dsd_backend *be, void *p);
+    void *(*alloc_host)(struct dsd_backend *be, size_t bytes); /* zeroed host memory fast to copy; NULL on failure */
+    void (*release_host)(struct dsd_backend *be, void *p);
+    /* Enqueued copies host -> backend and backend -> host (see the top for lifetimes). */
     void (*upload)(struct dsd_backend *be, void *dst, const void *src, size_t bytes);
     void (*download)(struct dsd_backend *be, void *dst, const void *src, size_t bytes);
-    /* Derive what a backend wants from the bound weights (e.g. dequantized kv_b). */
+    /* Waits for everything enqueued. Returns 0, or the first failure since the last call
+     * (negative errno, err says what and where) and forgets it. */
+    int (*synchronize)(struct dsd_backend *be, struct dsd_err *err);
+    /* Derive what a backend wants from the bound weights: device copies, dequantized kv_b.
+     * May point data/scale of w's weights at backend memory (the caller keeps the host
+     * copies, e.g. the checkpoint's mmap, alive until release_weights). Returns 0 or -errno. */
     int (*prepare_weights)(struct dsd_backend *be, struct dsd_model_weights *w, struct dsd_err *err);
     /* Frees what prepare_weights derived (before the weights go away). */
     void (*release_weights)(struct dsd_backend *be, struct dsd_model_weights *w);
 
-    /* out[t] = table[tokens[t]]                                        out: [T][D] */
-    void (*embed)(struct dsd_backend *be, float *out, const struct dsd_weight *table,
-                  const int32_t *tokens, int T);
-    /* out[t] = w * x[t] / rms(x[t])                                    [T][n], strided */
-    void (*rmsnorm)(struct dsd_backend *be, float *out, int ldo, const float *x, int ldx,
-                    const struct dsd_weight *w, int T, int n);
+    /* -- the forward pass -- */
+    /* out[t] = table[tokens[t]] (tokens: backend memory)             act [T][D] */
+    void (*embed)(struct dsd_backend *be, void *out, const struct dsd_weight *table, const int32_t *tokens, int T);
+    /* out[t] = w * x[t] / rms(x[t])                                    act [T][n], strided */
+    void (*rmsnorm)(struct dsd_backend *be, void *out, int ldo, const void *x, int ldx, const struct dsd_weight *w,
+                    int T, int n);
     /* resid[t] += delta[t] (rounded like an activation); out[t] = rmsnorm(resid[t]).
-     * delta may be NULL (then only the norm).                          [T][D] */
-    void (*add_rmsnorm)(struct dsd_backend *be, float *out, float *resid, const float *delta,
-                        const struct dsd_weight *w, int T);
-    /* out[t] = LayerNorm(x[t]) * w + b, eps 1e-6                       [T][n] */
-    void (*layernorm)(struct dsd_backend *be, float *out, const float *x,
-                      const struct dsd_weight *w, const struct dsd_weight *b, int T, int n);
-    /* out[t][0:rows] = W x[t] (x has W.cols entries).  FP8 weights in production numerics
-     * quantize x per 1x128 group first (docs/MODEL.md §7.2-7.3). */
-    void (*linear)(struct dsd_backend *be, float *out, int ldo, const float *x, int ldx,
-                   const struct dsd_weight *w, int T, unsigned flags);
+     * delta may be NULL (then only the norm).                          act [T][D] */
+    void (*add_rmsnorm)(struct dsd_backend *be, void *out, void *resid, const void *delta, const struct dsd_weight *w,
+                        int T);
+    /* out[t] = LayerNorm(x[t]) * w + b, eps 1e-6                       act [T][n] */
+    void (*layernorm)(struct dsd_backend *be, void *out, const void *x, const struct dsd_weight *w,
+                      const struct dsd_weight *b, int T, int n);
+    /* out[t][0:rows] = W x[t] (x has W.cols entries); out is f32 with DSD_LINEAR_F32_OUT,
+     * else act. FP8 weights in production numerics quantize x per 1x128 group first
+     * (docs/MODEL.md §7.2-7.3). */
+    void (*linear)(struct dsd_backend *be, void *out, int ldo, const void *x, int ldx, const struct dsd_weight *w,
+                   int T, unsigned flags);
     /* Rotates dims [offset, offset+R) of each of n_heads heads (head h starts at h*head_stride)
-     * of row t by pos[t]: interleaved pairs (MLA) or half-split pairs (indexer). */
-    void (*rope)(struct dsd_backend *be, float *x, int ld, int n_heads, int head_stride, int offset,
+     * of row t by pos[t]: interleaved pairs (MLA) or half-split pairs (indexer).   act */
+    void (*rope)(struct dsd_backend *be, void *x, int ld, int n_heads, int head_stride, int offset,
                  const int32_t *pos, int T, bool interleaved);
-    /* Stores kv[t] = [normalized latent (L) | roped k_pe (R)] at slot[t]. */
-    void (*mla_kv_store)(struct dsd_backend *be, const struct dsd_kv_layer *kv, const float *kv_in,
-                         int ld, const int32_t *slot, int T);
+    /* Stores kv[t] = [normalized latent (L) | roped k_pe (R)] at slot[t].          act in */
+    void (*mla_kv_store)(struct dsd_backend *be, const struct dsd_kv_layer *kv, const void *kv_in, int ld,
+                         const int32_t *slot, int T);
     /* Stores the indexer key k[t] (Di, after LayerNorm and RoPE) at slot[t]; production numerics
-     * apply the Hadamard rotation and FP8 quantization first. */
-    void (*index_k_store)(struct dsd_backend *be, const struct dsd_kv_layer *kv, const float *k,
-                          const int32_t *slot, int T);
+     * apply the Hadamard rotation and FP8 quantization first.                     act in */
+    void (*index_k_store)(struct dsd_backend *be, const struct dsd_kv_layer *kv, const void *k, const int32_t *slot,
+                          int T);
     /* For each token: score every cached key of its sequence at positions 0..pos[t] and write
      * the top min(topk, pos[t]+1) positions, ascending, to out[t][0..topk), padded with -1.
-     * q: [T][Hi*Di] after RoPE; w: [T][Hi] raw weights_proj output (fp32). */
-    void (*indexer_topk)(struct dsd_backend *be, int32_t *out, int topk, const float *q, const float *w,
+     * q: act [T][Hi*Di] after RoPE; w: f32 [T][Hi] raw weights_proj output. */
+    void (*indexer_topk)(struct dsd_backend *be, int32_t *out, int topk, const void *q, const float *w,
                          const struct dsd_kv_layer *kv, const struct dsd_step *st);
     /* Sparse MLA in the absorbed form over the selected positions (docs/MODEL.md §3.6, §5):
-     * q: [T][H*(N+R)] (rope part already rotated); sel: [T][topk] positions (-1 = none);
-     * out: [T][H*V], ready for o_proj. */
-    void (*mla_attention)(struct dsd_backend *be, float *out, const float *q, const struct dsd_weight *kv_b,
-                          const struct dsd_kv_layer *kv, const int32_t *sel, int topk,
-                          const struct dsd_step *st);
-    /* SwiGLU MLP: out = down(silu(gate x) * up x)                      [T][D] */
-    void (*mlp)(struct dsd_backend *be, float *out, const float *x, const struct dsd_expert_weights *w, int T);
+     * q: act [T][H*(N+R)] (rope part already rotated); sel: [T][topk] positions (-1 = none);
+     * out: act [T][H*V], ready for o_proj. */
+    void (*mla_attention)(struct dsd_backend *be, void *out, const void *q, const struct dsd_weight *kv_b,
+                          const struct dsd_kv_layer *kv, const int32_t *sel, int topk, const struct dsd_step *st);
+    /* SwiGLU MLP: out = down(silu(gate x) * up x)                      act [T][D] */
+    void (*mlp)(struct dsd_backend *be, void *out, const void *x, const struct dsd_expert_weights *w, int T);
     /* MoE block: sigmoid router with correction bias, group-limited top-k, routed experts
-     * weighted and scaled, plus the shared expert (docs/MODEL.md §6).         [T][D] */
-    void (*moe)(struct dsd_backend *be, float *out, const float *x, const struct dsd_layer_weights *lw, int T);
-    /* out[t] = [a[t] (na) | b[t] (nb)]  (MTP input) */
-    void (*concat)(struct dsd_backend *be, float *out, const float *a, int na, const float *b, int nb, int T);
-    /* Copies rows: out[i] = x[rows[i]] for i < n (picking the rows that need logits). */
-    void (*gather_rows)(struct dsd_backend *be, float *out, const float *x, int n_cols, const int32_t *rows, int n);
+     * weighted and scaled, plus the shared experts (docs/MODEL.md §6).         act [T][D] */
+    void (*moe)(struct dsd_backend *be, void *out, const void *x, const struct dsd_layer_weights *lw, int T);
+    /* out[t] = [a[t] (na) | b[t] (nb)]  (MTP input)                    act */
+    void (*concat)(struct dsd_backend *be, void *out, const void *a, int na, const void *b, int nb, int T);
+    /* Copies rows: out[i] = x[rows[i]] for i < n (rows: backend memory).           act */
+    void (*gather_rows)(struct dsd_backend *be, void *out, const void *x, int n_cols, const int32_t *rows, int n);
+    /* out = x converted to f32 (downloading hidden states)             [T][n] */
+    void (*to_f32)(struct dsd_backend *be, float *out, const void *x, int T, int n);
+    /* out = x converted to the activation type (uploading hidden states)   [T][n] */
+    void (*from_f32)(struct dsd_backend *be, void *out, const float *x, int T, int n);
 };
 
 struct dsd_backend_params {
-    const struct dsd_model_config *cfg;
+    struct dsd_model_dims dims;
     enum dsd_numerics numerics;
     enum dsd_kv_dtype kv_dtype;     /* ignored (F32) in exact numerics */
     int n_threads;                  /* CPU worker threads, 0 = one per online CPU */
+    int device;                     /* GPU ordinal (CUDA backend) */
 };
 
 struct dsd_backend_params dsd_backend_default_params(void);
 
-/* The CPU reference backend. Returns NULL with err set on failure. */
+/* The CPU reference backend. Returns NULL with err set on failure (-EINVAL: dims it cannot
+ * run, -ENOMEM). */
 struct dsd_backend *dsd_backend_cpu_new(const struct dsd_backend_params *p, struct dsd_err *err);
 const struct dsd_ops *dsd_backend_ops(const struct dsd_backend *be);
 const struct dsd_backend_params *dsd_backend_params(const struct dsd_backend *be);
+/* Bytes of one activation element (4 on the CPU, 2 on CUDA). */
+size_t dsd_backend_act_bytes(const struct dsd_backend *be);
 void dsd_backend_free(struct dsd_backend *be);
 
-/* The KV byte layout implied by a config, numerics and KV dtype (one definition). */
-struct dsd_kv_layout dsd_kv_layout_for(const struct dsd_model_config *cfg, enum dsd_numerics numerics,
+/* The KV byte layout implied by the dims, numerics and KV dtype (one definition). */
+struct dsd_kv_layout dsd_kv_layout_for(const struct dsd_model_dims *dims, enum dsd_numerics numerics,
                                        enum dsd_kv_dtype kv_dtype);
 
 #endif

@@ -30,7 +30,7 @@ struct dsd_kv_cache *dsd_kv_cache_new(struct dsd_backend *be, int n_layers, int 
     if (!kv)
         goto oom;
     kv->be = be;
-    kv->layout = dsd_kv_layout_for(bp->cfg, bp->numerics, bp->kv_dtype);
+    kv->layout = dsd_kv_layout_for(&bp->dims, bp->numerics, bp->kv_dtype);
     kv->n_layers = n_layers;
     kv->n_pages = n_pages;
     kv->layers = calloc((size_t)n_layers, sizeof *kv->layers);

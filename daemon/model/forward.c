@@ -12,86 +12,152 @@
 
 #include "model.h"
 
-/* Activation buffers of one step, allocated from the backend and released at the end. */
-struct step_bufs {
-    float *resid, *x, *delta;       /* [T][D] */
-    float *cq;                      /* [T][q_lora] */
-    float *q;                       /* [T][H*(N+R)] */
-    float *kva;                     /* [T][L+R] */
-    float *iq;                      /* [T][Hi*Di] */
-    float *ik, *ikn;                /* [T][Di] */
-    float *iw;                      /* [T][Hi] */
-    float *attn;                    /* [T][H*V] */
+/* The forward pass's memory: backend buffers for the activations of up to cap_tokens
+ * tokens, the logits of up to cap_rows rows and the step's metadata, plus pinned host
+ * staging for the metadata. Allocated once (dsd_model_reserve, or the first step) and grown
+ * only when a step needs more, so a daemon that reserves its batch budget at load never
+ * allocates in a step. */
+struct dsd_forward_ws {
+    int cap_tokens, cap_rows, cap_seqs, cap_pages;
+    void *resid, *x, *delta;        /* act [T][D] */
+    void *cq;                       /* act [T][q_lora] */
+    void *q;                        /* act [T][H*(N+R)] */
+    void *kva;                      /* act [T][L+R] */
+    void *iq;                       /* act [T][Hi*Di] */
+    void *ik, *ikn;                 /* act [T][Di] */
+    void *attn;                     /* act [T][H*V] */
+    void *cat;                      /* act [T][2D] (MTP input) */
+    void *h;                        /* act [rows][D] (rows that need logits) */
+    float *iw;                      /* f32 [T][Hi] */
+    float *hid32;                   /* f32 [T][D] (hidden states in and out) */
     int32_t *sel;                   /* [T][topk] */
-    float *cat;                     /* MTP: [T][2D] */
+    float *logits;                  /* f32 [rows][vocab] */
+    int32_t *meta;                  /* the step's metadata (layout in struct step_meta) */
+    int32_t *h_meta;                /* host staging of meta */
+    size_t meta_words;
 };
 
+/* A step's metadata: host values, and the arrays inside ws->meta (uploaded in one copy). */
 struct step_meta {
     struct dsd_step st;
-    int32_t *tokens, *pos, *seq, *slot;
-    const int32_t **pages;
-    int32_t *logit_rows;
     int n_logit_rows;
+    const int32_t *logit_rows;      /* backend memory */
 };
 
-static void release_bufs(struct dsd_model *m, struct step_bufs *b)
+static size_t meta_words(int T, int S, int P, int rows)
 {
-    void *all[] = { b->resid, b->x, b->delta, b->cq, b->q, b->kva, b->iq, b->ik, b->ikn, b->iw, b->attn,
-                    b->sel, b->cat };
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        if (all[i])
-            m->ops->release(m->be, all[i]);
-    memset(b, 0, sizeof *b);
+    return 4 * (size_t)T + (size_t)S + 1 + (size_t)P + (size_t)rows;
 }
 
-static int alloc_bufs(struct dsd_model *m, int T, bool mtp, struct step_bufs *b)
+static void ws_release(struct dsd_model *m, struct dsd_forward_ws *w)
+{
+    void *dev[] = { w->resid, w->x, w->delta, w->cq, w->q, w->kva, w->iq, w->ik, w->ikn, w->attn, w->cat, w->h,
+                    w->iw, w->hid32, w->sel, w->logits, w->meta };
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
+        if (dev[i])
+            m->ops->release(m->be, dev[i]);
+    if (w->h_meta)
+        m->ops->release_host(m->be, w->h_meta);
+    memset(w, 0, sizeof *w);
+}
+
+void dsd_forward_ws_free(struct dsd_model *m)
+{
+    if (!m->ws)
+        return;
+    if (m->be)
+        ws_release(m, m->ws);
+    free(m->ws);
+    m->ws = NULL;
+}
+
+/* Sizes the workspace for T tokens, rows logits rows, S sequences and P pages. */
+static int ws_alloc(struct dsd_model *m, struct dsd_forward_ws *w, int T, int rows, int S, int P)
 {
     const struct dsd_model_config *c = &m->cfg;
-    const size_t t = (size_t)T, f = sizeof(float);
+    const size_t t = (size_t)T, a = dsd_backend_act_bytes(m->be), f = sizeof(float);
     const size_t D = (size_t)c->hidden_size, H = (size_t)c->num_attention_heads;
-    memset(b, 0, sizeof *b);
+    const size_t r = (size_t)(rows > 0 ? rows : 1);
+    memset(w, 0, sizeof *w);
     bool ok = true;
-#define A(field, bytes) ok &= (b->field = m->ops->alloc(m->be, (bytes))) != NULL
-    A(resid, t * D * f);
-    A(x, t * D * f);
-    A(delta, t * D * f);
-    A(cq, t * (size_t)c->q_lora_rank * f);
-    A(q, t * H * (size_t)dsd_cfg_qk_head_dim(c) * f);
-    A(kva, t * (size_t)(c->kv_lora_rank + c->qk_rope_head_dim) * f);
-    A(iq, t * (size_t)c->index_n_heads * (size_t)c->index_head_dim * f);
-    A(ik, t * (size_t)c->index_head_dim * f);
-    A(ikn, t * (size_t)c->index_head_dim * f);
+#define A(field, bytes) ok &= (w->field = m->ops->alloc(m->be, (bytes))) != NULL
+    A(resid, t * D * a);
+    A(x, t * D * a);
+    A(delta, t * D * a);
+    A(cq, t * (size_t)c->q_lora_rank * a);
+    A(q, t * H * (size_t)dsd_cfg_qk_head_dim(c) * a);
+    A(kva, t * (size_t)(c->kv_lora_rank + c->qk_rope_head_dim) * a);
+    A(iq, t * (size_t)c->index_n_heads * (size_t)c->index_head_dim * a);
+    A(ik, t * (size_t)c->index_head_dim * a);
+    A(ikn, t * (size_t)c->index_head_dim * a);
+    A(attn, t * H * (size_t)c->v_head_dim * a);
+    A(cat, t * 2 * D * a);
+    A(h, r * D * a);
     A(iw, t * (size_t)c->index_n_heads * f);
-    A(attn, t * H * (size_t)c->v_head_dim * f);
+    A(hid32, t * D * f);
     A(sel, t * (size_t)c->index_topk * sizeof(int32_t));
-    if (mtp)
-        A(cat, t * 2 * D * f);
+    A(logits, r * (size_t)c->vocab_size * f);
+    w->meta_words = meta_words(T, S, P, rows);
+    A(meta, w->meta_words * sizeof(int32_t));
 #undef A
+    ok &= (w->h_meta = m->ops->alloc_host(m->be, w->meta_words * sizeof(int32_t))) != NULL;
     if (!ok) {
-        release_bufs(m, b);
+        ws_release(m, w);
         return -ENOMEM;
     }
+    w->cap_tokens = T;
+    w->cap_rows = rows;
+    w->cap_seqs = S;
+    w->cap_pages = P;
     return 0;
 }
 
-static void free_meta(struct step_meta *s)
+static int imax(int a, int b)
 {
-    free(s->tokens);
-    free(s->pos);
-    free(s->seq);
-    free(s->slot);
-    free(s->pages);
-    free(s->logit_rows);
+    return a > b ? a : b;
 }
 
-/* Flattens the ragged batch and checks everything a caller controls. */
-static int build_meta(const struct dsd_model *m, const struct dsd_batch_seq *seqs, int n_seqs, struct step_meta *s,
+/* Makes sure the workspace holds a step of T tokens, rows logits rows, S sequences and P
+ * pages, growing it (to at least what is asked) when it does not. */
+static int ws_ensure(struct dsd_model *m, int T, int rows, int S, int P, struct dsd_err *err)
+{
+    struct dsd_forward_ws *w = m->ws;
+    if (w && T <= w->cap_tokens && rows <= w->cap_rows && S <= w->cap_seqs && P <= w->cap_pages)
+        return 0;
+    if (!w && !(w = m->ws = calloc(1, sizeof *w)))
+        return dsd_errf(err, -ENOMEM, "forward: out of memory");
+    /* everything enqueued on the old buffers must be done before they go */
+    int rc = m->ops->synchronize(m->be, err);
+    if (rc)
+        return rc;
+    T = imax(T, w->cap_tokens);
+    rows = imax(rows, w->cap_rows);
+    S = imax(S, w->cap_seqs);
+    P = imax(P, w->cap_pages);
+    ws_release(m, w);
+    if (ws_alloc(m, w, T, rows, S, P))
+        return dsd_errf(err, -ENOMEM, "forward: out of memory for a workspace of %d tokens and %d logits rows", T, rows);
+    return 0;
+}
+
+int dsd_model_reserve(struct dsd_model *m, int max_tokens, int max_rows, int max_seqs, int max_pages,
+                      struct dsd_err *err)
+{
+    if (max_tokens < 1 || max_rows < 0 || max_seqs < 1 || max_pages < 0)
+        return dsd_errf(err, -EINVAL, "reserve: bad sizes (%d tokens, %d rows, %d sequences, %d pages)", max_tokens,
+                        max_rows, max_seqs, max_pages);
+    return ws_ensure(m, max_tokens, max_rows, max_seqs, max_pages, err);
+}
+
+/* Checks everything a caller controls, flattens the ragged batch into the host staging and
+ * uploads it in one copy. */
+static int build_meta(struct dsd_model *m, const struct dsd_batch_seq *seqs, int n_seqs, struct step_meta *s,
                       struct dsd_err *err)
 {
     memset(s, 0, sizeof *s);
     if (n_seqs <= 0)
         return dsd_errf(err, -EINVAL, "forward: empty batch");
-    int T = 0, rows = 0;
+    int T = 0, rows = 0, P = 0;
     for (int i = 0; i < n_seqs; i++) {
         const struct dsd_batch_seq *q = &seqs[i];
         if (q->n_tokens <= 0 || !q->tokens || !q->kv)
@@ -102,50 +168,58 @@ static int build_meta(const struct dsd_model *m, const struct dsd_batch_seq *seq
         if ((int64_t)q->kv->n_pages * DSD_KV_PAGE_TOKENS < (int64_t)q->pos0 + q->n_tokens)
             return dsd_errf(err, -EINVAL, "forward: sequence %d has KV pages for %d positions, needs %d", i,
                             q->kv->n_pages * DSD_KV_PAGE_TOKENS, q->pos0 + q->n_tokens);
-        if (T > INT32_MAX - q->n_tokens)
+        if (T > INT32_MAX / 8 - q->n_tokens || P > INT32_MAX / 8 - q->kv->n_pages)
             return dsd_errf(err, -EINVAL, "forward: batch too large");
+        for (int j = 0; j < q->n_tokens; j++)
+            if (q->tokens[j] < 0 || q->tokens[j] >= m->cfg.vocab_size)
+                return dsd_errf(err, -EINVAL,
+                                "forward: sequence %d token %d is id %d, outside the vocabulary [0, %lld)", i, j,
+                                q->tokens[j], (long long)m->cfg.vocab_size);
         T += q->n_tokens;
+        P += q->kv->n_pages;
         rows += q->no_logits ? 0 : q->logits_all ? q->n_tokens : 1;
     }
-    s->tokens = malloc((size_t)T * sizeof(int32_t));
-    s->pos = malloc((size_t)T * sizeof(int32_t));
-    s->seq = malloc((size_t)T * sizeof(int32_t));
-    s->slot = malloc((size_t)T * sizeof(int32_t));
-    s->pages = malloc((size_t)n_seqs * sizeof *s->pages);
-    s->logit_rows = malloc((size_t)(rows ? rows : 1) * sizeof(int32_t));
-    if (!s->tokens || !s->pos || !s->seq || !s->slot || !s->pages || !s->logit_rows) {
-        free_meta(s);
-        return dsd_errf(err, -ENOMEM, "forward: out of memory");
-    }
-    int t = 0;
+    int rc = ws_ensure(m, T, rows, n_seqs, P, err);
+    if (rc)
+        return rc;
+    struct dsd_forward_ws *w = m->ws;
+    int32_t *h = w->h_meta;
+    int32_t *tokens = h, *pos = tokens + T, *seq = pos + T, *slot = seq + T, *page_off = slot + T;
+    int32_t *pages = page_off + n_seqs + 1, *lrows = pages + P;
+    int t = 0, p = 0, max_pos = 0;
     for (int i = 0; i < n_seqs; i++) {
         const struct dsd_batch_seq *q = &seqs[i];
-        s->pages[i] = q->kv->pages;
+        page_off[i] = p;
+        memcpy(pages + p, q->kv->pages, (size_t)q->kv->n_pages * sizeof(int32_t));
+        p += q->kv->n_pages;
         for (int j = 0; j < q->n_tokens; j++, t++) {
-            int32_t tok = q->tokens[j], p = q->pos0 + j;
-            if (tok < 0 || tok >= m->cfg.vocab_size) {
-                free_meta(s);
-                return dsd_errf(err, -EINVAL, "forward: sequence %d token %d is id %d, outside the vocabulary [0, %lld)",
-                                i, j, tok, (long long)m->cfg.vocab_size);
-            }
-            s->tokens[t] = tok;
-            s->pos[t] = p;
-            s->seq[t] = i;
-            s->slot[t] = q->kv->pages[p / DSD_KV_PAGE_TOKENS] * DSD_KV_PAGE_TOKENS + p % DSD_KV_PAGE_TOKENS;
+            int32_t ps = q->pos0 + j;
+            tokens[t] = q->tokens[j];
+            pos[t] = ps;
+            seq[t] = i;
+            slot[t] = q->kv->pages[ps / DSD_KV_PAGE_TOKENS] * DSD_KV_PAGE_TOKENS + ps % DSD_KV_PAGE_TOKENS;
+            if (ps > max_pos)
+                max_pos = ps;
             if (!q->no_logits && (q->logits_all || j == q->n_tokens - 1))
-                s->logit_rows[s->n_logit_rows++] = t;
+                lrows[s->n_logit_rows++] = t;
         }
     }
+    page_off[n_seqs] = p;
+    size_t words = meta_words(T, n_seqs, P, s->n_logit_rows);
+    m->ops->upload(m->be, w->meta, h, words * sizeof(int32_t));
+    const int32_t *d = w->meta;
     s->st = (struct dsd_step){
-        .n_tokens = T, .tokens = s->tokens, .pos = s->pos, .seq = s->seq, .slot = s->slot,
-        .n_seqs = n_seqs, .page_table = s->pages,
+        .n_tokens = T, .n_seqs = n_seqs, .max_pos = max_pos, .n_pages = P,
+        .tokens = d, .pos = d + T, .seq = d + 2 * T, .slot = d + 3 * T, .page_off = d + 4 * T,
+        .pages = d + 4 * T + n_seqs + 1,
     };
+    s->logit_rows = s->st.pages + P;
     return 0;
 }
 
 /* resid += MLA_DSA(norm(resid)) for one layer; leaves the attention output in b->delta. */
 static void attention(struct dsd_model *m, int layer, const struct dsd_kv_layer *kv, const struct dsd_step *st,
-                      struct step_bufs *b, int32_t *topk_trace)
+                      struct dsd_forward_ws *b, int32_t *topk_trace)
 {
     const struct dsd_model_config *c = &m->cfg;
     const struct dsd_layer_weights *lw = &m->w.layers[layer];
@@ -182,7 +256,7 @@ static void attention(struct dsd_model *m, int layer, const struct dsd_kv_layer 
     o->linear(be, b->delta, D, b->attn, H * c->v_head_dim, &lw->o_proj, T, 0);
 }
 
-static void ffn(struct dsd_model *m, int layer, int T, struct step_bufs *b)
+static void ffn(struct dsd_model *m, int layer, int T, struct dsd_forward_ws *b)
 {
     const struct dsd_layer_weights *lw = &m->w.layers[layer];
     if (lw->is_moe)
@@ -193,7 +267,7 @@ static void ffn(struct dsd_model *m, int layer, int T, struct step_bufs *b)
 
 /* One decoder layer on the residual stream b->resid; `first` when resid has no pending delta. */
 static void decoder_layer(struct dsd_model *m, int layer, struct dsd_kv_cache *kv, const struct dsd_step *st,
-                          struct step_bufs *b, bool first, int32_t *topk_trace)
+                          struct dsd_forward_ws *b, bool first, int32_t *topk_trace)
 {
     const struct dsd_layer_weights *lw = &m->w.layers[layer];
     m->ops->add_rmsnorm(m->be, b->x, b->resid, first ? NULL : b->delta, &lw->attn_norm, st->n_tokens);
@@ -202,57 +276,44 @@ static void decoder_layer(struct dsd_model *m, int layer, struct dsd_kv_cache *k
     ffn(m, layer, st->n_tokens, b);
 }
 
-/* Final norm (into b->x), optional hidden download, LM head over the rows that need logits. */
-static int finish(struct dsd_model *m, const struct dsd_weight *norm, struct step_meta *s, struct step_bufs *b,
+/* Final norm (into b->x), optional hidden download, LM head over the rows that need logits,
+ * then the one wait of the step. */
+static int finish(struct dsd_model *m, const struct dsd_weight *norm, struct step_meta *s, struct dsd_forward_ws *b,
                   struct dsd_forward_out *out, struct dsd_err *err)
 {
     const struct dsd_model_config *c = &m->cfg;
     const int T = s->st.n_tokens, D = (int)c->hidden_size;
     m->ops->add_rmsnorm(m->be, b->x, b->resid, b->delta, norm, T);
-    if (out->hidden)
-        m->ops->download(m->be, out->hidden, b->x, (size_t)T * D * sizeof(float));
-    out->n_rows = s->n_logit_rows;
-    if (!out->logits || s->n_logit_rows == 0)
-        return 0;
-    size_t rows = (size_t)s->n_logit_rows;
-    float *h = m->ops->alloc(m->be, rows * D * sizeof(float));
-    float *logits = m->ops->alloc(m->be, rows * (size_t)c->vocab_size * sizeof(float));
-    if (!h || !logits) {
-        if (h)
-            m->ops->release(m->be, h);
-        if (logits)
-            m->ops->release(m->be, logits);
-        return dsd_errf(err, -ENOMEM, "forward: out of memory for %zu logits rows", rows);
+    if (out->hidden) {
+        m->ops->to_f32(m->be, b->hid32, b->x, T, D);
+        m->ops->download(m->be, out->hidden, b->hid32, (size_t)T * D * sizeof(float));
     }
-    m->ops->gather_rows(m->be, h, b->x, D, s->logit_rows, (int)rows);
-    m->ops->linear(m->be, logits, (int)c->vocab_size, h, D, &m->w.lm_head, (int)rows, DSD_LINEAR_F32_OUT);
-    m->ops->download(m->be, out->logits, logits, rows * (size_t)c->vocab_size * sizeof(float));
-    m->ops->release(m->be, h);
-    m->ops->release(m->be, logits);
-    return 0;
+    out->n_rows = s->n_logit_rows;
+    if (out->logits && s->n_logit_rows > 0) {
+        const int rows = s->n_logit_rows;
+        m->ops->gather_rows(m->be, b->h, b->x, D, s->logit_rows, rows);
+        m->ops->linear(m->be, b->logits, (int)c->vocab_size, b->h, D, &m->w.lm_head, rows, DSD_LINEAR_F32_OUT);
+        m->ops->download(m->be, out->logits, b->logits, (size_t)rows * (size_t)c->vocab_size * sizeof(float));
+    }
+    int rc = m->ops->synchronize(m->be, err);
+    if (rc)
+        dsd_err_prefix(err, rc, "forward");
+    return rc;
 }
 
 int dsd_model_forward(struct dsd_model *m, struct dsd_kv_cache *kv, const struct dsd_batch_seq *seqs, int n_seqs,
                       struct dsd_forward_out *out, struct dsd_err *err)
 {
     struct step_meta s;
-    struct step_bufs b;
     int rc = build_meta(m, seqs, n_seqs, &s, err);
     if (rc)
         return rc;
+    struct dsd_forward_ws *b = m->ws;
     const int T = s.st.n_tokens;
-    if ((rc = alloc_bufs(m, T, false, &b))) {
-        free_meta(&s);
-        return dsd_errf(err, rc, "forward: out of memory for %d tokens", T);
-    }
-    m->ops->embed(m->be, b.resid, &m->w.embed, s.st.tokens, T);
+    m->ops->embed(m->be, b->resid, &m->w.embed, s.st.tokens, T);
     for (int l = 0; l < m->cfg.num_hidden_layers; l++)
-        decoder_layer(m, l, kv, &s.st, &b, l == 0,
-                      out->topk ? out->topk + (size_t)l * T * m->cfg.index_topk : NULL);
-    rc = finish(m, &m->w.final_norm, &s, &b, out, err);
-    release_bufs(m, &b);
-    free_meta(&s);
-    return rc;
+        decoder_layer(m, l, kv, &s.st, b, l == 0, out->topk ? out->topk + (size_t)l * T * m->cfg.index_topk : NULL);
+    return finish(m, &m->w.final_norm, &s, b, out, err);
 }
 
 int dsd_model_forward_mtp(struct dsd_model *m, struct dsd_kv_cache *kv, const struct dsd_batch_seq *seqs,
@@ -262,26 +323,20 @@ int dsd_model_forward_mtp(struct dsd_model *m, struct dsd_kv_cache *kv, const st
     if (c->num_nextn_predict_layers < 1)
         return dsd_errf(err, -EINVAL, "this checkpoint has no MTP layer (num_nextn_predict_layers = 0)");
     struct step_meta s;
-    struct step_bufs b;
     int rc = build_meta(m, seqs, n_seqs, &s, err);
     if (rc)
         return rc;
+    struct dsd_forward_ws *b = m->ws;
     const int T = s.st.n_tokens, D = (int)c->hidden_size, layer = c->num_hidden_layers;
     const struct dsd_layer_weights *lw = &m->w.layers[layer];
-    if ((rc = alloc_bufs(m, T, true, &b))) {
-        free_meta(&s);
-        return dsd_errf(err, rc, "forward: out of memory for %d tokens", T);
-    }
     /* z = eh_proj([enorm(embed(t_{i+1})) ; hnorm(h_i)]), embedding half first (docs/MODEL.md §8). */
-    m->ops->embed(m->be, b.delta, &m->w.embed, s.st.tokens, T);
-    m->ops->rmsnorm(m->be, b.x, D, b.delta, D, &lw->enorm, T, D);
-    m->ops->upload(m->be, b.delta, hidden_in, (size_t)T * D * sizeof(float));
-    m->ops->rmsnorm(m->be, b.delta, D, b.delta, D, &lw->hnorm, T, D);
-    m->ops->concat(m->be, b.cat, b.x, D, b.delta, D, T);
-    m->ops->linear(m->be, b.resid, D, b.cat, 2 * D, &lw->eh_proj, T, 0);
-    decoder_layer(m, layer, kv, &s.st, &b, true, out->topk);
-    rc = finish(m, &lw->head_norm, &s, &b, out, err);
-    release_bufs(m, &b);
-    free_meta(&s);
-    return rc;
+    m->ops->embed(m->be, b->delta, &m->w.embed, s.st.tokens, T);
+    m->ops->rmsnorm(m->be, b->x, D, b->delta, D, &lw->enorm, T, D);
+    m->ops->upload(m->be, b->hid32, hidden_in, (size_t)T * D * sizeof(float));
+    m->ops->from_f32(m->be, b->delta, b->hid32, T, D);
+    m->ops->rmsnorm(m->be, b->delta, D, b->delta, D, &lw->hnorm, T, D);
+    m->ops->concat(m->be, b->cat, b->x, D, b->delta, D, T);
+    m->ops->linear(m->be, b->resid, D, b->cat, 2 * D, &lw->eh_proj, T, 0);
+    decoder_layer(m, layer, kv, &s.st, b, true, out->topk);
+    return finish(m, &lw->head_norm, &s, b, out, err);
 }

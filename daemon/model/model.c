@@ -17,6 +17,39 @@ struct dsd_model_params dsd_model_default_params(void)
     };
 }
 
+void dsd_model_dims_from_config(const struct dsd_model_config *c, float *inv_freq, struct dsd_model_dims *out)
+{
+    dsd_cfg_rope_inv_freq(c, inv_freq);
+    *out = (struct dsd_model_dims){
+        .vocab_size = c->vocab_size,
+        .hidden_size = c->hidden_size,
+        .intermediate_size = c->intermediate_size,
+        .moe_intermediate_size = c->moe_intermediate_size,
+        .num_attention_heads = c->num_attention_heads,
+        .q_lora_rank = c->q_lora_rank,
+        .kv_lora_rank = c->kv_lora_rank,
+        .qk_nope_head_dim = c->qk_nope_head_dim,
+        .qk_rope_head_dim = c->qk_rope_head_dim,
+        .v_head_dim = c->v_head_dim,
+        .index_n_heads = c->index_n_heads,
+        .index_head_dim = c->index_head_dim,
+        .index_topk = c->index_topk,
+        .n_routed_experts = c->n_routed_experts,
+        .n_shared_experts = c->n_shared_experts,
+        .num_experts_per_tok = c->num_experts_per_tok,
+        .n_group = c->n_group,
+        .topk_group = c->topk_group,
+        .norm_topk_prob = c->norm_topk_prob,
+        .routed_scaling_factor = c->routed_scaling_factor,
+        .rms_norm_eps = c->rms_norm_eps,
+        .act_scale_ue8m0 = c->act_scale_ue8m0,
+        .softmax_scale = (float)dsd_cfg_softmax_scale(c),
+        .rope_attention_factor = (float)dsd_cfg_rope_attention_factor(c),
+        .rope_inv_freq = inv_freq,
+        .max_position_embeddings = c->max_position_embeddings,
+    };
+}
+
 int dsd_model_load(const char *dir, const struct dsd_model_params *p, struct dsd_model **out,
                    struct dsd_err *err)
 {
@@ -40,8 +73,14 @@ int dsd_model_load(const char *dir, const struct dsd_model_params *p, struct dsd
     }
     if (m->params.prefault && (rc = dsd_st_prefault(m->set, m->params.n_threads > 0 ? m->params.n_threads : 4, err)))
         goto fail;
+    m->rope_inv_freq = malloc((size_t)(m->cfg.qk_rope_head_dim / 2) * sizeof(float));
+    if (!m->rope_inv_freq) {
+        rc = dsd_errf(err, -ENOMEM, "out of memory");
+        goto fail;
+    }
+    dsd_model_dims_from_config(&m->cfg, m->rope_inv_freq, &m->dims);
     struct dsd_backend_params bp = dsd_backend_default_params();
-    bp.cfg = &m->cfg;
+    bp.dims = m->dims;
     bp.numerics = m->params.numerics;
     bp.kv_dtype = m->params.kv_dtype;
     bp.n_threads = m->params.n_threads;
@@ -66,8 +105,10 @@ void dsd_model_free(struct dsd_model *m)
         return;
     if (m->be && m->w.layers)
         m->ops->release_weights(m->be, &m->w);
+    dsd_forward_ws_free(m);
     dsd_backend_free(m->be);
     dsd_weights_free(&m->w);
+    free(m->rope_inv_freq);
     dsd_st_close(m->set);
     free(m);
 }

@@ -35,6 +35,8 @@
 #include "safetensors.h"
 #include "weights.h"
 
+struct dsd_forward_ws;
+
 struct dsd_model_params {
     enum dsd_numerics numerics;
     enum dsd_kv_dtype kv_dtype;
@@ -46,12 +48,19 @@ struct dsd_model_params dsd_model_default_params(void);
 
 struct dsd_model {
     struct dsd_model_config cfg;
+    struct dsd_model_dims dims;         /* what the kernels know of cfg */
+    float *rope_inv_freq;               /* dims.rope_inv_freq points here */
+    struct dsd_forward_ws *ws;          /* the forward pass's workspace (forward.c), NULL until used */
     struct dsd_st_set *set;
     struct dsd_model_weights w;
     struct dsd_backend *be;
     const struct dsd_ops *ops;
     struct dsd_model_params params;
 };
+
+/* The kernels' view of a config (kernels/ops.h): dimensions and derived constants. inv_freq
+ * receives the qk_rope_head_dim/2 RoPE frequencies and must outlive every use of *out. */
+void dsd_model_dims_from_config(const struct dsd_model_config *c, float *inv_freq, struct dsd_model_dims *out);
 
 /* Loads DIR (config.json + safetensors). Returns 0 or a negative errno with err naming the
  * file, tensor or field at fault. */
@@ -79,8 +88,18 @@ struct dsd_forward_out {
     int n_rows;                 /* set by the call: logits rows written */
 };
 
-/* One forward step of the main model. Returns 0, -EINVAL (a token id >= vocab, a position
- * past max_position_embeddings, missing KV pages, empty batch; err says which), -ENOMEM. */
+/* Sizes the forward pass's workspace for steps of up to max_tokens tokens, max_rows logits
+ * rows, max_seqs sequences and max_pages KV pages in all, so that such steps allocate
+ * nothing (a larger step grows it). Returns 0, -EINVAL (sizes), -ENOMEM. */
+int dsd_model_reserve(struct dsd_model *m, int max_tokens, int max_rows, int max_seqs, int max_pages,
+                      struct dsd_err *err);
+/* Frees the workspace (dsd_model_free does). */
+void dsd_forward_ws_free(struct dsd_model *m);
+
+/* One forward step of the main model: enqueues the whole step on the backend, then waits
+ * for its outputs. Returns 0, -EINVAL (a token id >= vocab, a position past
+ * max_position_embeddings, missing KV pages, empty batch; err says which), -ENOMEM (the
+ * workspace could not grow), or the backend's failure (-EIO, err says where). */
 int dsd_model_forward(struct dsd_model *m, struct dsd_kv_cache *kv, const struct dsd_batch_seq *seqs, int n_seqs,
                       struct dsd_forward_out *out, struct dsd_err *err);
 

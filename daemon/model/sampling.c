@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu_ref.h"
+#include "topk.h"
 #include "rng.h"
 
 struct dsd_sampler {
@@ -176,7 +176,7 @@ int32_t dsd_sampler_sample(struct dsd_sampler *s, float *logits, float *logprob)
          * order. Sorting 129k candidates per token cost ~70 ms on a flat distribution. */
         n = 0;
         if (want < V) {
-            dsd_ref_topk(s->prob, (int)V, (int)want, s->cand);
+            dsd_topk(s->prob, (int)V, (int)want, s->cand);
             for (int64_t i = 0; i < want; i++)
                 if (!(p->min_p > 0.0f && s->prob[s->cand[i]] < p->min_p * pmax))
                     s->cand[n++] = s->cand[i];
@@ -194,7 +194,7 @@ int32_t dsd_sampler_sample(struct dsd_sampler *s, float *logits, float *logprob)
     int64_t k = want < 64 ? want : 64;
     double mass;
     for (;;) {
-        dsd_ref_topk(s->prob, (int)V, (int)k, s->cand);
+        dsd_topk(s->prob, (int)V, (int)k, s->cand);
         sort_by_prob_desc(s->cand, k, s->prob);
         mass = 0.0;
         n = 0;

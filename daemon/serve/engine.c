@@ -594,7 +594,7 @@ static int load(struct dsd_engine *e)
                          ? e->p.max_context : (int)(c->max_position_embeddings < INT32_MAX ? c->max_position_embeddings : INT32_MAX);
     int pages = e->p.kv_pages;
     if (pages <= 0) {
-        const struct dsd_kv_layout l = dsd_kv_layout_for(c, e->p.model.numerics, e->p.model.kv_dtype);
+        const struct dsd_kv_layout l = dsd_kv_layout_for(&e->model->dims, e->p.model.numerics, e->p.model.kv_dtype);
         uint64_t per = dsd_kv_cache_page_bytes(&l, dsd_cfg_total_layers(c));
         pages = (int)(e->p.kv_memory_bytes / per);
         if (pages < 2)
@@ -604,6 +604,12 @@ static int load(struct dsd_engine *e)
     if (!e->kv) {
         snprintf(e->failure, sizeof e->failure, "%s", err.msg);
         return -ENOMEM;
+    }
+    /* The forward pass's memory for the largest step the scheduler can plan, now: a step
+     * never allocates (every page of the pool may belong to the step's sequences). */
+    if ((rc = dsd_model_reserve(e->model, e->p.max_batch_tokens, e->p.max_batch, e->p.max_batch, pages, &err))) {
+        snprintf(e->failure, sizeof e->failure, "%s", err.msg);
+        return rc;
     }
     /* Warm-up: one real forward step before saying READY (docs/DAEMON.md, Lifecycle). */
     struct dsd_kv_seq ws = {0};

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu_ref.h"
+#include "topk.h"
 #include "detokenizer.h"
 #include "output_parser.h"
 #include "sampling.h"
@@ -242,7 +242,7 @@ static void record_logprobs(struct dsd_generation *g, const float *row, int32_t 
     lp->logprob = (float)fmax((double)row[tok] - lse, -1e30);
     int k = g->req->top_logprobs;
     if (k > 0) {
-        dsd_ref_topk(row, (int)g->vocab, k, g->top);
+        dsd_topk(row, (int)g->vocab, k, g->top);
         /* order by value, descending */
         for (int i = 1; i < k; i++)
             for (int j = i; j > 0 && row[g->top[j]] > row[g->top[j - 1]]; j--) {

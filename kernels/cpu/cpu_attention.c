@@ -38,9 +38,9 @@ void cpu_release_attention_weights(struct cpu_backend *cb, struct dsd_model_weig
     }
 }
 
-void cpu_op_mla_kv_store(struct dsd_backend *be, const struct dsd_kv_layer *kv, const float *kv_in, int ld,
-                         const int32_t *slot, int T)
+void cpu_op_mla_kv_store(struct dsd_backend *be, const struct dsd_kv_layer *kv, const void *kv_in_, int ld, const int32_t *slot, int T)
 {
+    const float *kv_in = kv_in_;
     struct cpu_backend *cb = cpu(be);
     const struct dsd_kv_layout *lay = &be->kv_layout;
     const int L = lay->kv_lora_rank, R = lay->rope_dim;
@@ -50,7 +50,7 @@ void cpu_op_mla_kv_store(struct dsd_backend *be, const struct dsd_kv_layer *kv, 
         switch (lay->mla_dtype) {
         case DSD_KV_FP8: {
             float scales[L / DSD_QUANT_GROUP];
-            dsd_ref_act_quant(src, L, cb->base.cfg.act_scale_ue8m0, e, NULL, scales);
+            dsd_ref_act_quant(src, L, cb->base.dims.act_scale_ue8m0, e, NULL, scales);
             memcpy(e + L, scales, sizeof scales);
             uint16_t *pe = (uint16_t *)(e + L + sizeof scales);
             for (int i = 0; i < R; i++)
@@ -117,12 +117,12 @@ static void attention_token(void *p, int t, int thread)
     (void)thread;
     struct attn_task *a = p;
     struct cpu_backend *cb = a->cb;
-    const struct dsd_model_config *c = &cb->base.cfg;
+    const struct dsd_model_dims *c = &cb->base.dims;
     const struct dsd_kv_layout *lay = &cb->base.kv_layout;
     const int H = c->num_attention_heads, N = c->qk_nope_head_dim, R = c->qk_rope_head_dim, V = c->v_head_dim;
     const int L = c->kv_lora_rank, E = L + R;
     const int32_t *sel = a->sel + (size_t)t * a->topk;
-    const int32_t *pages = a->st->page_table[a->st->seq[t]];
+    const int32_t *pages = a->st->pages + a->st->page_off[a->st->seq[t]];
     float *o = a->out + (size_t)t * H * V;
 
     int n = 0;
@@ -178,9 +178,10 @@ static void attention_token(void *p, int t, int thread)
     free(ent);
 }
 
-void cpu_op_mla_attention(struct dsd_backend *be, float *out, const float *q, const struct dsd_weight *kv_b,
-                          const struct dsd_kv_layer *kv, const int32_t *sel, int topk, const struct dsd_step *st)
+void cpu_op_mla_attention(struct dsd_backend *be, void *out_, const void *q_, const struct dsd_weight *kv_b, const struct dsd_kv_layer *kv, const int32_t *sel, int topk, const struct dsd_step *st)
 {
+    float *out = out_;
+    const float *q = q_;
     struct cpu_backend *cb = cpu(be);
     DSD_CHECK(kv_b->prepared != NULL);
     struct attn_task a = { cb, out, q, kv_b->prepared, kv, sel, topk, st };

@@ -49,12 +49,33 @@ static void cpu_release(struct dsd_backend *be, void *p)
         free(base);
 }
 
+/* Host and backend memory are the same here: copies happen at once, nothing is queued. */
 static void cpu_copy(struct dsd_backend *be, void *dst, const void *src, size_t bytes)
 {
     (void)be;
     memcpy(dst, src, bytes);
 }
 
+static int cpu_synchronize(struct dsd_backend *be, struct dsd_err *err)
+{
+    (void)be;
+    (void)err;
+    return 0;
+}
+
+static void cpu_to_f32(struct dsd_backend *be, float *out, const void *x, int T, int n)
+{
+    (void)be;
+    memmove(out, x, (size_t)T * (size_t)n * sizeof(float));
+}
+
+static void cpu_from_f32(struct dsd_backend *be, void *out_, const float *x, int T, int n)
+{
+    const struct cpu_backend *cb = cpu(be);
+    float *out = out_;
+    for (size_t i = 0; i < (size_t)T * (size_t)n; i++)
+        out[i] = cpu_act(cb, x[i]);
+}
 
 static int cpu_prepare_weights(struct dsd_backend *be, struct dsd_model_weights *w, struct dsd_err *err)
 {
@@ -70,8 +91,11 @@ static const struct dsd_ops cpu_ops = {
     .name = "cpu",
     .alloc = cpu_alloc,
     .release = cpu_release,
+    .alloc_host = cpu_alloc,
+    .release_host = cpu_release,
     .upload = cpu_copy,
     .download = cpu_copy,
+    .synchronize = cpu_synchronize,
     .prepare_weights = cpu_prepare_weights,
     .release_weights = cpu_release_weights,
     .embed = cpu_op_embed,
@@ -88,26 +112,22 @@ static const struct dsd_ops cpu_ops = {
     .moe = cpu_op_moe,
     .concat = cpu_op_concat,
     .gather_rows = cpu_op_gather_rows,
+    .to_f32 = cpu_to_f32,
+    .from_f32 = cpu_from_f32,
 };
 
 static void cpu_destroy(struct dsd_backend *be)
 {
     struct cpu_backend *cb = cpu(be);
     dsd_thread_pool_free(cb->pool);
-    free(cb->inv_freq);
+    dsd_backend_fini_common(be);
     free(cb);
 }
 
 struct dsd_backend *dsd_backend_cpu_new(const struct dsd_backend_params *p, struct dsd_err *err)
 {
-    if (!p || !p->cfg) {
-        dsd_errf(err, -EINVAL, "cpu backend: no model config given");
-        return NULL;
-    }
-    if (p->cfg->index_head_dim != DSD_QUANT_GROUP) {
-        /* The FP8 indexer folds one q scale per head into the head weights (docs/MODEL.md §4.6),
-         * which is only defined for one 128-group per head. */
-        dsd_errf(err, -EINVAL, "cpu backend: index_head_dim must be 128 (have %d)", p->cfg->index_head_dim);
+    if (!p) {
+        dsd_errf(err, -EINVAL, "cpu backend: no parameters given");
         return NULL;
     }
     struct cpu_backend *cb = calloc(1, sizeof *cb);
@@ -115,27 +135,26 @@ struct dsd_backend *dsd_backend_cpu_new(const struct dsd_backend_params *p, stru
         dsd_errf(err, -ENOMEM, "cpu backend: out of memory");
         return NULL;
     }
+    if (dsd_backend_init_common(&cb->base, p, sizeof(float), err)) {
+        free(cb);
+        return NULL;
+    }
     cb->base.ops = &cpu_ops;
-    cb->base.params = *p;
-    cb->base.cfg = *p->cfg;
-    cb->base.params.cfg = &cb->base.cfg;
     cb->base.destroy = cpu_destroy;
-    cb->base.kv_layout = dsd_kv_layout_for(p->cfg, p->numerics, p->kv_dtype);
     cb->production = p->numerics == DSD_NUMERICS_PRODUCTION;
     int n = p->n_threads > 0 ? p->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (n < 1)
         n = 1;
     cb->base.params.n_threads = n;
     cb->pool = dsd_thread_pool_new(n);
-    cb->inv_freq = malloc((size_t)(p->cfg->qk_rope_head_dim / 2) * sizeof(float));
-    if (!cb->pool || !cb->inv_freq) {
+    if (!cb->pool) {
         dsd_errf(err, -ENOMEM, "cpu backend: out of memory");
         cpu_destroy(&cb->base);
         return NULL;
     }
-    dsd_cfg_rope_inv_freq(p->cfg, cb->inv_freq);
-    cb->rope_attention_factor = (float)dsd_cfg_rope_attention_factor(p->cfg);
-    cb->softmax_scale = (float)dsd_cfg_softmax_scale(p->cfg);
+    cb->inv_freq = cb->base.rope_inv_freq;
+    cb->rope_attention_factor = p->dims.rope_attention_factor;
+    cb->softmax_scale = p->dims.softmax_scale;
     return &cb->base;
 }
 

@@ -11,7 +11,7 @@ struct cpu_backend {
     struct dsd_backend base;
     struct dsd_thread_pool *pool;
     bool production;                /* numerics == PRODUCTION */
-    float *inv_freq;                /* qk_rope_head_dim/2 RoPE frequencies */
+    const float *inv_freq;          /* qk_rope_head_dim/2 RoPE frequencies (base.rope_inv_freq) */
     float rope_attention_factor;
     float softmax_scale;
 };
@@ -40,30 +40,30 @@ bool cpu_linear_quantize_input(const struct cpu_backend *cb, const struct dsd_we
 void cpu_linear_serial(const struct cpu_backend *cb, float *y, const float *x, const struct dsd_weight *w, int T,
                        unsigned flags);
 
-/* The ops, one file per concern. */
-void cpu_op_embed(struct dsd_backend *be, float *out, const struct dsd_weight *table, const int32_t *tokens, int T);
-void cpu_op_linear(struct dsd_backend *be, float *out, int ldo, const float *x, int ldx, const struct dsd_weight *w,
+/* The ops, one file per concern (contracts in ops.h; activations are float arrays here). */
+void cpu_op_embed(struct dsd_backend *be, void *out, const struct dsd_weight *table, const int32_t *tokens, int T);
+void cpu_op_linear(struct dsd_backend *be, void *out, int ldo, const void *x, int ldx, const struct dsd_weight *w,
                    int T, unsigned flags);
-void cpu_op_concat(struct dsd_backend *be, float *out, const float *a, int na, const float *b, int nb, int T);
-void cpu_op_gather_rows(struct dsd_backend *be, float *out, const float *x, int n_cols, const int32_t *rows, int n);
-void cpu_op_rmsnorm(struct dsd_backend *be, float *out, int ldo, const float *x, int ldx, const struct dsd_weight *w,
+void cpu_op_concat(struct dsd_backend *be, void *out, const void *a, int na, const void *b, int nb, int T);
+void cpu_op_gather_rows(struct dsd_backend *be, void *out, const void *x, int n_cols, const int32_t *rows, int n);
+void cpu_op_rmsnorm(struct dsd_backend *be, void *out, int ldo, const void *x, int ldx, const struct dsd_weight *w,
                     int T, int n);
-void cpu_op_add_rmsnorm(struct dsd_backend *be, float *out, float *resid, const float *delta,
+void cpu_op_add_rmsnorm(struct dsd_backend *be, void *out, void *resid, const void *delta,
                         const struct dsd_weight *w, int T);
-void cpu_op_layernorm(struct dsd_backend *be, float *out, const float *x, const struct dsd_weight *w,
+void cpu_op_layernorm(struct dsd_backend *be, void *out, const void *x, const struct dsd_weight *w,
                       const struct dsd_weight *b, int T, int n);
-void cpu_op_rope(struct dsd_backend *be, float *x, int ld, int n_heads, int head_stride, int offset,
+void cpu_op_rope(struct dsd_backend *be, void *x, int ld, int n_heads, int head_stride, int offset,
                  const int32_t *pos, int T, bool interleaved);
-void cpu_op_mla_kv_store(struct dsd_backend *be, const struct dsd_kv_layer *kv, const float *kv_in, int ld,
+void cpu_op_mla_kv_store(struct dsd_backend *be, const struct dsd_kv_layer *kv, const void *kv_in, int ld,
                          const int32_t *slot, int T);
-void cpu_op_mla_attention(struct dsd_backend *be, float *out, const float *q, const struct dsd_weight *kv_b,
+void cpu_op_mla_attention(struct dsd_backend *be, void *out, const void *q, const struct dsd_weight *kv_b,
                           const struct dsd_kv_layer *kv, const int32_t *sel, int topk, const struct dsd_step *st);
-void cpu_op_index_k_store(struct dsd_backend *be, const struct dsd_kv_layer *kv, const float *k,
+void cpu_op_index_k_store(struct dsd_backend *be, const struct dsd_kv_layer *kv, const void *k,
                           const int32_t *slot, int T);
-void cpu_op_indexer_topk(struct dsd_backend *be, int32_t *out, int topk, const float *q, const float *w,
+void cpu_op_indexer_topk(struct dsd_backend *be, int32_t *out, int topk, const void *q, const float *w,
                          const struct dsd_kv_layer *kv, const struct dsd_step *st);
-void cpu_op_mlp(struct dsd_backend *be, float *out, const float *x, const struct dsd_expert_weights *w, int T);
-void cpu_op_moe(struct dsd_backend *be, float *out, const float *x, const struct dsd_layer_weights *lw, int T);
+void cpu_op_mlp(struct dsd_backend *be, void *out, const void *x, const struct dsd_expert_weights *w, int T);
+void cpu_op_moe(struct dsd_backend *be, void *out, const void *x, const struct dsd_layer_weights *lw, int T);
 int cpu_prepare_attention_weights(struct cpu_backend *cb, struct dsd_model_weights *w, struct dsd_err *err);
 void cpu_release_attention_weights(struct cpu_backend *cb, struct dsd_model_weights *w);
 

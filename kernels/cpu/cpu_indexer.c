@@ -3,14 +3,15 @@
  * weights, ReLU-weighted head sum times the k scale. Exact numerics: fp32 q.k without
  * rotation or quantization, which is what transformers computes (docs/MODEL.md §4.9). */
 #include "cpu_backend.h"
+#include "topk.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-void cpu_op_index_k_store(struct dsd_backend *be, const struct dsd_kv_layer *kv, const float *k,
-                          const int32_t *slot, int T)
+void cpu_op_index_k_store(struct dsd_backend *be, const struct dsd_kv_layer *kv, const void *k_, const int32_t *slot, int T)
 {
+    const float *k = k_;
     struct cpu_backend *cb = cpu(be);
     const struct dsd_kv_layout *lay = &be->kv_layout;
     const int Di = lay->index_dim;
@@ -24,7 +25,7 @@ void cpu_op_index_k_store(struct dsd_backend *be, const struct dsd_kv_layer *kv,
             dsd_ref_hadamard(rot, Di);
             for (int i = 0; i < Di; i++)
                 rot[i] = cpu_act(cb, rot[i]);
-            dsd_ref_act_quant(rot, Di, cb->base.cfg.act_scale_ue8m0, pg + off * Di, NULL, &scale);
+            dsd_ref_act_quant(rot, Di, cb->base.dims.act_scale_ue8m0, pg + off * Di, NULL, &scale);
             memcpy(pg + DSD_KV_PAGE_TOKENS * (size_t)Di + off * 4, &scale, 4);
         } else {
             memcpy(pg + off * Di * 4, src, (size_t)Di * 4);
@@ -47,9 +48,9 @@ static void topk_token(void *p, int t, int thread)
     struct topk_task *a = p;
     struct cpu_backend *cb = a->cb;
     const struct dsd_kv_layout *lay = &cb->base.kv_layout;
-    const int Hi = cb->base.cfg.index_n_heads, Di = lay->index_dim;
+    const int Hi = cb->base.dims.index_n_heads, Di = lay->index_dim;
     const int32_t pos = a->st->pos[t];
-    const int32_t *pages = a->st->page_table[a->st->seq[t]];
+    const int32_t *pages = a->st->pages + a->st->page_off[a->st->seq[t]];
     int32_t *out = a->out + (size_t)t * a->topk;
     int n_cand = pos + 1, k = n_cand < a->topk ? n_cand : a->topk;
 
@@ -73,7 +74,7 @@ static void topk_token(void *p, int t, int thread)
             dsd_ref_hadamard(rot, Di);
             for (int i = 0; i < Di; i++)
                 rot[i] = cpu_act(cb, rot[i]);
-            dsd_ref_act_quant(rot, Di, cb->base.cfg.act_scale_ue8m0, NULL, qv + (size_t)h * Di, &qs);
+            dsd_ref_act_quant(rot, Di, cb->base.dims.act_scale_ue8m0, NULL, qv + (size_t)h * Di, &qs);
             wh[h] = wt[h] * head_scale * qs * dim_scale;
         }
     } else {
@@ -101,13 +102,13 @@ static void topk_token(void *p, int t, int thread)
         }
         score[j] = s;
     }
-    dsd_ref_topk(score, n_cand, k, out);
+    dsd_topk(score, n_cand, k, out);
     free(qv);
 }
 
-void cpu_op_indexer_topk(struct dsd_backend *be, int32_t *out, int topk, const float *q, const float *w,
-                         const struct dsd_kv_layer *kv, const struct dsd_step *st)
+void cpu_op_indexer_topk(struct dsd_backend *be, int32_t *out, int topk, const void *q_, const float *w, const struct dsd_kv_layer *kv, const struct dsd_step *st)
 {
+    const float *q = q_;
     struct cpu_backend *cb = cpu(be);
     struct topk_task a = { cb, out, topk, q, w, kv, st };
     dsd_thread_pool_run(cb->pool, st->n_tokens, topk_token, &a);

@@ -13,7 +13,7 @@ bool cpu_linear_quantize_input(const struct cpu_backend *cb, const struct dsd_we
         return false;
     int64_t K = w->cols, KB = K / DSD_QUANT_GROUP;
     for (int t = 0; t < T; t++)
-        dsd_ref_act_quant(x + (size_t)t * ldx, (int)K, cb->base.cfg.act_scale_ue8m0, NULL, xq + (size_t)t * K,
+        dsd_ref_act_quant(x + (size_t)t * ldx, (int)K, cb->base.dims.act_scale_ue8m0, NULL, xq + (size_t)t * K,
                           xs + (size_t)t * KB);
     return true;
 }
@@ -108,9 +108,10 @@ static void linear_task_fn(void *p, int task, int thread)
     cpu_linear_rows(lt->cb, lt->y, lt->ldy, lt->x, lt->ldx, lt->xq, lt->xs, lt->w, lt->T, n0, n1, lt->flags);
 }
 
-void cpu_op_linear(struct dsd_backend *be, float *out, int ldo, const float *x, int ldx, const struct dsd_weight *w,
-                   int T, unsigned flags)
+void cpu_op_linear(struct dsd_backend *be, void *out_, int ldo, const void *x_, int ldx, const struct dsd_weight *w, int T, unsigned flags)
 {
+    float *out = out_;
+    const float *x = x_;
     struct cpu_backend *cb = cpu(be);
     struct quantized_input q = quantize_for(cb, w, x, ldx, T);
     struct linear_task lt = { cb, out, ldo, x, ldx, q.xq, q.xs, w, T, flags };
@@ -119,8 +120,9 @@ void cpu_op_linear(struct dsd_backend *be, float *out, int ldo, const float *x, 
     quantized_free(&q);
 }
 
-void cpu_op_embed(struct dsd_backend *be, float *out, const struct dsd_weight *table, const int32_t *tokens, int T)
+void cpu_op_embed(struct dsd_backend *be, void *out_, const struct dsd_weight *table, const int32_t *tokens, int T)
 {
+    float *out = out_;
     struct cpu_backend *cb = cpu(be);
     int64_t D = table->cols;
     for (int t = 0; t < T; t++) {
@@ -131,8 +133,11 @@ void cpu_op_embed(struct dsd_backend *be, float *out, const struct dsd_weight *t
     }
 }
 
-void cpu_op_concat(struct dsd_backend *be, float *out, const float *a, int na, const float *b, int nb, int T)
+void cpu_op_concat(struct dsd_backend *be, void *out_, const void *a_, int na, const void *b_, int nb, int T)
 {
+    float *out = out_;
+    const float *a = a_;
+    const float *b = b_;
     (void)be;
     for (int t = 0; t < T; t++) {
         memcpy(out + (size_t)t * (na + nb), a + (size_t)t * na, (size_t)na * sizeof *out);
@@ -140,8 +145,10 @@ void cpu_op_concat(struct dsd_backend *be, float *out, const float *a, int na, c
     }
 }
 
-void cpu_op_gather_rows(struct dsd_backend *be, float *out, const float *x, int n_cols, const int32_t *rows, int n)
+void cpu_op_gather_rows(struct dsd_backend *be, void *out_, const void *x_, int n_cols, const int32_t *rows, int n)
 {
+    float *out = out_;
+    const float *x = x_;
     (void)be;
     for (int i = 0; i < n; i++)
         memmove(out + (size_t)i * n_cols, x + (size_t)rows[i] * n_cols, (size_t)n_cols * sizeof *out);

@@ -22,10 +22,12 @@ static void swiglu_rows(const struct cpu_backend *cb, float *g, const float *u, 
         g[i] = cpu_act(cb, dsd_ref_swiglu(g[i], u[i]));
 }
 
-void cpu_op_mlp(struct dsd_backend *be, float *out, const float *x, const struct dsd_expert_weights *w, int T)
+void cpu_op_mlp(struct dsd_backend *be, void *out_, const void *x_, const struct dsd_expert_weights *w, int T)
 {
+    float *out = out_;
+    const float *x = x_;
     struct cpu_backend *cb = cpu(be);
-    const int64_t D = cb->base.cfg.hidden_size, I = w->gate.rows;
+    const int64_t D = cb->base.dims.hidden_size, I = w->gate.rows;
     float *g = xmalloc((size_t)T * I * sizeof *g), *u = xmalloc((size_t)T * I * sizeof *u);
     cpu_op_linear(be, g, (int)I, x, (int)D, &w->gate, T, 0);
     cpu_op_linear(be, u, (int)I, x, (int)D, &w->up, T, 0);
@@ -65,8 +67,8 @@ static void moe_task(void *p, int task, int thread)
 {
     (void)thread;
     struct moe_ctx *c = p;
-    const int64_t D = c->cb->base.cfg.hidden_size;
-    const int E = c->cb->base.cfg.n_routed_experts;
+    const int64_t D = c->cb->base.dims.hidden_size;
+    const int E = c->cb->base.dims.n_routed_experts;
     if (task == E) {                        /* the shared expert sees every token */
         if (c->shared)
             expert_serial(c->cb, c->shared, c->x, c->T, &c->lw->shared);
@@ -86,10 +88,12 @@ static void moe_task(void *p, int task, int thread)
     free(ys);
 }
 
-void cpu_op_moe(struct dsd_backend *be, float *out, const float *x, const struct dsd_layer_weights *lw, int T)
+void cpu_op_moe(struct dsd_backend *be, void *out_, const void *x_, const struct dsd_layer_weights *lw, int T)
 {
+    float *out = out_;
+    const float *x = x_;
     struct cpu_backend *cb = cpu(be);
-    const struct dsd_model_config *c = &cb->base.cfg;
+    const struct dsd_model_dims *c = &cb->base.dims;
     const int64_t D = c->hidden_size;
     const int E = c->n_routed_experts, k = c->num_experts_per_tok;
 

@@ -32,16 +32,17 @@ static void rmsnorm_task(void *p, int t, int thread)
     rms_row(nt->cb, nt->out + (size_t)t * nt->ldo, nt->x + (size_t)t * nt->ldx, nt->w, nt->n, nt->eps);
 }
 
-void cpu_op_rmsnorm(struct dsd_backend *be, float *out, int ldo, const float *x, int ldx, const struct dsd_weight *w,
-                    int T, int n)
+void cpu_op_rmsnorm(struct dsd_backend *be, void *out_, int ldo, const void *x_, int ldx, const struct dsd_weight *w, int T, int n)
 {
+    float *out = out_;
+    const float *x = x_;
     struct cpu_backend *cb = cpu(be);
     float *wv = malloc((size_t)n * sizeof *wv);
     if (!wv)
         abort();
     cpu_weight_vector(w, wv);
     struct norm_task nt = { .cb = cb, .out = out, .ldo = ldo, .x = x, .ldx = ldx, .w = wv, .n = n,
-                            .eps = (float)cb->base.cfg.rms_norm_eps };
+                            .eps = (float)cb->base.dims.rms_norm_eps };
     dsd_thread_pool_run(cb->pool, T, rmsnorm_task, &nt);
     free(wv);
 }
@@ -59,24 +60,27 @@ static void add_rmsnorm_task(void *p, int t, int thread)
     rms_row(nt->cb, nt->out + (size_t)t * nt->n, r, nt->w, nt->n, nt->eps);
 }
 
-void cpu_op_add_rmsnorm(struct dsd_backend *be, float *out, float *resid, const float *delta,
-                        const struct dsd_weight *w, int T)
+void cpu_op_add_rmsnorm(struct dsd_backend *be, void *out_, void *resid_, const void *delta_, const struct dsd_weight *w, int T)
 {
+    float *out = out_;
+    float *resid = resid_;
+    const float *delta = delta_;
     struct cpu_backend *cb = cpu(be);
-    int n = (int)cb->base.cfg.hidden_size;
+    int n = (int)cb->base.dims.hidden_size;
     float *wv = malloc((size_t)n * sizeof *wv);
     if (!wv)
         abort();
     cpu_weight_vector(w, wv);
     struct norm_task nt = { .cb = cb, .out = out, .resid = resid, .delta = delta, .w = wv, .n = n,
-                            .eps = (float)cb->base.cfg.rms_norm_eps };
+                            .eps = (float)cb->base.dims.rms_norm_eps };
     dsd_thread_pool_run(cb->pool, T, add_rmsnorm_task, &nt);
     free(wv);
 }
 
-void cpu_op_layernorm(struct dsd_backend *be, float *out, const float *x, const struct dsd_weight *w,
-                      const struct dsd_weight *b, int T, int n)
+void cpu_op_layernorm(struct dsd_backend *be, void *out_, const void *x_, const struct dsd_weight *w, const struct dsd_weight *b, int T, int n)
 {
+    float *out = out_;
+    const float *x = x_;
     struct cpu_backend *cb = cpu(be);
     float *wv = malloc((size_t)n * 2 * sizeof *wv);
     if (!wv)

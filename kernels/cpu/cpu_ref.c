@@ -1,6 +1,8 @@
 /* Scalar reference building blocks (contract in cpu_ref.h). */
 #include "cpu_ref.h"
 
+#include "topk.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,67 +119,6 @@ void dsd_ref_hadamard(float *x, int n)
         x[i] *= s;
 }
 
-/* (score desc, index asc) order; NaN ranks below everything. */
-static int better(float sa, int ia, float sb, int ib)
-{
-    bool na = isnan(sa), nb = isnan(sb);
-    if (na != nb)
-        return nb;
-    if (!na && sa != sb)
-        return sa > sb;
-    return ia < ib;
-}
-
-static int cmp_i32(const void *a, const void *b)
-{
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
-}
-
-void dsd_ref_topk(const float *scores, int n, int k, int32_t *out)
-{
-    if (k <= 0)
-        return;
-    if (k >= n) {
-        for (int i = 0; i < n; i++)
-            out[i] = i;
-        return;
-    }
-    /* A min-heap (by `better`) of the k best seen so far: out[0] is the worst kept. */
-    int size = 0;
-    for (int i = 0; i < n; i++) {
-        if (size < k) {
-            int c = size++;
-            out[c] = i;
-            while (c > 0) {
-                int p = (c - 1) / 2;
-                if (!better(scores[out[p]], out[p], scores[out[c]], out[c]))
-                    break;
-                int32_t t = out[p];
-                out[p] = out[c];
-                out[c] = t;
-                c = p;
-            }
-        } else if (better(scores[i], i, scores[out[0]], out[0])) {
-            out[0] = i;
-            int c = 0;
-            for (;;) {
-                int l = 2 * c + 1, r = l + 1, m = c;
-                if (l < size && better(scores[out[m]], out[m], scores[out[l]], out[l]))
-                    m = l;
-                if (r < size && better(scores[out[m]], out[m], scores[out[r]], out[r]))
-                    m = r;
-                if (m == c)
-                    break;
-                int32_t t = out[m];
-                out[m] = out[c];
-                out[c] = t;
-                c = m;
-            }
-        }
-    }
-    qsort(out, (size_t)k, sizeof *out, cmp_i32);
-}
 
 void dsd_ref_moe_route(const float *logits, const float *bias, int n_experts, int n_group, int topk_group,
                        int k, bool norm, float scale, int32_t *experts, float *weights)
@@ -205,13 +146,13 @@ void dsd_ref_moe_route(const float *logits, const float *bias, int n_experts, in
         }
         gscore[g] = m1 + m2;
     }
-    dsd_ref_topk(gscore, n_group, topk_group, keep);
+    dsd_topk(gscore, n_group, topk_group, keep);
     for (int e = 0; e < n_experts; e++)
         masked[e] = -INFINITY;
     for (int i = 0; i < topk_group; i++)
         for (int e = keep[i] * per; e < (keep[i] + 1) * per; e++)
             masked[e] = b[e];
-    dsd_ref_topk(masked, n_experts, k, experts);
+    dsd_topk(masked, n_experts, k, experts);
     float sum = 0.0f;
     for (int i = 0; i < k; i++) {
         weights[i] = s[experts[i]];

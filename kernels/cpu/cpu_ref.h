@@ -10,7 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "weights.h"
+#include "tensor.h"
 
 /* e4m3 byte -> float, a 256-entry table. */
 extern float dsd_e4m3_lut[256];
@@ -41,10 +41,6 @@ void dsd_ref_act_quant(const float *x, int n, bool ue8m0, uint8_t *q_bytes, floa
 /* In-place y = (x H) / sqrt(n) with H the n x n Sylvester Hadamard matrix in natural order,
  * H[i][j] = (-1)^popcount(i & j); n a power of two. */
 void dsd_ref_hadamard(float *x, int n);
-
-/* Indices of the k largest scores[0..n) (NaN counts as -inf), ties to the lower index,
- * written in ascending index order. k <= n. */
-void dsd_ref_topk(const float *scores, int n, int k, int32_t *out);
 
 /* DeepSeek V3 routing for one token (docs/MODEL.md §6): s = sigmoid(logits); b = s + bias;
  * group score = sum of the top-2 b of each of n_group groups; keep the topk_group best

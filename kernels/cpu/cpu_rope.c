@@ -4,11 +4,11 @@
 
 #include <math.h>
 
-void cpu_op_rope(struct dsd_backend *be, float *x, int ld, int n_heads, int head_stride, int offset,
-                 const int32_t *pos, int T, bool interleaved)
+void cpu_op_rope(struct dsd_backend *be, void *x_, int ld, int n_heads, int head_stride, int offset, const int32_t *pos, int T, bool interleaved)
 {
+    float *x = x_;
     struct cpu_backend *cb = cpu(be);
-    const int R = cb->base.cfg.qk_rope_head_dim, half = R / 2;
+    const int R = cb->base.dims.qk_rope_head_dim, half = R / 2;
     float cs[half], sn[half];
     for (int t = 0; t < T; t++) {
         for (int i = 0; i < half; i++) {

@@ -134,8 +134,9 @@ TEST(absorbed_attention_equals_mha_form)
     }
     float q[2 * 4 * 128], out[2 * 4 * 64];
     fill(q, (size_t)2 * H * (N + R), 2.0, 1.5);
-    const int32_t *pt[1] = { seq.pages };
-    struct dsd_step st = { .n_tokens = 2, .pos = qpos, .seq = qseq, .slot = qslot, .n_seqs = 1, .page_table = pt };
+    int32_t page_off[2] = { 0, seq.n_pages };
+    struct dsd_step st = { .n_tokens = 2, .pos = qpos, .seq = qseq, .slot = qslot, .n_seqs = 1, .max_pos = 99,
+                           .n_pages = seq.n_pages, .page_off = page_off, .pages = seq.pages };
     m->ops->mla_attention(m->be, out, q, &m->w.layers[1].kv_b, layer, sel, topk, &st);
 
     const struct dsd_weight *kvb = &m->w.layers[1].kv_b;
@@ -191,9 +192,9 @@ TEST(fp8_kv_entry_layout)
     struct dsd_model *m = harness_load(g_tiny, DSD_NUMERICS_PRODUCTION, DSD_KV_FP8, 1);
     ASSERT_TRUE(m != NULL);
     const int L = m->cfg.kv_lora_rank, R = m->cfg.qk_rope_head_dim;
-    struct dsd_kv_layout lay = dsd_kv_layout_for(&m->cfg, DSD_NUMERICS_PRODUCTION, DSD_KV_FP8);
+    struct dsd_kv_layout lay = dsd_kv_layout_for(&m->dims, DSD_NUMERICS_PRODUCTION, DSD_KV_FP8);
     ASSERT_EQ_INT(lay.mla_token_bytes, (size_t)L + (size_t)L / 128 * 4 + (size_t)R * 2);
-    struct dsd_model_config real = m->cfg;
+    struct dsd_model_dims real = m->dims;
     real.kv_lora_rank = 512;
     ASSERT_EQ_INT(dsd_kv_layout_for(&real, DSD_NUMERICS_PRODUCTION, DSD_KV_FP8).mla_token_bytes, 656);
     ASSERT_EQ_INT(dsd_kv_layout_for(&real, DSD_NUMERICS_PRODUCTION, DSD_KV_BF16).mla_token_bytes, 1152);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cpu_ref.h"
+#include "topk.h"
 #include "numeric.h"
 #include "test.h"
 
@@ -149,25 +150,25 @@ TEST(topk_ties_go_to_the_lower_index)
 {
     float s[8] = { 1, 5, 3, 5, 5, 2, NAN, 3 };
     int32_t out[8];
-    dsd_ref_topk(s, 8, 2, out);
+    dsd_topk(s, 8, 2, out);
     ASSERT_EQ_INT(out[0], 1);
     ASSERT_EQ_INT(out[1], 3);
-    dsd_ref_topk(s, 8, 4, out);                              /* 5,5,5 then 3 at index 2 (not 7) */
+    dsd_topk(s, 8, 4, out);                              /* 5,5,5 then 3 at index 2 (not 7) */
     ASSERT_EQ_INT(out[0], 1);
     ASSERT_EQ_INT(out[1], 2);
     ASSERT_EQ_INT(out[2], 3);
     ASSERT_EQ_INT(out[3], 4);
-    dsd_ref_topk(s, 8, 7, out);                              /* NaN ranks last */
+    dsd_topk(s, 8, 7, out);                              /* NaN ranks last */
     for (int i = 0; i < 7; i++)
         ASSERT_TRUE(out[i] != 6);
-    dsd_ref_topk(s, 8, 8, out);                              /* k == n: everything, ascending */
+    dsd_topk(s, 8, 8, out);                              /* k == n: everything, ascending */
     for (int i = 0; i < 8; i++)
         ASSERT_EQ_INT(out[i], i);
     float big[1000];
     for (int i = 0; i < 1000; i++)
         big[i] = (float)((i * 7919) % 1000);                 /* a permutation of 0..999 */
     int32_t top[10];
-    dsd_ref_topk(big, 1000, 10, top);
+    dsd_topk(big, 1000, 10, top);
     for (int i = 0; i < 10; i++) {
         ASSERT_TRUE(big[top[i]] >= 990.0f);
         if (i)
