@@ -194,6 +194,9 @@ struct dsd_backend_params {
     enum dsd_kv_dtype kv_dtype;     /* ignored (F32) in exact numerics */
     int n_threads;                  /* CPU worker threads, 0 = one per online CPU */
     int device;                     /* GPU ordinal (CUDA backend) */
+    /* Optional: called by prepare_weights with the fraction of weight bytes placed (0..1]. */
+    void (*progress)(void *user, double fraction);
+    void *progress_user;
 };
 
 struct dsd_backend_params dsd_backend_default_params(void);

@@ -27,6 +27,17 @@
 extern "C" {
 #endif
 
+/* The CUDA backend of kernels/ops.h on GPU p->device (production numerics only). Returns
+ * NULL with err set: -ENODEV (no such GPU, no driver), -ENOTSUP (not a Hopper GPU, exact
+ * numerics), -EINVAL (dims), -ENOMEM. */
+struct dsd_backend;
+struct dsd_backend_params;
+struct dsd_backend *dsd_backend_cuda_new(const struct dsd_backend_params *p, struct dsd_err *err);
+/* "NVIDIA H100 80GB HBM3 (sm_90, 79 GiB)" */
+const char *dsd_backend_cuda_device_name(const struct dsd_backend *be);
+/* Device bytes the weights occupy after prepare_weights. */
+size_t dsd_backend_cuda_weight_bytes(const struct dsd_backend *be);
+
 struct dsd_cuda;
 
 int dsd_cuda_open(int device, struct dsd_cuda **out, struct dsd_err *err);

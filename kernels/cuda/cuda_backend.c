@@ -1,0 +1,514 @@
+/* The CUDA backend: creation, memory, the stream and its status, weights to the device, and
+ * the op table. The ops themselves live in one file per concern (cuda_act.cu, cuda_linear.c,
+ * cuda_kv.cu, cuda_indexer.cu, cuda_attention.cu, cuda_moe.cu). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_backend.h"
+#include "dsd_cuda.h"
+
+#define LT_WORKSPACE_BYTES (64u << 20)
+#define STAGING_BYTES (64u << 20)       /* each of the two pinned upload buffers */
+
+void cuda_use(struct cuda_backend *cb)
+{
+    /* cudaSetDevice is cheap when the device is already current */
+    (void)cudaSetDevice(cb->device);
+}
+
+void cuda_fail(struct cuda_backend *cb, int code, const char *fmt, ...)
+{
+    if (cb->status)
+        return;
+    cb->status = code ? code : -EIO;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cb->status_msg, sizeof cb->status_msg, fmt, ap);
+    va_end(ap);
+}
+
+bool cuda_ok_(struct cuda_backend *cb, cudaError_t e, const char *what, const char *file, int line)
+{
+    if (e == cudaSuccess)
+        return true;
+    cuda_fail(cb, e == cudaErrorMemoryAllocation ? -ENOMEM : -EIO, "%s:%d: %s: %s", file, line, what,
+              cudaGetErrorString(e));
+    return false;
+}
+
+bool cublas_ok_(struct cuda_backend *cb, cublasStatus_t s, const char *what, const char *file, int line)
+{
+    if (s == CUBLAS_STATUS_SUCCESS)
+        return true;
+    cuda_fail(cb, s == CUBLAS_STATUS_ALLOC_FAILED ? -ENOMEM : -EIO, "%s:%d: %s: cuBLAS status %d", file, line, what,
+              (int)s);
+    return false;
+}
+
+void *cuda_scratch(struct cuda_backend *cb, size_t bytes)
+{
+    if (bytes <= cb->scratch_bytes)
+        return cb->scratch;
+    if (!CU_OK(cb, cudaStreamSynchronize(cb->stream)))
+        return NULL;
+    cudaFree(cb->scratch);
+    cb->scratch = NULL;
+    cb->scratch_bytes = 0;
+    size_t want = bytes + bytes / 4;
+    if (!CU_OK(cb, cudaMalloc(&cb->scratch, want)))
+        return NULL;
+    cb->scratch_bytes = want;
+    return cb->scratch;
+}
+
+/* ---- memory ---------------------------------------------------------------------------- */
+
+static void *cu_alloc(struct dsd_backend *be, size_t bytes)
+{
+    struct cuda_backend *cb = cuda(be);
+    cuda_use(cb);
+    void *p = NULL;
+    if (cudaMalloc(&p, bytes ? bytes : 1) != cudaSuccess) {
+        (void)cudaGetLastError();   /* an allocation failure is returned, not sticky */
+        return NULL;
+    }
+    if (cudaMemsetAsync(p, 0, bytes ? bytes : 1, cb->stream) != cudaSuccess) {
+        cudaFree(p);
+        return NULL;
+    }
+    return p;
+}
+
+static void cu_release(struct dsd_backend *be, void *p)
+{
+    struct cuda_backend *cb = cuda(be);
+    if (!p)
+        return;
+    cuda_use(cb);
+    /* cudaFree waits for the device; work queued on p is done before it returns */
+    cudaFree(p);
+}
+
+static void *cu_alloc_host(struct dsd_backend *be, size_t bytes)
+{
+    struct cuda_backend *cb = cuda(be);
+    cuda_use(cb);
+    void *p = NULL;
+    if (cudaMallocHost(&p, bytes ? bytes : 1) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return NULL;
+    }
+    memset(p, 0, bytes ? bytes : 1);
+    return p;
+}
+
+static void cu_release_host(struct dsd_backend *be, void *p)
+{
+    if (!p)
+        return;
+    cuda_use(cuda(be));
+    cudaFreeHost(p);
+}
+
+static void cu_upload(struct dsd_backend *be, void *dst, const void *src, size_t bytes)
+{
+    struct cuda_backend *cb = cuda(be);
+    if (bytes)
+        CU_OK(cb, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, cb->stream));
+}
+
+static void cu_download(struct dsd_backend *be, void *dst, const void *src, size_t bytes)
+{
+    struct cuda_backend *cb = cuda(be);
+    if (bytes)
+        CU_OK(cb, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, cb->stream));
+}
+
+static int cu_synchronize(struct dsd_backend *be, struct dsd_err *err)
+{
+    struct cuda_backend *cb = cuda(be);
+    cuda_use(cb);
+    CU_OK(cb, cudaStreamSynchronize(cb->stream));
+    int rc = cb->status;
+    if (rc) {
+        dsd_errf(err, rc, "cuda device %d: %s", cb->device, cb->status_msg);
+        cb->status = 0;
+        cb->status_msg[0] = 0;
+    }
+    return rc;
+}
+
+/* ---- weights --------------------------------------------------------------------------- */
+
+/* Every weight of the model, for walking them. */
+static int collect_weights(struct dsd_model_weights *w, const struct dsd_model_dims *d, struct dsd_weight ***out)
+{
+    size_t cap = 16, n = 0;
+    struct dsd_weight **v = malloc(cap * sizeof *v);
+    if (!v)
+        return -ENOMEM;
+#define ADD(x)                                                                  \
+    do {                                                                        \
+        if ((x).data && (x).rows > 0) {                                         \
+            if (n == cap) {                                                     \
+                struct dsd_weight **nv = realloc(v, 2 * cap * sizeof *nv);      \
+                if (!nv) {                                                      \
+                    free(v);                                                    \
+                    return -ENOMEM;                                             \
+                }                                                               \
+                v = nv;                                                         \
+                cap *= 2;                                                       \
+            }                                                                   \
+            v[n++] = &(x);                                                      \
+        }                                                                       \
+    } while (0)
+#define ADD_EXPERT(e) ADD((e).gate); ADD((e).up); ADD((e).down)
+    ADD(w->embed);
+    ADD(w->final_norm);
+    ADD(w->lm_head);
+    for (int l = 0; l < w->n_layers; l++) {
+        struct dsd_layer_weights *lw = &w->layers[l];
+        ADD(lw->attn_norm); ADD(lw->ffn_norm);
+        ADD(lw->q_a); ADD(lw->q_a_norm); ADD(lw->q_b); ADD(lw->kv_a); ADD(lw->kv_a_norm); ADD(lw->kv_b);
+        ADD(lw->o_proj);
+        ADD(lw->idx_wq_b); ADD(lw->idx_wk); ADD(lw->idx_k_norm); ADD(lw->idx_k_norm_bias);
+        ADD(lw->idx_weights_proj);
+        ADD_EXPERT(lw->mlp);
+        ADD(lw->router); ADD(lw->router_bias);
+        ADD_EXPERT(lw->shared);
+        if (lw->experts)
+            for (int e = 0; e < d->n_routed_experts; e++) {
+                ADD_EXPERT(lw->experts[e]);
+            }
+        ADD(lw->enorm); ADD(lw->hnorm); ADD(lw->eh_proj); ADD(lw->head_norm);
+    }
+#undef ADD_EXPERT
+#undef ADD
+    *out = v;
+    return (int)n;
+}
+
+static size_t dtype_bytes(enum dsd_dtype t)
+{
+    switch (t) {
+    case DSD_DTYPE_F8_E4M3:
+        return 1;
+    case DSD_DTYPE_BF16:
+    case DSD_DTYPE_F16:
+        return 2;
+    case DSD_DTYPE_F32:
+        return 4;
+    default:
+        return 0;
+    }
+}
+
+/* What one weight occupies on the device: data (F16 widened to F32), then FP8 scales with
+ * rows padded to cuda_scale_stride blocks. */
+static size_t device_data_bytes(const struct dsd_weight *w)
+{
+    size_t el = w->dtype == DSD_DTYPE_F16 ? 4 : dtype_bytes(w->dtype);
+    return (size_t)w->rows * (size_t)w->cols * el;
+}
+
+static size_t device_scale_bytes(const struct dsd_weight *w)
+{
+    if (w->dtype != DSD_DTYPE_F8_E4M3 || !w->scale)
+        return 0;
+    return (size_t)((w->rows + 127) / 128) * (size_t)cuda_scale_stride(w) * sizeof(float);
+}
+
+static float f16_to_f32(uint16_t h)
+{
+    uint32_t s = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 0x1f, m = h & 0x3ff, u;
+    if (e == 0) {
+        if (m == 0) {
+            u = s;
+        } else {        /* subnormal: normalize */
+            e = 127 - 15 + 1;
+            while (!(m & 0x400)) {
+                m <<= 1;
+                e--;
+            }
+            u = s | (e << 23) | ((m & 0x3ff) << 13);
+        }
+    } else if (e == 31) {
+        u = s | 0x7f800000u | (m << 13);
+    } else {
+        u = s | ((e + 127 - 15) << 23) | (m << 13);
+    }
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Streams src (n bytes of host memory, e.g. the checkpoint's mmap) to dst through the two
+ * pinned staging buffers: the copy of one half runs while the CPU fills the other. convert,
+ * when set, rewrites each staged chunk (F16 -> F32 widening) into out_chunk bytes. */
+struct stager {
+    struct cuda_backend *cb;
+    uint8_t *buf[2];
+    cudaEvent_t done[2];
+    int next;
+    size_t moved;               /* bytes copied to the device so far */
+};
+
+static bool stage_copy(struct stager *s, uint8_t *dst, const uint8_t *src, size_t n, bool widen_f16)
+{
+    struct cuda_backend *cb = s->cb;
+    const size_t in_chunk = widen_f16 ? STAGING_BYTES / 2 : STAGING_BYTES;
+    size_t off_in = 0, off_out = 0;
+    while (off_in < n) {
+        size_t take = n - off_in < in_chunk ? n - off_in : in_chunk;
+        int b = s->next;
+        s->next ^= 1;
+        if (!CU_OK(cb, cudaEventSynchronize(s->done[b])))
+            return false;
+        size_t out;
+        if (widen_f16) {
+            const uint16_t *h = (const uint16_t *)(src + off_in);
+            float *f = (float *)s->buf[b];
+            for (size_t i = 0; i < take / 2; i++)
+                f[i] = f16_to_f32(h[i]);
+            out = take * 2;
+        } else {
+            memcpy(s->buf[b], src + off_in, take);
+            out = take;
+        }
+        if (!CU_OK(cb, cudaMemcpyAsync(dst + off_out, s->buf[b], out, cudaMemcpyHostToDevice, cb->stream)) ||
+            !CU_OK(cb, cudaEventRecord(s->done[b], cb->stream)))
+            return false;
+        off_in += take;
+        off_out += out;
+        s->moved += out;
+    }
+    return true;
+}
+
+static int cu_prepare_weights(struct dsd_backend *be, struct dsd_model_weights *w, struct dsd_err *err)
+{
+    struct cuda_backend *cb = cuda(be);
+    cuda_use(cb);
+    struct dsd_weight **v;
+    int n = collect_weights(w, &be->dims, &v);
+    if (n < 0)
+        return dsd_errf(err, -ENOMEM, "cuda: out of memory");
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        if (!dtype_bytes(v[i]->dtype)) {
+            int rc = dsd_errf(err, -EINVAL, "cuda: weight %s has a dtype the GPU backend does not take",
+                              v[i]->name ? v[i]->name : "?");
+            free(v);
+            return rc;
+        }
+        total += (device_data_bytes(v[i]) + 255) / 256 * 256 + (device_scale_bytes(v[i]) + 255) / 256 * 256;
+    }
+    /* One block for all weights: one allocation, nothing to fragment. */
+    uint8_t *block = NULL;
+    if (cudaMalloc((void **)&block, total ? total : 1) != cudaSuccess) {
+        (void)cudaGetLastError();
+        size_t fr = 0, tot = 0;
+        cudaMemGetInfo(&fr, &tot);
+        free(v);
+        return dsd_errf(err, -ENOMEM, "cuda: the weights need %.2f GiB, the device has %.2f GiB free of %.2f GiB",
+                        (double)total / (1u << 30), (double)fr / (1u << 30), (double)tot / (1u << 30));
+    }
+    struct stager s = { .cb = cb };
+    int rc = 0;
+    if (cudaMallocHost((void **)&s.buf[0], STAGING_BYTES) != cudaSuccess ||
+        cudaMallocHost((void **)&s.buf[1], STAGING_BYTES) != cudaSuccess ||
+        cudaEventCreateWithFlags(&s.done[0], cudaEventDisableTiming) != cudaSuccess ||
+        cudaEventCreateWithFlags(&s.done[1], cudaEventDisableTiming) != cudaSuccess) {
+        rc = dsd_errf(err, -ENOMEM, "cuda: no pinned staging memory");
+        goto out;
+    }
+    CU_OK(cb, cudaEventRecord(s.done[0], cb->stream));
+    CU_OK(cb, cudaEventRecord(s.done[1], cb->stream));
+    uint8_t *at = block;
+    for (int i = 0; i < n && !cb->status; i++) {
+        struct dsd_weight *x = v[i];
+        bool widen = x->dtype == DSD_DTYPE_F16;
+        size_t host_bytes = (size_t)x->rows * (size_t)x->cols * dtype_bytes(x->dtype);
+        uint8_t *d_data = at;
+        at += (device_data_bytes(x) + 255) / 256 * 256;
+        stage_copy(&s, d_data, x->data, host_bytes, widen);
+        float *d_scale = NULL;
+        if (device_scale_bytes(x)) {
+            d_scale = (float *)at;
+            at += (device_scale_bytes(x) + 255) / 256 * 256;
+            const int64_t rb = (x->rows + 127) / 128, kb = (x->cols + 127) / 128, stride = cuda_scale_stride(x);
+            /* rows of kb scales, padded with ones to stride */
+            for (int64_t r = 0; r < rb && !cb->status; r++) {
+                float row[stride];
+                for (int64_t k = 0; k < stride; k++)
+                    row[k] = k < kb ? x->scale[r * kb + k] : 1.0f;
+                stage_copy(&s, (uint8_t *)(d_scale + r * stride), (const uint8_t *)row, (size_t)stride * sizeof(float),
+                           false);
+            }
+        }
+        x->data = d_data;
+        x->scale = d_scale;
+        if (widen)
+            x->dtype = DSD_DTYPE_F32;
+        if (be->params.progress)
+            be->params.progress(be->params.progress_user, (double)(i + 1) / n);
+    }
+    CU_OK(cb, cudaStreamSynchronize(cb->stream));
+    if (cb->status) {
+        rc = dsd_errf(err, cb->status, "cuda: uploading weights: %s", cb->status_msg);
+        cb->status = 0;
+        goto out;
+    }
+    cb->weight_bytes = total;
+    cb->weight_block = block;
+    block = NULL;
+    if ((rc = cuda_attention_prepare(cb, w, err)) || (rc = cuda_moe_prepare(cb, w, err)))
+        goto out;
+out:
+    if (s.buf[0])
+        cudaFreeHost(s.buf[0]);
+    if (s.buf[1])
+        cudaFreeHost(s.buf[1]);
+    if (s.done[0])
+        cudaEventDestroy(s.done[0]);
+    if (s.done[1])
+        cudaEventDestroy(s.done[1]);
+    if (block)
+        cudaFree(block);
+    free(v);
+    return rc;
+}
+
+static void cu_release_weights(struct dsd_backend *be, struct dsd_model_weights *w)
+{
+    struct cuda_backend *cb = cuda(be);
+    cuda_use(cb);
+    cuda_moe_release(cb, w);
+    cuda_attention_release(cb, w);
+    /* the weights' data pointers point into this block; the caller drops the struct */
+    cudaFree(cb->weight_block);
+    cb->weight_block = NULL;
+    cb->weight_bytes = 0;
+}
+
+/* ---- the backend ----------------------------------------------------------------------- */
+
+static const struct dsd_ops cuda_ops = {
+    .name = "cuda",
+    .alloc = cu_alloc,
+    .release = cu_release,
+    .alloc_host = cu_alloc_host,
+    .release_host = cu_release_host,
+    .upload = cu_upload,
+    .download = cu_download,
+    .synchronize = cu_synchronize,
+    .prepare_weights = cu_prepare_weights,
+    .release_weights = cu_release_weights,
+    .embed = cuda_op_embed,
+    .rmsnorm = cuda_op_rmsnorm,
+    .add_rmsnorm = cuda_op_add_rmsnorm,
+    .layernorm = cuda_op_layernorm,
+    .linear = cuda_op_linear,
+    .rope = cuda_op_rope,
+    .mla_kv_store = cuda_op_mla_kv_store,
+    .index_k_store = cuda_op_index_k_store,
+    .indexer_topk = cuda_op_indexer_topk,
+    .mla_attention = cuda_op_mla_attention,
+    .mlp = cuda_op_mlp,
+    .moe = cuda_op_moe,
+    .concat = cuda_op_concat,
+    .gather_rows = cuda_op_gather_rows,
+    .to_f32 = cuda_op_to_f32,
+    .from_f32 = cuda_op_from_f32,
+};
+
+static void cu_destroy(struct dsd_backend *be)
+{
+    struct cuda_backend *cb = cuda(be);
+    cuda_use(cb);
+    if (cb->stream)
+        cudaStreamSynchronize(cb->stream);
+    cuda_linear_free(cb);
+    cudaFree(cb->scratch);
+    cudaFree(cb->lt_workspace);
+    cudaFree(cb->weight_block);
+    if (cb->lt)
+        cublasLtDestroy(cb->lt);
+    if (cb->stream)
+        cudaStreamDestroy(cb->stream);
+    dsd_backend_fini_common(be);
+    free(cb);
+}
+
+struct dsd_backend *dsd_backend_cuda_new(const struct dsd_backend_params *p, struct dsd_err *err)
+{
+    if (!p) {
+        dsd_errf(err, -EINVAL, "cuda backend: no parameters given");
+        return NULL;
+    }
+    if (p->numerics != DSD_NUMERICS_PRODUCTION) {
+        dsd_errf(err, -ENOTSUP, "cuda backend: only production numerics run on the GPU (exact runs on the CPU backend)");
+        return NULL;
+    }
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+        (void)cudaGetLastError();
+        dsd_errf(err, -ENODEV, "cuda backend: no CUDA device is visible (driver loaded? CUDA_VISIBLE_DEVICES?)");
+        return NULL;
+    }
+    if (p->device < 0 || p->device >= count) {
+        dsd_errf(err, -ENODEV, "cuda backend: GPU %d does not exist (%d visible)", p->device, count);
+        return NULL;
+    }
+    struct cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, p->device) != cudaSuccess) {
+        dsd_errf(err, -ENODEV, "cuda backend: cannot query GPU %d", p->device);
+        return NULL;
+    }
+    if (prop.major != 9) {
+        dsd_errf(err, -ENOTSUP, "cuda backend: %s is sm_%d%d; this build's kernels are for Hopper (sm_90a)", prop.name,
+                 prop.major, prop.minor);
+        return NULL;
+    }
+    struct cuda_backend *cb = calloc(1, sizeof *cb);
+    if (!cb) {
+        dsd_errf(err, -ENOMEM, "cuda backend: out of memory");
+        return NULL;
+    }
+    if (dsd_backend_init_common(&cb->base, p, 2, err)) {
+        free(cb);
+        return NULL;
+    }
+    cb->base.ops = &cuda_ops;
+    cb->base.destroy = cu_destroy;
+    cb->device = p->device;
+    cb->mem_total = prop.totalGlobalMem;
+    snprintf(cb->name, sizeof cb->name, "%s (sm_%d%d, %.0f GiB)", prop.name, prop.major, prop.minor,
+             (double)prop.totalGlobalMem / (1u << 30));
+    cuda_use(cb);
+    if (cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking) != cudaSuccess ||
+        cublasLtCreate(&cb->lt) != CUBLAS_STATUS_SUCCESS ||
+        cudaMalloc(&cb->lt_workspace, LT_WORKSPACE_BYTES) != cudaSuccess) {
+        dsd_errf(err, -ENOMEM, "cuda backend: cannot set up a stream and cuBLASLt on %s", cb->name);
+        cu_destroy(&cb->base);
+        return NULL;
+    }
+    cb->lt_workspace_bytes = LT_WORKSPACE_BYTES;
+    if (cuda_linear_init(cb, err)) {
+        cu_destroy(&cb->base);
+        return NULL;
+    }
+    return &cb->base;
+}
+
+const char *dsd_backend_cuda_device_name(const struct dsd_backend *be)
+{
+    return ((const struct cuda_backend *)be)->name;
+}
+
+size_t dsd_backend_cuda_weight_bytes(const struct dsd_backend *be)
+{
+    return ((const struct cuda_backend *)be)->weight_bytes;
+}
