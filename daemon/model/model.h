@@ -37,11 +37,21 @@
 
 struct dsd_forward_ws;
 
+enum dsd_model_backend {
+    DSD_MODEL_BACKEND_CPU = 0,  /* kernels/cpu: the reference, any machine */
+    DSD_MODEL_BACKEND_CUDA,     /* kernels/cuda: one Hopper GPU, production numerics */
+};
+
 struct dsd_model_params {
     enum dsd_numerics numerics;
     enum dsd_kv_dtype kv_dtype;
+    enum dsd_model_backend backend;
+    int device;                 /* GPU ordinal for the CUDA backend */
     int n_threads;              /* 0 = all online CPUs */
     bool prefault;              /* read every weight page at load (a daemon wants this) */
+    /* Optional: loading progress 0..1 (weights placed on the device), from the loading thread. */
+    void (*progress)(void *user, double fraction);
+    void *progress_user;
 };
 
 struct dsd_model_params dsd_model_default_params(void);
@@ -62,8 +72,10 @@ struct dsd_model {
  * receives the qk_rope_head_dim/2 RoPE frequencies and must outlive every use of *out. */
 void dsd_model_dims_from_config(const struct dsd_model_config *c, float *inv_freq, struct dsd_model_dims *out);
 
-/* Loads DIR (config.json + safetensors). Returns 0 or a negative errno with err naming the
- * file, tensor or field at fault. */
+/* Loads DIR (config.json + safetensors) onto the backend p names. Returns 0 or a negative
+ * errno with err naming the file, tensor or field at fault; -ENOTSUP when this build has no
+ * CUDA backend or the GPU cannot run it; -ENODEV when there is no such GPU; -ENOMEM when the
+ * weights do not fit its memory. */
 int dsd_model_load(const char *dir, const struct dsd_model_params *p, struct dsd_model **out,
                    struct dsd_err *err);
 void dsd_model_free(struct dsd_model *m);

@@ -67,6 +67,11 @@ struct cfg_key {
     const char *doc;            /* paragraph for the example file */
 };
 
+/* Whether this build has the CUDA backend (the build system defines it to 1). */
+#ifndef DSD_SERVE_HAVE_CUDA
+#define DSD_SERVE_HAVE_CUDA 0
+#endif
+
 #define FIELD(f) offsetof(struct dsd_serve_config, f), sizeof(((struct dsd_serve_config *)0)->f)
 
 static const struct cfg_enum_value backend_values[] = {
@@ -101,9 +106,13 @@ static const struct cfg_key cfg_keys[] = {
     { "backend", "Model and engine", CFG_ENUM, FIELD(backend), 0, 0, 0, backend_values,
       "cpu", NULL, 0, "cpu|cuda", "where the forward pass runs",
       "Where the forward pass runs. cpu is the reference implementation in plain C; it is "
-      "slow and meant for small test models and verification. cuda runs on the host's "
-      "NVIDIA Hopper GPUs; it is not available in this version, and deepseekd refuses to "
-      "start with it." },
+      "slow and meant for small test models and verification. cuda runs on an NVIDIA "
+      "Hopper GPU (H100, H200; the one named by gpu) with weights and the KV cache in its "
+      "memory, production numerics only. A deepseekd built without CUDA refuses cuda." },
+    { "gpu", "Model and engine", CFG_INT, FIELD(gpu), 0, 1023, 0, NULL,
+      "0", NULL, 0, "N", "GPU ordinal for backend = cuda",
+      "Which GPU the cuda backend uses, as CUDA numbers them (CUDA_VISIBLE_DEVICES "
+      "applies). Ignored by the cpu backend." },
     { "numerics", "Model and engine", CFG_ENUM, FIELD(numerics), 0, 0, 0, numerics_values,
       "production", NULL, 0, "production|exact", "arithmetic of the forward pass",
       "Arithmetic of the forward pass. production computes as the GPU kernels do: bf16 "
@@ -674,13 +683,21 @@ static int validate(const struct dsd_serve_config *cfg, const int origin[], stru
         return dsd_errf(err, -EINVAL,
                         "no model directory: set \"model = DIR\" in the configuration file "
                         "or pass --model DIR");
-    /* The one place that knows which backends this build has. */
-    if (cfg->backend == DSD_SERVE_BACKEND_CUDA) {
+    /* The one place that knows which backends this build has and what each can do. */
+    if (cfg->backend == DSD_SERVE_BACKEND_CUDA && !DSD_SERVE_HAVE_CUDA) {
         key_find("backend", &i);
         origin_text(cfg, origin, i, &w);
         return dsd_errf(err, -EINVAL,
-                        "%s: backend = \"cuda\": the CUDA backend is not available in this "
-                        "version of deepseekd; use backend = cpu", w.text);
+                        "%s: backend = \"cuda\": this deepseekd was built without the CUDA backend "
+                        "(build it with -DDSD_CUDA=ON on a machine with the CUDA toolkit); use backend = cpu",
+                        w.text);
+    }
+    if (cfg->backend == DSD_SERVE_BACKEND_CUDA && cfg->numerics == DSD_SERVE_NUMERICS_EXACT) {
+        key_find("backend", &i);
+        origin_text(cfg, origin, i, &w);
+        return dsd_errf(err, -EINVAL,
+                        "%s: backend = \"cuda\" with numerics = exact: exact numerics run on the CPU "
+                        "backend only; use numerics = production on the GPU", w.text);
     }
     if (!cfg->socket[0]) {
         key_find("socket", &i);

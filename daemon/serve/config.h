@@ -65,6 +65,7 @@ struct dsd_serve_config {
     /* model and engine */
     char model[DSD_SERVE_CONFIG_PATH_MAX];      /* required */
     enum dsd_serve_backend backend;
+    int64_t gpu;                    /* CUDA device ordinal */
     enum dsd_serve_numerics numerics;
     enum dsd_serve_kv_dtype kv_dtype;
     int64_t threads;                /* 0 = one per online CPU */

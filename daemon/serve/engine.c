@@ -579,10 +579,19 @@ static void publish_counts(struct dsd_engine *e)
     pthread_mutex_unlock(&e->mu);
 }
 
+/* Weights placed on the device: loading progress from 5% to 90%. */
+static void load_progress(void *user, double fraction)
+{
+    struct dsd_engine *e = user;
+    atomic_store(&e->progress, 0.05 + 0.85 * fraction);
+}
+
 static int load(struct dsd_engine *e)
 {
     struct dsd_err err = {{0}};
     atomic_store(&e->progress, 0.05);
+    e->p.model.progress = load_progress;
+    e->p.model.progress_user = e;
     int rc = dsd_model_load(e->model_dir, &e->p.model, &e->model, &err);
     if (rc) {
         snprintf(e->failure, sizeof e->failure, "%s", err.msg);

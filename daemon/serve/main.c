@@ -138,6 +138,8 @@ int main(int argc, char **argv)
     ep.model.numerics = cfg.numerics == DSD_SERVE_NUMERICS_EXACT ? DSD_NUMERICS_EXACT : DSD_NUMERICS_PRODUCTION;
     ep.model.kv_dtype = cfg.kv_dtype == DSD_SERVE_KV_BF16 ? DSD_KV_BF16 : DSD_KV_FP8;
     ep.model.n_threads = (int)cfg.threads;
+    ep.model.backend = cfg.backend == DSD_SERVE_BACKEND_CUDA ? DSD_MODEL_BACKEND_CUDA : DSD_MODEL_BACKEND_CPU;
+    ep.model.device = (int)cfg.gpu;
     dsd_notify_status("loading %s", model_name);
     dsd_log(LOG_INFO, "deepseekd starting: model %s, %s numerics, %s KV, socket %s", cfg.model,
             dsd_serve_numerics_name(cfg.numerics), dsd_serve_kv_dtype_name(cfg.kv_dtype),

@@ -35,7 +35,8 @@ static const struct key_spec spec[] = {
     { "socket", "/run/deepseekd/deepseekd.sock", NULL, NULL, "/run/other.sock", false },
     { "socket_mode", "0660", "0000", "0777", "0600", false },
     { "socket_group", "", NULL, NULL, "inference", false },
-    { "backend", "cpu", NULL, NULL, NULL, false },      /* cuda is refused: no alternative */
+    { "backend", "cpu", NULL, NULL, NULL, false },      /* cuda depends on the build: tested below */
+    { "gpu", "0", "0", "1023", "1", false },
     { "numerics", "production", NULL, NULL, "exact", false },
     { "kv_dtype", "fp8", NULL, NULL, "bf16", false },
     { "threads", "0", "0", "1024", "8", false },
@@ -395,20 +396,27 @@ TEST(syntax_errors)
     ASSERT_CONTAINS(err.msg, "nul.conf:2: line contains a NUL byte");
 }
 
+/* cuda with exact numerics is refused on every build (exact runs on the CPU); a build
+ * without CUDA refuses cuda at all. Either way the message names the line. */
 TEST(cuda_is_refused_with_its_origin)
 {
     struct dsd_serve_config cfg;
     struct dsd_err err;
-    const char *p = conf("model = /m\n\nbackend = cuda\n");
+    const char *p = conf("model = /m\n\nbackend = cuda\nnumerics = exact\n");
     ASSERT_EQ_INT(load(&cfg, &err, "--config", p, NULL), -EINVAL);
     char where[600];
-    snprintf(where, sizeof where, "%s:3: backend = \"cuda\": the CUDA backend is not available", p);
+    snprintf(where, sizeof where, "%s:3: backend = \"cuda\"", p);
     ASSERT_CONTAINS(err.msg, where);
-    ASSERT_CONTAINS(err.msg, "use backend = cpu");
-    ASSERT_EQ_INT(load(&cfg, &err, "--model", "/m", "--backend", "cuda", NULL), -EINVAL);
+    ASSERT_CONTAINS(err.msg, DSD_SERVE_HAVE_CUDA ? "exact numerics run on the CPU" : "built without the CUDA backend");
+    ASSERT_EQ_INT(load(&cfg, &err, "--model", "/m", "--backend", "cuda", "--numerics", "exact", NULL), -EINVAL);
     ASSERT_CONTAINS(err.msg, "option --backend: backend = \"cuda\"");
     /* An option overriding the file's cuda is fine. */
     ASSERT_EQ_INT(load(&cfg, &err, "--config", p, "--backend=cpu", NULL), 0);
+    /* cuda in production numerics: accepted exactly when this build has CUDA */
+    ASSERT_EQ_INT(load(&cfg, &err, "--model", "/m", "--backend", "cuda", "--gpu", "1", NULL),
+                  DSD_SERVE_HAVE_CUDA ? 0 : -EINVAL);
+    if (DSD_SERVE_HAVE_CUDA)
+        ASSERT_EQ_INT(cfg.gpu, 1);
 }
 
 TEST(options)
@@ -729,7 +737,7 @@ TEST(reload_with_a_bad_file_changes_nothing)
 
     static const char *const bad[] = {
         "model = /m\nmax_tokens = 20\nlog_level = loud\n",     /* a bad value after a good one */
-        "model = /m\nmax_tokens = 20\nbackend = cuda\n",       /* refused backend */
+        "model = /m\nmax_tokens = 20\nbackend = cuda\nnumerics = exact\n",   /* refused backend */
         "max_tokens = 20\n",                                   /* model gone */
         "model = /m\nmax_tokens = 20\nbogus = 1\n",
     };

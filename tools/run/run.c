@@ -17,8 +17,8 @@ static const char usage[] =
     "usage: deepseekd-run --model DIR (--prompt-tokens \"0 17 42 ...\" | --prompt TEXT) --max-tokens N\n"
     "                     [--greedy | --temperature T --top-p P --seed S] [--kv fp8|bf16]\n"
     "                     [--numerics production|exact] [--dump-logits FILE] [--threads N]\n"
-    "                     [--chunk N] [--ignore-eos]\n"
-    "Generates with the CPU engine and prints the generated token ids on one line (and, with\n"
+    "                     [--chunk N] [--ignore-eos] [--backend cpu|cuda] [--gpu N]\n"
+    "Generates with the engine and prints the generated token ids on one line (and, with\n"
     "--prompt, the generated text on the next), then load, prefill and decode speed on stderr.\n"
     "  --prompt TEXT  text prompt, tokenized with the model's tokenizer.json (BOS first)\n"
     "  --numerics     production (bf16 activations, FP8 linears/indexer/KV; default) or exact\n"
@@ -26,7 +26,9 @@ static const char usage[] =
     "  --kv           KV cache entries: fp8 (656 B/token/layer for V3.2; default) or bf16\n"
     "  --dump-logits  write every prompt position's and every step's logits as a float32 .npy\n"
     "  --chunk N      prefill in chunks of N tokens (default: the whole prompt at once)\n"
-    "  --ignore-eos   keep generating past the end-of-sentence token\n";
+    "  --ignore-eos   keep generating past the end-of-sentence token\n"
+    "  --backend      cpu (the reference; default) or cuda (one Hopper GPU, production numerics)\n"
+    "  --gpu N        which GPU the cuda backend uses (default 0)\n";
 
 static double now(void)
 {
@@ -144,6 +146,18 @@ int main(int argc, char **argv)
                 mp.kv_dtype = DSD_KV_BF16;
             else
                 return fail("--kv must be fp8 or bf16, got \"%s\"", v);
+        } else if (!strcmp(a, "--backend")) {
+            if (!strcmp(v, "cpu"))
+                mp.backend = DSD_MODEL_BACKEND_CPU;
+            else if (!strcmp(v, "cuda"))
+                mp.backend = DSD_MODEL_BACKEND_CUDA;
+            else
+                return fail("--backend must be cpu or cuda, got \"%s\"", v);
+        } else if (!strcmp(a, "--gpu")) {
+            long g = strtol(v, &end, 10);
+            if (*end || errno || g < 0 || g > 1023)
+                return fail("--gpu must be a GPU ordinal 0..1023, got \"%s\"", v);
+            mp.device = (int)g;
         } else if (!strcmp(a, "--numerics")) {
             if (!strcmp(v, "production"))
                 mp.numerics = DSD_NUMERICS_PRODUCTION;
