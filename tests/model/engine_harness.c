@@ -7,9 +7,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+static enum dsd_model_backend g_production_backend = DSD_MODEL_BACKEND_CPU;
+
+void harness_set_production_backend(enum dsd_model_backend b)
+{
+    g_production_backend = b;
+}
+
 struct dsd_model *harness_load(const char *dir, enum dsd_numerics numerics, enum dsd_kv_dtype kv, int threads)
 {
     struct dsd_model_params p = dsd_model_default_params();
+    if (numerics == DSD_NUMERICS_PRODUCTION)
+        p.backend = g_production_backend;
     p.numerics = numerics;
     p.kv_dtype = kv;
     p.n_threads = threads;

@@ -16,8 +16,11 @@ struct prompt_run {
     float *hidden;          /* [n][hidden] post-norm */
 };
 
-/* Loads dir with the given numerics/KV dtype (NULL on failure, message printed). */
+/* Loads dir with the given numerics/KV dtype (NULL on failure, message printed). Production
+ * numerics load onto the backend set by harness_set_production_backend (the CPU by default);
+ * exact numerics always run on the CPU. */
 struct dsd_model *harness_load(const char *dir, enum dsd_numerics numerics, enum dsd_kv_dtype kv, int threads);
+void harness_set_production_backend(enum dsd_model_backend b);
 /* Prefills ids in chunks of `chunk` tokens; 0 on success. */
 int harness_run(struct dsd_model *m, const int32_t *ids, int n, int chunk, struct prompt_run *out);
 void harness_free_run(struct prompt_run *r);

@@ -13,9 +13,16 @@
  *     indexer top-k overlap, gated at levels measured from FP8 noise (docs/NUMERICS.md);
  *  4. one prompt as a single prefill, in chunks of 7 and token by token: bitwise equal;
  *     two sequences in one ragged step: bitwise equal to each alone.
+ *
+ *   test_golden MODEL_DIR GOLDEN_DIR --backend cuda      (on the GPU host, tests/gpu/run.sh)
+ * runs production numerics on the CUDA backend: 3. against the CPU's exact numerics and the
+ * golden data, plus CUDA vs the CPU's production numerics (logits, indexer selections), 64
+ * greedy tokens equal to the CPU's or diverging only at a near-tie, and chunked prefill
+ * within tolerance of the whole prefill (a GPU does not promise bitwise chunking yet).
  */
 #include <jansson.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -268,10 +275,124 @@ TEST(ragged_batch_equals_separate_runs)
     free(bids);
 }
 
+/* CUDA vs the CPU, both production numerics: same arithmetic up to summation order. */
+TEST(cuda_matches_cpu_production)
+{
+    int n;
+    int32_t *ids = prompt_ids("long", &n);
+    harness_set_production_backend(DSD_MODEL_BACKEND_CPU);
+    struct dsd_model *mc = harness_load(g_model, DSD_NUMERICS_PRODUCTION, DSD_KV_FP8, 4);
+    harness_set_production_backend(DSD_MODEL_BACKEND_CUDA);
+    struct dsd_model *mg = harness_load(g_model, DSD_NUMERICS_PRODUCTION, DSD_KV_FP8, 4);
+    ASSERT_TRUE(mc && mg);
+    if (!mc || !mg)
+        return;
+    struct prompt_run rc, rg;
+    ASSERT_EQ_INT(harness_run(mc, ids, n, n, &rc), 0);
+    ASSERT_EQ_INT(harness_run(mg, ids, n, n, &rg), 0);
+    double worst = logits_max_rel_err(rg.logits, rc.logits, n, rc.vocab);
+    int agree = logits_argmax_agree(rg.logits, rc.logits, n, rc.vocab);
+    int sets;
+    double overlap = selection_overlap(rg.sel, rc.sel, rc.layers, n, rc.topk, &sets);
+    printf("  cuda vs cpu (production, FP8 KV), %d tokens: logit rel err worst %.3g; argmax %d/%d; indexer overlap "
+           "%.4f over %d sparse selections\n", n, worst, agree, n, overlap, sets);
+    /* Gates: same production arithmetic, so much tighter than production vs exact; FP8
+     * re-quantization of slightly different bf16 values still flips a few selections. */
+    ASSERT_TRUE(overlap >= 0.97);
+    ASSERT_TRUE(worst <= 0.1);
+    ASSERT_TRUE(agree >= (int)(0.9 * n));
+    harness_free_run(&rc);
+    harness_free_run(&rg);
+    dsd_model_free(mc);
+    dsd_model_free(mg);
+    free(ids);
+}
+
+/* 64 greedy tokens on CUDA equal the CPU's; a divergence passes only at a near-tie: the CPU's
+ * top-2 logit gap at that step is within twice the largest CPU/CUDA logit difference of that
+ * row (the noise that can swap two logits is at most that large). */
+TEST(cuda_greedy_matches_cpu)
+{
+    int np;
+    int32_t *prompt = prompt_ids("short", &np);
+    harness_set_production_backend(DSD_MODEL_BACKEND_CPU);
+    struct dsd_model *mc = harness_load(g_model, DSD_NUMERICS_PRODUCTION, DSD_KV_FP8, 4);
+    harness_set_production_backend(DSD_MODEL_BACKEND_CUDA);
+    struct dsd_model *mg = harness_load(g_model, DSD_NUMERICS_PRODUCTION, DSD_KV_FP8, 4);
+    ASSERT_TRUE(mc && mg);
+    if (!mc || !mg)
+        return;
+    enum { N = 64 };
+    int32_t oc[N], og[N];
+    ASSERT_EQ_INT(harness_greedy(mc, prompt, np, N, oc), 0);
+    ASSERT_EQ_INT(harness_greedy(mg, prompt, np, N, og), 0);
+    int first = -1;
+    for (int i = 0; i < N && first < 0; i++)
+        if (oc[i] != og[i])
+            first = i;
+    if (first < 0) {
+        printf("  cuda greedy: %d tokens equal to the CPU's\n", N);
+    } else {
+        /* logits of the divergent step on both backends */
+        int len = np + first;
+        int32_t *seq = malloc((size_t)len * sizeof *seq);
+        memcpy(seq, prompt, (size_t)np * sizeof *seq);
+        memcpy(seq + np, oc, (size_t)first * sizeof *seq);
+        struct prompt_run rc, rg;
+        ASSERT_EQ_INT(harness_run(mc, seq, len, len, &rc), 0);
+        ASSERT_EQ_INT(harness_run(mg, seq, len, len, &rg), 0);
+        const float *lc = rc.logits + (size_t)(len - 1) * rc.vocab, *lg = rg.logits + (size_t)(len - 1) * rc.vocab;
+        float top1 = -INFINITY, top2 = -INFINITY, maxdiff = 0;
+        for (int64_t v = 0; v < rc.vocab; v++) {
+            if (lc[v] > top1) {
+                top2 = top1;
+                top1 = lc[v];
+            } else if (lc[v] > top2) {
+                top2 = lc[v];
+            }
+            maxdiff = fmaxf(maxdiff, fabsf(lc[v] - lg[v]));
+        }
+        printf("  cuda greedy: first divergence at token %d (cpu %d, cuda %d): cpu top-2 gap %.4g, max |cpu-cuda| "
+               "logit difference %.4g\n", first, oc[first], og[first], top1 - top2, maxdiff);
+        ASSERT_TRUE(top1 - top2 <= 2 * maxdiff);
+        harness_free_run(&rc);
+        harness_free_run(&rg);
+        free(seq);
+    }
+    dsd_model_free(mc);
+    dsd_model_free(mg);
+    free(prompt);
+}
+
+/* Chunked prefill on CUDA: within tolerance of the whole prefill (not bitwise: the GEMM's
+ * summation order may depend on the number of rows). */
+TEST(cuda_chunked_prefill_close)
+{
+    int n;
+    int32_t *ids = prompt_ids("long", &n);
+    struct dsd_model *m = harness_load(g_model, DSD_NUMERICS_PRODUCTION, DSD_KV_FP8, 4);
+    ASSERT_TRUE(m != NULL);
+    if (!m)
+        return;
+    struct prompt_run whole, by7;
+    ASSERT_EQ_INT(harness_run(m, ids, n, n, &whole), 0);
+    ASSERT_EQ_INT(harness_run(m, ids, n, 7, &by7), 0);
+    double worst = logits_max_rel_err(by7.logits, whole.logits, n, whole.vocab);
+    int bitwise = memcmp(whole.logits, by7.logits, (size_t)n * whole.vocab * sizeof(float)) == 0;
+    printf("  cuda chunks of 7 vs whole prefill: logit rel err worst %.3g (%s)\n", worst,
+           bitwise ? "bitwise equal" : "not bitwise");
+    ASSERT_TRUE(worst <= 0.1);
+    harness_free_run(&whole);
+    harness_free_run(&by7);
+    dsd_model_free(m);
+    free(ids);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: test_golden MODEL_DIR GOLDEN_DIR\n");
+    bool cuda = argc == 5 && strcmp(argv[3], "--backend") == 0 && strcmp(argv[4], "cuda") == 0;
+    if (argc != 3 && !cuda) {
+        fprintf(stderr, "usage: test_golden MODEL_DIR GOLDEN_DIR [--backend cuda]\n");
         return 2;
     }
     g_model = argv[1];
@@ -281,6 +402,18 @@ int main(int argc, char **argv)
     if (!g_meta) {
         fprintf(stderr, "%s/golden.json: %s\n", g_golden, je.text);
         return 1;
+    }
+    if (cuda) {
+        harness_set_production_backend(DSD_MODEL_BACKEND_CUDA);
+        RUN(checkpoint_is_the_golden_one);
+        RUN(production_fp8_kv_vs_exact);
+        RUN(production_bf16_kv_vs_exact);
+        RUN(cuda_matches_cpu_production);
+        RUN(cuda_greedy_matches_cpu);
+        harness_set_production_backend(DSD_MODEL_BACKEND_CUDA);
+        RUN(cuda_chunked_prefill_close);
+        json_decref(g_meta);
+        return test_report();
     }
     RUN(checkpoint_is_the_golden_one);
     RUN(exact_matches_transformers_short_prompt);
