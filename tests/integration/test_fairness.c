@@ -3,9 +3,10 @@
  *   test_fairness DEEPSEEKD MODEL_DIR
  *  - a client that keeps more requests in flight than max_batch (and reads them) cannot
  *    hold the batch: a second client's request gets its first token within a bound;
- *  - a client that stops reading, with more requests in flight than max_batch, parks: its
- *    requests hold no batch slot, so another client is served even with fair shares off;
- *    after it goes away, every page is free again.
+ *  - a client that stops reading, with more requests in flight than max_batch, cannot keep
+ *    another client's request from starting;
+ *  - requests stalled on full shared-memory rings park and hold no batch slot, so another
+ *    client is served even with fair shares off; after their client goes, every page is free.
  * Each scenario starts its own daemon with a small max_batch.
  */
 #include <errno.h>
@@ -17,6 +18,8 @@
 #include <unistd.h>
 
 #include "daemon_harness.h"
+#include "ipc_fd.h"
+#include "ipc_shm.h"
 #include "test.h"
 
 static const char *g_bin, *g_model;
@@ -129,11 +132,72 @@ TEST(busy_client_cannot_hold_the_batch)
     ASSERT_EQ_INT(daemon_stop(&d), 0);
 }
 
-/* Client A sends 16 long requests with top-20 logprobs (large frames) and never reads: its
- * socket backs up and its requests park. With fair shares off, only "a parked request holds
- * no slot" lets client B run; the old rule (parked requests counted against max_batch) left
- * B waiting for as long as A stayed. */
-TEST(non_reader_parks_and_holds_no_slot)
+/* Client A sends 16 long requests with top-20 logprobs (large frames) and never reads, with
+ * fair shares on (the default): client B's request starts at once (within 10 s even under
+ * the sanitizers), whatever A holds. The previous engine never served B: A held every slot
+ * until its socket backed up, and then its parked requests still counted against max_batch. */
+TEST(non_reader_cannot_block)
+{
+    struct daemon d;
+    static const char *const extra[] = { "--threads", "1", "--max_batch", "4", "--max_tokens", "100000",
+                                         "--kv_memory_mb", "64", "--stall_timeout_s", "600", NULL };
+    if (daemon_start(&d, g_bin, g_model, extra, 120)) {
+        ASSERT_TRUE(false);
+        return;
+    }
+    int a = raw_connect(&d), b = raw_connect(&d);
+    ASSERT_TRUE(a >= 0 && b >= 0);
+    for (int i = 0; i < 16; i++) {
+        struct dsd_ipc_msg m = gen_msg((uint64_t)(i + 1), prompt_a, 16, 100000, 20);
+        ASSERT_EQ_INT(raw_send(a, &m), 0);
+    }
+    usleep(200 * 1000);     /* A's requests run and hold the batch */
+    struct dsd_ipc_msg m = gen_msg(1, prompt_b, 8, 4, 0);
+    ASSERT_EQ_INT(raw_send(b, &m), 0);
+    double t = time_to_first_token(b, 1, -1, 60);
+    printf("  non-reader: second client's first token after %.3f s\n", t);
+    ASSERT_TRUE(t >= 0 && t < 10.0);
+    ASSERT_EQ_INT(raw_wait_done(b, 1, NULL, NULL, NULL, 0, 30000), DSD_IPC_DONE);
+    close(a);
+    int64_t used = -1;
+    for (int i = 0; i < 200 && used != 0; i++) {
+        usleep(50 * 1000);
+        used = stat_value(b, "kv_pages_used");
+    }
+    ASSERT_EQ_INT(used, 0);
+    close(b);
+    if (test_current_failed)
+        daemon_print_log(&d);
+    ASSERT_EQ_INT(daemon_stop(&d), 0);
+}
+
+static int shm_attach(int sock, int memfd)
+{
+    struct dsd_ipc_msg a = { .type = DSD_IPC_SHM_ATTACH, .id = 50 };
+    struct dsd_ipc_buf buf = {0};
+    struct dsd_err err;
+    if (dsd_ipc_encode(&buf, &a, DSD_IPC_FRAME_CEIL, &err) ||
+        dsd_ipc_send_fd(sock, buf.data, buf.len, memfd, &err) != (ssize_t)buf.len) {
+        dsd_ipc_buf_free(&buf);
+        return -1;
+    }
+    dsd_ipc_buf_free(&buf);
+    struct dsd_ipc_msg r;
+    if (raw_recv(sock, &r, 10000))
+        return -1;
+    int t = (int)r.type;
+    if (t == DSD_IPC_ERROR)
+        printf("  shm refused: %s\n", r.error.msg.ptr);
+    dsd_ipc_msg_free(&r);
+    return t == DSD_IPC_SHM_OK ? 0 : -1;
+}
+
+/* Client A sends 16 requests through 16-slot shared-memory rings and never consumes: each
+ * stalls after 16 tokens and parks. With fair shares off, only "a parked request holds no
+ * slot" lets client B run; the old rule (parked requests counted against max_batch) left B
+ * waiting for as long as A stayed. After B, all 16 of A's are parked, none running; when A
+ * goes, every page comes back. */
+TEST(stalled_requests_hold_no_slot)
 {
     struct daemon d;
     static const char *const extra[] = { "--threads", "1", "--max_batch", "4", "--max_tokens", "100000",
@@ -145,29 +209,40 @@ TEST(non_reader_parks_and_holds_no_slot)
     }
     int a = raw_connect(&d), b = raw_connect(&d);
     ASSERT_TRUE(a >= 0 && b >= 0);
+    struct dsd_shm shm;
+    struct dsd_shm_params sp = { .prompt_capacity = 4096, .ring_count = 16, .ring_capacity = 16 };
+    struct dsd_err err;
+    ASSERT_EQ_INT(dsd_shm_create(&sp, &shm, &err), 0);
+    ASSERT_EQ_INT(shm_attach(a, shm.fd), 0);
     for (int i = 0; i < 16; i++) {
-        struct dsd_ipc_msg m = gen_msg((uint64_t)(i + 1), prompt_a, 16, 100000, 20);
+        struct dsd_ipc_msg m = gen_msg((uint64_t)(i + 1), prompt_a, 16, 1000, 0);
+        m.generate.use_ring = true;
+        m.generate.ring = (uint32_t)i;
         ASSERT_EQ_INT(raw_send(a, &m), 0);
     }
-    /* B arrives while A holds every slot; A never reads from here on */
     usleep(100 * 1000);
     struct dsd_ipc_msg m = gen_msg(1, prompt_b, 8, 4, 0);
     ASSERT_EQ_INT(raw_send(b, &m), 0);
     double t = time_to_first_token(b, 1, -1, 90);
-    printf("  non-reader: second client's first token after %.3f s\n", t);
+    printf("  stalled rings: second client's first token after %.3f s\n", t);
     ASSERT_TRUE(t >= 0);
     ASSERT_EQ_INT(raw_wait_done(b, 1, NULL, NULL, NULL, 0, 30000), DSD_IPC_DONE);
-    ASSERT_EQ_INT(stat_value(b, "requests_parked"), 16);
+    int64_t parked = -1;
+    for (int i = 0; i < 200 && parked != 16; i++) {
+        usleep(50 * 1000);
+        parked = stat_value(b, "requests_parked");
+    }
+    ASSERT_EQ_INT(parked, 16);
     ASSERT_EQ_INT(stat_value(b, "requests_running"), 0);
-    /* A goes away: its requests end and every page comes back */
     close(a);
     int64_t used = -1;
-    for (int i = 0; i < 100 && used != 0; i++) {
+    for (int i = 0; i < 200 && used != 0; i++) {
         usleep(50 * 1000);
         used = stat_value(b, "kv_pages_used");
     }
     ASSERT_EQ_INT(used, 0);
     ASSERT_EQ_INT(stat_value(b, "requests_in_flight"), 0);
+    dsd_shm_close(&shm);
     close(b);
     if (test_current_failed)
         daemon_print_log(&d);
@@ -183,6 +258,7 @@ int main(int argc, char **argv)
     g_bin = argv[1];
     g_model = argv[2];
     RUN(busy_client_cannot_hold_the_batch);
-    RUN(non_reader_parks_and_holds_no_slot);
+    RUN(non_reader_cannot_block);
+    RUN(stalled_requests_hold_no_slot);
     return test_report();
 }

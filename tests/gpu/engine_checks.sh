@@ -1,0 +1,70 @@
+#!/bin/bash
+# Engine-level checks on the GPU host (called by tests/gpu/run.sh): the golden tests with the
+# CUDA backend, deepseekd-run on both backends, and the daemon with --backend cuda serving a
+# chat, 64 concurrent streams and 10,000 decode steps with device and host memory measured
+# before and after. Results (logs, memory.csv) under $OUT; exit status non-zero on failure.
+#   tests/gpu/engine_checks.sh BUILD MODELS
+# BUILD: a tree built with -DDSD_CUDA=ON -DDSD_STATIC_DEPS=ON; MODELS: a folder with `tiny`
+# (deepseekd-mkmodel --preset tiny) and `tiny-chat` (the same with the tokenizer).
+set -uo pipefail
+BUILD=${1:?build dir}
+MODELS=${2:?models dir}
+OUT=${OUT:-/tmp}
+rc=0
+fail() { echo "FAIL: $*" | tee -a "$OUT/engine_checks.log"; rc=1; }
+note() { echo "$*" | tee -a "$OUT/engine_checks.log"; }
+
+note "== golden with the CUDA backend"
+"$BUILD/tests/model/test_golden" "$MODELS/tiny" tests/data/golden/tiny --backend cuda >"$OUT/golden_cuda.log" 2>&1 \
+    || fail "test_golden --backend cuda (see golden_cuda.log)"
+tail -n 20 "$OUT/golden_cuda.log"
+
+note "== deepseekd-run, cpu vs cuda, 64 greedy tokens"
+RUN="$BUILD/tools/run/deepseekd-run"
+P="5 17 42 99 123 7 300 12 64 1000 3 8"
+"$RUN" --model "$MODELS/tiny" --prompt-tokens "$P" --max-tokens 64 --greedy --ignore-eos --backend cpu \
+    >"$OUT/run_cpu.txt" 2>"$OUT/run_cpu.err" || fail "deepseekd-run cpu"
+"$RUN" --model "$MODELS/tiny" --prompt-tokens "$P" --max-tokens 64 --greedy --ignore-eos --backend cuda \
+    >"$OUT/run_cuda.txt" 2>"$OUT/run_cuda.err" || fail "deepseekd-run cuda"
+note "cpu:  $(head -c 300 "$OUT/run_cpu.txt")"
+note "cuda: $(head -c 300 "$OUT/run_cuda.txt")"
+cat "$OUT/run_cuda.err" | tee -a "$OUT/engine_checks.log"
+
+note "== the daemon on the GPU"
+SOCK="$OUT/dsd.sock"
+PROBE="$BUILD/tools/probe/deepseekd-probe"
+"$BUILD/daemon/serve/deepseekd" --model "$MODELS/tiny-chat" --backend cuda --socket "$SOCK" --kv_memory_mb 2048 \
+    --max_tokens 20000 >"$OUT/daemon.log" 2>&1 &
+DPID=$!
+for _ in $(seq 1 120); do
+    "$PROBE" -s "$SOCK" health >/dev/null 2>&1 && break
+    sleep 0.5
+done
+"$PROBE" -s "$SOCK" info >"$OUT/daemon_info.txt" 2>&1 || fail "probe info"
+"$PROBE" -s "$SOCK" chat --message "Hello, GPU" --max-tokens 48 >"$OUT/daemon_chat.txt" 2>&1 || fail "probe chat"
+"$PROBE" -s "$SOCK" bench --concurrency 64 --requests 128 --max-tokens 64 >"$OUT/daemon_bench.txt" 2>&1 \
+    || fail "probe bench --concurrency 64"
+cat "$OUT/daemon_bench.txt" | tee -a "$OUT/engine_checks.log"
+mem() {
+    local dev host
+    dev=$(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits | awk -F', ' -v p="$DPID" '$1==p{print $2}')
+    host=$(awk '/VmRSS/{print $2}' "/proc/$DPID/status")
+    echo "$1,$dev,$host" >>"$OUT/memory.csv"
+    echo "$dev $host"
+}
+echo "when,device_MiB,host_RSS_kB" >"$OUT/memory.csv"
+read -r dev0 host0 < <(mem after_bench)
+# 10,000 decode steps: 10 requests of 1,000 tokens, one after the other
+for i in $(seq 1 10); do
+    "$PROBE" -s "$SOCK" -t 600000 generate --prompt-tokens "$P" --ids --max-tokens 1000 --temperature 0 --ignore-eos \
+        >/dev/null 2>>"$OUT/daemon_long.err" || fail "long generation $i"
+done
+read -r dev1 host1 < <(mem after_10000_steps)
+note "memory after bench: device ${dev0} MiB, host ${host0} kB; after 10,000 more steps: device ${dev1} MiB, host ${host1} kB"
+[ "${dev0:-x}" = "${dev1:-y}" ] || fail "device memory changed over 10,000 steps (${dev0} -> ${dev1} MiB)"
+# host RSS may settle by a few MiB (allocator pools); more than 16 MiB is growth
+[ -n "$host0" ] && [ -n "$host1" ] && [ $((host1 - host0)) -le 16384 ] || fail "host RSS grew (${host0} -> ${host1} kB)"
+"$PROBE" -s "$SOCK" stats >"$OUT/daemon_stats.txt" 2>&1
+kill -TERM "$DPID"
+wait "$DPID" || fail "daemon exit status"
+exit $rc
