@@ -98,8 +98,9 @@ struct dsd_model_dims {
 struct dsd_step {
     int n_tokens;
     int n_seqs;
-    int max_pos;                    /* largest pos[t] of the step (sizes launch grids) */
-    int n_pages;                    /* page_off[n_seqs] */
+    int max_pos;                    /* an upper bound of every pos[t] (sizes scratch and grids;
+                                       a recorded step passes its context bucket's bound) */
+    int n_pages;                    /* an upper bound of page_off[n_seqs] */
     const int32_t *tokens;          /* [T] */
     const int32_t *pos;             /* [T] */
     const int32_t *seq;             /* [T] */
@@ -186,6 +187,17 @@ struct dsd_ops {
     void (*to_f32)(struct dsd_backend *be, float *out, const void *x, int T, int n);
     /* out = x converted to the activation type (uploading hidden states)   [T][n] */
     void (*from_f32)(struct dsd_backend *be, void *out, const float *x, int T, int n);
+
+    /* -- optional (NULL where a backend has none): recorded steps (CUDA graphs) -- */
+    /* From here on, ops are recorded instead of run. Returns 0 or -errno. */
+    int (*graph_begin)(struct dsd_backend *be, struct dsd_err *err);
+    /* Ends the recording: *graph is a replayable step (NULL with -errno when the recording
+     * failed; the backend is then usable again, eagerly). */
+    int (*graph_end)(struct dsd_backend *be, void **graph, struct dsd_err *err);
+    /* Enqueues a recorded step: the same ops on the same buffers, reading whatever the
+     * buffers hold at that point of the stream. */
+    void (*graph_launch)(struct dsd_backend *be, void *graph);
+    void (*graph_free)(struct dsd_backend *be, void *graph);
 };
 
 struct dsd_backend_params {

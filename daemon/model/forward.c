@@ -32,25 +32,65 @@ struct dsd_forward_ws {
     float *hid32;                   /* f32 [T][D] (hidden states in and out) */
     int32_t *sel;                   /* [T][topk] */
     float *logits;                  /* f32 [rows][vocab] */
-    int32_t *meta;                  /* the step's metadata (layout in struct step_meta) */
+    int32_t *meta;                  /* the step's metadata (layout: meta_layout) */
     int32_t *h_meta;                /* host staging of meta */
     size_t meta_words;
+    /* recorded decode steps (backends with graph ops), by (tokens bucket, context bucket) */
+    struct graph_slot {
+        int tokens, ctx;            /* key */
+        int runs;                   /* eager runs so far (the first warms the scratch buffers) */
+        void *graph;                /* NULL until recorded */
+        bool broken;                /* recording failed: always eager */
+    } graphs[32];
+    int n_graphs;
+    uint64_t graph_launches, eager_steps;
 };
+
+/* Where each array of the step's metadata sits in ws->meta: fixed by the workspace's
+ * capacities, so the device addresses the ops see do not move from step to step (a recorded
+ * step replays with new contents). The page list is last: a step uploads the prefix it uses. */
+struct meta_layout {
+    size_t tokens, pos, seq, slot, page_off, lrows, pages;
+};
+
+static struct meta_layout meta_layout(const struct dsd_forward_ws *w)
+{
+    struct meta_layout l;
+    const size_t T = (size_t)w->cap_tokens;
+    l.tokens = 0;
+    l.pos = T;
+    l.seq = 2 * T;
+    l.slot = 3 * T;
+    l.page_off = 4 * T;
+    l.lrows = l.page_off + (size_t)w->cap_seqs + 1;
+    l.pages = l.lrows + (size_t)(w->cap_rows > 0 ? w->cap_rows : 1);
+    return l;
+}
 
 /* A step's metadata: host values, and the arrays inside ws->meta (uploaded in one copy). */
 struct step_meta {
     struct dsd_step st;
-    int n_logit_rows;
+    int n_logit_rows;               /* rows the caller gets */
+    int n_rows_computed;            /* rows the LM head computes (padding included) */
     const int32_t *logit_rows;      /* backend memory */
 };
 
 static size_t meta_words(int T, int S, int P, int rows)
 {
-    return 4 * (size_t)T + (size_t)S + 1 + (size_t)P + (size_t)rows;
+    return 4 * (size_t)T + (size_t)S + 1 + (size_t)(rows > 0 ? rows : 1) + (size_t)P;
+}
+
+static void graphs_free(struct dsd_model *m, struct dsd_forward_ws *w)
+{
+    for (int i = 0; i < w->n_graphs; i++)
+        if (w->graphs[i].graph)
+            m->ops->graph_free(m->be, w->graphs[i].graph);
+    w->n_graphs = 0;
 }
 
 static void ws_release(struct dsd_model *m, struct dsd_forward_ws *w)
 {
+    graphs_free(m, w);   /* they point at the buffers below */
     void *dev[] = { w->resid, w->x, w->delta, w->cq, w->q, w->kva, w->iq, w->ik, w->ikn, w->attn, w->cat, w->h,
                     w->iw, w->hid32, w->sel, w->logits, w->meta };
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
@@ -78,7 +118,10 @@ static int ws_alloc(struct dsd_model *m, struct dsd_forward_ws *w, int T, int ro
     const size_t t = (size_t)T, a = dsd_backend_act_bytes(m->be), f = sizeof(float);
     const size_t D = (size_t)c->hidden_size, H = (size_t)c->num_attention_heads;
     const size_t r = (size_t)(rows > 0 ? rows : 1);
+    uint64_t launches = w->graph_launches, eager = w->eager_steps;
     memset(w, 0, sizeof *w);
+    w->graph_launches = launches;
+    w->eager_steps = eager;
     bool ok = true;
 #define A(field, bytes) ok &= (w->field = m->ops->alloc(m->be, (bytes))) != NULL
     A(resid, t * D * a);
@@ -149,10 +192,37 @@ int dsd_model_reserve(struct dsd_model *m, int max_tokens, int max_rows, int max
     return ws_ensure(m, max_tokens, max_rows, max_seqs, max_pages, err);
 }
 
+/* A decode step that may be recorded: every sequence feeds one token and wants its logits,
+ * nothing else is asked for. Its shape is padded up to a bucket of tokens (powers of two up
+ * to DSD_GRAPH_MAX_TOKENS) and of context (powers of two from 4096). */
+#define DSD_GRAPH_MAX_TOKENS 64
+#define DSD_GRAPH_MIN_CTX 4096
+
+static int pow2_at_least(int v, int lo)
+{
+    int b = lo;
+    while (b < v)
+        b *= 2;
+    return b;
+}
+
+static bool graphable(const struct dsd_model *m, const struct dsd_batch_seq *seqs, int n_seqs,
+                      const struct dsd_forward_out *out)
+{
+    if (!m->ops->graph_begin || out->hidden || out->topk || !out->logits || n_seqs > DSD_GRAPH_MAX_TOKENS)
+        return false;
+    for (int i = 0; i < n_seqs; i++)
+        if (seqs[i].n_tokens != 1 || seqs[i].no_logits)
+            return false;
+    return true;
+}
+
 /* Checks everything a caller controls, flattens the ragged batch into the host staging and
- * uploads it in one copy. */
-static int build_meta(struct dsd_model *m, const struct dsd_batch_seq *seqs, int n_seqs, struct step_meta *s,
-                      struct dsd_err *err)
+ * uploads it in one copy. pad_to > n_seqs pads a decode step with dummy sequences of one
+ * token at position 0 in the scratch page (page 0, never handed out), so a recorded step of
+ * pad_to tokens serves it; their logits rows are computed and dropped. */
+static int build_meta(struct dsd_model *m, const struct dsd_batch_seq *seqs, int n_seqs, int pad_to, int ctx_cap,
+                      struct step_meta *s, struct dsd_err *err)
 {
     memset(s, 0, sizeof *s);
     if (n_seqs <= 0)
@@ -179,13 +249,15 @@ static int build_meta(struct dsd_model *m, const struct dsd_batch_seq *seqs, int
         P += q->kv->n_pages;
         rows += q->no_logits ? 0 : q->logits_all ? q->n_tokens : 1;
     }
-    int rc = ws_ensure(m, T, rows, n_seqs, P, err);
+    const int pad = pad_to > n_seqs ? pad_to - n_seqs : 0;
+    int rc = ws_ensure(m, T + pad, rows + pad, n_seqs + pad, P + pad, err);
     if (rc)
         return rc;
     struct dsd_forward_ws *w = m->ws;
+    const struct meta_layout L = meta_layout(w);
     int32_t *h = w->h_meta;
-    int32_t *tokens = h, *pos = tokens + T, *seq = pos + T, *slot = seq + T, *page_off = slot + T;
-    int32_t *pages = page_off + n_seqs + 1, *lrows = pages + P;
+    int32_t *tokens = h + L.tokens, *pos = h + L.pos, *seq = h + L.seq, *slot = h + L.slot;
+    int32_t *page_off = h + L.page_off, *lrows = h + L.lrows, *pages = h + L.pages;
     int t = 0, p = 0, max_pos = 0;
     for (int i = 0; i < n_seqs; i++) {
         const struct dsd_batch_seq *q = &seqs[i];
@@ -204,16 +276,27 @@ static int build_meta(struct dsd_model *m, const struct dsd_batch_seq *seqs, int
                 lrows[s->n_logit_rows++] = t;
         }
     }
-    page_off[n_seqs] = p;
-    size_t words = meta_words(T, n_seqs, P, s->n_logit_rows);
-    m->ops->upload(m->be, w->meta, h, words * sizeof(int32_t));
+    for (int i = n_seqs; i < n_seqs + pad; i++, t++) {
+        page_off[i] = p;
+        pages[p++] = 0;
+        tokens[t] = 0;
+        pos[t] = 0;
+        seq[t] = i;
+        slot[t] = 0;
+        lrows[s->n_logit_rows + (i - n_seqs)] = t;
+    }
+    page_off[n_seqs + pad] = p;
+    m->ops->upload(m->be, w->meta, h, (L.pages + (size_t)p) * sizeof(int32_t));
     const int32_t *d = w->meta;
     s->st = (struct dsd_step){
-        .n_tokens = T, .n_seqs = n_seqs, .max_pos = max_pos, .n_pages = P,
-        .tokens = d, .pos = d + T, .seq = d + 2 * T, .slot = d + 3 * T, .page_off = d + 4 * T,
-        .pages = d + 4 * T + n_seqs + 1,
+        .n_tokens = T + pad, .n_seqs = n_seqs + pad,
+        .max_pos = ctx_cap > 0 ? ctx_cap - 1 : max_pos,
+        .n_pages = ctx_cap > 0 ? w->cap_pages : p,
+        .tokens = d + L.tokens, .pos = d + L.pos, .seq = d + L.seq, .slot = d + L.slot,
+        .page_off = d + L.page_off, .pages = d + L.pages,
     };
-    s->logit_rows = s->st.pages + P;
+    s->logit_rows = d + L.lrows;
+    s->n_rows_computed = s->n_logit_rows + pad;
     return 0;
 }
 
@@ -276,10 +359,10 @@ static void decoder_layer(struct dsd_model *m, int layer, struct dsd_kv_cache *k
     ffn(m, layer, st->n_tokens, b);
 }
 
-/* Final norm (into b->x), optional hidden download, LM head over the rows that need logits,
- * then the one wait of the step. */
-static int finish(struct dsd_model *m, const struct dsd_weight *norm, struct step_meta *s, struct dsd_forward_ws *b,
-                  struct dsd_forward_out *out, struct dsd_err *err)
+/* Final norm (into b->x), optional hidden download, LM head over the rows that need logits
+ * (padding rows included), all enqueued. */
+static void enqueue_head(struct dsd_model *m, const struct dsd_weight *norm, const struct step_meta *s,
+                         struct dsd_forward_ws *b, const struct dsd_forward_out *out)
 {
     const struct dsd_model_config *c = &m->cfg;
     const int T = s->st.n_tokens, D = (int)c->hidden_size;
@@ -288,32 +371,97 @@ static int finish(struct dsd_model *m, const struct dsd_weight *norm, struct ste
         m->ops->to_f32(m->be, b->hid32, b->x, T, D);
         m->ops->download(m->be, out->hidden, b->hid32, (size_t)T * D * sizeof(float));
     }
-    out->n_rows = s->n_logit_rows;
-    if (out->logits && s->n_logit_rows > 0) {
-        const int rows = s->n_logit_rows;
+    if (out->logits && s->n_rows_computed > 0) {
+        const int rows = s->n_rows_computed;
         m->ops->gather_rows(m->be, b->h, b->x, D, s->logit_rows, rows);
         m->ops->linear(m->be, b->logits, (int)c->vocab_size, b->h, D, &m->w.lm_head, rows, DSD_LINEAR_F32_OUT);
-        m->ops->download(m->be, out->logits, b->logits, (size_t)rows * (size_t)c->vocab_size * sizeof(float));
     }
+}
+
+/* The logits the caller asked for, then the one wait of the step. */
+static int complete(struct dsd_model *m, const struct step_meta *s, struct dsd_forward_ws *b,
+                    struct dsd_forward_out *out, struct dsd_err *err)
+{
+    out->n_rows = s->n_logit_rows;
+    if (out->logits && s->n_logit_rows > 0)
+        m->ops->download(m->be, out->logits, b->logits,
+                         (size_t)s->n_logit_rows * (size_t)m->cfg.vocab_size * sizeof(float));
     int rc = m->ops->synchronize(m->be, err);
     if (rc)
         dsd_err_prefix(err, rc, "forward");
     return rc;
 }
 
+static void enqueue_main(struct dsd_model *m, struct dsd_kv_cache *kv, const struct step_meta *s,
+                         struct dsd_forward_ws *b, const struct dsd_forward_out *out)
+{
+    const int T = s->st.n_tokens;
+    m->ops->embed(m->be, b->resid, &m->w.embed, s->st.tokens, T);
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++)
+        decoder_layer(m, l, kv, &s->st, b, l == 0, out->topk ? out->topk + (size_t)l * T * m->cfg.index_topk : NULL);
+    enqueue_head(m, &m->w.final_norm, s, b, out);
+}
+
+static struct graph_slot *graph_slot(struct dsd_forward_ws *w, int tokens, int ctx)
+{
+    for (int i = 0; i < w->n_graphs; i++)
+        if (w->graphs[i].tokens == tokens && w->graphs[i].ctx == ctx)
+            return &w->graphs[i];
+    if (w->n_graphs == (int)(sizeof w->graphs / sizeof w->graphs[0]))
+        return NULL;
+    struct graph_slot *g = &w->graphs[w->n_graphs++];
+    *g = (struct graph_slot){ .tokens = tokens, .ctx = ctx };
+    return g;
+}
+
 int dsd_model_forward(struct dsd_model *m, struct dsd_kv_cache *kv, const struct dsd_batch_seq *seqs, int n_seqs,
                       struct dsd_forward_out *out, struct dsd_err *err)
 {
+    /* A decode step on a backend that records steps runs as a replay of a recorded step of
+     * its bucket: the first step of a bucket runs eagerly (it sizes every scratch buffer),
+     * the second is recorded, every later one replays. */
+    bool g = n_seqs > 0 && graphable(m, seqs, n_seqs, out);
+    int bucket = 0, ctx = 0;
+    if (g) {
+        int max_pos = 0;
+        for (int i = 0; i < n_seqs; i++)
+            if (seqs[i].pos0 > max_pos)
+                max_pos = seqs[i].pos0;
+        bucket = pow2_at_least(n_seqs, 1);
+        ctx = pow2_at_least(max_pos + 1, DSD_GRAPH_MIN_CTX);
+    }
     struct step_meta s;
-    int rc = build_meta(m, seqs, n_seqs, &s, err);
+    int rc = build_meta(m, seqs, n_seqs, bucket, ctx, &s, err);
     if (rc)
         return rc;
     struct dsd_forward_ws *b = m->ws;
-    const int T = s.st.n_tokens;
-    m->ops->embed(m->be, b->resid, &m->w.embed, s.st.tokens, T);
-    for (int l = 0; l < m->cfg.num_hidden_layers; l++)
-        decoder_layer(m, l, kv, &s.st, b, l == 0, out->topk ? out->topk + (size_t)l * T * m->cfg.index_topk : NULL);
-    return finish(m, &m->w.final_norm, &s, b, out, err);
+    struct graph_slot *gs = g ? graph_slot(b, bucket, ctx) : NULL;
+    if (gs && !gs->graph && !gs->broken && gs->runs >= 1) {
+        struct dsd_err gerr;
+        if (m->ops->graph_begin(m->be, &gerr) == 0) {
+            enqueue_main(m, kv, &s, b, out);
+            if (m->ops->graph_end(m->be, &gs->graph, &gerr))
+                gs->broken = true;      /* recorded nothing usable: run this step eagerly */
+        } else {
+            gs->broken = true;
+        }
+    }
+    if (gs && gs->graph) {
+        m->ops->graph_launch(m->be, gs->graph);
+        b->graph_launches++;
+    } else {
+        enqueue_main(m, kv, &s, b, out);
+        b->eager_steps++;
+        if (gs)
+            gs->runs++;
+    }
+    return complete(m, &s, b, out, err);
+}
+
+void dsd_model_graph_stats(const struct dsd_model *m, uint64_t *graph_steps, uint64_t *eager_steps)
+{
+    *graph_steps = m->ws ? m->ws->graph_launches : 0;
+    *eager_steps = m->ws ? m->ws->eager_steps : 0;
 }
 
 int dsd_model_forward_mtp(struct dsd_model *m, struct dsd_kv_cache *kv, const struct dsd_batch_seq *seqs,
@@ -323,7 +471,7 @@ int dsd_model_forward_mtp(struct dsd_model *m, struct dsd_kv_cache *kv, const st
     if (c->num_nextn_predict_layers < 1)
         return dsd_errf(err, -EINVAL, "this checkpoint has no MTP layer (num_nextn_predict_layers = 0)");
     struct step_meta s;
-    int rc = build_meta(m, seqs, n_seqs, &s, err);
+    int rc = build_meta(m, seqs, n_seqs, 0, 0, &s, err);
     if (rc)
         return rc;
     struct dsd_forward_ws *b = m->ws;
@@ -338,5 +486,7 @@ int dsd_model_forward_mtp(struct dsd_model *m, struct dsd_kv_cache *kv, const st
     m->ops->concat(m->be, b->cat, b->x, D, b->delta, D, T);
     m->ops->linear(m->be, b->resid, D, b->cat, 2 * D, &lw->eh_proj, T, 0);
     decoder_layer(m, layer, kv, &s.st, b, true, out->topk);
-    return finish(m, &lw->head_norm, &s, b, out, err);
+    enqueue_head(m, &lw->head_norm, &s, b, out);
+    b->eager_steps++;
+    return complete(m, &s, b, out, err);
 }

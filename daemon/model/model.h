@@ -105,6 +105,9 @@ struct dsd_forward_out {
  * nothing (a larger step grows it). Returns 0, -EINVAL (sizes), -ENOMEM. */
 int dsd_model_reserve(struct dsd_model *m, int max_tokens, int max_rows, int max_seqs, int max_pages,
                       struct dsd_err *err);
+/* Decode steps replayed from a recorded step (CUDA graphs) and steps run op by op, since
+ * load. */
+void dsd_model_graph_stats(const struct dsd_model *m, uint64_t *graph_steps, uint64_t *eager_steps);
 /* Frees the workspace (dsd_model_free does). */
 void dsd_forward_ws_free(struct dsd_model *m);
 

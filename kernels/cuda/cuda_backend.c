@@ -393,6 +393,63 @@ static void cu_release_weights(struct dsd_backend *be, struct dsd_model_weights 
     cb->weight_bytes = 0;
 }
 
+/* ---- recorded steps (CUDA graphs) ------------------------------------------------------ */
+
+static int cu_graph_begin(struct dsd_backend *be, struct dsd_err *err)
+{
+    struct cuda_backend *cb = cuda(be);
+    cuda_use(cb);
+    if (cb->status)
+        return dsd_errf(err, cb->status, "cuda: not recording after a failure: %s", cb->status_msg);
+    cudaError_t e = cudaStreamBeginCapture(cb->stream, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess)
+        return dsd_errf(err, -EIO, "cuda: cudaStreamBeginCapture: %s", cudaGetErrorString(e));
+    return 0;
+}
+
+static int cu_graph_end(struct dsd_backend *be, void **graph, struct dsd_err *err)
+{
+    struct cuda_backend *cb = cuda(be);
+    *graph = NULL;
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(cb->stream, &g);
+    int rc = 0;
+    if (e != cudaSuccess || !g) {
+        rc = dsd_errf(err, -EIO, "cuda: recording failed: %s", cudaGetErrorString(e));
+    } else if (cb->status) {
+        rc = dsd_errf(err, cb->status, "cuda: an op failed while recording: %s", cb->status_msg);
+    } else {
+        cudaGraphExec_t x = NULL;
+        e = cudaGraphInstantiate(&x, g, 0);
+        if (e != cudaSuccess)
+            rc = dsd_errf(err, -EIO, "cuda: cudaGraphInstantiate: %s", cudaGetErrorString(e));
+        else
+            *graph = x;
+    }
+    if (g)
+        cudaGraphDestroy(g);
+    if (rc) {
+        /* nothing recorded ran: forget the failures of the recording, clear CUDA's own */
+        (void)cudaGetLastError();
+        cb->status = 0;
+        cb->status_msg[0] = 0;
+    }
+    return rc;
+}
+
+static void cu_graph_launch(struct dsd_backend *be, void *graph)
+{
+    struct cuda_backend *cb = cuda(be);
+    CU_OK(cb, cudaGraphLaunch((cudaGraphExec_t)graph, cb->stream));
+}
+
+static void cu_graph_free(struct dsd_backend *be, void *graph)
+{
+    cuda_use(cuda(be));
+    if (graph)
+        cudaGraphExecDestroy((cudaGraphExec_t)graph);
+}
+
 /* ---- the backend ----------------------------------------------------------------------- */
 
 static const struct dsd_ops cuda_ops = {
@@ -422,6 +479,10 @@ static const struct dsd_ops cuda_ops = {
     .gather_rows = cuda_op_gather_rows,
     .to_f32 = cuda_op_to_f32,
     .from_f32 = cuda_op_from_f32,
+    .graph_begin = cu_graph_begin,
+    .graph_end = cu_graph_end,
+    .graph_launch = cu_graph_launch,
+    .graph_free = cu_graph_free,
 };
 
 static void cu_destroy(struct dsd_backend *be)
