@@ -370,6 +370,8 @@ int dsd_mem_plan_compute(const struct dsd_model_config *cfg, const struct dsd_st
         /* A fraction only ever asks for what is left: its need is the minimum pool. */
         int64_t need_pages = p->kv_mode == DSD_MEM_PLAN_KV_FRACTION ? plan->min_pages : pages;
         gpu->need = add(&o, base_need, mul(&o, (uint64_t)need_pages, plan->page_bytes));
+        if (o.hit)
+            break;  /* reported below; nothing after this may use a wrapped size */
         gpu->fits = gpu->need <= p->gpu_mem_bytes;
         if (!gpu->fits) {
             gpu->shortfall = gpu->need - p->gpu_mem_bytes;

@@ -599,6 +599,11 @@ TEST(bad_parameters)
     c.max_position_embeddings = INT64_C(1) << 32;
     c.vocab_size = 1 << 24;
     ASSERT_EQ_INT(dsd_mem_plan_compute(&c, NULL, &p, &g_plan, &err), -EOVERFLOW);
+    load_v32(&c);
+    p = params(1, MEM_80GB);
+    p.kv_mode = DSD_MEM_PLAN_KV_PAGES;
+    p.kv_pages = INT64_MAX / 2;
+    ASSERT_EQ_INT(dsd_mem_plan_compute(&c, NULL, &p, &g_plan, &err), -EOVERFLOW);
 }
 
 /* The printed plan carries the verdict and the exact numbers. */
