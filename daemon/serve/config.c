@@ -36,6 +36,7 @@ enum cfg_type {
     CFG_STRING,     /* any text, length-checked */
     CFG_INT,        /* int64_t in [min, max] */
     CFG_SIZE,       /* int64_t in [min, max] units of 2^unit_shift bytes; K/M/G/T suffixes */
+    CFG_FRACTION,   /* double in [0, 1], written as a decimal (0.9) */
     CFG_ENUM,       /* int: one of the named values */
     CFG_BOOL,       /* bool: yes/no, true/false, on/off, 1/0 */
     CFG_MODE,       /* unsigned: octal permission bits in [min, max] */
@@ -57,7 +58,7 @@ struct cfg_key {
     enum cfg_type type;
     size_t offset, size;        /* the field in struct dsd_serve_config */
     int64_t min, max;
-    int unit_shift;             /* CFG_SIZE: 10 = KiB, 20 = MiB */
+    int unit_shift;             /* CFG_SIZE: 0 = bytes, 10 = KiB, 20 = MiB */
     const struct cfg_enum_value *values;    /* CFG_ENUM, NULL-name terminated */
     const char *def;            /* default, as written in the file; NULL when CFG_REQUIRED */
     const char *example;        /* shown in the example file when there is no default */
@@ -130,13 +131,36 @@ static const struct cfg_key cfg_keys[] = {
 
     /* ---- Memory and batching ---- */
     { "kv_pages", "Memory and batching", CFG_INT, FIELD(kv_pages), 0, 16777216, 0, NULL,
-      "0", NULL, 0, "N", "KV cache size in 64-token pages, 0 = kv_memory_mb",
-      "Size of the KV cache in pages of 64 tokens. 0 derives the number of pages from "
-      "kv_memory_mb and the model's page size." },
+      "0", NULL, 0, "N", "KV cache size in 64-token pages, 0 = derive",
+      "Size of the KV cache in pages of 64 tokens (per GPU with the cuda backend). 0 "
+      "derives the number of pages: on GPUs from kv_gpu_fraction, else from kv_memory_mb "
+      "and the model's page size." },
     { "kv_memory_mb", "Memory and batching", CFG_SIZE, FIELD(kv_memory_mb), 16, 16777216, 20,
       NULL, "1024", NULL, 0, "MIB", "KV cache memory when kv_pages = 0",
-      "Memory given to the KV cache when kv_pages is 0, in MiB. Suffixes K, M, G and T "
-      "are accepted: 64G is 65536." },
+      "Memory given to the KV cache when kv_pages is 0, in MiB: on the cpu backend, and "
+      "on each GPU when kv_gpu_fraction is 0. Suffixes K, M, G and T are accepted: 64G is "
+      "65536." },
+    { "kv_gpu_fraction", "Memory and batching", CFG_FRACTION, FIELD(kv_gpu_fraction), 0, 1,
+      0, NULL, "0.9", NULL, 0, "FRACTION", "share of free GPU memory for KV pages",
+      "Share of each GPU's memory left after the weights and the step workspace that "
+      "becomes KV pages, when kv_pages is 0 (the rest stays free for the CUDA runtime, "
+      "NCCL and fragmentation). 0 uses kv_memory_mb per GPU instead. deepseekd --plan "
+      "shows the resulting pages and tokens." },
+    { "kv_host_mb", "Memory and batching", CFG_SIZE, FIELD(kv_host_mb), 0, 16777216, 20,
+      NULL, "0", NULL, 0, "MIB", "pinned host memory for the KV host tier, 0 = none",
+      "Pinned host memory for the host tier of the KV cache (pages moved off the GPUs), "
+      "in MiB; 0 = no host tier. This version has no host tier yet: only deepseekd "
+      "--plan reads this key and shows the pages and tokens it would hold." },
+    { "gpus", "Memory and batching", CFG_INT, FIELD(gpus), 1, 256, 0, NULL,
+      "1", NULL, 0, "N", "GPUs the model is spread over",
+      "GPUs of this host the cuda backend uses: attention runs data-parallel (every GPU "
+      "holds the attention weights and whole sequences) and the routed experts are split "
+      "over the GPUs. Used by deepseekd --plan until the cuda backend exists." },
+    { "gpu_mem", "Memory and batching", CFG_SIZE, FIELD(gpu_mem), 0, 1125899906842624LL, 0,
+      NULL, "0", NULL, 0, "BYTES", "usable memory per GPU, 0 = ask the GPU",
+      "Usable memory of each GPU in bytes (suffixes K, M, G and T accepted: 80G). 0 takes "
+      "what the GPU reports free once the CUDA context exists; deepseekd --plan, which "
+      "asks no GPU, then assumes an H100 80GB (81559 MiB, 85520809984 bytes)." },
     { "max_batch", "Memory and batching", CFG_INT, FIELD(max_batch), 1, 4096, 0, NULL,
       "64", NULL, 0, "N", "most sequences in one engine step",
       "Most sequences in one engine step. Batching is continuous: every running request "
@@ -338,6 +362,12 @@ static int parse_int64(const char *s, int64_t *out, const char **end)
     return 0;
 }
 
+/* The unit of a CFG_SIZE key's plain numbers. */
+static const char *unit_name(const struct cfg_key *k)
+{
+    return k->unit_shift == 0 ? "bytes" : k->unit_shift == 10 ? "KiB" : "MiB";
+}
+
 static void bounds_text(const struct cfg_key *k, char *buf, size_t size)
 {
     if (k->type == CFG_MODE)
@@ -353,8 +383,8 @@ static int check_bounds(const struct cfg_key *k, const struct cfg_where *w, cons
         return 0;
     char b[64], problem[128];
     bounds_text(k, b, sizeof b);
-    snprintf(problem, sizeof problem, "out of range (allowed: %s%s)", b,
-             k->type == CFG_SIZE ? (k->unit_shift == 10 ? " KiB" : " MiB") : "");
+    snprintf(problem, sizeof problem, "out of range (allowed: %s%s%s)", b,
+             k->type == CFG_SIZE ? " " : "", k->type == CFG_SIZE ? unit_name(k) : "");
     return value_error(err, w, k, value, problem);
 }
 
@@ -399,7 +429,7 @@ static int parse_value(const struct cfg_key *k, const char *value, struct dsd_se
          * "B" or "iB", any case) converts, and must give a whole number of units. */
         int64_t v;
         const char *end;
-        const char *unit = k->unit_shift == 10 ? "KiB" : "MiB";
+        const char *unit = unit_name(k);
         int rc = parse_int64(value, &v, &end);
         int shift = k->unit_shift;
         if (rc == 0 && *end) {
@@ -467,6 +497,35 @@ static int parse_value(const struct cfg_key *k, const char *value, struct dsd_se
         }
         return value_error(err, w, k, value, "must be yes or no (or true/false, on/off, 1/0)");
     }
+    case CFG_FRACTION: {
+        /* A plain decimal (0.9, 1, .5), optionally signed so that "-1" reads as out of
+         * range rather than malformed; no exponents, no hex, no inf/nan. */
+        const char *q = value + (value[0] == '-' || value[0] == '+');
+        int digits = 0, dots = 0;
+        for (; *q; q++) {
+            if (isdigit((unsigned char)*q))
+                digits++;
+            else if (*q == '.')
+                dots++;
+            else
+                break;
+        }
+        if (*q || digits == 0 || dots > 1 || strlen(value) > 32) {
+            char b[64];
+            bounds_text(k, b, sizeof b);
+            snprintf(problem, sizeof problem, "not a decimal number (allowed: %s, e.g. 0.9)", b);
+            return value_error(err, w, k, value, problem);
+        }
+        double v = strtod(value, NULL);
+        if (!(v >= (double)k->min && v <= (double)k->max)) {
+            char b[64];
+            bounds_text(k, b, sizeof b);
+            snprintf(problem, sizeof problem, "out of range (allowed: %s)", b);
+            return value_error(err, w, k, value, problem);
+        }
+        *(double *)f = v;
+        return 0;
+    }
     case CFG_MODE: {
         /* Octal digits only, with or without a leading 0 (0660 or 660). */
         size_t n = strlen(value);
@@ -506,6 +565,8 @@ static int format_value(const struct dsd_serve_config *cfg, const struct cfg_key
             if (e->value == *(const int *)f)
                 return snprintf(buf, size, "%s", e->name);
         return snprintf(buf, size, "%d", *(const int *)f);
+    case CFG_FRACTION:
+        return snprintf(buf, size, "%.15g", *(const double *)f);
     case CFG_BOOL:
         return snprintf(buf, size, "%s", *(const bool *)f ? "yes" : "no");
     case CFG_MODE:
@@ -521,6 +582,7 @@ static size_t type_field_size(enum cfg_type t)
     switch (t) {
     case CFG_INT:
     case CFG_SIZE: return sizeof(int64_t);
+    case CFG_FRACTION: return sizeof(double);
     case CFG_ENUM: return sizeof(int);
     case CFG_BOOL: return sizeof(bool);
     case CFG_MODE: return sizeof(unsigned);
@@ -683,8 +745,9 @@ static int validate(const struct dsd_serve_config *cfg, const int origin[], stru
         return dsd_errf(err, -EINVAL,
                         "no model directory: set \"model = DIR\" in the configuration file "
                         "or pass --model DIR");
-    /* The one place that knows which backends this build has and what each can do. */
-    if (cfg->backend == DSD_SERVE_BACKEND_CUDA && !DSD_SERVE_HAVE_CUDA) {
+    /* The one place that knows which backends this build has and what each can do (--plan
+     * runs no backend). */
+    if (cfg->backend == DSD_SERVE_BACKEND_CUDA && !DSD_SERVE_HAVE_CUDA && !cfg->plan) {
         key_find("backend", &i);
         origin_text(cfg, origin, i, &w);
         return dsd_errf(err, -EINVAL,
@@ -692,7 +755,7 @@ static int validate(const struct dsd_serve_config *cfg, const int origin[], stru
                         "(build it with -DDSD_CUDA=ON on a machine with the CUDA toolkit); use backend = cpu",
                         w.text);
     }
-    if (cfg->backend == DSD_SERVE_BACKEND_CUDA && cfg->numerics == DSD_SERVE_NUMERICS_EXACT) {
+    if (cfg->backend == DSD_SERVE_BACKEND_CUDA && cfg->numerics == DSD_SERVE_NUMERICS_EXACT && !cfg->plan) {
         key_find("backend", &i);
         origin_text(cfg, origin, i, &w);
         return dsd_errf(err, -EINVAL,
@@ -751,6 +814,11 @@ static int scan_flags(int argc, char **argv, struct dsd_serve_config *cfg, int o
 {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        if (is_flag(a, "--plan")) {
+            if (cfg)
+                cfg->plan = true;
+            continue;
+        }
         if (!cfg) {
             if (is_flag(a, "--help") || is_flag(a, "-h")) {
                 dsd_serve_config_print_help(stdout);
@@ -985,6 +1053,7 @@ void dsd_serve_config_print_help(FILE *out)
 {
     fprintf(out,
             "Usage: deepseekd [--config FILE] [--KEY VALUE | --KEY=VALUE]...\n"
+            "       deepseekd --plan [--config FILE] [--KEY VALUE]...\n"
             "       deepseekd --help | --version | --print-config\n"
             "\n"
             "deepseekd serves DeepSeek V3.2 to programs on this host over a Unix socket.\n"
@@ -997,6 +1066,11 @@ void dsd_serve_config_print_help(FILE *out)
             "Options:\n"
             "  --config FILE             configuration file; without it, this one if it\n"
             "                            exists: %s\n"
+            "  --plan                    print the GPU memory plan of --model (weights per\n"
+            "                            GPU, workspace, KV pages and tokens, host tier) for\n"
+            "                            --gpus, --gpu-mem and the memory keys, and exit:\n"
+            "                            status 0 if it fits, 2 if it does not, 1 if the\n"
+            "                            model cannot be read; DIR may hold config.json alone\n"
             "  --print-config            print a configuration file documenting every key\n"
             "  --version                 print the version\n"
             "  -h, --help                print this help\n",
@@ -1023,10 +1097,10 @@ void dsd_serve_config_print_help(FILE *out)
         char facts[512], def[128], b[64];
         default_text(k, def, sizeof def);
         int o = snprintf(facts, sizeof facts, "(default: %s", def);
-        if (k->type == CFG_INT || k->type == CFG_SIZE || k->type == CFG_MODE) {
+        if (k->type == CFG_INT || k->type == CFG_SIZE || k->type == CFG_MODE || k->type == CFG_FRACTION) {
             bounds_text(k, b, sizeof b);
-            o += snprintf(facts + o, sizeof facts - o, "; %s%s", b,
-                          k->type == CFG_SIZE ? (k->unit_shift == 10 ? " KiB" : " MiB") : "");
+            o += snprintf(facts + o, sizeof facts - o, "; %s%s%s", b, k->type == CFG_SIZE ? " " : "",
+                          k->type == CFG_SIZE ? unit_name(k) : "");
         }
         snprintf(facts + o, sizeof facts - o, ")%s",
                  (k->flags & CFG_RELOADABLE) ? " [reload]" : "");
@@ -1072,12 +1146,15 @@ void dsd_serve_config_print_example(FILE *out)
             break;
         case CFG_SIZE:
             bounds_text(k, b, sizeof b);
-            o = snprintf(facts, sizeof facts, "Size, %s %s.", b,
-                         k->unit_shift == 10 ? "KiB" : "MiB");
+            o = snprintf(facts, sizeof facts, "Size, %s %s.", b, unit_name(k));
             break;
         case CFG_MODE:
             bounds_text(k, b, sizeof b);
             o = snprintf(facts, sizeof facts, "Octal mode, %s.", b);
+            break;
+        case CFG_FRACTION:
+            bounds_text(k, b, sizeof b);
+            o = snprintf(facts, sizeof facts, "Decimal number, %s.", b);
             break;
         case CFG_ENUM:
             o = snprintf(facts, sizeof facts, "One of:");

@@ -47,7 +47,8 @@
 #include "err.h"
 
 /* dsd_serve_config_load(): --help, --version or --print-config was printed to stdout; the
- * caller exits with status 0. */
+ * caller exits with status 0. (--plan is not handled there: it loads the configuration as
+ * usual and sets cfg->plan; the caller then prints the plan, daemon/serve/plan.h.) */
 #define DSD_SERVE_CONFIG_HANDLED 1
 
 #define DSD_SERVE_CONFIG_PATH_MAX 4096
@@ -69,8 +70,12 @@ struct dsd_serve_config {
     enum dsd_serve_numerics numerics;
     enum dsd_serve_kv_dtype kv_dtype;
     int64_t threads;                /* 0 = one per online CPU */
-    int64_t kv_pages;               /* 0 = derive from kv_memory_mb */
+    int64_t kv_pages;               /* 0 = derive from kv_gpu_fraction / kv_memory_mb */
     int64_t kv_memory_mb;
+    double kv_gpu_fraction;         /* share of GPU memory left after weights and workspace */
+    int64_t kv_host_mb;             /* KV host tier (pinned RAM), 0 = none */
+    int64_t gpus;                   /* GPUs of the cuda backend */
+    int64_t gpu_mem;                /* usable bytes per GPU, 0 = what the device reports */
     int64_t max_batch;              /* sequences per step */
     int64_t max_batch_tokens;       /* tokens per step */
     int64_t prefill_chunk;
@@ -91,6 +96,9 @@ struct dsd_serve_config {
     int64_t drain_timeout_s;            /* reloadable */
     /* logging */
     int log_level;                  /* LOG_ERR..LOG_DEBUG (syslog.h), reloadable */
+
+    /* Set by --plan (not a key): print the memory plan instead of serving. */
+    bool plan;
 
     /* Where the values came from (filled by load, used by reload). */
     char config_path[DSD_SERVE_CONFIG_PATH_MAX];    /* file read, "" = none */
@@ -116,7 +124,8 @@ struct dsd_serve_config_changes {
 void dsd_serve_config_defaults(struct dsd_serve_config *cfg);
 
 /* Builds cfg from defaults, the configuration file and argv (argv[0] is the program name).
- * Returns 0 (cfg is complete and valid), DSD_SERVE_CONFIG_HANDLED (--help, --version or
+ * Returns 0 (cfg is complete and valid; cfg->plan tells whether --plan was given),
+ * DSD_SERVE_CONFIG_HANDLED (--help, --version or
  * --print-config printed its text to stdout; cfg holds defaults), -EINVAL (err says what is
  * wrong and where: an unknown flag or key, a bad value, a missing required key, a missing
  * --config file), -EIO/-EACCES and the like (the file exists but cannot be read). */

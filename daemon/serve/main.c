@@ -5,6 +5,10 @@
  *
  * Exit status: 0 after a clean shutdown; 78 (EX_CONFIG) for a bad configuration; 1 when the
  * model cannot be loaded or the socket cannot be set up.
+ *
+ * `deepseekd --plan` prints the GPU memory plan of the configured model and exits without
+ * serving (daemon/serve/plan.h): 0 when it fits, 2 when it does not, 1 when config.json or
+ * the checkpoint cannot be read, 78 for a bad configuration.
  */
 #include <errno.h>
 #include <limits.h>
@@ -19,10 +23,12 @@
 #include "engine.h"
 #include "log.h"
 #include "notify.h"
+#include "plan.h"
 #include "server.h"
 #include "tokenizer.h"
 
 #define EX_CONFIG 78
+#define EX_PLAN_DOES_NOT_FIT 2
 
 static void limits_from_config(const struct dsd_serve_config *c, struct dsd_server_limits *l)
 {
@@ -79,6 +85,14 @@ int main(int argc, char **argv)
         return EX_CONFIG;
     }
     dsd_log_set_level(cfg.log_level);
+    if (cfg.plan) {
+        rc = dsd_serve_plan(&cfg, stdout, &err);
+        if (rc < 0) {
+            fprintf(stderr, "deepseekd: %s\n", err.msg);
+            return 1;
+        }
+        return rc == DSD_SERVE_PLAN_FITS ? 0 : EX_PLAN_DOES_NOT_FIT;
+    }
 
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/config.json", cfg.model);

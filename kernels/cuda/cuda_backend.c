@@ -9,7 +9,7 @@
 #include "cuda_backend.h"
 #include "dsd_cuda.h"
 
-#define LT_WORKSPACE_BYTES (64u << 20)
+#define LT_WORKSPACE_BYTES DSD_CUDA_GEMM_WORKSPACE_BYTES   /* what the memory plan counts */
 #define STAGING_BYTES (64u << 20)       /* each of the two pinned upload buffers */
 
 void cuda_use(struct cuda_backend *cb)

@@ -16,7 +16,7 @@
 #include "dsd_cuda.h"
 #include "cuda_internal.h"
 
-#define WORKSPACE_BYTES (64u << 20)
+#define WORKSPACE_BYTES DSD_CUDA_GEMM_WORKSPACE_BYTES
 
 struct dsd_cuda {
     int device;

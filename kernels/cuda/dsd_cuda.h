@@ -51,6 +51,10 @@ void dsd_cuda_upload(struct dsd_cuda *cu, void *dst, const void *src, size_t byt
 void dsd_cuda_download(struct dsd_cuda *cu, void *dst, const void *src, size_t bytes);
 void dsd_cuda_sync(struct dsd_cuda *cu);
 
+/* Device memory of the cuBLASLt workspace dsd_cuda_open() allocates (the memory plan,
+ * daemon/model/mem_plan.h, counts it). */
+#define DSD_CUDA_GEMM_WORKSPACE_BYTES ((size_t)64 << 20)
+
 /* Rows the quantized-activation buffers must have for M tokens: cuBLASLt wants 16-byte
  * aligned leading dimensions for the FP8 operands and the bf16 output, so M is padded to
  * a multiple of 16 (the pad rows are zeros and their outputs are dropped). */

@@ -42,6 +42,10 @@ static const struct key_spec spec[] = {
     { "threads", "0", "0", "1024", "8", false },
     { "kv_pages", "0", "0", "16777216", "1000", false },
     { "kv_memory_mb", "1024", "16", "16777216", "2048", false },
+    { "kv_gpu_fraction", "0.9", "0", "1", "0.5", false },
+    { "kv_host_mb", "0", "0", "16777216", "4096", false },
+    { "gpus", "1", "1", "256", "8", false },
+    { "gpu_mem", "0", "0", "1125899906842624", "85520809984", false },
     { "max_batch", "64", "1", "4096", "32", false },
     { "max_batch_tokens", "2048", "1", "1048576", "4096", false },
     { "prefill_chunk", "512", "1", "1048576", "256", false },
@@ -244,6 +248,9 @@ TEST(sizes_take_suffixes)
         { "kv_memory_mb", "1GiB", 1024 }, { "kv_memory_mb", "1gb", 1024 },
         { "max_frame_kb", "4M", 4096 }, { "max_frame_kb", "100", 100 },
         { "max_frame_kb", "64K", 64 }, { "max_shm_mb", "1G", 1024 },
+        { "gpu_mem", "80G", 85899345920LL }, { "gpu_mem", "1000", 1000 },
+        { "gpu_mem", "141GiB", 151397597184LL }, { "gpu_mem", "2K", 2048 },
+        { "kv_host_mb", "64G", 65536 },
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         int rc = load(&cfg, &err, "--config", conf("model = /m\n%s = %s\n", ok[i].key, ok[i].text),
@@ -342,6 +349,14 @@ TEST(malformed_values)
         { "socket_mode = rw", "not an octal mode" },
         { "socket_mode = 1777", "out of range" },
         { "socket_mode = -1", "not an octal mode" },
+        { "kv_gpu_fraction = abc", "not a decimal number (allowed: 0..1, e.g. 0.9)" },
+        { "kv_gpu_fraction = 1e-1", "not a decimal number" },
+        { "kv_gpu_fraction = 0.5.1", "not a decimal number" },
+        { "kv_gpu_fraction = .", "not a decimal number" },
+        { "kv_gpu_fraction = nan", "not a decimal number" },
+        { "kv_gpu_fraction = 1.01", "out of range (allowed: 0..1)" },
+        { "kv_gpu_fraction = -0.5", "out of range (allowed: 0..1)" },
+        { "gpu_mem = 80X", "not a size (allowed: 0..1125899906842624 bytes" },
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const char *p = conf("model = /m\n%s\n", bad[i].line);
@@ -417,6 +432,29 @@ TEST(cuda_is_refused_with_its_origin)
                   DSD_SERVE_HAVE_CUDA ? 0 : -EINVAL);
     if (DSD_SERVE_HAVE_CUDA)
         ASSERT_EQ_INT(cfg.gpu, 1);
+    ASSERT_TRUE(!cfg.plan);
+    /* --plan runs no backend: it plans for GPUs whatever backend is configured. */
+    ASSERT_EQ_INT(load(&cfg, &err, "--config", p, "--plan", NULL), 0);
+    ASSERT_TRUE(cfg.plan);
+}
+
+TEST(plan_flag)
+{
+    struct dsd_serve_config cfg;
+    struct dsd_err err;
+    ASSERT_EQ_INT(load(&cfg, &err, "--plan", "--model", "/m", "--gpus", "8", "--gpu-mem", "141G",
+                       "--kv-gpu-fraction", "0.85", NULL), 0);
+    ASSERT_TRUE(cfg.plan);
+    ASSERT_EQ_INT(cfg.gpus, 8);
+    ASSERT_EQ_INT(cfg.gpu_mem, 141LL << 30);
+    ASSERT_TRUE(cfg.kv_gpu_fraction == 0.85);
+    ASSERT_EQ_STR(value_of(&cfg, "kv_gpu_fraction"), "0.85");
+    /* --plan still needs a model, and takes no value. */
+    test_default_path[0] = 0;
+    ASSERT_EQ_INT(load(&cfg, &err, "--plan", NULL), -EINVAL);
+    ASSERT_CONTAINS(err.msg, "no model directory");
+    ASSERT_EQ_INT(load(&cfg, &err, "--model", "/m", "--plan=yes", NULL), -EINVAL);
+    ASSERT_CONTAINS(err.msg, "unknown option \"--plan=yes\"");
 }
 
 TEST(options)
@@ -832,6 +870,7 @@ int main(void)
     RUN(malformed_values);
     RUN(syntax_errors);
     RUN(cuda_is_refused_with_its_origin);
+    RUN(plan_flag);
     RUN(options);
     RUN(option_errors);
     RUN(config_file_rules);
