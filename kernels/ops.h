@@ -188,7 +188,10 @@ struct dsd_ops {
     /* out = x converted to the activation type (uploading hidden states)   [T][n] */
     void (*from_f32)(struct dsd_backend *be, void *out, const float *x, int T, int n);
 
-    /* -- optional (NULL where a backend has none): recorded steps (CUDA graphs) -- */
+    /* -- optional (NULL where a backend has none) -- */
+    /* The device's free and total memory in bytes. Returns 0 or -errno. */
+    int (*mem_info)(struct dsd_backend *be, size_t *free_bytes, size_t *total_bytes);
+    /* Recorded steps (CUDA graphs): */
     /* From here on, ops are recorded instead of run. Returns 0 or -errno. */
     int (*graph_begin)(struct dsd_backend *be, struct dsd_err *err);
     /* Ends the recording: *graph is a replayable step (NULL with -errno when the recording

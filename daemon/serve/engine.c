@@ -601,21 +601,37 @@ static int load(struct dsd_engine *e)
     const struct dsd_model_config *c = &e->model->cfg;
     e->max_context = e->p.max_context > 0 && e->p.max_context < c->max_position_embeddings
                          ? e->p.max_context : (int)(c->max_position_embeddings < INT32_MAX ? c->max_position_embeddings : INT32_MAX);
+    const struct dsd_kv_layout l = dsd_kv_layout_for(&e->model->dims, e->p.model.numerics, e->p.model.kv_dtype);
+    const uint64_t per = dsd_kv_cache_page_bytes(&l, dsd_cfg_total_layers(c));
+    /* The step's workspace first (its size does not depend on the pool's but for the page
+     * list), so that a GPU's KV pool is what is left after weights and workspace. */
+    if ((rc = dsd_model_reserve(e->model, e->p.max_batch_tokens, e->p.max_batch, e->p.max_batch, 1, &err))) {
+        snprintf(e->failure, sizeof e->failure, "%s", err.msg);
+        return rc;
+    }
     int pages = e->p.kv_pages;
-    if (pages <= 0) {
-        const struct dsd_kv_layout l = dsd_kv_layout_for(&e->model->dims, e->p.model.numerics, e->p.model.kv_dtype);
-        uint64_t per = dsd_kv_cache_page_bytes(&l, dsd_cfg_total_layers(c));
+    size_t dev_free = 0, dev_total = 0;
+    const bool on_device = e->model->ops->mem_info && e->model->ops->mem_info(e->model->be, &dev_free, &dev_total) == 0;
+    if (pages <= 0 && on_device && e->p.kv_gpu_fraction > 0) {
+        double b = (double)dev_free * e->p.kv_gpu_fraction / (double)per;
+        pages = b > INT32_MAX / 2 ? INT32_MAX / 2 : (int)b;
+    } else if (pages <= 0) {
         pages = (int)(e->p.kv_memory_bytes / per);
-        if (pages < 2)
-            pages = 2;
+    }
+    if (pages < 2) {
+        snprintf(e->failure, sizeof e->failure,
+                 "no room for a KV cache: %d page(s) of %llu bytes (free device memory %zu of %zu bytes); "
+                 "lower max_batch_tokens or set kv_pages / kv_memory_mb",
+                 pages, (unsigned long long)per, dev_free, dev_total);
+        return -ENOMEM;
     }
     e->kv = dsd_model_kv_cache_new(e->model, pages, &err);
     if (!e->kv) {
         snprintf(e->failure, sizeof e->failure, "%s", err.msg);
         return -ENOMEM;
     }
-    /* The forward pass's memory for the largest step the scheduler can plan, now: a step
-     * never allocates (every page of the pool may belong to the step's sequences). */
+    /* The forward pass's memory for the largest step the scheduler can plan: a step never
+     * allocates (every page of the pool may belong to the step's sequences). */
     if ((rc = dsd_model_reserve(e->model, e->p.max_batch_tokens, e->p.max_batch, e->p.max_batch, pages, &err))) {
         snprintf(e->failure, sizeof e->failure, "%s", err.msg);
         return rc;

@@ -49,8 +49,9 @@ struct dsd_engine_params {
     const char *model_dir;
     const struct dsd_tokenizer *tokenizer;  /* may be NULL: token-only requests */
     struct dsd_model_params model;
-    int kv_pages;                   /* 0 = from kv_memory_bytes */
+    int kv_pages;                   /* 0 = derive: kv_gpu_fraction on a GPU, else kv_memory_bytes */
     uint64_t kv_memory_bytes;
+    double kv_gpu_fraction;         /* share of the device memory left after weights and workspace */
     int max_batch;                  /* sequences per step */
     int max_batch_tokens;           /* tokens per step */
     int prefill_chunk;              /* max prompt tokens of one sequence per step */

@@ -142,6 +142,7 @@ int main(int argc, char **argv)
         .model = dsd_model_default_params(),
         .kv_pages = (int)cfg.kv_pages,
         .kv_memory_bytes = (uint64_t)cfg.kv_memory_mb << 20,
+        .kv_gpu_fraction = cfg.kv_gpu_fraction,
         .max_batch = (int)cfg.max_batch,
         .max_batch_tokens = (int)cfg.max_batch_tokens,
         .prefill_chunk = (int)cfg.prefill_chunk,

@@ -393,6 +393,16 @@ static void cu_release_weights(struct dsd_backend *be, struct dsd_model_weights 
     cb->weight_bytes = 0;
 }
 
+static int cu_mem_info(struct dsd_backend *be, size_t *free_bytes, size_t *total_bytes)
+{
+    cuda_use(cuda(be));
+    if (cudaMemGetInfo(free_bytes, total_bytes) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return -EIO;
+    }
+    return 0;
+}
+
 /* ---- recorded steps (CUDA graphs) ------------------------------------------------------ */
 
 static int cu_graph_begin(struct dsd_backend *be, struct dsd_err *err)
@@ -479,6 +489,7 @@ static const struct dsd_ops cuda_ops = {
     .gather_rows = cuda_op_gather_rows,
     .to_f32 = cuda_op_to_f32,
     .from_f32 = cuda_op_from_f32,
+    .mem_info = cu_mem_info,
     .graph_begin = cu_graph_begin,
     .graph_end = cu_graph_end,
     .graph_launch = cu_graph_launch,
