@@ -84,7 +84,7 @@ void gh_fill(float *x, size_t n, float a, bool bf16);
 
 /* ---- host weights ---- */
 /* rows x cols of dtype (F8_E4M3: e4m3 bytes of uniform values in +-448 and block scales
- * amp/448 * U[0.5, 1.5); BF16/F32: amp * N(0,1) (+ offset for norm-like vectors)).
+ * amp/448 * U[0.5, 1.5); BF16/F32: offset + uniform values of standard deviation amp).
  * Returns 0 or -ENOMEM. Free with gh_weight_free. */
 int gh_rand_weight(struct dsd_weight *w, enum dsd_dtype dtype, int64_t rows, int64_t cols, float amp, float offset,
                    const char *name);
