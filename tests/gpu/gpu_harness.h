@@ -27,6 +27,8 @@
  * its data pointers to device memory, so each backend gets its own deep copy (struct
  * gh_wset: it owns the host memory until gh_wset_free, which releases the prepared weights
  * first). A single weight travels as the lm_head of a model with no layers (gh_wset_single).
+ * The CUDA backend holds one prepared weight set at a time (a second prepare_weights fails
+ * with -EBUSY until release_weights): put every weight one check needs into one set.
  *
  * Every helper that must wait (put/get/poison/time) synchronizes the backend and turns a
  * failure into a FAIL line. Nothing here aborts on a kernel's failure.

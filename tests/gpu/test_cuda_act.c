@@ -106,20 +106,32 @@ struct wpair {
     struct gh_wset c, g;
 };
 
-static int wpair_make(struct gh_ctx *h, struct wpair *wp, enum dsd_dtype dt, int64_t rows, int64_t cols, float amp,
-                      float offset, const char *name)
+/* Clones m to both backends and prepares it (one prepare per backend at a time: the CUDA
+ * backend holds one weight block); frees m's host weights. */
+static int wpair_model(struct gh_ctx *h, struct wpair *wp, struct dsd_model_weights *m)
 {
-    struct dsd_weight w;
     memset(wp, 0, sizeof *wp);
-    if (gh_rand_weight(&w, dt, rows, cols, amp, offset, name)) {
-        gh_fail("%s: out of host memory", name);
-        return -1;
-    }
-    int rc = gh_wset_single(&wp->c, &w) || gh_wset_single(&wp->g, &w);
-    gh_weight_free(&w);
+    int rc = gh_wset_clone(&wp->c, m, 0) || gh_wset_clone(&wp->g, m, 0);
+    gh_weight_free(&m->embed);
+    gh_weight_free(&m->final_norm);
+    gh_weight_free(&m->lm_head);
     if (rc || gh_wset_prepare(&wp->c, h->cpu) || gh_wset_prepare(&wp->g, h->gpu))
         return -1;
     return 0;
+}
+
+/* One random weight, as the lm_head of both copies. */
+static int wpair_make(struct gh_ctx *h, struct wpair *wp, enum dsd_dtype dt, int64_t rows, int64_t cols, float amp,
+                      float offset, const char *name)
+{
+    struct dsd_model_weights m;
+    memset(&m, 0, sizeof m);
+    memset(wp, 0, sizeof *wp);
+    if (gh_rand_weight(&m.lm_head, dt, rows, cols, amp, offset, name)) {
+        gh_fail("%s: out of host memory", name);
+        return -1;
+    }
+    return wpair_model(h, wp, &m);
 }
 
 static void wpair_free(struct wpair *wp)
@@ -264,9 +276,10 @@ out:
 
 static void test_layernorm(struct gh_ctx *h, int T, int n, enum dsd_dtype wdt)
 {
-    struct wpair w, b;
+    struct wpair w;
+    struct dsd_model_weights m;
     memset(&w, 0, sizeof w);
-    memset(&b, 0, sizeof b);
+    memset(&m, 0, sizeof m);
     struct pair x = { 0 }, o = { 0 };
     char shape[96];
     snprintf(shape, sizeof shape, "T=%d n=%d w=%s", T, n, wdt == DSD_DTYPE_BF16 ? "bf16" : "f32");
@@ -274,18 +287,19 @@ static void test_layernorm(struct gh_ctx *h, int T, int n, enum dsd_dtype wdt)
     if (v)
         for (size_t i = 0; i < (size_t)T * n; i++)
             v[i] = dsd_round_bf16(v[i] + 0.7f);     /* a mean to subtract */
-    if (!v || wpair_make(h, &w, wdt, 1, n, 0.2f, 1.0f, "k_norm.weight") ||
-        wpair_make(h, &b, wdt, 1, n, 0.1f, 0.0f, "k_norm.bias") || pair_alloc(h, &x, T, n) ||
-        pair_alloc(h, &o, T, n))
+    if (!v || gh_rand_weight(&m.lm_head, wdt, 1, n, 0.2f, 1.0f, "k_norm.weight") ||
+        gh_rand_weight(&m.final_norm, wdt, 1, n, 0.1f, 0.0f, "k_norm.bias") || wpair_model(h, &w, &m) ||
+        pair_alloc(h, &x, T, n) || pair_alloc(h, &o, T, n))
         goto out;
     pair_put(h, &x, v);
     pair_poison(h, &o);
-    h->co->layernorm(h->cpu, o.c, x.c, &w.c.w.lm_head, &b.c.w.lm_head, T, n);
-    h->go->layernorm(h->gpu, o.g, x.g, &w.g.w.lm_head, &b.g.w.lm_head, T, n);
+    h->co->layernorm(h->cpu, o.c, x.c, &w.c.w.lm_head, &w.c.w.final_norm, T, n);
+    h->go->layernorm(h->gpu, o.g, x.g, &w.g.w.lm_head, &w.g.w.final_norm, T, n);
     pair_check(h, &o, "layernorm", shape, GATE_NORM, 0, 0);
 out:
+    gh_weight_free(&m.lm_head);
+    gh_weight_free(&m.final_norm);
     wpair_free(&w);
-    wpair_free(&b);
     pair_free(h, &x);
     pair_free(h, &o);
     free(v);
@@ -384,19 +398,19 @@ static void time_ops(struct gh_ctx *h, int T)
 {
     const struct dsd_model_dims *d = &h->conf->dims;
     const int D = (int)d->hidden_size, H = d->num_attention_heads, QD = H * (d->qk_nope_head_dim + d->qk_rope_head_dim);
-    struct wpair wn, emb, lb;
-    memset(&wn, 0, sizeof wn);
-    memset(&emb, 0, sizeof emb);
-    memset(&lb, 0, sizeof lb);
+    struct wpair wp;
+    struct dsd_model_weights m;
+    memset(&wp, 0, sizeof wp);
+    memset(&m, 0, sizeof m);
     void *o = gh_alloc_act(h->gpu, T, QD > 2 * D ? QD : 2 * D), *x = gh_alloc_act(h->gpu, T, QD > D ? QD : D),
          *r = gh_alloc_act(h->gpu, T, D);
     int32_t *ints = gh_alloc(h->gpu, (size_t)T * 4);
     char shape[96];
-    if (!o || !x || !r || !ints || wpair_make(h, &wn, DSD_DTYPE_BF16, 1, D, 0.2f, 1.0f, "norm") ||
-        wpair_make(h, &emb, DSD_DTYPE_BF16, 4096, D, 0.05f, 0.0f, "embed") ||
-        wpair_make(h, &lb, DSD_DTYPE_BF16, 1, 128, 0.05f, 0.0f, "bias"))
+    if (!o || !x || !r || !ints || gh_rand_weight(&m.lm_head, DSD_DTYPE_BF16, 1, D, 0.2f, 1.0f, "norm") ||
+        gh_rand_weight(&m.embed, DSD_DTYPE_BF16, 4096, D, 0.05f, 0.0f, "embed") ||
+        gh_rand_weight(&m.final_norm, DSD_DTYPE_BF16, 1, 128, 0.05f, 1.0f, "k_norm") || wpair_model(h, &wp, &m))
         goto out;
-    struct timed a = { .h = h, .T = T, .n = D, .o = o, .x = x, .r = r, .w = &wn.g.w.lm_head, .ints = ints };
+    struct timed a = { .h = h, .T = T, .n = D, .o = o, .x = x, .r = r, .w = &wp.g.w.lm_head, .ints = ints };
     double act = (double)T * D * 2;
     snprintf(shape, sizeof shape, "T=%d n=%d", T, D);
     a.kind = 0;
@@ -407,19 +421,20 @@ static void time_ops(struct gh_ctx *h, int T)
     snprintf(shape, sizeof shape, "q T=%d heads=%d", T, H);
     gh_report_time(h, "rope interleaved", shape, gh_time_gpu(h, timed_call, &a), (double)T * H * 64 * 2 * 2, 0);
     a.kind = 3;
-    a.w = &emb.g.w.lm_head;
+    a.w = &wp.g.w.embed;
     snprintf(shape, sizeof shape, "T=%d D=%d", T, D);
     gh_report_time(h, "embed", shape, gh_time_gpu(h, timed_call, &a), 2 * act, 0);
     a.kind = 4;
     a.n = 128;
-    a.w = &lb.g.w.lm_head;
-    a.b = &lb.g.w.lm_head;
+    a.w = &wp.g.w.final_norm;
+    a.b = &wp.g.w.final_norm;
     snprintf(shape, sizeof shape, "T=%d n=128", T);
     gh_report_time(h, "layernorm", shape, gh_time_gpu(h, timed_call, &a), (double)T * 128 * 4, 0);
 out:
-    wpair_free(&wn);
-    wpair_free(&emb);
-    wpair_free(&lb);
+    gh_weight_free(&m.lm_head);
+    gh_weight_free(&m.embed);
+    gh_weight_free(&m.final_norm);
+    wpair_free(&wp);
     h->go->release(h->gpu, o);
     h->go->release(h->gpu, x);
     h->go->release(h->gpu, r);
