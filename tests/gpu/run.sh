@@ -1,11 +1,72 @@
 #!/bin/bash
-# Runs the GPU tests on the GPU host (through the device tool): BUILD is a build tree made
-# here with -DDSD_CUDA=ON -DDSD_STATIC_DEPS=ON, carried along. Results go to $OUT.
-#   tests/gpu/run.sh build/gpu
+# Runs the GPU tests on the GPU host: BUILD is a build tree made with -DDSD_CUDA=ON (for a
+# host without the project's libraries also -DDSD_STATIC_DEPS=ON), carried along.
+#   OUT=/tmp/gpu tests/gpu/run.sh build
+# 1. records the card (nvidia-smi) in $OUT/gpu.txt;
+# 2. runs every built test_cuda_* at all its configs: $OUT/<test>.log, and one CSV of every
+#    check and timing, $OUT/results.csv (tests/gpu/gpu_harness.c writes it);
+# 3. runs each again at the tiny config only (--tiny-only) under compute-sanitizer memcheck,
+#    and under racecheck (the kernels with shared memory: norms, quantization, transposes);
+#    logs $OUT/<test>.memcheck.log and $OUT/<test>.racecheck.log.
+# Exits non-zero if any test failed or was skipped (a GPU host must have a GPU), or a
+# sanitizer reported an error. SANITIZE=0 skips step 3; TESTS="act linear" picks tests.
 set -uo pipefail
-BUILD=${1:-build/gpu}
-OUT=${OUT:-/tmp}
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+BUILD=${1:-build}
+OUT=${OUT:-/tmp/gpu-tests}
+mkdir -p "$OUT"
+export OUT
+summary="$OUT/summary.txt"
+: >"$summary"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt" || \
+    echo "nvidia-smi failed" | tee "$OUT/gpu.txt"
+
+tests=()
+if [ -n "${TESTS:-}" ]; then
+    for t in $TESTS; do tests+=("$BUILD/tests/gpu/test_cuda_$t"); done
+else
+    for t in "$BUILD"/tests/gpu/test_cuda_*; do
+        [ -x "$t" ] && [ -f "$t" ] && tests+=("$t")
+    done
+fi
+if [ ${#tests[@]} -eq 0 ]; then
+    echo "no test_cuda_* executables under $BUILD/tests/gpu" | tee -a "$summary"
+    exit 1
+fi
+
 rc=0
-"$BUILD/tests/gpu/test_cuda_fp8_linear" "$OUT/fp8_linear.csv" 2>&1 | tee "$OUT/fp8_linear.log" || rc=1
+note() { echo "$*" | tee -a "$summary"; }
+
+for t in "${tests[@]}"; do
+    name=$(basename "$t")
+    echo "=== $name"
+    "$t" 2>&1 | tee "$OUT/$name.log"
+    s=${PIPESTATUS[0]}
+    if [ "$s" -eq 0 ]; then note "PASS $name"
+    elif [ "$s" -eq 77 ]; then note "SKIP $name (no GPU: counts as a failure here)"; rc=1
+    else note "FAIL $name (exit $s)"; rc=1
+    fi
+done
+
+if [ "${SANITIZE:-1}" != 0 ]; then
+    if ! command -v compute-sanitizer >/dev/null; then
+        note "FAIL compute-sanitizer not found"
+        rc=1
+    else
+        for t in "${tests[@]}"; do
+            name=$(basename "$t")
+            for tool in memcheck racecheck; do
+                echo "=== $name under $tool (tiny only)"
+                OUT= compute-sanitizer --tool "$tool" --error-exitcode 99 "$t" --tiny-only --iters 1 \
+                    >"$OUT/$name.$tool.log" 2>&1
+                s=$?
+                tail -n 3 "$OUT/$name.$tool.log"
+                if [ "$s" -eq 0 ]; then note "PASS $name $tool"
+                else note "FAIL $name $tool (exit $s; see $name.$tool.log)"; rc=1
+                fi
+            done
+        done
+    fi
+fi
+echo "=== summary"
+cat "$summary"
 exit $rc
