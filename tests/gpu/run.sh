@@ -8,6 +8,9 @@
 # 3. runs each again at the tiny config only (--tiny-only) under compute-sanitizer memcheck,
 #    and under racecheck (the kernels with shared memory: norms, quantization, transposes);
 #    logs $OUT/<test>.memcheck.log and $OUT/<test>.racecheck.log.
+# 4. with MODELS set (a folder holding the tiny checkpoint `tiny` and DeepSeek's
+#    tokenizer.json), the engine-level checks: tests/gpu/engine_checks.sh BUILD MODELS
+#    (golden with the CUDA backend, deepseekd-run, the daemon on the GPU).
 # Exits non-zero if any test failed or was skipped (a GPU host must have a GPU), or a
 # sanitizer reported an error. SANITIZE=0 skips step 3; TESTS="act linear" picks tests.
 set -uo pipefail
@@ -65,6 +68,12 @@ if [ "${SANITIZE:-1}" != 0 ]; then
                 fi
             done
         done
+    fi
+fi
+if [ -n "${MODELS:-}" ]; then
+    echo "=== engine checks"
+    if bash "$(dirname "$0")/engine_checks.sh" "$BUILD" "$MODELS"; then note "PASS engine_checks"
+    else note "FAIL engine_checks (see engine_checks.log)"; rc=1
     fi
 fi
 echo "=== summary"
