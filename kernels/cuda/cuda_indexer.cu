@@ -1,9 +1,392 @@
-// The DSA lightning indexer's scores and exact top-k on the device (contract in ops.h).
-// STUB: not implemented yet.
+// The DSA lightning indexer on the device: FP8 scores over the paged index-K cache and the exact
+// top-k (contract in kernels/ops.h; the math of kernels/cpu/cpu_indexer.c topk_token and the
+// selection order of daemon/util/topk.c dsd_topk). Three kernels per sub-batch of tokens:
+//   1. q_prep:  per (token, head) one warp: Hadamard, bf16 rounding, FP8 quantization with one
+//               scale per head, folded into the head weight w_h = w * Hi^-1/2 * q_scale * Di^-1/2;
+//               the FP8 values are kept as bf16 (exact) for the tensor cores.
+//   2. score:   per (token, 4 pages of 64 candidates) one CTA of ceil(Hi/16) warps: q in registers
+//               (A fragments), each key page converted e4m3 -> bf16 into shared memory, S = q k^T
+//               by mma.m16n8k16 (products exact, fp32 sums), logit_j = k_scale_j *
+//               sum_h w_h relu(S_hj); written once to an fp32 row in scratch.
+//   3. select:  per token one CTA of 1024 threads: radix select (4 passes of 8 bits) of the k-th
+//               largest order-preserving key (NaN lowest, -0 == +0), then one ordered pass with
+//               block-wide prefix sums emitting every key above it and the lowest-index equal
+//               ones, ascending; -1 padding.
+// The logits rows of a sub-batch fit a bounded scratch (INDEXER_SCRATCH_BYTES).
+#include <math.h>
+
+#include "cuda_attn_util.h"
 #include "cuda_backend.h"
 
-extern "C" void cuda_op_indexer_topk(struct dsd_backend *be, int32_t *, int, const void *, const float *,
-                                     const struct dsd_kv_layer *, const struct dsd_step *)
+using namespace dsd_attn;
+
+#define INDEXER_SCRATCH_BYTES ((size_t)512 << 20)
+#define SCORE_PAGES_PER_CTA 4
+#define SELECT_THREADS 1024
+
+// ---- 1. q preparation ------------------------------------------------------------------------
+
+// qv: [Tsub][Hp][128] bf16 (Hp = Hi padded to 16; pad heads zero), wh: [Tsub][Hp] f32
+__global__ void indexer_q_prep_kernel(const uint16_t *__restrict__ q, const float *__restrict__ w, int Hi, int Hp,
+                                      int Tsub, bool ue8m0, float had, float head_scale, float dim_scale,
+                                      uint16_t *__restrict__ qv, float *__restrict__ wh)
 {
-    cuda_fail(cuda(be), -ENOSYS, "indexer_topk: not implemented");
+    const int gw = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    if (gw >= Tsub * Hp)
+        return;
+    const int t = gw / Hp, h = gw % Hp;
+    uint16_t *dst = qv + (size_t)gw * 128;
+    if (h >= Hi) {
+        for (int i = 0; i < 4; i++)
+            dst[4 * lane + i] = 0;
+        if (lane == 0)
+            wh[gw] = 0.0f;
+        return;
+    }
+    const uint16_t *src = q + ((size_t)t * Hi + h) * 128;
+    float v[4];
+    for (int i = 0; i < 4; i++)
+        v[i] = bf16_bits_to_f32(src[4 * lane + i]);
+    const float wt = w[(size_t)t * Hi + h];
+    warp_hadamard128(v, had);
+    float amax = 0.0f;
+    for (int i = 0; i < 4; i++) {
+        v[i] = round_bf16(v[i]);
+        amax = fmaxf(amax, fabsf(v[i]));
+    }
+    amax = warp_max(amax);
+    const float sc = quant_scale(amax, ue8m0);
+    for (int i = 0; i < 4; i++) {
+        float qf = e4m3_to_f32(quant_e4m3(v[i], sc));
+        dst[4 * lane + i] = f32_to_bf16_bits(qf);      // exact: e4m3 values fit bf16
+    }
+    if (lane == 0)
+        wh[gw] = wt * head_scale * sc * dim_scale;      // the CPU's order of products
+}
+
+// ---- 2. scores -------------------------------------------------------------------------------
+
+#define KS_LD 136   // bf16 per key row in shared memory (128 + 8: conflict-free fragment loads)
+
+// grid (ceil(n_pages_max / SCORE_PAGES_PER_CTA), Tsub), block 32 * (Hp / 16)
+__global__ void indexer_score_kernel(const uint16_t *__restrict__ qv, const float *__restrict__ wh, int Hp,
+                                     const uint8_t *__restrict__ index, size_t page_bytes,
+                                     const int32_t *__restrict__ pos, const int32_t *__restrict__ seq,
+                                     const int32_t *__restrict__ page_off, const int32_t *__restrict__ pages,
+                                     int t0, int max_pos, int topk, float *__restrict__ logits, size_t ld_logits)
+{
+    extern __shared__ __align__(16) uint8_t smem[];
+    uint16_t *ks = reinterpret_cast<uint16_t *>(smem);                             // [64][KS_LD]
+    float *kscale = reinterpret_cast<float *>(smem + 64 * KS_LD * 2);              // [64]
+    float *red = kscale + 64;                                                      // [warps][64]
+
+    const int tt = blockIdx.y, t = t0 + tt;
+    int p = pos[t];
+    if (p > max_pos)
+        p = max_pos;
+    const int n_cand = p + 1;
+    if (n_cand <= topk)
+        return;             // every position is selected; select writes 0..n-1
+    const int page0 = blockIdx.x * SCORE_PAGES_PER_CTA;
+    if (page0 * 64 >= n_cand)
+        return;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q4 = lane & 3;
+    const int nwarps = blockDim.x >> 5;
+    const int32_t *pg_tab = pages + page_off[seq[t]];
+
+    // A fragments of this warp's 16 heads, all 8 k-steps, and their head weights
+    const uint16_t *qrow0 = qv + ((size_t)tt * Hp + warp * 16 + g) * 128;
+    const uint16_t *qrow1 = qrow0 + 8 * 128;
+    uint32_t a[8][4];
+    for (int kk = 0; kk < 8; kk++) {
+        const int c = kk * 16 + 2 * q4;
+        a[kk][0] = *reinterpret_cast<const uint32_t *>(qrow0 + c);
+        a[kk][1] = *reinterpret_cast<const uint32_t *>(qrow1 + c);
+        a[kk][2] = *reinterpret_cast<const uint32_t *>(qrow0 + c + 8);
+        a[kk][3] = *reinterpret_cast<const uint32_t *>(qrow1 + c + 8);
+    }
+    const float w0 = wh[(size_t)tt * Hp + warp * 16 + g], w1 = wh[(size_t)tt * Hp + warp * 16 + g + 8];
+
+    for (int pi = 0; pi < SCORE_PAGES_PER_CTA; pi++) {
+        const int jp = page0 + pi;
+        if (jp * 64 >= n_cand)
+            break;
+        const uint8_t *pg = index + (size_t)pg_tab[jp] * page_bytes;
+        __syncthreads();    // the previous page's keys and partial sums are consumed
+        {
+            // 64 keys x 128 e4m3 = 512 chunks of 16 bytes
+            for (int c = threadIdx.x; c < 512; c += blockDim.x) {
+                const int row = c >> 3, col = (c & 7) * 16;
+                uint4 raw = *reinterpret_cast<const uint4 *>(pg + row * 128 + col);
+                const uint8_t *b = reinterpret_cast<const uint8_t *>(&raw);
+                uint32_t out[8];
+                for (int i = 0; i < 8; i++)
+                    out[i] = pack_bf16(f32_to_bf16_bits(e4m3_to_f32(b[2 * i])),
+                                       f32_to_bf16_bits(e4m3_to_f32(b[2 * i + 1])));
+                uint4 *d = reinterpret_cast<uint4 *>(ks + row * KS_LD + col);
+                d[0] = make_uint4(out[0], out[1], out[2], out[3]);
+                d[1] = make_uint4(out[4], out[5], out[6], out[7]);
+            }
+            for (int c = threadIdx.x; c < 64; c += blockDim.x)
+                kscale[c] = reinterpret_cast<const float *>(pg + 64 * 128)[c];
+        }
+        __syncthreads();
+        for (int nt = 0; nt < 8; nt++) {
+            float acc[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
+            const uint16_t *krow = ks + (nt * 8 + g) * KS_LD + 2 * q4;
+            for (int kk = 0; kk < 8; kk++) {
+                uint32_t b0 = *reinterpret_cast<const uint32_t *>(krow + kk * 16);
+                uint32_t b1 = *reinterpret_cast<const uint32_t *>(krow + kk * 16 + 8);
+                mma_bf16(acc, a[kk], b0, b1);
+            }
+            // columns 2q, 2q+1 of this n-tile: rows g (acc0, acc1) and g + 8 (acc2, acc3)
+            float s0 = w0 * fmaxf(acc[0], 0.0f) + w1 * fmaxf(acc[2], 0.0f);
+            float s1 = w0 * fmaxf(acc[1], 0.0f) + w1 * fmaxf(acc[3], 0.0f);
+            for (int o = 4; o < 32; o <<= 1) {
+                s0 += __shfl_xor_sync(0xffffffffu, s0, o);
+                s1 += __shfl_xor_sync(0xffffffffu, s1, o);
+            }
+            if (g == 0) {
+                red[warp * 64 + nt * 8 + 2 * q4] = s0;
+                red[warp * 64 + nt * 8 + 2 * q4 + 1] = s1;
+            }
+        }
+        __syncthreads();
+        for (int c = threadIdx.x; c < 64; c += blockDim.x) {
+            const int j = jp * 64 + c;
+            if (j < n_cand) {
+                float s = 0.0f;
+                for (int w = 0; w < nwarps; w++)
+                    s += red[w * 64 + c];
+                logits[(size_t)tt * ld_logits + j] = s * kscale[c];
+            }
+        }
+    }
+}
+
+// ---- 3. exact selection ----------------------------------------------------------------------
+
+// order-preserving key: larger float -> larger key; NaN lowest (0); -0 == +0
+__device__ __forceinline__ uint32_t sort_key(float f)
+{
+    if (isnan(f))
+        return 0u;
+    if (f == 0.0f)
+        f = 0.0f;
+    uint32_t u = __float_as_uint(f);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// exclusive block-wide prefix sum of two counters (SELECT_THREADS threads); totals returned too
+__device__ __forceinline__ int2 block_scan2(int2 v, int2 *total, int2 *warp_buf)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    int2 inc = v;
+    for (int o = 1; o < 32; o <<= 1) {
+        int x = __shfl_up_sync(0xffffffffu, inc.x, o), y = __shfl_up_sync(0xffffffffu, inc.y, o);
+        if (lane >= o) {
+            inc.x += x;
+            inc.y += y;
+        }
+    }
+    if (lane == 31)
+        warp_buf[warp] = inc;
+    __syncthreads();
+    if (warp == 0) {
+        int2 wv = lane < nw ? warp_buf[lane] : make_int2(0, 0);
+        int2 wi = wv;
+        for (int o = 1; o < 32; o <<= 1) {
+            int x = __shfl_up_sync(0xffffffffu, wi.x, o), y = __shfl_up_sync(0xffffffffu, wi.y, o);
+            if (lane >= o) {
+                wi.x += x;
+                wi.y += y;
+            }
+        }
+        if (lane < nw)
+            warp_buf[lane] = make_int2(wi.x - wv.x, wi.y - wv.y);     // exclusive warp offsets
+        if (lane == nw - 1)
+            warp_buf[32] = wi;
+    }
+    __syncthreads();
+    int2 off = warp_buf[warp];
+    *total = warp_buf[32];
+    __syncthreads();    // warp_buf is reused by the next call
+    return make_int2(off.x + inc.x - v.x, off.y + inc.y - v.y);
+}
+
+#define SEL_ITEMS 4
+
+__global__ void __launch_bounds__(SELECT_THREADS)
+indexer_select_kernel(const float *__restrict__ logits, size_t ld_logits, const int32_t *__restrict__ pos, int t0,
+                      int max_pos, int topk, int32_t *__restrict__ out)
+{
+    __shared__ int hist[256];
+    __shared__ int2 warp_buf[33];
+    __shared__ uint32_t s_prefix;
+    __shared__ int s_remaining;
+
+    const int tt = blockIdx.x, t = t0 + tt;
+    int p = pos[t];
+    if (p > max_pos)
+        p = max_pos;
+    const int n = p + 1;
+    const int k = n < topk ? n : topk;
+    int32_t *o = out + (size_t)t * topk;
+    for (int i = k + threadIdx.x; i < topk; i += blockDim.x)
+        o[i] = -1;
+    if (n <= topk) {
+        for (int i = threadIdx.x; i < n; i += blockDim.x)
+            o[i] = i;
+        return;
+    }
+    const float *row = logits + (size_t)tt * ld_logits;
+
+    // radix select of the k-th largest key, 8 bits at a time from the top
+    uint32_t prefix = 0, mask = 0;
+    int remaining = k;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int i = threadIdx.x; i < 256; i += blockDim.x)
+            hist[i] = 0;
+        __syncthreads();
+        for (int i = threadIdx.x; i < n; i += blockDim.x) {
+            uint32_t key = sort_key(row[i]);
+            if ((key & mask) == prefix)
+                atomicAdd(&hist[(key >> shift) & 255], 1);
+        }
+        __syncthreads();
+        if (threadIdx.x < 32) {
+            // lane l owns bins 255 - 8l .. 248 - 8l (descending)
+            const int lane = threadIdx.x;
+            int c[8], sum = 0;
+            for (int i = 0; i < 8; i++) {
+                c[i] = hist[255 - 8 * lane - i];
+                sum += c[i];
+            }
+            int inc = sum;
+            for (int of = 1; of < 32; of <<= 1) {
+                int x = __shfl_up_sync(0xffffffffu, inc, of);
+                if (lane >= of)
+                    inc += x;
+            }
+            int above = inc - sum;
+            for (int i = 0; i < 8; i++) {
+                if (above < remaining && remaining <= above + c[i]) {
+                    s_prefix = prefix | ((uint32_t)(255 - 8 * lane - i) << shift);
+                    s_remaining = remaining - above;
+                }
+                above += c[i];
+            }
+        }
+        __syncthreads();
+        prefix = s_prefix;
+        remaining = s_remaining;
+        mask |= 255u << shift;
+        __syncthreads();
+    }
+    const uint32_t kth = prefix;    // the k-th largest key; `remaining` equal ones are taken
+
+    // ordered pass: everything above kth, plus the first `remaining` equal to it, ascending
+    int eq_seen = 0, taken = 0;
+    for (int base = 0; base < n; base += SELECT_THREADS * SEL_ITEMS) {
+        const int i0 = base + threadIdx.x * SEL_ITEMS;
+        uint32_t keys[SEL_ITEMS];
+        int n_gt = 0, n_eq = 0;
+        for (int i = 0; i < SEL_ITEMS; i++) {
+            keys[i] = i0 + i < n ? sort_key(row[i0 + i]) : 0u;
+            const bool in = i0 + i < n;
+            n_gt += in && keys[i] > kth;
+            n_eq += in && keys[i] == kth;
+        }
+        int2 tot;
+        int2 ex = block_scan2(make_int2(n_eq, 0), &tot, warp_buf);
+        int eq_rank = eq_seen + ex.x;
+        // how many of my equal ones are taken
+        int take_eq = remaining - eq_rank;
+        take_eq = take_eq < 0 ? 0 : (take_eq > n_eq ? n_eq : take_eq);
+        int2 tot2;
+        int2 ex2 = block_scan2(make_int2(n_gt + take_eq, 0), &tot2, warp_buf);
+        int at = taken + ex2.x, eq_left = take_eq;
+        for (int i = 0; i < SEL_ITEMS; i++) {
+            if (i0 + i >= n)
+                break;
+            bool take = keys[i] > kth;
+            if (!take && keys[i] == kth && eq_left > 0) {
+                take = true;
+                eq_left--;
+            }
+            if (take)
+                o[at++] = i0 + i;
+        }
+        eq_seen += tot.x;
+        taken += tot2.x;
+    }
+}
+
+// ---- the op ----------------------------------------------------------------------------------
+
+extern "C" void cuda_op_indexer_topk(struct dsd_backend *be, int32_t *out, int topk, const void *q, const float *w,
+                                     const struct dsd_kv_layer *kv, const struct dsd_step *st)
+{
+    struct cuda_backend *cb = cuda(be);
+    const struct dsd_kv_layout *lay = &be->kv_layout;
+    const int T = st->n_tokens, Hi = be->dims.index_n_heads, Di = lay->index_dim;
+    if (T <= 0 || topk <= 0)
+        return;
+    cuda_use(cb);
+    if (Di != 128 || Hi <= 0 || Hi > 256) {
+        cuda_fail(cb, -EINVAL, "indexer_topk: index heads %d x dim %d (need dim 128, at most 256 heads)", Hi, Di);
+        return;
+    }
+    const int Hp = (Hi + 15) / 16 * 16;
+    const int n_max = st->max_pos + 1;
+    const size_t ld_logits = ((size_t)n_max + 3) / 4 * 4;
+    const size_t per_token = (size_t)Hp * 128 * 2 + (size_t)Hp * 4 + ld_logits * 4;
+    int Tsub = (int)(INDEXER_SCRATCH_BYTES / per_token);
+    if (Tsub < 1)
+        Tsub = 1;
+    if (Tsub > T)
+        Tsub = T;
+    if (Tsub > 65535)
+        Tsub = 65535;     // grid y of the score kernel
+    uint8_t *scratch = (uint8_t *)cuda_scratch(cb, per_token * (size_t)Tsub + 256);
+    if (!scratch)
+        return;
+    float *logits = (float *)scratch;
+    uint16_t *qv = (uint16_t *)(scratch + ld_logits * 4 * (size_t)Tsub);
+    float *wh = (float *)(qv + (size_t)Tsub * Hp * 128);
+
+    if (!lay->index_fp8) {
+        cuda_fail(cb, -ENOTSUP, "indexer_topk: fp32 index keys (exact numerics) are not a CUDA layout");
+        return;
+    }
+    const float had = 1.0f / sqrtf(128.0f);
+    const float head_scale = 1.0f / sqrtf((float)Hi), dim_scale = 1.0f / sqrtf((float)Di);
+    const int n_pages_max = (n_max + 63) / 64;
+    const int score_threads = 32 * (Hp / 16);
+    const size_t score_smem = 64 * KS_LD * 2 + 64 * 4 + (size_t)(Hp / 16) * 64 * 4;
+    if (score_smem > 48 * 1024 &&
+        !CU_OK(cb, cudaFuncSetAttribute(indexer_score_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)score_smem)))
+        return;
+    for (int t0 = 0; t0 < T; t0 += Tsub) {
+        const int n = T - t0 < Tsub ? T - t0 : Tsub;
+        const int warps = n * Hp, threads = 256;
+        indexer_q_prep_kernel<<<(warps * 32 + threads - 1) / threads, threads, 0, cb->stream>>>(
+            (const uint16_t *)q + (size_t)t0 * Hi * 128, w + (size_t)t0 * Hi, Hi, Hp, n,
+            be->dims.act_scale_ue8m0, had, head_scale, dim_scale, qv, wh);
+        if (!CU_LAUNCHED(cb))
+            return;
+        if (n_max > topk) {
+            dim3 grid((n_pages_max + SCORE_PAGES_PER_CTA - 1) / SCORE_PAGES_PER_CTA, n);
+            indexer_score_kernel<<<grid, score_threads, score_smem, cb->stream>>>(
+                qv, wh, Hp, kv->index, lay->index_page_bytes, st->pos, st->seq, st->page_off,
+                st->pages, t0, st->max_pos, topk, logits, ld_logits);
+            if (!CU_LAUNCHED(cb))
+                return;
+        }
+        indexer_select_kernel<<<n, SELECT_THREADS, 0, cb->stream>>>(logits, ld_logits, st->pos, t0, st->max_pos, topk,
+                                                                    out);
+        if (!CU_LAUNCHED(cb))
+            return;
+    }
 }
