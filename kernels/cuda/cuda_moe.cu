@@ -31,6 +31,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+extern "C" {
+#include "err.h"            // dsd_errf has C linkage; err.h has no extern "C" of its own
+}
 #include "cuda_backend.h"
 #include "cuda_moe.h"
 
@@ -938,27 +941,12 @@ void cuda_op_moe(struct dsd_backend *be, void *out, const void *x, const struct 
                 return;
             continue;
         }
-        // 1. logits
-        dim3 gl((E + RL_EXPERTS - 1) / RL_EXPERTS, (T + RL_TOKENS - 1) / RL_TOKENS);
-        if (rw->dtype == DSD_DTYPE_F32)
-            router_logits_kernel<float><<<gl, RL_EXPERTS * 8, 0, cb->stream>>>(
-                logits, (const __nv_bfloat16 *)x, (const float *)rw->data, T, E, D);
-        else
-            router_logits_kernel<__nv_bfloat16><<<gl, RL_EXPERTS * 8, 0, cb->stream>>>(
-                logits, (const __nv_bfloat16 *)x, (const __nv_bfloat16 *)rw->data, T, E, D);
-        if (!CU_LAUNCHED(cb))
+        // 1.-2. logits and routing
+        cuda_moe_router_logits(cb, logits, x, rw, T);
+        cuda_moe_route(cb, ids, wts, logits, (const float *)lw->router_bias.data, T);
+        if (cb->status)
             return;
-        // 2. routing
-        size_t rsm = (size_t)3 * E * sizeof(float) + (size_t)d->n_group * (sizeof(float) + sizeof(int)) +
-                     (size_t)E * sizeof(int);
-        if (rsm > 48 * 1024 &&
-            !CU_OK(cb, cudaFuncSetAttribute(route_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)rsm)))
-            return;
-        route_kernel<<<T, ROUTE_THREADS, rsm, cb->stream>>>(ids, wts, logits, (const float *)lw->router_bias.data, E,
-                                                             d->n_group, d->topk_group, k, d->norm_topk_prob,
-                                                             (float)d->routed_scaling_factor);
-        if (!CU_LAUNCHED(cb))
-            return;
+        // 3. sort
         // 3. sort
         const size_t ssm = (size_t)SORT_CHUNK_TOKENS * k * sizeof(int32_t);
         if (ssm > 48 * 1024 &&
@@ -1020,6 +1008,36 @@ void cuda_moe_release(struct cuda_backend *cb, struct dsd_model_weights *w)
     free(st->v);
     free(st);
     cb->moe = NULL;
+}
+
+void cuda_moe_router_logits(struct cuda_backend *cb, float *logits, const void *x, const struct dsd_weight *rw, int T)
+{
+    const int E = (int)rw->rows, D = (int)rw->cols;
+    dim3 gl((E + RL_EXPERTS - 1) / RL_EXPERTS, (T + RL_TOKENS - 1) / RL_TOKENS);
+    if (rw->dtype == DSD_DTYPE_F32)
+        router_logits_kernel<float><<<gl, RL_EXPERTS * 8, 0, cb->stream>>>(
+            logits, (const __nv_bfloat16 *)x, (const float *)rw->data, T, E, D);
+    else if (rw->dtype == DSD_DTYPE_BF16)
+        router_logits_kernel<__nv_bfloat16><<<gl, RL_EXPERTS * 8, 0, cb->stream>>>(
+            logits, (const __nv_bfloat16 *)x, (const __nv_bfloat16 *)rw->data, T, E, D);
+    else
+        cuda_fail(cb, -ENOTSUP, "moe: router weight must be F32 or BF16");
+    CU_LAUNCHED(cb);
+}
+
+void cuda_moe_route(struct cuda_backend *cb, int32_t *ids, float *wts, const float *logits, const float *bias, int T)
+{
+    const struct dsd_model_dims *d = &cb->base.dims;
+    const int E = d->n_routed_experts;
+    size_t rsm = (size_t)3 * E * sizeof(float) + (size_t)d->n_group * (sizeof(float) + sizeof(int)) +
+                 (size_t)E * sizeof(int);
+    if (rsm > 48 * 1024 &&
+        !CU_OK(cb, cudaFuncSetAttribute(route_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)rsm)))
+        return;
+    route_kernel<<<T, ROUTE_THREADS, rsm, cb->stream>>>(ids, wts, logits, bias, E, d->n_group, d->topk_group,
+                                                         d->num_experts_per_tok, d->norm_topk_prob,
+                                                         (float)d->routed_scaling_factor);
+    CU_LAUNCHED(cb);
 }
 
 // ---- launchers for cuda_moe_lt.c ----

@@ -79,6 +79,13 @@ void cuda_moe_lt_experts(struct cuda_backend *cb, const struct moe_sort *s, cons
 void cuda_moe_lt_mlp(struct cuda_backend *cb, void *out, const uint8_t *xq, const float *xs,
                      const struct moe_ffn_w *f, int T, const struct moe_lt_bufs *b);
 
+/* The routing steps of cuda_op_moe on their own (tests/gpu/test_cuda_moe.c checks them
+ * exactly): fp32 logits [T][E] = x . router (bf16 x [T][D]; router F32 or BF16, summed in
+ * dsd_ref_dot's order), and ids [T][k] ascending / wts [T][k] as dsd_ref_moe_route from
+ * logits [T][E] and the correction bias (F32 [E] or NULL). Device pointers; enqueued. */
+void cuda_moe_router_logits(struct cuda_backend *cb, float *logits, const void *x, const struct dsd_weight *rw, int T);
+void cuda_moe_route(struct cuda_backend *cb, int32_t *ids, float *wts, const float *logits, const float *bias, int T);
+
 /* cuda_moe.cu launchers for cuda_moe_lt.c (all on cb->stream, failures recorded). */
 /* Gathers the token rows of pairs perm[0..m) (pair p -> token p < Tk ? p / k : p - Tk; perm
  * NULL: pair i is token i) from token-major xq [T][D] / xs [T][D/128] into aq [rows][D] and
