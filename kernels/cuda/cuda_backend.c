@@ -291,6 +291,11 @@ static int cu_prepare_weights(struct dsd_backend *be, struct dsd_model_weights *
 {
     struct cuda_backend *cb = cuda(be);
     cuda_use(cb);
+    if (cb->weight_block) {
+        /* one weight block per backend: a second prepare would orphan the first block and
+         * release_weights would free the wrong one */
+        return dsd_errf(err, -EBUSY, "cuda: weights are already prepared on this backend (release them first)");
+    }
     struct dsd_weight **v;
     int n = collect_weights(w, &be->dims, &v);
     if (n < 0)

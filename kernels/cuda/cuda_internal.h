@@ -1,4 +1,6 @@
-/* kernels/cuda/cuda_internal.h: launchers shared between the .cu and .c files of this folder. */
+/* kernels/cuda/cuda_internal.h: launchers and helpers shared between the .cu and .c files of
+ * this folder (not part of the backend contract). Launchers enqueue on `st` and return
+ * cudaGetLastError() of the launch (the legacy dsd_cuda_* ones abort instead). */
 #ifndef DSD_CUDA_INTERNAL_H
 #define DSD_CUDA_INTERNAL_H
 
@@ -10,9 +12,33 @@
 extern "C" {
 #endif
 
+struct cuda_backend;
+
+/* -- legacy stand-alone API (dsd_cuda.h): fp32 input, abort on failure -- */
 void dsd_cuda_launch_act_quant(cudaStream_t st, const float *x, int M, int rows, int K, bool ue8m0, uint8_t *xq,
                                float *xs);
 void dsd_cuda_launch_transpose_bf16(cudaStream_t st, const void *in, float *out, int M, int N, int ld);
+
+/* -- the backend's linears (cuda_quant.cu) -- */
+/* act_quant (kernels/cpu/cpu_ref.c dsd_ref_act_quant) of bf16 x [M][ldx] (K % 128 == 0) into
+ * xq [rows][K] e4m3 and xs [K/128][rows] (k-block-major); rows >= M are zeros with scale 1. */
+cudaError_t cuda_launch_act_quant_bf16(cudaStream_t st, const void *x, int ldx, int M, int rows, int K, bool ue8m0,
+                                       uint8_t *xq, float *xs);
+/* cuBLASLt's column-major D ([N][ld], bf16 or f32) -> row-major out [M][ldo] (bf16 or f32). */
+cudaError_t cuda_launch_transpose_out(cudaStream_t st, const void *in, bool in_f32, void *out, bool out_f32, int M,
+                                      int N, int ld, int ldo);
+/* bf16 x [M][ldx] -> compact f32 [M][K] (exact). */
+cudaError_t cuda_launch_bf16_to_f32(cudaStream_t st, const void *x, int ldx, int M, int K, float *out);
+/* compact f32 [M][N] -> bf16 rows [M][ldo], rounded to nearest even. */
+cudaError_t cuda_launch_f32_rows_to_bf16(cudaStream_t st, const float *in, int M, int N, void *out, int ldo);
+/* The FP8 linear without cuBLASLt (shapes it refuses): out[m][n] = sum over 128-blocks kb of
+ * (fp32 dot of xq and w values) * xs[kb][m] * ws[n/128][kb], out bf16 (rounded) or f32 with ldo. */
+cudaError_t cuda_launch_fp8_gemm_simt(cudaStream_t st, const uint8_t *xq, const float *xs, int rows, const uint8_t *w,
+                                      const float *ws, int64_t ws_stride, void *out, bool out_f32, int ldo, int M,
+                                      int N, int K);
+
+/* The device copy of dims.rope_inv_freq (cuda_linear.c keeps it); NULL before init. */
+const float *cuda_rope_inv_freq(struct cuda_backend *cb);
 
 #ifdef __cplusplus
 }

@@ -242,13 +242,16 @@ int gh_rand_weight(struct dsd_weight *w, enum dsd_dtype dtype, int64_t rows, int
             s[i] = amp / DSD_E4M3_MAX * (1.0f + 0.5f * gh_frand());
         w->scale = s;
     } else if (dtype == DSD_DTYPE_BF16) {
+        /* uniform with standard deviation amp: cheap enough for the 0.9 G entries of an LM head */
+        const float a = amp * 1.7320508f;
         uint16_t *b = data;
         for (size_t i = 0; i < n; i++)
-            b[i] = dsd_f32_to_bf16(offset + amp * gh_frand_normal());
+            b[i] = dsd_f32_to_bf16(offset + a * gh_frand());
     } else {
+        const float a = amp * 1.7320508f;
         float *f = data;
         for (size_t i = 0; i < n; i++)
-            f[i] = offset + amp * gh_frand_normal();
+            f[i] = offset + a * gh_frand();
     }
     w->data = data;
     return 0;

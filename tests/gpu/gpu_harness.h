@@ -27,6 +27,8 @@
  * its data pointers to device memory, so each backend gets its own deep copy (struct
  * gh_wset: it owns the host memory until gh_wset_free, which releases the prepared weights
  * first). A single weight travels as the lm_head of a model with no layers (gh_wset_single).
+ * The CUDA backend holds one prepared weight set at a time (a second prepare_weights fails
+ * with -EBUSY until release_weights): put every weight one check needs into one set.
  *
  * Every helper that must wait (put/get/poison/time) synchronizes the backend and turns a
  * failure into a FAIL line. Nothing here aborts on a kernel's failure.
@@ -84,7 +86,7 @@ void gh_fill(float *x, size_t n, float a, bool bf16);
 
 /* ---- host weights ---- */
 /* rows x cols of dtype (F8_E4M3: e4m3 bytes of uniform values in +-448 and block scales
- * amp/448 * U[0.5, 1.5); BF16/F32: amp * N(0,1) (+ offset for norm-like vectors)).
+ * amp/448 * U[0.5, 1.5); BF16/F32: offset + uniform values of standard deviation amp).
  * Returns 0 or -ENOMEM. Free with gh_weight_free. */
 int gh_rand_weight(struct dsd_weight *w, enum dsd_dtype dtype, int64_t rows, int64_t cols, float amp, float offset,
                    const char *name);

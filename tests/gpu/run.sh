@@ -56,7 +56,7 @@ if [ "${SANITIZE:-1}" != 0 ]; then
             name=$(basename "$t")
             for tool in memcheck racecheck; do
                 echo "=== $name under $tool (tiny only)"
-                compute-sanitizer --tool "$tool" --error-exitcode 99 "$t" --tiny-only --iters 1 \
+                OUT= compute-sanitizer --tool "$tool" --error-exitcode 99 "$t" --tiny-only --iters 1 \
                     >"$OUT/$name.$tool.log" 2>&1
                 s=$?
                 tail -n 3 "$OUT/$name.$tool.log"
