@@ -1,6 +1,6 @@
 // The dense SwiGLU MLP and the MoE block on the device (contracts in ops.h; the oracle is
 // kernels/cpu/cpu_moe.c with dsd_ref_moe_route in kernels/cpu/cpu_ref.c). Design in
-// docs/CUDA.md §4.
+// docs/CUDA.md, "The dense MLP and the MoE block".
 //
 // One MoE call, every step enqueued on cb->stream:
 //   1. router_logits_kernel: fp32 logits x . router[e], summed in dsd_ref_dot's exact order

@@ -1,6 +1,7 @@
 /*
  * kernels/cuda/cuda_moe.h: what cuda_moe.cu (routing, sort, streaming experts, combine) and
- * cuda_moe_lt.c (the prefill experts through cuBLASLt) share. Design: docs/CUDA.md §4.
+ * cuda_moe_lt.c (the prefill experts through cuBLASLt) share. Design: docs/CUDA.md,
+ * "The dense MLP and the MoE block".
  */
 #ifndef DSD_CUDA_MOE_H
 #define DSD_CUDA_MOE_H
