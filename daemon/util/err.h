@@ -22,6 +22,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define DSD_ERR_MSG_MAX 512
 
 struct dsd_err {
@@ -44,5 +48,9 @@ int dsd_err_prefix(struct dsd_err *err, int code, const char *fmt, ...)
             abort();                                                                    \
         }                                                                               \
     } while (0)
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
