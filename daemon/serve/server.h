@@ -30,8 +30,10 @@ struct dsd_server_limits {
     int max_inflight;               /* per connection */
     int max_inflight_per_uid;
     int max_connections_per_uid;
-    int stall_timeout_s;
+    int stall_timeout_s;            /* a ring full or the socket backed up this long ends requests */
     int drain_timeout_s;
+    int frame_timeout_s;            /* a started frame must complete within this */
+    int idle_timeout_s;             /* no request and no bytes this long closes; 0 = never */
 };
 
 struct dsd_server_params {
