@@ -36,7 +36,7 @@
 #define SEND_HIGH (1u << 20)        /* queued output that parks a connection (requests and reading) */
 #define SEND_LOW (256u << 10)       /* ... and that lets it run again */
 #define BUF_KEEP (64u << 10)        /* an empty send buffer larger than this is freed */
-#define HELD_MAX ((size_t)N_BUFS * BUF_SIZE)   /* received-but-held bytes: beyond this, close */
+#define HELD_MAX ((size_t)BUF_SIZE) /* received-but-unprocessed bytes: at most one buffer */
 #define CLOSE_LINGER_S 5            /* a fatal error frame gets this long to be sent */
 #define TIMER_MS 250
 
@@ -141,32 +141,30 @@ static bool has_held(const struct conn *c)
     return c->held.len > c->held_off;
 }
 
+/* One recvmsg at a time per connection, into a provided buffer. Not multishot: a multishot
+ * recv cannot be stopped reliably while its peer keeps sending (a cancel by user_data misses
+ * it while the kernel has it queued for a retry, -ENOENT; seen on Linux 6.18), and flow
+ * control must be able to stop reading a connection at once. With one receive in flight,
+ * stopping is not re-arming, and what a connection may have received but not processed is
+ * at most the rest of one buffer. */
 static void arm_recv(struct server *s, struct conn *c)
 {
     /* Never while the output is backed up, nor before what was held is processed. */
     if (c->recv_armed || c->closing || c->paused || has_held(c))
         return;
+    memset(&c->rx_msg, 0, sizeof c->rx_msg);
+    c->rx_iov = (struct iovec){ .iov_base = NULL, .iov_len = BUF_SIZE };
+    c->rx_msg.msg_iov = &c->rx_iov;
+    c->rx_msg.msg_iovlen = 1;
+    c->rx_msg.msg_control = c->rx_control;
+    c->rx_msg.msg_controllen = sizeof c->rx_control;
     struct io_uring_sqe *sqe = get_sqe(s);
-    io_uring_prep_recvmsg_multishot(sqe, c->fd, &s->recv_msg, MSG_CMSG_CLOEXEC);
+    io_uring_prep_recvmsg(sqe, c->fd, &c->rx_msg, MSG_CMSG_CLOEXEC);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = BUF_GROUP;
     io_uring_sqe_set_data64(sqe, tag(c, OP_RECV));
     c->recv_armed = true;
     c->refs++;
-}
-
-/* Stops c's multishot recv now (submitted at once, so the kernel stops filling buffers for it
- * before this loop turn ends). Completions already posted still arrive; on_recv holds them.
- * Its final -ECANCELED completion is ours, not an error. */
-static void stop_recv(struct server *s, struct conn *c)
-{
-    if (!c->recv_armed || c->recv_cancelled)
-        return;
-    struct io_uring_sqe *sqe = get_sqe(s);
-    io_uring_prep_cancel64(sqe, tag(c, OP_RECV), 0);
-    io_uring_sqe_set_data64(sqe, tag(NULL, OP_IGNORE));
-    c->recv_cancelled = true;
-    io_uring_submit(&s->ring);
 }
 
 /* Flow control for every reply: above SEND_HIGH queued bytes the engine parks the
@@ -179,8 +177,7 @@ static void update_backpressure(struct server *s, struct conn *c)
         c->paused = true;
         c->paused_since_ns = srv_now_ns();
         s->read_pauses++;
-        dsd_engine_pause_conn(s->p.engine, c->id, true);
-        stop_recv(s, c);
+        dsd_engine_pause_conn(s->p.engine, c->id, true);     /* and arm_recv stops */
     } else if (c->paused && queued < SEND_LOW) {
         c->paused = false;
         dsd_engine_pause_conn(s->p.engine, c->id, false);
@@ -412,8 +409,9 @@ static size_t consume(struct server *s, struct conn *c, const uint8_t *p, size_t
     return done;
 }
 
-/* Keeps received bytes that may not be processed yet. Returns false when that would pass
- * HELD_MAX (the connection is then closed). */
+/* Keeps received bytes that may not be processed yet: the rest of the buffer in which the
+ * output backed up. Nothing more is received until they are processed, so this is at most one
+ * buffer; HELD_MAX only guards that invariant. Returns false (and closes) past it. */
 static bool hold(struct server *s, struct conn *c, const uint8_t *p, size_t n)
 {
     if (c->held_off == c->held.len)
@@ -444,20 +442,13 @@ static void resume_held(struct server *s, struct conn *c)
 
 static void on_recv(struct server *s, struct conn *c, struct io_uring_cqe *cqe)
 {
-    bool more = cqe->flags & IORING_CQE_F_MORE;
-    bool cancelled_by_us = c->recv_cancelled;
-    if (!more) {
-        c->recv_armed = false;
-        c->recv_cancelled = false;
-        c->refs--;
-    }
+    c->recv_armed = false;
+    c->refs--;
     if (cqe->res < 0) {
         if (cqe->res == -ENOBUFS) {
             /* All provided buffers in use: re-armed before the next wait, after they return. */
             return;
         }
-        if (cqe->res == -ECANCELED && cancelled_by_us && !c->closing)
-            return;     /* stop_recv: the output is backed up; re-armed once it drains */
         if (!c->closing && cqe->res != -ECANCELED)
             dsd_log(LOG_DEBUG, "conn %llu recv: %s", (unsigned long long)c->id, strerror(-cqe->res));
         srv_close_conn(s, c);
@@ -468,19 +459,17 @@ static void on_recv(struct server *s, struct conn *c, struct io_uring_cqe *cqe)
         return;
     }
     int bid = (int)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-    uint8_t *buf = s->bufs + (size_t)bid * BUF_SIZE;
-    struct io_uring_recvmsg_out *o = io_uring_recvmsg_validate(buf, cqe->res, &s->recv_msg);
-    if (!o) {
+    uint8_t *payload = s->bufs + (size_t)bid * BUF_SIZE;
+    size_t n = (size_t)cqe->res;
+    if (n > BUF_SIZE) {
         recycle_buffer(s, bid);
         srv_close_conn(s, c);
         return;
     }
-    const uint8_t *control = (const uint8_t *)io_uring_recvmsg_name(o) + s->recv_msg.msg_namelen;
-    uint8_t *payload = io_uring_recvmsg_payload(o, &s->recv_msg);
-    size_t n = io_uring_recvmsg_payload_length(o, cqe->res, &s->recv_msg);
     struct dsd_ipc_fail fail = {0};
     int fd = -1;
-    if (dsd_ipc_cmsg_take_fd(o->controllen ? control : NULL, o->controllen, (int)o->flags, &fd, &fail) < 0) {
+    size_t clen = c->rx_msg.msg_controllen <= sizeof c->rx_control ? c->rx_msg.msg_controllen : 0;
+    if (dsd_ipc_cmsg_take_fd(clen ? c->rx_control : NULL, clen, c->rx_msg.msg_flags, &fd, &fail) < 0) {
         recycle_buffer(s, bid);
         srv_send_fail(s, c, &fail);
         return;
@@ -722,9 +711,6 @@ static int setup(struct server *s, struct dsd_err *err)
         io_uring_buf_ring_add(s->br, s->bufs + (size_t)i * BUF_SIZE, BUF_SIZE, (unsigned short)i,
                               io_uring_buf_ring_mask(N_BUFS), i);
     io_uring_buf_ring_advance(s->br, N_BUFS);
-    /* recvmsg layout: no name, room for one fd */
-    s->recv_msg.msg_namelen = 0;
-    s->recv_msg.msg_controllen = DSD_IPC_CMSG_SPACE;
 
     sigset_t set;
     sigemptyset(&set);

@@ -8,6 +8,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "ipc_fd.h"
 #include "ipc_frame.h"
 #include "ipc_msg.h"
 #include "ipc_shm.h"
@@ -46,6 +50,10 @@ struct conn {
     /* sending: sbuf is in flight (the kernel reads it), wbuf collects new frames */
     struct dsd_ipc_buf sbuf, wbuf;
     size_t sent;                /* bytes of sbuf already sent */
+    /* receiving: one recvmsg in flight at a time; the kernel writes msg_flags/controllen here */
+    struct msghdr rx_msg;
+    struct iovec rx_iov;
+    _Alignas(struct cmsghdr) uint8_t rx_control[DSD_IPC_CMSG_SPACE];
     bool send_in_flight;
     bool recv_armed;
     bool closing;               /* no new work; freed once refs reaches 0 */
@@ -54,7 +62,6 @@ struct conn {
      * engine parks the connection's requests and the io thread reads nothing from it. */
     bool paused;
     uint64_t paused_since_ns;
-    bool recv_cancelled;        /* our cancel of the multishot recv is in flight */
     /* Bytes received but not yet pushed through the reader: what arrived after the output
      * backed up (the rest of that buffer, and completions already on their way). Processed
      * first when reading resumes, before the recv is armed again. */
@@ -96,7 +103,6 @@ struct server {
     struct io_uring_buf_ring *br;
     uint8_t *bufs;
     int listen_fd, wake_fd, signal_fd, timer_fd;
-    struct msghdr recv_msg;     /* layout template for multishot recvmsg (lives as long as the ring) */
     struct conn *conns;
     struct uid_use *uids;
     struct io_request *req_table[REQ_TABLE_SIZE];
