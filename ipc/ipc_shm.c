@@ -231,6 +231,13 @@ static const char *seal_list(int seals, char *buf, size_t n)
 
 int dsd_shm_attach(int fd, uint64_t max_bytes, struct dsd_shm *shm, struct dsd_ipc_fail *fail)
 {
+    return dsd_shm_attach_hooked(fd, max_bytes, shm, fail, NULL, NULL);
+}
+
+int dsd_shm_attach_hooked(int fd, uint64_t max_bytes, struct dsd_shm *shm,
+                          struct dsd_ipc_fail *fail, void (*between)(int fd, void *user),
+                          void *user)
+{
     memset(shm, 0, sizeof *shm);
     shm->fd = -1;
     if (fd < 0)
@@ -239,14 +246,11 @@ int dsd_shm_attach(int fd, uint64_t max_bytes, struct dsd_shm *shm, struct dsd_i
     struct stat st;
     int rc;
     char sl[64];
-    if (fstat(fd, &st) < 0) {
-        rc = shm_bad(fail, -errno, "fstat of the fd failed: %s", strerror(errno));
-        goto out_close;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        rc = shm_bad(fail, -EPROTO, "the fd is not a memfd (not a regular file)");
-        goto out_close;
-    }
+    /* Seals first, size second. The client keeps its own fd: until SHRINK|GROW are set it
+     * can still resize the file, so a size read before the seal check could be stale by the
+     * time the seals are seen (shrunk, then sealed: the mapping would reach past the end of
+     * the file and the first ring write would SIGBUS the daemon). Once SHRINK|GROW|SEAL are
+     * seen they are permanent, so the size read after them is final. */
     int seals = fcntl(fd, F_GET_SEALS);
     if (seals < 0) {
         rc = shm_bad(fail, -EPROTO, "the fd is not a memfd (F_GET_SEALS: %s)", strerror(errno));
@@ -263,6 +267,16 @@ int dsd_shm_attach(int fd, uint64_t max_bytes, struct dsd_shm *shm, struct dsd_i
         rc = shm_bad(fail, -EPROTO, "the memfd is sealed against writes (seals: %s); the daemon "
                      "writes the rings, leave F_SEAL_WRITE and F_SEAL_FUTURE_WRITE off",
                      seal_list(seals, sl, sizeof sl));
+        goto out_close;
+    }
+    if (between)
+        between(fd, user);      /* tests: what a racing client does between the two reads */
+    if (fstat(fd, &st) < 0) {
+        rc = shm_bad(fail, -errno, "fstat of the fd failed: %s", strerror(errno));
+        goto out_close;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = shm_bad(fail, -EPROTO, "the fd is not a memfd (not a regular file)");
         goto out_close;
     }
     uint64_t size = (uint64_t)st.st_size;

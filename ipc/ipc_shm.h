@@ -130,12 +130,19 @@ int dsd_shm_create(const struct dsd_shm_params *p, struct dsd_shm *shm, struct d
 int dsd_shm_check_header(const void *hdr, size_t avail, uint64_t file_size,
                          struct dsd_shm_geometry *geo, struct dsd_ipc_fail *fail);
 
-/* Daemon: checks fd (regular file, memfd seals ⊇ SHRINK|GROW|SEAL and no write seals, size in
- * [128, max_bytes]), maps it read-write, validates a copy of its header. Always takes over
+/* Daemon: checks fd (memfd seals ⊇ SHRINK|GROW|SEAL and no write seals, then -- only once
+ * the size can no longer change -- a regular file of size in [128, max_bytes]), maps it
+ * read-write, validates a copy of its header. Always takes over
  * fd: it is closed on failure and after a successful mmap. fd < 0 is "no fd came with the
  * frame". Returns 0, or -EPROTO (fail: DSD_IPC_E_SHM_INVALID with the reason), or a negative
  * errno from fstat/mmap (fail: DSD_IPC_E_SHM_INVALID too, with the errno's text). */
 int dsd_shm_attach(int fd, uint64_t max_bytes, struct dsd_shm *shm, struct dsd_ipc_fail *fail);
+/* dsd_shm_attach() with a hook called between the seal check and the size check (fd, user),
+ * so a test can play the racing client deterministically (tests/ipc/test_ipc_shm.c shrinks
+ * and seals the memfd there). dsd_shm_attach() is this with between = NULL. */
+int dsd_shm_attach_hooked(int fd, uint64_t max_bytes, struct dsd_shm *shm,
+                          struct dsd_ipc_fail *fail, void (*between)(int fd, void *user),
+                          void *user);
 
 /* Unmaps and closes (the client's fd too). NULL, and the state a failed create/attach
  * leaves (fd -1, base NULL), are fine; so is calling it twice. */

@@ -75,13 +75,14 @@
  *                    invalid (bad_value, wrong_type, missing_field, bad_token)
  *   -ENOMEM          out of memory
  *   -ENOENT, -ECONNREFUSED   no daemon listening on the socket path
- *   -EACCES          not allowed to use the socket (file permissions or the daemon's uid
- *                    policy): ask to be added to the deepseekd group
+ *   -EACCES          not allowed to use the socket (its file permissions): ask to be added
+ *                    to the deepseekd group
  *   -EPROTONOSUPPORT the daemon speaks no protocol version this library knows
  *   -EPROTO          the daemon sent something that breaks the protocol (or refused a frame of
  *                    ours as malformed, a library bug); the message says what
  *   -ETIMEDOUT       the call's timeout passed (the request, if any, is still valid)
- *   -ECONNRESET      the daemon closed the connection
+ *   -ECONNRESET      the daemon closed the connection (also after its fatal frame_timeout or
+ *                    idle_timeout error: a frame left half-sent, or a connection left idle)
  *   -ECONNABORTED    dsd_client_free() was called while this request was still held
  *   -EAGAIN          the daemon is still loading its model (not_ready): retry later
  *   -EBUSY           the daemon is overloaded or an in-flight limit was reached: retry later
@@ -160,7 +161,7 @@ DSD_CLIENT_API struct dsd_client_params dsd_client_default_params(void);
  *   0                 connected
  *   -EINVAL           a bad parameter (socket path too long, ring capacity not a power of two)
  *   -ENOENT, -ECONNREFUSED   nothing listens at the path
- *   -EACCES           the socket's permissions or the daemon's policy refuse this user
+ *   -EACCES           the socket's permissions refuse this user
  *   -EPROTONOSUPPORT  no common protocol version
  *   -EPROTO           the daemon's reply to hello was malformed
  *   -ETIMEDOUT        no reply within params->timeout_ms

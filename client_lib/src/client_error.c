@@ -36,8 +36,10 @@ int client_errno_for_code(uint32_t code)
         return -EOPNOTSUPP;
     case DSD_IPC_E_VERSION_UNSUPPORTED:
         return -EPROTONOSUPPORT;
-    case DSD_IPC_E_PERMISSION_DENIED:
-        return -EACCES;
+    /* The daemon closed an idle or stalled-mid-frame connection (fatal, PROTOCOL.md §6). */
+    case DSD_IPC_E_FRAME_TIMEOUT:
+    case DSD_IPC_E_IDLE_TIMEOUT:
+        return -ECONNRESET;
     case DSD_IPC_E_TOO_MANY_REQUESTS:
     case DSD_IPC_E_OVERLOADED:
         return -EBUSY;

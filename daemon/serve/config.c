@@ -235,14 +235,28 @@ static const struct cfg_key cfg_keys[] = {
     /* ---- Timeouts ---- */
     { "stall_timeout_s", "Timeouts", CFG_INT, FIELD(stall_timeout_s), 1, 86400, 0, NULL,
       "60", NULL, CFG_RELOADABLE, "SECONDS", "cancel requests of a client that stopped reading",
-      "A client that reads none of its output (socket or shared-memory ring) for this many "
-      "seconds has its requests cancelled and their KV cache freed, so a stuck client "
-      "cannot hold memory others need." },
+      "A request whose output cannot be delivered for this many seconds -- its "
+      "shared-memory ring stays full, or its connection has more than 1 MiB of replies "
+      "unread, so the daemon stopped reading from it -- is cancelled (done with error "
+      "stall_timeout) and its KV cache freed, so a stuck client cannot hold memory others "
+      "need." },
     { "drain_timeout_s", "Timeouts", CFG_INT, FIELD(drain_timeout_s), 0, 3600, 0, NULL,
       "30", NULL, CFG_RELOADABLE, "SECONDS", "time in-flight requests get to finish on stop",
       "On stop (SIGTERM) deepseekd refuses new requests and lets those in flight finish "
       "for up to this many seconds, then cancels the rest and exits. Keep TimeoutStopSec= "
       "of deepseekd.service above it." },
+    { "frame_timeout_s", "Timeouts", CFG_INT, FIELD(frame_timeout_s), 1, 3600, 0, NULL,
+      "30", NULL, CFG_RELOADABLE, "SECONDS", "time a client has to finish a frame it started",
+      "A frame whose first byte has arrived must be complete within this many seconds; "
+      "otherwise the connection gets the fatal error frame_timeout and is closed, so a "
+      "client that sends half a frame and stalls cannot hold a connection and its buffer. "
+      "Time during which the daemon itself has stopped reading (the client is not reading "
+      "its replies) does not count." },
+    { "idle_timeout_s", "Timeouts", CFG_INT, FIELD(idle_timeout_s), 0, 604800, 0, NULL,
+      "600", NULL, CFG_RELOADABLE, "SECONDS", "close connections idle this long, 0 = never",
+      "A connection with no generate request in flight that has neither sent nor received "
+      "a byte for this many seconds gets the fatal error idle_timeout and is closed. 0 "
+      "keeps idle connections open forever." },
 
     /* ---- Logging ---- */
     { "log_level", "Logging", CFG_ENUM, FIELD(log_level), 0, 0, 0, log_level_values,

@@ -94,6 +94,8 @@ struct dsd_serve_config {
     int64_t max_shm_mb;
     int64_t stall_timeout_s;            /* reloadable */
     int64_t drain_timeout_s;            /* reloadable */
+    int64_t frame_timeout_s;            /* reloadable */
+    int64_t idle_timeout_s;             /* reloadable, 0 = never */
     /* logging */
     int log_level;                  /* LOG_ERR..LOG_DEBUG (syslog.h), reloadable */
 

@@ -41,6 +41,8 @@ static void limits_from_config(const struct dsd_serve_config *c, struct dsd_serv
     l->max_connections_per_uid = (int)c->max_connections_per_uid;
     l->stall_timeout_s = (int)c->stall_timeout_s;
     l->drain_timeout_s = (int)c->drain_timeout_s;
+    l->frame_timeout_s = (int)c->frame_timeout_s;
+    l->idle_timeout_s = (int)c->idle_timeout_s;
 }
 
 /* SIGHUP: re-read the file, apply the reloadable keys, say what needs a restart. */

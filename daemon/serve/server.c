@@ -33,8 +33,11 @@
 #define BUF_GROUP 1
 #define N_BUFS 64                   /* power of two */
 #define BUF_SIZE (64 * 1024)
-#define SEND_HIGH (1u << 20)        /* queued bytes that park a connection's requests */
-#define SEND_LOW (256u << 10)       /* ... and that let them run again */
+#define SEND_HIGH (1u << 20)        /* queued output that parks a connection (requests and reading) */
+#define SEND_LOW (256u << 10)       /* ... and that lets it run again */
+#define BUF_KEEP (64u << 10)        /* an empty send buffer larger than this is freed */
+#define HELD_MAX ((size_t)BUF_SIZE) /* received-but-unprocessed bytes: at most one buffer */
+#define CLOSE_LINGER_S 5            /* a fatal error frame gets this long to be sent */
 #define TIMER_MS 250
 
 enum op { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_WAKE, OP_SIGNAL, OP_TIMER, OP_IGNORE };
@@ -133,12 +136,30 @@ struct uid_use *srv_uid(struct server *s, uid_t uid)
     return u;
 }
 
+static bool has_held(const struct conn *c)
+{
+    return c->held.len > c->held_off;
+}
+
+/* One recvmsg at a time per connection, into a provided buffer. Not multishot: a multishot
+ * recv cannot be stopped reliably while its peer keeps sending (a cancel by user_data misses
+ * it while the kernel has it queued for a retry, -ENOENT; seen on Linux 6.18), and flow
+ * control must be able to stop reading a connection at once. With one receive in flight,
+ * stopping is not re-arming, and what a connection may have received but not processed is
+ * at most the rest of one buffer. */
 static void arm_recv(struct server *s, struct conn *c)
 {
-    if (c->recv_armed || c->closing)
+    /* Never while the output is backed up, nor before what was held is processed. */
+    if (c->recv_armed || c->closing || c->paused || has_held(c))
         return;
+    memset(&c->rx_msg, 0, sizeof c->rx_msg);
+    c->rx_iov = (struct iovec){ .iov_base = NULL, .iov_len = BUF_SIZE };
+    c->rx_msg.msg_iov = &c->rx_iov;
+    c->rx_msg.msg_iovlen = 1;
+    c->rx_msg.msg_control = c->rx_control;
+    c->rx_msg.msg_controllen = sizeof c->rx_control;
     struct io_uring_sqe *sqe = get_sqe(s);
-    io_uring_prep_recvmsg_multishot(sqe, c->fd, &s->recv_msg, MSG_CMSG_CLOEXEC);
+    io_uring_prep_recvmsg(sqe, c->fd, &c->rx_msg, MSG_CMSG_CLOEXEC);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = BUF_GROUP;
     io_uring_sqe_set_data64(sqe, tag(c, OP_RECV));
@@ -146,15 +167,24 @@ static void arm_recv(struct server *s, struct conn *c)
     c->refs++;
 }
 
+/* Flow control for every reply: above SEND_HIGH queued bytes the engine parks the
+ * connection's requests and the io thread stops reading from it (so no request, of any kind,
+ * can add output); below SEND_LOW both resume (held bytes first, main loop). */
 static void update_backpressure(struct server *s, struct conn *c)
 {
     size_t queued = (c->sbuf.len - c->sent) + c->wbuf.len;
     if (!c->paused && queued > SEND_HIGH) {
         c->paused = true;
-        dsd_engine_pause_conn(s->p.engine, c->id, true);
+        c->paused_since_ns = srv_now_ns();
+        s->read_pauses++;
+        dsd_engine_pause_conn(s->p.engine, c->id, true);     /* and arm_recv stops */
     } else if (c->paused && queued < SEND_LOW) {
         c->paused = false;
         dsd_engine_pause_conn(s->p.engine, c->id, false);
+        /* the time the daemon was not reading does not count against the client */
+        uint64_t now = srv_now_ns();
+        if (c->frame_start_ns)
+            c->frame_start_ns = now;
     }
 }
 
@@ -168,6 +198,8 @@ static void flush_conn(struct server *s, struct conn *c)
         c->wbuf = t;
         c->wbuf.len = 0;
         c->sent = 0;
+        if (c->wbuf.cap > BUF_KEEP)         /* a burst is over: give its memory back */
+            dsd_ipc_buf_free(&c->wbuf);
     }
     if (c->sbuf.len > c->sent) {
         struct io_uring_sqe *sqe = get_sqe(s);
@@ -199,18 +231,20 @@ void srv_send_msg(struct server *s, struct conn *c, const struct dsd_ipc_msg *m)
 
 void srv_send_fail(struct server *s, struct conn *c, const struct dsd_ipc_fail *fail)
 {
-    if (!c || c->fd < 0)
+    if (!c || c->fd < 0 || (c->closing && !c->close_after_send))
         return;
     struct dsd_err err;
     if (dsd_ipc_encode_fail(&c->wbuf, fail, c->max_frame, &err) == 0) {
         s->frames_out++;
         s->errors_sent++;
     }
-    if (dsd_ipc_code_fatal(fail->code)) {
+    if (dsd_ipc_code_fatal(fail->code) && !c->closing) {
         c->close_after_send = true;
+        c->close_deadline_ns = srv_now_ns() + CLOSE_LINGER_S * 1000000000ull;
         c->closing = true;
         session_conn_closed(s, c);
     }
+    update_backpressure(s, c);              /* error replies count like any other */
 }
 
 void srv_send_error(struct server *s, struct conn *c, uint64_t id, uint32_t code, const char *fmt, ...)
@@ -250,6 +284,7 @@ static void free_conn(struct server *s, struct conn *c)
     if (c->pending_fd >= 0)
         close(c->pending_fd);
     dsd_ipc_reader_free(&c->reader);
+    dsd_ipc_buf_free(&c->held);
     dsd_ipc_buf_free(&c->sbuf);
     dsd_ipc_buf_free(&c->wbuf);
     if (c->has_shm)
@@ -304,6 +339,7 @@ static void on_accept(struct server *s, struct io_uring_cqe *cqe)
     c->gid = cred.gid;
     c->pid = cred.pid;
     c->pending_fd = -1;
+    c->last_io_ns = srv_now_ns();
     c->max_frame = DSD_IPC_HELLO_FRAME;
     dsd_ipc_reader_init(&c->reader, DSD_IPC_HELLO_FRAME);
     c->next = s->conns;
@@ -321,13 +357,93 @@ static void recycle_buffer(struct server *s, int bid)
     io_uring_buf_ring_advance(s->br, 1);
 }
 
+/* After the reader consumed bytes: an fd whose stream bytes are all consumed must have been
+ * taken by a shm_attach that started among them, unless the frame still being read started
+ * there (it decides when it completes). Otherwise: protocol_violation (PROTOCOL.md §4.2). */
+static void check_fd(struct server *s, struct conn *c)
+{
+    if (c->pending_fd < 0 || c->closing || c->reader.offset < c->fd_hi)
+        return;
+    if (!dsd_ipc_reader_idle(&c->reader) && c->reader.frame_offset >= c->fd_lo &&
+        c->reader.frame_offset < c->fd_hi)
+        return;
+    close(c->pending_fd);
+    c->pending_fd = -1;
+    srv_send_error(s, c, 0, DSD_IPC_E_PROTOCOL_VIOLATION,
+                   "a file descriptor arrived with bytes that do not start a shm_attach frame; "
+                   "send the memfd only on the sendmsg whose data begins with shm_attach's length "
+                   "prefix");
+}
+
+/* Pushes bytes through c's reader and handles each complete frame, until the bytes run out,
+ * the connection closes, or its output backs up (c->paused: the caller holds the rest).
+ * Returns the bytes consumed. */
+static size_t consume(struct server *s, struct conn *c, const uint8_t *p, size_t n)
+{
+    size_t done = 0;
+    while (done < n && !c->closing && !c->paused) {
+        size_t used = 0;
+        struct dsd_ipc_frame f;
+        struct dsd_ipc_fail fail = {0};
+        int rc = dsd_ipc_reader_push(&c->reader, p + done, n - done, &used, &f, &fail);
+        done += used;
+        if (rc < 0) {
+            srv_send_fail(s, c, &fail);     /* frame_too_large: fatal */
+            break;
+        }
+        if (rc == 1) {
+            s->frames_in++;
+            c->frame_has_fd = c->pending_fd >= 0 && f.offset >= c->fd_lo && f.offset < c->fd_hi;
+            session_handle_frame(s, c, &f); /* decodes before the buffer is recycled */
+            c->frame_has_fd = false;
+        }
+    }
+    check_fd(s, c);
+    /* frame_timeout_s: when did the incomplete frame (if any) begin? */
+    if (dsd_ipc_reader_idle(&c->reader))
+        c->frame_start_ns = 0;
+    else if (!c->frame_start_ns || c->frame_start_off != c->reader.frame_offset) {
+        c->frame_start_ns = srv_now_ns();
+        c->frame_start_off = c->reader.frame_offset;
+    }
+    return done;
+}
+
+/* Keeps received bytes that may not be processed yet: the rest of the buffer in which the
+ * output backed up. Nothing more is received until they are processed, so this is at most one
+ * buffer; HELD_MAX only guards that invariant. Returns false (and closes) past it. */
+static bool hold(struct server *s, struct conn *c, const uint8_t *p, size_t n)
+{
+    if (c->held_off == c->held.len)
+        c->held.len = c->held_off = 0;
+    if (c->held.len - c->held_off + n > HELD_MAX || dsd_ipc_buf_append(&c->held, p, n) != 0) {
+        dsd_log(LOG_WARNING, "conn %llu: more than %zu bytes arrived after its output backed up; "
+                "closing it", (unsigned long long)c->id, HELD_MAX);
+        srv_send_error(s, c, 0, DSD_IPC_E_PROTOCOL_VIOLATION,
+                       "more than %zu bytes arrived after the daemon stopped reading this connection "
+                       "(over 1 MiB of its replies unread); read your replies", HELD_MAX);
+        return false;
+    }
+    if (c->held.len - c->held_off > s->held_max)
+        s->held_max = c->held.len - c->held_off;
+    return true;
+}
+
+/* Reading may resume (output below SEND_LOW): the held bytes go first. */
+static void resume_held(struct server *s, struct conn *c)
+{
+    size_t used = consume(s, c, c->held.data + c->held_off, c->held.len - c->held_off);
+    c->held_off += used;
+    if (c->closing || c->held_off == c->held.len) {
+        dsd_ipc_buf_free(&c->held);
+        c->held_off = 0;
+    }
+}
+
 static void on_recv(struct server *s, struct conn *c, struct io_uring_cqe *cqe)
 {
-    bool more = cqe->flags & IORING_CQE_F_MORE;
-    if (!more) {
-        c->recv_armed = false;
-        c->refs--;
-    }
+    c->recv_armed = false;
+    c->refs--;
     if (cqe->res < 0) {
         if (cqe->res == -ENOBUFS) {
             /* All provided buffers in use: re-armed before the next wait, after they return. */
@@ -343,19 +459,17 @@ static void on_recv(struct server *s, struct conn *c, struct io_uring_cqe *cqe)
         return;
     }
     int bid = (int)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-    uint8_t *buf = s->bufs + (size_t)bid * BUF_SIZE;
-    struct io_uring_recvmsg_out *o = io_uring_recvmsg_validate(buf, cqe->res, &s->recv_msg);
-    if (!o) {
+    uint8_t *payload = s->bufs + (size_t)bid * BUF_SIZE;
+    size_t n = (size_t)cqe->res;
+    if (n > BUF_SIZE) {
         recycle_buffer(s, bid);
         srv_close_conn(s, c);
         return;
     }
-    const uint8_t *control = (const uint8_t *)io_uring_recvmsg_name(o) + s->recv_msg.msg_namelen;
-    uint8_t *payload = io_uring_recvmsg_payload(o, &s->recv_msg);
-    size_t n = io_uring_recvmsg_payload_length(o, cqe->res, &s->recv_msg);
     struct dsd_ipc_fail fail = {0};
     int fd = -1;
-    if (dsd_ipc_cmsg_take_fd(o->controllen ? control : NULL, o->controllen, (int)o->flags, &fd, &fail) < 0) {
+    size_t clen = c->rx_msg.msg_controllen <= sizeof c->rx_control ? c->rx_msg.msg_controllen : 0;
+    if (dsd_ipc_cmsg_take_fd(clen ? c->rx_control : NULL, clen, c->rx_msg.msg_flags, &fd, &fail) < 0) {
         recycle_buffer(s, bid);
         srv_send_fail(s, c, &fail);
         return;
@@ -369,30 +483,27 @@ static void on_recv(struct server *s, struct conn *c, struct io_uring_cqe *cqe)
             return;
         }
         c->pending_fd = fd;
+        c->fd_lo = c->rx_bytes;             /* the stream bytes that came with it */
+        c->fd_hi = c->rx_bytes + n;
     }
     if (n == 0 && fd < 0) {                 /* end of stream */
         recycle_buffer(s, bid);
-        if (!dsd_ipc_reader_idle(&c->reader))
+        if (!dsd_ipc_reader_idle(&c->reader) || has_held(c))
             dsd_log(LOG_DEBUG, "conn %llu closed in the middle of a frame", (unsigned long long)c->id);
         srv_close_conn(s, c);
         return;
     }
     s->bytes_in += n;
-    while (n > 0 && !c->closing) {
-        size_t used = 0;
-        struct dsd_ipc_frame f;
-        int rc = dsd_ipc_reader_push(&c->reader, payload, n, &used, &f, &fail);
-        payload += used;
-        n -= used;
-        if (rc < 0) {
-            srv_send_fail(s, c, &fail);     /* frame_too_large: fatal */
-            break;
-        }
-        if (rc == 1) {
-            s->frames_in++;
-            session_handle_frame(s, c, &f); /* decodes before the buffer is recycled */
-        }
+    c->rx_bytes += n;
+    c->last_io_ns = srv_now_ns();
+    if (c->closing) {
+        recycle_buffer(s, bid);
+        return;
     }
+    /* In order: while bytes are held (or the output is backed up), new bytes queue behind. */
+    size_t used = c->paused || has_held(c) ? 0 : consume(s, c, payload, n);
+    if (used < n && !c->closing)
+        hold(s, c, payload + used, n - used);
     recycle_buffer(s, bid);
 }
 
@@ -406,9 +517,13 @@ static void on_send(struct server *s, struct conn *c, struct io_uring_cqe *cqe)
     }
     c->sent += (size_t)cqe->res;
     s->bytes_out += (uint64_t)cqe->res;
+    if (cqe->res > 0)
+        c->last_io_ns = srv_now_ns();
     if (c->sent >= c->sbuf.len) {
         c->sbuf.len = 0;
         c->sent = 0;
+        if (c->sbuf.cap > BUF_KEEP)
+            dsd_ipc_buf_free(&c->sbuf);
     }
     update_backpressure(s, c);
 }
@@ -489,6 +604,54 @@ static void on_signal(struct server *s)
     }
 }
 
+/* The per-connection clocks (every TIMER_MS): a fatal error frame that could not be sent,
+ * a socket backed up past stall_timeout_s, a frame started and not finished within
+ * frame_timeout_s, a connection idle for idle_timeout_s. */
+static void check_conn_timeouts(struct server *s, uint64_t now)
+{
+    const struct dsd_server_limits *l = &s->p.limits;
+    uint64_t stall = (uint64_t)l->stall_timeout_s * 1000000000ull;
+    uint64_t frame = (uint64_t)l->frame_timeout_s * 1000000000ull;
+    uint64_t idle = (uint64_t)l->idle_timeout_s * 1000000000ull;
+    for (struct conn *c = s->conns; c; c = c->next) {
+        if (c->close_after_send) {
+            if (now > c->close_deadline_ns) {
+                dsd_log(LOG_DEBUG, "conn %llu: its last error frame was not read in %d s; closing",
+                        (unsigned long long)c->id, CLOSE_LINGER_S);
+                srv_close_conn(s, c);
+            }
+            continue;
+        }
+        if (c->closing)
+            continue;
+        if (c->paused && c->requests && now - c->paused_since_ns > stall) {
+            dsd_log(LOG_NOTICE, "conn %llu: replies unread for %d s (stall_timeout_s); cancelling its "
+                    "requests", (unsigned long long)c->id, l->stall_timeout_s);
+            s->socket_stalls++;
+            session_socket_stalled(s, c);
+        }
+        if (!c->paused && c->frame_start_ns && frame && now - c->frame_start_ns > frame) {
+            const struct dsd_ipc_reader *r = &c->reader;
+            s->conns_timed_out++;
+            if (r->hdr_have < DSD_IPC_PREFIX_BYTES)
+                srv_send_error(s, c, 0, DSD_IPC_E_FRAME_TIMEOUT,
+                               "a frame was started and only %u of its 4 length bytes arrived in %d s "
+                               "(frame_timeout_s); closing", r->hdr_have, l->frame_timeout_s);
+            else
+                srv_send_error(s, c, 0, DSD_IPC_E_FRAME_TIMEOUT,
+                               "a frame was started and only %u of its %u bytes arrived in %d s "
+                               "(frame_timeout_s); closing", r->have, r->need, l->frame_timeout_s);
+            continue;
+        }
+        if (idle && c->n_inflight == 0 && now - c->last_io_ns > idle) {
+            s->conns_timed_out++;
+            srv_send_error(s, c, 0, DSD_IPC_E_IDLE_TIMEOUT,
+                           "no request and no bytes either way for %d s (idle_timeout_s); closing",
+                           l->idle_timeout_s);
+        }
+    }
+}
+
 static void on_timer(struct server *s)
 {
     uint64_t expirations;
@@ -514,6 +677,7 @@ static void on_timer(struct server *s)
         }
     }
     session_check_stalls(s);
+    check_conn_timeouts(s, now);
     if (s->draining) {
         int n = session_inflight_total(s);
         if (n == 0)
@@ -547,9 +711,6 @@ static int setup(struct server *s, struct dsd_err *err)
         io_uring_buf_ring_add(s->br, s->bufs + (size_t)i * BUF_SIZE, BUF_SIZE, (unsigned short)i,
                               io_uring_buf_ring_mask(N_BUFS), i);
     io_uring_buf_ring_advance(s->br, N_BUFS);
-    /* recvmsg layout: no name, room for one fd */
-    s->recv_msg.msg_namelen = 0;
-    s->recv_msg.msg_controllen = DSD_IPC_CMSG_SPACE;
 
     sigset_t set;
     sigemptyset(&set);
@@ -600,6 +761,8 @@ int dsd_server_run(const struct dsd_server_params *p, struct dsd_err *err)
                 srv_close_conn(s, c);
                 continue;
             }
+            if (!c->closing && !c->paused && has_held(c))
+                resume_held(s, c);
             flush_conn(s, c);
             arm_recv(s, c);
         }

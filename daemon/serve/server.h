@@ -1,7 +1,7 @@
 /*
  * daemon/serve/server.h: the io thread. One io_uring drives the listening socket
- * (multishot accept), every client connection (multishot recvmsg into a provided-buffer
- * ring, one send in flight per connection), the engine's eventfd, a signalfd and a timerfd;
+ * (multishot accept), every client connection (one recvmsg at a time into a provided-buffer
+ * ring, not re-armed while the connection's replies are backed up; one send in flight), the engine's eventfd, a signalfd and a timerfd;
  * all work that results is batched and submitted once per loop turn (redis's before-sleep).
  *
  *   struct dsd_server_params sp = { .listen_fd = fd, .engine = e, ... };
@@ -30,8 +30,10 @@ struct dsd_server_limits {
     int max_inflight;               /* per connection */
     int max_inflight_per_uid;
     int max_connections_per_uid;
-    int stall_timeout_s;
+    int stall_timeout_s;            /* a ring full or the socket backed up this long ends requests */
     int drain_timeout_s;
+    int frame_timeout_s;            /* a started frame must complete within this */
+    int idle_timeout_s;             /* no request and no bytes this long closes; 0 = never */
 };
 
 struct dsd_server_params {

@@ -150,8 +150,10 @@ static void on_hello(struct server *s, struct conn *c, const struct dsd_ipc_msg 
 
 static void on_shm_attach(struct server *s, struct conn *c, const struct dsd_ipc_msg *m)
 {
-    int fd = c->pending_fd;
-    c->pending_fd = -1;
+    /* Only an fd that came with this frame's first bytes (server.c check_fd; PROTOCOL.md §4.2). */
+    int fd = c->frame_has_fd ? c->pending_fd : -1;
+    if (c->frame_has_fd)
+        c->pending_fd = -1;
     if (c->has_shm) {
         if (fd >= 0)
             close(fd);
@@ -570,6 +572,8 @@ static void on_info(struct server *s, struct conn *c, const struct dsd_ipc_msg *
     kv[n++] = kv_int("max_connections_per_uid", s->p.limits.max_connections_per_uid);
     kv[n++] = kv_int("stall_timeout_s", s->p.limits.stall_timeout_s);
     kv[n++] = kv_int("drain_timeout_s", s->p.limits.drain_timeout_s);
+    kv[n++] = kv_int("frame_timeout_s", s->p.limits.frame_timeout_s);
+    kv[n++] = kv_int("idle_timeout_s", s->p.limits.idle_timeout_s);
     kv[n++] = kv_str("tokenizer", s->p.tokenizer ? "loaded" : "none");
     for (int i = 0; i < s->p.n_info && n < 64; i++)
         kv[n++] = kv_str(s->p.info_keys[i], s->p.info_values[i]);
@@ -600,6 +604,10 @@ static void on_stats(struct server *s, struct conn *c, const struct dsd_ipc_msg 
         kv_int("frames_in_total", (int64_t)s->frames_in), kv_int("frames_out_total", (int64_t)s->frames_out),
         kv_int("errors_sent_total", (int64_t)s->errors_sent), kv_int("bytes_in_total", (int64_t)s->bytes_in),
         kv_int("bytes_out_total", (int64_t)s->bytes_out),
+        kv_int("read_pauses_total", (int64_t)s->read_pauses),
+        kv_int("held_input_bytes_max", (int64_t)s->held_max),
+        kv_int("connections_timed_out_total", (int64_t)s->conns_timed_out),
+        kv_int("socket_stalls_total", (int64_t)s->socket_stalls),
     };
     struct dsd_ipc_msg r = { .type = DSD_IPC_STATS_OK, .id = m->id };
     r.stats_ok.n_stats = sizeof kv / sizeof kv[0];
@@ -701,6 +709,18 @@ void session_check_stalls(struct server *s)
                 r->stall_timed_out = true;
                 dsd_engine_cancel(s->p.engine, r->handle);
             }
+        }
+}
+
+/* c's socket has been backed up (replies unread, reading stopped) for stall_timeout_s: its
+ * requests end with done/error stall_timeout; the engine frees their KV pages. */
+void session_socket_stalled(struct server *s, struct conn *c)
+{
+    for (struct io_request *r = c->requests; r; r = r->next_in_conn)
+        if (!r->stall_timed_out) {
+            r->stall_timed_out = true;
+            r->socket_stall = true;
+            dsd_engine_cancel(s->p.engine, r->handle);
         }
 }
 
@@ -858,7 +878,9 @@ static void send_done(struct server *s, struct io_request *r, const struct dsd_e
         dn->has_error = true;
         dn->error_code = r->corrupt ? DSD_IPC_E_RING_CORRUPT : DSD_IPC_E_STALL_TIMEOUT;
         dn->error_msg = dsd_ipc_s(r->corrupt ? "the ring's consumer position is impossible (moved backwards or ahead)"
-                                             : "the output ring stayed full longer than stall_timeout_s");
+                                  : r->socket_stall ? "the connection's replies stayed unread (over 1 MiB queued) longer "
+                                                      "than stall_timeout_s"
+                                                    : "the output ring stayed full longer than stall_timeout_s");
     } else if (ev->finish == DSD_FINISH_ERROR) {
         dn->has_error = true;
         dn->error_code = DSD_IPC_E_INTERNAL;

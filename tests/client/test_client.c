@@ -963,7 +963,7 @@ static void script_malformed(struct fake *f, void *arg)
         break;
     }
     case 6:     /* a fatal error about the connection */
-        fake_send_error(f, 0, DSD_IPC_E_PERMISSION_DENIED, "uid 1234 may not use deepseekd",
+        fake_send_error(f, 0, DSD_IPC_E_IDLE_TIMEOUT, "closed after 600 s without a request",
                         true);
         break;
     case 7:     /* finish error after accepted */
@@ -1001,7 +1001,7 @@ TEST(malformed_replies)
         {-EPROTO, "malformed frame"},       {-EPROTO, "malformed frame for this request"},
         {-EPROTO, "before 'accepted'"},     {-EPROTO, "ring holds only"},
         {-EPROTO, "above the negotiated"},               {-ECONNRESET, "middle of a frame"},
-        {-EACCES, "may not use"},           {1, NULL},
+        {-ECONNRESET, "without a request"},           {1, NULL},
         {-EPROTO, "health_ok"},
     };
     for (int step = 0; step < (int)(sizeof want / sizeof want[0]); step++) {

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fake_daemon.h"
@@ -238,6 +239,7 @@ static int run_probe(char *out, size_t out_len, const char *const *args)
         int devnull = open("/dev/null", O_WRONLY);
         dup2(devnull, 2);
         close(pipefd[0]);
+        alarm(20);                      /* kept across exec: a hung probe dies, never the test */
         char *argv[32] = {(char *)probe_bin};
         int n = 1;
         for (; args[n - 1] && n < 31; n++)
@@ -347,6 +349,44 @@ TEST(binary_against_fake)
     fake_stop(f);
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+TEST(timeout_while_waiting_for_tokens)
+{
+    if (!probe_bin) {
+        printf("skipped timeout_while_waiting_for_tokens: no probe binary given\n");
+        return;
+    }
+    /* A daemon that accepts the request and then never produces: -t must end the wait. */
+    struct fake *f = fake_start(&(struct fake_opts){.mute = true});
+    ASSERT_TRUE(f != NULL);
+    if (!f)
+        return;
+    static char out[4096];
+    const char *const *cases[] = {
+        (const char *[]){"-s", fake_path(f), "-t", "500", "generate", "--prompt-tokens", "1,2",
+                         "--max-tokens", "4", NULL},
+        (const char *[]){"-s", fake_path(f), "-t", "500", "generate", "--prompt-tokens", "1,2",
+                         "--no-shm", NULL},
+        (const char *[]){"-s", fake_path(f), "-t", "500", "chat", "--message", "q", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        double t0 = now_s();
+        int ex = run_probe(out, sizeof out, cases[i]);
+        double dt = now_s() - t0;
+        printf("  case %zu: exit %d after %.2f s (-t 500)\n", i, ex, dt);
+        ASSERT_EQ_INT(ex, 75);          /* EX_TEMPFAIL: a timeout (-1 = killed by the alarm) */
+        ASSERT_TRUE(dt >= 0.45 && dt < 5.0);
+    }
+    ASSERT_TRUE(atomic_load(&fake_stats(f)->cancels) >= 1);     /* the request was cancelled */
+    fake_stop(f);
+}
+
 int main(int argc, char **argv)
 {
     probe_bin = argc > 1 ? argv[1] : NULL;
@@ -356,5 +396,6 @@ int main(int argc, char **argv)
     RUN(exit_codes);
     RUN(json_msgpack_round_trip);
     RUN(binary_against_fake);
+    RUN(timeout_while_waiting_for_tokens);
     return test_report();
 }

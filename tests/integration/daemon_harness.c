@@ -242,6 +242,8 @@ int daemon_stop(struct daemon *d)
         pid_t w = waitpid(d->pid, &status, WNOHANG);
         if (w == d->pid) {
             d->pid = 0;
+            if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                daemon_print_log(d);    /* what went wrong, sanitizer reports included */
             char cmd[400];
             snprintf(cmd, sizeof cmd, "rm -rf %s", d->dir);
             if (system(cmd) != 0) {

@@ -29,7 +29,7 @@ struct daemon {
 /* Starts binary with --model model --socket <tmp> plus extra (NULL-terminated argv, may be
  * NULL); waits until health says ok (or timeout_s). Returns 0 or -1 (message printed). */
 int daemon_start(struct daemon *d, const char *binary, const char *model, const char *const *extra, int timeout_s);
-/* SIGTERM, wait; returns the exit status (or -1). */
+/* SIGTERM, wait; returns the exit status (or -1). A status other than 0 prints the log. */
 int daemon_stop(struct daemon *d);
 bool daemon_alive(struct daemon *d);
 void daemon_print_log(const struct daemon *d);

@@ -1061,9 +1061,9 @@ TEST(error_frames_from_failures)
 
 TEST(tables)
 {
-    int fatal[] = {100, 104, 300, 301, 302};
-    int codes[] = {100, 101, 102, 103, 104, 200, 201, 202, 203, 300, 301, 302, 303, 304, 305,
-                   306, 400, 401, 402, 403, 404, 405, 500, 501, 502, 503};
+    int fatal[] = {100, 104, 105, 300, 301, 307};
+    int codes[] = {100, 101, 102, 103, 104, 105, 200, 201, 202, 203, 300, 301, 303, 304, 305,
+                   306, 307, 400, 401, 402, 403, 404, 405, 500, 501, 502, 503};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
         ASSERT_TRUE(dsd_ipc_code_name(codes[i]) != NULL);
         bool want = false;
@@ -1074,6 +1074,10 @@ TEST(tables)
     ASSERT_EQ_STR(dsd_ipc_code_name(202), "bad_value");
     ASSERT_TRUE(dsd_ipc_code_name(999) == NULL);
     ASSERT_TRUE(dsd_ipc_code_fatal(999));
+    /* 302 is reserved (it was permission_denied, never sent): not a code of this protocol. */
+    ASSERT_TRUE(dsd_ipc_code_name(302) == NULL);
+    ASSERT_EQ_STR(dsd_ipc_code_name(105), "frame_timeout");
+    ASSERT_EQ_STR(dsd_ipc_code_name(307), "idle_timeout");
     for (int t = DSD_IPC_NONE + 1; t < DSD_IPC_TYPE_COUNT; t++) {
         const char *nm = dsd_ipc_type_name(t);
         ASSERT_TRUE(nm != NULL);
@@ -1256,6 +1260,58 @@ static void check_example(const char *text, enum dsd_ipc_dir dir, int *count)
     json_decref(j);
 }
 
+/* PROTOCOL.md §6's table and ipc/'s code table say the same: every row "| N | `name` | yes/no |"
+ * is a code with that name and fatality, every code has its row, and a reserved number has a
+ * row without a name. */
+TEST(protocol_error_table)
+{
+    FILE *f = doc_path ? fopen(doc_path, "r") : NULL;
+    if (!f) {
+        TEST_FAIL_AT("cannot open PROTOCOL.md (%s)", doc_path ? doc_path : "no path given");
+        return;
+    }
+    char line[1024];
+    bool in6 = false;
+    int rows = 0, named = 0;
+    bool seen[1000] = {false};
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "## ", 3) == 0)
+            in6 = strncmp(line, "## 6.", 5) == 0;
+        unsigned code;
+        char name[64], fatal[16];
+        if (!in6 || sscanf(line, "| %u | %63s | %15s |", &code, name, fatal) != 3 || code >= 1000)
+            continue;
+        rows++;
+        seen[code] = true;
+        if (strcmp(name, "(reserved)") == 0) {
+            if (dsd_ipc_code_name(code) != NULL)
+                TEST_FAIL_AT("PROTOCOL.md reserves %u, ipc/ names it %s", code,
+                             dsd_ipc_code_name(code));
+            continue;
+        }
+        named++;
+        size_t n = strlen(name);
+        if (n < 3 || name[0] != '`' || name[n - 1] != '`') {
+            TEST_FAIL_AT("PROTOCOL.md §6 row %u: name %s is not `quoted`", code, name);
+            continue;
+        }
+        name[n - 1] = 0;
+        const char *want = dsd_ipc_code_name(code);
+        if (!want || strcmp(want, name + 1) != 0)
+            TEST_FAIL_AT("PROTOCOL.md §6: %u is %s, ipc/ says %s", code, name + 1,
+                         want ? want : "(no such code)");
+        if (dsd_ipc_code_fatal(code) != (strcmp(fatal, "yes") == 0))
+            TEST_FAIL_AT("PROTOCOL.md §6: %u fatal \"%s\", ipc/ says %s", code, fatal,
+                         dsd_ipc_code_fatal(code) ? "yes" : "no");
+    }
+    fclose(f);
+    for (unsigned c = 100; c < 1000; c++)
+        if (dsd_ipc_code_name(c) && !seen[c])
+            TEST_FAIL_AT("code %u (%s) has no row in PROTOCOL.md §6", c, dsd_ipc_code_name(c));
+    printf("  PROTOCOL.md §6: %d rows, %d named codes agree with ipc/\n", rows, named);
+    ASSERT_TRUE(named >= 26);
+}
+
 TEST(protocol_examples_decode)
 {
     FILE *f = doc_path ? fopen(doc_path, "r") : NULL;
@@ -1367,5 +1423,6 @@ int main(int argc, char **argv)
     RUN(utf8_rules);
     RUN(random_bytes_never_crash);
     RUN(protocol_examples_decode);
+    RUN(protocol_error_table);
     return test_report();
 }

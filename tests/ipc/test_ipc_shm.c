@@ -194,6 +194,60 @@ TEST(attach_refuses_bad_fds)
     dsd_shm_close(&d);
 }
 
+/* The racing client of dsd_shm_attach: between the daemon's two reads of the memfd it shrinks
+ * the file by one page and then seals it. */
+struct race {
+    uint64_t shrink_to;
+    int calls;
+    int truncate_rc;        /* ftruncate's result: 0 = the file really shrank */
+};
+
+static void shrink_and_seal(int fd, void *user)
+{
+    struct race *r = user;
+    r->calls++;
+    r->truncate_rc = ftruncate(fd, (off_t)r->shrink_to);
+    fcntl(fd, F_ADD_SEALS, GOOD_SEALS);
+}
+
+TEST(attach_seal_race_is_refused)
+{
+    /* An unsealed memfd with a good header for its size. If the size were read before the
+     * seals, the hook's shrink-then-seal would pass the seal check with a stale size: the
+     * daemon would map a page past the end of the file and SIGBUS on a ring write there. */
+    struct dsd_shm_header h;
+    struct dsd_shm_params p = {.prompt_capacity = 64, .ring_count = 2, .ring_capacity = 1024};
+    ASSERT_EQ_INT(dsd_shm_layout(&p, &h, NULL), 0);
+    size_t size = h.total_size;
+    struct race r = {.shrink_to = size - 4096};
+    struct dsd_shm d;
+    struct dsd_ipc_fail fail = {0};
+    int rc = dsd_shm_attach_hooked(make_memfd(&h, size, MFD_ALLOW_SEALING, 0), MAX_BYTES, &d,
+                                   &fail, shrink_and_seal, &r);
+    printf("  unsealed, shrunk and sealed in between: rc %d (%s), hook ran %d time(s)\n", rc,
+           fail.err.msg, r.calls);
+    ASSERT_EQ_INT(rc, -EPROTO);
+    ASSERT_EQ_INT(fail.code, DSD_IPC_E_SHM_INVALID);
+    ASSERT_TRUE(strstr(fail.err.msg, "not sealed") != NULL);
+    if (rc == 0)
+        dsd_shm_close(&d);      /* never touch its pages: the last one is past the file */
+    /* Control: sealed before sending, the same attempt in between cannot shrink it, and the
+     * attach succeeds with the size the seals froze. */
+    r = (struct race){.shrink_to = size - 4096};
+    rc = dsd_shm_attach_hooked(make_memfd(&h, size, MFD_ALLOW_SEALING, GOOD_SEALS), MAX_BYTES,
+                               &d, &fail, shrink_and_seal, &r);
+    ASSERT_EQ_INT(rc, 0);
+    ASSERT_EQ_INT(r.calls, 1);
+    ASSERT_TRUE(r.truncate_rc < 0);
+    ASSERT_EQ_INT(d.size, size);
+    if (rc == 0) {
+        /* every ring slot is writable: the mapping is all inside the file */
+        struct dsd_shm_ring *last = dsd_shm_ring(&d, 1);
+        ((volatile uint8_t *)last)[h.ring_stride - 1] = 1;
+        dsd_shm_close(&d);
+    }
+}
+
 /* Checks a mutated header with the pure validator and, through a real sealed memfd, with
  * dsd_shm_attach; both must refuse with the needle. */
 static void header_case_at(const char *file, int line, const struct dsd_shm_header *h,
@@ -606,6 +660,7 @@ int main(int argc, char **argv)
         return write_corpus(argv[2]);
     RUN(create_layout_and_attach);
     RUN(attach_refuses_bad_fds);
+    RUN(attach_seal_race_is_refused);
     RUN(header_validation);
     RUN(prompt_span_copy);
     RUN(ring_rules_single_thread);

@@ -59,6 +59,8 @@ static const struct key_spec spec[] = {
     { "max_shm_mb", "1024", "1", "1048576", "2048", false },
     { "stall_timeout_s", "60", "1", "86400", "120", true },
     { "drain_timeout_s", "30", "0", "3600", "5", true },
+    { "frame_timeout_s", "30", "1", "3600", "10", true },
+    { "idle_timeout_s", "600", "0", "604800", "60", true },
     { "log_level", "info", NULL, NULL, "debug", true },
 };
 #define N_SPEC ((int)(sizeof spec / sizeof spec[0]))

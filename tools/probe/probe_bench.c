@@ -89,7 +89,9 @@ static void *bench_main(void *arg)
         int rc = dsd_client_request_start(s->c, &gp, &r, &e);
         bool first = true;
         const struct dsd_client_event *ev;
-        while (rc >= 0 && (rc = dsd_client_request_next(r, -1, &ev, &e)) > 0) {
+        /* -t: the longest wait for the next event of a request (none: as long as it runs) */
+        int32_t wait = a->timeout_ms > 0 ? a->timeout_ms : -1;
+        while (rc >= 0 && (rc = dsd_client_request_next(r, wait, &ev, &e)) > 0) {
             if (ev->n_ids) {
                 double now = now_ms();
                 if (first) {
@@ -114,6 +116,10 @@ static void *bench_main(void *arg)
                     snprintf(e.message, sizeof e.message, "%s", ev->done.error_message);
                 break;
             }
+        }
+        if (rc == -ETIMEDOUT) {
+            dsd_client_request_cancel(r);
+            snprintf(e.message, sizeof e.message, "no reply from the daemon for %d ms (-t)", wait);
         }
         if (rc != 0 || first) {
             atomic_fetch_add(&s->errors, 1);

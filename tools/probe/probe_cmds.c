@@ -302,6 +302,9 @@ static int stream(struct dsd_client *c, struct probe_args *a, bool chat)
     int section = 0;                    /* chat: 1 reasoning, 2 answer */
     bool cancelled = false;
     int ex = PROBE_EX_OK;
+    /* -t bounds each wait for the daemon's next event (accepted, tokens, done); without it a
+     * stream waits as long as the request runs (Ctrl-C cancels). */
+    double last_event = now_us();
     for (;;) {
         rc = dsd_client_request_next(r, 200, &ev, &e);
         if (rc == -ETIMEDOUT) {
@@ -309,8 +312,16 @@ static int stream(struct dsd_client *c, struct probe_args *a, bool chat)
                 dsd_client_request_cancel(r);
                 cancelled = true;
             }
+            if (a->timeout_ms > 0 && now_us() - last_event >= a->timeout_ms * 1e3) {
+                dsd_client_request_cancel(r);
+                snprintf(e.message, sizeof e.message,
+                         "no reply from the daemon for %d ms (-t); the request was cancelled",
+                         a->timeout_ms);
+                break;
+            }
             continue;
         }
+        last_event = now_us();
         if (rc <= 0)
             break;
         if (a->json) {
