@@ -1,9 +1,6 @@
 /* Loading a checkpoint directory into a backend (contract in model.h). */
 #include "model.h"
 
-#ifdef DSD_MODEL_HAVE_CUDA
-#include "dsd_cuda.h"
-#endif
 
 #include <errno.h>
 #include <limits.h>
@@ -91,16 +88,7 @@ int dsd_model_load(const char *dir, const struct dsd_model_params *p, struct dsd
     bp.device = m->params.device;
     bp.progress = m->params.progress;
     bp.progress_user = m->params.progress_user;
-    if (m->params.backend == DSD_MODEL_BACKEND_CUDA) {
-#ifdef DSD_MODEL_HAVE_CUDA
-        m->be = dsd_backend_cuda_new(&bp, err);
-#else
-        rc = dsd_errf(err, -ENOTSUP, "this build has no CUDA backend (configure with -DDSD_CUDA=ON)");
-        goto fail;
-#endif
-    } else {
-        m->be = dsd_backend_cpu_new(&bp, err);
-    }
+    m->be = dsd_model_backend_new(m->params.backend, &bp, err);
     if (!m->be) {
         rc = m->params.backend == DSD_MODEL_BACKEND_CUDA ? -ENODEV : -EINVAL;
         goto fail;

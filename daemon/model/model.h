@@ -68,6 +68,13 @@ struct dsd_model {
     struct dsd_model_params params;
 };
 
+/* The backend `kind` names (backend_load.c): the CPU backend, or the CUDA module loaded on
+ * first use. NULL with err set: -ENOTSUP (no CUDA module installed), what the backend says. */
+struct dsd_backend *dsd_model_backend_new(enum dsd_model_backend kind, const struct dsd_backend_params *bp,
+                                          struct dsd_err *err);
+/* "NVIDIA H100 80GB HBM3 (sm_90, 79 GiB)" or "cpu". */
+const char *dsd_model_device_name(const struct dsd_model *m);
+
 /* The kernels' view of a config (kernels/ops.h): dimensions and derived constants. inv_freq
  * receives the qk_rope_head_dim/2 RoPE frequencies and must outlive every use of *out. */
 void dsd_model_dims_from_config(const struct dsd_model_config *c, float *inv_freq, struct dsd_model_dims *out);

@@ -38,6 +38,17 @@ const char *dsd_backend_cuda_device_name(const struct dsd_backend *be);
 /* Device bytes the weights occupy after prepare_weights. */
 size_t dsd_backend_cuda_weight_bytes(const struct dsd_backend *be);
 
+/* What the loadable module (libdsd_backend_cuda.so, kernels/cuda/cuda_module.c) exports as
+ * the symbol "dsd_cuda_module". The ABI number changes whenever this table or ops.h does. */
+#define DSD_CUDA_MODULE_ABI 1
+#define DSD_CUDA_MODULE_EXPORT __attribute__((visibility("default")))
+struct dsd_cuda_module {
+    int abi;
+    struct dsd_backend *(*backend_new)(const struct dsd_backend_params *p, struct dsd_err *err);
+    const char *(*device_name)(const struct dsd_backend *be);
+    size_t (*weight_bytes)(const struct dsd_backend *be);
+};
+
 struct dsd_cuda;
 
 int dsd_cuda_open(int device, struct dsd_cuda **out, struct dsd_err *err);

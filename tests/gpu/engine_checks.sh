@@ -12,6 +12,9 @@ BUILD=${1:?build dir}
 MODELS=${2:?models dir}
 OUT=${OUT:-/tmp}
 rc=0
+# the CUDA backend is a module the tools open on demand; the probe links libdeepseekd.so
+export DSD_CUDA_MODULE=${DSD_CUDA_MODULE:-$BUILD/kernels/cuda/libdsd_backend_cuda.so}
+export LD_LIBRARY_PATH=$BUILD/client_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 fail() { echo "FAIL: $*" | tee -a "$OUT/engine_checks.log"; rc=1; }
 note() { echo "$*" | tee -a "$OUT/engine_checks.log"; }
 
