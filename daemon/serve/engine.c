@@ -84,6 +84,8 @@ struct dsd_engine {
     int max_context;
     float *logits;
     int logits_rows;
+    char device[256];           /* set before READY */
+    uint64_t kv_bytes;
 };
 
 /* ---- public helpers ------------------------------------------------------------------ */
@@ -209,6 +211,16 @@ const struct dsd_model_config *dsd_engine_model_config(const struct dsd_engine *
 int dsd_engine_kv_pages(const struct dsd_engine *e)
 {
     return dsd_engine_state(e) == DSD_ENGINE_READY ? dsd_kv_cache_total_pages(e->kv) : 0;
+}
+
+const char *dsd_engine_device(const struct dsd_engine *e)
+{
+    return dsd_engine_state(e) == DSD_ENGINE_READY ? e->device : "";
+}
+
+uint64_t dsd_engine_kv_bytes(const struct dsd_engine *e)
+{
+    return dsd_engine_state(e) == DSD_ENGINE_READY ? e->kv_bytes : 0;
 }
 
 void dsd_engine_stats(struct dsd_engine *e, struct dsd_engine_stats *out)
@@ -549,7 +561,11 @@ static int run_step(struct dsd_engine *e)
                 emit(e, ev);
         }
     }
+    uint64_t graph_steps, eager_steps;
+    dsd_model_graph_stats(e->model, &graph_steps, &eager_steps);
     pthread_mutex_lock(&e->mu);
+    e->stats.steps_graph = graph_steps;
+    e->stats.steps_eager = eager_steps;
     e->stats.tokens_prefilled += prefilled;
     e->stats.tokens_generated += generated;
     e->stats.steps++;
@@ -625,6 +641,8 @@ static int load(struct dsd_engine *e)
                  pages, (unsigned long long)per, dev_free, dev_total);
         return -ENOMEM;
     }
+    e->kv_bytes = (uint64_t)pages * per;
+    snprintf(e->device, sizeof e->device, "%s", dsd_model_device_name(e->model));
     e->kv = dsd_model_kv_cache_new(e->model, pages, &err);
     if (!e->kv) {
         snprintf(e->failure, sizeof e->failure, "%s", err.msg);

@@ -154,7 +154,8 @@ struct dsd_engine_stats {
     uint64_t steps, tokens_generated, tokens_prefilled, requests_done, preemptions;
     int kv_pages_total, kv_pages_used;
     uint64_t last_step_ns;          /* CLOCK_MONOTONIC end of the latest step (watchdog) */
-    double last_step_ms;
+    double last_step_ms;            /* the latest step's forward pass, device work included */
+    uint64_t steps_graph, steps_eager;  /* decode steps replayed from a recording / run op by op */
 };
 
 struct dsd_engine;
@@ -174,6 +175,10 @@ const char *dsd_engine_failure(const struct dsd_engine *e);
 /* The model's config (valid from READY on). */
 const struct dsd_model_config *dsd_engine_model_config(const struct dsd_engine *e);
 int dsd_engine_kv_pages(const struct dsd_engine *e);
+/* Where the model runs ("cpu", or the GPU's name) and the KV pool's bytes (valid from READY
+ * on; "" and 0 before). */
+const char *dsd_engine_device(const struct dsd_engine *e);
+uint64_t dsd_engine_kv_bytes(const struct dsd_engine *e);
 void dsd_engine_stats(struct dsd_engine *e, struct dsd_engine_stats *out);
 
 /* io thread -> engine. All return immediately. */

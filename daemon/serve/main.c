@@ -170,14 +170,14 @@ int main(int argc, char **argv)
     const char *kv_name = ep.model.numerics == DSD_NUMERICS_EXACT ? "f32"
                           : ep.model.kv_dtype == DSD_KV_BF16  ? "bf16" : "fp8_e4m3";
     const char *info_keys[] = { "numerics", "kv_dtype", "threads", "max_batch", "max_batch_tokens", "prefill_chunk",
-                                "fairness" };
+                                "fairness", "backend" };
     char v_threads[32], v_batch[32], v_tokens[32], v_chunk[32];
     snprintf(v_threads, sizeof v_threads, "%lld", (long long)cfg.threads);
     snprintf(v_batch, sizeof v_batch, "%lld", (long long)cfg.max_batch);
     snprintf(v_tokens, sizeof v_tokens, "%lld", (long long)cfg.max_batch_tokens);
     snprintf(v_chunk, sizeof v_chunk, "%lld", (long long)cfg.prefill_chunk);
     const char *info_values[] = { dsd_serve_numerics_name(cfg.numerics), kv_name, v_threads, v_batch, v_tokens, v_chunk,
-                                  dsd_serve_fairness_name(cfg.fairness) };
+                                  dsd_serve_fairness_name(cfg.fairness), dsd_serve_backend_name(cfg.backend) };
     struct dsd_server_params sp = {
         .listen_fd = listen_fd,
         .wake_fd = wake_fd,

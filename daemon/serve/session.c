@@ -568,6 +568,8 @@ static void on_info(struct server *s, struct conn *c, const struct dsd_ipc_msg *
     kv[n++] = kv_str("model_dir", s->p.model_name);
     kv[n++] = kv_int("uptime_s", (int64_t)((srv_now_ns() - s->start_ns) / 1000000000ull));
     kv[n++] = kv_int("kv_pages", dsd_engine_kv_pages(s->p.engine));
+    kv[n++] = kv_int("kv_bytes", (int64_t)dsd_engine_kv_bytes(s->p.engine));
+    kv[n++] = kv_str("device", dsd_engine_device(s->p.engine));
     kv[n++] = kv_int("max_inflight_per_uid", s->p.limits.max_inflight_per_uid);
     kv[n++] = kv_int("max_connections_per_uid", s->p.limits.max_connections_per_uid);
     kv[n++] = kv_int("stall_timeout_s", s->p.limits.stall_timeout_s);
@@ -599,6 +601,7 @@ static void on_stats(struct server *s, struct conn *c, const struct dsd_ipc_msg 
         kv_int("tokens_generated_total", (int64_t)es.tokens_generated),
         kv_int("tokens_prefilled_total", (int64_t)es.tokens_prefilled), kv_int("steps_total", (int64_t)es.steps),
         kv_float("last_step_ms", es.last_step_ms), kv_int("preemptions_total", (int64_t)es.preemptions),
+        kv_int("steps_graph_total", (int64_t)es.steps_graph), kv_int("steps_eager_total", (int64_t)es.steps_eager),
         kv_int("kv_pages_total", es.kv_pages_total), kv_int("kv_pages_used", es.kv_pages_used),
         kv_int("connections", conns), kv_int("connections_total", (int64_t)s->conns_total),
         kv_int("frames_in_total", (int64_t)s->frames_in), kv_int("frames_out_total", (int64_t)s->frames_out),
