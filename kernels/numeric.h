@@ -49,6 +49,20 @@ static inline float dsd_bf16_to_f32(uint16_t h)
     return dsd_bits_f32((uint32_t)h << 16);
 }
 
+/* IEEE half precision to float (exact: every f16 value is a float). */
+static inline float dsd_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 31, man = h & 1023;
+    float mag;
+    if (exp == 0)
+        mag = ldexpf((float)man, -24);
+    else if (exp == 31)
+        mag = man ? NAN : INFINITY;
+    else
+        mag = ldexpf((float)(man | 1024), (int)exp - 25);
+    return sign ? -mag : mag;
+}
+
 /* The value f would have after a round trip through bf16 (activations between ops). */
 static inline float dsd_round_bf16(float f)
 {

@@ -173,6 +173,25 @@ static int ws_ensure(struct dsd_model *m, int T, int rows, int S, int P, struct 
     int rc = m->ops->synchronize(m->be, err);
     if (rc)
         return rc;
+    if (w->meta && T <= w->cap_tokens && rows <= w->cap_rows && S <= w->cap_seqs) {
+        /* only the page list grew (it is last in the metadata): replace the metadata alone */
+        size_t words = meta_words(w->cap_tokens, w->cap_seqs, P, w->cap_rows);
+        int32_t *meta = m->ops->alloc(m->be, words * sizeof(int32_t));
+        int32_t *h_meta = meta ? m->ops->alloc_host(m->be, words * sizeof(int32_t)) : NULL;
+        if (!h_meta) {
+            if (meta)
+                m->ops->release(m->be, meta);
+            return dsd_errf(err, -ENOMEM, "forward: out of memory for the metadata of %d KV pages", P);
+        }
+        graphs_free(m, w);      /* they read the old metadata */
+        m->ops->release(m->be, w->meta);
+        m->ops->release_host(m->be, w->h_meta);
+        w->meta = meta;
+        w->h_meta = h_meta;
+        w->meta_words = words;
+        w->cap_pages = P;
+        return 0;
+    }
     T = imax(T, w->cap_tokens);
     rows = imax(rows, w->cap_rows);
     S = imax(S, w->cap_seqs);

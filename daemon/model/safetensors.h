@@ -71,12 +71,6 @@ struct dsd_st_tensor {
 
 struct dsd_st_set;
 
-/* "F8_E4M3", "BF16", ... (the safetensors spelling); "invalid dtype" when out of range. */
-const char *dsd_dtype_name(enum dsd_dtype dt);
-/* Size of one element in bytes; 0 when out of range. */
-size_t dsd_dtype_size(enum dsd_dtype dt);
-/* Parses a safetensors dtype string; returns 0 and sets *out, or -EINVAL. */
-int dsd_dtype_parse(const char *s, enum dsd_dtype *out);
 
 /* Opens DIR as described above. Returns 0, or a negative errno with err set and *out NULL
  * (-ENOENT: no model.safetensors(.index.json) in DIR or a shard missing; -EINVAL: a

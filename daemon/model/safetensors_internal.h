@@ -28,9 +28,4 @@ int dsd_st_open_image(const char *label, const void *image, size_t size,
  * the model directory), or NULL when it is fine. */
 const char *dsd_st_shard_name_problem(const char *name);
 
-/* Rank of a dtype in the order the Python safetensors library lays out data: it sorts
- * tensors by this rank, descending, then by name, so that with an 8-aligned data section
- * every tensor is aligned to its element size. */
-int dsd_st_dtype_layout_rank(enum dsd_dtype dt);
-
 #endif

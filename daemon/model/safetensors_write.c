@@ -256,7 +256,7 @@ static int st_out_commit(struct st_out *o, struct dsd_err *err)
 static int st_layout_cmp(const void *a, const void *b)
 {
     const struct st_wtensor *x = a, *y = b;
-    int rx = dsd_st_dtype_layout_rank(x->dtype), ry = dsd_st_dtype_layout_rank(y->dtype);
+    int rx = dsd_dtype_safetensors_rank(x->dtype), ry = dsd_dtype_safetensors_rank(y->dtype);
     if (rx != ry)
         return rx > ry ? -1 : 1;
     return strcmp(x->name, y->name);

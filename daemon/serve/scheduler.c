@@ -17,7 +17,7 @@ struct dsd_sched_owner {
     int active;             /* running sequences */
     int waiting;            /* runnable sequences not running */
     int share;              /* fair share of slots */
-    int uid_demand, uid_share;  /* on the uid's row only */
+    int uid_demand;             /* on the uid's first row only */
     uint64_t oldest;        /* earliest arrival among its sequences: ties of the remainder */
 };
 
@@ -52,7 +52,7 @@ int dsd_sched_init(struct dsd_sched *s, const struct dsd_sched_limits *lim)
 void dsd_sched_free(struct dsd_sched *s)
 {
     free(s->owners);
-    free(s->uid_of);
+    free(s->demand);
     memset(s, 0, sizeof *s);
 }
 
@@ -67,10 +67,10 @@ static int grow(struct dsd_sched *s, int n)
     if (!o)
         return -ENOMEM;
     s->owners = o;
-    int *u = realloc(s->uid_of, (size_t)cap * sizeof *u);
+    int *u = realloc(s->demand, (size_t)cap * sizeof *u);
     if (!u)
         return -ENOMEM;
-    s->uid_of = u;
+    s->demand = u;
     s->cap = cap;
     return 0;
 }
@@ -147,9 +147,8 @@ static int owners_build(struct dsd_sched *s, struct dsd_sched_seq **v, int n, in
             o[j].share = slots;
         return 0;
     }
-    /* scratch for water_fill: demands, oldest and results in uid_of (ints) and on the stack
-     * of the owner rows themselves */
-    int *d = s->uid_of;
+    /* the demands handed to water_fill (its other arrays are small and on the stack) */
+    int *d = s->demand;
     if (s->lim.fairness == DSD_FAIR_CONNECTION) {
         uint64_t oldest[k > 0 ? k : 1];
         int out[k > 0 ? k : 1];
@@ -480,7 +479,6 @@ int dsd_sched_plan(struct dsd_sched *s, struct dsd_sched_seq **v, int n, int fre
         q->running = true;
         q->admitted = true;
         q->demoted = false;
-        q->ever_ran = true;
         o[q->owner_].active++;
         o[q->owner_].waiting--;
         running++;

@@ -72,7 +72,6 @@ struct dsd_sched_seq {
     bool running;               /* holds a batch slot */
     int n_computed;             /* tokens whose KV is cached */
     int n_pages;                /* KV pages held (covering n_computed + chunk after a plan) */
-    bool ever_ran;              /* admitted at least once */
     /* this plan's results */
     int chunk;                  /* tokens in this step, 0 = not in the batch */
     bool admitted;              /* became running in this plan */
@@ -97,7 +96,7 @@ struct dsd_sched_limits {
 struct dsd_sched {
     struct dsd_sched_limits lim;
     struct dsd_sched_owner *owners;     /* scratch, one per (uid, connection) */
-    int *uid_of;                        /* scratch */
+    int *demand;                        /* scratch: demands for the fair division */
     int cap;
 };
 

@@ -29,19 +29,6 @@ float dsd_ref_dot(const float *a, const float *b, int n)
     return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
-static float f16_to_f32(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 31, man = h & 1023;
-    float mag;
-    if (exp == 0)
-        mag = ldexpf((float)man, -24);
-    else if (exp == 31)
-        mag = man ? NAN : INFINITY;
-    else
-        mag = ldexpf((float)(man | 1024), (int)exp - 25);
-    return sign ? -mag : mag;
-}
-
 void dsd_ref_weight_row(const struct dsd_weight *w, int64_t row, float *out)
 {
     int64_t n = w->cols;
@@ -61,7 +48,7 @@ void dsd_ref_weight_row(const struct dsd_weight *w, int64_t row, float *out)
     case DSD_DTYPE_F16: {
         const uint16_t *p = (const uint16_t *)w->data + row * n;
         for (int64_t i = 0; i < n; i++)
-            out[i] = f16_to_f32(p[i]);
+            out[i] = dsd_f16_to_f32(p[i]);
         break;
     }
     default: /* F32: the loader admits nothing else */

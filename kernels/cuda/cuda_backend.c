@@ -8,6 +8,7 @@
 
 #include "cuda_backend.h"
 #include "dsd_cuda.h"
+#include "numeric.h"
 
 #define LT_WORKSPACE_BYTES DSD_CUDA_GEMM_WORKSPACE_BYTES   /* what the memory plan counts */
 #define STAGING_BYTES (64u << 20)       /* each of the two pinned upload buffers */
@@ -190,26 +191,17 @@ static int collect_weights(struct dsd_model_weights *w, const struct dsd_model_d
     return (int)n;
 }
 
-static size_t dtype_bytes(enum dsd_dtype t)
+/* The dtypes weights may have on the GPU (F16 is widened to F32 on the way). */
+static bool device_dtype(enum dsd_dtype t)
 {
-    switch (t) {
-    case DSD_DTYPE_F8_E4M3:
-        return 1;
-    case DSD_DTYPE_BF16:
-    case DSD_DTYPE_F16:
-        return 2;
-    case DSD_DTYPE_F32:
-        return 4;
-    default:
-        return 0;
-    }
+    return t == DSD_DTYPE_F8_E4M3 || t == DSD_DTYPE_BF16 || t == DSD_DTYPE_F16 || t == DSD_DTYPE_F32;
 }
 
 /* What one weight occupies on the device: data (F16 widened to F32), then FP8 scales with
  * rows padded to cuda_scale_stride blocks. */
 static size_t device_data_bytes(const struct dsd_weight *w)
 {
-    size_t el = w->dtype == DSD_DTYPE_F16 ? 4 : dtype_bytes(w->dtype);
+    size_t el = w->dtype == DSD_DTYPE_F16 ? 4 : dsd_dtype_size(w->dtype);
     return (size_t)w->rows * (size_t)w->cols * el;
 }
 
@@ -218,30 +210,6 @@ static size_t device_scale_bytes(const struct dsd_weight *w)
     if (w->dtype != DSD_DTYPE_F8_E4M3 || !w->scale)
         return 0;
     return (size_t)((w->rows + 127) / 128) * (size_t)cuda_scale_stride(w) * sizeof(float);
-}
-
-static float f16_to_f32(uint16_t h)
-{
-    uint32_t s = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 0x1f, m = h & 0x3ff, u;
-    if (e == 0) {
-        if (m == 0) {
-            u = s;
-        } else {        /* subnormal: normalize */
-            e = 127 - 15 + 1;
-            while (!(m & 0x400)) {
-                m <<= 1;
-                e--;
-            }
-            u = s | (e << 23) | ((m & 0x3ff) << 13);
-        }
-    } else if (e == 31) {
-        u = s | 0x7f800000u | (m << 13);
-    } else {
-        u = s | ((e + 127 - 15) << 23) | (m << 13);
-    }
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
 }
 
 /* Streams src (n bytes of host memory, e.g. the checkpoint's mmap) to dst through the two
@@ -271,7 +239,7 @@ static bool stage_copy(struct stager *s, uint8_t *dst, const uint8_t *src, size_
             const uint16_t *h = (const uint16_t *)(src + off_in);
             float *f = (float *)s->buf[b];
             for (size_t i = 0; i < take / 2; i++)
-                f[i] = f16_to_f32(h[i]);
+                f[i] = dsd_f16_to_f32(h[i]);
             out = take * 2;
         } else {
             memcpy(s->buf[b], src + off_in, take);
@@ -302,7 +270,7 @@ static int cu_prepare_weights(struct dsd_backend *be, struct dsd_model_weights *
         return dsd_errf(err, -ENOMEM, "cuda: out of memory");
     size_t total = 0;
     for (int i = 0; i < n; i++) {
-        if (!dtype_bytes(v[i]->dtype)) {
+        if (!device_dtype(v[i]->dtype)) {
             int rc = dsd_errf(err, -EINVAL, "cuda: weight %s has a dtype the GPU backend does not take",
                               v[i]->name ? v[i]->name : "?");
             free(v);
@@ -335,7 +303,7 @@ static int cu_prepare_weights(struct dsd_backend *be, struct dsd_model_weights *
     for (int i = 0; i < n && !cb->status; i++) {
         struct dsd_weight *x = v[i];
         bool widen = x->dtype == DSD_DTYPE_F16;
-        size_t host_bytes = (size_t)x->rows * (size_t)x->cols * dtype_bytes(x->dtype);
+        size_t host_bytes = (size_t)x->rows * (size_t)x->cols * dsd_dtype_size(x->dtype);
         uint8_t *d_data = at;
         at += (device_data_bytes(x) + 255) / 256 * 256;
         stage_copy(&s, d_data, x->data, host_bytes, widen);

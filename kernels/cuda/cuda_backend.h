@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "backend_impl.h"
+#include "dsd_cuda.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -89,7 +90,7 @@ void *cuda_scratch(struct cuda_backend *cb, size_t bytes);
 /* Row stride, in K blocks, of an FP8 weight's device scales (see the top). */
 static inline int64_t cuda_scale_stride(const struct dsd_weight *w)
 {
-    return (((w->cols + 127) / 128) + 3) & ~(int64_t)3;
+    return dsd_cuda_weight_scale_stride((int)((w->cols + 127) / 128 * 128));
 }
 
 /* ---- the ops (contracts in ops.h), one file per concern ---- */

@@ -197,21 +197,6 @@ void gh_fill(float *x, size_t n, float a, bool bf16)
 
 /* ---- host weights ---- */
 
-static size_t el_bytes(enum dsd_dtype t)
-{
-    switch (t) {
-    case DSD_DTYPE_F8_E4M3:
-        return 1;
-    case DSD_DTYPE_BF16:
-    case DSD_DTYPE_F16:
-        return 2;
-    case DSD_DTYPE_F32:
-        return 4;
-    default:
-        return 0;
-    }
-}
-
 static size_t scale_count(const struct dsd_weight *w)
 {
     return (size_t)((w->rows + 127) / 128) * (size_t)((w->cols + 127) / 128);
@@ -226,7 +211,7 @@ int gh_rand_weight(struct dsd_weight *w, enum dsd_dtype dtype, int64_t rows, int
     w->cols = cols;
     w->name = name;
     size_t n = (size_t)rows * (size_t)cols;
-    void *data = malloc(n * el_bytes(dtype) + 1);
+    void *data = malloc(n * dsd_dtype_size(dtype) + 1);
     if (!data)
         return -ENOMEM;
     if (dtype == DSD_DTYPE_F8_E4M3) {
@@ -286,7 +271,7 @@ static int copy_weight(struct gh_wset *s, struct dsd_weight *dst, const struct d
     dst->prepared = NULL;
     if (!src->data)
         return 0;
-    size_t bytes = (size_t)src->rows * (size_t)src->cols * el_bytes(src->dtype);
+    size_t bytes = (size_t)src->rows * (size_t)src->cols * dsd_dtype_size(src->dtype);
     void *d = own(s, bytes);
     if (!d)
         return -ENOMEM;

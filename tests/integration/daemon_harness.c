@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ipc_fd.h"
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -257,4 +259,68 @@ int daemon_stop(struct daemon *d)
     waitpid(d->pid, NULL, 0);
     d->pid = 0;
     return -1;
+}
+
+struct dsd_ipc_msg raw_generate_msg(uint64_t id, const uint32_t *prompt, int n_prompt, int max_tokens)
+{
+    struct dsd_ipc_msg m = { .type = DSD_IPC_GENERATE, .id = id };
+    dsd_ipc_generate_default(&m.generate);
+    m.generate.prompt.kind = DSD_IPC_PROMPT_TOKENS;
+    m.generate.prompt.tokens = prompt;
+    m.generate.prompt.n_tokens = (uint32_t)n_prompt;
+    m.generate.sampling.temperature = 0;
+    m.generate.sampling.max_tokens = (uint32_t)max_tokens;
+    m.generate.sampling.ignore_eos = true;
+    return m;
+}
+
+int64_t raw_stat(int fd, const char *name)
+{
+    struct dsd_ipc_msg q = { .type = DSD_IPC_STATS, .id = 99 }, r;
+    if (raw_send(fd, &q) || raw_wait_done(fd, 99, &r, NULL, NULL, 0, 10000) != DSD_IPC_STATS_OK)
+        return -1;
+    int64_t v = -1;
+    for (uint32_t i = 0; i < r.stats_ok.n_stats; i++)
+        if (strcmp(r.stats_ok.stats[i].key.ptr, name) == 0)
+            v = r.stats_ok.stats[i].i;
+    dsd_ipc_msg_free(&r);
+    return v;
+}
+
+long daemon_rss_kib(const struct daemon *d)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)d->pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    long v = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &v) == 1)
+            break;
+    fclose(f);
+    return v;
+}
+
+int raw_shm_attach(int fd, int memfd, uint32_t *code)
+{
+    struct dsd_ipc_msg a = { .type = DSD_IPC_SHM_ATTACH, .id = 50 };
+    struct dsd_ipc_buf b = {0};
+    struct dsd_err err;
+    *code = 0;
+    if (dsd_ipc_encode(&b, &a, DSD_IPC_FRAME_CEIL, &err) || dsd_ipc_send_fd(fd, b.data, b.len, memfd, &err) < 0) {
+        dsd_ipc_buf_free(&b);
+        return -1;
+    }
+    dsd_ipc_buf_free(&b);
+    struct dsd_ipc_msg r;
+    if (raw_recv(fd, &r, 10000))
+        return -1;
+    int t = (int)r.type;
+    if (t == DSD_IPC_ERROR) {
+        *code = r.error.code;
+        printf("  shm refused: %s\n", r.error.msg.ptr);
+    }
+    dsd_ipc_msg_free(&r);
+    return t;
 }

@@ -45,6 +45,16 @@ int raw_send_bytes(int fd, const void *p, size_t n);
 /* Receives one frame and decodes it (free with dsd_ipc_msg_free). 0, -ETIMEDOUT, -EPIPE
  * (closed), -EPROTO (undecodable). */
 int raw_recv(int fd, struct dsd_ipc_msg *m, int timeout_ms);
+/* A generate message for token ids: greedy, exactly max_tokens (EOS ignored). prompt must
+ * outlive the message. */
+struct dsd_ipc_msg raw_generate_msg(uint64_t id, const uint32_t *prompt, int n_prompt, int max_tokens);
+/* Sends shm_attach with memfd (-1: none) and returns the reply's type (DSD_IPC_SHM_OK,
+ * DSD_IPC_ERROR with *code set and the message printed) or -1. */
+int raw_shm_attach(int fd, int memfd, uint32_t *code);
+/* One counter of `stats` on fd (said hello), or -1. */
+int64_t raw_stat(int fd, const char *name);
+/* The daemon's resident set in KiB (/proc/PID/status VmRSS), or -1. */
+long daemon_rss_kib(const struct daemon *d);
 /* Receives frames until one for id is terminal for a request (done, error, *_ok); returns
  * its type, collecting generated ids into ids (may be NULL). */
 int raw_wait_done(int fd, uint64_t id, struct dsd_ipc_msg *last, uint32_t *ids, int *n_ids, int max_ids,

@@ -46,32 +46,6 @@ static void make_prompt(uint32_t *p, int n, int seed)
         p[i] = (uint32_t)((seed * 7919 + i * 104729 + 17) % (g_m->cfg.vocab_size - 2) + 2);
 }
 
-static struct dsd_ipc_msg gen_msg(uint64_t id, const uint32_t *prompt, int np, int max_tokens)
-{
-    struct dsd_ipc_msg m = { .type = DSD_IPC_GENERATE, .id = id };
-    dsd_ipc_generate_default(&m.generate);
-    m.generate.prompt.kind = DSD_IPC_PROMPT_TOKENS;
-    m.generate.prompt.tokens = prompt;
-    m.generate.prompt.n_tokens = (uint32_t)np;
-    m.generate.sampling.temperature = 0;
-    m.generate.sampling.max_tokens = (uint32_t)max_tokens;
-    m.generate.sampling.ignore_eos = true;
-    return m;
-}
-
-static int64_t stat_value(int fd, const char *name)
-{
-    struct dsd_ipc_msg q = { .type = DSD_IPC_STATS, .id = 99 }, r;
-    if (raw_send(fd, &q) || raw_wait_done(fd, 99, &r, NULL, NULL, 0, 10000) != DSD_IPC_STATS_OK)
-        return -1;
-    int64_t v = -1;
-    for (uint32_t i = 0; i < r.stats_ok.n_stats; i++)
-        if (strcmp(r.stats_ok.stats[i].key.ptr, name) == 0)
-            v = r.stats_ok.stats[i].i;
-    dsd_ipc_msg_free(&r);
-    return v;
-}
-
 TEST(greedy_generation_matches_the_engine)
 {
     uint32_t prompt[40], want[12], got[64];
@@ -79,9 +53,9 @@ TEST(greedy_generation_matches_the_engine)
     reference(prompt, 40, 12, want);
     int fd = raw_connect(&g_d);
     ASSERT_TRUE(fd >= 0);
-    int64_t prefilled0 = stat_value(fd, "tokens_prefilled_total");
-    int64_t generated0 = stat_value(fd, "tokens_generated_total");
-    struct dsd_ipc_msg m = gen_msg(7, prompt, 40, 12), done;
+    int64_t prefilled0 = raw_stat(fd, "tokens_prefilled_total");
+    int64_t generated0 = raw_stat(fd, "tokens_generated_total");
+    struct dsd_ipc_msg m = raw_generate_msg(7, prompt, 40, 12), done;
     ASSERT_EQ_INT(raw_send(fd, &m), 0);
     int n = 0;
     ASSERT_EQ_INT(raw_wait_done(fd, 7, &done, got, &n, 64, 60000), DSD_IPC_DONE);
@@ -92,8 +66,8 @@ TEST(greedy_generation_matches_the_engine)
     ASSERT_EQ_INT(done.done.usage.completion, 12);
     dsd_ipc_msg_free(&done);
     /* The counters an operator reads: every prompt token prefilled once, every token counted. */
-    ASSERT_EQ_INT(stat_value(fd, "tokens_prefilled_total") - prefilled0, 40);
-    ASSERT_EQ_INT(stat_value(fd, "tokens_generated_total") - generated0, 12);
+    ASSERT_EQ_INT(raw_stat(fd, "tokens_prefilled_total") - prefilled0, 40);
+    ASSERT_EQ_INT(raw_stat(fd, "tokens_generated_total") - generated0, 12);
     close(fd);
 }
 
@@ -114,7 +88,7 @@ TEST(sixty_four_concurrent_streams)
     for (int i = 0; i < S; i++) {
         fds[i] = raw_connect(&g_d);
         ASSERT_TRUE(fds[i] >= 0);
-        struct dsd_ipc_msg m = gen_msg(10 + (uint64_t)i, prompts[i], NP, NT);
+        struct dsd_ipc_msg m = raw_generate_msg(10 + (uint64_t)i, prompts[i], NP, NT);
         ASSERT_EQ_INT(raw_send(fds[i], &m), 0);
     }
     int exact = 0;
@@ -137,7 +111,7 @@ TEST(cancel_mid_stream)
     uint32_t prompt[16];
     make_prompt(prompt, 16, 3);
     int fd = raw_connect(&g_d);
-    struct dsd_ipc_msg m = gen_msg(5, prompt, 16, 100000);
+    struct dsd_ipc_msg m = raw_generate_msg(5, prompt, 16, 100000);
     ASSERT_EQ_INT(raw_send(fd, &m), 0);
     struct dsd_ipc_msg r;
     int tokens = 0;
@@ -151,7 +125,7 @@ TEST(cancel_mid_stream)
     ASSERT_EQ_INT(raw_wait_done(fd, 5, &done, NULL, NULL, 0, 20000), DSD_IPC_DONE);
     ASSERT_EQ_INT(done.done.finish, DSD_IPC_FINISH_CANCELLED);
     dsd_ipc_msg_free(&done);
-    ASSERT_EQ_INT(stat_value(fd, "kv_pages_used"), 0);
+    ASSERT_EQ_INT(raw_stat(fd, "kv_pages_used"), 0);
     close(fd);
 }
 
@@ -164,7 +138,7 @@ TEST(killed_client_is_cleaned_up_and_others_unaffected)
     pid_t child = fork();
     if (child == 0) {           /* a client that starts a long generation and dies */
         int c = raw_connect(&g_d);
-        struct dsd_ipc_msg m = gen_msg(1, prompt, 24, 100000), r;
+        struct dsd_ipc_msg m = raw_generate_msg(1, prompt, 24, 100000), r;
         raw_send(c, &m);
         for (int i = 0; i < 4; i++)
             if (raw_recv(c, &r, 20000) == 0)
@@ -173,11 +147,11 @@ TEST(killed_client_is_cleaned_up_and_others_unaffected)
         _exit(0);
     }
     usleep(300000);
-    ASSERT_TRUE(stat_value(fd, "requests_in_flight") >= 1);
+    ASSERT_TRUE(raw_stat(fd, "requests_in_flight") >= 1);
     kill(child, SIGKILL);
     waitpid(child, NULL, 0);
     /* meanwhile another client is served correctly */
-    struct dsd_ipc_msg m = gen_msg(2, prompt, 24, 6), done;
+    struct dsd_ipc_msg m = raw_generate_msg(2, prompt, 24, 6), done;
     ASSERT_EQ_INT(raw_send(fd, &m), 0);
     int n = 0;
     ASSERT_EQ_INT(raw_wait_done(fd, 2, &done, got, &n, 16, 60000), DSD_IPC_DONE);
@@ -186,8 +160,8 @@ TEST(killed_client_is_cleaned_up_and_others_unaffected)
     int64_t inflight = -1, pages = -1;
     for (int i = 0; i < 50 && (inflight != 0 || pages != 0); i++) {
         usleep(100000);
-        inflight = stat_value(fd, "requests_in_flight");
-        pages = stat_value(fd, "kv_pages_used");
+        inflight = raw_stat(fd, "requests_in_flight");
+        pages = raw_stat(fd, "kv_pages_used");
     }
     ASSERT_EQ_INT(inflight, 0);
     ASSERT_EQ_INT(pages, 0);
@@ -255,13 +229,13 @@ TEST(bad_frames_get_errors_and_the_daemon_keeps_serving)
     expect_error("length prefix 2 GiB", big, 4, DSD_IPC_E_FRAME_TOO_LARGE, true);
     /* semantic errors */
     uint32_t bad_tok[2] = { 5, (uint32_t)g_m->cfg.vocab_size };
-    struct dsd_ipc_msg m = gen_msg(9, bad_tok, 2, 4);
+    struct dsd_ipc_msg m = raw_generate_msg(9, bad_tok, 2, 4);
     struct dsd_ipc_buf b = {0};
     struct dsd_err err;
     dsd_ipc_encode(&b, &m, DSD_IPC_FRAME_CEIL, &err);
     expect_error("token id = vocab_size", b.data, b.len, DSD_IPC_E_BAD_TOKEN, false);
     b.len = 0;
-    m = gen_msg(9, bad_tok, 1, 4);
+    m = raw_generate_msg(9, bad_tok, 1, 4);
     m.generate.use_ring = true;
     m.generate.ring = 0;
     dsd_ipc_encode(&b, &m, DSD_IPC_FRAME_CEIL, &err);
@@ -313,25 +287,6 @@ TEST(first_frame_must_be_hello_and_truncation_is_harmless)
 }
 
 /* Attaches the memfd fd with shm_attach; returns the reply type (and error code in *code). */
-static int attach(int sock, int memfd, uint32_t *code)
-{
-    struct dsd_ipc_msg a = { .type = DSD_IPC_SHM_ATTACH, .id = 50 };
-    struct dsd_ipc_buf b = {0};
-    struct dsd_err err;
-    dsd_ipc_encode(&b, &a, DSD_IPC_FRAME_CEIL, &err);
-    dsd_ipc_send_fd(sock, b.data, b.len, memfd, &err);
-    dsd_ipc_buf_free(&b);
-    struct dsd_ipc_msg r;
-    if (raw_recv(sock, &r, 10000))
-        return -1;
-    int t = (int)r.type;
-    *code = t == DSD_IPC_ERROR ? r.error.code : 0;
-    if (t == DSD_IPC_ERROR)
-        printf("  shm refused: %s\n", r.error.msg.ptr);
-    dsd_ipc_msg_free(&r);
-    return t;
-}
-
 TEST(shared_memory_checks_and_ring_output)
 {
     uint32_t code;
@@ -339,18 +294,18 @@ TEST(shared_memory_checks_and_ring_output)
     int fd = raw_connect(&g_d);
     int mfd = memfd_create("x", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     ASSERT_EQ_INT(ftruncate(mfd, 1 << 16), 0);
-    ASSERT_EQ_INT(attach(fd, mfd, &code), DSD_IPC_ERROR);
+    ASSERT_EQ_INT(raw_shm_attach(fd, mfd, &code), DSD_IPC_ERROR);
     ASSERT_EQ_INT(code, DSD_IPC_E_SHM_INVALID);
     close(mfd);
     /* no fd at all */
-    ASSERT_EQ_INT(attach(fd, -1, &code), DSD_IPC_ERROR);
+    ASSERT_EQ_INT(raw_shm_attach(fd, -1, &code), DSD_IPC_ERROR);
     ASSERT_EQ_INT(code, DSD_IPC_E_SHM_INVALID);
     /* sealed but with a garbage header */
     mfd = memfd_create("y", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     ASSERT_EQ_INT(ftruncate(mfd, 1 << 16), 0);
     ASSERT_TRUE(write(mfd, "not a deepseekd shm header", 26) == 26);
     fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
-    ASSERT_EQ_INT(attach(fd, mfd, &code), DSD_IPC_ERROR);
+    ASSERT_EQ_INT(raw_shm_attach(fd, mfd, &code), DSD_IPC_ERROR);
     ASSERT_EQ_INT(code, DSD_IPC_E_SHM_INVALID);
     close(mfd);
     /* a good region: prompt from the arena, output through ring 1, equal to frame output */
@@ -358,13 +313,13 @@ TEST(shared_memory_checks_and_ring_output)
     struct dsd_shm_params sp = { .prompt_capacity = 4096, .ring_count = 2, .ring_capacity = 16 };
     struct dsd_err err;
     ASSERT_EQ_INT(dsd_shm_create(&sp, &shm, &err), 0);
-    ASSERT_EQ_INT(attach(fd, shm.fd, &code), DSD_IPC_SHM_OK);
+    ASSERT_EQ_INT(raw_shm_attach(fd, shm.fd, &code), DSD_IPC_SHM_OK);
     uint32_t prompt[30], want[40];
     make_prompt(prompt, 30, 8);
     reference(prompt, 30, 40, want);
     memcpy(dsd_shm_prompt(&shm) + 100, prompt, sizeof prompt);
     /* a span past the arena */
-    struct dsd_ipc_msg m = gen_msg(60, prompt, 30, 40);
+    struct dsd_ipc_msg m = raw_generate_msg(60, prompt, 30, 40);
     m.generate.prompt.kind = DSD_IPC_PROMPT_SPAN;
     m.generate.prompt.span_offset = 4090;
     m.generate.prompt.span_count = 30;
@@ -433,7 +388,7 @@ TEST(sigterm_drains_running_requests)
     uint32_t prompt[16];
     make_prompt(prompt, 16, 9);
     int fd = raw_connect(&g_d);
-    struct dsd_ipc_msg m = gen_msg(70, prompt, 16, 60);
+    struct dsd_ipc_msg m = raw_generate_msg(70, prompt, 16, 60);
     ASSERT_EQ_INT(raw_send(fd, &m), 0);
     struct dsd_ipc_msg r;
     ASSERT_EQ_INT(raw_recv(fd, &r, 20000), 0);   /* accepted */

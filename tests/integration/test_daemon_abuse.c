@@ -47,35 +47,13 @@ static double now_s(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* The daemon's resident set in KiB, from /proc/PID/status (VmRSS), or -1. */
-static long rss_kib(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    long v = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &v) == 1)
-            break;
-    fclose(f);
-    return v;
-}
-
+/* One counter of `stats`, over a connection of its own. */
 static int64_t stat_value(const struct daemon *d, const char *name)
 {
     int fd = raw_connect(d);
     if (fd < 0)
         return -1;
-    struct dsd_ipc_msg q = { .type = DSD_IPC_STATS, .id = 99 }, r;
-    int64_t v = -1;
-    if (raw_send(fd, &q) == 0 && raw_wait_done(fd, 99, &r, NULL, NULL, 0, 10000) == DSD_IPC_STATS_OK) {
-        for (uint32_t i = 0; i < r.stats_ok.n_stats; i++)
-            if (strcmp(r.stats_ok.stats[i].key.ptr, name) == 0)
-                v = r.stats_ok.stats[i].i;
-        dsd_ipc_msg_free(&r);
-    }
+    int64_t v = raw_stat(fd, name);
     close(fd);
     return v;
 }
@@ -131,14 +109,14 @@ TEST(flood_without_reading_is_bounded_and_answered)
         struct dsd_ipc_msg m = { .type = i % 2 ? DSD_IPC_HEALTH : DSD_IPC_INFO, .id = (uint64_t)i + 1 };
         encode(&blk, &m);
     }
-    long rss0 = rss_kib(g_d.pid), rss_max = rss0;
+    long rss0 = daemon_rss_kib(&g_d), rss_max = rss0;
     ASSERT_TRUE(rss0 > 0);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     size_t sent = 0, off = 0;
     double blocked_since = 0;
     while (sent < FLOOD_BYTES) {
         ssize_t w = send(fd, blk.data + off, blk.len - off, MSG_NOSIGNAL);
-        long r = rss_kib(g_d.pid);
+        long r = daemon_rss_kib(&g_d);
         if (r > rss_max)
             rss_max = r;
         if (w > 0) {
@@ -158,7 +136,7 @@ TEST(flood_without_reading_is_bounded_and_answered)
     /* Let whatever the daemon still does settle, sampling its RSS. */
     for (int i = 0; i < 10; i++) {
         usleep(50000);
-        long r = rss_kib(g_d.pid);
+        long r = daemon_rss_kib(&g_d);
         if (r > rss_max)
             rss_max = r;
     }

@@ -31,16 +31,10 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* A greedy request; with top_logprobs > 0 its frames carry that many alternatives (large). */
 static struct dsd_ipc_msg gen_msg(uint64_t id, const uint32_t *prompt, int np, int max_tokens, int top_logprobs)
 {
-    struct dsd_ipc_msg m = { .type = DSD_IPC_GENERATE, .id = id };
-    dsd_ipc_generate_default(&m.generate);
-    m.generate.prompt.kind = DSD_IPC_PROMPT_TOKENS;
-    m.generate.prompt.tokens = prompt;
-    m.generate.prompt.n_tokens = (uint32_t)np;
-    m.generate.sampling.temperature = 0;
-    m.generate.sampling.max_tokens = (uint32_t)max_tokens;
-    m.generate.sampling.ignore_eos = true;
+    struct dsd_ipc_msg m = raw_generate_msg(id, prompt, np, max_tokens);
     if (top_logprobs) {
         m.generate.sampling.logprobs = true;
         m.generate.sampling.top_logprobs = (uint32_t)top_logprobs;
@@ -48,17 +42,37 @@ static struct dsd_ipc_msg gen_msg(uint64_t id, const uint32_t *prompt, int np, i
     return m;
 }
 
-static int64_t stat_value(int fd, const char *name)
+/* Polls a `stats` counter until it equals want (10 s at most); returns the last value. */
+static int64_t wait_stat(int fd, const char *name, int64_t want)
 {
-    struct dsd_ipc_msg q = { .type = DSD_IPC_STATS, .id = 99 }, r;
-    if (raw_send(fd, &q) || raw_wait_done(fd, 99, &r, NULL, NULL, 0, 10000) != DSD_IPC_STATS_OK)
-        return -1;
-    int64_t v = -1;
-    for (uint32_t i = 0; i < r.stats_ok.n_stats; i++)
-        if (strcmp(r.stats_ok.stats[i].key.ptr, name) == 0)
-            v = r.stats_ok.stats[i].i;
-    dsd_ipc_msg_free(&r);
+    int64_t v = raw_stat(fd, name);
+    for (int i = 0; i < 200 && v != want; i++) {
+        usleep(50 * 1000);
+        v = raw_stat(fd, name);
+    }
     return v;
+}
+
+/* A daemon with `extra` options and two connections to it; false when either failed. */
+static bool start_two(struct daemon *d, const char *const *extra, int *a, int *b)
+{
+    *a = *b = -1;
+    if (daemon_start(d, g_bin, g_model, extra, 120))
+        return false;
+    *a = raw_connect(d);
+    *b = raw_connect(d);
+    return *a >= 0 && *b >= 0;
+}
+
+static void finish(struct daemon *d, int a, int b)
+{
+    if (a >= 0)
+        close(a);
+    if (b >= 0)
+        close(b);
+    if (test_current_failed)
+        daemon_print_log(d);
+    ASSERT_EQ_INT(daemon_stop(d), 0);
 }
 
 /* Reads and drops whatever fd has ready, for up to ms. */
@@ -104,15 +118,16 @@ static const uint32_t prompt_b[8] = { 77, 13, 21, 34, 55, 89, 44, 10 };
  * without fair shares B waits for A's requests to finish: 4 rounds of 8000 steps). */
 TEST(busy_client_cannot_hold_the_batch)
 {
-    struct daemon d;
+    struct daemon d = {0};
     static const char *const extra[] = { "--threads", "1", "--max_batch", "4", "--max_tokens", "100000",
                                          "--kv_memory_mb", "64", "--fairness", "uid", NULL };
-    if (daemon_start(&d, g_bin, g_model, extra, 120)) {
+    int a, b;
+    if (!start_two(&d, extra, &a, &b)) {
         ASSERT_TRUE(false);
+        if (d.pid > 0)
+            finish(&d, a, b);
         return;
     }
-    int a = raw_connect(&d), b = raw_connect(&d);
-    ASSERT_TRUE(a >= 0 && b >= 0);
     for (int i = 0; i < 16; i++) {
         struct dsd_ipc_msg m = gen_msg((uint64_t)(i + 1), prompt_a, 16, 8000, 0);
         ASSERT_EQ_INT(raw_send(a, &m), 0);
@@ -124,12 +139,8 @@ TEST(busy_client_cannot_hold_the_batch)
     double t = time_to_first_token(b, 1, a, 60);
     printf("  busy client: second client's first token after %.3f s\n", t);
     ASSERT_TRUE(t >= 0 && t < 3.0);
-    ASSERT_EQ_INT(stat_value(b, "requests_running"), 4);
-    close(a);
-    close(b);
-    if (test_current_failed)
-        daemon_print_log(&d);
-    ASSERT_EQ_INT(daemon_stop(&d), 0);
+    ASSERT_EQ_INT(raw_stat(b, "requests_running"), 4);
+    finish(&d, a, b);
 }
 
 /* Client A sends 16 long requests with top-20 logprobs (large frames) and never reads, with
@@ -138,15 +149,16 @@ TEST(busy_client_cannot_hold_the_batch)
  * until its socket backed up, and then its parked requests still counted against max_batch. */
 TEST(non_reader_cannot_block)
 {
-    struct daemon d;
+    struct daemon d = {0};
     static const char *const extra[] = { "--threads", "1", "--max_batch", "4", "--max_tokens", "100000",
                                          "--kv_memory_mb", "64", "--stall_timeout_s", "600", NULL };
-    if (daemon_start(&d, g_bin, g_model, extra, 120)) {
+    int a, b;
+    if (!start_two(&d, extra, &a, &b)) {
         ASSERT_TRUE(false);
+        if (d.pid > 0)
+            finish(&d, a, b);
         return;
     }
-    int a = raw_connect(&d), b = raw_connect(&d);
-    ASSERT_TRUE(a >= 0 && b >= 0);
     for (int i = 0; i < 16; i++) {
         struct dsd_ipc_msg m = gen_msg((uint64_t)(i + 1), prompt_a, 16, 100000, 20);
         ASSERT_EQ_INT(raw_send(a, &m), 0);
@@ -159,37 +171,8 @@ TEST(non_reader_cannot_block)
     ASSERT_TRUE(t >= 0 && t < 10.0);
     ASSERT_EQ_INT(raw_wait_done(b, 1, NULL, NULL, NULL, 0, 30000), DSD_IPC_DONE);
     close(a);
-    int64_t used = -1;
-    for (int i = 0; i < 200 && used != 0; i++) {
-        usleep(50 * 1000);
-        used = stat_value(b, "kv_pages_used");
-    }
-    ASSERT_EQ_INT(used, 0);
-    close(b);
-    if (test_current_failed)
-        daemon_print_log(&d);
-    ASSERT_EQ_INT(daemon_stop(&d), 0);
-}
-
-static int shm_attach(int sock, int memfd)
-{
-    struct dsd_ipc_msg a = { .type = DSD_IPC_SHM_ATTACH, .id = 50 };
-    struct dsd_ipc_buf buf = {0};
-    struct dsd_err err;
-    if (dsd_ipc_encode(&buf, &a, DSD_IPC_FRAME_CEIL, &err) ||
-        dsd_ipc_send_fd(sock, buf.data, buf.len, memfd, &err) != (ssize_t)buf.len) {
-        dsd_ipc_buf_free(&buf);
-        return -1;
-    }
-    dsd_ipc_buf_free(&buf);
-    struct dsd_ipc_msg r;
-    if (raw_recv(sock, &r, 10000))
-        return -1;
-    int t = (int)r.type;
-    if (t == DSD_IPC_ERROR)
-        printf("  shm refused: %s\n", r.error.msg.ptr);
-    dsd_ipc_msg_free(&r);
-    return t == DSD_IPC_SHM_OK ? 0 : -1;
+    ASSERT_EQ_INT(wait_stat(b, "kv_pages_used", 0), 0);
+    finish(&d, -1, b);
 }
 
 /* Client A sends 16 requests through 16-slot shared-memory rings and never consumes: each
@@ -199,21 +182,23 @@ static int shm_attach(int sock, int memfd)
  * goes, every page comes back. */
 TEST(stalled_requests_hold_no_slot)
 {
-    struct daemon d;
+    struct daemon d = {0};
     static const char *const extra[] = { "--threads", "1", "--max_batch", "4", "--max_tokens", "100000",
                                          "--kv_memory_mb", "64", "--fairness", "off", "--stall_timeout_s", "600",
                                          NULL };
-    if (daemon_start(&d, g_bin, g_model, extra, 120)) {
+    int a, b;
+    if (!start_two(&d, extra, &a, &b)) {
         ASSERT_TRUE(false);
+        if (d.pid > 0)
+            finish(&d, a, b);
         return;
     }
-    int a = raw_connect(&d), b = raw_connect(&d);
-    ASSERT_TRUE(a >= 0 && b >= 0);
     struct dsd_shm shm;
     struct dsd_shm_params sp = { .prompt_capacity = 4096, .ring_count = 16, .ring_capacity = 16 };
     struct dsd_err err;
     ASSERT_EQ_INT(dsd_shm_create(&sp, &shm, &err), 0);
-    ASSERT_EQ_INT(shm_attach(a, shm.fd), 0);
+    uint32_t code;
+    ASSERT_EQ_INT(raw_shm_attach(a, shm.fd, &code), DSD_IPC_SHM_OK);
     for (int i = 0; i < 16; i++) {
         struct dsd_ipc_msg m = gen_msg((uint64_t)(i + 1), prompt_a, 16, 1000, 0);
         m.generate.use_ring = true;
@@ -227,26 +212,13 @@ TEST(stalled_requests_hold_no_slot)
     printf("  stalled rings: second client's first token after %.3f s\n", t);
     ASSERT_TRUE(t >= 0);
     ASSERT_EQ_INT(raw_wait_done(b, 1, NULL, NULL, NULL, 0, 30000), DSD_IPC_DONE);
-    int64_t parked = -1;
-    for (int i = 0; i < 200 && parked != 16; i++) {
-        usleep(50 * 1000);
-        parked = stat_value(b, "requests_parked");
-    }
-    ASSERT_EQ_INT(parked, 16);
-    ASSERT_EQ_INT(stat_value(b, "requests_running"), 0);
+    ASSERT_EQ_INT(wait_stat(b, "requests_parked", 16), 16);
+    ASSERT_EQ_INT(raw_stat(b, "requests_running"), 0);
     close(a);
-    int64_t used = -1;
-    for (int i = 0; i < 200 && used != 0; i++) {
-        usleep(50 * 1000);
-        used = stat_value(b, "kv_pages_used");
-    }
-    ASSERT_EQ_INT(used, 0);
-    ASSERT_EQ_INT(stat_value(b, "requests_in_flight"), 0);
+    ASSERT_EQ_INT(wait_stat(b, "kv_pages_used", 0), 0);
+    ASSERT_EQ_INT(raw_stat(b, "requests_in_flight"), 0);
     dsd_shm_close(&shm);
-    close(b);
-    if (test_current_failed)
-        daemon_print_log(&d);
-    ASSERT_EQ_INT(daemon_stop(&d), 0);
+    finish(&d, -1, b);
 }
 
 int main(int argc, char **argv)

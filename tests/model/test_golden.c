@@ -275,17 +275,29 @@ TEST(ragged_batch_equals_separate_runs)
     free(bids);
 }
 
+/* The golden checkpoint in production numerics (FP8 KV) on the CPU and on CUDA; false (and a
+ * failed check) when either does not load. The production backend is CUDA afterwards. */
+static bool load_cpu_and_cuda(struct dsd_model **mc, struct dsd_model **mg)
+{
+    harness_set_production_backend(DSD_MODEL_BACKEND_CPU);
+    *mc = harness_load(g_model, DSD_NUMERICS_PRODUCTION, DSD_KV_FP8, 4);
+    harness_set_production_backend(DSD_MODEL_BACKEND_CUDA);
+    *mg = harness_load(g_model, DSD_NUMERICS_PRODUCTION, DSD_KV_FP8, 4);
+    ASSERT_TRUE(*mc && *mg);
+    if (*mc && *mg)
+        return true;
+    dsd_model_free(*mc);
+    dsd_model_free(*mg);
+    return false;
+}
+
 /* CUDA vs the CPU, both production numerics: same arithmetic up to summation order. */
 TEST(cuda_matches_cpu_production)
 {
     int n;
     int32_t *ids = prompt_ids("long", &n);
-    harness_set_production_backend(DSD_MODEL_BACKEND_CPU);
-    struct dsd_model *mc = harness_load(g_model, DSD_NUMERICS_PRODUCTION, DSD_KV_FP8, 4);
-    harness_set_production_backend(DSD_MODEL_BACKEND_CUDA);
-    struct dsd_model *mg = harness_load(g_model, DSD_NUMERICS_PRODUCTION, DSD_KV_FP8, 4);
-    ASSERT_TRUE(mc && mg);
-    if (!mc || !mg)
+    struct dsd_model *mc, *mg;
+    if (!load_cpu_and_cuda(&mc, &mg))
         return;
     struct prompt_run rc, rg;
     ASSERT_EQ_INT(harness_run(mc, ids, n, n, &rc), 0);
@@ -315,12 +327,8 @@ TEST(cuda_greedy_matches_cpu)
 {
     int np;
     int32_t *prompt = prompt_ids("short", &np);
-    harness_set_production_backend(DSD_MODEL_BACKEND_CPU);
-    struct dsd_model *mc = harness_load(g_model, DSD_NUMERICS_PRODUCTION, DSD_KV_FP8, 4);
-    harness_set_production_backend(DSD_MODEL_BACKEND_CUDA);
-    struct dsd_model *mg = harness_load(g_model, DSD_NUMERICS_PRODUCTION, DSD_KV_FP8, 4);
-    ASSERT_TRUE(mc && mg);
-    if (!mc || !mg)
+    struct dsd_model *mc, *mg;
+    if (!load_cpu_and_cuda(&mc, &mg))
         return;
     enum { N = 64 };
     int32_t oc[N], og[N];
@@ -410,7 +418,6 @@ int main(int argc, char **argv)
         RUN(production_bf16_kv_vs_exact);
         RUN(cuda_matches_cpu_production);
         RUN(cuda_greedy_matches_cpu);
-        harness_set_production_backend(DSD_MODEL_BACKEND_CUDA);
         RUN(cuda_chunked_prefill_close);
         json_decref(g_meta);
         return test_report();

@@ -68,19 +68,6 @@ static void max_into(atomic_long *a, long v)
     }
 }
 
-static struct dsd_ipc_msg gen_msg(uint64_t id, const uint32_t *prompt, int np, int max_tokens)
-{
-    struct dsd_ipc_msg m = { .type = DSD_IPC_GENERATE, .id = id };
-    dsd_ipc_generate_default(&m.generate);
-    m.generate.prompt.kind = DSD_IPC_PROMPT_TOKENS;
-    m.generate.prompt.tokens = prompt;
-    m.generate.prompt.n_tokens = (uint32_t)np;
-    m.generate.sampling.temperature = 0;
-    m.generate.sampling.max_tokens = (uint32_t)max_tokens;
-    m.generate.sampling.ignore_eos = true;
-    return m;
-}
-
 /* One full request on fd: first-token time and completion into st. slow_ms between reads. */
 static void one_request(int fd, uint64_t id, uint64_t *seed, struct stats *st, int slow_ms)
 {
@@ -89,7 +76,7 @@ static void one_request(int fd, uint64_t id, uint64_t *seed, struct stats *st, i
     for (int i = 0; i < np; i++)
         prompt[i] = (uint32_t)(2 + rnd(seed) % 1000);
     int want = 8 + (int)(rnd(seed) % 57);
-    struct dsd_ipc_msg m = gen_msg(id, prompt, np, want);
+    struct dsd_ipc_msg m = raw_generate_msg(id, prompt, np, want);
     atomic_fetch_add(&st->requests, 1);
     if (raw_send(fd, &m)) {
         atomic_fetch_add(&st->failed, 1);
@@ -149,7 +136,7 @@ static void *nonreader(void *arg)
             continue;
         }
         for (int i = 0; i < 16; i++) {
-            struct dsd_ipc_msg m = gen_msg((uint64_t)i + 1, prompt, 16, 4000);
+            struct dsd_ipc_msg m = raw_generate_msg((uint64_t)i + 1, prompt, 16, 4000);
             m.generate.sampling.logprobs = true;
             m.generate.sampling.top_logprobs = 20;
             if (raw_send(fd, &m) == 0)
@@ -175,7 +162,7 @@ static void *killed(void *arg)
         }
         uint32_t prompt[8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
         for (int i = 0; i < 4; i++) {
-            struct dsd_ipc_msg m = gen_msg((uint64_t)i + 1, prompt, 8, 500);
+            struct dsd_ipc_msg m = raw_generate_msg((uint64_t)i + 1, prompt, 8, 500);
             if (raw_send(fd, &m) == 0)
                 atomic_fetch_add(&g_killed.requests, 1);
         }
@@ -271,33 +258,6 @@ static void *garbage(void *arg)
     return NULL;
 }
 
-static long rss_kb(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long kb = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld", &kb) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return kb;
-}
-
-static int64_t stat_value(int fd, const char *name)
-{
-    struct dsd_ipc_msg q = { .type = DSD_IPC_STATS, .id = 99 }, r;
-    if (raw_send(fd, &q) || raw_wait_done(fd, 99, &r, NULL, NULL, 0, 10000) != DSD_IPC_STATS_OK)
-        return -1;
-    int64_t v = -1;
-    for (uint32_t i = 0; i < r.stats_ok.n_stats; i++)
-        if (strcmp(r.stats_ok.stats[i].key.ptr, name) == 0)
-            v = r.stats_ok.stats[i].i;
-    dsd_ipc_msg_free(&r);
-    return v;
-}
-
 static void print_kind(FILE *f, const char *name, struct stats *s)
 {
     long n = atomic_load(&s->completed);
@@ -334,7 +294,7 @@ int main(int argc, char **argv)
                                          "--kv_memory_mb", "256", "--stall_timeout_s", "5", NULL };
     if (daemon_start(&g_d, argv[1], argv[2], extra, 120))
         return 1;
-    long rss0 = rss_kb(g_d.pid), rss_max = rss0;
+    long rss0 = daemon_rss_kib(&g_d), rss_max = rss0;
     pthread_t th[64];
     int n = 0;
     for (int i = 0; i < readers && n < 40; i++)
@@ -351,7 +311,7 @@ int main(int argc, char **argv)
     double t0 = now_s();
     while (now_s() - t0 < g_seconds) {
         usleep(250000);
-        long r = rss_kb(g_d.pid);
+        long r = daemon_rss_kib(&g_d);
         if (r > rss_max)
             rss_max = r;
         if (!daemon_alive(&g_d)) {
@@ -367,10 +327,10 @@ int main(int argc, char **argv)
     int64_t inflight = -1, used = -1;
     for (int i = 0; i < 600 && (inflight != 0 || used != 0); i++) {
         usleep(100000);
-        inflight = stat_value(fd, "requests_in_flight");
-        used = stat_value(fd, "kv_pages_used");
+        inflight = raw_stat(fd, "requests_in_flight");
+        used = raw_stat(fd, "kv_pages_used");
     }
-    long rss_end = rss_kb(g_d.pid);
+    long rss_end = daemon_rss_kib(&g_d);
     bool alive = daemon_alive(&g_d);
     FILE *out = report ? fopen(report, "w") : stdout;
     if (!out)
