@@ -41,6 +41,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "sample.h"
 #include "tensor.h"
 
 enum dsd_numerics {
@@ -187,6 +188,18 @@ struct dsd_ops {
     void (*to_f32)(struct dsd_backend *be, float *out, const void *x, int T, int n);
     /* out = x converted to the activation type (uploading hidden states)   [T][n] */
     void (*from_f32)(struct dsd_backend *be, void *out, const float *x, int T, int n);
+
+    /* -- sampling (kernels/sample.h: semantics and the reference) -- */
+    /* One token per row of logits (f32 [n_rows][vocab]) with rows[i]'s parameters (backend
+     * memory) into out[i] (backend memory). pen: the penalty state, [slots][vocab] uint32 in
+     * backend memory (may be NULL when no row has pen_slot >= 0); a row with pen_slot >= 0
+     * reads row pen_slot and counts its pick there. */
+    void (*sample)(struct dsd_backend *be, struct dsd_sample_result *out, const float *logits,
+                   const struct dsd_sample_row *rows, int n_rows, uint32_t *pen, int64_t vocab);
+    /* One row of the penalty state: cleared first when `reset`, then every id of tokens[0..n)
+     * (backend memory) marked seen and those at index >= count_from counted once. */
+    void (*penalty_mark)(struct dsd_backend *be, uint32_t *pen_row, const int32_t *tokens, int n, int count_from,
+                         bool reset, int64_t vocab);
 
     /* -- optional (NULL where a backend has none) -- */
     /* The device's free and total memory in bytes. Returns 0 or -errno. */

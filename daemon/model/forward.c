@@ -32,12 +32,14 @@ struct dsd_forward_ws {
     float *hid32;                   /* f32 [T][D] (hidden states in and out) */
     int32_t *sel;                   /* [T][topk] */
     float *logits;                  /* f32 [rows][vocab] */
+    struct dsd_sample_result *samples;  /* [rows] */
     int32_t *meta;                  /* the step's metadata (layout: meta_layout) */
     int32_t *h_meta;                /* host staging of meta */
     size_t meta_words;
     /* recorded decode steps (backends with graph ops), by (tokens bucket, context bucket) */
     struct graph_slot {
         int tokens, ctx;            /* key */
+        bool sampled;               /* key: the step ends with the sample op */
         int runs;                   /* eager runs so far (the first warms the scratch buffers) */
         void *graph;                /* NULL until recorded */
         bool broken;                /* recording failed: always eager */
@@ -50,8 +52,10 @@ struct dsd_forward_ws {
  * capacities, so the device addresses the ops see do not move from step to step (a recorded
  * step replays with new contents). The page list is last: a step uploads the prefix it uses. */
 struct meta_layout {
-    size_t tokens, pos, seq, slot, page_off, lrows, pages;
+    size_t tokens, pos, seq, slot, page_off, lrows, srows, pages;
 };
+
+#define SAMPLE_ROW_WORDS (sizeof(struct dsd_sample_row) / sizeof(int32_t))
 
 static struct meta_layout meta_layout(const struct dsd_forward_ws *w)
 {
@@ -63,7 +67,8 @@ static struct meta_layout meta_layout(const struct dsd_forward_ws *w)
     l.slot = 3 * T;
     l.page_off = 4 * T;
     l.lrows = l.page_off + (size_t)w->cap_seqs + 1;
-    l.pages = l.lrows + (size_t)(w->cap_rows > 0 ? w->cap_rows : 1);
+    l.srows = l.lrows + (size_t)(w->cap_rows > 0 ? w->cap_rows : 1);
+    l.pages = l.srows + (size_t)(w->cap_rows > 0 ? w->cap_rows : 1) * SAMPLE_ROW_WORDS;
     return l;
 }
 
@@ -73,11 +78,12 @@ struct step_meta {
     int n_logit_rows;               /* rows the caller gets */
     int n_rows_computed;            /* rows the LM head computes (padding included) */
     const int32_t *logit_rows;      /* backend memory */
+    const struct dsd_sample_row *sample_rows;   /* backend memory, [n_rows_computed] */
 };
 
 static size_t meta_words(int T, int S, int P, int rows)
 {
-    return 4 * (size_t)T + (size_t)S + 1 + (size_t)(rows > 0 ? rows : 1) + (size_t)P;
+    return 4 * (size_t)T + (size_t)S + 1 + (size_t)(rows > 0 ? rows : 1) * (1 + SAMPLE_ROW_WORDS) + (size_t)P;
 }
 
 static void graphs_free(struct dsd_model *m, struct dsd_forward_ws *w)
@@ -92,7 +98,7 @@ static void ws_release(struct dsd_model *m, struct dsd_forward_ws *w)
 {
     graphs_free(m, w);   /* they point at the buffers below */
     void *dev[] = { w->resid, w->x, w->delta, w->cq, w->q, w->kva, w->iq, w->ik, w->ikn, w->attn, w->cat, w->h,
-                    w->iw, w->hid32, w->sel, w->logits, w->meta };
+                    w->iw, w->hid32, w->sel, w->logits, w->samples, w->meta };
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         if (dev[i])
             m->ops->release(m->be, dev[i]);
@@ -140,6 +146,7 @@ static int ws_alloc(struct dsd_model *m, struct dsd_forward_ws *w, int T, int ro
     A(hid32, t * D * f);
     A(sel, t * (size_t)c->index_topk * sizeof(int32_t));
     A(logits, r * (size_t)c->vocab_size * f);
+    A(samples, r * sizeof(struct dsd_sample_result));
     w->meta_words = meta_words(T, S, P, rows);
     A(meta, w->meta_words * sizeof(int32_t));
 #undef A
@@ -228,7 +235,8 @@ static int pow2_at_least(int v, int lo)
 static bool graphable(const struct dsd_model *m, const struct dsd_batch_seq *seqs, int n_seqs,
                       const struct dsd_forward_out *out)
 {
-    if (!m->ops->graph_begin || out->hidden || out->topk || !out->logits || n_seqs > DSD_GRAPH_MAX_TOKENS)
+    if (!m->ops->graph_begin || out->hidden || out->topk || (!out->logits && !out->samples) ||
+        n_seqs > DSD_GRAPH_MAX_TOKENS)
         return false;
     for (int i = 0; i < n_seqs; i++)
         if (seqs[i].n_tokens != 1 || seqs[i].no_logits)
@@ -241,7 +249,7 @@ static bool graphable(const struct dsd_model *m, const struct dsd_batch_seq *seq
  * token at position 0 in the scratch page (page 0, never handed out), so a recorded step of
  * pad_to tokens serves it; their logits rows are computed and dropped. */
 static int build_meta(struct dsd_model *m, const struct dsd_batch_seq *seqs, int n_seqs, int pad_to, int ctx_cap,
-                      struct step_meta *s, struct dsd_err *err)
+                      const struct dsd_sample_row *sample, struct step_meta *s, struct dsd_err *err)
 {
     memset(s, 0, sizeof *s);
     if (n_seqs <= 0)
@@ -268,6 +276,15 @@ static int build_meta(struct dsd_model *m, const struct dsd_batch_seq *seqs, int
         P += q->kv->n_pages;
         rows += q->no_logits ? 0 : q->logits_all ? q->n_tokens : 1;
     }
+    for (int i = 0; sample && i < rows; i++) {
+        const struct dsd_sample_row *r = &sample[i];
+        if (r->pen_slot < -1 || r->pen_slot >= m->pen_slots || r->n_top < -1 || r->n_top > DSD_SAMPLE_MAX_TOP ||
+            !(r->u >= 0.0f && r->u < 1.0f) || !(r->temperature >= 0.0f) || !(r->top_p > 0.0f && r->top_p <= 1.0f) ||
+            !(r->min_p >= 0.0f && r->min_p <= 1.0f) || r->top_k < 0 || !(r->repetition_penalty > 0.0f))
+            return dsd_errf(err, -EINVAL,
+                            "forward: sampling row %d is out of range (penalty slot %d of %d, n_top %d, u %g)", i,
+                            r->pen_slot, m->pen_slots, r->n_top, (double)r->u);
+    }
     const int pad = pad_to > n_seqs ? pad_to - n_seqs : 0;
     int rc = ws_ensure(m, T + pad, rows + pad, n_seqs + pad, P + pad, err);
     if (rc)
@@ -277,6 +294,7 @@ static int build_meta(struct dsd_model *m, const struct dsd_batch_seq *seqs, int
     int32_t *h = w->h_meta;
     int32_t *tokens = h + L.tokens, *pos = h + L.pos, *seq = h + L.seq, *slot = h + L.slot;
     int32_t *page_off = h + L.page_off, *lrows = h + L.lrows, *pages = h + L.pages;
+    struct dsd_sample_row *srows = (struct dsd_sample_row *)(h + L.srows);
     int t = 0, p = 0, max_pos = 0;
     for (int i = 0; i < n_seqs; i++) {
         const struct dsd_batch_seq *q = &seqs[i];
@@ -303,7 +321,12 @@ static int build_meta(struct dsd_model *m, const struct dsd_batch_seq *seqs, int
         seq[t] = i;
         slot[t] = 0;
         lrows[s->n_logit_rows + (i - n_seqs)] = t;
+        /* padding rows sample greedily and touch no penalty state */
+        srows[s->n_logit_rows + (i - n_seqs)] = (struct dsd_sample_row){ .top_p = 1.0f, .repetition_penalty = 1.0f,
+                                                                          .pen_slot = -1, .n_top = -1 };
     }
+    if (sample)
+        memcpy(srows, sample, (size_t)s->n_logit_rows * sizeof *srows);
     page_off[n_seqs + pad] = p;
     m->ops->upload(m->be, w->meta, h, (L.pages + (size_t)p) * sizeof(int32_t));
     const int32_t *d = w->meta;
@@ -315,6 +338,7 @@ static int build_meta(struct dsd_model *m, const struct dsd_batch_seq *seqs, int
         .page_off = d + L.page_off, .pages = d + L.pages,
     };
     s->logit_rows = d + L.lrows;
+    s->sample_rows = (const struct dsd_sample_row *)(d + L.srows);
     s->n_rows_computed = s->n_logit_rows + pad;
     return 0;
 }
@@ -390,10 +414,12 @@ static void enqueue_head(struct dsd_model *m, const struct dsd_weight *norm, con
         m->ops->to_f32(m->be, b->hid32, b->x, T, D);
         m->ops->download(m->be, out->hidden, b->hid32, (size_t)T * D * sizeof(float));
     }
-    if (out->logits && s->n_rows_computed > 0) {
+    if ((out->logits || out->samples) && s->n_rows_computed > 0) {
         const int rows = s->n_rows_computed;
         m->ops->gather_rows(m->be, b->h, b->x, D, s->logit_rows, rows);
         m->ops->linear(m->be, b->logits, (int)c->vocab_size, b->h, D, &m->w.lm_head, rows, DSD_LINEAR_F32_OUT);
+        if (out->samples)
+            m->ops->sample(m->be, b->samples, b->logits, s->sample_rows, rows, m->pen, c->vocab_size);
     }
 }
 
@@ -405,6 +431,8 @@ static int complete(struct dsd_model *m, const struct step_meta *s, struct dsd_f
     if (out->logits && s->n_logit_rows > 0)
         m->ops->download(m->be, out->logits, b->logits,
                          (size_t)s->n_logit_rows * (size_t)m->cfg.vocab_size * sizeof(float));
+    if (out->samples && s->n_logit_rows > 0)
+        m->ops->download(m->be, out->samples, b->samples, (size_t)s->n_logit_rows * sizeof *out->samples);
     int rc = m->ops->synchronize(m->be, err);
     if (rc)
         dsd_err_prefix(err, rc, "forward");
@@ -421,15 +449,15 @@ static void enqueue_main(struct dsd_model *m, struct dsd_kv_cache *kv, const str
     enqueue_head(m, &m->w.final_norm, s, b, out);
 }
 
-static struct graph_slot *graph_slot(struct dsd_forward_ws *w, int tokens, int ctx)
+static struct graph_slot *graph_slot(struct dsd_forward_ws *w, int tokens, int ctx, bool sampled)
 {
     for (int i = 0; i < w->n_graphs; i++)
-        if (w->graphs[i].tokens == tokens && w->graphs[i].ctx == ctx)
+        if (w->graphs[i].tokens == tokens && w->graphs[i].ctx == ctx && w->graphs[i].sampled == sampled)
             return &w->graphs[i];
     if (w->n_graphs == (int)(sizeof w->graphs / sizeof w->graphs[0]))
         return NULL;
     struct graph_slot *g = &w->graphs[w->n_graphs++];
-    *g = (struct graph_slot){ .tokens = tokens, .ctx = ctx };
+    *g = (struct graph_slot){ .tokens = tokens, .ctx = ctx, .sampled = sampled };
     return g;
 }
 
@@ -439,6 +467,8 @@ int dsd_model_forward(struct dsd_model *m, struct dsd_kv_cache *kv, const struct
     /* A decode step on a backend that records steps runs as a replay of a recorded step of
      * its bucket: the first step of a bucket runs eagerly (it sizes every scratch buffer),
      * the second is recorded, every later one replays. */
+    if (out->samples && !out->sample)
+        return dsd_errf(err, -EINVAL, "forward: samples asked for without sampling rows");
     bool g = n_seqs > 0 && graphable(m, seqs, n_seqs, out);
     int bucket = 0, ctx = 0;
     if (g) {
@@ -450,11 +480,11 @@ int dsd_model_forward(struct dsd_model *m, struct dsd_kv_cache *kv, const struct
         ctx = pow2_at_least(max_pos + 1, DSD_GRAPH_MIN_CTX);
     }
     struct step_meta s;
-    int rc = build_meta(m, seqs, n_seqs, bucket, ctx, &s, err);
+    int rc = build_meta(m, seqs, n_seqs, bucket, ctx, out->samples ? out->sample : NULL, &s, err);
     if (rc)
         return rc;
     struct dsd_forward_ws *b = m->ws;
-    struct graph_slot *gs = g ? graph_slot(b, bucket, ctx) : NULL;
+    struct graph_slot *gs = g ? graph_slot(b, bucket, ctx, out->samples != NULL) : NULL;
     if (gs && !gs->graph && !gs->broken && gs->runs >= 1) {
         struct dsd_err gerr;
         if (m->ops->graph_begin(m->be, &gerr) == 0) {
@@ -489,8 +519,10 @@ int dsd_model_forward_mtp(struct dsd_model *m, struct dsd_kv_cache *kv, const st
     const struct dsd_model_config *c = &m->cfg;
     if (c->num_nextn_predict_layers < 1)
         return dsd_errf(err, -EINVAL, "this checkpoint has no MTP layer (num_nextn_predict_layers = 0)");
+    if (out->samples && !out->sample)
+        return dsd_errf(err, -EINVAL, "forward: samples asked for without sampling rows");
     struct step_meta s;
-    int rc = build_meta(m, seqs, n_seqs, 0, 0, &s, err);
+    int rc = build_meta(m, seqs, n_seqs, 0, 0, out->samples ? out->sample : NULL, &s, err);
     if (rc)
         return rc;
     struct dsd_forward_ws *b = m->ws;
@@ -508,4 +540,61 @@ int dsd_model_forward_mtp(struct dsd_model *m, struct dsd_kv_cache *kv, const st
     enqueue_head(m, &lw->head_norm, &s, b, out);
     b->eager_steps++;
     return complete(m, &s, b, out, err);
+}
+
+/* ---- the penalty state of sampling on the backend ---- */
+
+#define PEN_CHUNK 16384     /* tokens per penalty_mark call (the device staging buffer) */
+
+void dsd_model_penalty_free(struct dsd_model *m)
+{
+    if (m->pen)
+        m->ops->release(m->be, m->pen);
+    if (m->pen_tok)
+        m->ops->release(m->be, m->pen_tok);
+    m->pen = NULL;
+    m->pen_tok = NULL;
+    m->pen_slots = 0;
+}
+
+int dsd_model_penalty_reserve(struct dsd_model *m, int n_slots, struct dsd_err *err)
+{
+    if (n_slots < 0 || n_slots > 1 << 20)
+        return dsd_errf(err, -EINVAL, "penalty state: %d slots is out of range", n_slots);
+    if (n_slots <= m->pen_slots)
+        return 0;
+    /* the old rows may still be read by enqueued steps */
+    int rc = m->ops->synchronize(m->be, err);
+    if (rc)
+        return rc;
+    /* recorded steps read the old state's address */
+    if (m->ws)
+        graphs_free(m, m->ws);
+    dsd_model_penalty_free(m);
+    const size_t bytes = (size_t)n_slots * (size_t)m->cfg.vocab_size * sizeof(uint32_t);
+    m->pen = m->ops->alloc(m->be, bytes);
+    m->pen_tok = m->pen ? m->ops->alloc(m->be, PEN_CHUNK * sizeof(int32_t)) : NULL;
+    if (!m->pen_tok) {
+        dsd_model_penalty_free(m);
+        return dsd_errf(err, -ENOMEM, "penalty state: out of backend memory for %d slots (%.1f MiB)", n_slots,
+                        (double)bytes / (1 << 20));
+    }
+    m->pen_slots = n_slots;
+    return 0;
+}
+
+int dsd_model_penalty_load(struct dsd_model *m, int slot, const int32_t *tokens, int n, int count_from,
+                           struct dsd_err *err)
+{
+    if (slot < 0 || slot >= m->pen_slots || n < 0 || (n > 0 && !tokens))
+        return dsd_errf(err, -EINVAL, "penalty state: slot %d of %d, %d tokens", slot, m->pen_slots, n);
+    uint32_t *row = m->pen + (size_t)slot * (size_t)m->cfg.vocab_size;
+    m->ops->penalty_mark(m->be, row, NULL, 0, 0, true, m->cfg.vocab_size);
+    for (int i = 0; i < n; i += PEN_CHUNK) {
+        const int k = n - i < PEN_CHUNK ? n - i : PEN_CHUNK;
+        /* stream order: this upload waits for the previous chunk's marks */
+        m->ops->upload(m->be, m->pen_tok, tokens + i, (size_t)k * sizeof(int32_t));
+        m->ops->penalty_mark(m->be, row, m->pen_tok, k, count_from - i, false, m->cfg.vocab_size);
+    }
+    return 0;
 }

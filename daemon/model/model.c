@@ -109,6 +109,8 @@ void dsd_model_free(struct dsd_model *m)
         return;
     if (m->be && m->w.layers)
         m->ops->release_weights(m->be, &m->w);
+    if (m->be)
+        dsd_model_penalty_free(m);
     dsd_forward_ws_free(m);
     dsd_backend_free(m->be);
     dsd_weights_free(&m->w);

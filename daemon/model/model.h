@@ -66,6 +66,10 @@ struct dsd_model {
     struct dsd_backend *be;
     const struct dsd_ops *ops;
     struct dsd_model_params params;
+    /* sampling's penalty state on the backend (forward.c): [pen_slots][vocab] */
+    uint32_t *pen;
+    int32_t *pen_tok;                   /* staging of the tokens penalty loads mark */
+    int pen_slots;
 };
 
 /* The backend `kind` names (backend_load.c): the CPU backend, or the CUDA module loaded on
@@ -102,6 +106,11 @@ struct dsd_batch_seq {
 struct dsd_forward_out {
     float *logits;              /* host [rows][vocab]: per sequence (unless no_logits), its last
                                    token or all tokens, in batch order */
+    /* Sampling on the backend: with samples set, every logits row is sampled with sample[row]
+     * (kernels/sample.h; pen_slot < dsd_model_penalty_reserve's slots) and only the results
+     * come back (logits too if asked). */
+    const struct dsd_sample_row *sample;    /* host [rows] */
+    struct dsd_sample_result *samples;      /* host [rows] */
     float *hidden;              /* optional host [T][hidden]: post-final-norm hidden of every token */
     int32_t *topk;              /* optional host [layers][T][index_topk]: indexer selections */
     int n_rows;                 /* set by the call: logits rows written */
@@ -115,6 +124,16 @@ int dsd_model_reserve(struct dsd_model *m, int max_tokens, int max_rows, int max
 /* Decode steps replayed from a recorded step (CUDA graphs) and steps run op by op, since
  * load. */
 void dsd_model_graph_stats(const struct dsd_model *m, uint64_t *graph_steps, uint64_t *eager_steps);
+/* The penalty state that sampling rows with pen_slot >= 0 read and update: n_slots rows of
+ * one uint32 per vocabulary id in backend memory (grows, never shrinks; growing clears it).
+ * Returns 0, -EINVAL, -ENOMEM, or the backend's failure of the steps still running. */
+int dsd_model_penalty_reserve(struct dsd_model *m, int n_slots, struct dsd_err *err);
+/* Sets slot `slot` from a request's tokens: cleared, then tokens[0..n) marked seen and those
+ * at index >= count_from (the generated ones) counted. Enqueued: tokens must stay valid until
+ * the next step completes. Returns 0 or -EINVAL (slot, n). */
+int dsd_model_penalty_load(struct dsd_model *m, int slot, const int32_t *tokens, int n, int count_from,
+                           struct dsd_err *err);
+void dsd_model_penalty_free(struct dsd_model *m);
 /* Frees the workspace (dsd_model_free does). */
 void dsd_forward_ws_free(struct dsd_model *m);
 

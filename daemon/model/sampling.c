@@ -7,17 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "topk.h"
 #include "rng.h"
 
 struct dsd_sampler {
     struct dsd_sampling_params p;
     int64_t vocab;
     struct dsd_rng rng;
-    uint32_t *out_count;        /* output-token counts (frequency/presence penalties) */
-    uint8_t *seen;              /* prompt or output token seen (repetition penalty) */
-    int32_t *cand;              /* candidate ids scratch */
-    float *prob;                /* scratch */
+    uint32_t *pen;              /* penalty state, kernels/sample.h format */
+    void *scratch;              /* dsd_sample_ref's */
 };
 
 struct dsd_sampling_params dsd_sampling_default_params(void)
@@ -44,12 +41,6 @@ int dsd_sampling_params_check(const struct dsd_sampling_params *p, struct dsd_er
     return 0;
 }
 
-/* Uniform in [0, 1) with 53 random bits. */
-static double uniform01(struct dsd_sampler *s)
-{
-    return dsd_rng_uniform(&s->rng);
-}
-
 int dsd_sampler_new(const struct dsd_sampling_params *p, int64_t vocab, struct dsd_sampler **out,
                     struct dsd_err *err)
 {
@@ -62,11 +53,9 @@ int dsd_sampler_new(const struct dsd_sampling_params *p, int64_t vocab, struct d
     s->p = *p;
     s->vocab = vocab;
     dsd_rng_seed(&s->rng, p->seed);
-    s->out_count = calloc((size_t)vocab, sizeof *s->out_count);
-    s->seen = calloc((size_t)vocab, 1);
-    s->cand = malloc((size_t)vocab * sizeof *s->cand);
-    s->prob = malloc((size_t)vocab * sizeof *s->prob);
-    if (!s->out_count || !s->seen || !s->cand || !s->prob) {
+    s->pen = calloc((size_t)vocab, sizeof *s->pen);
+    s->scratch = malloc(dsd_sample_scratch_bytes(vocab));
+    if (!s->pen || !s->scratch) {
         dsd_sampler_free(s);
         return dsd_errf(err, -ENOMEM, "sampling: out of memory");
     }
@@ -78,10 +67,8 @@ void dsd_sampler_free(struct dsd_sampler *s)
 {
     if (!s)
         return;
-    free(s->out_count);
-    free(s->seen);
-    free(s->cand);
-    free(s->prob);
+    free(s->pen);
+    free(s->scratch);
     free(s);
 }
 
@@ -89,15 +76,15 @@ void dsd_sampler_accept_prompt(struct dsd_sampler *s, const int32_t *tokens, int
 {
     for (int i = 0; i < n; i++)
         if (tokens[i] >= 0 && tokens[i] < s->vocab)
-            s->seen[tokens[i]] = 1;
+            s->pen[tokens[i]] |= DSD_PEN_SEEN;
 }
 
 void dsd_sampler_accept(struct dsd_sampler *s, int32_t token)
 {
     if (token < 0 || token >= s->vocab)
         return;
-    s->seen[token] = 1;
-    s->out_count[token]++;
+    uint32_t c = s->pen[token] & DSD_PEN_COUNT;
+    s->pen[token] = DSD_PEN_SEEN | (c < DSD_PEN_COUNT ? c + 1 : c);
 }
 
 int32_t dsd_argmax(const float *v, int64_t n)
@@ -109,133 +96,44 @@ int32_t dsd_argmax(const float *v, int64_t n)
     return (int32_t)best;
 }
 
-static void apply_penalties(const struct dsd_sampler *s, float *logits)
+void dsd_sampler_row(struct dsd_sampler *s, int n_top, struct dsd_sample_row *row)
 {
     const struct dsd_sampling_params *p = &s->p;
-    if (p->repetition_penalty == 1.0f && p->frequency_penalty == 0.0f && p->presence_penalty == 0.0f)
-        return;
-    for (int64_t i = 0; i < s->vocab; i++) {
-        if (s->seen[i] && p->repetition_penalty != 1.0f)
-            logits[i] = logits[i] > 0 ? logits[i] / p->repetition_penalty : logits[i] * p->repetition_penalty;
-        if (s->out_count[i])
-            logits[i] -= p->frequency_penalty * (float)s->out_count[i] + p->presence_penalty;
-    }
+    *row = (struct dsd_sample_row){
+        .temperature = p->temperature, .top_p = p->top_p, .min_p = p->min_p,
+        .repetition_penalty = p->repetition_penalty, .frequency_penalty = p->frequency_penalty,
+        .presence_penalty = p->presence_penalty, .top_k = p->top_k, .pen_slot = -1,
+        /* greedy draws nothing: a request's stream advances once per sampled token */
+        .u = p->temperature > 0.0f ? (float)dsd_rng_uniform(&s->rng) : 0.0f,
+        .n_top = n_top,
+    };
+    /* (float) of a double in [0, 1) may round up to 1.0: keep it below */
+    if (row->u >= 1.0f)
+        row->u = nextafterf(1.0f, 0.0f);
 }
 
-/* Sorts ids by probability, descending, ids ascending among equals (deterministic). */
-static _Thread_local const float *tl_sort_prob;
-
-static int cmp_prob_desc(const void *a, const void *b)
+const uint32_t *dsd_sampler_penalty_state(const struct dsd_sampler *s)
 {
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    float px = tl_sort_prob[x], py = tl_sort_prob[y];
-    if (px != py)
-        return px > py ? -1 : 1;
-    return (x > y) - (x < y);
+    return s->pen;
 }
 
-static void sort_by_prob_desc(int32_t *ids, int64_t n, const float *prob)
+bool dsd_sampler_penalized(const struct dsd_sampler *s)
 {
-    tl_sort_prob = prob;
-    qsort(ids, (size_t)n, sizeof *ids, cmp_prob_desc);
+    const struct dsd_sampling_params *p = &s->p;
+    return p->repetition_penalty != 1.0f || p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f;
 }
 
-static int32_t draw(struct dsd_sampler *s, int n, const float *logits, float mx, double z, float *logprob);
+void dsd_sampler_sample_full(struct dsd_sampler *s, const float *logits, int n_top, struct dsd_sample_result *out,
+                             float *logprob)
+{
+    struct dsd_sample_row row;
+    dsd_sampler_row(s, n_top, &row);
+    dsd_sample_ref(logits, s->vocab, &row, s->pen, s->scratch, out, logprob);
+}
 
 int32_t dsd_sampler_sample(struct dsd_sampler *s, float *logits, float *logprob)
 {
-    const struct dsd_sampling_params *p = &s->p;
-    const int64_t V = s->vocab;
-    apply_penalties(s, logits);
-    if (p->temperature > 0.0f)
-        for (int64_t i = 0; i < V; i++)
-            logits[i] /= p->temperature;
-
-    /* log-softmax normalizer over the whole vocabulary (NaN logits count as -inf) */
-    float mx = -INFINITY;
-    for (int64_t i = 0; i < V; i++)
-        if (logits[i] > mx)
-            mx = logits[i];
-    double z = 0.0;
-    for (int64_t i = 0; i < V; i++) {
-        s->prob[i] = isnan(logits[i]) ? 0.0f : expf(logits[i] - mx);
-        z += s->prob[i];
-    }
-    if (p->temperature == 0.0f) {
-        int32_t best = dsd_argmax(logits, V);
-        if (logprob)
-            *logprob = (float)((double)logits[best] - mx - log(z));
-        return best;
-    }
-
-    int64_t want = p->top_k > 0 && p->top_k < V ? p->top_k : V;
-    const float pmax = 1.0f; /* prob[] holds exp(logit - max): the largest is 1 */
-    int n;
-    if (p->top_p >= 1.0f) {
-        /* No nucleus cut: top-k and min-p define a set, and a draw from a set needs no
-         * order. Sorting 129k candidates per token cost ~70 ms on a flat distribution. */
-        n = 0;
-        if (want < V) {
-            dsd_topk(s->prob, (int)V, (int)want, s->cand);
-            for (int64_t i = 0; i < want; i++)
-                if (!(p->min_p > 0.0f && s->prob[s->cand[i]] < p->min_p * pmax))
-                    s->cand[n++] = s->cand[i];
-        } else {
-            for (int64_t i = 0; i < V; i++)
-                if (!(p->min_p > 0.0f && s->prob[i] < p->min_p * pmax))
-                    s->cand[n++] = (int32_t)i;
-        }
-        return draw(s, n, logits, mx, z, logprob);
-    }
-
-    /* Nucleus: candidates in descending probability, found with growing top-k selections
-     * so a peaked distribution over 129k ids is never fully sorted; a flat one jumps to
-     * one full sort instead of many growing ones. */
-    int64_t k = want < 64 ? want : 64;
-    double mass;
-    for (;;) {
-        dsd_topk(s->prob, (int)V, (int)k, s->cand);
-        sort_by_prob_desc(s->cand, k, s->prob);
-        mass = 0.0;
-        n = 0;
-        for (int64_t i = 0; i < k; i++) {
-            float pi = s->prob[s->cand[i]];
-            if (p->min_p > 0.0f && pi < p->min_p * pmax)
-                break;
-            mass += pi;
-            n++;
-            if (mass >= p->top_p * z)
-                break;
-        }
-        bool done = n < k || k == want || mass >= p->top_p * z;
-        if (done)
-            break;
-        k = k * 4 < want && k * 4 < V / 8 ? k * 4 : want;
-    }
-    return draw(s, n, logits, mx, z, logprob);
-}
-
-/* Draws one of cand[0..n) in proportion to prob[]. Min-p and top-p always keep the most
- * likely token, so n == 0 only happens on degenerate (NaN) logits: take the argmax. */
-static int32_t draw(struct dsd_sampler *s, int n, const float *logits, float mx, double z, float *logprob)
-{
-    if (n == 0) {
-        s->cand[0] = dsd_argmax(logits, s->vocab);
-        n = 1;
-    }
-    double kept = 0.0;
-    for (int i = 0; i < n; i++)
-        kept += s->prob[s->cand[i]];
-    double r = uniform01(s) * kept, acc = 0.0;
-    int32_t pick = s->cand[n - 1];
-    for (int i = 0; i < n; i++) {
-        acc += s->prob[s->cand[i]];
-        if (r < acc) {
-            pick = s->cand[i];
-            break;
-        }
-    }
-    if (logprob)
-        *logprob = (float)((double)logits[pick] - mx - log(z));
-    return pick;
+    struct dsd_sample_result r;
+    dsd_sampler_sample_full(s, logits, -1, &r, logprob);
+    return r.token;
 }

@@ -6,23 +6,24 @@
  *   struct dsd_sampler *s;
  *   if (dsd_sampler_new(&sp, vocab, &s, &err) < 0) ...;               // bad params: -EINVAL
  *   dsd_sampler_accept_prompt(s, prompt, n);      // for the repetition penalty
- *   int32_t tok = dsd_sampler_sample(s, logits, &logprob);            // logits are modified
+ *   int32_t tok = dsd_sampler_sample(s, logits, &logprob);
  *   dsd_sampler_accept(s, tok);
  *   dsd_sampler_free(s);
  *
- * Order of application (the common convention of HF/vLLM): repetition penalty (prompt and
- * output tokens: positive logits divided, negative multiplied), frequency and presence
- * penalties (output tokens, OpenAI definition), temperature, then top-k, min-p, top-p
- * filtering, then a draw from the renormalized distribution with the request's own
- * xoshiro256** stream seeded by `seed` (the same seed and logits give the same tokens).
- * temperature 0 is greedy (argmax, ties to the lowest id) and ignores the filters.
+ * The semantics are kernels/sample.h's (docs/SAMPLING.md): this host sampler holds a request's
+ * parameters, its own xoshiro256** stream seeded by `seed` (one uniform draw per sampled
+ * token; greedy draws none) and its penalty state, and runs the reference dsd_sample_ref.
+ * The engine samples on the backend instead: dsd_sampler_row() gives the row (and the draw)
+ * the backend's `sample` op takes, so both paths consume the same stream.
  */
 #ifndef DSD_MODEL_SAMPLING_H
 #define DSD_MODEL_SAMPLING_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "err.h"
+#include "sample.h"
 
 struct dsd_sampling_params {
     float temperature;          /* 0 = greedy; (0, 100] */
@@ -47,10 +48,22 @@ int dsd_sampler_new(const struct dsd_sampling_params *p, int64_t vocab, struct d
 void dsd_sampler_free(struct dsd_sampler *s);
 void dsd_sampler_accept_prompt(struct dsd_sampler *s, const int32_t *tokens, int n);
 void dsd_sampler_accept(struct dsd_sampler *s, int32_t token);
-/* Picks a token from logits[vocab] (modified in place). *logprob (may be NULL) receives the
- * log-probability of the pick under the final sampling distribution (temperature applied,
- * before filtering; for greedy: of the raw softmax). */
+/* Picks a token from logits[vocab] (not modified). *logprob (may be NULL) receives the
+ * log-probability of the pick under the distribution after penalties and temperature,
+ * before filtering. */
 int32_t dsd_sampler_sample(struct dsd_sampler *s, float *logits, float *logprob);
+
+/* The same, with logprobs of the raw logits (n_top >= 0; see kernels/sample.h) in *out. */
+void dsd_sampler_sample_full(struct dsd_sampler *s, const float *logits, int n_top, struct dsd_sample_result *out,
+                             float *logprob);
+/* The parameters of the next sampled token as a backend row (pen_slot -1: the caller assigns
+ * one); draws the token's uniform from the request's stream unless greedy. */
+void dsd_sampler_row(struct dsd_sampler *s, int n_top, struct dsd_sample_row *row);
+/* The sampler's penalty state (kernels/sample.h format, vocab entries): what a backend's
+ * penalty row for this request must equal. */
+const uint32_t *dsd_sampler_penalty_state(const struct dsd_sampler *s);
+/* True when the request uses penalties (and so a penalty state row on the backend). */
+bool dsd_sampler_penalized(const struct dsd_sampler *s);
 
 /* Index of the largest value, ties to the lowest index (greedy decoding). */
 int32_t dsd_argmax(const float *v, int64_t n);

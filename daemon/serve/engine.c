@@ -38,6 +38,8 @@ struct seq {
     uint64_t t_sched, t_first, t_last;
     bool cancelled, parked_credit, stalled_sent;
     struct dsd_engine_event *ev;
+    int pen_slot;               /* row of the backend's penalty state, -1 = none */
+    uint64_t in_step;           /* the last step (e->step_id) this sequence was part of */
     struct seq *next;
 };
 
@@ -82,8 +84,12 @@ struct dsd_engine {
     int plan_cap;
     uint64_t arrivals;
     int max_context;
-    float *logits;
-    int logits_rows;
+    /* sampling on the backend: one row and one result per sequence of a step (max_batch),
+     * and which sequence holds each penalty-state slot (max_batch of them) */
+    struct dsd_sample_row *srows;
+    struct dsd_sample_result *sres;
+    struct seq **pen_owner;
+    uint64_t step_id;
     char device[256];           /* set before READY */
     uint64_t kv_bytes;
 };
@@ -282,6 +288,8 @@ static void retire(struct dsd_engine *e, struct seq *s, struct dsd_engine_event 
         *pp = s->next;
     dsd_kv_seq_release(e->kv, &s->kv);
     dsd_kv_seq_destroy(&s->kv);
+    if (s->pen_slot >= 0)
+        e->pen_owner[s->pen_slot] = NULL;
     dsd_generation_free(s->gen);
     dsd_engine_request_free(s->req);
     free(s->tokens);
@@ -324,6 +332,7 @@ static void admit_request(struct dsd_engine *e, struct dsd_engine_request *r)
     struct seq *s = calloc(1, sizeof *s);
     DSD_CHECK(s != NULL);
     s->req = r;
+    s->pen_slot = -1;
     s->sc = (struct dsd_sched_seq){ .conn_id = r->conn_id, .uid = r->uid, .priority = r->priority,
                                     .arrival = e->arrivals++, .n_tokens = r->n_prompt };
     s->cap_tokens = r->n_prompt + 16;
@@ -491,6 +500,29 @@ static int build_step(struct dsd_engine *e, struct seq **batch, int max)
     return nb;
 }
 
+/* The penalty-state slot of s for this step: its own, a free one, or one whose sequence is
+ * not in this step (that sequence reloads its state when it next samples). A step samples
+ * at most max_batch sequences and there are max_batch slots, so one is always found. The
+ * slot is loaded from the sequence's tokens (prompt seen, generated counted). */
+static int pen_slot_for(struct dsd_engine *e, struct seq *s, struct dsd_err *err)
+{
+    if (s->pen_slot >= 0)
+        return 0;
+    int slot = -1;
+    for (int i = 0; i < e->p.max_batch && slot < 0; i++)
+        if (!e->pen_owner[i])
+            slot = i;
+    for (int i = 0; i < e->p.max_batch && slot < 0; i++)
+        if (e->pen_owner[i]->in_step != e->step_id) {
+            e->pen_owner[i]->pen_slot = -1;
+            slot = i;
+        }
+    DSD_CHECK(slot >= 0);
+    e->pen_owner[slot] = s;
+    s->pen_slot = slot;
+    return dsd_model_penalty_load(e->model, slot, s->tokens, s->n_tokens, s->req->n_prompt, err);
+}
+
 static int run_step(struct dsd_engine *e)
 {
     int max = e->p.max_batch;
@@ -498,28 +530,31 @@ static int run_step(struct dsd_engine *e)
     int n = build_step(e, batch, max);
     if (n == 0)
         return 0;
+    e->step_id++;
+    for (int i = 0; i < n; i++)
+        batch[i]->in_step = e->step_id;
     struct dsd_batch_seq bs[n];
-    int rows = 0;
-    for (int i = 0; i < n; i++) {
+    struct dsd_err err = {{0}};
+    int rows = 0, rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
         struct seq *s = batch[i];
         bool ends = s->sc.n_computed + s->sc.chunk == s->n_tokens;
         bs[i] = (struct dsd_batch_seq){
             .tokens = s->tokens + s->sc.n_computed, .n_tokens = s->sc.chunk, .pos0 = s->sc.n_computed,
             .kv = &s->kv, .no_logits = !ends,
         };
-        rows += ends;
+        if (ends) {
+            /* the token is sampled on the backend: its parameters and draw go with the step */
+            struct dsd_sample_row *sr = &e->srows[rows++];
+            dsd_generation_sample_row(s->gen, sr);
+            if (dsd_generation_penalized(s->gen) && !(rc = pen_slot_for(e, s, &err)))
+                sr->pen_slot = s->pen_slot;
+        }
     }
-    const int64_t V = e->model->cfg.vocab_size;
-    if (rows > e->logits_rows) {
-        free(e->logits);
-        e->logits = malloc((size_t)rows * (size_t)V * sizeof(float));
-        DSD_CHECK(e->logits != NULL);
-        e->logits_rows = rows;
-    }
-    struct dsd_forward_out out = { .logits = e->logits };
-    struct dsd_err err = {{0}};
+    struct dsd_forward_out out = { .sample = e->srows, .samples = e->sres };
     uint64_t t0 = now_ns();
-    int rc = dsd_model_forward(e->model, e->kv, bs, n, &out, &err);
+    if (!rc)
+        rc = dsd_model_forward(e->model, e->kv, bs, n, &out, &err);
     uint64_t t1 = now_ns();
     if (rc) {
         /* A request the checks let through but the model refuses: fail those requests, keep
@@ -540,7 +575,7 @@ static int run_step(struct dsd_engine *e)
         s->sc.n_computed += chunk;
         if (!bs[i].no_logits) {
             struct dsd_engine_event *ev = new_event(s, DSD_EV_TOKENS);
-            int32_t tok = dsd_generation_step(s->gen, e->logits + (size_t)row * V, s->n_tokens, e->max_context, ev);
+            int32_t tok = dsd_generation_step_sampled(s->gen, &e->sres[row], s->n_tokens, e->max_context, ev);
             row++;
             uint64_t t = now_ns();
             if (!s->t_first)
@@ -621,9 +656,17 @@ static int load(struct dsd_engine *e)
     const uint64_t per = dsd_kv_cache_page_bytes(&l, dsd_cfg_total_layers(c));
     /* The step's workspace first (its size does not depend on the pool's but for the page
      * list), so that a GPU's KV pool is what is left after weights and workspace. */
-    if ((rc = dsd_model_reserve(e->model, e->p.max_batch_tokens, e->p.max_batch, e->p.max_batch, 1, &err))) {
+    if ((rc = dsd_model_reserve(e->model, e->p.max_batch_tokens, e->p.max_batch, e->p.max_batch, 1, &err)) ||
+        (rc = dsd_model_penalty_reserve(e->model, e->p.max_batch, &err))) {
         snprintf(e->failure, sizeof e->failure, "%s", err.msg);
         return rc;
+    }
+    e->srows = calloc((size_t)e->p.max_batch, sizeof *e->srows);
+    e->sres = calloc((size_t)e->p.max_batch, sizeof *e->sres);
+    e->pen_owner = calloc((size_t)e->p.max_batch, sizeof *e->pen_owner);
+    if (!e->srows || !e->sres || !e->pen_owner) {
+        snprintf(e->failure, sizeof e->failure, "out of memory");
+        return -ENOMEM;
     }
     int pages = e->p.kv_pages;
     size_t dev_free = 0, dev_total = 0;
@@ -799,7 +842,9 @@ void dsd_engine_stop(struct dsd_engine *e)
     }
     dsd_kv_cache_free(e->kv);
     dsd_model_free(e->model);
-    free(e->logits);
+    free(e->srows);
+    free(e->sres);
+    free(e->pen_owner);
     free(e->plan_v);
     free(e->plan_s);
     dsd_sched_free(&e->sched);

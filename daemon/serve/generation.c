@@ -24,8 +24,6 @@ struct dsd_generation {
     int n_generated;
     int n_tool_calls;
     bool finished;
-    float *scratch;                 /* logprobs: a copy of the raw row */
-    int32_t *top;
 };
 
 int dsd_event_add_id(struct dsd_engine_event *ev, int32_t id)
@@ -139,14 +137,6 @@ int dsd_generation_new(const struct dsd_engine_request *req, const struct dsd_to
         if ((rc = dsd_output_parser_create(&po, on_parser_event, g, &g->parser, err)))
             goto fail;
     }
-    if (req->logprobs) {
-        g->scratch = malloc((size_t)cfg->vocab_size * sizeof *g->scratch);
-        g->top = malloc(((size_t)req->top_logprobs + 1) * sizeof *g->top);
-        if (!g->scratch || !g->top) {
-            rc = dsd_errf(err, -ENOMEM, "out of memory");
-            goto fail;
-        }
-    }
     *out = g;
     return 0;
 fail:
@@ -162,8 +152,6 @@ void dsd_generation_free(struct dsd_generation *g)
     dsd_detok_free(g->detok);
     dsd_output_parser_free(g->parser);
     dsd_tok_text_free(&g->delta);
-    free(g->scratch);
-    free(g->top);
     free(g);
 }
 
@@ -217,16 +205,9 @@ static void finish(struct dsd_generation *g, struct dsd_engine_event *ev, enum d
     g->finished = true;
 }
 
-static void record_logprobs(struct dsd_generation *g, const float *row, int32_t tok, struct dsd_engine_event *ev)
+static void record_logprobs(const struct dsd_generation *g, const struct dsd_sample_result *r,
+                            struct dsd_engine_event *ev)
 {
-    float mx = -INFINITY;
-    for (int64_t i = 0; i < g->vocab; i++)
-        if (row[i] > mx)
-            mx = row[i];
-    double z = 0;
-    for (int64_t i = 0; i < g->vocab; i++)
-        z += exp((double)row[i] - mx);
-    double lse = mx + log(z);
     if (ev->n_logprobs == ev->cap_logprobs) {
         int cap = ev->cap_logprobs ? ev->cap_logprobs * 2 : 4;
         struct dsd_engine_logprob *n = realloc(ev->logprobs, (size_t)cap * sizeof *n);
@@ -237,35 +218,45 @@ static void record_logprobs(struct dsd_generation *g, const float *row, int32_t 
     }
     struct dsd_engine_logprob *lp = &ev->logprobs[ev->n_logprobs++];
     memset(lp, 0, sizeof *lp);
-    lp->token = tok;
-    /* finite on the wire: -inf (a masked logit) becomes a large negative number */
-    lp->logprob = (float)fmax((double)row[tok] - lse, -1e30);
-    int k = g->req->top_logprobs;
-    if (k > 0) {
-        dsd_topk(row, (int)g->vocab, k, g->top);
-        /* order by value, descending */
-        for (int i = 1; i < k; i++)
-            for (int j = i; j > 0 && row[g->top[j]] > row[g->top[j - 1]]; j--) {
-                int32_t t = g->top[j];
-                g->top[j] = g->top[j - 1];
-                g->top[j - 1] = t;
-            }
-        lp->n_top = k;
-        for (int i = 0; i < k; i++) {
-            lp->top_ids[i] = g->top[i];
-            lp->top_logprobs[i] = (float)fmax((double)row[g->top[i]] - lse, -1e30);
-        }
+    lp->token = r->token;
+    lp->logprob = r->logprob;
+    int k = g->req->top_logprobs < DSD_SAMPLE_MAX_TOP ? g->req->top_logprobs : DSD_SAMPLE_MAX_TOP;
+    for (int i = 0; i < k && r->top_ids[i] >= 0; i++) {
+        lp->top_ids[i] = r->top_ids[i];
+        lp->top_logprobs[i] = r->top_logprobs[i];
+        lp->n_top = i + 1;
     }
 }
 
-int32_t dsd_generation_step(struct dsd_generation *g, float *logits, int64_t next_pos, int64_t max_context,
+int dsd_generation_n_top(const struct dsd_generation *g)
+{
+    return g->req->logprobs ? g->req->top_logprobs : -1;
+}
+
+void dsd_generation_sample_row(struct dsd_generation *g, struct dsd_sample_row *row)
+{
+    dsd_sampler_row(g->sampler, dsd_generation_n_top(g), row);
+}
+
+bool dsd_generation_penalized(const struct dsd_generation *g)
+{
+    return dsd_sampler_penalized(g->sampler);
+}
+
+int32_t dsd_generation_step(struct dsd_generation *g, const float *logits, int64_t next_pos, int64_t max_context,
                             struct dsd_engine_event *ev)
 {
+    struct dsd_sample_result r;
+    dsd_sampler_sample_full(g->sampler, logits, dsd_generation_n_top(g), &r, NULL);
+    dsd_sampler_accept(g->sampler, r.token);
+    return dsd_generation_step_sampled(g, &r, next_pos, max_context, ev);
+}
+
+int32_t dsd_generation_step_sampled(struct dsd_generation *g, const struct dsd_sample_result *res, int64_t next_pos,
+                                    int64_t max_context, struct dsd_engine_event *ev)
+{
     const struct dsd_engine_request *r = g->req;
-    if (r->logprobs)
-        memcpy(g->scratch, logits, (size_t)g->vocab * sizeof *logits);
-    int32_t tok = dsd_sampler_sample(g->sampler, logits, NULL);
-    dsd_sampler_accept(g->sampler, tok);
+    const int32_t tok = res->token;
     g->n_generated++;
 
     bool stop = (!r->ignore_eos && tok == g->eos);
@@ -278,7 +269,7 @@ int32_t dsd_generation_step(struct dsd_generation *g, float *logits, int64_t nex
     }
     dsd_event_add_id(ev, tok);
     if (r->logprobs)
-        record_logprobs(g, g->scratch, tok, ev);
+        record_logprobs(g, res, ev);
     if (g->detok) {
         struct dsd_err e;
         g->delta.len = 0;

@@ -8,6 +8,8 @@
  *   dsd_generation_new(req, tokenizer, cfg, &g, &err);
  *   for each step with logits for this request:
  *       int32_t tok = dsd_generation_step(g, logits_row, next_pos, ev);  // fills ev
+ *       // or, sampled on the backend: dsd_generation_sample_row(g, &row) before the step,
+ *       // dsd_generation_step_sampled(g, &result, next_pos, ev) after it
  *       if (dsd_generation_finished(g)) break;                          // ev->finish set
  *   dsd_generation_cancel(g, ev) / dsd_generation_free(g);
  *
@@ -22,6 +24,7 @@
 
 #include "engine.h"
 #include "err.h"
+#include "sample.h"
 #include "tokenizer.h"
 
 struct dsd_generation;
@@ -31,11 +34,21 @@ int dsd_generation_new(const struct dsd_engine_request *req, const struct dsd_to
                        const struct dsd_model_config *cfg, struct dsd_generation **out, struct dsd_err *err);
 void dsd_generation_free(struct dsd_generation *g);
 
-/* Samples the next token from logits (vocab floats, modified) and records the result in ev.
- * next_pos: the position the sampled token would occupy; at max_context the request ends
+/* Samples the next token from logits (vocab floats) on the host and records the result in
+ * ev. next_pos: the position the sampled token would occupy; at max_context the request ends
  * with CONTEXT_FULL. Returns the sampled token. */
-int32_t dsd_generation_step(struct dsd_generation *g, float *logits, int64_t next_pos, int64_t max_context,
+int32_t dsd_generation_step(struct dsd_generation *g, const float *logits, int64_t next_pos, int64_t max_context,
                             struct dsd_engine_event *ev);
+/* The same for a token sampled on the backend (the engine's path): res comes from the
+ * backend's sample op run with the row dsd_generation_sample_row() gave for this token. */
+int32_t dsd_generation_step_sampled(struct dsd_generation *g, const struct dsd_sample_result *res, int64_t next_pos,
+                                    int64_t max_context, struct dsd_engine_event *ev);
+/* The sampling row of the request's next token (draws its uniform; pen_slot -1, the caller
+ * assigns one when dsd_generation_penalized()). */
+void dsd_generation_sample_row(struct dsd_generation *g, struct dsd_sample_row *row);
+bool dsd_generation_penalized(const struct dsd_generation *g);
+/* The top logprobs the request wants per token, -1 for no logprobs. */
+int dsd_generation_n_top(const struct dsd_generation *g);
 bool dsd_generation_finished(const struct dsd_generation *g);
 /* Ends the request from outside (cancel, error): flushes held text into ev, sets ev->finish. */
 void dsd_generation_end(struct dsd_generation *g, enum dsd_finish why, struct dsd_engine_event *ev);

@@ -1,6 +1,6 @@
 /* The CPU reference backend: creation, memory and the op table. The ops themselves live in
  * one file per concern (cpu_linear.c, cpu_norm.c, cpu_rope.c, cpu_attention.c,
- * cpu_indexer.c, cpu_moe.c). */
+ * cpu_indexer.c, cpu_moe.c, cpu_sample.c). */
 #include "cpu_backend.h"
 
 #include <errno.h>
@@ -114,12 +114,15 @@ static const struct dsd_ops cpu_ops = {
     .gather_rows = cpu_op_gather_rows,
     .to_f32 = cpu_to_f32,
     .from_f32 = cpu_from_f32,
+    .sample = cpu_op_sample,
+    .penalty_mark = cpu_op_penalty_mark,
 };
 
 static void cpu_destroy(struct dsd_backend *be)
 {
     struct cpu_backend *cb = cpu(be);
     dsd_thread_pool_free(cb->pool);
+    free(cb->sample_scratch);
     dsd_backend_fini_common(be);
     free(cb);
 }

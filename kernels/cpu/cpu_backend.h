@@ -14,6 +14,8 @@ struct cpu_backend {
     const float *inv_freq;          /* qk_rope_head_dim/2 RoPE frequencies (base.rope_inv_freq) */
     float rope_attention_factor;
     float softmax_scale;
+    void *sample_scratch;           /* cpu_sample.c's per-thread scratch */
+    size_t sample_scratch_bytes;
 };
 
 static inline struct cpu_backend *cpu(struct dsd_backend *be)
@@ -64,6 +66,10 @@ void cpu_op_indexer_topk(struct dsd_backend *be, int32_t *out, int topk, const v
                          const struct dsd_kv_layer *kv, const struct dsd_step *st);
 void cpu_op_mlp(struct dsd_backend *be, void *out, const void *x, const struct dsd_expert_weights *w, int T);
 void cpu_op_moe(struct dsd_backend *be, void *out, const void *x, const struct dsd_layer_weights *lw, int T);
+void cpu_op_sample(struct dsd_backend *be, struct dsd_sample_result *out, const float *logits,
+                   const struct dsd_sample_row *rows, int n_rows, uint32_t *pen, int64_t vocab);
+void cpu_op_penalty_mark(struct dsd_backend *be, uint32_t *pen_row, const int32_t *tokens, int n, int count_from,
+                         bool reset, int64_t vocab);
 int cpu_prepare_attention_weights(struct cpu_backend *cb, struct dsd_model_weights *w, struct dsd_err *err);
 void cpu_release_attention_weights(struct cpu_backend *cb, struct dsd_model_weights *w);
 

@@ -129,6 +129,11 @@ void cuda_attention_release(struct cuda_backend *cb, struct dsd_model_weights *w
 /* cuda_moe.cu: dense MLP and the MoE block */
 void cuda_op_mlp(struct dsd_backend *be, void *out, const void *x, const struct dsd_expert_weights *w, int T);
 void cuda_op_moe(struct dsd_backend *be, void *out, const void *x, const struct dsd_layer_weights *lw, int T);
+/* cuda_sample.cu: sampling and the penalty state */
+void cuda_op_sample(struct dsd_backend *be, struct dsd_sample_result *out, const float *logits,
+                    const struct dsd_sample_row *rows, int n_rows, uint32_t *pen, int64_t vocab);
+void cuda_op_penalty_mark(struct dsd_backend *be, uint32_t *pen_row, const int32_t *tokens, int n, int count_from,
+                          bool reset, int64_t vocab);
 int cuda_moe_prepare(struct cuda_backend *cb, struct dsd_model_weights *w, struct dsd_err *err);
 void cuda_moe_release(struct cuda_backend *cb, struct dsd_model_weights *w);
 

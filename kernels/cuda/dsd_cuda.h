@@ -40,7 +40,7 @@ size_t dsd_backend_cuda_weight_bytes(const struct dsd_backend *be);
 
 /* What the loadable module (libdsd_backend_cuda.so, kernels/cuda/cuda_module.c) exports as
  * the symbol "dsd_cuda_module". The ABI number changes whenever this table or ops.h does. */
-#define DSD_CUDA_MODULE_ABI 1
+#define DSD_CUDA_MODULE_ABI 2
 #define DSD_CUDA_MODULE_EXPORT __attribute__((visibility("default")))
 struct dsd_cuda_module {
     int abi;

@@ -737,6 +737,31 @@ int main(int argc, char **argv)
             run_config(&c, &r, DSD_KV_BF16);
         }
     }
+    /* tiny variants that separate the kernel's paths: top-k 128 at L = 256 (several splits of
+     * the selection per token: the combine kernel), L = 512 with top-k 24 (one split: o_lat
+     * written directly), N = V = 128 at L = 256 */
+    {
+        static const int len[] = { 1, 24, 25, 100, 300, 777 };
+        static const int seq[] = { 0, 1, 1, 2, 3, 3, 3, 4, 4, 5, 5, 5, 2 };
+        static const int pos[] = { 0, 23, 10, 24, 297, 298, 299, 150, 299, 776, 700, 64, 99 };
+        struct run_spec r = { 6, len, 13, seq, pos, true, false };
+        if (!gh_config_preset(&c, "tiny")) {
+            c.cfg.index_topk = 128;
+            gh_config_update(&c, "tiny-top128");
+            run_config(&c, &r, DSD_KV_FP8);
+        }
+        if (!gh_config_preset(&c, "tiny")) {
+            c.cfg.kv_lora_rank = 512;
+            gh_config_update(&c, "tiny-l512");
+            run_config(&c, &r, DSD_KV_FP8);
+        }
+        if (!gh_config_preset(&c, "tiny")) {
+            c.cfg.qk_nope_head_dim = 128;
+            c.cfg.v_head_dim = 128;
+            gh_config_update(&c, "tiny-n128");
+            run_config(&c, &r, DSD_KV_FP8);
+        }
+    }
     if (gh_tiny_only())
         return gh_finish();
 

@@ -1,0 +1,478 @@
+// Sampling on the GPU (contract in kernels/ops.h, semantics and the reference in
+// kernels/sample.h / kernels/sample_ref.c, docs/SAMPLING.md). One CTA of 1024 threads per row
+// of logits; the row (a few hundred KiB) stays in L2 across the passes:
+//   greedy:   one arg-max pass over the penalized logits;
+//   sampling: the max, the mass Z = sum exp(x - max), then the kept prefix of the order
+//             (p descending, id ascending) by radix selection on the bits of p: its length
+//             n = min(top-k, #{p >= min_p}, shortest prefix with mass >= top_p Z), then the
+//             n-th element's key and, among ids tied with it, the last one kept; finally the
+//             draw walks the kept ids in ascending order (a block scan) to the first whose
+//             running mass exceeds u times the kept mass.
+// Masses are sums of p in 32.32 fixed point (integers): exact and independent of the order of
+// the additions, so a seeded request gets the same tokens on every run.
+// Logprobs come from the raw logits: the log-sum-exp, the pick's, and the n_top largest by
+// successive arg-max passes below the previous pick.
+#include <math.h>
+#include <stdint.h>
+
+#include "cuda_backend.h"
+
+#define SP_THREADS 1024
+#define SP_WARPS (SP_THREADS / 32)
+
+namespace {
+
+struct row_ctx {
+    const float *raw;
+    const uint32_t *pen;        // NULL = no penalties
+    int64_t V;
+    float rep, freq, pres, temp;
+};
+
+__device__ __forceinline__ float xform(const row_ctx &c, int64_t i)
+{
+    float v = c.raw[i];
+    if (c.pen) {
+        const uint32_t s = c.pen[i], cnt = s & DSD_PEN_COUNT;
+        if ((s & DSD_PEN_SEEN) && c.rep != 1.0f)
+            v = v > 0 ? v / c.rep : v * c.rep;
+        if (cnt)
+            v -= c.freq * (float)cnt + c.pres;
+    }
+    if (c.temp > 0.0f)
+        v /= c.temp;
+    return v;
+}
+
+// (value, id) with NaN below everything; "better" = larger value, then lower id
+__device__ __forceinline__ bool better(float a, int64_t ia, float b, int64_t ib)
+{
+    const bool na = isnan(a), nb = isnan(b);
+    if (na != nb)
+        return nb;
+    if (!na && a != b)
+        return a > b;
+    return ia < ib;
+}
+
+struct arg {
+    float v;
+    int64_t i;
+};
+
+// block-wide arg-max; every thread gets the result
+__device__ arg block_argmax(arg a, arg *sh)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int o = 16; o > 0; o >>= 1) {
+        arg b;
+        b.v = __shfl_xor_sync(0xffffffffu, a.v, o);
+        b.i = __shfl_xor_sync(0xffffffffu, a.i, o);
+        if (better(b.v, b.i, a.v, a.i))
+            a = b;
+    }
+    __syncthreads();
+    if (lane == 0)
+        sh[warp] = a;
+    __syncthreads();
+    if (warp == 0) {
+        a = sh[lane];
+        for (int o = 16; o > 0; o >>= 1) {
+            arg b;
+            b.v = __shfl_xor_sync(0xffffffffu, a.v, o);
+            b.i = __shfl_xor_sync(0xffffffffu, a.i, o);
+            if (better(b.v, b.i, a.v, a.i))
+                a = b;
+        }
+        if (lane == 0)
+            sh[0] = a;
+    }
+    __syncthreads();
+    return sh[0];
+}
+
+template <typename T> __device__ T block_sum(T v, T *sh)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads();
+    if (lane == 0)
+        sh[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = sh[lane];
+        for (int o = 16; o > 0; o >>= 1)
+            v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0)
+            sh[0] = v;
+    }
+    __syncthreads();
+    return sh[0];
+}
+
+__device__ float block_max(float v, float *sh)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    __syncthreads();
+    if (lane == 0)
+        sh[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = sh[lane];
+        for (int o = 16; o > 0; o >>= 1)
+            v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+        if (lane == 0)
+            sh[0] = v;
+    }
+    __syncthreads();
+    return sh[0];
+}
+
+// exclusive prefix sum over the block, in thread order; *total receives the sum
+__device__ unsigned long long block_exclusive_scan(unsigned long long v, unsigned long long *sh,
+                                                   unsigned long long *total)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    unsigned long long incl = v;
+    for (int o = 1; o < 32; o <<= 1) {
+        const unsigned long long n = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o)
+            incl += n;
+    }
+    __syncthreads();
+    if (lane == 31)
+        sh[warp] = incl;
+    __syncthreads();
+    if (warp == 0) {
+        unsigned long long w = sh[lane], wi = w;
+        for (int o = 1; o < 32; o <<= 1) {
+            const unsigned long long n = __shfl_up_sync(0xffffffffu, wi, o);
+            if (lane >= o)
+                wi += n;
+        }
+        sh[lane] = wi - w;      // exclusive offset of each warp
+        if (lane == 31)
+            sh[32] = wi;
+    }
+    __syncthreads();
+    const unsigned long long r = sh[warp] + incl - v;
+    *total = sh[32];
+    __syncthreads();
+    return r;
+}
+
+// p = exp(x - m) as the CPU computes it (NaN -> 0); its key is its bit pattern (p >= 0)
+__device__ __forceinline__ float prob_of(float x, float m)
+{
+    return isnan(x) ? 0.0f : expf(x - m);
+}
+
+__device__ __forceinline__ unsigned long long fixq(float p)
+{
+    return __float2ull_rn(p * 4294967296.0f);
+}
+
+// Radix selection from the top: the key K with W(key > K) < target <= W(key >= K), where
+// W sums weight(p) (1 per id, or its fixed-point mass). Returns K; *above = W(key > K).
+template <bool MASS>
+__device__ uint32_t radix_select(const row_ctx &c, float m, unsigned long long target, unsigned long long *hist,
+                                 unsigned long long *above)
+{
+    uint32_t prefix = 0, mask = 0;
+    unsigned long long acc_above = 0;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int b = threadIdx.x; b < 256; b += SP_THREADS)
+            hist[b] = 0;
+        __syncthreads();
+        for (int64_t i = threadIdx.x; i < c.V; i += SP_THREADS) {
+            const float p = prob_of(xform(c, i), m);
+            const uint32_t key = __float_as_uint(p);
+            if ((key & mask) == prefix)
+                atomicAdd(&hist[(key >> shift) & 255], MASS ? fixq(p) : 1ull);
+        }
+        __syncthreads();
+        // walk the buckets from the top (one thread: 256 steps)
+        if (threadIdx.x == 0) {
+            unsigned long long acc = 0;
+            int b = 255;
+            for (; b > 0; b--) {
+                if (acc + hist[b] >= target)
+                    break;
+                acc += hist[b];
+            }
+            hist[256] = (unsigned long long)b;
+            hist[257] = acc;
+        }
+        __syncthreads();
+        const uint32_t b = (uint32_t)hist[256];
+        const unsigned long long acc = hist[257];
+        __syncthreads();
+        acc_above += acc;
+        target -= acc;
+        prefix |= b << shift;
+        mask |= 255u << shift;
+    }
+    *above = acc_above;
+    return prefix;
+}
+
+struct sample_args {
+    struct dsd_sample_result *out;
+    const float *logits;
+    const struct dsd_sample_row *rows;
+    uint32_t *pen;
+    int64_t V;
+};
+
+__global__ void __launch_bounds__(SP_THREADS) sample_kernel(const sample_args a)
+{
+    __shared__ arg sh_arg[32];
+    __shared__ double sh_d[32];
+    __shared__ float sh_f[32];
+    __shared__ unsigned long long sh_u[33];
+    __shared__ unsigned long long hist[258];
+    __shared__ int64_t sh_pick;
+
+    const int row = blockIdx.x, tid = threadIdx.x;
+    const struct dsd_sample_row r = a.rows[row];
+    row_ctx c;
+    c.raw = a.logits + (size_t)row * a.V;
+    c.V = a.V;
+    const bool penalized = r.repetition_penalty != 1.0f || r.frequency_penalty != 0.0f || r.presence_penalty != 0.0f;
+    c.pen = a.pen && r.pen_slot >= 0 && penalized ? a.pen + (size_t)r.pen_slot * a.V : NULL;
+    c.rep = r.repetition_penalty, c.freq = r.frequency_penalty, c.pres = r.presence_penalty;
+    c.temp = r.temperature;
+    const int64_t V = a.V;
+
+    int64_t pick;
+    arg best = { NAN, V };
+    if (r.temperature == 0.0f) {
+        for (int64_t i = tid; i < V; i += SP_THREADS) {
+            const float x = xform(c, i);
+            if (better(x, i, best.v, best.i))
+                best = { x, i };
+        }
+        best = block_argmax(best, sh_arg);
+        pick = best.i < V ? best.i : 0;
+    } else {
+        float m = -INFINITY;
+        for (int64_t i = tid; i < V; i += SP_THREADS) {
+            const float x = xform(c, i);
+            const arg cand = { x, i };
+            if (better(cand.v, cand.i, best.v, best.i))
+                best = cand;
+            if (x > m)
+                m = x;
+        }
+        m = block_max(m, sh_f);
+        best = block_argmax(best, sh_arg);
+        if (m == -INFINITY) {
+            pick = best.i < V ? best.i : 0;     // nothing has mass: as the reference, the arg-max
+        } else {
+            // Z and the counts the filters allow
+            unsigned long long zq = 0, n_minp = 0;
+            for (int64_t i = tid; i < V; i += SP_THREADS) {
+                const float p = prob_of(xform(c, i), m);
+                zq += fixq(p);
+                n_minp += !(r.min_p > 0.0f && p < r.min_p);
+            }
+            zq = block_sum(zq, sh_u);
+            n_minp = block_sum(n_minp, sh_u);
+            unsigned long long n = r.top_k > 0 && r.top_k < V ? (unsigned long long)r.top_k : (unsigned long long)V;
+            if (n_minp < n)
+                n = n_minp;
+            if (r.top_p < 1.0f && n > 0) {
+                // shortest prefix whose mass reaches top_p Z
+                double tq = (double)r.top_p * (double)zq;
+                unsigned long long target = (unsigned long long)ceil(tq);
+                if (target < 1)
+                    target = 1;
+                unsigned long long above;
+                const uint32_t K = radix_select<true>(c, m, target, hist, &above);
+                const unsigned long long qk = fixq(__uint_as_float(K));
+                unsigned long long ties = qk ? (target - above + qk - 1) / qk : 1;
+                // ids with key > K, then the needed ties
+                unsigned long long cnt_above = 0;
+                for (int64_t i = tid; i < V; i += SP_THREADS)
+                    cnt_above += __float_as_uint(prob_of(xform(c, i), m)) > K;
+                cnt_above = block_sum(cnt_above, sh_u);
+                if (cnt_above + ties < n)
+                    n = cnt_above + ties;
+            }
+            if (n == 0) {
+                pick = best.i < V ? best.i : 0;
+            } else {
+                // the n-th element of the order: key K, and the last tied id kept
+                unsigned long long above;
+                const uint32_t K = radix_select<false>(c, m, n, hist, &above);
+                const unsigned long long need_ties = n - above;     // >= 1
+                // ids in ascending order: thread t owns [t*chunk, (t+1)*chunk)
+                const int64_t chunk = (V + SP_THREADS - 1) / SP_THREADS;
+                const int64_t i0 = (int64_t)tid * chunk, i1 = i0 + chunk < V ? i0 + chunk : V;
+                unsigned long long my_ties = 0;
+                for (int64_t i = i0; i < i1; i++)
+                    my_ties += __float_as_uint(prob_of(xform(c, i), m)) == K;
+                unsigned long long total;
+                const unsigned long long before = block_exclusive_scan(my_ties, sh_u, &total);
+                if (tid == 0)
+                    sh_pick = V;        // last kept tied id (found below)
+                __syncthreads();
+                if (before < need_ties && before + my_ties >= need_ties) {
+                    unsigned long long k = before;
+                    for (int64_t i = i0; i < i1; i++)
+                        if (__float_as_uint(prob_of(xform(c, i), m)) == K && ++k == need_ties) {
+                            sh_pick = i;
+                            break;
+                        }
+                }
+                __syncthreads();
+                const int64_t tie_last = sh_pick;
+                __syncthreads();
+                // kept mass, then the draw in ascending id order
+                unsigned long long my_mass = 0;
+                for (int64_t i = i0; i < i1; i++) {
+                    const float p = prob_of(xform(c, i), m);
+                    const uint32_t key = __float_as_uint(p);
+                    if (key > K || (key == K && i <= tie_last))
+                        my_mass += fixq(p);
+                }
+                unsigned long long kept;
+                const unsigned long long mbefore = block_exclusive_scan(my_mass, sh_u, &kept);
+                const double rr = (double)r.u * (double)kept;
+                if (tid == 0)
+                    sh_pick = -1;
+                __syncthreads();
+                if (my_mass > 0 && (double)mbefore <= rr && rr < (double)(mbefore + my_mass)) {
+                    unsigned long long acc = mbefore;
+                    for (int64_t i = i0; i < i1; i++) {
+                        const float p = prob_of(xform(c, i), m);
+                        const uint32_t key = __float_as_uint(p);
+                        if (key > K || (key == K && i <= tie_last)) {
+                            acc += fixq(p);
+                            if (rr < (double)acc) {
+                                sh_pick = i;
+                                break;
+                            }
+                        }
+                    }
+                }
+                __syncthreads();
+                pick = sh_pick;
+                if (pick < 0) {
+                    // u * kept at the very end (rounding): the last kept id, as the reference
+                    int64_t last = -1;
+                    for (int64_t i = i0; i < i1; i++) {
+                        const uint32_t key = __float_as_uint(prob_of(xform(c, i), m));
+                        if (key > K || (key == K && i <= tie_last))
+                            last = i;
+                    }
+                    arg l = { last >= 0 ? (float)last : -INFINITY, 0 };
+                    l = block_argmax(l, sh_arg);
+                    pick = l.v >= 0 ? (int64_t)l.v : (best.i < V ? best.i : 0);
+                }
+                __syncthreads();
+            }
+        }
+    }
+
+    struct dsd_sample_result *o = &a.out[row];
+    if (r.n_top >= 0) {
+        // raw logprobs: max, log-sum-exp in double (a fixed reduction tree), the pick's, top n
+        float mr = -INFINITY;
+        for (int64_t i = tid; i < V; i += SP_THREADS)
+            if (c.raw[i] > mr)
+                mr = c.raw[i];
+        mr = block_max(mr, sh_f);
+        double z = 0.0;
+        for (int64_t i = tid; i < V; i += SP_THREADS)
+            z += exp((double)c.raw[i] - (double)mr);
+        z = block_sum(z, sh_d);
+        const double lse = (double)mr + log(z);
+        if (tid == 0)
+            o->logprob = (float)fmax((double)c.raw[pick] - lse, -1e30);
+        const int k = r.n_top < DSD_SAMPLE_MAX_TOP ? (r.n_top < V ? r.n_top : (int)V) : DSD_SAMPLE_MAX_TOP;
+        arg prev = { INFINITY, -1 };
+        bool first = true;
+        for (int j = 0; j < k; j++) {
+            arg b = { NAN, V };
+            for (int64_t i = tid; i < V; i += SP_THREADS) {
+                const float v = c.raw[i];
+                if ((first || better(prev.v, prev.i, v, i)) && better(v, i, b.v, b.i))
+                    b = { v, i };
+            }
+            b = block_argmax(b, sh_arg);
+            if (tid == 0) {
+                o->top_ids[j] = (int32_t)b.i;
+                o->top_logprobs[j] = (float)fmax((double)b.v - lse, -1e30);
+            }
+            prev = b;
+            first = false;
+        }
+        if (tid == 0)
+            for (int j = k; j < DSD_SAMPLE_MAX_TOP; j++) {
+                o->top_ids[j] = -1;
+                o->top_logprobs[j] = 0.0f;
+            }
+    } else if (tid == 0) {
+        o->logprob = 0.0f;
+        for (int j = 0; j < DSD_SAMPLE_MAX_TOP; j++) {
+            o->top_ids[j] = -1;
+            o->top_logprobs[j] = 0.0f;
+        }
+    }
+    if (tid == 0) {
+        o->token = (int32_t)pick;
+        if (a.pen && r.pen_slot >= 0) {
+            uint32_t *s = a.pen + (size_t)r.pen_slot * V + pick;
+            const uint32_t cnt = *s & DSD_PEN_COUNT;
+            *s = DSD_PEN_SEEN | (cnt < DSD_PEN_COUNT ? cnt + 1 : cnt);
+        }
+    }
+}
+
+__global__ void penalty_mark_kernel(uint32_t *row, const int32_t *tokens, int n, int count_from, int64_t V)
+{
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n)
+        return;
+    const int32_t t = tokens[i];
+    if (t < 0 || t >= V)
+        return;
+    atomicOr(&row[t], DSD_PEN_SEEN);
+    if (i >= count_from)
+        atomicAdd(&row[t], 1u);
+}
+
+} // namespace
+
+extern "C" {
+
+void cuda_op_sample(struct dsd_backend *be, struct dsd_sample_result *out, const float *logits,
+                    const struct dsd_sample_row *rows, int n_rows, uint32_t *pen, int64_t vocab)
+{
+    struct cuda_backend *cb = cuda(be);
+    if (n_rows <= 0)
+        return;
+    cuda_use(cb);
+    sample_args a = { out, logits, rows, pen, vocab };
+    sample_kernel<<<n_rows, SP_THREADS, 0, cb->stream>>>(a);
+    CU_LAUNCHED(cb);
+}
+
+void cuda_op_penalty_mark(struct dsd_backend *be, uint32_t *pen_row, const int32_t *tokens, int n, int count_from,
+                          bool reset, int64_t vocab)
+{
+    struct cuda_backend *cb = cuda(be);
+    cuda_use(cb);
+    if (reset && !CU_OK(cb, cudaMemsetAsync(pen_row, 0, (size_t)vocab * sizeof(uint32_t), cb->stream)))
+        return;
+    if (n <= 0)
+        return;
+    penalty_mark_kernel<<<(n + 255) / 256, 256, 0, cb->stream>>>(pen_row, tokens, n, count_from, vocab);
+    CU_LAUNCHED(cb);
+}
+
+} // extern "C"

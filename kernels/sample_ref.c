@@ -1,0 +1,182 @@
+/* The sampling reference (contract and semantics in sample.h, docs/SAMPLING.md). */
+#include "sample.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "topk.h"
+
+size_t dsd_sample_scratch_bytes(int64_t V)
+{
+    return (size_t)V * (sizeof(float) + sizeof(float) + sizeof(int32_t));
+}
+
+static int32_t argmax(const float *v, int64_t n)
+{
+    int64_t best = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (v[i] > v[best] || (isnan(v[best]) && !isnan(v[i])))
+            best = i;
+    return (int32_t)best;
+}
+
+/* Sorts ids by probability, descending, ids ascending among equals. */
+static _Thread_local const float *tl_sort_prob;
+
+static int cmp_prob_desc(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    float px = tl_sort_prob[x], py = tl_sort_prob[y];
+    if (px != py)
+        return px > py ? -1 : 1;
+    return (x > y) - (x < y);
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Logprobs of the raw logits: the pick's and the n_top largest. */
+static void raw_logprobs(const float *raw, int64_t V, int n_top, int32_t *ids, struct dsd_sample_result *out)
+{
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < V; i++)
+        if (raw[i] > mx)
+            mx = raw[i];
+    double z = 0;
+    for (int64_t i = 0; i < V; i++)
+        z += exp((double)raw[i] - mx);
+    const double lse = mx + log(z);
+    /* finite on the wire: -inf (a masked logit) becomes a large negative number */
+    out->logprob = (float)fmax((double)raw[out->token] - lse, -1e30);
+    int k = n_top < DSD_SAMPLE_MAX_TOP ? n_top : DSD_SAMPLE_MAX_TOP;
+    if (k > V)
+        k = (int)V;
+    if (k <= 0)
+        return;
+    dsd_topk(raw, (int)V, k, ids);        /* ascending ids */
+    for (int i = 1; i < k; i++)           /* by value, descending; stable: lower ids first */
+        for (int j = i; j > 0 && raw[ids[j]] > raw[ids[j - 1]]; j--) {
+            int32_t t = ids[j];
+            ids[j] = ids[j - 1];
+            ids[j - 1] = t;
+        }
+    for (int i = 0; i < k; i++) {
+        out->top_ids[i] = ids[i];
+        out->top_logprobs[i] = (float)fmax((double)raw[ids[i]] - lse, -1e30);
+    }
+}
+
+void dsd_sample_ref(const float *raw, int64_t V, const struct dsd_sample_row *p, uint32_t *pen, void *scratch,
+                    struct dsd_sample_result *out, float *sample_logprob)
+{
+    float *x = scratch, *prob = x + V;
+    int32_t *cand = (int32_t *)(prob + V);
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < DSD_SAMPLE_MAX_TOP; i++)
+        out->top_ids[i] = -1;
+
+    /* penalties, then temperature */
+    const bool penalized = pen && dsd_sample_row_penalized(p);
+    for (int64_t i = 0; i < V; i++) {
+        float v = raw[i];
+        if (penalized) {
+            const uint32_t s = pen[i], cnt = s & DSD_PEN_COUNT;
+            if ((s & DSD_PEN_SEEN) && p->repetition_penalty != 1.0f)
+                v = v > 0 ? v / p->repetition_penalty : v * p->repetition_penalty;
+            if (cnt)
+                v -= p->frequency_penalty * (float)cnt + p->presence_penalty;
+        }
+        if (p->temperature > 0.0f)
+            v /= p->temperature;
+        x[i] = v;
+    }
+    /* log-softmax normalizer over the whole vocabulary (NaN counts as -inf) */
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < V; i++)
+        if (x[i] > mx)
+            mx = x[i];
+    double z = 0.0;
+    for (int64_t i = 0; i < V; i++) {
+        prob[i] = isnan(x[i]) ? 0.0f : expf(x[i] - mx);
+        z += prob[i];
+    }
+
+    int32_t pick;
+    if (p->temperature == 0.0f) {
+        pick = argmax(x, V);
+    } else {
+        /* The kept ids: the shortest prefix of (p desc, id asc) that top-k, min-p and top-p
+         * allow. prob[] holds exp(x - max): the largest is 1, so min-p compares with min_p. */
+        const int64_t want = p->top_k > 0 && p->top_k < V ? p->top_k : V;
+        int64_t n = 0;
+        if (p->top_p >= 1.0f) {
+            /* no nucleus: a set, which needs no order (dsd_topk writes ascending ids) */
+            if (want < V) {
+                dsd_topk(prob, (int)V, (int)want, cand);
+                for (int64_t i = 0; i < want; i++)
+                    if (!(p->min_p > 0.0f && prob[cand[i]] < p->min_p))
+                        cand[n++] = cand[i];
+            } else {
+                for (int64_t i = 0; i < V; i++)
+                    if (!(p->min_p > 0.0f && prob[i] < p->min_p))
+                        cand[n++] = (int32_t)i;
+            }
+        } else {
+            /* nucleus: candidates in order, found with growing top-k selections so a peaked
+             * distribution over 129k ids is never fully sorted */
+            int64_t k = want < 64 ? want : 64;
+            for (;;) {
+                dsd_topk(prob, (int)V, (int)k, cand);
+                tl_sort_prob = prob;
+                qsort(cand, (size_t)k, sizeof *cand, cmp_prob_desc);
+                double mass = 0.0;
+                n = 0;
+                for (int64_t i = 0; i < k; i++) {
+                    const float pi = prob[cand[i]];
+                    if (p->min_p > 0.0f && pi < p->min_p)
+                        break;
+                    mass += pi;
+                    n++;
+                    if (mass >= p->top_p * z)
+                        break;
+                }
+                if (n < k || k == want || mass >= p->top_p * z)
+                    break;
+                k = k * 4 < want && k * 4 < V / 8 ? k * 4 : want;
+            }
+            qsort(cand, (size_t)n, sizeof *cand, cmp_id);     /* the draw walks ids ascending */
+        }
+        /* min-p and top-p always keep the most likely id: n == 0 only on NaN logits */
+        if (n == 0) {
+            cand[0] = argmax(x, V);
+            n = 1;
+        }
+        double kept = 0.0;
+        for (int64_t i = 0; i < n; i++)
+            kept += prob[cand[i]];
+        const double r = (double)p->u * kept;
+        double acc = 0.0;
+        pick = cand[n - 1];
+        for (int64_t i = 0; i < n; i++) {
+            acc += prob[cand[i]];
+            if (r < acc) {
+                pick = cand[i];
+                break;
+            }
+        }
+    }
+    out->token = pick;
+    if (sample_logprob)
+        *sample_logprob = (float)((double)x[pick] - mx - log(z));
+    if (p->n_top >= 0)
+        raw_logprobs(raw, V, p->n_top, cand, out);
+    if (pen && p->pen_slot >= 0) {
+        uint32_t s = pen[pick];
+        pen[pick] = DSD_PEN_SEEN | ((s & DSD_PEN_COUNT) < DSD_PEN_COUNT ? (s & DSD_PEN_COUNT) + 1 : DSD_PEN_COUNT);
+    }
+}
