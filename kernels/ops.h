@@ -208,8 +208,9 @@ struct dsd_ops {
     /* From here on, ops are recorded instead of run. Returns 0 or -errno. */
     int (*graph_begin)(struct dsd_backend *be, struct dsd_err *err);
     /* Ends the recording: *graph is a replayable step (NULL with -errno when the recording
-     * failed; the backend is then usable again, eagerly). */
-    int (*graph_end)(struct dsd_backend *be, void **graph, struct dsd_err *err);
+     * failed; the backend is then usable again, eagerly); *kernels (may be NULL) receives the
+     * number of kernel launches it holds (what the step costs in launches when run eagerly). */
+    int (*graph_end)(struct dsd_backend *be, void **graph, size_t *kernels, struct dsd_err *err);
     /* Enqueues a recorded step: the same ops on the same buffers, reading whatever the
      * buffers hold at that point of the stream. */
     void (*graph_launch)(struct dsd_backend *be, void *graph);

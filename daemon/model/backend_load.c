@@ -76,6 +76,13 @@ struct dsd_backend *dsd_model_backend_new(enum dsd_model_backend kind, const str
     return mod ? mod->backend_new(bp, err) : NULL;
 }
 
+uint64_t dsd_model_device_weight_bytes(const struct dsd_model *m)
+{
+    if (m->params.backend == DSD_MODEL_BACKEND_CUDA && g_cuda)
+        return g_cuda->weight_bytes(m->be);
+    return m->load.weight_bytes;     /* the CPU computes from the checkpoint's mmap */
+}
+
 const char *dsd_model_device_name(const struct dsd_model *m)
 {
     if (m->params.backend == DSD_MODEL_BACKEND_CUDA && g_cuda)

@@ -9,8 +9,16 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "model.h"
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 /* The forward pass's memory: backend buffers for the activations of up to cap_tokens
  * tokens, the logits of up to cap_rows rows and the step's metadata, plus pinned host
@@ -46,6 +54,9 @@ struct dsd_forward_ws {
     } graphs[32];
     int n_graphs;
     uint64_t graph_launches, eager_steps;
+    uint64_t graph_host_ns, eager_host_ns;  /* host time enqueuing those steps */
+    size_t graph_kernels;           /* kernel launches in the latest recording */
+    size_t bytes;                   /* backend memory of the buffers above */
 };
 
 /* Where each array of the step's metadata sits in ws->meta: fixed by the workspace's
@@ -124,12 +135,15 @@ static int ws_alloc(struct dsd_model *m, struct dsd_forward_ws *w, int T, int ro
     const size_t t = (size_t)T, a = dsd_backend_act_bytes(m->be), f = sizeof(float);
     const size_t D = (size_t)c->hidden_size, H = (size_t)c->num_attention_heads;
     const size_t r = (size_t)(rows > 0 ? rows : 1);
-    uint64_t launches = w->graph_launches, eager = w->eager_steps;
+    const uint64_t launches = w->graph_launches, eager = w->eager_steps;
+    const uint64_t ghost = w->graph_host_ns, ehost = w->eager_host_ns;
     memset(w, 0, sizeof *w);
     w->graph_launches = launches;
     w->eager_steps = eager;
+    w->graph_host_ns = ghost;
+    w->eager_host_ns = ehost;
     bool ok = true;
-#define A(field, bytes) ok &= (w->field = m->ops->alloc(m->be, (bytes))) != NULL
+#define A(field, n) ok &= (w->field = m->ops->alloc(m->be, (n))) != NULL, w->bytes += (n)
     A(resid, t * D * a);
     A(x, t * D * a);
     A(delta, t * D * a);
@@ -193,6 +207,7 @@ static int ws_ensure(struct dsd_model *m, int T, int rows, int S, int P, struct 
         graphs_free(m, w);      /* they read the old metadata */
         m->ops->release(m->be, w->meta);
         m->ops->release_host(m->be, w->h_meta);
+        w->bytes += (words - w->meta_words) * sizeof(int32_t);
         w->meta = meta;
         w->h_meta = h_meta;
         w->meta_words = words;
@@ -469,7 +484,8 @@ int dsd_model_forward(struct dsd_model *m, struct dsd_kv_cache *kv, const struct
      * the second is recorded, every later one replays. */
     if (out->samples && !out->sample)
         return dsd_errf(err, -EINVAL, "forward: samples asked for without sampling rows");
-    bool g = n_seqs > 0 && graphable(m, seqs, n_seqs, out);
+    const uint64_t t0 = now_ns();
+    bool g = n_seqs > 0 && !m->params.no_graphs && graphable(m, seqs, n_seqs, out);
     int bucket = 0, ctx = 0;
     if (g) {
         int max_pos = 0;
@@ -489,7 +505,7 @@ int dsd_model_forward(struct dsd_model *m, struct dsd_kv_cache *kv, const struct
         struct dsd_err gerr;
         if (m->ops->graph_begin(m->be, &gerr) == 0) {
             enqueue_main(m, kv, &s, b, out);
-            if (m->ops->graph_end(m->be, &gs->graph, &gerr))
+            if (m->ops->graph_end(m->be, &gs->graph, &b->graph_kernels, &gerr))
                 gs->broken = true;      /* recorded nothing usable: run this step eagerly */
         } else {
             gs->broken = true;
@@ -498,19 +514,28 @@ int dsd_model_forward(struct dsd_model *m, struct dsd_kv_cache *kv, const struct
     if (gs && gs->graph) {
         m->ops->graph_launch(m->be, gs->graph);
         b->graph_launches++;
+        b->graph_host_ns += now_ns() - t0;
     } else {
         enqueue_main(m, kv, &s, b, out);
         b->eager_steps++;
+        b->eager_host_ns += now_ns() - t0;
         if (gs)
             gs->runs++;
     }
     return complete(m, &s, b, out, err);
 }
 
-void dsd_model_graph_stats(const struct dsd_model *m, uint64_t *graph_steps, uint64_t *eager_steps)
+void dsd_model_step_stats(const struct dsd_model *m, struct dsd_step_stats *out)
 {
-    *graph_steps = m->ws ? m->ws->graph_launches : 0;
-    *eager_steps = m->ws ? m->ws->eager_steps : 0;
+    memset(out, 0, sizeof *out);
+    if (!m->ws)
+        return;
+    out->graph_steps = m->ws->graph_launches;
+    out->eager_steps = m->ws->eager_steps;
+    out->graph_host_ns = m->ws->graph_host_ns;
+    out->eager_host_ns = m->ws->eager_host_ns;
+    out->graph_kernels = m->ws->graph_kernels;
+    out->workspace_bytes = m->ws->bytes;
 }
 
 int dsd_model_forward_mtp(struct dsd_model *m, struct dsd_kv_cache *kv, const struct dsd_batch_seq *seqs,

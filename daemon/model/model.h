@@ -49,6 +49,7 @@ struct dsd_model_params {
     int device;                 /* GPU ordinal for the CUDA backend */
     int n_threads;              /* 0 = all online CPUs */
     bool prefault;              /* read every weight page at load (a daemon wants this) */
+    bool no_graphs;             /* never record decode steps (measuring, debugging) */
     /* Optional: loading progress 0..1 (weights placed on the device), from the loading thread. */
     void (*progress)(void *user, double fraction);
     void *progress_user;
@@ -66,6 +67,13 @@ struct dsd_model {
     struct dsd_backend *be;
     const struct dsd_ops *ops;
     struct dsd_model_params params;
+    /* how loading went: weight bytes, seconds reading the files ahead (prefault, CPU backend)
+     * and placing the weights on the backend (prepare_weights: on a GPU the copy, which reads
+     * the files as it goes) */
+    struct dsd_model_load_stats {
+        uint64_t weight_bytes;
+        double read_s, place_s;
+    } load;
     /* sampling's penalty state on the backend (forward.c): [pen_slots][vocab] */
     uint32_t *pen;
     int32_t *pen_tok;                   /* staging of the tokens penalty loads mark */
@@ -78,6 +86,8 @@ struct dsd_backend *dsd_model_backend_new(enum dsd_model_backend kind, const str
                                           struct dsd_err *err);
 /* "NVIDIA H100 80GB HBM3 (sm_90, 79 GiB)" or "cpu". */
 const char *dsd_model_device_name(const struct dsd_model *m);
+/* Bytes the weights take where the backend keeps them. */
+uint64_t dsd_model_device_weight_bytes(const struct dsd_model *m);
 
 /* The kernels' view of a config (kernels/ops.h): dimensions and derived constants. inv_freq
  * receives the qk_rope_head_dim/2 RoPE frequencies and must outlive every use of *out. */
@@ -121,9 +131,16 @@ struct dsd_forward_out {
  * nothing (a larger step grows it). Returns 0, -EINVAL (sizes), -ENOMEM. */
 int dsd_model_reserve(struct dsd_model *m, int max_tokens, int max_rows, int max_seqs, int max_pages,
                       struct dsd_err *err);
-/* Decode steps replayed from a recorded step (CUDA graphs) and steps run op by op, since
- * load. */
-void dsd_model_graph_stats(const struct dsd_model *m, uint64_t *graph_steps, uint64_t *eager_steps);
+/* Since load: decode steps replayed from a recorded step (CUDA graphs) and steps run op by op,
+ * the host time spent enqueuing each kind (from the call to the wait for its outputs), the
+ * kernel launches a recorded step holds, and the workspace's backend memory. */
+struct dsd_step_stats {
+    uint64_t graph_steps, eager_steps;
+    uint64_t graph_host_ns, eager_host_ns;
+    size_t graph_kernels;       /* of the latest recording; 0 before one */
+    size_t workspace_bytes;
+};
+void dsd_model_step_stats(const struct dsd_model *m, struct dsd_step_stats *out);
 /* The penalty state that sampling rows with pen_slot >= 0 read and update: n_slots rows of
  * one uint32 per vocabulary id in backend memory (grows, never shrinks; growing clears it).
  * Returns 0, -EINVAL, -ENOMEM, or the backend's failure of the steps still running. */

@@ -92,6 +92,7 @@ struct dsd_engine {
     uint64_t step_id;
     char device[256];           /* set before READY */
     uint64_t kv_bytes;
+    struct dsd_engine_memory mem;   /* set before READY */
 };
 
 /* ---- public helpers ------------------------------------------------------------------ */
@@ -222,6 +223,14 @@ int dsd_engine_kv_pages(const struct dsd_engine *e)
 const char *dsd_engine_device(const struct dsd_engine *e)
 {
     return dsd_engine_state(e) == DSD_ENGINE_READY ? e->device : "";
+}
+
+void dsd_engine_memory(const struct dsd_engine *e, struct dsd_engine_memory *out)
+{
+    if (dsd_engine_state(e) == DSD_ENGINE_READY)
+        *out = e->mem;
+    else
+        memset(out, 0, sizeof *out);
 }
 
 uint64_t dsd_engine_kv_bytes(const struct dsd_engine *e)
@@ -596,11 +605,14 @@ static int run_step(struct dsd_engine *e)
                 emit(e, ev);
         }
     }
-    uint64_t graph_steps, eager_steps;
-    dsd_model_graph_stats(e->model, &graph_steps, &eager_steps);
+    struct dsd_step_stats ss;
+    dsd_model_step_stats(e->model, &ss);
     pthread_mutex_lock(&e->mu);
-    e->stats.steps_graph = graph_steps;
-    e->stats.steps_eager = eager_steps;
+    e->stats.steps_graph = ss.graph_steps;
+    e->stats.steps_eager = ss.eager_steps;
+    e->stats.host_ms_graph = ss.graph_steps ? (double)ss.graph_host_ns / 1e6 / (double)ss.graph_steps : 0.0;
+    e->stats.host_ms_eager = ss.eager_steps ? (double)ss.eager_host_ns / 1e6 / (double)ss.eager_steps : 0.0;
+    e->stats.graph_kernels = (uint64_t)ss.graph_kernels;
     e->stats.tokens_prefilled += prefilled;
     e->stats.tokens_generated += generated;
     e->stats.steps++;
@@ -696,6 +708,21 @@ static int load(struct dsd_engine *e)
     if ((rc = dsd_model_reserve(e->model, e->p.max_batch_tokens, e->p.max_batch, e->p.max_batch, pages, &err))) {
         snprintf(e->failure, sizeof e->failure, "%s", err.msg);
         return rc;
+    }
+    struct dsd_step_stats ss;
+    dsd_model_step_stats(e->model, &ss);
+    e->mem = (struct dsd_engine_memory){
+        .weight_bytes = e->model->load.weight_bytes,
+        .device_weight_bytes = dsd_model_device_weight_bytes(e->model),
+        .workspace_bytes = ss.workspace_bytes,
+        .penalty_bytes = (uint64_t)e->p.max_batch * (uint64_t)c->vocab_size * sizeof(uint32_t),
+        .kv_bytes = e->kv_bytes,
+        .read_s = e->model->load.read_s, .place_s = e->model->load.place_s,
+    };
+    size_t fr = 0, tot = 0;
+    if (e->model->ops->mem_info && e->model->ops->mem_info(e->model->be, &fr, &tot) == 0) {
+        e->mem.device_free = fr;
+        e->mem.device_total = tot;
     }
     /* Warm-up: one real forward step before saying READY (docs/DAEMON.md, Lifecycle). */
     struct dsd_kv_seq ws = {0};

@@ -156,6 +156,8 @@ struct dsd_engine_stats {
     uint64_t last_step_ns;          /* CLOCK_MONOTONIC end of the latest step (watchdog) */
     double last_step_ms;            /* the latest step's forward pass, device work included */
     uint64_t steps_graph, steps_eager;  /* decode steps replayed from a recording / run op by op */
+    double host_ms_graph, host_ms_eager;    /* mean host time enqueuing one step of each kind */
+    uint64_t graph_kernels;         /* kernel launches one recorded decode step replays */
 };
 
 struct dsd_engine;
@@ -180,6 +182,18 @@ int dsd_engine_kv_pages(const struct dsd_engine *e);
 const char *dsd_engine_device(const struct dsd_engine *e);
 uint64_t dsd_engine_kv_bytes(const struct dsd_engine *e);
 void dsd_engine_stats(struct dsd_engine *e, struct dsd_engine_stats *out);
+
+/* The memory plan as loaded and how loading went (valid from READY on; zeros before). */
+struct dsd_engine_memory {
+    uint64_t weight_bytes;          /* the checkpoint's tensors (data + scales) */
+    uint64_t device_weight_bytes;   /* what they take on the device (GPU: padded scales, dequantized kv_b) */
+    uint64_t workspace_bytes;       /* the step's buffers for max_batch_tokens / max_batch */
+    uint64_t penalty_bytes;         /* sampling's penalty state (max_batch rows of the vocabulary) */
+    uint64_t kv_bytes;              /* the KV pool */
+    uint64_t device_total, device_free;     /* the GPU's memory, free after all of the above */
+    double read_s, place_s;         /* loading: reading the files ahead, placing the weights */
+};
+void dsd_engine_memory(const struct dsd_engine *e, struct dsd_engine_memory *out);
 
 /* io thread -> engine. All return immediately. */
 void dsd_engine_submit(struct dsd_engine *e, struct dsd_engine_request *r);

@@ -570,6 +570,18 @@ static void on_info(struct server *s, struct conn *c, const struct dsd_ipc_msg *
     kv[n++] = kv_int("kv_pages", dsd_engine_kv_pages(s->p.engine));
     kv[n++] = kv_int("kv_bytes", (int64_t)dsd_engine_kv_bytes(s->p.engine));
     kv[n++] = kv_str("device", dsd_engine_device(s->p.engine));
+    struct dsd_engine_memory em;
+    dsd_engine_memory(s->p.engine, &em);
+    kv[n++] = kv_int("weight_bytes", (int64_t)em.weight_bytes);
+    kv[n++] = kv_int("device_weight_bytes", (int64_t)em.device_weight_bytes);
+    kv[n++] = kv_int("workspace_bytes", (int64_t)em.workspace_bytes);
+    kv[n++] = kv_int("penalty_state_bytes", (int64_t)em.penalty_bytes);
+    kv[n++] = kv_int("device_memory_total", (int64_t)em.device_total);
+    kv[n++] = kv_int("device_memory_free", (int64_t)em.device_free);
+    kv[n++] = kv_float("load_read_s", em.read_s);
+    kv[n++] = kv_float("load_place_s", em.place_s);
+    kv[n++] = kv_float("load_gb_per_s", em.place_s + em.read_s > 0
+                                             ? (double)em.weight_bytes / 1e9 / (em.place_s + em.read_s) : 0.0);
     kv[n++] = kv_int("max_inflight_per_uid", s->p.limits.max_inflight_per_uid);
     kv[n++] = kv_int("max_connections_per_uid", s->p.limits.max_connections_per_uid);
     kv[n++] = kv_int("stall_timeout_s", s->p.limits.stall_timeout_s);
@@ -602,6 +614,8 @@ static void on_stats(struct server *s, struct conn *c, const struct dsd_ipc_msg 
         kv_int("tokens_prefilled_total", (int64_t)es.tokens_prefilled), kv_int("steps_total", (int64_t)es.steps),
         kv_float("last_step_ms", es.last_step_ms), kv_int("preemptions_total", (int64_t)es.preemptions),
         kv_int("steps_graph_total", (int64_t)es.steps_graph), kv_int("steps_eager_total", (int64_t)es.steps_eager),
+        kv_float("host_ms_per_graph_step", es.host_ms_graph), kv_float("host_ms_per_eager_step", es.host_ms_eager),
+        kv_int("kernels_per_graph_step", (int64_t)es.graph_kernels),
         kv_int("kv_pages_total", es.kv_pages_total), kv_int("kv_pages_used", es.kv_pages_used),
         kv_int("connections", conns), kv_int("connections_total", (int64_t)s->conns_total),
         kv_int("frames_in_total", (int64_t)s->frames_in), kv_int("frames_out_total", (int64_t)s->frames_out),

@@ -390,10 +390,12 @@ static int cu_graph_begin(struct dsd_backend *be, struct dsd_err *err)
     return 0;
 }
 
-static int cu_graph_end(struct dsd_backend *be, void **graph, struct dsd_err *err)
+static int cu_graph_end(struct dsd_backend *be, void **graph, size_t *kernels, struct dsd_err *err)
 {
     struct cuda_backend *cb = cuda(be);
     *graph = NULL;
+    if (kernels)
+        *kernels = 0;
     cudaGraph_t g = NULL;
     cudaError_t e = cudaStreamEndCapture(cb->stream, &g);
     int rc = 0;
@@ -402,6 +404,17 @@ static int cu_graph_end(struct dsd_backend *be, void **graph, struct dsd_err *er
     } else if (cb->status) {
         rc = dsd_errf(err, cb->status, "cuda: an op failed while recording: %s", cb->status_msg);
     } else {
+        size_t n = 0;
+        if (kernels && cudaGraphGetNodes(g, NULL, &n) == cudaSuccess && n > 0) {
+            cudaGraphNode_t *nodes = malloc(n * sizeof *nodes);
+            if (nodes && cudaGraphGetNodes(g, nodes, &n) == cudaSuccess)
+                for (size_t i = 0; i < n; i++) {
+                    enum cudaGraphNodeType t;
+                    if (cudaGraphNodeGetType(nodes[i], &t) == cudaSuccess && t == cudaGraphNodeTypeKernel)
+                        (*kernels)++;
+                }
+            free(nodes);
+        }
         cudaGraphExec_t x = NULL;
         e = cudaGraphInstantiate(&x, g, 0);
         if (e != cudaSuccess)

@@ -17,7 +17,7 @@ static const char usage[] =
     "usage: deepseekd-run --model DIR (--prompt-tokens \"0 17 42 ...\" | --prompt TEXT) --max-tokens N\n"
     "                     [--greedy | --temperature T --top-p P --seed S] [--kv fp8|bf16]\n"
     "                     [--numerics production|exact] [--dump-logits FILE] [--threads N]\n"
-    "                     [--chunk N] [--ignore-eos] [--backend cpu|cuda] [--gpu N]\n"
+    "                     [--chunk N] [--ignore-eos] [--backend cpu|cuda] [--gpu N] [--no-graphs]\n"
     "Generates with the engine and prints the generated token ids on one line (and, with\n"
     "--prompt, the generated text on the next), then load, prefill and decode speed on stderr.\n"
     "  --prompt TEXT  text prompt, tokenized with the model's tokenizer.json (BOS first)\n"
@@ -28,7 +28,11 @@ static const char usage[] =
     "  --chunk N      prefill in chunks of N tokens (default: the whole prompt at once)\n"
     "  --ignore-eos   keep generating past the end-of-sentence token\n"
     "  --backend      cpu (the reference; default) or cuda (one Hopper GPU, production numerics)\n"
-    "  --gpu N        which GPU the cuda backend uses (default 0)\n";
+    "  --gpu N        which GPU the cuda backend uses (default 0)\n"
+    "  --no-graphs    run every decode step op by op (no recorded CUDA graphs), to compare\n"
+    "Tokens are sampled on the backend (docs/SAMPLING.md), on the host with --dump-logits.\n"
+    "The last stderr line reports decode steps replayed from recordings vs run op by op, the\n"
+    "host time each kind took to enqueue and the kernel launches of a recorded step.\n";
 
 static double now(void)
 {
@@ -99,6 +103,10 @@ int main(int argc, char **argv)
         }
         if (!strcmp(a, "--ignore-eos")) {
             ignore_eos = true;
+            continue;
+        }
+        if (!strcmp(a, "--no-graphs")) {
+            mp.no_graphs = true;
             continue;
         }
         if (!v)
@@ -214,6 +222,14 @@ int main(int argc, char **argv)
     if (dsd_kv_seq_reserve(kv, &seq, total) || dsd_sampler_new(&sp, V, &sampler, &err))
         return fail("%s", err.msg[0] ? err.msg : "out of KV pages");
     dsd_sampler_accept_prompt(sampler, prompt, n_prompt);
+    /* sampling on the backend (the daemon's path) unless the logits are wanted on the host */
+    const bool on_backend = dump == NULL;
+    const bool penalized = dsd_sampler_penalized(sampler);
+    if (on_backend && penalized &&
+        (dsd_model_penalty_reserve(m, 1, &err) || dsd_model_penalty_load(m, 0, prompt, n_prompt, n_prompt, &err)))
+        return fail("%s", err.msg);
+    struct dsd_sample_row srow;
+    struct dsd_sample_result sres;
 
     struct dsd_npy_writer *npy = NULL;
     if (dump && dsd_npy_writer_open(dump, V, &npy, &err))
@@ -228,8 +244,15 @@ int main(int argc, char **argv)
     int step = chunk > 0 ? (int)chunk : n_prompt;
     for (int p0 = 0; p0 < n_prompt; p0 += step) {
         int n = n_prompt - p0 < step ? n_prompt - p0 : step;
-        struct dsd_batch_seq b = { .tokens = prompt + p0, .n_tokens = n, .pos0 = p0, .kv = &seq, .logits_all = dump != NULL };
-        struct dsd_forward_out out = { .logits = dump ? logits + (size_t)p0 * V : logits };
+        struct dsd_batch_seq b = { .tokens = prompt + p0, .n_tokens = n, .pos0 = p0, .kv = &seq,
+                                   .logits_all = dump != NULL, .no_logits = on_backend && p0 + n < n_prompt };
+        struct dsd_forward_out out = { .logits = dump ? logits + (size_t)p0 * V : NULL };
+        if (on_backend && p0 + n == n_prompt) {
+            dsd_sampler_row(sampler, -1, &srow);
+            srow.pen_slot = penalized ? 0 : -1;
+            out.sample = &srow;
+            out.samples = &sres;
+        }
         if (dsd_model_forward(m, kv, &b, 1, &out, &err))
             return fail("%s", err.msg);
     }
@@ -242,14 +265,25 @@ int main(int argc, char **argv)
         return fail("%s", "out of memory");
     int n_gen = 0;
     for (int i = 0; i < max_tokens; i++) {
-        memcpy(row, last, (size_t)V * sizeof *row);
-        int32_t next = dsd_sampler_sample(sampler, row, NULL);
-        dsd_sampler_accept(sampler, next);
+        int32_t next;
+        if (on_backend) {
+            next = sres.token;
+        } else {
+            memcpy(row, last, (size_t)V * sizeof *row);
+            next = dsd_sampler_sample(sampler, row, NULL);
+            dsd_sampler_accept(sampler, next);
+        }
         gen[n_gen++] = next;
         if ((!ignore_eos && next == m->cfg.eos_token_id) || i + 1 == max_tokens)
             break;
         struct dsd_batch_seq b = { .tokens = &next, .n_tokens = 1, .pos0 = n_prompt + i, .kv = &seq };
-        struct dsd_forward_out out = { .logits = logits };
+        struct dsd_forward_out out = { .logits = on_backend ? NULL : logits };
+        if (on_backend) {
+            dsd_sampler_row(sampler, -1, &srow);
+            srow.pen_slot = penalized ? 0 : -1;
+            out.sample = &srow;
+            out.samples = &sres;
+        }
         if (dsd_model_forward(m, kv, &b, 1, &out, &err))
             return fail("%s", err.msg);
         if (npy && dsd_npy_writer_rows(npy, logits, 1, &err))
@@ -274,6 +308,13 @@ int main(int argc, char **argv)
     fprintf(stderr, "load %.3f s; prefill %d tokens %.3f s (%.1f tok/s); decode %d tokens %.3f s (%.2f tok/s)\n",
             t_load, n_prompt, t2 - t1, n_prompt / (t2 - t1), n_gen > 1 ? n_gen - 1 : 0, t3 - t2,
             n_gen > 1 ? (n_gen - 1) / (t3 - t2) : 0.0);
+    struct dsd_step_stats ss;
+    dsd_model_step_stats(m, &ss);
+    fprintf(stderr,
+            "steps: %llu replayed (host %.3f ms each to enqueue, %zu kernels), %llu op by op (host %.3f ms each)\n",
+            (unsigned long long)ss.graph_steps, ss.graph_steps ? (double)ss.graph_host_ns / 1e6 / (double)ss.graph_steps : 0.0,
+            ss.graph_kernels, (unsigned long long)ss.eager_steps,
+            ss.eager_steps ? (double)ss.eager_host_ns / 1e6 / (double)ss.eager_steps : 0.0);
     free(row);
     free(gen);
     free(logits);
