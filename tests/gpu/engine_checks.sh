@@ -56,6 +56,18 @@ done
 cmp -s "$OUT/run_cuda_sampled1.txt" "$OUT/run_cuda_sampled2.txt" || fail "seeded sampling on the GPU is not reproducible"
 note "sampled: $(head -c 200 "$OUT/run_cuda_sampled1.txt")"
 
+note "== integration tests against a daemon on the GPU"
+for t in test_daemon:tiny test_daemon_text:tiny-chat test_fairness:tiny; do
+    m=${t#*:}; t=${t%:*}
+    [ -x "$BUILD/tests/integration/$t" ] || { note "skip $t (not carried)"; continue; }
+    if DSD_TEST_DAEMON_ARGS="--backend cuda" timeout 300 "$BUILD/tests/integration/$t" \
+        "$BUILD/daemon/serve/deepseekd" "$MODELS/$m" >"$OUT/$t.log" 2>&1; then
+        note "PASS $t --backend cuda: $(tail -n 1 "$OUT/$t.log")"
+    else
+        fail "$t --backend cuda (see $t.log): $(tail -n 1 "$OUT/$t.log")"
+    fi
+done
+
 note "== the daemon on the GPU"
 SOCK="$OUT/dsd.sock"
 PROBE="$BUILD/tools/probe/deepseekd-probe"

@@ -200,6 +200,13 @@ int daemon_start(struct daemon *d, const char *binary, const char *model, const 
     argv[n++] = d->socket;
     for (int i = 0; extra && extra[i] && n < 62; i++)
         argv[n++] = extra[i];
+    /* $DSD_TEST_DAEMON_ARGS: more options for every daemon a test starts, e.g. "--backend
+     * cuda" to run the integration tests on a GPU host (docs/TESTING.md) */
+    char more[512];
+    const char *env = getenv("DSD_TEST_DAEMON_ARGS");
+    snprintf(more, sizeof more, "%s", env ? env : "");
+    for (char *save = NULL, *t = strtok_r(more, " ", &save); t && n < 62; t = strtok_r(NULL, " ", &save))
+        argv[n++] = t;
     argv[n] = NULL;
     d->pid = fork();
     if (d->pid == 0) {
