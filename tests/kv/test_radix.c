@@ -221,7 +221,7 @@ TEST(tiers_stay_ordered)
     /* an insert replaces a host copy with a device one, and reports the host slot */
     ASSERT_EQ_INT(dsd_radix_victim(t, DSD_KV_TIER_DEVICE, 0, &v), 1);
     ASSERT_EQ_INT(dsd_radix_set(t, v.node, DSD_KV_TIER_HOST, 203), 0);
-    uint8_t taken[3];
+    uint8_t taken[8];
     struct dsd_radix_ref old[3];
     int n_old = -1;
     ASSERT_EQ_INT(dsd_radix_insert(t, tok, n, (int32_t[]){7, 8, 9}, DSD_KV_TIER_DEVICE, taken, old, &n_old), 1);
