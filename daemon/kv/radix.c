@@ -352,6 +352,24 @@ int dsd_radix_evict(struct dsd_radix *t, int tier, int want, int32_t *out)
     return n;
 }
 
+int dsd_radix_page(const struct dsd_radix *t, int32_t node, uint64_t *parent_hash, int32_t *tokens, int *depth)
+{
+    if (!valid_node(t, node))
+        return -EINVAL;
+    int32_t parent = t->nodes[node].parent;
+    if (parent_hash)
+        *parent_hash = parent == NONE ? DSD_KV_CHAIN_ROOT : t->nodes[parent].hash;
+    if (tokens)
+        memcpy(tokens, node_tokens(t, node), DSD_KV_PAGE_TOKENS * sizeof *tokens);
+    if (depth) {
+        int d = 0;
+        for (int32_t i = parent; i != NONE; i = t->nodes[i].parent)
+            d++;
+        *depth = d;
+    }
+    return 0;
+}
+
 int dsd_radix_count(const struct dsd_radix *t, int tier)
 {
     if (tier < 0)

@@ -115,6 +115,11 @@ int dsd_radix_remove(struct dsd_radix *t, int32_t node);
  * (>= 0), or -EINVAL. */
 int dsd_radix_evict(struct dsd_radix *t, int tier, int want, int32_t *out);
 
+/* What a disk record of node's page needs (daemon/kv/disk_page.h): its parent's chain hash
+ * (DSD_KV_CHAIN_ROOT for a first page), its 64 tokens (tokens may be NULL) and its depth
+ * (page index in the sequence). Returns 0 or -EINVAL (no such node). */
+int dsd_radix_page(const struct dsd_radix *t, int32_t node, uint64_t *parent_hash, int32_t *tokens, int *depth);
+
 /* Nodes in a tier (-1: all), and the capacity. */
 int dsd_radix_count(const struct dsd_radix *t, int tier);
 int dsd_radix_capacity(const struct dsd_radix *t);

@@ -132,6 +132,21 @@ TEST(match_whole_pages_only)
     dsd_radix_unlock(t, m, 4);
     ASSERT_EQ_INT(dsd_radix_insert(t, tok, P + 63, v2, DSD_KV_TIER_DEVICE, taken, NULL, NULL), 0);
     ASSERT_EQ_INT(dsd_radix_count(t, -1), 4);
+    /* what a disk record of a node needs */
+    uint64_t h[4], ph = 0;
+    int32_t got[P];
+    int depth = -1;
+    dsd_kv_chain_hashes(tok, n, h, 4);
+    ASSERT_EQ_INT(dsd_radix_match(t, tok, n, m, 8), 4);
+    dsd_radix_unlock(t, m, 4);
+    ASSERT_EQ_INT(dsd_radix_page(t, m[2].node, &ph, got, &depth), 0);
+    ASSERT_TRUE(ph == h[1] && m[2].hash == h[2]);
+    ASSERT_EQ_INT(depth, 2);
+    ASSERT_TRUE(memcmp(got, tok + 2 * P, sizeof got) == 0);
+    ASSERT_EQ_INT(dsd_radix_page(t, m[0].node, &ph, NULL, &depth), 0);
+    ASSERT_TRUE(ph == DSD_KV_CHAIN_ROOT);
+    ASSERT_EQ_INT(depth, 0);
+    ASSERT_EQ_INT(dsd_radix_page(t, 15, &ph, NULL, NULL), -EINVAL);
     ASSERT_EQ_INT(dsd_radix_check(t, &err), 0);
     dsd_radix_free(t);
 }
