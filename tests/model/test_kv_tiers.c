@@ -21,6 +21,7 @@
 #include "page_hash.h"
 #include "radix.h"
 #include "test.h"
+#include "weights_id.h"
 
 #define P DSD_KV_PAGE_TOKENS
 enum { NPRE = 3 * P, NP = NPRE + 20, POOL = 12 };
@@ -178,7 +179,9 @@ TEST(disk_tier_survives_a_restart_bitwise)
     struct dsd_kv_cache *kv = dsd_model_kv_cache_new(g_m, POOL, &err);
     struct dsd_kv_page_geom g = geom_of(kv);
     const struct dsd_backend_params *bp = dsd_backend_params(g_m->be);
-    uint64_t fp = dsd_kv_fingerprint(&bp->dims, dsd_kv_cache_layout(kv), g.n_layers, g_tiny, strlen(g_tiny));
+    uint8_t wid[DSD_WEIGHTS_ID_BYTES];
+    dsd_weights_id(g_m->set, wid);
+    uint64_t fp = dsd_kv_fingerprint(&bp->dims, dsd_kv_cache_layout(kv), g.n_layers, wid, sizeof wid);
     struct dsd_disk_tier_config c = {.dir = g_dir, .budget_bytes = 4096 + 8 * dsd_kv_page_record_bytes(&g),
                                      .geom = g, .fingerprint = fp};
     uint64_t h[3];
