@@ -229,28 +229,39 @@ static int scan_slots(struct dsd_disk_tier *dt, uint64_t file_size)
         for (int k = 0; k < n; k++)
             if (slot_off(dt, base + k) < file_size)
                 n_read = k + 1;
+        int batched = 0;
         if (dt->st.uring && n_read > 0) {
-            for (int k = 0; k < n_read; k++) {
+            int k, rc = 0;
+            for (k = 0; k < n_read; k++) {
                 struct io_uring_sqe *sqe = io_uring_get_sqe(&dt->ring);
+                if (!sqe)
+                    break;
                 io_uring_prep_read(sqe, dt->fd, dt->scan + (size_t)k * DSD_KV_PAGE_HEADER_BYTES,
                                    DSD_KV_PAGE_HEADER_BYTES, slot_off(dt, base + k));
                 io_uring_sqe_set_data64(sqe, (uint64_t)k);
             }
-            int rc = io_uring_submit_and_wait(&dt->ring, (unsigned)n_read);
-            for (int k = 0; k < n_read; k++) {
-                struct io_uring_cqe *cqe;
-                if (rc < 0 || io_uring_wait_cqe(&dt->ring, &cqe) < 0) {
-                    got[k] = rc < 0 ? rc : -EIO;
-                    continue;
+            if (k == n_read && (rc = io_uring_submit_and_wait(&dt->ring, (unsigned)n_read)) == n_read) {
+                for (k = 0; k < n_read; k++) {
+                    struct io_uring_cqe *cqe;
+                    if (io_uring_wait_cqe(&dt->ring, &cqe) < 0)
+                        break;
+                    got[io_uring_cqe_get_data64(cqe) % SCAN_DEPTH] = cqe->res;
+                    io_uring_cqe_seen(&dt->ring, cqe);
                 }
-                got[io_uring_cqe_get_data64(cqe)] = cqe->res;
-                io_uring_cqe_seen(&dt->ring, cqe);
+                batched = k == n_read;
             }
-        } else {
+            if (!batched) {
+                /* the ring is in an unknown state: leave it for plain I/O */
+                tlog(&dt->c, 4, "disk KV tier: io_uring failed while reading headers (%s); using pread/pwrite",
+                     rc < 0 ? strerror(-rc) : "short submission");
+                io_uring_queue_exit(&dt->ring);
+                dt->st.uring = dt->st.registered = false;
+            }
+        }
+        if (!batched)
             for (int k = 0; k < n_read; k++)
                 got[k] = io_rw(dt, 0, dt->scan + (size_t)k * DSD_KV_PAGE_HEADER_BYTES, DSD_KV_PAGE_HEADER_BYTES,
                                slot_off(dt, base + k));
-        }
         for (int k = 0; k < n; k++) {
             int s = base + k;
             const uint8_t *h = dt->scan + (size_t)k * DSD_KV_PAGE_HEADER_BYTES;

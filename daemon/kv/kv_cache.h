@@ -74,7 +74,8 @@ int dsd_kv_page_refs(const struct dsd_kv_cache *kv, int32_t page);
 /* Makes sure positions [0, n_tokens) of seq have pages. Returns 0, or -ENOSPC when the
  * pool is short (seq keeps the pages it had), -ENOMEM. */
 int dsd_kv_seq_reserve(struct dsd_kv_cache *kv, struct dsd_kv_seq *seq, int n_tokens);
-/* Appends pages (in use, e.g. a radix match's device pages) to seq, one new reference each.
+/* Appends pages (in use, e.g. a radix match's device pages) to the end of seq's page table,
+ * one new reference each: share a prefix into a sequence before it reserves its own pages.
  * Returns 0, -EINVAL (a page not in use: seq unchanged), -ENOMEM. */
 int dsd_kv_seq_share(struct dsd_kv_cache *kv, struct dsd_kv_seq *seq, const int32_t *pages, int n);
 /* Drops seq's reference to each of its pages (a page whose last reference goes returns to
