@@ -1,0 +1,213 @@
+/* The host tier: one alloc_host block of record-sized slots, a free stack, an LRU list. */
+#include "host_tier.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+struct dsd_host_tier {
+    struct dsd_backend *be;
+    struct dsd_kv_page_geom g;
+    size_t rec_bytes;
+    uint8_t *mem;
+    int n_slots, n_used;
+    int32_t *free_stack;
+    int n_free;
+    int32_t *prev, *next;       /* [n_slots + 1]: LRU of allocated unpinned slots, sentinel last */
+    int32_t *pins;              /* [n_slots]: -1 = free */
+};
+
+struct dsd_host_tier *dsd_host_tier_new(struct dsd_backend *be, const struct dsd_kv_page_geom *g,
+                                        uint64_t budget_bytes, struct dsd_err *err)
+{
+    if (!be || !g || g->n_layers < 1 || !g->mla_page_bytes || !g->index_page_bytes) {
+        dsd_errf(err, -EINVAL, "host KV tier: no backend or an empty page geometry");
+        return NULL;
+    }
+    size_t rec = dsd_kv_page_record_bytes(g);
+    uint64_t n = budget_bytes / rec;
+    if (n < 1 || n > INT32_MAX - 1) {
+        dsd_errf(err, -EINVAL, "host KV tier: a budget of %llu bytes holds %llu pages of %zu bytes (need 1 .. %d)",
+                 (unsigned long long)budget_bytes, (unsigned long long)n, rec, INT32_MAX - 1);
+        return NULL;
+    }
+    struct dsd_host_tier *ht = calloc(1, sizeof *ht);
+    if (!ht)
+        goto oom;
+    ht->be = be;
+    ht->g = *g;
+    ht->rec_bytes = rec;
+    ht->n_slots = (int)n;
+    ht->free_stack = malloc(n * sizeof *ht->free_stack);
+    ht->prev = malloc((n + 1) * sizeof *ht->prev);
+    ht->next = malloc((n + 1) * sizeof *ht->next);
+    ht->pins = malloc(n * sizeof *ht->pins);
+    if (!ht->free_stack || !ht->prev || !ht->next || !ht->pins)
+        goto oom;
+    ht->mem = dsd_backend_ops(be)->alloc_host(be, (size_t)n * rec);
+    if (!ht->mem)
+        goto oom;
+    for (int s = ht->n_slots - 1; s >= 0; s--) {
+        ht->free_stack[ht->n_free++] = s;
+        ht->pins[s] = -1;
+    }
+    ht->prev[n] = ht->next[n] = (int32_t)n;
+    return ht;
+oom:
+    dsd_errf(err, -ENOMEM, "host KV tier: cannot allocate %llu slots of %zu bytes (lower host_cache_gb)",
+             (unsigned long long)n, rec);
+    dsd_host_tier_free(ht);
+    return NULL;
+}
+
+void dsd_host_tier_free(struct dsd_host_tier *ht)
+{
+    if (!ht)
+        return;
+    if (ht->mem)
+        dsd_backend_ops(ht->be)->release_host(ht->be, ht->mem);
+    free(ht->free_stack);
+    free(ht->prev);
+    free(ht->next);
+    free(ht->pins);
+    free(ht);
+}
+
+int dsd_host_tier_slots(const struct dsd_host_tier *ht)
+{
+    return ht->n_slots;
+}
+
+int dsd_host_tier_used(const struct dsd_host_tier *ht)
+{
+    return ht->n_used;
+}
+
+static void lru_unlink(struct dsd_host_tier *ht, int s)
+{
+    ht->next[ht->prev[s]] = ht->next[s];
+    ht->prev[ht->next[s]] = ht->prev[s];
+}
+
+static void lru_front(struct dsd_host_tier *ht, int s)
+{
+    int head = ht->n_slots;
+    ht->prev[s] = head;
+    ht->next[s] = ht->next[head];
+    ht->prev[ht->next[head]] = s;
+    ht->next[head] = s;
+}
+
+static int allocated(const struct dsd_host_tier *ht, int s)
+{
+    return s >= 0 && s < ht->n_slots && ht->pins[s] >= 0;
+}
+
+int dsd_host_tier_alloc(struct dsd_host_tier *ht)
+{
+    if (ht->n_free == 0)
+        return -ENOSPC;
+    int s = ht->free_stack[--ht->n_free];
+    ht->pins[s] = 0;
+    ht->n_used++;
+    lru_front(ht, s);
+    return s;
+}
+
+int dsd_host_tier_release(struct dsd_host_tier *ht, int slot)
+{
+    if (!allocated(ht, slot))
+        return -EINVAL;
+    if (ht->pins[slot] == 0)
+        lru_unlink(ht, slot);
+    ht->pins[slot] = -1;
+    ht->free_stack[ht->n_free++] = slot;
+    ht->n_used--;
+    return 0;
+}
+
+int dsd_host_tier_touch(struct dsd_host_tier *ht, int slot)
+{
+    if (!allocated(ht, slot))
+        return -EINVAL;
+    if (ht->pins[slot] == 0) {
+        lru_unlink(ht, slot);
+        lru_front(ht, slot);
+    }
+    return 0;
+}
+
+int dsd_host_tier_pin(struct dsd_host_tier *ht, int slot)
+{
+    if (!allocated(ht, slot))
+        return -EINVAL;
+    if (ht->pins[slot]++ == 0)
+        lru_unlink(ht, slot);
+    return ht->pins[slot];
+}
+
+int dsd_host_tier_unpin(struct dsd_host_tier *ht, int slot)
+{
+    if (!allocated(ht, slot) || ht->pins[slot] == 0)
+        return -EINVAL;
+    if (--ht->pins[slot] == 0)
+        lru_front(ht, slot);
+    return ht->pins[slot];
+}
+
+int dsd_host_tier_victim(const struct dsd_host_tier *ht)
+{
+    int tail = ht->prev[ht->n_slots];
+    return tail == ht->n_slots ? -ENOENT : tail;
+}
+
+void *dsd_host_tier_record(struct dsd_host_tier *ht, int slot)
+{
+    if (slot < 0 || slot >= ht->n_slots)
+        return NULL;
+    return ht->mem + (size_t)slot * ht->rec_bytes;
+}
+
+static int check_copy(const struct dsd_host_tier *ht, const struct dsd_kv_cache *kv, int32_t page, int slot)
+{
+    const struct dsd_kv_layout *l = dsd_kv_cache_layout(kv);
+    if (!allocated(ht, slot) || page < 1 || page > dsd_kv_cache_total_pages(kv) ||
+        dsd_kv_cache_n_layers(kv) != ht->g.n_layers ||
+        (size_t)DSD_KV_PAGE_TOKENS * l->mla_token_bytes != ht->g.mla_page_bytes ||
+        l->index_page_bytes != ht->g.index_page_bytes)
+        return -EINVAL;
+    return 0;
+}
+
+int dsd_host_tier_copy_out(struct dsd_host_tier *ht, const struct dsd_kv_cache *kv, int32_t page, int slot)
+{
+    if (check_copy(ht, kv, page, slot))
+        return -EINVAL;
+    const struct dsd_ops *ops = dsd_backend_ops(ht->be);
+    uint8_t *rec = dsd_host_tier_record(ht, slot);
+    uint8_t *mla = dsd_kv_page_mla(rec), *idx = dsd_kv_page_index(rec, &ht->g);
+    for (int l = 0; l < ht->g.n_layers; l++) {
+        const struct dsd_kv_layer *lay = dsd_kv_cache_layer(kv, l);
+        ops->download(ht->be, mla + (size_t)l * ht->g.mla_page_bytes, lay->mla + (size_t)page * ht->g.mla_page_bytes,
+                      ht->g.mla_page_bytes);
+        ops->download(ht->be, idx + (size_t)l * ht->g.index_page_bytes,
+                      lay->index + (size_t)page * ht->g.index_page_bytes, ht->g.index_page_bytes);
+    }
+    return 0;
+}
+
+int dsd_host_tier_copy_in(struct dsd_host_tier *ht, struct dsd_kv_cache *kv, int slot, int32_t page)
+{
+    if (check_copy(ht, kv, page, slot))
+        return -EINVAL;
+    const struct dsd_ops *ops = dsd_backend_ops(ht->be);
+    uint8_t *rec = dsd_host_tier_record(ht, slot);
+    uint8_t *mla = dsd_kv_page_mla(rec), *idx = dsd_kv_page_index(rec, &ht->g);
+    for (int l = 0; l < ht->g.n_layers; l++) {
+        const struct dsd_kv_layer *lay = dsd_kv_cache_layer(kv, l);
+        ops->upload(ht->be, lay->mla + (size_t)page * ht->g.mla_page_bytes, mla + (size_t)l * ht->g.mla_page_bytes,
+                    ht->g.mla_page_bytes);
+        ops->upload(ht->be, lay->index + (size_t)page * ht->g.index_page_bytes,
+                    idx + (size_t)l * ht->g.index_page_bytes, ht->g.index_page_bytes);
+    }
+    return 0;
+}
