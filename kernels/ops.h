@@ -171,7 +171,8 @@ struct dsd_ops {
     void (*indexer_topk)(struct dsd_backend *be, int32_t *out, int topk, const void *q, const float *w,
                          const struct dsd_kv_layer *kv, const struct dsd_step *st);
     /* Sparse MLA in the absorbed form over the selected positions (docs/MODEL.md §3.6, §5):
-     * q: act [T][H*(N+R)] (rope part already rotated); sel: [T][topk] positions (-1 = none);
+     * q: act [T][H*(N+R)] (rope part already rotated); sel: [T][topk] positions (the row ends
+     * at its first -1; a position past the token's sequence's pages is skipped);
      * out: act [T][H*V], ready for o_proj. */
     void (*mla_attention)(struct dsd_backend *be, void *out, const void *q, const struct dsd_weight *kv_b,
                           const struct dsd_kv_layer *kv, const int32_t *sel, int topk, const struct dsd_step *st);

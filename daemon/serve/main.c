@@ -186,6 +186,7 @@ int main(int argc, char **argv)
         .model_cfg = &mcfg,
         .model_name = model_name,
         .kv_dtype_name = kv_name,
+        .backend_name = dsd_serve_backend_name(cfg.backend),
         .max_context = mcfg.max_position_embeddings < INT32_MAX ? (int)mcfg.max_position_embeddings : INT32_MAX,
         .reload = reload,
         .reload_user = &cfg,

@@ -44,6 +44,7 @@ struct dsd_server_params {
     const struct dsd_model_config *model_cfg;  /* parsed config.json: facts for hello */
     const char *model_name;
     const char *kv_dtype_name;      /* "fp8_e4m3", "bf16", "f32" */
+    const char *backend_name;       /* "cpu", "cuda" (NULL: "cpu") */
     struct dsd_server_limits limits;
     int max_context;
     /* SIGHUP: re-read the configuration and return the new limits (0) or fail (-errno, the

@@ -111,7 +111,7 @@ static void fill_facts(const struct server *s, const struct conn *c, struct dsd_
     h->model.has_bos = m->bos_token_id >= 0;
     h->model.bos_id = m->bos_token_id >= 0 ? (uint32_t)m->bos_token_id : 0;
     h->model.kv_dtype = dsd_ipc_s(s->p.kv_dtype_name);
-    h->model.backend = dsd_ipc_s("cpu");
+    h->model.backend = dsd_ipc_s(s->p.backend_name ? s->p.backend_name : "cpu");
     h->limits.max_frame = c ? c->max_frame : s->p.limits.max_frame;
     h->limits.max_prompt_tokens = (uint32_t)max_prompt(s);
     h->limits.max_tokens = (uint32_t)s->p.limits.max_tokens;

@@ -123,11 +123,23 @@ static void attention_token(void *p, int t, int thread)
     const int L = c->kv_lora_rank, E = L + R;
     const int32_t *sel = a->sel + (size_t)t * a->topk;
     const int32_t *pages = a->st->pages + a->st->page_off[a->st->seq[t]];
+    const int32_t n_pos = (a->st->page_off[a->st->seq[t] + 1] - a->st->page_off[a->st->seq[t]]) * DSD_KV_PAGE_TOKENS;
     float *o = a->out + (size_t)t * H * V;
 
+    /* the selection ends at its first -1; a position past the sequence's pages is not one of
+     * its tokens and is skipped (as the CUDA kernel does) */
     int n = 0;
     while (n < a->topk && sel[n] >= 0)
         n++;
+    int32_t *own = malloc((size_t)(n ? n : 1) * sizeof *own);
+    if (!own)
+        abort();
+    int m_own = 0;
+    for (int j = 0; j < n; j++)
+        if (sel[j] < n_pos)
+            own[m_own++] = sel[j];
+    sel = own;
+    n = m_own;
     float *ent = malloc(((size_t)n * E + (size_t)n + 2 * (size_t)L) * sizeof(float));
     if (!ent)
         abort();
@@ -176,6 +188,7 @@ static void attention_token(void *p, int t, int thread)
             o[h * V + d] = n ? cpu_act(cb, dsd_ref_dot(olat, wuv + (size_t)d * L, L)) : 0.0f;
     }
     free(ent);
+    free(own);
 }
 
 void cpu_op_mla_attention(struct dsd_backend *be, void *out_, const void *q_, const struct dsd_weight *kv_b, const struct dsd_kv_layer *kv, const int32_t *sel, int topk, const struct dsd_step *st)

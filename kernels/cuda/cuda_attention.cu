@@ -333,6 +333,7 @@ __global__ void __launch_bounds__(AT_THREADS) mla_attn_kernel(const attn_args a)
             Ps[r * 72 + lane] = f32_to_bf16_bits(p0);
             Ps[r * 72 + lane + 32] = f32_to_bf16_bits(p1);
             const float psum = warp_sum(p0 + p1);
+            __syncwarp();   // every lane has read m_s[r] before lane 0 replaces it
             if (lane == 0) {
                 l_s[r] = l_s[r] * alpha + psum;
                 m_s[r] = m_new;
