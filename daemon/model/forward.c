@@ -12,6 +12,42 @@
 
 #include "model.h"
 
+/* The per-op profile (model.h): a timer mark before every op of a step and one at its end;
+ * op i took the time from mark i to mark i + 1. Off (m->prof NULL) it costs one branch per op. */
+struct dsd_forward_prof {
+    void **marks;
+    const char **names;
+    int *layers;
+    int cap, n;
+    bool overflow, done;
+};
+
+static void prof_mark(struct dsd_model *m, const char *name, int layer)
+{
+    struct dsd_forward_prof *p = m->prof;
+    if (p->n == p->cap) {
+        p->overflow = true;
+        return;
+    }
+    p->names[p->n] = name;
+    p->layers[p->n] = layer;
+    m->ops->timer_mark(m->be, p->marks[p->n++]);
+}
+
+static void prof_reset(struct dsd_model *m)
+{
+    if (m->prof) {
+        m->prof->n = 0;
+        m->prof->overflow = m->prof->done = false;
+    }
+}
+
+#define PROF(m, name, layer)                    \
+    do {                                        \
+        if ((m)->prof)                          \
+            prof_mark((m), (name), (layer));    \
+    } while (0)
+
 /* The forward pass's memory: backend buffers for the activations of up to cap_tokens
  * tokens, the logits of up to cap_rows rows and the step's metadata, plus pinned host
  * staging for the metadata. Allocated once (dsd_model_reserve, or the first step) and grown
@@ -228,7 +264,7 @@ static int pow2_at_least(int v, int lo)
 static bool graphable(const struct dsd_model *m, const struct dsd_batch_seq *seqs, int n_seqs,
                       const struct dsd_forward_out *out)
 {
-    if (!m->ops->graph_begin || out->hidden || out->topk || !out->logits || n_seqs > DSD_GRAPH_MAX_TOKENS)
+    if (!m->ops->graph_begin || m->prof || m->counting || out->hidden || out->topk || !out->logits || n_seqs > DSD_GRAPH_MAX_TOKENS)
         return false;
     for (int i = 0; i < n_seqs; i++)
         if (seqs[i].n_tokens != 1 || seqs[i].no_logits)
@@ -333,34 +369,51 @@ static void attention(struct dsd_model *m, int layer, const struct dsd_kv_layer 
     const int QD = H * (N + R);
 
     /* MLA projections; qr (in cq after the norm) also feeds the indexer. */
+    PROF(m, "q_a", layer);
     o->linear(be, b->cq, QR, b->x, D, &lw->q_a, T, 0);
+    PROF(m, "q_a_norm", layer);
     o->rmsnorm(be, b->cq, QR, b->cq, QR, &lw->q_a_norm, T, QR);
+    PROF(m, "q_b", layer);
     o->linear(be, b->q, QD, b->cq, QR, &lw->q_b, T, 0);
+    PROF(m, "kv_a", layer);
     o->linear(be, b->kva, L + R, b->x, D, &lw->kv_a, T, 0);
+    PROF(m, "kv_a_norm", layer);
     o->rmsnorm(be, b->kva, L + R, b->kva, L + R, &lw->kv_a_norm, T, L);
+    PROF(m, "rope", layer);
     o->rope(be, b->q, QD, H, N + R, N, st->pos, T, true);
     o->rope(be, b->kva, L + R, 1, 0, L, st->pos, T, true);
+    PROF(m, "mla_kv_store", layer);
     o->mla_kv_store(be, kv, b->kva, L + R, st->slot, T);
 
     /* DSA indexer: its keys are stored before any token of the step scores (candidates <= pos). */
+    PROF(m, "idx_wq_b", layer);
     o->linear(be, b->iq, Hi * Di, b->cq, QR, &lw->idx_wq_b, T, 0);
+    PROF(m, "idx_wk", layer);
     o->linear(be, b->ik, Di, b->x, D, &lw->idx_wk, T, 0);
+    PROF(m, "idx_k_norm", layer);
     o->layernorm(be, b->ikn, b->ik, &lw->idx_k_norm, &lw->idx_k_norm_bias, T, Di);
+    PROF(m, "idx_weights_proj", layer);
     o->linear(be, b->iw, Hi, b->x, D, &lw->idx_weights_proj, T, DSD_LINEAR_F32_OUT);
+    PROF(m, "rope", layer);
     o->rope(be, b->iq, Hi * Di, Hi, Di, 0, st->pos, T, false);
     o->rope(be, b->ikn, Di, 1, 0, 0, st->pos, T, false);
+    PROF(m, "index_k_store", layer);
     o->index_k_store(be, kv, b->ikn, st->slot, T);
+    PROF(m, "indexer_topk", layer);
     o->indexer_topk(be, b->sel, c->index_topk, b->iq, b->iw, kv, st);
     if (topk_trace)
         o->download(be, topk_trace, b->sel, (size_t)T * c->index_topk * sizeof(int32_t));
 
+    PROF(m, "mla_attention", layer);
     o->mla_attention(be, b->attn, b->q, &lw->kv_b, kv, b->sel, c->index_topk, st);
+    PROF(m, "o_proj", layer);
     o->linear(be, b->delta, D, b->attn, H * c->v_head_dim, &lw->o_proj, T, 0);
 }
 
 static void ffn(struct dsd_model *m, int layer, int T, struct dsd_forward_ws *b)
 {
     const struct dsd_layer_weights *lw = &m->w.layers[layer];
+    PROF(m, lw->is_moe ? "moe" : "mlp", layer);
     if (lw->is_moe)
         m->ops->moe(m->be, b->delta, b->x, lw, T);
     else
@@ -372,8 +425,10 @@ static void decoder_layer(struct dsd_model *m, int layer, struct dsd_kv_cache *k
                           struct dsd_forward_ws *b, bool first, int32_t *topk_trace)
 {
     const struct dsd_layer_weights *lw = &m->w.layers[layer];
+    PROF(m, "attn_norm", layer);
     m->ops->add_rmsnorm(m->be, b->x, b->resid, first ? NULL : b->delta, &lw->attn_norm, st->n_tokens);
     attention(m, layer, dsd_kv_cache_layer(kv, layer), st, b, topk_trace);
+    PROF(m, "ffn_norm", layer);
     m->ops->add_rmsnorm(m->be, b->x, b->resid, b->delta, &lw->ffn_norm, st->n_tokens);
     ffn(m, layer, st->n_tokens, b);
 }
@@ -385,6 +440,7 @@ static void enqueue_head(struct dsd_model *m, const struct dsd_weight *norm, con
 {
     const struct dsd_model_config *c = &m->cfg;
     const int T = s->st.n_tokens, D = (int)c->hidden_size;
+    PROF(m, "final_norm", -1);
     m->ops->add_rmsnorm(m->be, b->x, b->resid, b->delta, norm, T);
     if (out->hidden) {
         m->ops->to_f32(m->be, b->hid32, b->x, T, D);
@@ -392,7 +448,9 @@ static void enqueue_head(struct dsd_model *m, const struct dsd_weight *norm, con
     }
     if (out->logits && s->n_rows_computed > 0) {
         const int rows = s->n_rows_computed;
+        PROF(m, "gather_rows", -1);
         m->ops->gather_rows(m->be, b->h, b->x, D, s->logit_rows, rows);
+        PROF(m, "lm_head", -1);
         m->ops->linear(m->be, b->logits, (int)c->vocab_size, b->h, D, &m->w.lm_head, rows, DSD_LINEAR_F32_OUT);
     }
 }
@@ -402,10 +460,14 @@ static int complete(struct dsd_model *m, const struct step_meta *s, struct dsd_f
                     struct dsd_forward_out *out, struct dsd_err *err)
 {
     out->n_rows = s->n_logit_rows;
+    PROF(m, "logits_download", -1);
     if (out->logits && s->n_logit_rows > 0)
         m->ops->download(m->be, out->logits, b->logits,
                          (size_t)s->n_logit_rows * (size_t)m->cfg.vocab_size * sizeof(float));
+    PROF(m, "end", -1);
     int rc = m->ops->synchronize(m->be, err);
+    if (m->prof)
+        m->prof->done = rc == 0;
     if (rc)
         dsd_err_prefix(err, rc, "forward");
     return rc;
@@ -415,8 +477,10 @@ static void enqueue_main(struct dsd_model *m, struct dsd_kv_cache *kv, const str
                          struct dsd_forward_ws *b, const struct dsd_forward_out *out)
 {
     const int T = s->st.n_tokens;
+    const int n_layers = m->limit_layers ? m->active_layers : m->cfg.num_hidden_layers;
+    PROF(m, "embed", -1);
     m->ops->embed(m->be, b->resid, &m->w.embed, s->st.tokens, T);
-    for (int l = 0; l < m->cfg.num_hidden_layers; l++)
+    for (int l = 0; l < n_layers; l++)
         decoder_layer(m, l, kv, &s->st, b, l == 0, out->topk ? out->topk + (size_t)l * T * m->cfg.index_topk : NULL);
     enqueue_head(m, &m->w.final_norm, s, b, out);
 }
@@ -453,6 +517,7 @@ int dsd_model_forward(struct dsd_model *m, struct dsd_kv_cache *kv, const struct
     int rc = build_meta(m, seqs, n_seqs, bucket, ctx, &s, err);
     if (rc)
         return rc;
+    prof_reset(m);
     struct dsd_forward_ws *b = m->ws;
     struct graph_slot *gs = g ? graph_slot(b, bucket, ctx) : NULL;
     if (gs && !gs->graph && !gs->broken && gs->runs >= 1) {
@@ -477,6 +542,107 @@ int dsd_model_forward(struct dsd_model *m, struct dsd_kv_cache *kv, const struct
     return complete(m, &s, b, out, err);
 }
 
+int dsd_model_set_active_layers(struct dsd_model *m, int n, struct dsd_err *err)
+{
+    if (n < 0 || n > m->cfg.num_hidden_layers)
+        return dsd_errf(err, -EINVAL, "active layers: %d is outside [0, %d]", n, m->cfg.num_hidden_layers);
+    const bool limit = n < m->cfg.num_hidden_layers;
+    if (limit == m->limit_layers && (!limit || n == m->active_layers))
+        return 0;
+    if (m->ws) {
+        int rc = m->ops->synchronize(m->be, err);
+        if (rc)
+            return rc;
+        graphs_free(m, m->ws);      /* they run the old layer count */
+    }
+    m->limit_layers = limit;
+    m->active_layers = n;
+    return 0;
+}
+
+int dsd_model_forward_count_experts(struct dsd_model *m, struct dsd_kv_cache *kv, const struct dsd_batch_seq *seqs,
+                                    int n_seqs, struct dsd_forward_out *out, int32_t *hits, struct dsd_err *err)
+{
+    const struct dsd_ops *o = m->ops;
+    if (!o->moe_count)
+        return dsd_errf(err, -ENOTSUP, "the %s backend cannot count expert use", o->name);
+    const size_t n = (size_t)m->cfg.num_hidden_layers * (size_t)m->cfg.n_routed_experts;
+    int32_t *d = o->alloc(m->be, (n ? n : 1) * sizeof(int32_t));   /* zeroed */
+    if (!d)
+        return dsd_errf(err, -ENOMEM, "count experts: out of backend memory");
+    o->moe_count(m->be, d);
+    m->counting = true;
+    int rc = dsd_model_forward(m, kv, seqs, n_seqs, out, err);
+    m->counting = false;
+    o->moe_count(m->be, NULL);
+    if (!rc) {
+        o->download(m->be, hits, d, n * sizeof(int32_t));
+        rc = o->synchronize(m->be, err);
+    }
+    o->release(m->be, d);
+    return rc;
+}
+
+int dsd_model_profile_begin(struct dsd_model *m, int max_ops, struct dsd_err *err)
+{
+    const struct dsd_ops *o = m->ops;
+    if (!o->timer_new || !o->timer_mark || !o->timer_ms || !o->timer_free)
+        return dsd_errf(err, -ENOTSUP, "profile: the %s backend has no timers", o->name);
+    if (max_ops < 2)
+        return dsd_errf(err, -EINVAL, "profile: %d ops", max_ops);
+    dsd_model_profile_end(m);
+    struct dsd_forward_prof *p = calloc(1, sizeof *p);
+    if (!p)
+        return dsd_errf(err, -ENOMEM, "profile: out of memory");
+    p->marks = calloc((size_t)max_ops, sizeof *p->marks);
+    p->names = calloc((size_t)max_ops, sizeof *p->names);
+    p->layers = calloc((size_t)max_ops, sizeof *p->layers);
+    bool ok = p->marks && p->names && p->layers;
+    for (int i = 0; ok && i < max_ops; i++)
+        ok = (p->marks[i] = o->timer_new(m->be)) != NULL;
+    p->cap = max_ops;
+    m->prof = p;
+    if (!ok) {
+        dsd_model_profile_end(m);
+        return dsd_errf(err, -ENOMEM, "profile: no memory for %d timers", max_ops);
+    }
+    if (m->ws)
+        graphs_free(m, m->ws);      /* recordings hold no marks: profiled steps run op by op */
+    return 0;
+}
+
+int dsd_model_profile_read(struct dsd_model *m, struct dsd_op_time *out, int max)
+{
+    struct dsd_forward_prof *p = m->prof;
+    if (!p || !p->done || p->n < 2)
+        return -EINVAL;
+    if (p->overflow || p->n - 1 > max)
+        return -ENOSPC;
+    for (int i = 0; i + 1 < p->n; i++)
+        out[i] = (struct dsd_op_time){
+            .op = p->names[i],
+            .layer = p->layers[i],
+            .ms = m->ops->timer_ms(m->be, p->marks[i], p->marks[i + 1]),
+        };
+    return p->n - 1;
+}
+
+void dsd_model_profile_end(struct dsd_model *m)
+{
+    struct dsd_forward_prof *p = m->prof;
+    if (!p)
+        return;
+    if (p->marks)
+        for (int i = 0; i < p->cap; i++)
+            if (p->marks[i])
+                m->ops->timer_free(m->be, p->marks[i]);
+    free(p->marks);
+    free(p->names);
+    free(p->layers);
+    free(p);
+    m->prof = NULL;
+}
+
 void dsd_model_graph_stats(const struct dsd_model *m, uint64_t *graph_steps, uint64_t *eager_steps)
 {
     *graph_steps = m->ws ? m->ws->graph_launches : 0;
@@ -493,6 +659,7 @@ int dsd_model_forward_mtp(struct dsd_model *m, struct dsd_kv_cache *kv, const st
     int rc = build_meta(m, seqs, n_seqs, 0, 0, &s, err);
     if (rc)
         return rc;
+    prof_reset(m);
     struct dsd_forward_ws *b = m->ws;
     const int T = s.st.n_tokens, D = (int)c->hidden_size, layer = c->num_hidden_layers;
     const struct dsd_layer_weights *lw = &m->w.layers[layer];

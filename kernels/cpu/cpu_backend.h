@@ -14,6 +14,8 @@ struct cpu_backend {
     const float *inv_freq;          /* qk_rope_head_dim/2 RoPE frequencies (base.rope_inv_freq) */
     float rope_attention_factor;
     float softmax_scale;
+    void *gen_block;                /* generate_weights' memory, freed by release_weights */
+    int32_t *moe_hits;              /* moe_count's counters, or NULL */
 };
 
 static inline struct cpu_backend *cpu(struct dsd_backend *be)
