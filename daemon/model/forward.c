@@ -71,9 +71,10 @@ struct dsd_forward_ws {
     int32_t *meta;                  /* the step's metadata (layout: meta_layout) */
     int32_t *h_meta;                /* host staging of meta */
     size_t meta_words;
-    /* recorded decode steps (backends with graph ops), by (tokens bucket, context bucket) */
+    /* recorded decode steps (backends with graph ops), by (tokens bucket, context bucket,
+     * layers run: dsd_model_set_active_layers) */
     struct graph_slot {
-        int tokens, ctx;            /* key */
+        int tokens, ctx, layers;    /* key */
         int runs;                   /* eager runs so far (the first warms the scratch buffers) */
         void *graph;                /* NULL until recorded */
         bool broken;                /* recording failed: always eager */
@@ -485,15 +486,15 @@ static void enqueue_main(struct dsd_model *m, struct dsd_kv_cache *kv, const str
     enqueue_head(m, &m->w.final_norm, s, b, out);
 }
 
-static struct graph_slot *graph_slot(struct dsd_forward_ws *w, int tokens, int ctx)
+static struct graph_slot *graph_slot(struct dsd_forward_ws *w, int tokens, int ctx, int layers)
 {
     for (int i = 0; i < w->n_graphs; i++)
-        if (w->graphs[i].tokens == tokens && w->graphs[i].ctx == ctx)
+        if (w->graphs[i].tokens == tokens && w->graphs[i].ctx == ctx && w->graphs[i].layers == layers)
             return &w->graphs[i];
     if (w->n_graphs == (int)(sizeof w->graphs / sizeof w->graphs[0]))
         return NULL;
     struct graph_slot *g = &w->graphs[w->n_graphs++];
-    *g = (struct graph_slot){ .tokens = tokens, .ctx = ctx };
+    *g = (struct graph_slot){ .tokens = tokens, .ctx = ctx, .layers = layers };
     return g;
 }
 
@@ -519,7 +520,7 @@ int dsd_model_forward(struct dsd_model *m, struct dsd_kv_cache *kv, const struct
         return rc;
     prof_reset(m);
     struct dsd_forward_ws *b = m->ws;
-    struct graph_slot *gs = g ? graph_slot(b, bucket, ctx) : NULL;
+    struct graph_slot *gs = g ? graph_slot(b, bucket, ctx, m->limit_layers ? m->active_layers : -1) : NULL;
     if (gs && !gs->graph && !gs->broken && gs->runs >= 1) {
         struct dsd_err gerr;
         if (m->ops->graph_begin(m->be, &gerr) == 0) {
@@ -546,16 +547,8 @@ int dsd_model_set_active_layers(struct dsd_model *m, int n, struct dsd_err *err)
 {
     if (n < 0 || n > m->cfg.num_hidden_layers)
         return dsd_errf(err, -EINVAL, "active layers: %d is outside [0, %d]", n, m->cfg.num_hidden_layers);
-    const bool limit = n < m->cfg.num_hidden_layers;
-    if (limit == m->limit_layers && (!limit || n == m->active_layers))
-        return 0;
-    if (m->ws) {
-        int rc = m->ops->synchronize(m->be, err);
-        if (rc)
-            return rc;
-        graphs_free(m, m->ws);      /* they run the old layer count */
-    }
-    m->limit_layers = limit;
+    /* recordings are kept per layer count (graph_slot): switching back and forth is free */
+    m->limit_layers = n < m->cfg.num_hidden_layers;
     m->active_layers = n;
     return 0;
 }

@@ -104,7 +104,7 @@ int dsd_model_new_generated(const struct dsd_model_config *cfg, const struct dsd
 
 /* Steps run only main layers [0, n) (benchmarks: the time of a layer is the difference of
  * two such steps; n = 0 runs the embedding and the head alone); n = num_hidden_layers
- * restores all. Drops the recorded steps. Returns 0, -EINVAL. */
+ * restores all. Decode steps are recorded per layer count. Returns 0, -EINVAL. */
 int dsd_model_set_active_layers(struct dsd_model *m, int n, struct dsd_err *err);
 
 /* Milliseconds of one block-scaled FP8 GEMM [M][K] x [N][K]^T on the model's device, the

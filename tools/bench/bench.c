@@ -27,7 +27,7 @@ static const char usage[] =
     "usage: deepseekd-bench [--backend cpu|cuda] [--gpu N] [--preset NAME | --config FILE]\n"
     "                       [--layers N] [--dense N] [--batches LIST] [--contexts LIST] [--chunks LIST]\n"
     "                       [--reps N] [--warmup N] [--seed S] [--threads N] [--json FILE]\n"
-    "                       [--commit ID] [--quick]\n"
+    "                       [--top-p P] [--commit ID] [--quick]\n"
     "Times decode steps, prefill chunks and a per-op profile of the engine on a model made from\n"
     "a config with generated weights, and prints each figure beside its floor on this device.\n"
     "  --backend    cuda (default when the CUDA module loads) or cpu\n"
@@ -40,6 +40,8 @@ static const char usage[] =
     "  --reps N     timed repetitions per figure, the median is reported (default 10; prefill 3)\n"
     "  --warmup N   untimed runs first (default 3)\n"
     "  --json FILE  also write every figure as JSON\n"
+    "  --top-p P    the sampling of the step with sampling: temperature 1, top-p P (default 1:\n"
+    "               plain sampling; top-p filtering of random logits is its slowest case)\n"
     "  --commit ID  the source commit, recorded in the output\n"
     "  --quick      tiny model, small batches, contexts and chunks, CPU backend unless --backend\n";
 
@@ -432,25 +434,54 @@ struct profile_result {
     double total_ms;
 };
 
-/* The median step time with active layers n: decode (tokens = 0) or a prefill chunk. */
-static int timed(struct bench *b, int n_layers, int batch, int ctx, int chunk, double *ms, double *sample_ms)
+/* What one figure's rounds give (see `timed`). */
+struct timing {
+    double step_ms;             /* median step with every layer */
+    double step_sampled_ms;     /* median of the same steps plus sampling (decode) */
+    double dense_ms, moe_ms;    /* median over rounds of the per-layer differences */
+    uint64_t graph_steps;       /* of the all-layer steps, how many were replayed recordings */
+};
+
+/* Steps with 0, the dense and all layers, interleaved: after the warm-up runs of each
+ * level, every round runs one step of each level back to back, and a layer's time is the
+ * median over rounds of that round's difference (so a disturbance of the machine during one
+ * round moves one difference, not a whole level). Decode (chunk = 0) or a prefill chunk. */
+static int timed(struct bench *b, int batch, int ctx, int chunk, struct timing *out)
 {
-    if (dsd_model_set_active_layers(b->m, n_layers, &b->err))
-        return -1;
     const int reps = chunk ? b->reps_prefill : b->reps, warm = chunk ? 1 : b->warmup;
-    double v[256], s[256];
-    for (int i = 0; i < warm + reps && i < warm + 256; i++) {
-        double sm = 0, t = chunk ? prefill_chunk(b, chunk, 0) : decode_step(b, batch, ctx, sample_ms ? &sm : NULL);
-        if (t < 0)
-            return -1;
-        if (i >= warm) {
-            v[i - warm] = t;
-            s[i - warm] = sm + t;
+    const int levels[3] = { 0, b->n_dense, b->n_layers };
+    double t[3][200], s[200], dd[200], dm[200];
+    uint64_t g0, e0, g1, e1;
+    for (int round = -warm; round < reps; round++) {
+        for (int lv = 0; lv < 3; lv++) {
+            if ((lv == 1 && b->n_dense == 0) || dsd_model_set_active_layers(b->m, levels[lv], &b->err))
+                continue;
+            if (lv == 2 && round == 0)
+                dsd_model_graph_stats(b->m, &g0, &e0);
+            double sm = 0;
+            double v = chunk ? prefill_chunk(b, chunk, 0) : decode_step(b, batch, ctx, lv == 2 ? &sm : NULL);
+            if (v < 0)
+                return -1;
+            if (lv == 2 && round == reps - 1)
+                dsd_model_graph_stats(b->m, &g1, &e1);
+            if (round >= 0) {
+                t[lv][round] = v;
+                if (lv == 2)
+                    s[round] = v + sm;
+            }
+        }
+        if (round >= 0) {
+            if (b->n_dense == 0)
+                t[1][round] = t[0][round];
+            dd[round] = b->n_dense ? (t[1][round] - t[0][round]) / b->n_dense : 0;
+            dm[round] = b->n_layers > b->n_dense ? (t[2][round] - t[1][round]) / (b->n_layers - b->n_dense) : 0;
         }
     }
-    *ms = median(v, reps);
-    if (sample_ms)
-        *sample_ms = median(s, reps);
+    out->step_ms = median(t[2], reps);
+    out->step_sampled_ms = median(s, reps);
+    out->dense_ms = median(dd, reps);
+    out->moe_ms = median(dm, reps);
+    out->graph_steps = g1 - g0;
     return 0;
 }
 
@@ -462,6 +493,7 @@ int main(int argc, char **argv)
     int contexts[MAX_LIST] = { 4096, 32768 }, n_contexts = 2;
     int chunks[MAX_LIST] = { 4096, 16384 }, n_chunks = 2;
     uint64_t seed = 1;
+    float top_p = 1.0f;
     bool quick = false, backend_set = false;
     enum dsd_model_backend backend = DSD_MODEL_BACKEND_CUDA;
     bool reps_set = false;
@@ -495,6 +527,10 @@ int main(int argc, char **argv)
             json = v;
         } else if (!strcmp(a, "--commit")) {
             commit = v;
+        } else if (!strcmp(a, "--top-p")) {
+            top_p = strtof(v, &end);
+            if (*end || !(top_p > 0.0f && top_p <= 1.0f))
+                return die("--top-p must be in (0, 1], got \"%s\"", v);
         } else if (!strcmp(a, "--batches") || !strcmp(a, "--contexts") || !strcmp(a, "--chunks")) {
             int *list = a[2] == 'b' ? batches : a[4] == 'n' ? contexts : chunks;
             int *n = a[2] == 'b' ? &n_batches : a[4] == 'n' ? &n_contexts : &n_chunks;
@@ -531,7 +567,7 @@ int main(int argc, char **argv)
         n_contexts = 2, contexts[0] = 64, contexts[1] = 256;
         n_chunks = 2, chunks[0] = 32, chunks[1] = 128;
         if (!reps_set)
-            reps = 5;
+            reps = 7;
         warmup = warmup > 1 ? 1 : warmup;
     }
     if (dense > layers)
@@ -632,7 +668,7 @@ int main(int argc, char **argv)
         return die("%s", "out of memory");
     struct dsd_sampling_params sp = dsd_sampling_default_params();
     sp.temperature = 1.0f;
-    sp.top_p = 0.95f;
+    sp.top_p = top_p;
     for (int s = 0; s < max_batch; s++) {
         sp.seed = seed + (uint64_t)s;
         if (dsd_kv_seq_reserve(b.kv, &b.seqs[s], seq_pos) || dsd_sampler_new(&sp, cfg.vocab_size, &b.samplers[s], &err))
@@ -672,39 +708,31 @@ int main(int argc, char **argv)
     /* -- decode -- */
     struct decode_result *dr = calloc((size_t)(n_batches * n_contexts), sizeof *dr);
     int n_dr = 0;
-    printf("\ndecode: per-layer time = difference of whole steps run with fewer layers; median of %d steps "
-           "after %d warm-up\n", b.reps, b.warmup);
+    printf("\ndecode: per-layer time = difference of steps run with fewer layers, median over %d rounds of "
+           "steps with 0, %d and %d layers (after %d warm-up steps each)\n", b.reps, dense, layers, b.warmup);
     for (int ci = 0; ci < n_contexts; ci++) {
         for (int bi = 0; bi < n_batches; bi++) {
             struct decode_result *r = &dr[n_dr++];
             r->batch = batches[bi];
             r->ctx = contexts[ci];
-            double t_none, t_dense = 0, t_all, s_all;
-            uint64_t g0, e0, g1, e1;
-            if (timed(&b, 0, r->batch, r->ctx, 0, &t_none, NULL) ||
-                (dense > 0 && timed(&b, dense, r->batch, r->ctx, 0, &t_dense, NULL)))
+            struct timing tm;
+            if (timed(&b, r->batch, r->ctx, 0, &tm))
                 return die("decode: %s", b.err.msg);
-            dsd_model_graph_stats(m, &g0, &e0);
-            if (timed(&b, layers, r->batch, r->ctx, 0, &t_all, &s_all))
-                return die("decode: %s", b.err.msg);
-            dsd_model_graph_stats(m, &g1, &e1);
-            r->graph_steps = g1 - g0;
-            if (dense == 0)
-                t_dense = t_none;
-            r->step_ms = t_all;
-            r->step_sampled_ms = s_all;
-            r->sample_ms = s_all - t_all;
+            r->graph_steps = tm.graph_steps;
+            r->step_ms = tm.step_ms;
+            r->step_sampled_ms = tm.step_sampled_ms;
+            r->sample_ms = tm.step_sampled_ms - tm.step_ms;
             const double used = experts_used(&b, r->batch, r->ctx, 0);
             r->dense.need = bench_decode_need(m, false, r->batch, r->ctx, -1);
-            r->dense.ms = dense ? (t_dense - t_none) / dense : 0;
+            r->dense.ms = tm.dense_ms;
             r->moe.need = bench_decode_need(m, true, r->batch, r->ctx, used);
-            r->moe.ms = n_moe ? (t_all - t_dense) / n_moe : 0;
+            r->moe.ms = tm.moe_ms;
             struct bench_need h = bench_head_need(m, r->batch, r->batch);
             r->step.need = h;
             r->step.need.weight_bytes += dense * r->dense.need.weight_bytes + n_moe * r->moe.need.weight_bytes;
             r->step.need.kv_bytes = dense * r->dense.need.kv_bytes + n_moe * r->moe.need.kv_bytes;
             r->step.need.flops += dense * r->dense.need.flops + n_moe * r->moe.need.flops;
-            r->step.ms = t_all;
+            r->step.ms = tm.step_ms;
             set_floor(&b, &r->dense);
             set_floor(&b, &r->moe);
             set_floor(&b, &r->step);
@@ -726,24 +754,21 @@ int main(int argc, char **argv)
 
     /* -- prefill -- */
     struct prefill_result *pr = calloc((size_t)n_chunks, sizeof *pr);
-    printf("\nprefill: one chunk of sequence 0 from position 0, logits of its last token; median of %d\n",
-           b.reps_prefill);
+    printf("\nprefill: one chunk of sequence 0 from position 0, logits of its last token; median over %d "
+           "rounds, as for decode\n", b.reps_prefill);
     for (int i = 0; i < n_chunks; i++) {
         struct prefill_result *r = &pr[i];
         r->tokens = chunks[i];
-        double t_none, t_dense = 0, t_all;
-        if (timed(&b, 0, 0, 0, r->tokens, &t_none, NULL) ||
-            (dense > 0 && timed(&b, dense, 0, 0, r->tokens, &t_dense, NULL)) ||
-            timed(&b, layers, 0, 0, r->tokens, &t_all, NULL))
+        struct timing tm;
+        if (timed(&b, 0, 0, r->tokens, &tm))
             return die("prefill: %s", b.err.msg);
-        if (dense == 0)
-            t_dense = t_none;
+        const double t_all = tm.step_ms;
         r->chunk_ms = t_all;
         const double used = experts_used(&b, 0, 0, r->tokens);
         r->dense.need = bench_prefill_need(m, false, r->tokens, 0, -1);
-        r->dense.ms = dense ? (t_dense - t_none) / dense : 0;
+        r->dense.ms = tm.dense_ms;
         r->moe.need = bench_prefill_need(m, true, r->tokens, 0, used);
-        r->moe.ms = n_moe ? (t_all - t_dense) / n_moe : 0;
+        r->moe.ms = tm.moe_ms;
         r->chunk.need = bench_head_need(m, r->tokens, 1);
         r->chunk.need.weight_bytes += dense * r->dense.need.weight_bytes + n_moe * r->moe.need.weight_bytes;
         r->chunk.need.kv_bytes = dense * r->dense.need.kv_bytes + n_moe * r->moe.need.kv_bytes;
