@@ -13,7 +13,7 @@
 #    (golden with the CUDA backend, deepseekd-run, the daemon on the GPU).
 # 5. deepseekd-bench (tools/bench, docs/BENCH.md) on the CUDA backend at the full V3.2
 #    dimensions with 3 layers (~47 GB of device memory, about a minute): $OUT/bench.txt (the
-#    table) and $OUT/bench.json; commit them as bench/results/DATE-bench-CARD.{txt,json}.
+#    table) and $OUT/bench.json; commit them under bench/results/ as DATE-bench-CARD.txt, .json.
 #    BENCH=0 skips it, BENCH=only runs nothing else; BENCH_ARGS adds options (--layers 4 ...);
 #    COMMIT names the source commit when the tree has no .git.
 # Exits non-zero if any test failed or was skipped (a GPU host must have a GPU), or a
