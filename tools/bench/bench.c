@@ -138,10 +138,11 @@ static double time_op(struct bench *b, void (*fn)(struct bench *, void *), void 
     struct dsd_model *m = b->m;
     const struct dsd_ops *o = m->ops;
     void *t0 = o->timer_new ? o->timer_new(m->be) : NULL, *t1 = o->timer_new ? o->timer_new(m->be) : NULL;
-    double v[64];
+    double v[64], r = -1.0;
     if (iters > 64)
         iters = 64;
-    for (int i = 0; i < iters; i++) {
+    int i;
+    for (i = 0; i < iters; i++) {
         double w0 = now();
         if (t0 && t1)
             o->timer_mark(m->be, t0);
@@ -149,14 +150,16 @@ static double time_op(struct bench *b, void (*fn)(struct bench *, void *), void 
         if (t0 && t1)
             o->timer_mark(m->be, t1);
         if (o->synchronize(m->be, &b->err))
-            return -1.0;
+            break;
         v[i] = t0 && t1 ? o->timer_ms(m->be, t0, t1) : (now() - w0) * 1e3;
     }
+    if (i == iters)
+        r = median(v, iters);
     if (t0)
         o->timer_free(m->be, t0);
     if (t1)
         o->timer_free(m->be, t1);
-    return median(v, iters);
+    return r;
 }
 
 struct copy_job {
