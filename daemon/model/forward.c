@@ -265,7 +265,9 @@ static int pow2_at_least(int v, int lo)
 static bool graphable(const struct dsd_model *m, const struct dsd_batch_seq *seqs, int n_seqs,
                       const struct dsd_forward_out *out)
 {
-    if (!m->ops->graph_begin || m->prof || m->counting || out->hidden || out->topk || !out->logits || n_seqs > DSD_GRAPH_MAX_TOKENS)
+    if (!m->ops->graph_begin || out->hidden || out->topk || !out->logits || n_seqs > DSD_GRAPH_MAX_TOKENS)
+        return false;
+    if (m->prof || m->counting)     /* profiled and counting steps run op by op */
         return false;
     for (int i = 0; i < n_seqs; i++)
         if (seqs[i].n_tokens != 1 || seqs[i].no_logits)
