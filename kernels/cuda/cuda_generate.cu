@@ -1,7 +1,8 @@
 // Weights made on the device (ops.h generate_weights): every element from the counter-based
-// hash of kernels/weight_gen.h, the same values the CPU backend writes up to the e4m3/bf16
-// conversion's rounding (both round to nearest even). Grid-stride loops, 8 elements per
-// thread per step; no host copy of the values ever exists.
+// hash of kernels/weight_gen.h, bit for bit the values the CPU backend writes (the same
+// products and sums, rounded separately; e4m3 and bf16 conversions round to nearest even;
+// tests/gpu/test_cuda_generate.c compares them). Grid-stride loops; no host copy of the values
+// ever exists.
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
@@ -17,10 +18,10 @@ __global__ void gen_fill_kernel(void *dst, int kind, uint64_t n, uint64_t stream
         const float u = dsd_gen_uniform(stream, i);
         if (kind == CUDA_GEN_FP8)
             ((uint8_t *)dst)[i] = (uint8_t)__nv_cvt_float_to_fp8(u * DSD_GEN_FP8_RANGE, __NV_SATFINITE, __NV_E4M3);
-        else if (kind == CUDA_GEN_BF16)
-            ((__nv_bfloat16 *)dst)[i] = __float2bfloat16_rn(center + half * u);
+        else if (kind == CUDA_GEN_BF16)     // no FMA: the CPU rounds the product, then the sum
+            ((__nv_bfloat16 *)dst)[i] = __float2bfloat16_rn(__fadd_rn(center, __fmul_rn(half, u)));
         else
-            ((float *)dst)[i] = center + half * u;
+            ((float *)dst)[i] = __fadd_rn(center, __fmul_rn(half, u));
     }
 }
 
