@@ -43,7 +43,8 @@ static const char usage[] =
     "  --top-p P    the sampling of the step with sampling: temperature 1, top-p P (default 1:\n"
     "               plain sampling; top-p filtering of random logits is its slowest case)\n"
     "  --commit ID  the source commit, recorded in the output\n"
-    "  --quick      tiny model, small batches, contexts and chunks, CPU backend unless --backend\n";
+    "  --quick      tiny model, batches 1,4, contexts 64,256, chunks 32,128 (unless given), 7\n"
+    "               rounds, the CPU backend unless --backend\n";
 
 static double now(void)
 {
@@ -501,6 +502,7 @@ int main(int argc, char **argv)
     bool quick = false, backend_set = false;
     enum dsd_model_backend backend = DSD_MODEL_BACKEND_CUDA;
     bool reps_set = false;
+    int lists_set = 0;              /* --batches 1, --contexts 2, --chunks 4 */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -540,6 +542,7 @@ int main(int argc, char **argv)
             int *n = a[2] == 'b' ? &n_batches : a[4] == 'n' ? &n_contexts : &n_chunks;
             if (parse_list(v, list, n))
                 return die("%s takes up to 8 positive counts, comma-separated", a);
+            lists_set |= a[2] == 'b' ? 1 : a[4] == 'n' ? 2 : 4;
         } else if (!num) {
             return die("%s needs an integer (see --help)", a);
         } else if (!strcmp(a, "--layers") && x >= 1 && x <= 256) {
@@ -567,9 +570,12 @@ int main(int argc, char **argv)
         preset = config ? preset : "tiny";
         if (!backend_set)
             backend = DSD_MODEL_BACKEND_CPU;
-        n_batches = 2, batches[0] = 1, batches[1] = 4;
-        n_contexts = 2, contexts[0] = 64, contexts[1] = 256;
-        n_chunks = 2, chunks[0] = 32, chunks[1] = 128;
+        if (!(lists_set & 1))
+            n_batches = 2, batches[0] = 1, batches[1] = 4;
+        if (!(lists_set & 2))
+            n_contexts = 2, contexts[0] = 64, contexts[1] = 256;
+        if (!(lists_set & 4))
+            n_chunks = 2, chunks[0] = 32, chunks[1] = 128;
         if (!reps_set)
             reps = 7;
         warmup = warmup > 1 ? 1 : warmup;
@@ -794,6 +800,28 @@ int main(int argc, char **argv)
                r->chunk.need.flops / (t_all * 1e-3) / 1e12);
     }
 
+    /* -- the issue's targets: decode per layer at batch 1 within 3x of its floor; a 16K
+     *    prefill chunk at >= 40% of the FP8 GEMM rate -- */
+    double worst_b1 = 0, share_16k = -1;
+    for (int i = 0; i < n_dr; i++) {
+        if (dr[i].batch != 1)
+            continue;
+        const struct figure *f[2] = { dense ? &dr[i].dense : NULL, n_moe ? &dr[i].moe : NULL };
+        for (int k = 0; k < 2; k++)
+            if (f[k] && f[k]->floor_ms > 0 && f[k]->ms / f[k]->floor_ms > worst_b1)
+                worst_b1 = f[k]->ms / f[k]->floor_ms;
+    }
+    for (int i = 0; i < n_chunks; i++)
+        if (pr[i].tokens == 16384)
+            share_16k = pr[i].chunk.need.flops / (pr[i].chunk_ms * 1e-3) / 1e12 / b.gemm_tflops;
+    printf("\ntargets:\n");
+    if (worst_b1 > 0)
+        printf("  decode per layer at batch 1 within 3x of its floor: worst x%.2f  %s\n", worst_b1,
+               worst_b1 <= 3.0 ? "met" : "NOT met");
+    if (share_16k >= 0)
+        printf("  16K prefill chunk at >= 40%% of the FP8 GEMM rate: %.1f%%  %s\n", 100.0 * share_16k,
+               share_16k >= 0.4 ? "met" : "NOT met");
+
     /* -- per-op profile of decode steps: the smallest and the largest batch at the longest
      *    context, op by op with a timer mark around every op -- */
     struct profile_result prof[2];
@@ -885,6 +913,10 @@ int main(int argc, char **argv)
                 "\"floors\": {\"copy_bytes\": %zu, \"copy_gbps\": %.3f, \"gemm_tflops\": %.4f, \"gemm\": \"%s\", "
                 "\"gemm_shape\": [%d, %d, %d], \"linear_op_tflops\": %.4f},\n",
                 copy_bytes, b.copy_gbps, b.gemm_tflops, gemm_kind, gm, gn, gk, linear_tflops);
+        fprintf(j, "\"targets\": {\"decode_batch1_worst_layer_ratio\": %.4f, \"decode_batch1_met\": %s, "
+                   "\"prefill_16k_gemm_share\": %.4f, \"prefill_16k_met\": %s},\n",
+                worst_b1, worst_b1 > 0 && worst_b1 <= 3.0 ? "true" : "false", share_16k,
+                share_16k >= 0.4 ? "true" : "false");
         fprintf(j, "\"decode\": [\n");
         for (int i = 0; i < n_dr; i++) {
             const struct decode_result *r = &dr[i];
