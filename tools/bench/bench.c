@@ -658,8 +658,8 @@ int main(int argc, char **argv)
         b.gemm_tflops = linear_tflops;
         gemm_kind = "the FP8 linear op (this backend has no separate GEMM)";
     }
-    printf("floors measured now: copy %.1f GB/s (read + write of a %zu MiB device copy); FP8 GEMM %.2f TFLOP/s "
-           "(%s, %dx%dx%d); the linear op with quantization: %.2f TFLOP/s\n",
+    printf("floors measured now: copy %.1f GB/s (read + write of a %zu MiB device copy); FP8 GEMM %.4g TFLOP/s "
+           "(%s, %dx%dx%d); the linear op with quantization: %.4g TFLOP/s\n",
            b.copy_gbps, copy_bytes >> 20, b.gemm_tflops, gemm_kind, gm, gn, gk, linear_tflops);
 
     /* -- KV: every sequence has pages for max_ctx + 1 positions (sequence 0 also for the
@@ -795,7 +795,7 @@ int main(int argc, char **argv)
         if (n_moe)
             print_figure("MoE layer", &r->moe);
         print_figure("whole chunk", &r->chunk);
-        printf("  %-34s %10.1f%% of the FP8 GEMM rate (%.2f TFLOP/s)\n", "whole chunk achieves",
+        printf("  %-34s %10.1f%% of the FP8 GEMM rate (%.4g TFLOP/s)\n", "whole chunk achieves",
                100.0 * r->chunk.need.flops / (t_all * 1e-3) / 1e12 / b.gemm_tflops,
                r->chunk.need.flops / (t_all * 1e-3) / 1e12);
     }
