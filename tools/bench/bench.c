@@ -417,6 +417,14 @@ static void json_figure(FILE *j, const char *key, const struct figure *f, const 
             f->need.experts_hit, f->need.experts_measured ? "true" : "false", tail);
 }
 
+/* Makes a message safe to put between JSON quotes (quotes, backslashes, controls become '). */
+static void json_safe(char *msg)
+{
+    for (char *c = msg; *c; c++)
+        if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20)
+            *c = '\'';
+}
+
 /* ---- main ------------------------------------------------------------------------------ */
 
 struct decode_result {
@@ -424,12 +432,14 @@ struct decode_result {
     double step_ms, sample_ms, step_sampled_ms;     /* all layers */
     struct figure dense, moe, step;
     uint64_t graph_steps;
+    char error[DSD_ERR_MSG_MAX];        /* the figure failed (the run goes on) */
 };
 
 struct prefill_result {
     int tokens;
     double chunk_ms;
     struct figure dense, moe, chunk;
+    char error[DSD_ERR_MSG_MAX];
 };
 
 struct profile_result {
@@ -690,8 +700,9 @@ int main(int argc, char **argv)
                           max_batch > 64 ? max_batch : 64, n_pages + 64, &err))
         return die("workspace: %s", err.msg);
     double t_fill = now();
-    for (int p0 = 0; p0 < max_ctx; p0 += max_chunk) {
-        int n = max_ctx - p0 < max_chunk ? max_ctx - p0 : max_chunk;
+    const int fill_chunk = max_chunk < 4096 ? max_chunk : 4096;
+    for (int p0 = 0; p0 < max_ctx; p0 += fill_chunk) {
+        int n = max_ctx - p0 < fill_chunk ? max_ctx - p0 : fill_chunk;
         int32_t *tok = malloc((size_t)n * sizeof *tok);
         if (!tok)
             return die("%s", "out of memory");
@@ -717,6 +728,7 @@ int main(int argc, char **argv)
                (double)dev_total / 1e9);
 
     const int n_moe = layers - dense;
+    int failures = 0;
     /* -- decode -- */
     struct decode_result *dr = calloc((size_t)(n_batches * n_contexts), sizeof *dr);
     int n_dr = 0;
@@ -728,8 +740,14 @@ int main(int argc, char **argv)
             r->batch = batches[bi];
             r->ctx = contexts[ci];
             struct timing tm;
-            if (timed(&b, r->batch, r->ctx, 0, &tm))
-                return die("decode: %s", b.err.msg);
+            if (timed(&b, r->batch, r->ctx, 0, &tm)) {
+                /* one figure failing (memory, a refused shape) leaves the others to measure */
+                snprintf(r->error, sizeof r->error, "%s", b.err.msg);
+                json_safe(r->error);
+                printf(" batch %d, context %d: FAILED: %s\n", r->batch, r->ctx, r->error);
+                failures++;
+                continue;
+            }
             r->graph_steps = tm.graph_steps;
             r->step_ms = tm.step_ms;
             r->step_sampled_ms = tm.step_sampled_ms;
@@ -772,8 +790,13 @@ int main(int argc, char **argv)
         struct prefill_result *r = &pr[i];
         r->tokens = chunks[i];
         struct timing tm;
-        if (timed(&b, 0, 0, r->tokens, &tm))
-            return die("prefill: %s", b.err.msg);
+        if (timed(&b, 0, 0, r->tokens, &tm)) {
+            snprintf(r->error, sizeof r->error, "%s", b.err.msg);
+            json_safe(r->error);
+            printf(" chunk of %d tokens: FAILED: %s\n", r->tokens, r->error);
+            failures++;
+            continue;
+        }
         const double t_all = tm.step_ms;
         r->chunk_ms = t_all;
         const double used = experts_used(&b, 0, 0, r->tokens);
@@ -804,7 +827,7 @@ int main(int argc, char **argv)
      *    prefill chunk at >= 40% of the FP8 GEMM rate -- */
     double worst_b1 = 0, share_16k = -1;
     for (int i = 0; i < n_dr; i++) {
-        if (dr[i].batch != 1)
+        if (dr[i].batch != 1 || dr[i].error[0])
             continue;
         const struct figure *f[2] = { dense ? &dr[i].dense : NULL, n_moe ? &dr[i].moe : NULL };
         for (int k = 0; k < 2; k++)
@@ -812,7 +835,7 @@ int main(int argc, char **argv)
                 worst_b1 = f[k]->ms / f[k]->floor_ms;
     }
     for (int i = 0; i < n_chunks; i++)
-        if (pr[i].tokens == 16384)
+        if (pr[i].tokens == 16384 && !pr[i].error[0])
             share_16k = pr[i].chunk.need.flops / (pr[i].chunk_ms * 1e-3) / 1e12 / b.gemm_tflops;
     printf("\ntargets:\n");
     if (worst_b1 > 0)
@@ -837,12 +860,14 @@ int main(int argc, char **argv)
             p->ops = calloc(MAX_PROFILE_OPS, sizeof *p->ops);
             if (!p->ops)
                 return die("%s", "out of memory");
-            for (int w = 0; w < 2; w++)
-                if (decode_step(&b, p->batch, p->ctx, NULL) < 0)
-                    return die("profile: %s", b.err.msg);
-            p->n = dsd_model_profile_read(m, p->ops, MAX_PROFILE_OPS);
-            if (p->n < 0)
-                return die("profile: %s", "no ops recorded");
+            bool ok = decode_step(&b, p->batch, p->ctx, NULL) >= 0 && decode_step(&b, p->batch, p->ctx, NULL) >= 0;
+            p->n = ok ? dsd_model_profile_read(m, p->ops, MAX_PROFILE_OPS) : -1;
+            if (p->n < 0) {
+                printf("\nper-op profile, batch %d: FAILED: %s\n", p->batch, ok ? "no ops recorded" : b.err.msg);
+                free(p->ops);
+                failures++;
+                continue;
+            }
             p->total_ms = 0;
             for (int k = 0; k < p->n; k++)
                 p->total_ms += p->ops[k].ms;
@@ -920,6 +945,11 @@ int main(int argc, char **argv)
         fprintf(j, "\"decode\": [\n");
         for (int i = 0; i < n_dr; i++) {
             const struct decode_result *r = &dr[i];
+            if (r->error[0]) {
+                fprintf(j, " {\"batch\": %d, \"context\": %d, \"error\": \"%s\"}%s\n", r->batch, r->ctx,
+                        r->error, i + 1 < n_dr ? "," : "");
+                continue;
+            }
             fprintf(j, " {\"batch\": %d, \"context\": %d, \"recorded_steps\": %s, \"step_with_sampling_ms\": %.6f, "
                        "\"sampling_ms\": %.6f, ",
                     r->batch, r->ctx, r->graph_steps ? "true" : "false", r->step_sampled_ms, r->sample_ms);
@@ -933,6 +963,11 @@ int main(int argc, char **argv)
         fprintf(j, "],\n\"prefill\": [\n");
         for (int i = 0; i < n_chunks; i++) {
             const struct prefill_result *r = &pr[i];
+            if (r->error[0]) {
+                fprintf(j, " {\"tokens\": %d, \"error\": \"%s\"}%s\n", r->tokens, r->error,
+                        i + 1 < n_chunks ? "," : "");
+                continue;
+            }
             fprintf(j, " {\"tokens\": %d, \"pos0\": 0, \"gemm_rate_share\": %.4f, ", r->tokens,
                     r->chunk.need.flops / (r->chunk_ms * 1e-3) / 1e12 / b.gemm_tflops);
             if (dense)
@@ -971,5 +1006,7 @@ int main(int argc, char **argv)
     free(b.logits);
     dsd_kv_cache_free(b.kv);
     dsd_model_free(m);
-    return 0;
+    if (failures)
+        fprintf(stderr, "deepseekd-bench: %d figure%s failed (see above)\n", failures, failures > 1 ? "s" : "");
+    return failures ? 1 : 0;
 }
