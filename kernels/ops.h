@@ -110,6 +110,16 @@ struct dsd_step {
     const int32_t *pages;           /* [n_pages] */
 };
 
+/* How generate_weights fills one weight: values uniform in [center - half, center + half].
+ * FP8 weights get e4m3 values uniform over [-448, 448] with every 128x128 block scale
+ * half/448 (so the dequantized values have that range); BF16/F32 the values themselves.
+ * Element i of weight number k (its place in init) is a hash of (seed, k, i): the same seed
+ * gives the same weights on the same backend. */
+struct dsd_weight_init {
+    struct dsd_weight *w;
+    float center, half;
+};
+
 struct dsd_backend;
 
 #define DSD_LINEAR_F32_OUT 1u       /* fp32 output buffer (router logits, indexer weights, LM head) */
@@ -216,6 +226,30 @@ struct dsd_ops {
      * buffers hold at that point of the stream. */
     void (*graph_launch)(struct dsd_backend *be, void *graph);
     void (*graph_free)(struct dsd_backend *be, void *graph);
+    /* Weights without a checkpoint (deepseekd-bench, tests): instead of prepare_weights,
+     * allocates backend memory for each init[i].w (dtype, rows and cols set, data NULL),
+     * fills it with deterministic values from seed (struct dsd_weight_init), points data
+     * (and, for FP8, scale) at it, then derives what prepare_weights would. The values are
+     * made where they live (on the GPU for CUDA: no host copy). release_weights frees them.
+     * Returns 0, -EINVAL (a dtype or shape it cannot make), -ENOMEM, -EBUSY (weights already
+     * prepared on this backend). */
+    int (*generate_weights)(struct dsd_backend *be, struct dsd_model_weights *w, const struct dsd_weight_init *init,
+                            size_t n_init, uint64_t seed, struct dsd_err *err);
+    /* Enqueued copy of bytes of backend memory (benchmarks: the copy bandwidth, KV set-up). */
+    void (*copy)(struct dsd_backend *be, void *dst, const void *src, size_t bytes);
+    /* Timing points of the stream (benchmarks, the per-op profile of forward.c): timer_new
+     * makes one (NULL on failure), timer_mark enqueues it (it records when the work enqueued
+     * before it is done), timer_ms gives the milliseconds from mark a to mark b once both
+     * are done (after synchronize; negative when unknown). */
+    void *(*timer_new)(struct dsd_backend *be);
+    void (*timer_mark)(struct dsd_backend *be, void *t);
+    double (*timer_ms)(struct dsd_backend *be, void *a, void *b);
+    void (*timer_free)(struct dsd_backend *be, void *t);
+    /* Where later moe ops count their routing (benchmarks: the experts a batch really uses):
+     * each moe call adds the number of tokens it sends to routed expert e to
+     * hits[lw->index * n_routed_experts + e] (backend memory the caller zeroed); NULL stops.
+     * Recorded steps count as they were recorded. */
+    void (*moe_count)(struct dsd_backend *be, int32_t *hits);
 };
 
 struct dsd_backend_params {

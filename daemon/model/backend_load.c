@@ -89,3 +89,10 @@ const char *dsd_model_device_name(const struct dsd_model *m)
         return g_cuda->device_name(m->be);
     return "cpu";
 }
+
+int dsd_model_fp8_gemm_ms(struct dsd_model *m, int M, int N, int K, int iters, double *ms, struct dsd_err *err)
+{
+    if (m->params.backend != DSD_MODEL_BACKEND_CUDA || !g_cuda || !g_cuda->fp8_gemm_ms)
+        return dsd_errf(err, -ENOTSUP, "the %s backend has no separate FP8 GEMM (time the linear op)", m->ops->name);
+    return g_cuda->fp8_gemm_ms(m->be, M, N, K, iters, ms, err);
+}

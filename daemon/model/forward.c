@@ -20,6 +20,42 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* The per-op profile (model.h): a timer mark before every op of a step and one at its end;
+ * op i took the time from mark i to mark i + 1. Off (m->prof NULL) it costs one branch per op. */
+struct dsd_forward_prof {
+    void **marks;
+    const char **names;
+    int *layers;
+    int cap, n;
+    bool overflow, done;
+};
+
+static void prof_mark(struct dsd_model *m, const char *name, int layer)
+{
+    struct dsd_forward_prof *p = m->prof;
+    if (p->n == p->cap) {
+        p->overflow = true;
+        return;
+    }
+    p->names[p->n] = name;
+    p->layers[p->n] = layer;
+    m->ops->timer_mark(m->be, p->marks[p->n++]);
+}
+
+static void prof_reset(struct dsd_model *m)
+{
+    if (m->prof) {
+        m->prof->n = 0;
+        m->prof->overflow = m->prof->done = false;
+    }
+}
+
+#define PROF(m, name, layer)                    \
+    do {                                        \
+        if ((m)->prof)                          \
+            prof_mark((m), (name), (layer));    \
+    } while (0)
+
 /* The forward pass's memory: backend buffers for the activations of up to cap_tokens
  * tokens, the logits of up to cap_rows rows and the step's metadata, plus pinned host
  * staging for the metadata. Allocated once (dsd_model_reserve, or the first step) and grown
@@ -44,9 +80,10 @@ struct dsd_forward_ws {
     int32_t *meta;                  /* the step's metadata (layout: meta_layout) */
     int32_t *h_meta;                /* host staging of meta */
     size_t meta_words;
-    /* recorded decode steps (backends with graph ops), by (tokens bucket, context bucket) */
+    /* recorded decode steps (backends with graph ops), by (tokens bucket, context bucket,
+     * layers run: dsd_model_set_active_layers) */
     struct graph_slot {
-        int tokens, ctx;            /* key */
+        int tokens, ctx, layers;    /* key */
         bool sampled;               /* key: the step ends with the sample op */
         int runs;                   /* eager runs so far (the first warms the scratch buffers) */
         void *graph;                /* NULL until recorded */
@@ -253,6 +290,8 @@ static bool graphable(const struct dsd_model *m, const struct dsd_batch_seq *seq
     if (!m->ops->graph_begin || out->hidden || out->topk || (!out->logits && !out->samples) ||
         n_seqs > DSD_GRAPH_MAX_TOKENS)
         return false;
+    if (m->prof || m->counting)     /* profiled and counting steps run op by op */
+        return false;
     for (int i = 0; i < n_seqs; i++)
         if (seqs[i].n_tokens != 1 || seqs[i].no_logits)
             return false;
@@ -372,34 +411,51 @@ static void attention(struct dsd_model *m, int layer, const struct dsd_kv_layer 
     const int QD = H * (N + R);
 
     /* MLA projections; qr (in cq after the norm) also feeds the indexer. */
+    PROF(m, "q_a", layer);
     o->linear(be, b->cq, QR, b->x, D, &lw->q_a, T, 0);
+    PROF(m, "q_a_norm", layer);
     o->rmsnorm(be, b->cq, QR, b->cq, QR, &lw->q_a_norm, T, QR);
+    PROF(m, "q_b", layer);
     o->linear(be, b->q, QD, b->cq, QR, &lw->q_b, T, 0);
+    PROF(m, "kv_a", layer);
     o->linear(be, b->kva, L + R, b->x, D, &lw->kv_a, T, 0);
+    PROF(m, "kv_a_norm", layer);
     o->rmsnorm(be, b->kva, L + R, b->kva, L + R, &lw->kv_a_norm, T, L);
+    PROF(m, "rope", layer);
     o->rope(be, b->q, QD, H, N + R, N, st->pos, T, true);
     o->rope(be, b->kva, L + R, 1, 0, L, st->pos, T, true);
+    PROF(m, "mla_kv_store", layer);
     o->mla_kv_store(be, kv, b->kva, L + R, st->slot, T);
 
     /* DSA indexer: its keys are stored before any token of the step scores (candidates <= pos). */
+    PROF(m, "idx_wq_b", layer);
     o->linear(be, b->iq, Hi * Di, b->cq, QR, &lw->idx_wq_b, T, 0);
+    PROF(m, "idx_wk", layer);
     o->linear(be, b->ik, Di, b->x, D, &lw->idx_wk, T, 0);
+    PROF(m, "idx_k_norm", layer);
     o->layernorm(be, b->ikn, b->ik, &lw->idx_k_norm, &lw->idx_k_norm_bias, T, Di);
+    PROF(m, "idx_weights_proj", layer);
     o->linear(be, b->iw, Hi, b->x, D, &lw->idx_weights_proj, T, DSD_LINEAR_F32_OUT);
+    PROF(m, "rope", layer);
     o->rope(be, b->iq, Hi * Di, Hi, Di, 0, st->pos, T, false);
     o->rope(be, b->ikn, Di, 1, 0, 0, st->pos, T, false);
+    PROF(m, "index_k_store", layer);
     o->index_k_store(be, kv, b->ikn, st->slot, T);
+    PROF(m, "indexer_topk", layer);
     o->indexer_topk(be, b->sel, c->index_topk, b->iq, b->iw, kv, st);
     if (topk_trace)
         o->download(be, topk_trace, b->sel, (size_t)T * c->index_topk * sizeof(int32_t));
 
+    PROF(m, "mla_attention", layer);
     o->mla_attention(be, b->attn, b->q, &lw->kv_b, kv, b->sel, c->index_topk, st);
+    PROF(m, "o_proj", layer);
     o->linear(be, b->delta, D, b->attn, H * c->v_head_dim, &lw->o_proj, T, 0);
 }
 
 static void ffn(struct dsd_model *m, int layer, int T, struct dsd_forward_ws *b)
 {
     const struct dsd_layer_weights *lw = &m->w.layers[layer];
+    PROF(m, lw->is_moe ? "moe" : "mlp", layer);
     if (lw->is_moe)
         m->ops->moe(m->be, b->delta, b->x, lw, T);
     else
@@ -411,8 +467,10 @@ static void decoder_layer(struct dsd_model *m, int layer, struct dsd_kv_cache *k
                           struct dsd_forward_ws *b, bool first, int32_t *topk_trace)
 {
     const struct dsd_layer_weights *lw = &m->w.layers[layer];
+    PROF(m, "attn_norm", layer);
     m->ops->add_rmsnorm(m->be, b->x, b->resid, first ? NULL : b->delta, &lw->attn_norm, st->n_tokens);
     attention(m, layer, dsd_kv_cache_layer(kv, layer), st, b, topk_trace);
+    PROF(m, "ffn_norm", layer);
     m->ops->add_rmsnorm(m->be, b->x, b->resid, b->delta, &lw->ffn_norm, st->n_tokens);
     ffn(m, layer, st->n_tokens, b);
 }
@@ -424,6 +482,7 @@ static void enqueue_head(struct dsd_model *m, const struct dsd_weight *norm, con
 {
     const struct dsd_model_config *c = &m->cfg;
     const int T = s->st.n_tokens, D = (int)c->hidden_size;
+    PROF(m, "final_norm", -1);
     m->ops->add_rmsnorm(m->be, b->x, b->resid, b->delta, norm, T);
     if (out->hidden) {
         m->ops->to_f32(m->be, b->hid32, b->x, T, D);
@@ -431,7 +490,9 @@ static void enqueue_head(struct dsd_model *m, const struct dsd_weight *norm, con
     }
     if ((out->logits || out->samples) && s->n_rows_computed > 0) {
         const int rows = s->n_rows_computed;
+        PROF(m, "gather_rows", -1);
         m->ops->gather_rows(m->be, b->h, b->x, D, s->logit_rows, rows);
+        PROF(m, "lm_head", -1);
         m->ops->linear(m->be, b->logits, (int)c->vocab_size, b->h, D, &m->w.lm_head, rows, DSD_LINEAR_F32_OUT);
         if (out->samples)
             m->ops->sample(m->be, b->samples, b->logits, s->sample_rows, rows, m->pen, c->vocab_size);
@@ -443,12 +504,16 @@ static int complete(struct dsd_model *m, const struct step_meta *s, struct dsd_f
                     struct dsd_forward_out *out, struct dsd_err *err)
 {
     out->n_rows = s->n_logit_rows;
+    PROF(m, "logits_download", -1);
     if (out->logits && s->n_logit_rows > 0)
         m->ops->download(m->be, out->logits, b->logits,
                          (size_t)s->n_logit_rows * (size_t)m->cfg.vocab_size * sizeof(float));
     if (out->samples && s->n_logit_rows > 0)
         m->ops->download(m->be, out->samples, b->samples, (size_t)s->n_logit_rows * sizeof *out->samples);
+    PROF(m, "end", -1);
     int rc = m->ops->synchronize(m->be, err);
+    if (m->prof)
+        m->prof->done = rc == 0;
     if (rc)
         dsd_err_prefix(err, rc, "forward");
     return rc;
@@ -458,21 +523,24 @@ static void enqueue_main(struct dsd_model *m, struct dsd_kv_cache *kv, const str
                          struct dsd_forward_ws *b, const struct dsd_forward_out *out)
 {
     const int T = s->st.n_tokens;
+    const int n_layers = m->limit_layers ? m->active_layers : m->cfg.num_hidden_layers;
+    PROF(m, "embed", -1);
     m->ops->embed(m->be, b->resid, &m->w.embed, s->st.tokens, T);
-    for (int l = 0; l < m->cfg.num_hidden_layers; l++)
+    for (int l = 0; l < n_layers; l++)
         decoder_layer(m, l, kv, &s->st, b, l == 0, out->topk ? out->topk + (size_t)l * T * m->cfg.index_topk : NULL);
     enqueue_head(m, &m->w.final_norm, s, b, out);
 }
 
-static struct graph_slot *graph_slot(struct dsd_forward_ws *w, int tokens, int ctx, bool sampled)
+static struct graph_slot *graph_slot(struct dsd_forward_ws *w, int tokens, int ctx, int layers, bool sampled)
 {
     for (int i = 0; i < w->n_graphs; i++)
-        if (w->graphs[i].tokens == tokens && w->graphs[i].ctx == ctx && w->graphs[i].sampled == sampled)
+        if (w->graphs[i].tokens == tokens && w->graphs[i].ctx == ctx && w->graphs[i].layers == layers &&
+            w->graphs[i].sampled == sampled)
             return &w->graphs[i];
     if (w->n_graphs == (int)(sizeof w->graphs / sizeof w->graphs[0]))
         return NULL;
     struct graph_slot *g = &w->graphs[w->n_graphs++];
-    *g = (struct graph_slot){ .tokens = tokens, .ctx = ctx, .sampled = sampled };
+    *g = (struct graph_slot){ .tokens = tokens, .ctx = ctx, .layers = layers, .sampled = sampled };
     return g;
 }
 
@@ -499,8 +567,10 @@ int dsd_model_forward(struct dsd_model *m, struct dsd_kv_cache *kv, const struct
     int rc = build_meta(m, seqs, n_seqs, bucket, ctx, out->samples ? out->sample : NULL, &s, err);
     if (rc)
         return rc;
+    prof_reset(m);
     struct dsd_forward_ws *b = m->ws;
-    struct graph_slot *gs = g ? graph_slot(b, bucket, ctx, out->samples != NULL) : NULL;
+    struct graph_slot *gs =
+        g ? graph_slot(b, bucket, ctx, m->limit_layers ? m->active_layers : -1, out->samples != NULL) : NULL;
     if (gs && !gs->graph && !gs->broken && gs->runs >= 1) {
         struct dsd_err gerr;
         if (m->ops->graph_begin(m->be, &gerr) == 0) {
@@ -523,6 +593,99 @@ int dsd_model_forward(struct dsd_model *m, struct dsd_kv_cache *kv, const struct
             gs->runs++;
     }
     return complete(m, &s, b, out, err);
+}
+
+int dsd_model_set_active_layers(struct dsd_model *m, int n, struct dsd_err *err)
+{
+    if (n < 0 || n > m->cfg.num_hidden_layers)
+        return dsd_errf(err, -EINVAL, "active layers: %d is outside [0, %d]", n, m->cfg.num_hidden_layers);
+    /* recordings are kept per layer count (graph_slot): switching back and forth is free */
+    m->limit_layers = n < m->cfg.num_hidden_layers;
+    m->active_layers = n;
+    return 0;
+}
+
+int dsd_model_forward_count_experts(struct dsd_model *m, struct dsd_kv_cache *kv, const struct dsd_batch_seq *seqs,
+                                    int n_seqs, struct dsd_forward_out *out, int32_t *hits, struct dsd_err *err)
+{
+    const struct dsd_ops *o = m->ops;
+    if (!o->moe_count)
+        return dsd_errf(err, -ENOTSUP, "the %s backend cannot count expert use", o->name);
+    const size_t n = (size_t)m->cfg.num_hidden_layers * (size_t)m->cfg.n_routed_experts;
+    int32_t *d = o->alloc(m->be, (n ? n : 1) * sizeof(int32_t));   /* zeroed */
+    if (!d)
+        return dsd_errf(err, -ENOMEM, "count experts: out of backend memory");
+    o->moe_count(m->be, d);
+    m->counting = true;
+    int rc = dsd_model_forward(m, kv, seqs, n_seqs, out, err);
+    m->counting = false;
+    o->moe_count(m->be, NULL);
+    if (!rc) {
+        o->download(m->be, hits, d, n * sizeof(int32_t));
+        rc = o->synchronize(m->be, err);
+    }
+    o->release(m->be, d);
+    return rc;
+}
+
+int dsd_model_profile_begin(struct dsd_model *m, int max_ops, struct dsd_err *err)
+{
+    const struct dsd_ops *o = m->ops;
+    if (!o->timer_new || !o->timer_mark || !o->timer_ms || !o->timer_free)
+        return dsd_errf(err, -ENOTSUP, "profile: the %s backend has no timers", o->name);
+    if (max_ops < 2)
+        return dsd_errf(err, -EINVAL, "profile: %d ops", max_ops);
+    dsd_model_profile_end(m);
+    struct dsd_forward_prof *p = calloc(1, sizeof *p);
+    if (!p)
+        return dsd_errf(err, -ENOMEM, "profile: out of memory");
+    p->marks = calloc((size_t)max_ops, sizeof *p->marks);
+    p->names = calloc((size_t)max_ops, sizeof *p->names);
+    p->layers = calloc((size_t)max_ops, sizeof *p->layers);
+    bool ok = p->marks && p->names && p->layers;
+    for (int i = 0; ok && i < max_ops; i++)
+        ok = (p->marks[i] = o->timer_new(m->be)) != NULL;
+    p->cap = max_ops;
+    m->prof = p;
+    if (!ok) {
+        dsd_model_profile_end(m);
+        return dsd_errf(err, -ENOMEM, "profile: no memory for %d timers", max_ops);
+    }
+    if (m->ws)
+        graphs_free(m, m->ws);      /* recordings hold no marks: profiled steps run op by op */
+    return 0;
+}
+
+int dsd_model_profile_read(struct dsd_model *m, struct dsd_op_time *out, int max)
+{
+    struct dsd_forward_prof *p = m->prof;
+    if (!p || !p->done || p->n < 2)
+        return -EINVAL;
+    if (p->overflow || p->n - 1 > max)
+        return -ENOSPC;
+    for (int i = 0; i + 1 < p->n; i++)
+        out[i] = (struct dsd_op_time){
+            .op = p->names[i],
+            .layer = p->layers[i],
+            .ms = m->ops->timer_ms(m->be, p->marks[i], p->marks[i + 1]),
+        };
+    return p->n - 1;
+}
+
+void dsd_model_profile_end(struct dsd_model *m)
+{
+    struct dsd_forward_prof *p = m->prof;
+    if (!p)
+        return;
+    if (p->marks)
+        for (int i = 0; i < p->cap; i++)
+            if (p->marks[i])
+                m->ops->timer_free(m->be, p->marks[i]);
+    free(p->marks);
+    free(p->names);
+    free(p->layers);
+    free(p);
+    m->prof = NULL;
 }
 
 void dsd_model_step_stats(const struct dsd_model *m, struct dsd_step_stats *out)
@@ -550,6 +713,7 @@ int dsd_model_forward_mtp(struct dsd_model *m, struct dsd_kv_cache *kv, const st
     int rc = build_meta(m, seqs, n_seqs, 0, 0, out->samples ? out->sample : NULL, &s, err);
     if (rc)
         return rc;
+    prof_reset(m);
     struct dsd_forward_ws *b = m->ws;
     const int T = s.st.n_tokens, D = (int)c->hidden_size, layer = c->num_hidden_layers;
     const struct dsd_layer_weights *lw = &m->w.layers[layer];

@@ -58,6 +58,29 @@ void dsd_model_dims_from_config(const struct dsd_model_config *c, float *inv_fre
     };
 }
 
+/* The backend p names, with m->dims derived from m->cfg. */
+static int model_backend(struct dsd_model *m, struct dsd_err *err)
+{
+    m->rope_inv_freq = malloc((size_t)(m->cfg.qk_rope_head_dim / 2 > 0 ? m->cfg.qk_rope_head_dim / 2 : 1) *
+                              sizeof(float));
+    if (!m->rope_inv_freq)
+        return dsd_errf(err, -ENOMEM, "out of memory");
+    dsd_model_dims_from_config(&m->cfg, m->rope_inv_freq, &m->dims);
+    struct dsd_backend_params bp = dsd_backend_default_params();
+    bp.dims = m->dims;
+    bp.numerics = m->params.numerics;
+    bp.kv_dtype = m->params.kv_dtype;
+    bp.n_threads = m->params.n_threads;
+    bp.device = m->params.device;
+    bp.progress = m->params.progress;
+    bp.progress_user = m->params.progress_user;
+    m->be = dsd_model_backend_new(m->params.backend, &bp, err);
+    if (!m->be)
+        return m->params.backend == DSD_MODEL_BACKEND_CUDA ? -ENODEV : -EINVAL;
+    m->ops = dsd_backend_ops(m->be);
+    return 0;
+}
+
 int dsd_model_load(const char *dir, const struct dsd_model_params *p, struct dsd_model **out,
                    struct dsd_err *err)
 {
@@ -88,26 +111,8 @@ int dsd_model_load(const char *dir, const struct dsd_model_params *p, struct dsd
         (rc = dsd_st_prefault(m->set, m->params.n_threads > 0 ? m->params.n_threads : 4, err)))
         goto fail;
     m->load.read_s = now_s() - t;
-    m->rope_inv_freq = malloc((size_t)(m->cfg.qk_rope_head_dim / 2) * sizeof(float));
-    if (!m->rope_inv_freq) {
-        rc = dsd_errf(err, -ENOMEM, "out of memory");
+    if ((rc = model_backend(m, err)))
         goto fail;
-    }
-    dsd_model_dims_from_config(&m->cfg, m->rope_inv_freq, &m->dims);
-    struct dsd_backend_params bp = dsd_backend_default_params();
-    bp.dims = m->dims;
-    bp.numerics = m->params.numerics;
-    bp.kv_dtype = m->params.kv_dtype;
-    bp.n_threads = m->params.n_threads;
-    bp.device = m->params.device;
-    bp.progress = m->params.progress;
-    bp.progress_user = m->params.progress_user;
-    m->be = dsd_model_backend_new(m->params.backend, &bp, err);
-    if (!m->be) {
-        rc = m->params.backend == DSD_MODEL_BACKEND_CUDA ? -ENODEV : -EINVAL;
-        goto fail;
-    }
-    m->ops = dsd_backend_ops(m->be);
     t = now_s();
     if ((rc = m->ops->prepare_weights(m->be, &m->w, err)))
         goto fail;
@@ -115,6 +120,36 @@ int dsd_model_load(const char *dir, const struct dsd_model_params *p, struct dsd
     *out = m;
     return 0;
 fail:
+    dsd_model_free(m);
+    return rc;
+}
+
+int dsd_model_new_generated(const struct dsd_model_config *cfg, const struct dsd_model_params *p, uint64_t seed,
+                            struct dsd_model **out, struct dsd_err *err)
+{
+    struct dsd_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return dsd_errf(err, -ENOMEM, "out of memory");
+    m->cfg = *cfg;
+    m->params = p ? *p : dsd_model_default_params();
+    struct dsd_weight_init *init = NULL;
+    size_t n_init = 0;
+    int rc = dsd_weights_describe(&m->cfg, &m->w, &m->gen_specs, &init, &n_init, err);
+    if (rc)
+        goto fail;
+    if ((rc = model_backend(m, err)))
+        goto fail;
+    if (!m->ops->generate_weights) {
+        rc = dsd_errf(err, -ENOTSUP, "the %s backend cannot generate weights", m->ops->name);
+        goto fail;
+    }
+    if ((rc = m->ops->generate_weights(m->be, &m->w, init, n_init, seed, err)))
+        goto fail;
+    free(init);
+    *out = m;
+    return 0;
+fail:
+    free(init);
     dsd_model_free(m);
     return rc;
 }
@@ -127,9 +162,11 @@ void dsd_model_free(struct dsd_model *m)
         m->ops->release_weights(m->be, &m->w);
     if (m->be)
         dsd_model_penalty_free(m);
+    dsd_model_profile_end(m);
     dsd_forward_ws_free(m);
     dsd_backend_free(m->be);
     dsd_weights_free(&m->w);
+    free(m->gen_specs);
     free(m->rope_inv_freq);
     dsd_st_close(m->set);
     free(m);

@@ -57,6 +57,8 @@ struct dsd_model_params {
 
 struct dsd_model_params dsd_model_default_params(void);
 
+struct dsd_forward_prof;
+
 struct dsd_model {
     struct dsd_model_config cfg;
     struct dsd_model_dims dims;         /* what the kernels know of cfg */
@@ -78,6 +80,11 @@ struct dsd_model {
     uint32_t *pen;
     int32_t *pen_tok;                   /* staging of the tokens penalty loads mark */
     int pen_slots;
+    struct dsd_tensor_spec *gen_specs;  /* generated models: the names their weights point to */
+    bool limit_layers;                  /* steps run only main layers [0, active_layers) (benchmarks) */
+    int active_layers;
+    struct dsd_forward_prof *prof;      /* the per-op profile, NULL unless enabled (forward.c) */
+    bool counting;                      /* a step counting expert use runs (never recorded) */
 };
 
 /* The backend `kind` names (backend_load.c): the CPU backend, or the CUDA module loaded on
@@ -100,6 +107,41 @@ void dsd_model_dims_from_config(const struct dsd_model_config *c, float *inv_fre
 int dsd_model_load(const char *dir, const struct dsd_model_params *p, struct dsd_model **out,
                    struct dsd_err *err);
 void dsd_model_free(struct dsd_model *m);
+
+/* A model with cfg's shapes and no checkpoint (deepseekd-bench, tests): the weights are made
+ * by the backend in its own memory from seed (ops.h generate_weights; on a GPU they never
+ * exist on the host), with the scales of dsd_weights_describe (weights.h). p->prefault is
+ * ignored. Returns 0, -EINVAL (cfg has shapes the backend cannot run), -ENOTSUP (the backend
+ * cannot generate weights, or no CUDA module), -ENODEV, -ENOMEM (they do not fit). */
+int dsd_model_new_generated(const struct dsd_model_config *cfg, const struct dsd_model_params *p, uint64_t seed,
+                            struct dsd_model **out, struct dsd_err *err);
+
+/* Steps run only main layers [0, n) (benchmarks: the time of a layer is the difference of
+ * two such steps; n = 0 runs the embedding and the head alone); n = num_hidden_layers
+ * restores all. Decode steps are recorded per layer count. Returns 0, -EINVAL. */
+int dsd_model_set_active_layers(struct dsd_model *m, int n, struct dsd_err *err);
+
+/* Milliseconds of one block-scaled FP8 GEMM [M][K] x [N][K]^T on the model's device, the
+ * mean of iters calls after a warm-up (the CUDA backend's cuBLASLt GEMM without the
+ * activation quantization). -ENOTSUP on backends without one (the CPU: time the linear op
+ * instead), else what dsd_cuda.h's dsd_backend_cuda_fp8_gemm_ms returns. */
+int dsd_model_fp8_gemm_ms(struct dsd_model *m, int M, int N, int K, int iters, double *ms, struct dsd_err *err);
+
+/* The per-op profile (deepseekd-bench): while on, every op a main-model step enqueues is
+ * bracketed by backend timer marks (so such steps run op by op, never from a recording),
+ * and dsd_model_profile_read lists the ops of the last step. */
+struct dsd_op_time {
+    const char *op;             /* "q_a", "indexer_topk", "moe", "lm_head", ... */
+    int layer;                  /* -1 outside the layers */
+    double ms;
+};
+/* Turns the profile on for steps of up to max_ops ops (timers allocated here, once).
+ * Returns 0, -ENOTSUP (the backend has no timers), -ENOMEM. */
+int dsd_model_profile_begin(struct dsd_model *m, int max_ops, struct dsd_err *err);
+/* The ops of the last step, in order (at most max); returns how many, or -ENOSPC when the
+ * step had more ops than max_ops, -EINVAL when the profile is off or no step ran. */
+int dsd_model_profile_read(struct dsd_model *m, struct dsd_op_time *out, int max);
+void dsd_model_profile_end(struct dsd_model *m);
 
 /* A KV pool for this model's layers (main + MTP) with n_pages pages (incl. scratch). */
 struct dsd_kv_cache *dsd_model_kv_cache_new(struct dsd_model *m, int n_pages, struct dsd_err *err);
@@ -160,6 +202,14 @@ void dsd_forward_ws_free(struct dsd_model *m);
  * workspace could not grow), or the backend's failure (-EIO, err says where). */
 int dsd_model_forward(struct dsd_model *m, struct dsd_kv_cache *kv, const struct dsd_batch_seq *seqs, int n_seqs,
                       struct dsd_forward_out *out, struct dsd_err *err);
+
+/* The routed experts the next step uses (deepseekd-bench): runs one step like
+ * dsd_model_forward, op by op, with the backend counting its routing (ops.h moe_count), and
+ * writes hits[layer * n_routed_experts + e] = tokens the step sent to expert e of main layer
+ * `layer` (hits: num_hidden_layers * n_routed_experts entries). Returns what
+ * dsd_model_forward returns, or -ENOTSUP when the backend cannot count. */
+int dsd_model_forward_count_experts(struct dsd_model *m, struct dsd_kv_cache *kv, const struct dsd_batch_seq *seqs,
+                                    int n_seqs, struct dsd_forward_out *out, int32_t *hits, struct dsd_err *err);
 
 /* One step of the MTP layer (docs/MODEL.md §8): for each token, tokens[] are the *next* tokens
  * (t_{i+1}) and hidden_in [T][hidden] the main model's post-norm hidden at positions i

@@ -275,6 +275,69 @@ int dsd_weights_bind(const struct dsd_model_config *cfg, const struct dsd_st_set
     return rc;
 }
 
+int dsd_weights_describe(const struct dsd_model_config *cfg, struct dsd_model_weights *w,
+                         struct dsd_tensor_spec **specs_out, struct dsd_weight_init **init_out, size_t *n_init,
+                         struct dsd_err *err)
+{
+    struct dsd_tensor_spec *specs;
+    size_t n;
+    if (dsd_tensor_specs(cfg, w, &specs, &n))
+        return dsd_errf(err, -ENOMEM, "out of memory listing tensors");
+    struct dsd_weight_init *init = calloc(n ? n : 1, sizeof *init);
+    if (!init) {
+        free(specs);
+        dsd_weights_free(w);
+        return dsd_errf(err, -ENOMEM, "out of memory listing tensors");
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct dsd_tensor_spec *s = &specs[i];
+        if (!s->dst)
+            continue;       /* checked-only copies (the MTP layer's embedding and head) */
+        *s->dst = (struct dsd_weight){
+            .dtype = s->official_dtype,
+            .rows = s->ndim == 2 ? s->shape[0] : 1,
+            .cols = s->ndim == 2 ? s->shape[1] : s->shape[0],
+            .name = s->name,
+        };
+        const float inv = 1.0f / sqrtf((float)(s->ndim == 2 ? s->shape[1] : 1));
+        float center = 0.0f, half;
+        switch (s->role) {
+        case DSD_ROLE_NORM:
+            center = 1.0f;
+            half = 0.25f;
+            break;
+        case DSD_ROLE_NORM_BIAS:
+            half = 0.1f;
+            break;
+        case DSD_ROLE_ROUTER_BIAS:
+            half = 0.05f;
+            break;
+        case DSD_ROLE_EMBED:
+            half = sqrtf(3.0f);
+            break;
+        case DSD_ROLE_LM_HEAD:
+            half = 3.0f * inv * sqrtf(3.0f);
+            break;
+        case DSD_ROLE_ROUTER:
+            half = 2.0f * inv * sqrtf(3.0f);
+            break;
+        case DSD_ROLE_OUT_PROJ:
+            half = 0.2f * inv * sqrtf(3.0f);
+            break;
+        case DSD_ROLE_PROJ:
+        default:
+            half = inv * sqrtf(3.0f);
+            break;
+        }
+        init[k++] = (struct dsd_weight_init){ .w = s->dst, .center = center, .half = half };
+    }
+    *specs_out = specs;
+    *init_out = init;
+    *n_init = k;
+    return 0;
+}
+
 void dsd_weights_free(struct dsd_model_weights *w)
 {
     if (!w || !w->layers)

@@ -22,6 +22,7 @@
 
 #include "config.h"
 #include "err.h"
+#include "ops.h"
 #include "safetensors.h"
 #include "tensor.h"
 
@@ -69,6 +70,18 @@ int dsd_tensor_specs(const struct dsd_model_config *cfg, struct dsd_model_weight
 int dsd_weights_bind(const struct dsd_model_config *cfg, const struct dsd_st_set *set,
                      struct dsd_model_weights *w, struct dsd_err *err);
 void dsd_weights_free(struct dsd_model_weights *w);
+
+/* A model without a checkpoint (dsd_model_new_generated, deepseekd-bench): binds w to the
+ * tensors cfg implies with data NULL (dtype, shape and name set: FP8 linears when cfg has
+ * FP8 weights, else BF16; the rest as the official checkpoint stores them) and lists how
+ * the backend's generate_weights fills each, by role, as deepseekd-mkmodel's checkpoints
+ * are made: norms 1 +- 0.25, projections +-1/sqrt(fan_in) (into the residual stream 0.2 of
+ * that), router +-2/sqrt(fan_in), its correction bias +-0.05, embedding of std 1, LM head
+ * for logits of std ~3; so activations stay O(1) through the layers. The names point into
+ * *specs (free it with free() after the weights). Returns 0, -ENOMEM. */
+int dsd_weights_describe(const struct dsd_model_config *cfg, struct dsd_model_weights *w,
+                         struct dsd_tensor_spec **specs, struct dsd_weight_init **init, size_t *n_init,
+                         struct dsd_err *err);
 
 /* Total bytes of the bound weights (data + scales). */
 uint64_t dsd_weights_bytes(const struct dsd_model_weights *w, const struct dsd_model_config *cfg);

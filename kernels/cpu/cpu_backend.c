@@ -2,11 +2,13 @@
  * one file per concern (cpu_linear.c, cpu_norm.c, cpu_rope.c, cpu_attention.c,
  * cpu_indexer.c, cpu_moe.c, cpu_sample.c). */
 #include "cpu_backend.h"
+#include "weight_gen.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Zeroed, 64-byte aligned memory. Every block starts with a 64-byte header holding its size
@@ -84,7 +86,142 @@ static int cpu_prepare_weights(struct dsd_backend *be, struct dsd_model_weights 
 
 static void cpu_release_weights(struct dsd_backend *be, struct dsd_model_weights *w)
 {
-    cpu_release_attention_weights(cpu(be), w);
+    struct cpu_backend *cb = cpu(be);
+    cpu_release_attention_weights(cb, w);
+    cpu_release(be, cb->gen_block);
+    cb->gen_block = NULL;
+}
+
+/* ---- generated weights (ops.h generate_weights, kernels/weight_gen.h) ------------------ */
+
+struct gen_job {
+    const struct dsd_weight_init *init;
+    uint8_t **data;                 /* where weight k's values go */
+    float **scale;                  /* and its FP8 block scales */
+    uint64_t seed;
+};
+
+static void gen_task(void *ctx, int k, int thread)
+{
+    (void)thread;
+    const struct gen_job *j = ctx;
+    const struct dsd_weight_init *in = &j->init[k];
+    const struct dsd_weight *w = in->w;
+    const uint64_t st = dsd_gen_stream(j->seed, (uint64_t)k), n = (uint64_t)w->rows * (uint64_t)w->cols;
+    switch (w->dtype) {
+    case DSD_DTYPE_F8_E4M3: {
+        uint8_t *q = j->data[k];
+        for (uint64_t i = 0; i < n; i++)
+            q[i] = dsd_f32_to_e4m3(dsd_gen_uniform(st, i) * DSD_GEN_FP8_RANGE);
+        const int64_t nb = ((w->rows + 127) / 128) * ((w->cols + 127) / 128);
+        for (int64_t b = 0; b < nb; b++)
+            j->scale[k][b] = in->half / DSD_GEN_FP8_RANGE;
+        break;
+    }
+    case DSD_DTYPE_BF16: {
+        uint16_t *o = (uint16_t *)j->data[k];
+        for (uint64_t i = 0; i < n; i++)
+            o[i] = dsd_f32_to_bf16(in->center + in->half * dsd_gen_uniform(st, i));
+        break;
+    }
+    default: {
+        float *o = (float *)j->data[k];
+        for (uint64_t i = 0; i < n; i++)
+            o[i] = in->center + in->half * dsd_gen_uniform(st, i);
+        break;
+    }
+    }
+}
+
+static size_t align64(size_t n)
+{
+    return (n + 63) & ~(size_t)63;
+}
+
+static int cpu_generate_weights(struct dsd_backend *be, struct dsd_model_weights *w,
+                                const struct dsd_weight_init *init, size_t n_init, uint64_t seed,
+                                struct dsd_err *err)
+{
+    struct cpu_backend *cb = cpu(be);
+    if (cb->gen_block)
+        return dsd_errf(err, -EBUSY, "cpu: generated weights already exist on this backend (release them first)");
+    if (n_init > INT32_MAX)
+        return dsd_errf(err, -EINVAL, "cpu: %zu weights to generate, too many", n_init);
+    size_t total = 0;
+    for (size_t k = 0; k < n_init; k++) {
+        const struct dsd_weight *x = init[k].w;
+        if ((x->dtype != DSD_DTYPE_F8_E4M3 && x->dtype != DSD_DTYPE_BF16 && x->dtype != DSD_DTYPE_F32) ||
+            x->rows <= 0 || x->cols <= 0)
+            return dsd_errf(err, -EINVAL, "cpu: cannot generate %s (%s [%lld, %lld])", x->name ? x->name : "?",
+                            dsd_dtype_name(x->dtype), (long long)x->rows, (long long)x->cols);
+        total += align64((size_t)x->rows * (size_t)x->cols * dsd_dtype_size(x->dtype));
+        if (x->dtype == DSD_DTYPE_F8_E4M3)
+            total += align64((size_t)((x->rows + 127) / 128) * (size_t)((x->cols + 127) / 128) * sizeof(float));
+    }
+    uint8_t *block = cpu_alloc(be, total);
+    uint8_t **data = calloc(n_init ? n_init : 1, sizeof *data);
+    float **scale = calloc(n_init ? n_init : 1, sizeof *scale);
+    if (!block || !data || !scale) {
+        cpu_release(be, block);
+        free(data);
+        free(scale);
+        return dsd_errf(err, -ENOMEM, "cpu: no memory for %.2f GiB of generated weights", (double)total / (1u << 30));
+    }
+    uint8_t *at = block;
+    for (size_t k = 0; k < n_init; k++) {
+        struct dsd_weight *x = init[k].w;
+        data[k] = at;
+        at += align64((size_t)x->rows * (size_t)x->cols * dsd_dtype_size(x->dtype));
+        if (x->dtype == DSD_DTYPE_F8_E4M3) {
+            scale[k] = (float *)at;
+            at += align64((size_t)((x->rows + 127) / 128) * (size_t)((x->cols + 127) / 128) * sizeof(float));
+        }
+    }
+    struct gen_job j = { .init = init, .data = data, .scale = scale, .seed = seed };
+    dsd_thread_pool_run(cb->pool, (int)n_init, gen_task, &j);
+    for (size_t k = 0; k < n_init; k++) {
+        init[k].w->data = data[k];
+        init[k].w->scale = scale[k];
+    }
+    free(data);
+    free(scale);
+    cb->gen_block = block;
+    int rc = cpu_prepare_weights(be, w, err);
+    if (rc)
+        cpu_release_weights(be, w);
+    return rc;
+}
+
+/* ---- timing: ops run when called here, so a mark is the time of the call ------------- */
+
+static void *cpu_timer_new(struct dsd_backend *be)
+{
+    (void)be;
+    return calloc(1, sizeof(struct timespec));
+}
+
+static void cpu_timer_mark(struct dsd_backend *be, void *t)
+{
+    (void)be;
+    clock_gettime(CLOCK_MONOTONIC, (struct timespec *)t);
+}
+
+static double cpu_timer_ms(struct dsd_backend *be, void *a, void *b)
+{
+    (void)be;
+    const struct timespec *x = a, *y = b;
+    return (double)(y->tv_sec - x->tv_sec) * 1e3 + (double)(y->tv_nsec - x->tv_nsec) * 1e-6;
+}
+
+static void cpu_timer_free(struct dsd_backend *be, void *t)
+{
+    (void)be;
+    free(t);
+}
+
+static void cpu_moe_count(struct dsd_backend *be, int32_t *hits)
+{
+    cpu(be)->moe_hits = hits;
 }
 
 static const struct dsd_ops cpu_ops = {
@@ -116,11 +253,19 @@ static const struct dsd_ops cpu_ops = {
     .from_f32 = cpu_from_f32,
     .sample = cpu_op_sample,
     .penalty_mark = cpu_op_penalty_mark,
+    .generate_weights = cpu_generate_weights,
+    .copy = cpu_copy,
+    .timer_new = cpu_timer_new,
+    .timer_mark = cpu_timer_mark,
+    .timer_ms = cpu_timer_ms,
+    .timer_free = cpu_timer_free,
+    .moe_count = cpu_moe_count,
 };
 
 static void cpu_destroy(struct dsd_backend *be)
 {
     struct cpu_backend *cb = cpu(be);
+    cpu_release(be, cb->gen_block);
     dsd_thread_pool_free(cb->pool);
     free(cb->sample_scratch);
     dsd_backend_fini_common(be);

@@ -16,6 +16,8 @@ struct cpu_backend {
     float softmax_scale;
     void *sample_scratch;           /* cpu_sample.c's per-thread scratch */
     size_t sample_scratch_bytes;
+    void *gen_block;                /* generate_weights' memory, freed by release_weights */
+    int32_t *moe_hits;              /* moe_count's counters, or NULL */
 };
 
 static inline struct cpu_backend *cpu(struct dsd_backend *be)

@@ -115,6 +115,9 @@ void cpu_op_moe(struct dsd_backend *be, void *out_, const void *x_, const struct
     memset(row_start, 0, (size_t)(E + 1) * sizeof *row_start);
     for (int i = 0; i < T * k; i++)
         row_start[experts[i] + 1]++;
+    if (cb->moe_hits)
+        for (int e = 0; e < E; e++)
+            cb->moe_hits[(size_t)lw->index * E + e] += row_start[e + 1];
     for (int e = 0; e < E; e++)
         row_start[e + 1] += row_start[e];
     int32_t *fill = xmalloc((size_t)E * sizeof *fill);

@@ -7,8 +7,10 @@
 #include <string.h>
 
 #include "cuda_backend.h"
+#include "cuda_internal.h"
 #include "dsd_cuda.h"
 #include "numeric.h"
+#include "weight_gen.h"
 
 #define LT_WORKSPACE_BYTES DSD_CUDA_GEMM_WORKSPACE_BYTES   /* what the memory plan counts */
 #define STAGING_BYTES (64u << 20)       /* each of the two pinned upload buffers */
@@ -354,6 +356,71 @@ out:
     return rc;
 }
 
+/* generate_weights (ops.h): the same block layout as prepare_weights, filled on the device
+ * by cuda_generate.cu instead of copied from the host. */
+static int cu_generate_weights(struct dsd_backend *be, struct dsd_model_weights *w,
+                               const struct dsd_weight_init *init, size_t n_init, uint64_t seed,
+                               struct dsd_err *err)
+{
+    struct cuda_backend *cb = cuda(be);
+    cuda_use(cb);
+    if (cb->weight_block)
+        return dsd_errf(err, -EBUSY, "cuda: weights are already prepared on this backend (release them first)");
+    size_t total = 0;
+    for (size_t k = 0; k < n_init; k++) {
+        const struct dsd_weight *x = init[k].w;
+        if ((x->dtype != DSD_DTYPE_F8_E4M3 && x->dtype != DSD_DTYPE_BF16 && x->dtype != DSD_DTYPE_F32) ||
+            x->rows <= 0 || x->cols <= 0)
+            return dsd_errf(err, -EINVAL, "cuda: cannot generate %s (%s [%lld, %lld])", x->name ? x->name : "?",
+                            dsd_dtype_name(x->dtype), (long long)x->rows, (long long)x->cols);
+        total += (device_data_bytes(x) + 255) / 256 * 256;
+        if (x->dtype == DSD_DTYPE_F8_E4M3)
+            total += ((size_t)((x->rows + 127) / 128) * (size_t)cuda_scale_stride(x) * sizeof(float) + 255) / 256 * 256;
+    }
+    uint8_t *block = NULL;
+    if (cudaMalloc((void **)&block, total ? total : 1) != cudaSuccess) {
+        (void)cudaGetLastError();
+        size_t fr = 0, tot = 0;
+        cudaMemGetInfo(&fr, &tot);
+        return dsd_errf(err, -ENOMEM, "cuda: the weights need %.2f GiB, the device has %.2f GiB free of %.2f GiB",
+                        (double)total / (1u << 30), (double)fr / (1u << 30), (double)tot / (1u << 30));
+    }
+    uint8_t *at = block;
+    for (size_t k = 0; k < n_init && !cb->status; k++) {
+        struct dsd_weight *x = init[k].w;
+        const uint64_t n = (uint64_t)x->rows * (uint64_t)x->cols, st = dsd_gen_stream(seed, k);
+        const int kind = x->dtype == DSD_DTYPE_F8_E4M3 ? CUDA_GEN_FP8 : x->dtype == DSD_DTYPE_BF16 ? CUDA_GEN_BF16
+                                                                                                 : CUDA_GEN_F32;
+        x->data = at;
+        CU_OK(cb, cuda_launch_gen_fill(cb->stream, at, kind, n, st, init[k].center, init[k].half));
+        at += (device_data_bytes(x) + 255) / 256 * 256;
+        x->scale = NULL;
+        if (kind == CUDA_GEN_FP8) {
+            const int64_t rb = (x->rows + 127) / 128, kb = (x->cols + 127) / 128, stride = cuda_scale_stride(x);
+            float *sc = (float *)at;
+            CU_OK(cb, cuda_launch_gen_scales(cb->stream, sc, rb, kb, stride, init[k].half / DSD_GEN_FP8_RANGE));
+            x->scale = sc;
+            at += ((size_t)rb * (size_t)stride * sizeof(float) + 255) / 256 * 256;
+        }
+        if (be->params.progress)
+            be->params.progress(be->params.progress_user, (double)(k + 1) / (double)n_init);
+    }
+    CU_OK(cb, cudaStreamSynchronize(cb->stream));
+    if (cb->status) {
+        int rc = dsd_errf(err, cb->status, "cuda: generating weights: %s", cb->status_msg);
+        cb->status = 0;
+        cb->status_msg[0] = 0;
+        cudaFree(block);
+        return rc;
+    }
+    cb->weight_bytes = total;
+    cb->weight_block = block;
+    int rc = cuda_attention_prepare(cb, w, err);
+    if (!rc)
+        rc = cuda_moe_prepare(cb, w, err);
+    return rc;
+}
+
 static void cu_release_weights(struct dsd_backend *be, struct dsd_model_weights *w)
 {
     struct cuda_backend *cb = cuda(be);
@@ -374,6 +441,55 @@ static int cu_mem_info(struct dsd_backend *be, size_t *free_bytes, size_t *total
         return -EIO;
     }
     return 0;
+}
+
+/* ---- benchmarks: device copies and stream timing --------------------------------------- */
+
+static void cu_copy(struct dsd_backend *be, void *dst, const void *src, size_t bytes)
+{
+    struct cuda_backend *cb = cuda(be);
+    if (bytes)
+        CU_OK(cb, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cb->stream));
+}
+
+static void *cu_timer_new(struct dsd_backend *be)
+{
+    cuda_use(cuda(be));
+    cudaEvent_t e = NULL;
+    if (cudaEventCreate(&e) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return NULL;
+    }
+    return e;
+}
+
+static void cu_timer_mark(struct dsd_backend *be, void *t)
+{
+    struct cuda_backend *cb = cuda(be);
+    CU_OK(cb, cudaEventRecord((cudaEvent_t)t, cb->stream));
+}
+
+static double cu_timer_ms(struct dsd_backend *be, void *a, void *b)
+{
+    cuda_use(cuda(be));
+    float ms = -1.0f;
+    if (cudaEventElapsedTime(&ms, (cudaEvent_t)a, (cudaEvent_t)b) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return -1.0;
+    }
+    return ms;
+}
+
+static void cu_timer_free(struct dsd_backend *be, void *t)
+{
+    cuda_use(cuda(be));
+    if (t)
+        cudaEventDestroy((cudaEvent_t)t);
+}
+
+static void cu_moe_count(struct dsd_backend *be, int32_t *hits)
+{
+    cuda(be)->moe_hits = hits;
 }
 
 /* ---- recorded steps (CUDA graphs) ------------------------------------------------------ */
@@ -482,6 +598,13 @@ static const struct dsd_ops cuda_ops = {
     .graph_end = cu_graph_end,
     .graph_launch = cu_graph_launch,
     .graph_free = cu_graph_free,
+    .generate_weights = cu_generate_weights,
+    .copy = cu_copy,
+    .timer_new = cu_timer_new,
+    .timer_mark = cu_timer_mark,
+    .timer_ms = cu_timer_ms,
+    .timer_free = cu_timer_free,
+    .moe_count = cu_moe_count,
 };
 
 static void cu_destroy(struct dsd_backend *be)

@@ -58,6 +58,7 @@ struct cuda_backend {
     struct cuda_linear_state *lin;
     struct cuda_attn_state *attn;
     struct cuda_moe_state *moe;
+    int32_t *moe_hits;          /* moe_count's counters (device), or NULL */
     void *weight_block;         /* every weight, one allocation (prepare_weights) */
     size_t weight_bytes;
 };

@@ -37,6 +37,16 @@ cudaError_t cuda_launch_fp8_gemm_simt(cudaStream_t st, const uint8_t *xq, const 
                                       const float *ws, int64_t ws_stride, void *out, bool out_f32, int ldo, int M,
                                       int N, int K);
 
+/* -- generated weights (cuda_generate.cu, kernels/weight_gen.h) -- */
+enum { CUDA_GEN_FP8 = 0, CUDA_GEN_BF16, CUDA_GEN_F32 };
+/* n values of the given kind from a weight_gen stream: e4m3 of uniform * 448, or center +
+ * half * uniform as bf16 / f32. */
+cudaError_t cuda_launch_gen_fill(cudaStream_t st, void *dst, int kind, uint64_t n, uint64_t stream, float center,
+                                 float half);
+/* FP8 block scales in the device layout: rb rows of stride floats, the first kb of each
+ * `value`, the padding 1. */
+cudaError_t cuda_launch_gen_scales(cudaStream_t st, float *dst, int64_t rb, int64_t kb, int64_t stride, float value);
+
 /* The device copy of dims.rope_inv_freq (cuda_linear.c keeps it); NULL before init. */
 const float *cuda_rope_inv_freq(struct cuda_backend *cb);
 

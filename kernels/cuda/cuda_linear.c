@@ -296,6 +296,71 @@ void cuda_op_linear(struct dsd_backend *be, void *out, int ldo, const void *x, i
     }
 }
 
+int dsd_backend_cuda_fp8_gemm_ms(struct dsd_backend *be, int M, int N, int K, int iters, double *ms,
+                                 struct dsd_err *err)
+{
+    struct cuda_backend *cb = cuda(be);
+    if (M < 16 || M % 16 || N < 16 || N % 16 || K < 128 || K % 128 || iters < 1)
+        return dsd_errf(err, -EINVAL, "fp8 gemm: M %d, N %d (multiples of 16), K %d (of 128), %d calls", M, N, K,
+                        iters);
+    cuda_use(cb);
+    struct dsd_weight w = { .dtype = DSD_DTYPE_F8_E4M3, .rows = N, .cols = K };
+    const int64_t stride = cuda_scale_stride(&w), KB = K / 128, NB = (N + 127) / 128;
+    const size_t a_b = round256((size_t)M * K), as_b = round256((size_t)KB * M * sizeof(float)),
+                 b_b = round256((size_t)N * K), bs_b = round256((size_t)NB * stride * sizeof(float)),
+                 d_b = round256((size_t)M * N * 2);
+    uint8_t *buf = NULL;
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    int rc = 0;
+    if (cudaMalloc((void **)&buf, a_b + as_b + b_b + bs_b + d_b) != cudaSuccess ||
+        cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess) {
+        (void)cudaGetLastError();
+        rc = dsd_errf(err, -ENOMEM, "fp8 gemm: no device memory for M %d N %d K %d", M, N, K);
+        goto out;
+    }
+    uint8_t *a = buf, *b = buf + a_b + as_b;
+    float *as = (float *)(buf + a_b), *bs = (float *)(buf + a_b + as_b + b_b);
+    void *d = buf + a_b + as_b + b_b + bs_b;
+    /* random operands (never time on zeros): e4m3 over [-448, 448], scales 2^-9 */
+    CU_OK(cb, cuda_launch_gen_fill(cb->stream, a, CUDA_GEN_FP8, (uint64_t)M * K, 0x5eed0001ull, 0.0f, 1.0f));
+    CU_OK(cb, cuda_launch_gen_fill(cb->stream, b, CUDA_GEN_FP8, (uint64_t)N * K, 0x5eed0002ull, 0.0f, 1.0f));
+    CU_OK(cb, cuda_launch_gen_scales(cb->stream, as, KB, M, M, 1.0f / 512));
+    CU_OK(cb, cuda_launch_gen_scales(cb->stream, bs, NB, KB, stride, 1.0f / 512));
+    struct plan_key k = { .kind = PLAN_FP8, .M = M, .N = N, .K = K, .out_f32 = 0, .align = 256 };
+    struct plan *p = plan_get(cb, &k, as, bs);
+    if (!p || !p->ok) {
+        rc = dsd_errf(err, -ENOTSUP, "fp8 gemm: cuBLASLt has no block-scaled algorithm for M %d N %d K %d", M, N, K);
+        goto out;
+    }
+    const void *sa = as, *sb = bs;
+    CUBLAS_OK(cb, cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa));
+    CUBLAS_OK(cb, cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb));
+    const float alpha = 1.0f, beta = 0.0f;
+    for (int i = 0; i < iters + 3 && !cb->status; i++) {
+        if (i == 3)
+            CU_OK(cb, cudaEventRecord(e0, cb->stream));
+        CUBLAS_OK(cb, cublasLtMatmul(cb->lt, p->op, &alpha, a, p->la, b, p->lb, &beta, d, p->ld, d, p->ld, &p->algo,
+                                     cb->lt_workspace, cb->lt_workspace_bytes, cb->stream));
+    }
+    CU_OK(cb, cudaEventRecord(e1, cb->stream));
+    CU_OK(cb, cudaStreamSynchronize(cb->stream));
+    float t = 0.0f;
+    if (!cb->status && CU_OK(cb, cudaEventElapsedTime(&t, e0, e1)))
+        *ms = (double)t / iters;
+    if (cb->status) {
+        rc = dsd_errf(err, cb->status, "fp8 gemm: %s", cb->status_msg);
+        cb->status = 0;
+        cb->status_msg[0] = 0;
+    }
+out:
+    if (e0)
+        cudaEventDestroy(e0);
+    if (e1)
+        cudaEventDestroy(e1);
+    cudaFree(buf);
+    return rc;
+}
+
 const float *cuda_rope_inv_freq(struct cuda_backend *cb)
 {
     return cb->lin ? cb->lin->inv_freq : NULL;

@@ -295,6 +295,13 @@ sort_scan_kernel(struct moe_sort s, int n_chunks, int T, int k, int E, bool shar
     }
 }
 
+// moe_count (ops.h): hits[e] += tokens sent to routed expert e by this call
+__global__ void count_hits_kernel(int32_t *__restrict__ hits, const int32_t *__restrict__ cnt, int E)
+{
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < E; e += gridDim.x * blockDim.x)
+        hits[e] += cnt[e];
+}
+
 __global__ void __launch_bounds__(SORT_THREADS)
 sort_fill_kernel(struct moe_sort s, const int32_t *__restrict__ ids, int T, int k, int E, bool shared)
 {
@@ -956,6 +963,9 @@ void cuda_op_moe(struct dsd_backend *be, void *out, const void *x, const struct 
         sort_count_kernel<<<n_chunks, SORT_THREADS, ssm, cb->stream>>>(s.cnt_chunk, ids, T, k, E);
         sort_scan_kernel<<<1, 1024, 0, cb->stream>>>(s, n_chunks, T, k, E, shared);
         sort_fill_kernel<<<n_chunks, SORT_THREADS, ssm, cb->stream>>>(s, ids, T, k, E, shared);
+        if (cb->moe_hits)
+            count_hits_kernel<<<(E + 255) / 256, 256, 0, cb->stream>>>(cb->moe_hits + (size_t)lw->index * E, s.cnt,
+                                                                       E);
         if (!CU_LAUNCHED(cb))
             return;
         // 4. x quantized per token

@@ -38,6 +38,14 @@ const char *dsd_backend_cuda_device_name(const struct dsd_backend *be);
 /* Device bytes the weights occupy after prepare_weights. */
 size_t dsd_backend_cuda_weight_bytes(const struct dsd_backend *be);
 
+/* Benchmarks (deepseekd-bench): the milliseconds one block-scaled FP8 GEMM of the engine's
+ * linear takes (cuBLASLt, docs/CUDA.md §2; without the input quantization and the output
+ * transpose), y[M][N] = x[M][K] W[N][K]^T on random e4m3 operands, the mean of `iters`
+ * calls after 3 warm-up calls. Allocates and frees its operands. Returns 0, -EINVAL (M, N
+ * not multiples of 16, K not of 128), -ENOTSUP (no algorithm), -ENOMEM, -EIO. */
+int dsd_backend_cuda_fp8_gemm_ms(struct dsd_backend *be, int M, int N, int K, int iters, double *ms,
+                                 struct dsd_err *err);
+
 /* What the loadable module (libdsd_backend_cuda.so, kernels/cuda/cuda_module.c) exports as
  * the symbol "dsd_cuda_module". The ABI number changes whenever this table or ops.h does. */
 #define DSD_CUDA_MODULE_ABI 2
@@ -47,6 +55,7 @@ struct dsd_cuda_module {
     struct dsd_backend *(*backend_new)(const struct dsd_backend_params *p, struct dsd_err *err);
     const char *(*device_name)(const struct dsd_backend *be);
     size_t (*weight_bytes)(const struct dsd_backend *be);
+    int (*fp8_gemm_ms)(struct dsd_backend *be, int M, int N, int K, int iters, double *ms, struct dsd_err *err);
 };
 
 struct dsd_cuda;

@@ -11,8 +11,14 @@
 # 4. with MODELS set (a folder holding the tiny checkpoint `tiny` and DeepSeek's
 #    tokenizer.json), the engine-level checks: tests/gpu/engine_checks.sh BUILD MODELS
 #    (golden with the CUDA backend, deepseekd-run, the daemon on the GPU).
+# 5. deepseekd-bench (tools/bench, docs/BENCH.md) on the CUDA backend at the full V3.2
+#    dimensions with 3 layers (~47 GB of device memory, about a minute): $OUT/bench.txt (the
+#    table) and $OUT/bench.json; commit them under bench/results/ as DATE-bench-CARD.txt, .json.
+#    BENCH=0 skips it, BENCH=only runs nothing else; BENCH_ARGS adds options (--layers 4 ...);
+#    COMMIT names the source commit when the tree has no .git.
 # Exits non-zero if any test failed or was skipped (a GPU host must have a GPU), or a
-# sanitizer reported an error. SANITIZE=0 skips step 3; TESTS="act linear" picks tests.
+# sanitizer reported an error, or the bench failed. SANITIZE=0 skips step 3; TESTS="act linear"
+# picks tests.
 set -uo pipefail
 BUILD=${1:-build}
 OUT=${OUT:-/tmp/gpu-tests}
@@ -22,6 +28,28 @@ summary="$OUT/summary.txt"
 : >"$summary"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt" || \
     echo "nvidia-smi failed" | tee "$OUT/gpu.txt"
+
+rc=0
+note() { echo "$*" | tee -a "$summary"; }
+
+run_bench() {
+    local commit=${COMMIT:-$(git -C "$(dirname "$0")" rev-parse --short HEAD 2>/dev/null || echo unknown)}
+    echo "=== deepseekd-bench"
+    # shellcheck disable=SC2086
+    DSD_CUDA_MODULE=${DSD_CUDA_MODULE:-$BUILD/kernels/cuda/libdsd_backend_cuda.so} \
+        "$BUILD/tools/bench/deepseekd-bench" --backend cuda --commit "$commit" --json "$OUT/bench.json" \
+        ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.txt"
+    local s=${PIPESTATUS[0]}
+    if [ "$s" -eq 0 ]; then note "PASS deepseekd-bench (bench.txt, bench.json)"
+    else note "FAIL deepseekd-bench (exit $s; see bench.txt)"; rc=1
+    fi
+}
+if [ "${BENCH:-1}" = only ]; then
+    run_bench
+    echo "=== summary"
+    cat "$summary"
+    exit $rc
+fi
 
 tests=()
 if [ -n "${TESTS:-}" ]; then
@@ -36,8 +64,6 @@ if [ ${#tests[@]} -eq 0 ]; then
     exit 1
 fi
 
-rc=0
-note() { echo "$*" | tee -a "$summary"; }
 
 for t in "${tests[@]}"; do
     name=$(basename "$t")
@@ -76,6 +102,7 @@ if [ -n "${MODELS:-}" ]; then
     else note "FAIL engine_checks (see engine_checks.log)"; rc=1
     fi
 fi
+[ "${BENCH:-1}" != 0 ] && run_bench
 echo "=== summary"
 cat "$summary"
 exit $rc

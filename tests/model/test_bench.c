@@ -1,0 +1,244 @@
+/*
+ * deepseekd-bench and the model it runs on (tools/bench, docs/BENCH.md):
+ *   test_bench BENCH_JSON BENCH_STDOUT
+ * - a model made from a config alone (dsd_model_new_generated, CPU backend, the tiny preset):
+ *   weights where the config says, deterministic in the seed, and a forward pass whose
+ *   logits are finite, not all equal and of a sensible size (never time on zeros);
+ * - the output of `deepseekd-bench --quick` (run by ctest just before, the bench_quick
+ *   fixture): every figure present, positive and finite, floors measured, the per-op
+ *   profile covering the layer ops, the table on stdout.
+ */
+#include <jansson.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "presets.h"
+#include "test.h"
+
+static const char *g_json, *g_stdout;
+
+/* Greedy logits of one 5-token prompt on a generated tiny model with this seed. */
+static int generated_logits(uint64_t seed, float *logits, int64_t *vocab)
+{
+    struct dsd_model_config cfg;
+    if (mkmodel_preset("tiny", &cfg))
+        return -1;
+    cfg.num_nextn_predict_layers = 0;
+    struct dsd_model_params mp = dsd_model_default_params();
+    mp.n_threads = 2;
+    struct dsd_model *m;
+    struct dsd_err err = {{0}};
+    if (dsd_model_new_generated(&cfg, &mp, seed, &m, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return -1;
+    }
+    struct dsd_kv_cache *kv = dsd_model_kv_cache_new(m, 4, &err);
+    struct dsd_kv_seq seq = {0};
+    int rc = !kv || dsd_kv_seq_reserve(kv, &seq, 5);
+    const int32_t prompt[5] = { 3, 141, 59, 26, 535 };
+    struct dsd_batch_seq b = { .tokens = prompt, .n_tokens = 5, .pos0 = 0, .kv = &seq };
+    struct dsd_forward_out out = { .logits = logits };
+    if (!rc && (rc = dsd_model_forward(m, kv, &b, 1, &out, &err)))
+        fprintf(stderr, "%s\n", err.msg);
+    *vocab = cfg.vocab_size;
+    /* every weight the config implies is bound, with the dtype it has in the checkpoint */
+    ASSERT_TRUE(m->w.layers[0].q_b.data && m->w.layers[0].q_b.scale);
+    ASSERT_EQ_INT(m->w.layers[0].q_b.dtype, DSD_DTYPE_F8_E4M3);
+    ASSERT_EQ_INT(m->w.layers[3].experts[15].down.dtype, DSD_DTYPE_F8_E4M3);
+    ASSERT_TRUE(m->w.layers[3].experts[15].down.data != NULL);
+    ASSERT_EQ_INT(m->w.embed.dtype, DSD_DTYPE_BF16);
+    ASSERT_EQ_INT(m->w.final_norm.dtype, DSD_DTYPE_F32);
+    if (kv) {
+        dsd_kv_seq_release(kv, &seq);
+        dsd_kv_seq_destroy(&seq);
+        dsd_kv_cache_free(kv);
+    }
+    dsd_model_free(m);
+    return rc;
+}
+
+TEST(generated_model)
+{
+    const size_t V = 2048;
+    float *a = malloc(V * sizeof *a), *b = malloc(V * sizeof *b), *c = malloc(V * sizeof *c);
+    int64_t vocab = 0;
+    ASSERT_TRUE(a && b && c);
+    ASSERT_EQ_INT(generated_logits(7, a, &vocab), 0);
+    ASSERT_EQ_INT(vocab, (int64_t)V);
+    ASSERT_EQ_INT(generated_logits(7, b, &vocab), 0);
+    ASSERT_EQ_INT(generated_logits(8, c, &vocab), 0);
+    ASSERT_TRUE(memcmp(a, b, V * sizeof *a) == 0);        /* the same seed: the same model */
+    ASSERT_TRUE(memcmp(a, c, V * sizeof *a) != 0);        /* another seed: another model */
+    double sum = 0, sq = 0;
+    int finite = 1;
+    for (size_t i = 0; i < V; i++) {
+        finite &= isfinite(a[i]) != 0;
+        sum += a[i];
+        sq += (double)a[i] * a[i];
+    }
+    const double mean = sum / V, sd = sqrt(sq / V - mean * mean);
+    ASSERT_TRUE(finite);
+    /* the LM head is scaled for logits of std ~3 (weights.h); activations stayed O(1) */
+    if (!(sd > 0.3 && sd < 30))
+        TEST_FAIL_AT("logit std %g: activations did not stay O(1) through the layers", sd);
+    free(a);
+    free(b);
+    free(c);
+}
+
+static double num(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_number(v) ? json_number_value(v) : NAN;
+}
+
+/* A figure object: time, floor and ratio positive and finite, the ratio consistent. */
+static void check_figure(json_t *parent, const char *key, const char *where)
+{
+    json_t *f = json_object_get(parent, key);
+    if (!json_is_object(f)) {
+        TEST_FAIL_AT("%s: no \"%s\"", where, key);
+        return;
+    }
+    const double ms = num(f, "ms"), floor_ms = num(f, "floor_ms"), ratio = num(f, "ratio");
+    if (!(ms > 0 && isfinite(ms) && floor_ms > 0 && isfinite(floor_ms) && ratio > 0 && isfinite(ratio)))
+        TEST_FAIL_AT("%s %s: ms %g, floor %g, ratio %g must be positive", where, key, ms, floor_ms, ratio);
+    ASSERT_NEAR(ratio, ms / floor_ms, 1e-3, 1e-3);
+    ASSERT_TRUE(num(f, "weight_bytes") > 0 && num(f, "flops") > 0);
+    const char *bound = json_string_value(json_object_get(f, "bound"));
+    ASSERT_TRUE(bound && (!strcmp(bound, "bytes") || !strcmp(bound, "flops")));
+}
+
+TEST(bench_json)
+{
+    json_error_t je;
+    json_t *r = json_load_file(g_json, 0, &je);
+    if (!r) {
+        TEST_FAIL_AT("%s: %s (line %d)", g_json, je.text, je.line);
+        return;
+    }
+    ASSERT_EQ_STR(json_string_value(json_object_get(r, "tool")), "deepseekd-bench");
+    ASSERT_EQ_STR(json_string_value(json_object_get(r, "backend")), "cpu");
+    const char *date = json_string_value(json_object_get(r, "date"));
+    ASSERT_TRUE(date && strlen(date) == 20 && date[10] == 'T');
+    json_t *model = json_object_get(r, "model");
+    const int layers = (int)num(model, "layers"), dense = (int)num(model, "dense_layers");
+    const int experts = (int)num(model, "experts");
+    ASSERT_EQ_INT(layers, 3);
+    ASSERT_EQ_INT(dense, 1);
+    ASSERT_TRUE(num(model, "weight_bytes") > 0);
+    json_t *fl = json_object_get(r, "floors");
+    ASSERT_TRUE(num(fl, "copy_gbps") > 0 && num(fl, "gemm_tflops") > 0 && num(fl, "linear_op_tflops") > 0);
+
+    json_t *dec = json_object_get(r, "decode");
+    ASSERT_EQ_INT(json_array_size(dec), 4);         /* --quick: batches 1, 4 x contexts 64, 256 */
+    size_t i;
+    json_t *e;
+    json_array_foreach(dec, i, e) {
+        char where[64];
+        snprintf(where, sizeof where, "decode[%zu]", i);
+        ASSERT_TRUE(num(e, "batch") >= 1 && num(e, "context") >= 1);
+        check_figure(e, "dense_layer", where);
+        check_figure(e, "moe_layer", where);
+        check_figure(e, "step", where);
+        /* its own step (sampled on the backend, no logits downloaded): positive and finite */
+        ASSERT_TRUE(num(e, "step_with_sampling_ms") > 0 && isfinite(num(e, "step_with_sampling_ms")));
+        json_t *moe = json_object_get(e, "moe_layer");
+        const double used = num(moe, "experts_used");
+        /* measured on the CPU backend: between top-k and top-k x batch, at most all */
+        ASSERT_TRUE(json_is_true(json_object_get(moe, "experts_measured")));
+        ASSERT_TRUE(used >= 4 && used <= 4 * num(e, "batch") && used <= experts);
+    }
+    json_t *pre = json_object_get(r, "prefill");
+    ASSERT_EQ_INT(json_array_size(pre), 2);
+    json_array_foreach(pre, i, e) {
+        char where[64];
+        snprintf(where, sizeof where, "prefill[%zu]", i);
+        check_figure(e, "dense_layer", where);
+        check_figure(e, "moe_layer", where);
+        check_figure(e, "chunk", where);
+        ASSERT_TRUE(num(e, "gemm_rate_share") > 0);
+    }
+
+    json_t *prof = json_object_get(r, "profile");
+    ASSERT_EQ_INT(json_array_size(prof), 2);        /* the smallest and the largest batch */
+    json_array_foreach(prof, i, e) {
+        json_t *ops = json_object_get(e, "ops"), *op;
+        size_t k;
+        double sum = 0;
+        int moe = 0, mlp = 0, topk = 0, attn = 0, head = 0;
+        json_array_foreach(ops, k, op) {
+            const char *name = json_string_value(json_object_get(op, "op"));
+            const double ms = num(op, "ms");
+            ASSERT_TRUE(name && ms >= 0 && isfinite(ms));
+            sum += ms;
+            if (!name)
+                continue;
+            moe += !strcmp(name, "moe");
+            mlp += !strcmp(name, "mlp");
+            topk += !strcmp(name, "indexer_topk");
+            attn += !strcmp(name, "mla_attention");
+            head += !strcmp(name, "lm_head");
+        }
+        /* one of each per layer of its kind: 1 dense and 2 MoE layers */
+        ASSERT_EQ_INT(mlp, 1);
+        ASSERT_EQ_INT(moe, 2);
+        ASSERT_EQ_INT(topk, 3);
+        ASSERT_EQ_INT(attn, 3);
+        ASSERT_EQ_INT(head, 1);
+        ASSERT_TRUE(sum > 0);
+        ASSERT_NEAR(sum, num(e, "total_ms"), 1e-4, 1e-3);
+    }
+    json_decref(r);
+}
+
+TEST(bench_table)
+{
+    FILE *f = fopen(g_stdout, "r");
+    ASSERT_TRUE(f != NULL);
+    if (!f)
+        return;
+    char line[512];
+    int floors = 0, decode = 0, prefill = 0, profile = 0, ratios = 0;
+    while (fgets(line, sizeof line, f)) {
+        floors += strstr(line, "floors measured now: copy") != NULL;
+        decode += strncmp(line, "decode:", 7) == 0;
+        prefill += strncmp(line, "prefill:", 8) == 0;
+        profile += strncmp(line, "per-op profile", 14) == 0;
+        double ms, fl, x;
+        const char *p = strstr(line, " ms  floor ");
+        if (p && sscanf(p, " ms  floor %lf ms", &fl) == 1) {
+            const char *q = strrchr(line, 'x');
+            ASSERT_TRUE(q && sscanf(q, "x%lf", &x) == 1 && x > 0);
+            const char *n = p;
+            while (n > line && n[-1] != ' ')
+                n--;
+            ASSERT_TRUE(sscanf(n, "%lf", &ms) == 1 && ms > 0);
+            ratios++;
+        }
+    }
+    fclose(f);
+    ASSERT_EQ_INT(floors, 1);
+    ASSERT_EQ_INT(decode, 1);
+    ASSERT_EQ_INT(prefill, 1);
+    ASSERT_EQ_INT(profile, 2);
+    ASSERT_EQ_INT(ratios, 4 * 3 + 2 * 3);           /* dense, MoE, step per decode and prefill figure */
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: test_bench BENCH_JSON BENCH_STDOUT\n");
+        return 2;
+    }
+    g_json = argv[1];
+    g_stdout = argv[2];
+    RUN(generated_model);
+    RUN(bench_json);
+    RUN(bench_table);
+    return test_report();
+}

@@ -1,0 +1,36 @@
+/* tools/bench/bench.h: deepseekd-bench's floors (bench_floors.c): the bytes a step must move
+ * and the FLOPs it must compute, per layer, from the config alone (docs/BENCH.md has the
+ * formulas in words). */
+#ifndef DSD_BENCH_H
+#define DSD_BENCH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "model.h"
+
+/* What one layer of a step needs at least. */
+struct bench_need {
+    double weight_bytes;        /* weights that must be read (FP8 as stored, scales included) */
+    double kv_bytes;            /* KV and index-K bytes that must be read */
+    double flops;               /* multiply-adds x 2 of every matrix product */
+    double experts_hit;         /* MoE layers: routed experts the weights count (measured or expected) */
+    bool experts_measured;      /* experts_hit is what the step used (else the expectation) */
+};
+
+/* Bytes of one weight as stored: rows x cols x dtype size, plus FP8 block scales. */
+double bench_weight_bytes(const struct dsd_weight *w);
+
+/* Decode step of `batch` sequences, each one token at position `context` (reading positions
+ * 0..context). moe: the layer's FFN is the MoE block (else the dense MLP); experts: the
+ * routed experts a MoE layer used (measured), or < 0 for bench_expected_experts. */
+struct bench_need bench_decode_need(const struct dsd_model *m, bool moe, int batch, int context, double experts);
+/* Prefill chunk of `tokens` tokens at positions [pos0, pos0 + tokens) of one sequence. */
+struct bench_need bench_prefill_need(const struct dsd_model *m, bool moe, int tokens, int pos0, double experts);
+/* Outside the layers: embedding rows, final norm, LM head over `rows` rows. */
+struct bench_need bench_head_need(const struct dsd_model *m, int tokens, int rows);
+/* Routed experts a batch of `tokens` tokens uses when each picks k of E independently and
+ * uniformly: E (1 - (1 - k/E)^tokens). */
+double bench_expected_experts(int E, int k, int tokens);
+
+#endif

@@ -1,0 +1,147 @@
+/* The floors of deepseekd-bench (contract in bench.h, formulas in docs/BENCH.md). */
+#include "bench.h"
+
+#include <math.h>
+
+double bench_weight_bytes(const struct dsd_weight *w)
+{
+    double b = (double)w->rows * (double)w->cols * (double)dsd_dtype_size(w->dtype);
+    if (w->dtype == DSD_DTYPE_F8_E4M3)
+        b += (double)((w->rows + 127) / 128) * (double)((w->cols + 127) / 128) * 4.0;
+    return b;
+}
+
+static double expert_bytes(const struct dsd_expert_weights *e)
+{
+    return bench_weight_bytes(&e->gate) + bench_weight_bytes(&e->up) + bench_weight_bytes(&e->down);
+}
+
+double bench_expected_experts(int E, int k, int tokens)
+{
+    if (E <= 0)
+        return 0.0;
+    return (double)E * (1.0 - pow(1.0 - (double)k / E, tokens));
+}
+
+/* The layer whose weights stand for its kind (layer shapes depend only on the kind). */
+static const struct dsd_layer_weights *layer_of_kind(const struct dsd_model *m, bool moe)
+{
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++)
+        if (m->w.layers[l].is_moe == moe)
+            return &m->w.layers[l];
+    return NULL;
+}
+
+/* Attention, indexer and norm weights of a layer (kv_b as stored: FP8). */
+static double attention_weight_bytes(const struct dsd_layer_weights *lw)
+{
+    const struct dsd_weight *v[] = {
+        &lw->attn_norm, &lw->ffn_norm, &lw->q_a, &lw->q_a_norm, &lw->q_b, &lw->kv_a, &lw->kv_a_norm, &lw->kv_b,
+        &lw->o_proj, &lw->idx_wq_b, &lw->idx_wk, &lw->idx_k_norm, &lw->idx_k_norm_bias, &lw->idx_weights_proj,
+    };
+    double b = 0;
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+        b += bench_weight_bytes(v[i]);
+    return b;
+}
+
+/* FLOPs of one token's linears in the attention half (projections, absorption, o_proj). */
+static double attention_linear_flops(const struct dsd_model_config *c)
+{
+    const double D = (double)c->hidden_size, QR = c->q_lora_rank, H = c->num_attention_heads;
+    const double N = c->qk_nope_head_dim, R = c->qk_rope_head_dim, L = c->kv_lora_rank, V = c->v_head_dim;
+    const double Hi = c->index_n_heads, Di = c->index_head_dim;
+    double macs = D * QR + QR * H * (N + R) + D * (L + R) + H * V * D   /* q_a, q_b, kv_a, o_proj */
+                  + QR * Hi * Di + D * Di + D * Hi                      /* indexer wq_b, wk, weights_proj */
+                  + H * N * L + H * L * V;                              /* absorbed q, value projection */
+    return 2.0 * macs;
+}
+
+/* FLOPs of the attention core and the indexer scores for one token at position p. */
+static double attention_context_flops(const struct dsd_model_config *c, double p)
+{
+    const double H = c->num_attention_heads, L = c->kv_lora_rank, R = c->qk_rope_head_dim;
+    const double Hi = c->index_n_heads, Di = c->index_head_dim, topk = c->index_topk;
+    const double ctx = p + 1, sel = ctx < topk ? ctx : topk;
+    double f = 2.0 * H * sel * ((L + R) + L);       /* scores over [latent | rope], then P V over the latent */
+    if (ctx > topk)
+        f += 2.0 * Hi * Di * ctx;                   /* indexer: every cached key scored (only past top-k) */
+    return f;
+}
+
+static double ffn_flops(const struct dsd_model_config *c, bool moe)
+{
+    const double D = (double)c->hidden_size;
+    if (!moe)
+        return 2.0 * 3.0 * D * (double)c->intermediate_size;
+    return 2.0 * 3.0 * D * (double)c->moe_intermediate_size * (c->num_experts_per_tok + c->n_shared_experts) +
+           2.0 * D * c->n_routed_experts;           /* router */
+}
+
+static double kv_read_bytes(const struct dsd_model *m, double ctx)
+{
+    const struct dsd_kv_layout lay = dsd_kv_layout_for(&m->dims, m->params.numerics, m->params.kv_dtype);
+    const double topk = m->cfg.index_topk, sel = ctx < topk ? ctx : topk;
+    double b = sel * (double)lay.mla_token_bytes;
+    if (ctx > topk)
+        b += ctx * (double)lay.index_page_bytes / DSD_KV_PAGE_TOKENS;
+    return b;
+}
+
+/* Weights of a layer's FFN side (MoE: router, shared expert, the experts used). */
+static void ffn_weights(const struct dsd_model *m, const struct dsd_layer_weights *lw, bool moe, int tokens,
+                       double experts, struct bench_need *n)
+{
+    const struct dsd_model_config *c = &m->cfg;
+    if (!moe) {
+        n->weight_bytes += expert_bytes(&lw->mlp);
+        return;
+    }
+    n->experts_measured = experts >= 0;
+    n->experts_hit = experts >= 0 ? experts : bench_expected_experts(c->n_routed_experts, c->num_experts_per_tok, tokens);
+    n->weight_bytes += bench_weight_bytes(&lw->router) + bench_weight_bytes(&lw->router_bias) +
+                       (c->n_shared_experts > 0 ? expert_bytes(&lw->shared) : 0.0) +
+                       n->experts_hit * expert_bytes(&lw->experts[0]);
+}
+
+struct bench_need bench_decode_need(const struct dsd_model *m, bool moe, int batch, int context, double experts)
+{
+    struct bench_need n = {0};
+    const struct dsd_layer_weights *lw = layer_of_kind(m, moe);
+    const struct dsd_model_config *c = &m->cfg;
+    if (!lw)
+        return n;
+    n.weight_bytes = attention_weight_bytes(lw);
+    ffn_weights(m, lw, moe, batch, experts, &n);
+    n.kv_bytes = (double)batch * kv_read_bytes(m, (double)context + 1);
+    n.flops = (double)batch * (attention_linear_flops(c) + attention_context_flops(c, context) + ffn_flops(c, moe));
+    return n;
+}
+
+struct bench_need bench_prefill_need(const struct dsd_model *m, bool moe, int tokens, int pos0, double experts)
+{
+    struct bench_need n = {0};
+    const struct dsd_layer_weights *lw = layer_of_kind(m, moe);
+    const struct dsd_model_config *c = &m->cfg;
+    if (!lw)
+        return n;
+    n.weight_bytes = attention_weight_bytes(lw);
+    ffn_weights(m, lw, moe, tokens, experts, &n);
+    /* the chunk reads the keys of the whole sequence once (its own tokens included) */
+    n.kv_bytes = kv_read_bytes(m, (double)pos0 + tokens);
+    double f = 0;
+    for (int t = 0; t < tokens; t++)
+        f += attention_context_flops(c, (double)pos0 + t);
+    n.flops = f + (double)tokens * (attention_linear_flops(c) + ffn_flops(c, moe));
+    return n;
+}
+
+struct bench_need bench_head_need(const struct dsd_model *m, int tokens, int rows)
+{
+    struct bench_need n = {0};
+    const double D = (double)m->cfg.hidden_size;
+    n.weight_bytes = bench_weight_bytes(&m->w.final_norm) + bench_weight_bytes(&m->w.lm_head) +
+                     (double)tokens * D * (double)dsd_dtype_size(m->w.embed.dtype);
+    n.flops = 2.0 * (double)rows * D * (double)m->cfg.vocab_size;
+    return n;
+}
