@@ -265,6 +265,8 @@ int32_t dsd_generation_step(struct dsd_generation *g, float *logits, int64_t nex
     if (r->logprobs)
         memcpy(g->scratch, logits, (size_t)g->vocab * sizeof *logits);
     int32_t tok = dsd_sampler_sample(g->sampler, logits, NULL);
+    if (r->forced)      /* test only: the configured output, then EOS (engine.h) */
+        tok = g->n_generated < r->n_forced ? r->forced[g->n_generated] : g->eos;
     dsd_sampler_accept(g->sampler, tok);
     g->n_generated++;
 
