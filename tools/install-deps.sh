@@ -6,6 +6,7 @@ set -eu
 PKGS="build-essential cmake ninja-build pkg-config git ca-certificates
       clang libclang-rt-14-dev
       libjansson-dev libpcre2-dev libxxhash-dev liburing-dev libmsgpack-dev libsystemd-dev
+      libmicrohttpd-dev curl
       systemd systemd-container procps scdoc"
 # systemd (systemd-analyze, -sysusers, -tmpfiles), systemd-container (nspawn) and procps
 # (/bin/kill, the unit's ExecReload) serve the systemd tests; PID 1 need not be systemd.
