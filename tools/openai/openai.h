@@ -176,8 +176,9 @@ struct oa_server {
 
 /* Starts libmicrohttpd on listen_fd. Returns 0 or a negative errno. */
 int oa_http_start(struct oa_server *s, int listen_fd, struct dsd_err *err);
-/* Refuses new connections, cancels every running generation, waits for the workers and
- * stops libmicrohttpd. */
-void oa_http_stop(struct oa_server *s);
+/* Refuses new connections, cancels every running generation, waits (10 s at most) for the
+ * workers and stops libmicrohttpd. Returns 0, or -ETIMEDOUT when workers were still
+ * running (libmicrohttpd is then left as it is: exit the process). */
+int oa_http_stop(struct oa_server *s);
 
 #endif

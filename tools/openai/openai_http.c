@@ -236,13 +236,18 @@ int oa_http_start(struct oa_server *s, int listen_fd, struct dsd_err *err)
     return 0;
 }
 
-void oa_http_stop(struct oa_server *s)
+int oa_http_stop(struct oa_server *s)
 {
     if (!s->mhd)
-        return;
+        return 0;
     int fd = MHD_quiesce_daemon(s->mhd);
     (void)fd;   /* the listening socket stays ours to close (main) */
-    oa_jobs_cancel_all(s, 10000);
+    /* Workers resume their connections as they end; libmicrohttpd must not be stopped
+     * while one is still suspended, so a worker stuck past the wait (a daemon that no
+     * longer answers) leaves it running and the process exits around it. */
+    if (!oa_jobs_cancel_all(s, 10000))
+        return -ETIMEDOUT;
     MHD_stop_daemon(s->mhd);
     s->mhd = NULL;
+    return 0;
 }

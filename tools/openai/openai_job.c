@@ -246,13 +246,13 @@ static void run_generation(struct oa_job *j)
     bool streaming = false, cancelled = false;
     while (rc >= 0) {
         const struct dsd_client_event *ev;
+        if (!cancelled && should_stop(j)) {
+            dsd_client_request_cancel(r);
+            cancelled = true;
+        }
         rc = dsd_client_request_next(r, OA_POLL_MS, &ev, &ce);
         if (rc == -ETIMEDOUT) {
             rc = 0;
-            if (!cancelled && should_stop(j)) {
-                dsd_client_request_cancel(r);
-                cancelled = true;
-            }
             continue;
         }
         if (rc <= 0)
@@ -387,7 +387,7 @@ int oa_job_start(struct oa_job *j)
     return 0;
 }
 
-void oa_jobs_cancel_all(struct oa_server *s, int timeout_ms)
+bool oa_jobs_cancel_all(struct oa_server *s, int timeout_ms)
 {
     pthread_mutex_lock(&s->mu);
     s->stopping = true;
@@ -408,7 +408,9 @@ void oa_jobs_cancel_all(struct oa_server *s, int timeout_ms)
     while (s->running > 0)
         if (pthread_cond_timedwait(&s->idle, &s->mu, &ts) == ETIMEDOUT)
             break;
-    if (s->running > 0)
-        dsd_log(LOG_WARNING, "%d requests still running at shutdown", s->running);
+    int left = s->running;
     pthread_mutex_unlock(&s->mu);
+    if (left > 0)
+        dsd_log(LOG_WARNING, "%d requests still running %d ms after they were cancelled", left, timeout_ms);
+    return left == 0;
 }

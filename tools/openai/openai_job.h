@@ -82,7 +82,8 @@ long oa_job_read(struct oa_job *j, char *out, size_t max);
 /* Sets j's answer to an OpenAI error body (state ANSWER is set by the caller). */
 void oa_job_set_error(struct oa_job *j, int status, const char *message, const char *param, const char *code);
 
-/* Asks every running worker to stop (shutdown); waits up to timeout_ms for them. */
-void oa_jobs_cancel_all(struct oa_server *s, int timeout_ms);
+/* Asks every running worker to stop (shutdown); waits up to timeout_ms for them. Returns
+ * true when none is left. */
+bool oa_jobs_cancel_all(struct oa_server *s, int timeout_ms);
 
 #endif

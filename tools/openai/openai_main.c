@@ -166,10 +166,14 @@ int main(int argc, char **argv)
     sigwait(&set, &sig);
     dsd_notify_stopping("stopping (signal %d)", sig);
     dsd_log(LOG_INFO, "stopping: cancelling running requests");
-    oa_http_stop(&s);
+    rc = oa_http_stop(&s);
     close(fd);
     if (strncmp(shown, "unix:", 5) == 0)
         unlink(shown + 5);
+    if (rc < 0) {
+        dsd_log(LOG_ERR, "stopped with requests still running (deepseekd did not end them)");
+        return 1;
+    }
     oa_pool_free(&s.pool);
     dsd_log(LOG_INFO, "stopped");
     return 0;

@@ -384,6 +384,10 @@ static int parse_common(struct oa_request *r, json_t *root, const char **param, 
         return rc;
     if (rc)
         gp->repetition_penalty = d;
+    bool ig = false;
+    if ((rc = get_bool(root, "ignore_eos", &ig, param, err)) < 0)
+        return rc;
+    gp->ignore_eos = ig;
     json_t *seed = field(root, "seed");
     if (seed) {
         if (!json_is_integer(seed))
