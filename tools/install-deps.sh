@@ -6,10 +6,12 @@ set -eu
 PKGS="build-essential cmake ninja-build pkg-config git ca-certificates
       clang libclang-rt-14-dev
       libjansson-dev libpcre2-dev libxxhash-dev liburing-dev libmsgpack-dev libsystemd-dev
+      libmicrohttpd-dev curl
       systemd systemd-container procps scdoc"
 # systemd (systemd-analyze, -sysusers, -tmpfiles), systemd-container (nspawn) and procps
 # (/bin/kill, the unit's ExecReload) serve the systemd tests; PID 1 need not be systemd.
-# scdoc builds the man pages.
+# scdoc builds the man pages. libmicrohttpd-dev is the HTTP server of deepseekd-openai
+# (tools/openai); curl drives its tests.
 # Node.js + npm run the tokenizer identity tests. A machine may already carry a
 # newer Node (nodesource bundles npm and conflicts with Debian's npm package):
 # install Debian's only when the command is missing.

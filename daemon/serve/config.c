@@ -263,6 +263,19 @@ static const struct cfg_key cfg_keys[] = {
       "info", NULL, CFG_RELOADABLE, "LEVEL", "least important messages logged",
       "Least important messages written to the log (stderr, which journald reads with "
       "each line's priority): err, warning, notice, info or debug." },
+
+    /* ---- Testing ---- */
+    { "test_force_trigger", "Testing", CFG_STRING, FIELD(test_force_trigger), 0, 0, 0, NULL,
+      "", NULL, 0, "TEXT", "TEST ONLY: chats ending with this get test_force_output",
+      "For tests only; leave empty in production. When this and test_force_output are both "
+      "set, a chat request whose last message is a user message ending with this text "
+      "gets test_force_output (tokenized with special tokens, then the end-of-sentence "
+      "token) as the model's output instead of sampled tokens; logprobs still come from "
+      "the model. Tests use it to make a random-weight model write a tool call." },
+    { "test_force_output", "Testing", CFG_STRING, FIELD(test_force_output), 0, 0, 0, NULL,
+      "", NULL, 0, "TEXT", "TEST ONLY: the output forced by test_force_trigger",
+      "For tests only: the model output text that test_force_trigger forces, for example a "
+      "DSML tool call block (docs/CHAT.md)." },
 };
 
 #define N_KEYS ((int)(sizeof cfg_keys / sizeof cfg_keys[0]))

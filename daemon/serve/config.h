@@ -98,6 +98,9 @@ struct dsd_serve_config {
     int64_t idle_timeout_s;             /* reloadable, 0 = never */
     /* logging */
     int log_level;                  /* LOG_ERR..LOG_DEBUG (syslog.h), reloadable */
+    /* testing only: forced model output for chats ending with the trigger ("" = off) */
+    char test_force_trigger[256];
+    char test_force_output[4096];
 
     /* Set by --plan (not a key): print the memory plan instead of serving. */
     bool plan;

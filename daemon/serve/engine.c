@@ -103,6 +103,7 @@ void dsd_engine_request_free(struct dsd_engine_request *r)
         return;
     free(r->prompt);
     free(r->stop_ids);
+    free(r->forced);
     for (int i = 0; i < r->n_stop_strings; i++)
         free(r->stop_strings[i]);
     free(r->stop_strings);

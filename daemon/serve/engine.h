@@ -95,6 +95,9 @@ struct dsd_engine_request {
     bool credit_limited;            /* ring output: produce only within credit */
     uint64_t credit;                /* tokens that may be produced in total (ring output) */
     uint64_t t_accept_ns;           /* CLOCK_MONOTONIC when the io thread accepted it */
+    int32_t *forced;                /* TEST ONLY: output token ids replacing the sampled ones
+                                       (then EOS); malloc'd, NULL normally (test_force_output) */
+    int n_forced;
 };
 
 void dsd_engine_request_free(struct dsd_engine_request *r);

@@ -256,7 +256,22 @@ int32_t dsd_generation_step_sampled(struct dsd_generation *g, const struct dsd_s
                                     int64_t max_context, struct dsd_engine_event *ev)
 {
     const struct dsd_engine_request *r = g->req;
-    const int32_t tok = res->token;
+    int32_t tok = res->token;
+    struct dsd_sample_result forced;
+    if (r->forced) {    /* test only: the configured output, then EOS (engine.h) */
+        tok = g->n_generated < r->n_forced ? r->forced[g->n_generated] : g->eos;
+        /* the logprobs stay the model's (its top entries); the forced id's own logprob is
+         * known only when it is among them, else it reads as -1e30 */
+        forced = *res;
+        forced.token = tok;
+        forced.logprob = -1e30f;
+        for (int i = 0; i < DSD_SAMPLE_MAX_TOP && res->top_ids[i] >= 0; i++)
+            if (res->top_ids[i] == tok)
+                forced.logprob = res->top_logprobs[i];
+        if (tok == res->token)
+            forced.logprob = res->logprob;
+        res = &forced;
+    }
     g->n_generated++;
 
     bool stop = (!r->ignore_eos && tok == g->eos);

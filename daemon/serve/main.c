@@ -190,11 +190,15 @@ int main(int argc, char **argv)
         .max_context = mcfg.max_position_embeddings < INT32_MAX ? (int)mcfg.max_position_embeddings : INT32_MAX,
         .reload = reload,
         .reload_user = &cfg,
+        .test_force_trigger = cfg.test_force_trigger,
+        .test_force_output = cfg.test_force_output,
         .info_keys = info_keys,
         .info_values = info_values,
         .n_info = (int)(sizeof info_keys / sizeof info_keys[0]),
     };
     limits_from_config(&cfg, &sp.limits);
+    if (cfg.test_force_trigger[0] && cfg.test_force_output[0])
+        dsd_log(LOG_WARNING, "test_force_trigger is set: chats ending with it get a forced output (tests only)");
     rc = dsd_server_run(&sp, &err);
     if (rc)
         dsd_log(LOG_ERR, "%s", err.msg);

@@ -51,6 +51,9 @@ struct dsd_server_params {
      * old limits stay). May be NULL. */
     int (*reload)(void *user, struct dsd_server_limits *limits, struct dsd_err *err);
     void *reload_user;
+    /* TEST ONLY (test_force_trigger, test_force_output): NULL or "" = off */
+    const char *test_force_trigger;
+    const char *test_force_output;
     /* extra name/value pairs for info_ok.server */
     const char *const *info_keys;
     const char *const *info_values;

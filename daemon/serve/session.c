@@ -235,12 +235,32 @@ static json_t *chat_request(const struct dsd_ipc_prompt *p, struct dsd_err *err)
     return req;
 }
 
+/* TEST ONLY (test_force_trigger / test_force_output, docs/DAEMON.md): a chat whose last
+ * message is a user message ending with the trigger text gets test_force_output as the
+ * model's output instead of sampled tokens. Off (false) when the trigger is empty. */
+static bool forced_output_triggered(const struct server *s, const char *text, size_t len)
+{
+    const char *trig = s->p.test_force_trigger;
+    if (!trig || !*trig || !s->p.test_force_output || !*s->p.test_force_output)
+        return false;
+    static const char *const tails[] = { "<｜Assistant｜></think>", "<｜Assistant｜><think>" };
+    size_t tl = strlen(trig);
+    for (size_t i = 0; i < sizeof tails / sizeof tails[0]; i++) {
+        size_t al = strlen(tails[i]);
+        if (len >= tl + al && memcmp(text + len - al, tails[i], al) == 0 &&
+            memcmp(text + len - al - tl, trig, tl) == 0)
+            return true;
+    }
+    return false;
+}
+
 /* Builds the prompt token ids of p. On failure: the wire error code in *code, message in err. */
 static int build_prompt(struct server *s, struct conn *c, const struct dsd_ipc_prompt *p, struct dsd_tok_ids *out,
-                        bool *opens_reasoning, uint32_t *code, struct dsd_err *err)
+                        bool *opens_reasoning, bool *forced, uint32_t *code, struct dsd_err *err)
 {
     const int64_t vocab = s->p.model_cfg->vocab_size;
     *opens_reasoning = false;
+    *forced = false;
     switch (p->kind) {
     case DSD_IPC_PROMPT_TOKENS:
     case DSD_IPC_PROMPT_SPAN: {
@@ -314,6 +334,7 @@ static int build_prompt(struct server *s, struct conn *c, const struct dsd_ipc_p
         return rc;
     }
     *opens_reasoning = dsd_chat_prompt_opens_reasoning(cp.text, cp.len);
+    *forced = forced_output_triggered(s, cp.text, cp.len);
     /* Special tokens are recognized only inside the encoder's own markup: a client's text
      * that spells "<｜Assistant｜>" stays text (prompt-injection safety). */
     struct dsd_tok_range *ranges = malloc((cp.n_markup ? cp.n_markup : 1) * sizeof *ranges);
@@ -401,9 +422,9 @@ static void on_generate(struct server *s, struct conn *c, const struct dsd_ipc_m
         return;
     }
     struct dsd_tok_ids ids = {0};
-    bool opens = false;
+    bool opens = false, forced = false;
     uint32_t code = 0;
-    if (build_prompt(s, c, &g->prompt, &ids, &opens, &code, &err)) {
+    if (build_prompt(s, c, &g->prompt, &ids, &opens, &forced, &code, &err)) {
         dsd_tok_ids_free(&ids);
         srv_send_error(s, c, m->id, code, "generate: %s", err.msg);
         return;
@@ -445,6 +466,16 @@ static void on_generate(struct server *s, struct conn *c, const struct dsd_ipc_m
     r->chat = g->prompt.kind == DSD_IPC_PROMPT_CHAT;
     r->start_in_reasoning = opens;
     r->t_accept_ns = srv_now_ns();
+    if (forced) {
+        struct dsd_tok_ids f = {0};
+        if (dsd_tokenizer_encode(s->p.tokenizer, s->p.test_force_output, strlen(s->p.test_force_output),
+                                 DSD_TOK_PARSE_SPECIAL, &f, &err) >= 0) {
+            r->forced = f.ids;
+            r->n_forced = (int)f.len;
+        } else {
+            dsd_tok_ids_free(&f);
+        }
+    }
     if (sp->n_stop_ids) {
         r->stop_ids = malloc(sp->n_stop_ids * sizeof *r->stop_ids);
         for (uint32_t i = 0; r->stop_ids && i < sp->n_stop_ids; i++)
@@ -504,10 +535,10 @@ static void on_generate(struct server *s, struct conn *c, const struct dsd_ipc_m
 static void on_tokenize(struct server *s, struct conn *c, const struct dsd_ipc_msg *m)
 {
     struct dsd_tok_ids ids = {0};
-    bool opens;
+    bool opens, forced;
     uint32_t code = 0;
     struct dsd_err err = {{0}};
-    if (build_prompt(s, c, &m->tokenize.prompt, &ids, &opens, &code, &err)) {
+    if (build_prompt(s, c, &m->tokenize.prompt, &ids, &opens, &forced, &code, &err)) {
         srv_send_error(s, c, m->id, code, "tokenize: %s", err.msg);
     } else {
         struct dsd_ipc_msg r = { .type = DSD_IPC_TOKENIZE_OK, .id = m->id };

@@ -2,7 +2,11 @@
 # systemd_boot.sh: boots a real systemd in a throwaway container and checks deepseekd's units
 # end to end, as an operator would use them.
 #
-#   systemd_boot.sh [--drain-tokens N] BUILD_UNITS_DIR SOURCE_UNITS_DIR DAEMON PROBE MODEL_DIR
+#   systemd_boot.sh [--drain-tokens N] [--openai GATEWAY] BUILD_UNITS_DIR SOURCE_UNITS_DIR DAEMON PROBE MODEL_DIR
+#
+# With --openai, deepseekd-openai (GATEWAY) and its units (BUILD_UNITS_DIR/deepseekd-openai.*)
+# come along, and the runner also checks them: the HTTP socket activates the gateway, which
+# reaches the daemon through group deepseekd and answers /v1/models and a chat (curl).
 #
 # BUILD_UNITS_DIR holds the configured deepseekd.service and deepseekd.socket (build/units),
 # SOURCE_UNITS_DIR the sysusers.d/ and tmpfiles.d/ snippets (units/). DAEMON and PROBE are
@@ -22,9 +26,16 @@
 set -eu
 
 DRAIN_TOKENS=150
-if [ "${1:-}" = "--drain-tokens" ]; then DRAIN_TOKENS=$2; shift 2; fi
+OPENAI=""
+while :; do
+    case "${1:-}" in
+        --drain-tokens) DRAIN_TOKENS=$2; shift 2 ;;
+        --openai) OPENAI=$2; shift 2 ;;
+        *) break ;;
+    esac
+done
 if [ $# -ne 5 ]; then
-    echo "usage: $0 [--drain-tokens N] BUILD_UNITS_DIR SOURCE_UNITS_DIR DAEMON PROBE MODEL_DIR" >&2
+    echo "usage: $0 [--drain-tokens N] [--openai GATEWAY] BUILD_UNITS_DIR SOURCE_UNITS_DIR DAEMON PROBE MODEL_DIR" >&2
     exit 2
 fi
 BUILD_UNITS=$1 SRC_UNITS=$2 DAEMON=$3 PROBE=$4 MODEL=$5
@@ -78,6 +89,19 @@ cp "$PROBE" "$T/test/bin/deepseekd-probe"
 for lib in $(ldd "$PROBE" 2>/dev/null | awk '/libdeepseekd/ {print $3}'); do
     cp -L "$lib" "$T/test/bin/"
 done
+if [ -n "$OPENAI" ]; then
+    cp "$BUILD_UNITS/deepseekd-openai.service" "$BUILD_UNITS/deepseekd-openai.socket" "$T/units/"
+    mkdir -p "$T/units/deepseekd-openai.service.d"
+    # LeakSanitizer stops the process with ptrace at exit, which the unit's
+    # SystemCallFilter= forbids: in a sanitizer build the leak check is left to the tests
+    # outside the sandbox (tests/openai). Other builds ignore ASAN_OPTIONS.
+    printf '[Service]\nExecStart=\nExecStart=/test/bin/deepseekd-openai\nEnvironment=LD_LIBRARY_PATH=/test/bin ASAN_OPTIONS=detect_leaks=0\n' \
+        > "$T/units/deepseekd-openai.service.d/test.conf"
+    cp "$OPENAI" "$T/test/bin/deepseekd-openai"
+    for lib in $(ldd "$OPENAI" 2>/dev/null | awk '/libdeepseekd/ {print $3}'); do
+        cp -L "$lib" "$T/test/bin/"
+    done
+fi
 cp "$HERE/systemd/boot/runner.sh" "$T/test/runner.sh"
 cat > "$T/test/deepseekd.conf" <<CONF
 model = /model

@@ -62,6 +62,8 @@ static const struct key_spec spec[] = {
     { "frame_timeout_s", "30", "1", "3600", "10", true },
     { "idle_timeout_s", "600", "0", "604800", "60", true },
     { "log_level", "info", NULL, NULL, "debug", true },
+    { "test_force_trigger", "", NULL, NULL, "[[force]]", false },
+    { "test_force_output", "", NULL, NULL, "forced text", false },
 };
 #define N_SPEC ((int)(sizeof spec / sizeof spec[0]))
 

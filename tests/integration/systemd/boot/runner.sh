@@ -83,6 +83,29 @@ check "service is inactive" is ActiveState inactive
 check "socket still listening after the service stopped" is ActiveState active deepseekd.socket
 check "second activation after stop" ready
 check "active again" is ActiveState active
+# ---- deepseekd-openai (systemd_boot.sh --openai): the HTTP socket activates the gateway,
+# which reaches the daemon through group deepseekd
+if [ -x /test/bin/deepseekd-openai ]; then
+    OA=http://127.0.0.1:8000/v1
+    check "deepseekd-openai.socket starts" systemctl start deepseekd-openai.socket
+    check "gateway is not running before the first HTTP client" is ActiveState inactive deepseekd-openai.service
+    check "GET /v1/models through the activated gateway" \
+        sh -c "curl -sf --max-time 30 $OA/models | grep -q '\"id\":\"model\"'"
+    check "gateway is active (READY=1 seen)" is ActiveState active deepseekd-openai.service
+    check "gateway was triggered by its socket" is TriggeredBy deepseekd-openai.socket deepseekd-openai.service
+    gpid=$(prop MainPID deepseekd-openai.service)
+    check "gateway does not run as root" [ "$(stat -c %u /proc/"$gpid")" != 0 ]
+    check "gateway has group deepseekd" \
+        sh -c "grep '^Groups:' /proc/$gpid/status | grep -qw $(getent group deepseekd | cut -d: -f3)"
+    check "chat completion through the gateway" \
+        sh -c "curl -sf --max-time 60 $OA/chat/completions -H 'Content-Type: application/json' \
+               -d '{\"model\":\"model\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"max_tokens\":4}' \
+               | grep -q '\"completion_tokens\":4'"
+    check "stop the gateway" timeout 30 systemctl stop deepseekd-openai.service deepseekd-openai.socket
+    check "gateway stopped cleanly (Result=success)" is Result success deepseekd-openai.service
+    journalctl -u deepseekd-openai.service -o cat >> /test/journal.txt 2>&1
+fi
+
 check "stop again" timeout 60 systemctl stop deepseekd.service deepseekd.socket
 
 # ---- the log reached journald with its priorities parsed
