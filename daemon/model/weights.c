@@ -275,6 +275,43 @@ int dsd_weights_bind(const struct dsd_model_config *cfg, const struct dsd_st_set
     return rc;
 }
 
+void dsd_weight_init_range(const struct dsd_tensor_spec *s, float *center, float *half)
+{
+    const float inv = 1.0f / sqrtf((float)(s->ndim == 2 ? s->shape[1] : 1)), sq3 = sqrtf(3.0f);
+    *center = 0.0f;
+    switch (s->role) {
+    case DSD_ROLE_NORM:
+        *center = 1.0f;
+        *half = 0.25f;
+        break;
+    case DSD_ROLE_NORM_BIAS:
+        *half = 0.1f;
+        break;
+    case DSD_ROLE_ROUTER_BIAS:
+        *half = 0.05f;
+        break;
+    case DSD_ROLE_EMBED:
+        *half = sq3;
+        break;
+    case DSD_ROLE_LM_HEAD:
+        *half = 3.0f * inv * sq3;       /* logits with std ~3: argmax comparisons mean something */
+        break;
+    case DSD_ROLE_ROUTER:
+        *half = 2.0f * inv * sq3;
+        break;
+    case DSD_ROLE_OUT_PROJ:
+        /* Small enough that FP8 noise does not snowball through the layers of a random
+         * model (production vs exact stays comparable), large enough that a wrong attention
+         * or MoE output moves the logits far beyond the golden tolerance (1e-3). */
+        *half = 0.2f * inv * sq3;
+        break;
+    case DSD_ROLE_PROJ:
+    default:
+        *half = inv * sq3;
+        break;
+    }
+}
+
 int dsd_weights_describe(const struct dsd_model_config *cfg, struct dsd_model_weights *w,
                          struct dsd_tensor_spec **specs_out, struct dsd_weight_init **init_out, size_t *n_init,
                          struct dsd_err *err)
@@ -300,36 +337,8 @@ int dsd_weights_describe(const struct dsd_model_config *cfg, struct dsd_model_we
             .cols = s->ndim == 2 ? s->shape[1] : s->shape[0],
             .name = s->name,
         };
-        const float inv = 1.0f / sqrtf((float)(s->ndim == 2 ? s->shape[1] : 1));
-        float center = 0.0f, half;
-        switch (s->role) {
-        case DSD_ROLE_NORM:
-            center = 1.0f;
-            half = 0.25f;
-            break;
-        case DSD_ROLE_NORM_BIAS:
-            half = 0.1f;
-            break;
-        case DSD_ROLE_ROUTER_BIAS:
-            half = 0.05f;
-            break;
-        case DSD_ROLE_EMBED:
-            half = sqrtf(3.0f);
-            break;
-        case DSD_ROLE_LM_HEAD:
-            half = 3.0f * inv * sqrtf(3.0f);
-            break;
-        case DSD_ROLE_ROUTER:
-            half = 2.0f * inv * sqrtf(3.0f);
-            break;
-        case DSD_ROLE_OUT_PROJ:
-            half = 0.2f * inv * sqrtf(3.0f);
-            break;
-        case DSD_ROLE_PROJ:
-        default:
-            half = inv * sqrtf(3.0f);
-            break;
-        }
+        float center, half;
+        dsd_weight_init_range(s, &center, &half);
         init[k++] = (struct dsd_weight_init){ .w = s->dst, .center = center, .half = half };
     }
     *specs_out = specs;

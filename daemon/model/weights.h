@@ -83,6 +83,12 @@ int dsd_weights_describe(const struct dsd_model_config *cfg, struct dsd_model_we
                          struct dsd_tensor_spec **specs, struct dsd_weight_init **init, size_t *n_init,
                          struct dsd_err *err);
 
+/* The range random weights of this tensor are drawn from, uniform in [center - half,
+ * center + half] (mkmodel's checkpoints and generated models): scales chosen so every
+ * sub-layer changes the residual stream noticeably, attention and indexer scores are far
+ * from uniform and the logits are not flat. */
+void dsd_weight_init_range(const struct dsd_tensor_spec *s, float *center, float *half);
+
 /* Total bytes of the bound weights (data + scales). */
 uint64_t dsd_weights_bytes(const struct dsd_model_weights *w, const struct dsd_model_config *cfg);
 

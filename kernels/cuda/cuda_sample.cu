@@ -91,11 +91,20 @@ __device__ arg block_argmax(arg a, arg *sh)
     return sh[0];
 }
 
-template <typename T> __device__ T block_sum(T v, T *sh)
+struct op_sum {
+    template <typename T> __device__ T operator()(T a, T b) const { return a + b; }
+};
+struct op_max {
+    __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+// block-wide reduction with op over a fixed tree (the same order every run); every thread
+// gets the result
+template <typename T, typename Op> __device__ T block_reduce(T v, T *sh, Op op)
 {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
+        v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
     __syncthreads();
     if (lane == 0)
         sh[warp] = v;
@@ -103,7 +112,7 @@ template <typename T> __device__ T block_sum(T v, T *sh)
     if (warp == 0) {
         v = sh[lane];
         for (int o = 16; o > 0; o >>= 1)
-            v += __shfl_xor_sync(0xffffffffu, v, o);
+            v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
         if (lane == 0)
             sh[0] = v;
     }
@@ -111,24 +120,14 @@ template <typename T> __device__ T block_sum(T v, T *sh)
     return sh[0];
 }
 
+template <typename T> __device__ T block_sum(T v, T *sh)
+{
+    return block_reduce(v, sh, op_sum());
+}
+
 __device__ float block_max(float v, float *sh)
 {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int o = 16; o > 0; o >>= 1)
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    __syncthreads();
-    if (lane == 0)
-        sh[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        v = sh[lane];
-        for (int o = 16; o > 0; o >>= 1)
-            v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-        if (lane == 0)
-            sh[0] = v;
-    }
-    __syncthreads();
-    return sh[0];
+    return block_reduce(v, sh, op_max());
 }
 
 // exclusive prefix sum over the block, in thread order; *total receives the sum

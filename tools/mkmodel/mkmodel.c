@@ -64,40 +64,8 @@ static void init_values(const struct dsd_tensor_spec *s, uint64_t seed, float *v
 {
     struct dsd_rng r;
     rng_seed(&r, s->name, seed);
-    int64_t fan_in = s->ndim == 2 ? s->shape[1] : 1;
-    float inv = 1.0f / sqrtf((float)fan_in), sq3 = sqrtf(3.0f);
-    float center = 0.0f, half;
-    switch (s->role) {
-    case DSD_ROLE_NORM:
-        center = 1.0f;
-        half = 0.25f;
-        break;
-    case DSD_ROLE_NORM_BIAS:
-        half = 0.1f;
-        break;
-    case DSD_ROLE_ROUTER_BIAS:
-        half = 0.05f;
-        break;
-    case DSD_ROLE_EMBED:
-        half = 1.0f * sq3;
-        break;
-    case DSD_ROLE_LM_HEAD:
-        half = 3.0f * inv * sq3;    /* logits with std ~3: argmax comparisons mean something */
-        break;
-    case DSD_ROLE_ROUTER:
-        half = 2.0f * inv * sq3;
-        break;
-    case DSD_ROLE_OUT_PROJ:
-        /* Small enough that FP8 noise does not snowball through the layers of a random
-         * model (production vs exact stays comparable), large enough that a wrong attention
-         * or MoE output moves the logits far beyond the golden tolerance (1e-3). */
-        half = 0.2f * inv * sq3;
-        break;
-    case DSD_ROLE_PROJ:
-    default:
-        half = inv * sq3;
-        break;
-    }
+    float center, half;
+    dsd_weight_init_range(s, &center, &half);
     for (int64_t i = 0; i < n; i++)
         v[i] = center + uniform(&r, half);
 }
