@@ -186,29 +186,13 @@ __device__ uint32_t radix_select(const row_ctx &c, float m, unsigned long long t
         for (int b = threadIdx.x; b < 256; b += SP_THREADS)
             hist[b] = 0;
         __syncthreads();
-        // The probabilities' keys share a handful of exponents, so most ids of a pass fall in
-        // a few buckets: the lanes of a warp that hit the same bucket add their weights first
-        // and one of them updates shared memory (a shared atomic per lane would serialize).
-        const int64_t n_iter = (c.V + SP_THREADS - 1) / SP_THREADS;
-        for (int64_t it = 0; it < n_iter; it++) {
-            const int64_t i = it * SP_THREADS + threadIdx.x;
-            int bucket = -1;
-            unsigned long long w = 0;
-            if (i < c.V) {
-                const float p = prob_of(xform(c, i), m);
-                const uint32_t key = __float_as_uint(p);
-                if ((key & mask) == prefix) {
-                    bucket = (int)((key >> shift) & 255);
-                    w = MASS ? fixq(p) : 1ull;
-                }
-            }
-            // every lane of the warp takes part (the loop count is the same for all threads)
-            const unsigned peers = __match_any_sync(0xffffffffu, bucket);
-            unsigned long long sum = 0;
-            for (unsigned mm = peers; mm; mm &= mm - 1)
-                sum += __shfl_sync(peers, w, __ffs(mm) - 1);
-            if (bucket >= 0 && (int)(threadIdx.x & 31) == __ffs(peers) - 1)
-                atomicAdd(&hist[bucket], sum);
+        // (One shared atomic per id: warp-aggregating the updates with __match_any_sync was
+        // measured slower, 1.5 vs 1.0 ms for top-k 50 at V = 129,280 on an H100.)
+        for (int64_t i = threadIdx.x; i < c.V; i += SP_THREADS) {
+            const float p = prob_of(xform(c, i), m);
+            const uint32_t key = __float_as_uint(p);
+            if ((key & mask) == prefix)
+                atomicAdd(&hist[(key >> shift) & 255], MASS ? fixq(p) : 1ull);
         }
         __syncthreads();
         // walk the buckets from the top (one thread: 256 steps)
