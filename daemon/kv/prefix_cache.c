@@ -362,6 +362,12 @@ int dsd_prefix_cache_acquire(struct dsd_prefix_cache *pc, const int32_t *tokens,
     return n;
 }
 
+int dsd_prefix_cache_peek(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_tokens)
+{
+    int n = dsd_radix_peek(pc->t, tokens, n_tokens, pc->displaced, pc->max_pages);
+    return n < 0 ? 0 : n;
+}
+
 void dsd_prefix_cache_unhold(struct dsd_prefix_cache *pc, struct dsd_prefix_hold *h)
 {
     if (h->n > 0)

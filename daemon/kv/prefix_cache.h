@@ -96,6 +96,10 @@ void dsd_prefix_cache_free(struct dsd_prefix_cache *pc);
  * Returns the pages shared (>= 0), -EINVAL (seq not empty), -ENOMEM. */
 int dsd_prefix_cache_acquire(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_tokens, struct dsd_kv_seq *seq,
                              struct dsd_prefix_hold *h, struct dsd_prefix_hit *hit);
+/* Pages of tokens[0..n_tokens) the tree holds now (device or host), changing nothing: what
+ * the scheduler ranks a long queue by. */
+int dsd_prefix_cache_peek(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_tokens);
+
 /* Drops h's locks (keeps its storage for reuse). */
 void dsd_prefix_cache_unhold(struct dsd_prefix_cache *pc, struct dsd_prefix_hold *h);
 /* Frees h's storage (after unhold). */
