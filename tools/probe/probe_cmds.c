@@ -164,6 +164,11 @@ static int cmd_stats(struct dsd_client *c, struct probe_args *a)
     int rc = dsd_client_get_stats(c, &st, &e);
     if (rc < 0)
         return fail(&e, rc);
+    if (a->prometheus) {
+        rc = probe_prometheus(stdout, st->values, st->n_values);
+        dsd_client_stats_free(st);
+        return rc < 0 ? PROBE_EX_FAIL : PROBE_EX_OK;
+    }
     if (a->json) {
         json_t *o = json_object();
         for (uint32_t i = 0; i < st->n_values; i++)
