@@ -89,6 +89,7 @@ struct dsd_engine {
     char *disk_cache_dir;
     struct dsd_hist ttft_step, itl_step;    /* this step's observations (merged under mu) */
     uint64_t cached_step;
+    bool sat_out;                   /* the last plan had a sequence sit out (pages fell short) */
     struct seq *seqs;           /* all live sequences (running and waiting) */
     struct paused_conn *paused;
     struct dsd_sched sched;
@@ -580,12 +581,15 @@ static int build_step(struct dsd_engine *e, struct seq **batch, int max)
         if (e->plan_v[i]->release)
             drop_pages(e, e->plan_s[i], e->plan_s[i]->computed_before, true);
     int nb = 0;
+    e->sat_out = false;
     for (i = 0; i < n; i++) {
         struct seq *s = e->plan_s[i];
         if (s->sc.chunk <= 0)
             continue;
-        if (e->pc && !reserve_cached(e, s))
+        if (e->pc && !reserve_cached(e, s)) {
+            e->sat_out = true;
             continue;
+        }
         if (!e->pc) {
             /* The plan counted these pages against the pool's free count: a failure here is a
              * bookkeeping bug, and running on would write KV into pages we do not own. */
@@ -634,7 +638,7 @@ static int run_step(struct dsd_engine *e)
     struct seq *batch[max];
     int n = build_step(e, batch, max);
     if (n == 0)
-        return 0;
+        return e->sat_out ? -1 : 0;
     e->step_id++;
     for (int i = 0; i < n; i++)
         batch[i]->in_step = e->step_id;
@@ -912,6 +916,8 @@ static void *engine_main(void *arg)
         cancel_marked(e);
         if (stop)
             break;
+        /* -1: the plan ran nothing because shared pages made it short: plan again at once
+         * (the pool is what it is now), never sleep on runnable work */
         int ran = run_step(e);
         publish_counts(e);
         pthread_mutex_lock(&e->mu);
