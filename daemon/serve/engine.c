@@ -46,7 +46,7 @@ struct seq {
     uint64_t in_step;           /* the last step (e->step_id) this sequence was part of */
     /* the prefix cache: what it holds locked for this sequence, what its first lookup found */
     struct dsd_prefix_hold hold;
-    bool looked_up;
+    bool looked_up, peeked;
     int n_cached, cached_tier[3];
     int computed_before;        /* n_computed before this step's plan (a release zeroes it) */
     struct seq *next;
@@ -311,6 +311,7 @@ static void drop_pages(struct dsd_engine *e, struct seq *s, int n_computed, bool
         dsd_prefix_cache_unhold(e->pc, &s->hold);
     }
     dsd_kv_seq_release(e->kv, &s->kv);
+    s->peeked = false;
 }
 
 /* Removes s from the live list, returns its pages, emits its DONE event. */
@@ -567,8 +568,11 @@ static int build_step(struct dsd_engine *e, struct seq **batch, int max)
     if (e->pc && e->p.long_queue > 0 && queued >= e->p.long_queue)
         for (i = 0; i < n; i++) {
             struct seq *s = e->plan_s[i];
-            if (!s->sc.running && !s->sc.parked && s->kv.n_pages == 0)
+            if (!s->sc.running && !s->sc.parked && s->kv.n_pages == 0 && !s->peeked) {
+                /* once per wait (a walk hashes the whole prompt): a stale rank is harmless */
                 s->sc.cached_pages = dsd_prefix_cache_peek(e->pc, s->tokens, s->n_tokens - 1);
+                s->peeked = true;
+            }
         }
     /* Pages the prefix cache alone holds count as free: make_room frees them on demand. */
     int reclaimable = e->pc ? dsd_prefix_cache_reclaimable(e->pc) : 0;
