@@ -944,7 +944,9 @@ static void send_done(struct server *s, struct io_request *r, const struct dsd_e
     }
     if (ev->stop_string)
         dn->stop_string = dsd_ipc_s(ev->stop_string);
-    dn->usage = (struct dsd_ipc_usage){ (uint32_t)ev->n_prompt, (uint32_t)ev->n_cached, (uint32_t)ev->n_generated };
+    dn->usage = (struct dsd_ipc_usage){ (uint32_t)ev->n_prompt, (uint32_t)ev->n_cached, (uint32_t)ev->n_generated,
+                                        ev->n_cached > 0, (uint32_t)ev->cached_tier[0], (uint32_t)ev->cached_tier[1],
+                                        (uint32_t)ev->cached_tier[2] };
     dn->timings = (struct dsd_ipc_timings){ ev->queue_us, ev->first_token_us, ev->total_us, ev->per_token_us };
     if (r->corrupt || r->stall_timed_out) {
         dn->finish = DSD_IPC_FINISH_ERROR;

@@ -36,6 +36,7 @@
 static const char *g_bin, *g_probe, *g_model;
 static struct dsd_model *g_m;
 static char g_cache[256];           /* the disk tier's directory, kept across restarts */
+static int g_tiers[3];              /* the last done's cached tokens per tier */
 
 static void make_prompt(uint32_t *p, int n, int seed)
 {
@@ -58,6 +59,12 @@ static int generate(int fd, uint64_t id, const uint32_t *prompt, int np, int n, 
     if (raw_wait_done(fd, id, &done, got, &k, n, 120000) != DSD_IPC_DONE)
         return -1;
     *cached = (int)done.done.usage.cached;
+    g_tiers[0] = (int)done.done.usage.cached_device;
+    g_tiers[1] = (int)done.done.usage.cached_host;
+    g_tiers[2] = (int)done.done.usage.cached_disk;
+    if (done.done.usage.cached && (!done.done.usage.has_tiers || (uint32_t)(g_tiers[0] + g_tiers[1] + g_tiers[2]) !=
+                                                                  done.done.usage.cached))
+        *cached = -2;                   /* the per-tier split must add up */
     int ok = k == n && done.done.usage.prompt == (uint32_t)np;
     dsd_ipc_msg_free(&done);
     return ok ? 0 : -1;
@@ -109,6 +116,7 @@ TEST(repeated_prompt_is_computed_once)
     ASSERT_EQ_INT(cached, 192);
     ASSERT_EQ_INT(raw_stat(fd, "tokens_prefilled_total") - pre1, NP - 192);
     ASSERT_EQ_INT(raw_stat(fd, "kv_cache_device_hits_total") - hits0, 3);
+    ASSERT_EQ_INT(g_tiers[0], 192);     /* done.usage.cached_device */
     ASSERT_EQ_INT(raw_stat(fd, "kv_pages_used"), 0);
     close(fd);
 }
@@ -316,6 +324,8 @@ TEST(restart_serves_the_prefix_from_disk)
     ASSERT_EQ_INT(generate(fd, 9, g_rprompt, RP, RT, got, &cached), 0);
     ASSERT_TRUE(memcmp(got, g_rwant, sizeof got) == 0);
     ASSERT_EQ_INT(cached, 256);         /* 4 whole pages of 260 tokens, all from disk */
+    ASSERT_EQ_INT(g_tiers[2], 256);     /* done.usage.cached_disk */
+    ASSERT_EQ_INT(g_tiers[0] + g_tiers[1], 0);
     ASSERT_EQ_INT(raw_stat(fd, "kv_cache_disk_hits_total"), 4);
     ASSERT_EQ_INT(raw_stat(fd, "tokens_prefilled_total") - pre0, RP - 256);
     close(fd);

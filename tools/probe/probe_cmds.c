@@ -279,6 +279,12 @@ static json_t *event_json(const struct dsd_client_event *ev)
                                (json_int_t)d->timings.first_token_us, "total_us",
                                (json_int_t)d->timings.total_us, "per_token_us",
                                d->timings.per_token_us);
+        if (d->usage.cached) {
+            json_t *u = json_object_get(dj, "usage");
+            json_object_set_new(u, "cached_device", json_integer((json_int_t)ev->cached_tiers.device));
+            json_object_set_new(u, "cached_host", json_integer((json_int_t)ev->cached_tiers.host));
+            json_object_set_new(u, "cached_disk", json_integer((json_int_t)ev->cached_tiers.disk));
+        }
         if (d->stop_token >= 0)
             json_object_set_new(dj, "stop_token", json_integer(d->stop_token));
         if (d->stop_string)
