@@ -1125,7 +1125,9 @@ static int tokens_field(struct dec *d, int idx, const char *key, const msgpack_o
 static const char *const done_keys[] = {"finish", "stop_token", "stop_string", "usage",
                                         "timings", "ring_end", "error"};
 enum { D_FINISH, D_STOP_TOKEN, D_STOP_STRING, D_USAGE, D_TIMINGS, D_RING_END, D_ERROR };
-static const char *const usage_keys[] = {"prompt", "cached", "completion"};
+/* the first three are required; the per-tier counts are optional */
+static const char *const usage_keys[] = {"prompt", "cached", "completion", "cached_device", "cached_host",
+                                         "cached_disk"};
 static const char *const timing_keys[] = {"queue_us", "first_token_us", "total_us",
                                           "per_token_us"};
 static const char *const derr_keys[] = {"code", "msg"};
@@ -1134,7 +1136,9 @@ static int usage_field(struct dec *d, int idx, const char *key, const msgpack_ob
                        void *ctx)
 {
     struct dsd_ipc_usage *u = ctx;
-    uint32_t *f[] = {&u->prompt, &u->cached, &u->completion};
+    uint32_t *f[] = {&u->prompt, &u->cached, &u->completion, &u->cached_device, &u->cached_host, &u->cached_disk};
+    if (idx >= 3)
+        u->has_tiers = true;
     return want_u32(d, v, key, 0, UINT32_MAX, f[idx]);
 }
 
@@ -1183,7 +1187,7 @@ static int done_field(struct dec *d, int idx, const char *key, const msgpack_obj
     case D_STOP_STRING: return want_str(d, v, key, 0, DSD_IPC_MAX_STOP_LEN, &dn->stop_string);
     case D_USAGE:
         rc = walk_sub(d, v, key, usage_keys, NKEYS(usage_keys), &seen, usage_field, &dn->usage);
-        return rc ? rc : need_all(d, seen, key, usage_keys, NKEYS(usage_keys));
+        return rc ? rc : need_all(d, seen, key, usage_keys, 3);
     case D_TIMINGS:
         rc = walk_sub(d, v, key, timing_keys, NKEYS(timing_keys), &seen, timing_field,
                       &dn->timings);

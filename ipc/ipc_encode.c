@@ -390,6 +390,11 @@ static int put_done(struct enc *e, struct map *m, const struct dsd_ipc_done *d,
     kv_uint(e, &um, "prompt", d->usage.prompt);
     kv_uint(e, &um, "cached", d->usage.cached);
     kv_uint(e, &um, "completion", d->usage.completion);
+    if (d->usage.has_tiers) {
+        kv_uint(e, &um, "cached_device", d->usage.cached_device);
+        kv_uint(e, &um, "cached_host", d->usage.cached_host);
+        kv_uint(e, &um, "cached_disk", d->usage.cached_disk);
+    }
     map_close(e, &um);
     key(e, m, "timings");
     struct map tm = map_open(e);

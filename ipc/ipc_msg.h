@@ -258,6 +258,9 @@ struct dsd_ipc_tokens {
 
 struct dsd_ipc_usage {
     uint32_t prompt, cached, completion;
+    /* optional: of cached, tokens from each tier of the prefix cache (sent when has_tiers) */
+    bool has_tiers;
+    uint32_t cached_device, cached_host, cached_disk;
 };
 
 struct dsd_ipc_timings {

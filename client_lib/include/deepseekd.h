@@ -462,6 +462,12 @@ struct dsd_client_event {
      * goes on. One message per line. */
     const char *tool_call_error;
     size_t tool_call_error_len;
+    /* DONE only: of done.usage.cached, the tokens each tier of the daemon's prefix cache
+     * served (all 0 when nothing was cached or the daemon does not say). Added in 0.1 at the
+     * end of the struct, which the library allocates. */
+    struct dsd_client_cached_tiers {
+        uint32_t device, host, disk;
+    } cached_tiers;
 };
 
 /*

@@ -408,6 +408,10 @@ static int done_event(struct dsd_client_request *r, const struct dsd_ipc_done *d
         .error_code = d->has_error ? d->error_code : 0,
         .error_message = d->has_error ? d->error_msg.ptr : NULL,
     };
+    ev->cached_tiers = (struct dsd_client_cached_tiers){0};
+    if (d->usage.has_tiers)
+        ev->cached_tiers = (struct dsd_client_cached_tiers){d->usage.cached_device, d->usage.cached_host,
+                                                            d->usage.cached_disk};
     if (d->finish == DSD_IPC_FINISH_ERROR && !ev->done.error_message)
         ev->done.error_message = "deepseekd reported an error without a message";
     return 0;

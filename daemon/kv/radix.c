@@ -27,6 +27,7 @@ struct dsd_radix {
     int max, n_used;
     int32_t free_head;
     int n_tier[DSD_RADIX_TIERS];
+    int n_lru[DSD_RADIX_TIERS];         /* unlocked nodes per tier (on its LRU list) */
 };
 
 static int32_t sentinel(const struct dsd_radix *t, int tier)
@@ -40,6 +41,7 @@ static void lru_unlink(struct dsd_radix *t, int32_t i)
     t->nodes[n->prev].next = n->next;
     t->nodes[n->next].prev = n->prev;
     n->prev = n->next = NONE;
+    t->n_lru[n->tier]--;
 }
 
 /* Inserts at the front (most recently used). */
@@ -51,6 +53,7 @@ static void lru_push_front(struct dsd_radix *t, int32_t i)
     n->next = t->nodes[s].next;
     t->nodes[n->next].prev = i;
     t->nodes[s].next = i;
+    t->n_lru[n->tier]++;
 }
 
 static void touch(struct dsd_radix *t, int32_t i)
@@ -67,6 +70,8 @@ static void touch_path(struct dsd_radix *t, int32_t i)
     for (; i != NONE; i = t->nodes[i].parent)
         touch(t, i);
 }
+
+static int valid_node(const struct dsd_radix *t, int32_t i);
 
 static int parent_tier(const struct dsd_radix *t, int32_t parent)
 {
@@ -273,6 +278,34 @@ int dsd_radix_insert(struct dsd_radix *t, const int32_t *tokens, int n_tokens, c
     return n_taken;
 }
 
+int dsd_radix_extend(struct dsd_radix *t, const struct dsd_radix_ref *parent, const int32_t *tokens, int tier,
+                     int32_t value, struct dsd_radix_ref *out)
+{
+    if (tier < 0 || tier >= DSD_RADIX_TIERS || !tokens)
+        return -EINVAL;
+    int32_t p = NONE;
+    uint64_t ph = DSD_KV_CHAIN_ROOT;
+    if (parent) {
+        if (!valid_node(t, parent->node))
+            return -EINVAL;
+        p = parent->node;
+        ph = t->nodes[p].hash;
+    }
+    if (parent_tier(t, p) > tier)
+        return 0;
+    uint64_t h = dsd_kv_chain_hash(ph, tokens);
+    int collision;
+    if (child(t, p, h, tokens, &collision) != NONE || collision || dsd_hash_index_get(t->index, h) >= 0)
+        return 0;
+    int32_t i = node_new(t, p, h, tokens, tier, value);
+    if (i == NONE)
+        return 0;
+    lru_unlink(t, i);
+    t->nodes[i].lock = 1;
+    *out = ref_of(t, i);
+    return 1;
+}
+
 int dsd_radix_victim(const struct dsd_radix *t, int tier, unsigned flags, struct dsd_radix_ref *out)
 {
     if (tier < 0 || tier >= DSD_RADIX_TIERS)
@@ -377,6 +410,11 @@ int dsd_radix_count(const struct dsd_radix *t, int tier)
     return tier < DSD_RADIX_TIERS ? t->n_tier[tier] : 0;
 }
 
+int dsd_radix_unlocked(const struct dsd_radix *t, int tier)
+{
+    return tier >= 0 && tier < DSD_RADIX_TIERS ? t->n_lru[tier] : 0;
+}
+
 int dsd_radix_capacity(const struct dsd_radix *t)
 {
     return t->max;
@@ -442,6 +480,8 @@ int dsd_radix_check(const struct dsd_radix *t, struct dsd_err *err)
                 t->nodes[t->nodes[i].next].prev != i || ++steps > t->max)
                 return dsd_errf(err, -EFAULT, "tier %d: LRU list broken at node %d", k, i);
         }
+        if (steps != t->n_lru[k])
+            return dsd_errf(err, -EFAULT, "tier %d: %d nodes on the LRU list, counted %d", k, steps, t->n_lru[k]);
         n_listed += steps;
     }
     int n_unlocked = 0;

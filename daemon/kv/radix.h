@@ -97,6 +97,14 @@ void dsd_radix_unlock(struct dsd_radix *t, const struct dsd_radix_ref *refs, int
 int dsd_radix_insert(struct dsd_radix *t, const int32_t *tokens, int n_tokens, const int32_t *values, int tier,
                      uint8_t *taken, struct dsd_radix_ref *displaced, int *n_displaced);
 
+/* Adds one page below parent (NULL: a first page), its 64 tokens, in tier/value, locked once
+ * for the caller (unlock it with the rest of its match): a page found elsewhere (the disk
+ * tier) extending a match. Returns 1 with *out filled; 0 when nothing was added (the page is
+ * already cached or its name collides, parent is slower than tier, the tree is full; the
+ * caller keeps value); -EINVAL (bad tier, no such parent). */
+int dsd_radix_extend(struct dsd_radix *t, const struct dsd_radix_ref *parent, const int32_t *tokens, int tier,
+                     int32_t value, struct dsd_radix_ref *out);
+
 #define DSD_RADIX_LEAF_ONLY 1u  /* dsd_radix_victim: only nodes with no children at all */
 
 /* The least recently used unlocked node of `tier` with no child in the same tier (with
@@ -123,6 +131,8 @@ int dsd_radix_page(const struct dsd_radix *t, int32_t node, uint64_t *parent_has
 /* Nodes in a tier (-1: all), and the capacity. */
 int dsd_radix_count(const struct dsd_radix *t, int tier);
 int dsd_radix_capacity(const struct dsd_radix *t);
+/* Unlocked nodes in a tier: what eviction could move or drop there (no walk: a count). */
+int dsd_radix_unlocked(const struct dsd_radix *t, int tier);
 /* Whether node is locked (lock count), -EINVAL when there is no such node. */
 int dsd_radix_locks(const struct dsd_radix *t, int32_t node);
 /* Checks every internal invariant (counts, LRU lists, the hash index, tier order). Returns

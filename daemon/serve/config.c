@@ -36,7 +36,7 @@ enum cfg_type {
     CFG_STRING,     /* any text, length-checked */
     CFG_INT,        /* int64_t in [min, max] */
     CFG_SIZE,       /* int64_t in [min, max] units of 2^unit_shift bytes; K/M/G/T suffixes */
-    CFG_FRACTION,   /* double in [0, 1], written as a decimal (0.9) */
+    CFG_FRACTION,   /* double in [min, max], written as a decimal (0.9) */
     CFG_ENUM,       /* int: one of the named values */
     CFG_BOOL,       /* bool: yes/no, true/false, on/off, 1/0 */
     CFG_MODE,       /* unsigned: octal permission bits in [min, max] */
@@ -146,11 +146,30 @@ static const struct cfg_key cfg_keys[] = {
       "becomes KV pages, when kv_pages is 0 (the rest stays free for the CUDA runtime, "
       "NCCL and fragmentation). 0 uses kv_memory_mb per GPU instead. deepseekd --plan "
       "shows the resulting pages and tokens." },
-    { "kv_host_mb", "Memory and batching", CFG_SIZE, FIELD(kv_host_mb), 0, 16777216, 20,
-      NULL, "0", NULL, 0, "MIB", "pinned host memory for the KV host tier, 0 = none",
-      "Pinned host memory for the host tier of the KV cache (pages moved off the GPUs), "
-      "in MiB; 0 = no host tier. This version has no host tier yet: only deepseekd "
-      "--plan reads this key and shows the pages and tokens it would hold." },
+    { "prefix_cache", "Memory and batching", CFG_BOOL, FIELD(prefix_cache), 0, 0, 0, NULL,
+      "yes", NULL, 0, "yes|no", "share cached prompt prefixes between requests",
+      "Keep the KV of finished requests in whole 64-token pages and give a new request "
+      "the longest prefix already computed (system prompts, chat turns, documents): it "
+      "only computes the rest, and its usage reports the reused tokens as cached. The "
+      "pages stay on the device while nobody needs the room, then move to the host and "
+      "disk tiers below when those are configured. no turns the cache and both tiers off." },
+    { "host_cache_gb", "Memory and batching", CFG_FRACTION, FIELD(host_cache_gb), 0, 65536,
+      0, NULL, "0", NULL, 0, "GIB", "host RAM tier of the KV cache, 0 = none",
+      "Host memory (pinned on a GPU) for the host tier of the prefix cache, in GiB, a "
+      "decimal (0.5 is 512 MiB); 0 = no host tier. Cached pages the device needs room "
+      "for, and the pages of preempted requests, move here instead of being dropped and "
+      "computed again." },
+    { "disk_cache_dir", "Memory and batching", CFG_PATH, FIELD(disk_cache_dir), 0, 0, 0,
+      NULL, "/var/cache/deepseekd", NULL, 0, "DIR", "directory of the disk tier",
+      "Directory of the disk tier of the prefix cache: one preallocated file per model "
+      "(kv-<fingerprint>.dsdkv). The default is the CacheDirectory= of deepseekd.service. "
+      "A directory that cannot be used is logged and the daemon runs without the tier." },
+    { "disk_cache_gb", "Memory and batching", CFG_FRACTION, FIELD(disk_cache_gb), 0,
+      1048576, 0, NULL, "0", NULL, 0, "GIB", "disk tier of the KV cache, 0 = none",
+      "Size of the disk tier of the prefix cache, in GiB, a decimal; 0 = no disk tier. "
+      "Every page the cache keeps is also written here once, so a restarted daemon "
+      "serves the prefixes an earlier one computed. Pages are checked whole when read: a "
+      "damaged or foreign page is dropped with a warning and computed again." },
     { "gpus", "Memory and batching", CFG_INT, FIELD(gpus), 1, 256, 0, NULL,
       "1", NULL, 0, "N", "GPUs the model is spread over",
       "GPUs of this host the cuda backend uses: attention runs data-parallel (every GPU "

@@ -73,7 +73,10 @@ struct dsd_serve_config {
     int64_t kv_pages;               /* 0 = derive from kv_gpu_fraction / kv_memory_mb */
     int64_t kv_memory_mb;
     double kv_gpu_fraction;         /* share of GPU memory left after weights and workspace */
-    int64_t kv_host_mb;             /* KV host tier (pinned RAM), 0 = none */
+    bool prefix_cache;              /* share cached prefixes (and run the tiers) */
+    double host_cache_gb;           /* KV host tier (pinned RAM) in GiB, 0 = none */
+    char disk_cache_dir[DSD_SERVE_CONFIG_PATH_MAX];
+    double disk_cache_gb;           /* KV disk tier in GiB, 0 = none */
     int64_t gpus;                   /* GPUs of the cuda backend */
     int64_t gpu_mem;                /* usable bytes per GPU, 0 = what the device reports */
     int64_t max_batch;              /* sequences per step */

@@ -18,7 +18,11 @@
 #include <unistd.h>
 
 #include "generation.h"
+#include "log.h"
+#include "page_hash.h"
+#include "disk_page.h"
 #include "scheduler.h"
+#include "weights_id.h"
 
 static uint64_t now_ns(void)
 {
@@ -40,6 +44,11 @@ struct seq {
     struct dsd_engine_event *ev;
     int pen_slot;               /* row of the backend's penalty state, -1 = none */
     uint64_t in_step;           /* the last step (e->step_id) this sequence was part of */
+    /* the prefix cache: what it holds locked for this sequence, what its first lookup found */
+    struct dsd_prefix_hold hold;
+    bool looked_up, peeked;
+    int n_cached, cached_tier[3];
+    int computed_before;        /* n_computed before this step's plan (a release zeroes it) */
     struct seq *next;
 };
 
@@ -76,6 +85,11 @@ struct dsd_engine {
     /* engine thread only */
     struct dsd_model *model;
     struct dsd_kv_cache *kv;
+    struct dsd_prefix_cache *pc;    /* NULL: prefix_cache off */
+    char *disk_cache_dir;
+    struct dsd_hist ttft_step, itl_step;    /* this step's observations (merged under mu) */
+    uint64_t cached_step;
+    bool sat_out;                   /* the last plan had a sequence sit out (pages fell short) */
     struct seq *seqs;           /* all live sequences (running and waiting) */
     struct paused_conn *paused;
     struct dsd_sched sched;
@@ -278,12 +292,27 @@ static void fill_done(struct seq *s, struct dsd_engine_event *ev)
     uint64_t t = now_ns(), acc = s->req->t_accept_ns;
     ev->kind = DSD_EV_DONE;
     ev->n_prompt = s->req->n_prompt;
-    ev->n_cached = 0;
+    ev->n_cached = s->n_cached;
+    for (int k = 0; k < 3; k++)
+        ev->cached_tier[k] = s->cached_tier[k];
     ev->n_generated = s->gen ? dsd_generation_count(s->gen) : 0;
     ev->queue_us = s->t_sched ? (s->t_sched - acc) / 1000 : (t - acc) / 1000;
     ev->first_token_us = s->t_first ? (s->t_first - acc) / 1000 : 0;
     ev->total_us = (t - acc) / 1000;
     ev->per_token_us = ev->n_generated > 1 ? (double)(s->t_last - s->t_first) / 1000.0 / (ev->n_generated - 1) : 0.0;
+}
+
+/* Gives back s's KV pages: its full computed pages (n_computed tokens) go to the prefix cache
+ * first when adopt (their KV is good), and what it held locked there is unlocked. */
+static void drop_pages(struct dsd_engine *e, struct seq *s, int n_computed, bool adopt)
+{
+    if (e->pc) {
+        if (adopt && n_computed >= DSD_KV_PAGE_TOKENS)
+            dsd_prefix_cache_adopt(e->pc, s->tokens, n_computed, &s->kv);
+        dsd_prefix_cache_unhold(e->pc, &s->hold);
+    }
+    dsd_kv_seq_release(e->kv, &s->kv);
+    s->peeked = false;
 }
 
 /* Removes s from the live list, returns its pages, emits its DONE event. */
@@ -296,7 +325,8 @@ static void retire(struct dsd_engine *e, struct seq *s, struct dsd_engine_event 
         pp = &(*pp)->next;
     if (*pp)
         *pp = s->next;
-    dsd_kv_seq_release(e->kv, &s->kv);
+    drop_pages(e, s, s->sc.n_computed, ev->finish != DSD_FINISH_ERROR);
+    dsd_prefix_cache_hold_destroy(&s->hold);
     dsd_kv_seq_destroy(&s->kv);
     if (s->pen_slot >= 0)
         e->pen_owner[s->pen_slot] = NULL;
@@ -466,6 +496,57 @@ static bool grow_plan_scratch(struct dsd_engine *e, int n)
     return true;
 }
 
+/* With the prefix cache: a sequence starting from nothing first shares its longest cached
+ * prefix (its chunk starts after it, never longer than planned), then its pages are
+ * reserved, the cache making room. Shared pages make the plan's count of free pages
+ * approximate (a preempted sequence's pages another one shares free nothing), so a
+ * reservation may still fall short: the chunk shrinks to what fits, or the sequence sits
+ * this step out (the next plan sees the pool as it is). Returns whether s runs. */
+static bool reserve_cached(struct dsd_engine *e, struct seq *s)
+{
+    if (s->kv.n_pages == 0 && s->sc.n_computed == 0 && s->n_tokens > DSD_KV_PAGE_TOKENS) {
+        struct dsd_prefix_hit hit;
+        int m = dsd_prefix_cache_acquire(e->pc, s->tokens, s->n_tokens - 1, &s->kv, &s->hold, &hit);
+        if (m > 0) {
+            s->sc.n_computed = m * DSD_KV_PAGE_TOKENS;
+            int rem = s->n_tokens - s->sc.n_computed;
+            if (s->sc.chunk > rem)
+                s->sc.chunk = rem;
+        }
+        if (!s->looked_up) {
+            /* usage reports what the first admission found (of the prompt) */
+            s->looked_up = true;
+            int cap = s->req->n_prompt;
+            int tiers[3] = { hit.device, hit.host, hit.disk };
+            for (int t = 0; t < 3; t++) {
+                int tok = tiers[t] * DSD_KV_PAGE_TOKENS;
+                if (tok > cap - s->n_cached)
+                    tok = cap - s->n_cached;
+                s->cached_tier[t] = tok > 0 ? tok : 0;
+                s->n_cached += s->cached_tier[t];
+            }
+            e->cached_step += (uint64_t)s->n_cached;
+        }
+    }
+    s->looked_up = true;
+    const int pt = DSD_KV_PAGE_TOKENS;
+    int need = dsd_sched_pages_for(s->sc.n_computed + s->sc.chunk, pt) - s->kv.n_pages;
+    if (need > dsd_kv_cache_free_pages(e->kv))
+        dsd_prefix_cache_make_room(e->pc, need);
+    if (dsd_kv_seq_reserve(e->kv, &s->kv, s->sc.n_computed + s->sc.chunk) < 0) {
+        int fit = (s->kv.n_pages + dsd_kv_cache_free_pages(e->kv)) * pt - s->sc.n_computed;
+        if (fit < 1 || dsd_kv_seq_reserve(e->kv, &s->kv, s->sc.n_computed + (fit < s->sc.chunk ? fit : s->sc.chunk)) < 0) {
+            s->sc.chunk = 0;
+            s->sc.n_pages = s->kv.n_pages;
+            return false;
+        }
+        if (fit < s->sc.chunk)
+            s->sc.chunk = fit;
+    }
+    s->sc.n_pages = s->kv.n_pages;
+    return true;
+}
+
 /* Plans the step (scheduler.h) and carries the plan out on the KV pool: pages taken back
  * first, then the reservations the plan counted. Fills batch[] and returns its size. */
 static int build_step(struct dsd_engine *e, struct seq **batch, int max)
@@ -475,28 +556,51 @@ static int build_step(struct dsd_engine *e, struct seq **batch, int max)
         n++;
     if (n == 0 || !grow_plan_scratch(e, n))
         return 0;           /* out of memory for the scratch: nothing runs, try next step */
-    int i = 0;
+    int i = 0, queued = 0;
     for (struct seq *s = e->seqs; s; s = s->next, i++) {
         s->sc.n_tokens = s->n_tokens;
         s->sc.parked = !schedulable(e, s);
+        s->computed_before = s->sc.n_computed;
+        queued += !s->sc.running && !s->sc.parked;
         e->plan_v[i] = &s->sc;
         e->plan_s[i] = s;
     }
+    /* A long queue is ranked by cached prefix (scheduler.h): look each waiting one up. */
+    if (e->pc && e->p.long_queue > 0 && queued >= e->p.long_queue)
+        for (i = 0; i < n; i++) {
+            struct seq *s = e->plan_s[i];
+            if (!s->sc.running && !s->sc.parked && s->kv.n_pages == 0 && !s->peeked) {
+                /* once per wait (a walk hashes the whole prompt): a stale rank is harmless */
+                s->sc.cached_pages = dsd_prefix_cache_peek(e->pc, s->tokens, s->n_tokens - 1);
+                s->peeked = true;
+            }
+        }
+    /* Pages the prefix cache alone holds count as free: make_room frees them on demand. */
+    int reclaimable = e->pc ? dsd_prefix_cache_reclaimable(e->pc) : 0;
     struct dsd_sched_step st;
-    if (dsd_sched_plan(&e->sched, e->plan_v, n, dsd_kv_cache_free_pages(e->kv), &st) < 0)
+    if (dsd_sched_plan(&e->sched, e->plan_v, n, dsd_kv_cache_free_pages(e->kv) + reclaimable, &st) < 0)
         return 0;
+    /* Preempted: the computed pages go to the prefix cache (and from there to the host tier
+     * when the device needs the room), so the sequence resumes from its cached prefix. */
     for (i = 0; i < n; i++)
         if (e->plan_v[i]->release)
-            dsd_kv_seq_release(e->kv, &e->plan_s[i]->kv);
+            drop_pages(e, e->plan_s[i], e->plan_s[i]->computed_before, true);
     int nb = 0;
+    e->sat_out = false;
     for (i = 0; i < n; i++) {
         struct seq *s = e->plan_s[i];
         if (s->sc.chunk <= 0)
             continue;
-        /* The plan counted these pages against the pool's free count: a failure here is a
-         * bookkeeping bug, and running on would write KV into pages we do not own. */
-        DSD_CHECK(dsd_kv_seq_reserve(e->kv, &s->kv, s->sc.n_computed + s->sc.chunk) == 0);
-        DSD_CHECK(s->kv.n_pages == s->sc.n_pages);
+        if (e->pc && !reserve_cached(e, s)) {
+            e->sat_out = true;
+            continue;
+        }
+        if (!e->pc) {
+            /* The plan counted these pages against the pool's free count: a failure here is a
+             * bookkeeping bug, and running on would write KV into pages we do not own. */
+            DSD_CHECK(dsd_kv_seq_reserve(e->kv, &s->kv, s->sc.n_computed + s->sc.chunk) == 0);
+            DSD_CHECK(s->kv.n_pages == s->sc.n_pages);
+        }
         if (!s->t_sched)
             s->t_sched = now_ns();
         DSD_CHECK(nb < max);
@@ -539,7 +643,7 @@ static int run_step(struct dsd_engine *e)
     struct seq *batch[max];
     int n = build_step(e, batch, max);
     if (n == 0)
-        return 0;
+        return e->sat_out ? -1 : 0;
     e->step_id++;
     for (int i = 0; i < n; i++)
         batch[i]->in_step = e->step_id;
@@ -588,8 +692,12 @@ static int run_step(struct dsd_engine *e)
             int32_t tok = dsd_generation_step_sampled(s->gen, &e->sres[row], s->n_tokens, e->max_context, ev);
             row++;
             uint64_t t = now_ns();
-            if (!s->t_first)
+            if (!s->t_first) {
                 s->t_first = t;
+                dsd_hist_add(&e->ttft_step, (double)(t - s->req->t_accept_ns) / 1e6);
+            } else {
+                dsd_hist_add(&e->itl_step, (double)(t - s->t_last) / 1e6);
+            }
             s->t_last = t;
             s->produced += (uint64_t)ev->n_ids;
             generated++;
@@ -615,11 +723,16 @@ static int run_step(struct dsd_engine *e)
     e->stats.host_ms_eager = ss.eager_steps ? (double)ss.eager_host_ns / 1e6 / (double)ss.eager_steps : 0.0;
     e->stats.graph_kernels = (uint64_t)ss.graph_kernels;
     e->stats.tokens_prefilled += prefilled;
+    e->stats.tokens_cached += e->cached_step;
+    dsd_hist_merge(&e->stats.ttft, &e->ttft_step);
+    dsd_hist_merge(&e->stats.itl, &e->itl_step);
     e->stats.tokens_generated += generated;
     e->stats.steps++;
     e->stats.last_step_ns = t1;
     e->stats.last_step_ms = (double)(t1 - t0) / 1e6;
     pthread_mutex_unlock(&e->mu);
+    e->ttft_step = e->itl_step = (struct dsd_hist){0};
+    e->cached_step = 0;
     return n;
 }
 
@@ -634,12 +747,19 @@ static void publish_counts(struct dsd_engine *e)
         else
             waiting++;
     }
+    struct dsd_prefix_cache_stats cs = {0};
+    if (e->pc)
+        dsd_prefix_cache_stats(e->pc, &cs);
     pthread_mutex_lock(&e->mu);
     e->stats.running = running;
     e->stats.waiting = waiting;
     e->stats.parked = parked;
     e->stats.kv_pages_total = dsd_kv_cache_total_pages(e->kv);
-    e->stats.kv_pages_used = e->stats.kv_pages_total - dsd_kv_cache_free_pages(e->kv);
+    /* used: held by sequences; the prefix cache's unlocked pages are free on demand */
+    e->stats.kv_pages_used = e->stats.kv_pages_total - dsd_kv_cache_free_pages(e->kv) - (e->pc ? cs.device_reclaimable : 0);
+    e->stats.prefix_cache = e->pc != NULL;
+    if (e->pc)
+        e->stats.cache = cs;
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -648,6 +768,37 @@ static void load_progress(void *user, double fraction)
 {
     struct dsd_engine *e = user;
     atomic_store(&e->progress, 0.05 + 0.85 * fraction);
+}
+
+static void cache_log(void *user, int level, const char *msg)
+{
+    (void)user;
+    dsd_log(level, "%s", msg);
+}
+
+/* The prefix cache and its tiers. Never fatal: a tier that cannot be had is logged and left
+ * out, and without memory for the tree the daemon runs without the cache. */
+static void prefix_cache_open(struct dsd_engine *e, const struct dsd_kv_layout *l, int n_layers)
+{
+    uint8_t wid[DSD_WEIGHTS_ID_BYTES];
+    dsd_weights_id(e->model->set, wid);
+    struct dsd_prefix_cache_config pcc = {
+        .host_bytes = e->p.host_cache_bytes,
+        .disk_dir = e->disk_cache_dir,
+        .disk_bytes = e->p.disk_cache_bytes,
+        .fingerprint = dsd_kv_fingerprint(&e->model->dims, l, n_layers, wid, sizeof wid),
+        .log = cache_log,
+    };
+    struct dsd_err err = {{0}};
+    e->pc = dsd_prefix_cache_new(e->kv, &pcc, &err);
+    if (!e->pc) {
+        dsd_log(LOG_WARNING, "prefix cache disabled: %s", err.msg);
+        return;
+    }
+    struct dsd_prefix_cache_stats cs;
+    dsd_prefix_cache_stats(e->pc, &cs);
+    dsd_log(LOG_INFO, "prefix cache: %d device pages, host tier %d pages, disk tier %d pages (%d stored)",
+            dsd_kv_cache_total_pages(e->kv), cs.host_slots, cs.disk_slots, cs.disk_pages);
 }
 
 static int load(struct dsd_engine *e)
@@ -710,6 +861,8 @@ static int load(struct dsd_engine *e)
         snprintf(e->failure, sizeof e->failure, "%s", err.msg);
         return rc;
     }
+    if (e->p.prefix_cache)
+        prefix_cache_open(e, &l, dsd_cfg_total_layers(c));
     struct dsd_step_stats ss;
     dsd_model_step_stats(e->model, &ss);
     e->mem = (struct dsd_engine_memory){
@@ -768,6 +921,8 @@ static void *engine_main(void *arg)
         cancel_marked(e);
         if (stop)
             break;
+        /* -1: the plan ran nothing because shared pages made it short: plan again at once
+         * (the pool is what it is now), never sleep on runnable work */
         int ran = run_step(e);
         publish_counts(e);
         pthread_mutex_lock(&e->mu);
@@ -799,6 +954,9 @@ static void *engine_main(void *arg)
         ev->finish = DSD_FINISH_CANCELLED;
         retire(e, s, ev);
     }
+    /* the cache's pages go back to the pool before it goes (dsd_engine_stop frees both) */
+    dsd_prefix_cache_free(e->pc);
+    e->pc = NULL;
     atomic_store(&e->state, DSD_ENGINE_STOPPED);
     wake_io(e);
     return NULL;
@@ -819,12 +977,15 @@ int dsd_engine_start(const struct dsd_engine_params *p, int wake_fd, struct dsd_
     struct dsd_sched_limits lim = {
         .max_batch = e->p.max_batch, .max_batch_tokens = e->p.max_batch_tokens,
         .prefill_chunk = e->p.prefill_chunk, .page_tokens = DSD_KV_PAGE_TOKENS, .fairness = e->p.fairness,
+        .long_queue = e->p.long_queue > 0 ? e->p.long_queue : 0,
     };
     if (dsd_sched_init(&e->sched, &lim)) {
         free(e);
         return dsd_errf(err, -EINVAL, "fairness: unknown policy %d", (int)p->fairness);
     }
     e->model_dir = strdup(p->model_dir);
+    e->disk_cache_dir = p->disk_cache_dir ? strdup(p->disk_cache_dir) : NULL;
+    e->p.disk_cache_dir = NULL;
     e->wake_fd = wake_fd;
     atomic_init(&e->state, DSD_ENGINE_LOADING);
     atomic_init(&e->progress, 0.0);
@@ -833,6 +994,7 @@ int dsd_engine_start(const struct dsd_engine_params *p, int wake_fd, struct dsd_
     int rc = pthread_create(&e->thread, NULL, engine_main, e);
     if (rc) {
         free(e->model_dir);
+        free(e->disk_cache_dir);
         dsd_sched_free(&e->sched);
         free(e);
         return dsd_errf(err, -rc, "cannot start the engine thread: %s", strerror(rc));
@@ -868,6 +1030,8 @@ void dsd_engine_stop(struct dsd_engine *e)
         e->paused = p->next;
         free(p);
     }
+    dsd_prefix_cache_free(e->pc);
+    free(e->disk_cache_dir);
     dsd_kv_cache_free(e->kv);
     dsd_model_free(e->model);
     free(e->srows);

@@ -33,7 +33,9 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "hist.h"
 #include "model.h"
+#include "prefix_cache.h"
 #include "sampling.h"
 #include "scheduler.h"
 #include "tokenizer.h"
@@ -57,6 +59,13 @@ struct dsd_engine_params {
     int prefill_chunk;              /* max prompt tokens of one sequence per step */
     enum dsd_fairness fairness;     /* how the batch is shared (scheduler.h) */
     int max_context;                /* 0 = the model's max_position_embeddings */
+    /* the prefix cache and its tiers (docs/KV_CACHE.md §7) */
+    bool prefix_cache;              /* false: no sharing, no tiers */
+    uint64_t host_cache_bytes;      /* host tier, 0 = none */
+    const char *disk_cache_dir;     /* disk tier directory (copied at start) */
+    uint64_t disk_cache_bytes;      /* disk tier, 0 = none */
+    int long_queue;                 /* waiting sequences from which admission ranks by cached
+                                       prefix (scheduler.h); 0 = never */
 };
 
 /* What ended a generation (the protocol's finish reasons). */
@@ -144,6 +153,7 @@ struct dsd_engine_event {
     int32_t stop_token;             /* -1 = none */
     char *stop_string;
     int n_prompt, n_cached, n_generated;
+    int cached_tier[3];             /* of n_cached: tokens from the device, host, disk tier */
     uint64_t queue_us, first_token_us, total_us;
     double per_token_us;
     char *error;                    /* finish == ERROR */
@@ -161,6 +171,11 @@ struct dsd_engine_stats {
     uint64_t steps_graph, steps_eager;  /* decode steps replayed from a recording / run op by op */
     double host_ms_graph, host_ms_eager;    /* mean host time enqueuing one step of each kind */
     uint64_t graph_kernels;         /* kernel launches one recorded decode step replays */
+    uint64_t tokens_cached;         /* prompt tokens served from the prefix cache */
+    bool prefix_cache;              /* cache below is meaningful */
+    struct dsd_prefix_cache_stats cache;
+    struct dsd_hist ttft, itl;      /* time to first token (accept -> first token), and
+                                       between consecutive tokens of a request, in ms */
 };
 
 struct dsd_engine;

@@ -151,6 +151,11 @@ int main(int argc, char **argv)
         .fairness = cfg.fairness == DSD_SERVE_FAIR_CONNECTION ? DSD_FAIR_CONNECTION
                     : cfg.fairness == DSD_SERVE_FAIR_OFF      ? DSD_FAIR_OFF
                                                               : DSD_FAIR_UID,
+        .prefix_cache = cfg.prefix_cache,
+        .host_cache_bytes = (uint64_t)(cfg.host_cache_gb * 1073741824.0),
+        .disk_cache_dir = cfg.disk_cache_dir,
+        .disk_cache_bytes = (uint64_t)(cfg.disk_cache_gb * 1073741824.0),
+        .long_queue = 2 * (int)cfg.max_batch,
     };
     ep.model.numerics = cfg.numerics == DSD_SERVE_NUMERICS_EXACT ? DSD_NUMERICS_EXACT : DSD_NUMERICS_PRODUCTION;
     ep.model.kv_dtype = cfg.kv_dtype == DSD_SERVE_KV_BF16 ? DSD_KV_BF16 : DSD_KV_FP8;

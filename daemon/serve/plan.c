@@ -42,7 +42,7 @@ static struct dsd_mem_plan_params params_from(const struct dsd_serve_config *cfg
         p.kv_mode = DSD_MEM_PLAN_KV_BYTES;
         p.kv_bytes = (uint64_t)cfg->kv_memory_mb << 20;
     }
-    p.host_tier_bytes = (uint64_t)cfg->kv_host_mb << 20;
+    p.host_tier_bytes = cfg->prefix_cache ? (uint64_t)(cfg->host_cache_gb * 1073741824.0) : 0;
     return p;
 }
 

@@ -14,7 +14,7 @@
  * (daemon/model/mem_plan.h) with parameters from the configuration:
  *   n_gpus = gpus; gpu_mem_bytes = gpu_mem, or DSD_MEM_PLAN_H100_80GB_BYTES when 0;
  *   KV: kv_pages when > 0, else kv_gpu_fraction when > 0, else kv_memory_mb per GPU;
- *   kv_dtype; max_batch; max_batch_tokens; host tier = kv_host_mb;
+ *   kv_dtype; max_batch; max_batch_tokens; host tier = host_cache_gb (with prefix_cache);
  *   context = max_prompt_tokens + max_tokens when max_prompt_tokens > 0, capped at the
  *   model's max_position_embeddings, else the model's.
  */

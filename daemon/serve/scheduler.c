@@ -43,6 +43,7 @@ int dsd_sched_init(struct dsd_sched *s, const struct dsd_sched_limits *lim)
 {
     memset(s, 0, sizeof *s);
     if (lim->max_batch < 1 || lim->max_batch_tokens < 1 || lim->prefill_chunk < 1 || lim->page_tokens < 1 ||
+        lim->long_queue < 0 ||
         (lim->fairness != DSD_FAIR_UID && lim->fairness != DSD_FAIR_CONNECTION && lim->fairness != DSD_FAIR_OFF))
         return -EINVAL;
     s->lim = *lim;
@@ -225,9 +226,19 @@ static bool better_victim(const struct dsd_sched *s, const struct dsd_sched_seq 
     return a->arrival > b->arrival;
 }
 
+bool dsd_sched_admits_before(const struct dsd_sched_seq *a, const struct dsd_sched_seq *b, bool long_queue)
+{
+    if (a->priority != b->priority)
+        return a->priority > b->priority;
+    if (long_queue && a->cached_pages != b->cached_pages)
+        return a->cached_pages > b->cached_pages;
+    return a->arrival < b->arrival;
+}
+
 /* Does a come before b in admission (and in getting pages first)? Below its share first,
- * then priority, then arrival. */
-static bool goes_first(const struct dsd_sched *s, const struct dsd_sched_seq *a, const struct dsd_sched_seq *b)
+ * then dsd_sched_admits_before. */
+static bool goes_first_q(const struct dsd_sched *s, const struct dsd_sched_seq *a, const struct dsd_sched_seq *b,
+                         bool long_queue)
 {
     if (s->lim.fairness != DSD_FAIR_OFF) {
         const struct dsd_sched_owner *oa = &s->owners[a->owner_], *ob = &s->owners[b->owner_];
@@ -235,9 +246,12 @@ static bool goes_first(const struct dsd_sched *s, const struct dsd_sched_seq *a,
         if (ua != ub)
             return ua;
     }
-    if (a->priority != b->priority)
-        return a->priority > b->priority;
-    return a->arrival < b->arrival;
+    return dsd_sched_admits_before(a, b, long_queue);
+}
+
+static bool goes_first(const struct dsd_sched *s, const struct dsd_sched_seq *a, const struct dsd_sched_seq *b)
+{
+    return goes_first_q(s, a, b, false);
 }
 
 static void release(struct dsd_sched *s, struct dsd_sched_seq *q, int *free_pages, struct dsd_sched_step *st)
@@ -449,15 +463,19 @@ int dsd_sched_plan(struct dsd_sched *s, struct dsd_sched_seq **v, int n, int fre
 
     /* 4. admissions */
     running = 0;
-    for (int i = 0; i < n; i++)
+    int queued = 0;
+    for (int i = 0; i < n; i++) {
         running += v[i]->running;
+        queued += !v[i]->running && !v[i]->parked && !v[i]->out_of_kv;
+    }
+    const bool long_queue = L->long_queue > 0 && queued >= L->long_queue;
     while (nb < L->max_batch && budget > 0 && running < L->max_batch) {
         struct dsd_sched_seq *q = NULL;
         for (int i = 0; i < n; i++) {
             struct dsd_sched_seq *c = v[i];
             if (c->running || c->parked || c->out_of_kv || c->chunk > 0)
                 continue;
-            if (!q || goes_first(s, c, q))
+            if (!q || goes_first_q(s, c, q, long_queue))
                 q = c;
         }
         if (!q)

@@ -35,7 +35,9 @@
  *  - A step: one token for every running sequence that is decoding, then prompt chunks (at
  *    most prefill_chunk tokens each) for running sequences still in their prompt, then
  *    admissions of waiting sequences -- owners below their share first, then by priority
- *    (higher first), then arrival -- while slots, tokens (max_batch_tokens) and pages allow.
+ *    (higher first), then, while at least long_queue runnable sequences wait, the longest
+ *    cached prefix (cached_pages) first, then arrival -- while slots, tokens
+ *    (max_batch_tokens) and pages allow.
  *    An admission keeps one free page per running sequence so decodes can grow.
  *  - Pages: when a sequence needs pages the pool lacks, pages are taken back from waiting
  *    sequences first (parked before runnable; owners above their share first; lower
@@ -68,6 +70,8 @@ struct dsd_sched_seq {
     uint64_t arrival;           /* unique, increasing with submission */
     int n_tokens;               /* prompt + generated so far */
     bool parked;                /* may not run this step */
+    int cached_pages;           /* pages of its prefix cached now (0 = none or not looked up):
+                                   read only when the queue is long (limits.long_queue) */
     /* state kept by the scheduler (start zeroed) */
     bool running;               /* holds a batch slot */
     int n_computed;             /* tokens whose KV is cached */
@@ -89,6 +93,8 @@ struct dsd_sched_limits {
     int prefill_chunk;          /* prompt tokens of one sequence per step */
     int page_tokens;            /* tokens per KV page */
     enum dsd_fairness fairness;
+    int long_queue;             /* runnable waiting sequences from which admission prefers
+                                   the longest cached prefix within a priority; 0 = never */
 };
 
 /* The scheduler: its limits and scratch space that grows with the number of sequences (no
@@ -118,6 +124,11 @@ struct dsd_sched_step {
  * grow (nothing changed). */
 int dsd_sched_plan(struct dsd_sched *s, struct dsd_sched_seq **v, int n, int free_pages,
                    struct dsd_sched_step *st);
+
+/* Admission order without fair shares: higher priority first; then, when long_queue, more
+ * cached pages first (they cost the least to start, and their pages are the likeliest to be
+ * evicted while they wait); then earlier arrival. True when a goes before b. */
+bool dsd_sched_admits_before(const struct dsd_sched_seq *a, const struct dsd_sched_seq *b, bool long_queue);
 
 /* Pages needed to hold tokens [0, n_tokens). */
 int dsd_sched_pages_for(int n_tokens, int page_tokens);

@@ -629,6 +629,28 @@ static void on_info(struct server *s, struct conn *c, const struct dsd_ipc_msg *
     srv_send_msg(s, c, &r);
 }
 
+/* A histogram as flat stats entries (docs/OPERATIONS.md): NAME_ms_le_BOUND for each bucket
+ * (cumulative, the last one NAME_ms_le_inf), NAME_ms_sum and NAME_ms_count. */
+#define HIST_ENTRIES (DSD_HIST_BOUNDS + 3)
+static int hist_kv(struct dsd_ipc_kv *kv, char (*names)[64], const char *name, const struct dsd_hist *h)
+{
+    int n = 0;
+    for (int i = 0; i <= DSD_HIST_BOUNDS; i++) {
+        if (i < DSD_HIST_BOUNDS)
+            snprintf(names[n], 64, "%s_ms_le_%g", name, dsd_hist_bound_ms(i));
+        else
+            snprintf(names[n], 64, "%s_ms_le_inf", name);
+        kv[n] = kv_int(names[n], (int64_t)dsd_hist_cumulative(h, i));
+        n++;
+    }
+    snprintf(names[n], 64, "%s_ms_sum", name);
+    kv[n] = kv_float(names[n], h->sum_ms);
+    n++;
+    snprintf(names[n], 64, "%s_ms_count", name);
+    kv[n] = kv_int(names[n], (int64_t)h->count);
+    return n + 1;
+}
+
 static void on_stats(struct server *s, struct conn *c, const struct dsd_ipc_msg *m)
 {
     struct dsd_engine_stats es;
@@ -636,18 +658,22 @@ static void on_stats(struct server *s, struct conn *c, const struct dsd_ipc_msg 
     int conns = 0;
     for (struct conn *k = s->conns; k; k = k->next)
         conns += !k->closing;
-    struct dsd_ipc_kv kv[] = {
+    const struct dsd_prefix_cache_stats *cs = &es.cache;
+    struct dsd_ipc_kv kv[160];
+    char names[2 * HIST_ENTRIES][64];
+    const struct dsd_ipc_kv fixed[] = {
         kv_int("requests_running", es.running), kv_int("requests_waiting", es.waiting),
         kv_int("requests_parked", es.parked), kv_int("requests_in_flight", session_inflight_total(s)),
         kv_int("requests_accepted_total", (int64_t)s->requests_accepted),
         kv_int("requests_done_total", (int64_t)es.requests_done),
         kv_int("tokens_generated_total", (int64_t)es.tokens_generated),
         kv_int("tokens_prefilled_total", (int64_t)es.tokens_prefilled), kv_int("steps_total", (int64_t)es.steps),
+        kv_int("tokens_cached_total", (int64_t)es.tokens_cached),
         kv_float("last_step_ms", es.last_step_ms), kv_int("preemptions_total", (int64_t)es.preemptions),
         kv_int("steps_graph_total", (int64_t)es.steps_graph), kv_int("steps_eager_total", (int64_t)es.steps_eager),
         kv_float("host_ms_per_graph_step", es.host_ms_graph), kv_float("host_ms_per_eager_step", es.host_ms_eager),
         kv_int("kernels_per_graph_step", (int64_t)es.graph_kernels),
-        kv_int("kv_pages_total", es.kv_pages_total), kv_int("kv_pages_used", es.kv_pages_used),
+        kv_int("kv_pages_capacity", es.kv_pages_total), kv_int("kv_pages_used", es.kv_pages_used),
         kv_int("connections", conns), kv_int("connections_total", (int64_t)s->conns_total),
         kv_int("frames_in_total", (int64_t)s->frames_in), kv_int("frames_out_total", (int64_t)s->frames_out),
         kv_int("errors_sent_total", (int64_t)s->errors_sent), kv_int("bytes_in_total", (int64_t)s->bytes_in),
@@ -657,8 +683,38 @@ static void on_stats(struct server *s, struct conn *c, const struct dsd_ipc_msg 
         kv_int("connections_timed_out_total", (int64_t)s->conns_timed_out),
         kv_int("socket_stalls_total", (int64_t)s->socket_stalls),
     };
+    int n = 0;
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        kv[n++] = fixed[i];
+    if (es.prefix_cache) {
+        /* the prefix cache per tier (docs/KV_CACHE.md §7) */
+        const struct dsd_ipc_kv cache[] = {
+            kv_int("kv_cache_device_pages", cs->device_pages),
+            kv_int("kv_cache_host_pages", cs->host_pages), kv_int("kv_cache_host_slots", cs->host_slots),
+            kv_int("kv_cache_disk_pages", cs->disk_pages), kv_int("kv_cache_disk_slots", cs->disk_slots),
+            kv_int("kv_cache_lookups_total", (int64_t)cs->lookups),
+            kv_int("kv_cache_device_hits_total", (int64_t)cs->hits[0]),
+            kv_int("kv_cache_host_hits_total", (int64_t)cs->hits[1]),
+            kv_int("kv_cache_disk_hits_total", (int64_t)cs->hits[2]),
+            kv_int("kv_cache_device_misses_total", (int64_t)cs->misses[0]),
+            kv_int("kv_cache_host_misses_total", (int64_t)cs->misses[1]),
+            kv_int("kv_cache_disk_misses_total", (int64_t)cs->misses[2]),
+            kv_int("kv_cache_device_demotions_total", (int64_t)cs->demotions[0]),
+            kv_int("kv_cache_host_demotions_total", (int64_t)cs->demotions[1]),
+            kv_int("kv_cache_device_evictions_total", (int64_t)cs->evictions[0]),
+            kv_int("kv_cache_host_evictions_total", (int64_t)cs->evictions[1]),
+            kv_int("kv_cache_disk_evictions_total", (int64_t)cs->evictions[2]),
+            kv_int("kv_cache_disk_writes_total", (int64_t)cs->disk_writes),
+            kv_int("kv_cache_disk_errors_total", (int64_t)cs->disk_errors),
+            kv_int("kv_cache_disk_dropped_total", (int64_t)cs->disk_dropped),
+        };
+        for (size_t i = 0; i < sizeof cache / sizeof cache[0]; i++)
+            kv[n++] = cache[i];
+    }
+    n += hist_kv(kv + n, names, "time_to_first_token", &es.ttft);
+    n += hist_kv(kv + n, names + HIST_ENTRIES, "inter_token_latency", &es.itl);
     struct dsd_ipc_msg r = { .type = DSD_IPC_STATS_OK, .id = m->id };
-    r.stats_ok.n_stats = sizeof kv / sizeof kv[0];
+    r.stats_ok.n_stats = (uint32_t)n;
     r.stats_ok.stats = kv;
     srv_send_msg(s, c, &r);
 }
@@ -919,7 +975,9 @@ static void send_done(struct server *s, struct io_request *r, const struct dsd_e
     }
     if (ev->stop_string)
         dn->stop_string = dsd_ipc_s(ev->stop_string);
-    dn->usage = (struct dsd_ipc_usage){ (uint32_t)ev->n_prompt, (uint32_t)ev->n_cached, (uint32_t)ev->n_generated };
+    dn->usage = (struct dsd_ipc_usage){ (uint32_t)ev->n_prompt, (uint32_t)ev->n_cached, (uint32_t)ev->n_generated,
+                                        ev->n_cached > 0, (uint32_t)ev->cached_tier[0], (uint32_t)ev->cached_tier[1],
+                                        (uint32_t)ev->cached_tier[2] };
     dn->timings = (struct dsd_ipc_timings){ ev->queue_us, ev->first_token_us, ev->total_us, ev->per_token_us };
     if (r->corrupt || r->stall_timed_out) {
         dn->finish = DSD_IPC_FINISH_ERROR;

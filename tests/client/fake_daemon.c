@@ -318,7 +318,7 @@ static void finish_req(struct conn *c, uint32_t i, enum dsd_ipc_finish finish)
     struct fake_req *q = &c->reqs[i];
     struct dsd_ipc_msg d = {.type = DSD_IPC_DONE, .id = q->id};
     d.done.finish = finish;
-    d.done.usage = (struct dsd_ipc_usage){q->prompt_tokens, 0, q->produced};
+    d.done.usage = (struct dsd_ipc_usage){.prompt = q->prompt_tokens, .completion = q->produced};
     d.done.timings = (struct dsd_ipc_timings){10, 100, 1000, 50.0};
     if (q->ring >= 0) {
         dsd_ring_producer_finish(&c->prod[q->ring], finish);

@@ -198,8 +198,9 @@ static const char *dump_msg(const struct dsd_ipc_msg *m, char *buf, size_t cap)
         dp(&d, "finish=%d stop_token=%d/%u ", (int)dn->finish, dn->has_stop_token,
            dn->stop_token);
         ds(&d, "stop_string", dn->stop_string);
-        dp(&d, "usage=%u,%u,%u timings=%llu,%llu,%llu,%.17g ring_end=%d/%llu ",
-           dn->usage.prompt, dn->usage.cached, dn->usage.completion,
+        dp(&d, "usage=%u,%u,%u tiers=%d/%u,%u,%u timings=%llu,%llu,%llu,%.17g ring_end=%d/%llu ",
+           dn->usage.prompt, dn->usage.cached, dn->usage.completion, dn->usage.has_tiers,
+           dn->usage.cached_device, dn->usage.cached_host, dn->usage.cached_disk,
            (unsigned long long)dn->timings.queue_us, (unsigned long long)dn->timings.first_token_us,
            (unsigned long long)dn->timings.total_us, dn->timings.per_token_us, dn->has_ring_end,
            (unsigned long long)dn->ring_end);
@@ -419,7 +420,7 @@ static int fx_all(struct dsd_ipc_msg *out)
     m->done.has_stop_token = true;
     m->done.stop_token = 128803;
     m->done.stop_string = dsd_ipc_s("</s>");
-    m->done.usage = (struct dsd_ipc_usage){100, 64, 4294967295u};
+    m->done.usage = (struct dsd_ipc_usage){100, 64, 4294967295u, true, 0, 64, 4000000000u};
     m->done.timings = (struct dsd_ipc_timings){1, 2000, 18446744073709551615ull, 1234.5};
     m->done.has_ring_end = true;
     m->done.ring_end = 1ull << 50;

@@ -62,7 +62,7 @@ done
 if [ "$sum" = "$(bytes h200 "GPU memory")" ] && [ "$sum" = "$((139 << 30))" ]; then ok; else bad "h200: parts add up to $sum, memory $((139 << 30))"; fi
 
 # The host tier and the KV keys reach the plan.
-run host 0 --plan --model "$tmp/v32" --gpus 8 --gpu-mem 139G --kv-host-mb 64G --kv-dtype bf16 --kv-pages 5000
+run host 0 --plan --model "$tmp/v32" --gpus 8 --gpu-mem 139G --host-cache-gb 64 --kv-dtype bf16 --kv-pages 5000
 has host "KV pool: 5000 pages = 319,936 tokens"
 has host "bf16, 1152 + 132 bytes per token and layer"
 has host "pages = "

@@ -186,6 +186,42 @@ TEST(admission_and_chunks)
     dsd_sched_free(&s.sc);
 }
 
+/* Admission order: priority, then (long queue only) the longest cached prefix, then arrival. */
+TEST(admission_prefers_cached_prefix_when_the_queue_is_long)
+{
+    struct dsd_sched_seq a = { .priority = 0, .arrival = 1, .cached_pages = 0 };
+    struct dsd_sched_seq b = { .priority = 0, .arrival = 2, .cached_pages = 5 };
+    struct dsd_sched_seq c = { .priority = 1, .arrival = 3, .cached_pages = 0 };
+    ASSERT_TRUE(dsd_sched_admits_before(&a, &b, false));     /* short queue: arrival */
+    ASSERT_TRUE(dsd_sched_admits_before(&b, &a, true));      /* long queue: cached prefix */
+    ASSERT_TRUE(dsd_sched_admits_before(&c, &b, true));      /* priority still first */
+    ASSERT_TRUE(!dsd_sched_admits_before(&b, &c, true));
+
+    /* In a plan: one slot, three waiting; below long_queue arrival decides, at it the
+     * cached one goes first. */
+    for (int lq = 0; lq < 2; lq++) {
+        static struct sim s;
+        struct dsd_sched_limits lim = limits(1, 1000, 200, DSD_FAIR_OFF);
+        lim.long_queue = lq ? 3 : 4;
+        sim_init(&s, lim, 100);
+        int x = sim_add(&s, 1, 1, 300, 4, 0);
+        int y = sim_add(&s, 1, 1, 300, 4, 0);
+        int z = sim_add(&s, 1, 1, 300, 4, 0);
+        s.seq[y].cached_pages = 3;
+        s.seq[z].cached_pages = 1;
+        struct dsd_sched_step st;
+        sim_step(&s, &st);
+        ASSERT_EQ_INT(st.admitted, 1);
+        ASSERT_TRUE(s.seq[lq ? y : x].running);
+        ASSERT_TRUE(!s.seq[lq ? x : y].running && !s.seq[z].running);
+        dsd_sched_free(&s.sc);
+    }
+    struct dsd_sched sc;
+    struct dsd_sched_limits bad = limits(1, 1, 1, DSD_FAIR_OFF);
+    bad.long_queue = -1;
+    ASSERT_EQ_INT(dsd_sched_init(&sc, &bad), -EINVAL);
+}
+
 /* A parked sequence holds no slot but keeps its pages; another client runs meanwhile. */
 TEST(parked_holds_no_slot)
 {
@@ -474,6 +510,7 @@ int main(void)
     RUN(bad_input);
     RUN(pages_for);
     RUN(admission_and_chunks);
+    RUN(admission_prefers_cached_prefix_when_the_queue_is_long);
     RUN(parked_holds_no_slot);
     RUN(fair_share_newcomer);
     RUN(shares);

@@ -43,7 +43,10 @@ static const struct key_spec spec[] = {
     { "kv_pages", "0", "0", "16777216", "1000", false },
     { "kv_memory_mb", "1024", "16", "16777216", "2048", false },
     { "kv_gpu_fraction", "0.9", "0", "1", "0.5", false },
-    { "kv_host_mb", "0", "0", "16777216", "4096", false },
+    { "prefix_cache", "yes", NULL, NULL, "no", false },
+    { "host_cache_gb", "0", "0", "65536", "0.5", false },
+    { "disk_cache_dir", "/var/cache/deepseekd", NULL, NULL, "/srv/cache", false },
+    { "disk_cache_gb", "0", "0", "1048576", "64", false },
     { "gpus", "1", "1", "256", "8", false },
     { "gpu_mem", "0", "0", "1125899906842624", "85520809984", false },
     { "max_batch", "64", "1", "4096", "32", false },
@@ -254,7 +257,6 @@ TEST(sizes_take_suffixes)
         { "max_frame_kb", "64K", 64 }, { "max_shm_mb", "1G", 1024 },
         { "gpu_mem", "80G", 85899345920LL }, { "gpu_mem", "1000", 1000 },
         { "gpu_mem", "141GiB", 151397597184LL }, { "gpu_mem", "2K", 2048 },
-        { "kv_host_mb", "64G", 65536 },
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         int rc = load(&cfg, &err, "--config", conf("model = /m\n%s = %s\n", ok[i].key, ok[i].text),
@@ -354,6 +356,10 @@ TEST(malformed_values)
         { "socket_mode = 1777", "out of range" },
         { "socket_mode = -1", "not an octal mode" },
         { "kv_gpu_fraction = abc", "not a decimal number (allowed: 0..1, e.g. 0.9)" },
+        { "host_cache_gb = 64G", "not a decimal number (allowed: 0..65536" },
+        { "host_cache_gb = -1", "out of range (allowed: 0..65536)" },
+        { "disk_cache_gb = 2000000", "out of range (allowed: 0..1048576)" },
+        { "prefix_cache = maybe", "must be yes or no" },
         { "kv_gpu_fraction = 1e-1", "not a decimal number" },
         { "kv_gpu_fraction = 0.5.1", "not a decimal number" },
         { "kv_gpu_fraction = .", "not a decimal number" },
@@ -453,6 +459,12 @@ TEST(plan_flag)
     ASSERT_EQ_INT(cfg.gpu_mem, 141LL << 30);
     ASSERT_TRUE(cfg.kv_gpu_fraction == 0.85);
     ASSERT_EQ_STR(value_of(&cfg, "kv_gpu_fraction"), "0.85");
+    /* the cache tiers: decimal GiB, so a test can ask for a few pages */
+    ASSERT_EQ_INT(load(&cfg, &err, "--model", "/m", "--host-cache-gb", "0.0005", "--disk-cache-gb=1.5",
+                       "--disk-cache-dir", "/tmp/c", "--prefix-cache", "off", NULL), 0);
+    ASSERT_TRUE(cfg.host_cache_gb == 0.0005 && cfg.disk_cache_gb == 1.5 && !cfg.prefix_cache);
+    ASSERT_EQ_STR(cfg.disk_cache_dir, "/tmp/c");
+    ASSERT_EQ_STR(value_of(&cfg, "host_cache_gb"), "0.0005");
     /* --plan still needs a model, and takes no value. */
     test_default_path[0] = 0;
     ASSERT_EQ_INT(load(&cfg, &err, "--plan", NULL), -EINVAL);

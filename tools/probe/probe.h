@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <jansson.h>
 #include <msgpack.h>
@@ -46,6 +47,7 @@ struct probe_args {
     const char *socket;             /* NULL: the library's default ($DEEPSEEKD_SOCKET) */
     int32_t timeout_ms;             /* -1: the command's default */
     bool json;
+    bool prometheus;                /* stats --prometheus */
     bool help;                      /* --help given: print help for cmd (or the tool) */
     enum probe_cmd cmd;
 
@@ -100,6 +102,10 @@ int probe_json_to_msgpack(const json_t *j, msgpack_sbuffer *out, char *err, size
  * Non-string map keys become their JSON text, bin becomes {"$bin": "hex"}, ext
  * {"$ext": type, "hex": "..."}, NaN and infinities the strings "nan", "inf", "-inf".
  * Returns a new reference or NULL (err). */
+/* Writes stats values as the Prometheus text format (probe_prom.c says how names map).
+ * Returns 0 or -1 (a write failed). */
+int probe_prometheus(FILE *out, const struct dsd_client_value *v, uint32_t n);
+
 json_t *probe_msgpack_to_json(const uint8_t *body, size_t len, char *err, size_t err_len);
 
 /* Commands (probe_cmds.c, probe_bench.c, probe_raw.c); each returns an exit code. */

@@ -75,7 +75,9 @@ static const char *const helps[] = {
     [PROBE_INFO] = "Usage: deepseekd-probe info\n"
                    "Prints the model, the limits, this connection's shm and the daemon's\n"
                    "running configuration.\n",
-    [PROBE_STATS] = "Usage: deepseekd-probe stats\nPrints the daemon's counters and gauges.\n",
+    [PROBE_STATS] = "Usage: deepseekd-probe stats [--prometheus]\nPrints the daemon's counters and gauges.\n"
+                    "  --prometheus   in the Prometheus text format (deepseekd_* counters, gauges and\n"
+                    "                 histograms), for a textfile collector or a scrape wrapper\n",
     [PROBE_HEALTH] = "Usage: deepseekd-probe health\n"
                      "Prints the daemon's status. Exit 0 when ok, 75 while loading or\n"
                      "draining, 69 when unhealthy.\n",
@@ -236,7 +238,7 @@ enum {
     O_PROMPT = 256, O_PROMPT_TOKENS, O_NO_SPECIAL, O_TEXT, O_IDS, O_MAX_TOKENS, O_TEMPERATURE,
     O_TOP_P, O_TOP_K, O_MIN_P, O_REP, O_FREQ, O_PRES, O_SEED, O_STOP, O_STOP_TOKEN, O_LOGPROBS,
     O_PRIORITY, O_IGNORE_EOS, O_NO_SHM, O_MESSAGE, O_SYSTEM, O_THINKING, O_TOOLS, O_COUNT,
-    O_CONCURRENCY, O_REQUESTS, O_PROMPT_LEN, O_NO_HELLO,
+    O_CONCURRENCY, O_REQUESTS, O_PROMPT_LEN, O_NO_HELLO, O_PROMETHEUS,
 };
 
 #define SAMPLING_OPTS                                                                        \
@@ -266,6 +268,8 @@ static const struct option opts_chat[] = {
 static const struct option opts_ping[] = {
     {"count", required_argument, 0, O_COUNT}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
 static const struct option opts_plain[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+static const struct option opts_stats[] = {
+    {"prometheus", no_argument, 0, O_PROMETHEUS}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
 static const struct option opts_tokenize[] = {
     {"no-special", no_argument, 0, O_NO_SPECIAL}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
 static const struct option opts_bench[] = {
@@ -295,6 +299,7 @@ static int command_opt(struct probe_args *a, int o, const char *v, char *err, si
         return 0;
     }
     case O_NO_SPECIAL: a->no_special = true; return 0;
+    case O_PROMETHEUS: a->prometheus = true; return 0;
     case O_TEXT: g->detokenize = 1; return 0;
     case O_IDS: g->detokenize = 0; return 0;
     case O_MAX_TOKENS: return parse_u32("--max-tokens", v, 0, 1u << 31, &g->max_tokens, err, n);
@@ -391,6 +396,7 @@ int probe_parse(int argc, char **argv, struct probe_args *a, char *err, size_t n
     case PROBE_TOKENIZE: co = opts_tokenize; break;
     case PROBE_BENCH: co = opts_bench; break;
     case PROBE_RAW: co = opts_raw; break;
+    case PROBE_STATS: co = opts_stats; break;
     default: break;
     }
     /* The command's own options: parse argv[optind..] as a fresh vector. */

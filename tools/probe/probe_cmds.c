@@ -164,6 +164,11 @@ static int cmd_stats(struct dsd_client *c, struct probe_args *a)
     int rc = dsd_client_get_stats(c, &st, &e);
     if (rc < 0)
         return fail(&e, rc);
+    if (a->prometheus) {
+        rc = probe_prometheus(stdout, st->values, st->n_values);
+        dsd_client_stats_free(st);
+        return rc < 0 ? PROBE_EX_FAIL : PROBE_EX_OK;
+    }
     if (a->json) {
         json_t *o = json_object();
         for (uint32_t i = 0; i < st->n_values; i++)
@@ -274,6 +279,12 @@ static json_t *event_json(const struct dsd_client_event *ev)
                                (json_int_t)d->timings.first_token_us, "total_us",
                                (json_int_t)d->timings.total_us, "per_token_us",
                                d->timings.per_token_us);
+        if (d->usage.cached) {
+            json_t *u = json_object_get(dj, "usage");
+            json_object_set_new(u, "cached_device", json_integer((json_int_t)ev->cached_tiers.device));
+            json_object_set_new(u, "cached_host", json_integer((json_int_t)ev->cached_tiers.host));
+            json_object_set_new(u, "cached_disk", json_integer((json_int_t)ev->cached_tiers.disk));
+        }
         if (d->stop_token >= 0)
             json_object_set_new(dj, "stop_token", json_integer(d->stop_token));
         if (d->stop_string)

@@ -60,10 +60,16 @@ else
     bad "TimeoutStopSec='$stop' must exceed drain_timeout_s='$drain' (in seconds, NNs form)"
 fi
 
+# The disk tier's default directory is the unit's CacheDirectory= (writable under
+# ProtectSystem=strict).
+cachedir=$("$PRINT_CONFIG" --print-config | sed -n 's/^#disk_cache_dir = //p')
+if [ "$cachedir" = /var/cache/deepseekd ]; then ok "disk_cache_dir defaults to the CacheDirectory= path"
+else bad "disk_cache_dir default '$cachedir' is not /var/cache/deepseekd (CacheDirectory=deepseekd)"; fi
+
 # ---- 3. hardening that keeps /dev/nvidia* usable
 for want in "Type=notify" "NotifyAccess=main" "DeviceAllow=char-nvidia\* rw" "DevicePolicy=closed" \
             "NoNewPrivileges=yes" "ProtectSystem=strict" "LimitMEMLOCK=infinity" \
-            "RuntimeDirectoryPreserve=yes" "User=deepseekd"; do
+            "RuntimeDirectoryPreserve=yes" "User=deepseekd" "CacheDirectory=deepseekd"; do
     if grep -q "^$want\$" "$svc"; then ok "service has $want"; else bad "service lacks $want"; fi
 done
 for forbidden in "PrivateDevices=yes" "ProcSubset=pid" "PrivateUsers=yes"; do

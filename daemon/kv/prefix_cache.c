@@ -1,0 +1,451 @@
+/* The tiered prefix cache (contract in prefix_cache.h). */
+#include "prefix_cache.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "disk_page.h"
+#include "disk_tier.h"
+#include "host_tier.h"
+#include "page_hash.h"
+
+struct dsd_prefix_cache {
+    struct dsd_kv_cache *kv;
+    struct dsd_backend *be;
+    struct dsd_kv_page_geom g;
+    struct dsd_radix *t;
+    struct dsd_host_tier *ht;       /* NULL: no host tier */
+    struct dsd_disk_tier *dt;       /* NULL: no disk tier */
+    struct dsd_host_tier *stage;    /* one slot: disk reads and writes (with a disk tier) */
+    int32_t *pages;                 /* scratch: a match's device pages, adopt's values */
+    uint8_t *taken;
+    struct dsd_radix_ref *displaced;
+    uint64_t *hashes;
+    int max_pages;                  /* the pool's pages: the longest sequence */
+    void (*log)(void *user, int level, const char *msg);
+    void *log_user;
+    struct dsd_prefix_cache_stats st;
+};
+
+static void note(struct dsd_prefix_cache *pc, int level, const char *fmt, ...)
+{
+    if (!pc->log)
+        return;
+    char msg[DSD_ERR_MSG_MAX + 128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    pc->log(pc->log_user, level, msg);
+}
+
+static int sync_be(struct dsd_prefix_cache *pc)
+{
+    struct dsd_err err = {{0}};
+    int rc = dsd_backend_ops(pc->be)->synchronize(pc->be, &err);
+    if (rc)
+        note(pc, 3, "KV cache: a tier copy failed: %s", err.msg);
+    return rc;
+}
+
+struct dsd_prefix_cache *dsd_prefix_cache_new(struct dsd_kv_cache *kv, const struct dsd_prefix_cache_config *c,
+                                              struct dsd_err *err)
+{
+    struct dsd_prefix_cache *pc = calloc(1, sizeof *pc);
+    if (!pc) {
+        dsd_errf(err, -ENOMEM, "prefix cache: out of memory");
+        return NULL;
+    }
+    pc->kv = kv;
+    pc->be = dsd_kv_cache_backend(kv);
+    pc->g = dsd_kv_page_geom_of(dsd_kv_cache_layout(kv), dsd_kv_cache_n_layers(kv));
+    pc->log = c->log;
+    pc->log_user = c->log_user;
+    pc->max_pages = dsd_kv_cache_total_pages(kv);
+    struct dsd_err e2 = {{0}};
+    if (c->host_bytes) {
+        pc->ht = dsd_host_tier_new(pc->be, &pc->g, c->host_bytes, &e2);
+        if (!pc->ht)
+            note(pc, 4, "host KV tier disabled: %s", e2.msg);
+    }
+    if (c->disk_bytes && c->disk_dir && c->disk_dir[0]) {
+        struct dsd_disk_tier_config dc = {.dir = c->disk_dir, .budget_bytes = c->disk_bytes, .geom = pc->g,
+                                          .fingerprint = c->fingerprint, .flags = c->disk_flags,
+                                          .log = c->log, .log_user = c->log_user};
+        pc->dt = dsd_disk_tier_open(&dc, &e2);
+        if (!pc->dt) {
+            note(pc, 4, "%s", e2.msg);
+        } else {
+            pc->stage = dsd_host_tier_new(pc->be, &pc->g, dsd_kv_page_record_bytes(&pc->g), &e2);
+            if (!pc->stage) {
+                note(pc, 4, "disk KV tier disabled: no staging slot: %s", e2.msg);
+                dsd_disk_tier_close(pc->dt);
+                pc->dt = NULL;
+            }
+        }
+    }
+    int host_slots = pc->ht ? dsd_host_tier_slots(pc->ht) : 0;
+    pc->t = dsd_radix_new(pc->max_pages + host_slots, err);
+    size_t mp = (size_t)pc->max_pages + 1;
+    pc->pages = malloc(mp * sizeof *pc->pages);
+    pc->taken = malloc(mp);
+    pc->displaced = malloc(mp * sizeof *pc->displaced);
+    pc->hashes = malloc(mp * sizeof *pc->hashes);
+    if (!pc->t || !pc->pages || !pc->taken || !pc->displaced || !pc->hashes) {
+        if (pc->t)
+            dsd_errf(err, -ENOMEM, "prefix cache: out of memory for %d pages of scratch", pc->max_pages);
+        dsd_prefix_cache_free(pc);
+        return NULL;
+    }
+    pc->st.host_tier = pc->ht != NULL;
+    pc->st.disk_tier = pc->dt != NULL;
+    return pc;
+}
+
+void dsd_prefix_cache_free(struct dsd_prefix_cache *pc)
+{
+    if (!pc)
+        return;
+    /* the tree's device pages go back to the pool (the pool may outlive the cache) */
+    if (pc->t) {
+        int32_t v;
+        while (dsd_radix_count(pc->t, DSD_KV_TIER_HOST) > 0 && dsd_radix_evict(pc->t, DSD_KV_TIER_HOST, 1, &v) == 1)
+            if (pc->ht)
+                dsd_host_tier_release(pc->ht, v);
+        while (dsd_radix_evict(pc->t, DSD_KV_TIER_DEVICE, 1, &v) == 1)
+            dsd_kv_page_unref(pc->kv, v);
+    }
+    dsd_radix_free(pc->t);
+    dsd_host_tier_free(pc->ht);
+    dsd_host_tier_free(pc->stage);
+    dsd_disk_tier_close(pc->dt);
+    free(pc->pages);
+    free(pc->taken);
+    free(pc->displaced);
+    free(pc->hashes);
+    free(pc);
+}
+
+/* ---- moving pages down ---------------------------------------------------------------- */
+
+/* Writes a page to disk from a record holding it (a host slot or the staging slot), unless
+ * the disk tier has it already. */
+static void disk_write(struct dsd_prefix_cache *pc, const struct dsd_radix_ref *r, void *rec)
+{
+    if (!pc->dt || dsd_disk_tier_contains(pc->dt, r->hash))
+        return;
+    struct dsd_kv_page_meta m = {0};
+    int depth = 0;
+    if (dsd_radix_page(pc->t, r->node, &m.parent_hash, m.tokens, &depth) < 0)
+        return;
+    m.depth = (uint32_t)depth;
+    struct dsd_err err = {{0}};
+    if (dsd_disk_tier_put(pc->dt, &m, dsd_kv_page_mla(rec), dsd_kv_page_index(rec, &pc->g), &err) < 0) {
+        pc->st.disk_errors++;
+        note(pc, 4, "disk KV tier: a page was not stored: %s", err.msg);
+    } else {
+        pc->st.disk_writes++;
+    }
+}
+
+/* Frees one host slot: the least recently used unlocked host leaf goes to disk (where it
+ * is not already) and leaves the tree. Returns 0 or -ENOENT (nothing can go). */
+static int host_evict_one(struct dsd_prefix_cache *pc)
+{
+    struct dsd_radix_ref v;
+    if (!pc->ht || dsd_radix_victim(pc->t, DSD_KV_TIER_HOST, DSD_RADIX_LEAF_ONLY, &v) != 1)
+        return -ENOENT;
+    if (pc->dt) {
+        bool had = dsd_disk_tier_contains(pc->dt, v.hash);
+        disk_write(pc, &v, dsd_host_tier_record(pc->ht, v.value));
+        pc->st.demotions[1] += !had && dsd_disk_tier_contains(pc->dt, v.hash);
+    }
+    if (dsd_radix_remove(pc->t, v.node) < 0)
+        return -ENOENT;
+    dsd_host_tier_release(pc->ht, v.value);
+    pc->st.evictions[1]++;
+    return 0;
+}
+
+/* A free host slot, making room when none is free. Returns it or -ENOSPC. */
+static int host_slot(struct dsd_prefix_cache *pc)
+{
+    if (!pc->ht)
+        return -ENOSPC;
+    int s = dsd_host_tier_alloc(pc->ht);
+    if (s < 0 && host_evict_one(pc) == 0)
+        s = dsd_host_tier_alloc(pc->ht);
+    return s < 0 ? -ENOSPC : s;
+}
+
+/* Moves one unlocked device page down (host) or out. Returns 1 when one moved, 0 when none
+ * could. */
+static int device_evict_one(struct dsd_prefix_cache *pc)
+{
+    struct dsd_radix_ref v;
+    if (dsd_radix_victim(pc->t, DSD_KV_TIER_DEVICE, 0, &v) != 1)
+        return 0;
+    int s = host_slot(pc);
+    if (s >= 0) {
+        if (dsd_host_tier_copy_out(pc->ht, pc->kv, v.value, s) == 0 && sync_be(pc) == 0 &&
+            dsd_radix_set(pc->t, v.node, DSD_KV_TIER_HOST, s) == 0) {
+            dsd_kv_page_unref(pc->kv, v.value);
+            pc->st.demotions[0]++;
+            return 1;
+        }
+        dsd_host_tier_release(pc->ht, s);
+    }
+    /* no host room: drop it (it is on disk when there is a disk tier); a node with host
+     * children cannot go before them */
+    if (dsd_radix_victim(pc->t, DSD_KV_TIER_DEVICE, DSD_RADIX_LEAF_ONLY, &v) != 1) {
+        if (host_evict_one(pc) != 0)
+            return 0;
+        return 1;           /* a host page went: the next round may demote */
+    }
+    if (dsd_radix_remove(pc->t, v.node) < 0)
+        return 0;
+    dsd_kv_page_unref(pc->kv, v.value);
+    pc->st.evictions[0]++;
+    return 1;
+}
+
+int dsd_prefix_cache_reclaimable(const struct dsd_prefix_cache *pc)
+{
+    return dsd_radix_unlocked(pc->t, DSD_KV_TIER_DEVICE);
+}
+
+int dsd_prefix_cache_make_room(struct dsd_prefix_cache *pc, int want)
+{
+    /* bounded: every round moves a node down a tier or out of the tree */
+    int rounds = 2 * dsd_radix_capacity(pc->t) + 2;
+    while (dsd_kv_cache_free_pages(pc->kv) < want && rounds-- > 0)
+        if (!device_evict_one(pc))
+            break;
+    return dsd_kv_cache_free_pages(pc->kv);
+}
+
+/* ---- sharing -------------------------------------------------------------------------- */
+
+/* A fresh device page for a reload (the tree's reference), making room as needed. */
+static int32_t device_page(struct dsd_prefix_cache *pc)
+{
+    int32_t p = dsd_kv_page_alloc(pc->kv);
+    if (p < 0 && dsd_prefix_cache_make_room(pc, 1) >= 1)
+        p = dsd_kv_page_alloc(pc->kv);
+    return p;
+}
+
+static int hold_grow(struct dsd_prefix_hold *h, int n)
+{
+    if (n <= h->cap)
+        return 0;
+    struct dsd_radix_ref *r = realloc(h->refs, (size_t)n * sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    h->refs = r;
+    h->cap = n;
+    return 0;
+}
+
+/* Continues a match of n pages on disk: each page found there by its chain hash is read
+ * into the staging slot, verified, copied into a fresh device page and added to the tree
+ * (locked in h). Returns the new page count. */
+static int extend_from_disk(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_full, struct dsd_prefix_hold *h,
+                            int n)
+{
+    int slot = dsd_host_tier_alloc(pc->stage);
+    if (slot < 0)
+        return n;
+    uint64_t parent = n > 0 ? h->refs[n - 1].hash : DSD_KV_CHAIN_ROOT;
+    void *rec = dsd_host_tier_record(pc->stage, slot);
+    while (n < n_full) {
+        const int32_t *tok = tokens + (size_t)n * DSD_KV_PAGE_TOKENS;
+        uint64_t hash = dsd_kv_chain_hash(parent, tok);
+        if (!dsd_disk_tier_contains(pc->dt, hash))
+            break;
+        struct dsd_kv_page_meta expect = {.parent_hash = parent, .depth = (uint32_t)n};
+        memcpy(expect.tokens, tok, sizeof expect.tokens);
+        struct dsd_err err = {{0}};
+        int rc = dsd_disk_tier_get(pc->dt, hash, &expect, dsd_kv_page_mla(rec), dsd_kv_page_index(rec, &pc->g), &err);
+        if (rc < 0) {
+            if (rc != -ENOENT) {
+                pc->st.disk_dropped++;
+                note(pc, 4, "disk KV tier: page dropped, recomputing it: %s", err.msg);
+            }
+            break;
+        }
+        int32_t page = device_page(pc);
+        if (page < 0)
+            break;
+        struct dsd_radix_ref r;
+        if (dsd_host_tier_copy_in(pc->stage, pc->kv, slot, page) < 0 || sync_be(pc) != 0 ||
+            dsd_radix_extend(pc->t, n > 0 ? &h->refs[n - 1] : NULL, tok, DSD_KV_TIER_DEVICE, page, &r) != 1) {
+            dsd_kv_page_unref(pc->kv, page);
+            break;
+        }
+        h->refs[n++] = r;
+        pc->st.hits[DSD_KV_TIER_DISK]++;
+        parent = hash;
+    }
+    dsd_host_tier_release(pc->stage, slot);
+    return n;
+}
+
+int dsd_prefix_cache_acquire(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_tokens, struct dsd_kv_seq *seq,
+                             struct dsd_prefix_hold *h, struct dsd_prefix_hit *hit)
+{
+    if (hit)
+        *hit = (struct dsd_prefix_hit){0};
+    if (seq->n_pages != 0 || h->n != 0 || n_tokens < 0)
+        return -EINVAL;
+    int n_full = n_tokens / DSD_KV_PAGE_TOKENS;
+    if (n_full > pc->max_pages)
+        n_full = pc->max_pages;
+    if (n_full == 0)
+        return 0;
+    if (hold_grow(h, n_full) < 0)
+        return -ENOMEM;
+    pc->st.lookups++;
+    int n = dsd_radix_match(pc->t, tokens, n_full * DSD_KV_PAGE_TOKENS, h->refs, n_full);
+    if (n < 0)
+        return n;
+    int dev = 0, host = 0, disk = 0;
+    /* host pages come back to fresh device pages, root first (tier order holds throughout) */
+    for (int i = 0; i < n; i++) {
+        struct dsd_radix_ref *r = &h->refs[i];
+        if (r->tier == DSD_KV_TIER_DEVICE) {
+            dev++;
+            continue;
+        }
+        int32_t page = device_page(pc);
+        if (page < 0 || dsd_host_tier_copy_in(pc->ht, pc->kv, r->value, page) < 0 || sync_be(pc) != 0 ||
+            dsd_radix_set(pc->t, r->node, DSD_KV_TIER_DEVICE, page) < 0) {
+            if (page >= 0)
+                dsd_kv_page_unref(pc->kv, page);
+            dsd_radix_unlock(pc->t, h->refs + i, n - i);
+            n = i;
+            break;
+        }
+        dsd_host_tier_release(pc->ht, r->value);
+        r->tier = DSD_KV_TIER_DEVICE;
+        r->value = page;
+        host++;
+    }
+    /* the disk continues the match only where the tree's match ran to its end (a reload
+     * that stopped early stops the match there) */
+    if (pc->dt && n == dev + host && n < n_full) {
+        int matched = n;
+        n = extend_from_disk(pc, tokens, n_full, h, n);
+        disk = n - matched;
+    }
+    for (int i = 0; i < n; i++)
+        pc->pages[i] = h->refs[i].value;
+    int rc = dsd_kv_seq_share(pc->kv, seq, pc->pages, n);
+    if (rc < 0) {
+        dsd_radix_unlock(pc->t, h->refs, n);
+        return rc;
+    }
+    h->n = n;
+    /* hits per tier, and pages looked for in each tier and not found there */
+    pc->st.hits[DSD_KV_TIER_DEVICE] += (uint64_t)dev;
+    pc->st.hits[DSD_KV_TIER_HOST] += (uint64_t)host;
+    pc->st.misses[DSD_KV_TIER_DEVICE] += (uint64_t)(n_full - dev);
+    if (pc->ht)
+        pc->st.misses[DSD_KV_TIER_HOST] += (uint64_t)(n_full - dev - host);
+    if (pc->dt)
+        pc->st.misses[DSD_KV_TIER_DISK] += (uint64_t)(n_full - dev - host - disk);
+    if (hit)
+        *hit = (struct dsd_prefix_hit){.device = dev, .host = host, .disk = disk};
+    return n;
+}
+
+int dsd_prefix_cache_peek(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_tokens)
+{
+    int n = dsd_radix_peek(pc->t, tokens, n_tokens, pc->displaced, pc->max_pages);
+    return n < 0 ? 0 : n;
+}
+
+void dsd_prefix_cache_unhold(struct dsd_prefix_cache *pc, struct dsd_prefix_hold *h)
+{
+    if (h->n > 0)
+        dsd_radix_unlock(pc->t, h->refs, h->n);
+    h->n = 0;
+}
+
+void dsd_prefix_cache_hold_destroy(struct dsd_prefix_hold *h)
+{
+    free(h->refs);
+    *h = (struct dsd_prefix_hold){0};
+}
+
+/* ---- adopting ------------------------------------------------------------------------- */
+
+int dsd_prefix_cache_adopt(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_computed,
+                           const struct dsd_kv_seq *seq)
+{
+    int n_full = n_computed / DSD_KV_PAGE_TOKENS;
+    if (n_full > seq->n_pages)
+        n_full = seq->n_pages;
+    if (n_full <= 0)
+        return 0;
+    int nd = 0;
+    int taken = dsd_radix_insert(pc->t, tokens, n_full * DSD_KV_PAGE_TOKENS, seq->pages, DSD_KV_TIER_DEVICE,
+                                 pc->taken, pc->displaced, &nd);
+    if (taken < 0)
+        return taken;
+    for (int i = 0; i < nd; i++)
+        if (pc->displaced[i].tier == DSD_KV_TIER_HOST && pc->ht)
+            dsd_host_tier_release(pc->ht, pc->displaced[i].value);
+    if (taken == 0)
+        return 0;
+    dsd_kv_chain_hashes(tokens, n_full * DSD_KV_PAGE_TOKENS, pc->hashes, n_full);
+    int slot = pc->dt ? dsd_host_tier_alloc(pc->stage) : -1;
+    for (int i = 0; i < n_full; i++) {
+        if (!pc->taken[i])
+            continue;
+        dsd_kv_page_ref(pc->kv, seq->pages[i]);
+        if (slot < 0 || dsd_disk_tier_contains(pc->dt, pc->hashes[i]))
+            continue;
+        if (dsd_host_tier_copy_out(pc->stage, pc->kv, seq->pages[i], slot) < 0 || sync_be(pc) != 0)
+            continue;
+        struct dsd_kv_page_meta m = {.parent_hash = i > 0 ? pc->hashes[i - 1] : DSD_KV_CHAIN_ROOT,
+                                     .depth = (uint32_t)i};
+        memcpy(m.tokens, tokens + (size_t)i * DSD_KV_PAGE_TOKENS, sizeof m.tokens);
+        void *rec = dsd_host_tier_record(pc->stage, slot);
+        struct dsd_err err = {{0}};
+        if (dsd_disk_tier_put(pc->dt, &m, dsd_kv_page_mla(rec), dsd_kv_page_index(rec, &pc->g), &err) < 0) {
+            pc->st.disk_errors++;
+            note(pc, 4, "disk KV tier: a page was not stored: %s", err.msg);
+        } else {
+            pc->st.disk_writes++;
+        }
+    }
+    if (slot >= 0)
+        dsd_host_tier_release(pc->stage, slot);
+    return taken;
+}
+
+void dsd_prefix_cache_stats(const struct dsd_prefix_cache *pc, struct dsd_prefix_cache_stats *out)
+{
+    *out = pc->st;
+    out->device_pages = dsd_radix_count(pc->t, DSD_KV_TIER_DEVICE);
+    out->device_reclaimable = dsd_radix_unlocked(pc->t, DSD_KV_TIER_DEVICE);
+    out->host_pages = dsd_radix_count(pc->t, DSD_KV_TIER_HOST);
+    out->host_slots = pc->ht ? dsd_host_tier_slots(pc->ht) : 0;
+    if (pc->dt) {
+        struct dsd_disk_tier_stats ds;
+        dsd_disk_tier_stats(pc->dt, &ds);
+        out->disk_pages = ds.pages;
+        out->disk_slots = ds.slots;
+        out->evictions[DSD_KV_TIER_DISK] = ds.evictions;
+        out->disk_dropped = pc->st.disk_dropped > ds.dropped ? pc->st.disk_dropped : ds.dropped;
+    }
+}
+
+const struct dsd_radix *dsd_prefix_cache_tree(const struct dsd_prefix_cache *pc)
+{
+    return pc->t;
+}

@@ -1,0 +1,124 @@
+/*
+ * daemon/kv/prefix_cache.h: the tiered prefix cache the engine uses (docs/KV_CACHE.md §7):
+ * the radix tree (radix.h) over the device pool (kv_cache.h), the host tier (host_tier.h) and
+ * the disk tier (disk_tier.h), put together. Policy in one place: what a new sequence shares,
+ * what a finished or preempted one hands over, and what moves down a tier when the pool runs
+ * short.
+ *
+ *   struct dsd_prefix_cache_config c = {.host_bytes = 4ull << 30, .disk_dir = "/var/cache/deepseekd",
+ *                                       .disk_bytes = 64ull << 30, .fingerprint = fp, .log = f};
+ *   struct dsd_prefix_cache *pc = dsd_prefix_cache_new(kv, &c, &err);  // tiers that fail are logged, left out
+ *
+ *   // admission: the longest cached prefix, whole pages, >= 1 token left to compute
+ *   struct dsd_prefix_hold h = {0};
+ *   int m = dsd_prefix_cache_acquire(pc, tokens, n_tokens - 1, &seq.kv, &h, &hit);  // seq.kv empty
+ *   ... the sequence computes from position 64 * m ...
+ *   // it ends, or is preempted: its full computed pages go to the tree, its hold is dropped
+ *   dsd_prefix_cache_adopt(pc, tokens, n_computed, &seq.kv);
+ *   dsd_prefix_cache_unhold(pc, &h);
+ *   dsd_kv_seq_release(kv, &seq.kv);
+ *   // the pool is short: pages the tree alone holds move down (device -> host -> disk)
+ *   dsd_prefix_cache_make_room(pc, want_free_pages);
+ *
+ * Where a page goes: a device page the tree alone holds (unlocked) is copied to a host slot
+ * when the pool is short; a host page is written to disk (unless already there) and dropped
+ * when the host tier is short; without a tier below, it is dropped. Every page the tree takes
+ * is written to the disk tier once (synchronously, through one staging slot), so pages
+ * survive a restart however the daemon ends. A match reloads host pages into fresh device
+ * pages, then continues on disk by chain hash (disk -> staging slot -> device page), each page
+ * whole and verified (docs/KV_CACHE.md §6.3); a page that fails is dropped and the match ends
+ * there: the sequence computes the rest.
+ *
+ * Single-threaded: the engine thread owns it, like the pool. Allocation happens at creation
+ * (the tree, the tiers, scratch for the longest sequence the pool holds) and per sequence
+ * (its hold's refs, grown once to its length).
+ */
+#ifndef DSD_KV_PREFIX_CACHE_H
+#define DSD_KV_PREFIX_CACHE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "kv_cache.h"
+#include "radix.h"
+
+struct dsd_prefix_cache_config {
+    uint64_t host_bytes;            /* host tier budget, 0 = no host tier */
+    const char *disk_dir;           /* cache directory, NULL or "" = no disk tier */
+    uint64_t disk_bytes;            /* disk tier budget, 0 = no disk tier */
+    uint64_t fingerprint;           /* dsd_kv_fingerprint() of the loaded model */
+    unsigned disk_flags;            /* DSD_DISK_TIER_* (tests) */
+    /* Notes and warnings (level: syslog priority), one line each. May be NULL. */
+    void (*log)(void *user, int level, const char *msg);
+    void *log_user;
+};
+
+/* What one sequence holds locked in the tree (its match). Start zeroed. */
+struct dsd_prefix_hold {
+    struct dsd_radix_ref *refs;
+    int n, cap;
+};
+
+/* Where a match's pages came from. */
+struct dsd_prefix_hit {
+    int device, host, disk;         /* pages per tier */
+};
+
+struct dsd_prefix_cache_stats {
+    bool host_tier, disk_tier;      /* which tiers run */
+    int device_pages;               /* pages the tree holds on the device (in use or not) */
+    int device_reclaimable;         /* of those, unlocked: make_room can free them */
+    int host_pages, host_slots;
+    int disk_pages, disk_slots;
+    uint64_t lookups;               /* acquire calls */
+    /* pages per tier: hits = served from it; misses = looked for there and not found
+     * (a page missed on the device is looked for on the host, then on disk) */
+    uint64_t hits[3], misses[3];
+    /* pages leaving a tier: device -> host and host -> disk (demotions); dropped for want of
+     * room (evictions: device pages with no host room, host pages, disk pages overwritten) */
+    uint64_t demotions[2], evictions[3];
+    uint64_t disk_writes, disk_errors, disk_dropped;    /* dropped: corrupt or foreign */
+};
+
+struct dsd_prefix_cache;
+
+/* Builds the tree and the tiers for kv. A host tier that cannot be allocated, or a disk tier
+ * whose directory cannot be used, is logged and left out: creation fails only for want of
+ * memory for the tree itself (NULL with err set, -ENOMEM / -EINVAL). */
+struct dsd_prefix_cache *dsd_prefix_cache_new(struct dsd_kv_cache *kv, const struct dsd_prefix_cache_config *c,
+                                              struct dsd_err *err);
+void dsd_prefix_cache_free(struct dsd_prefix_cache *pc);
+
+/* Shares the longest cached prefix of tokens[0..n_tokens) (whole pages) into seq, which must
+ * hold no pages, reloading host and disk pages into device pages as it goes (it may call
+ * make_room for them). Locks what it shares in h (drop with unhold). Fills hit (may be NULL).
+ * Returns the pages shared (>= 0), -EINVAL (seq not empty), -ENOMEM. */
+int dsd_prefix_cache_acquire(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_tokens, struct dsd_kv_seq *seq,
+                             struct dsd_prefix_hold *h, struct dsd_prefix_hit *hit);
+/* Pages of tokens[0..n_tokens) the tree holds now (device or host), changing nothing: what
+ * the scheduler ranks a long queue by. */
+int dsd_prefix_cache_peek(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_tokens);
+
+/* Drops h's locks (keeps its storage for reuse). */
+void dsd_prefix_cache_unhold(struct dsd_prefix_cache *pc, struct dsd_prefix_hold *h);
+/* Frees h's storage (after unhold). */
+void dsd_prefix_cache_hold_destroy(struct dsd_prefix_hold *h);
+
+/* Hands the full pages of tokens[0..n_computed) (the KV seq has computed) to the tree: it
+ * takes a reference to each page it adopts, and writes each new one to disk. Returns the
+ * pages adopted (>= 0). */
+int dsd_prefix_cache_adopt(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_computed,
+                           const struct dsd_kv_seq *seq);
+
+/* Pages make_room could free now (the tree's unlocked device pages). */
+int dsd_prefix_cache_reclaimable(const struct dsd_prefix_cache *pc);
+/* Moves the tree's least recently used unlocked device pages down (or drops them) until the
+ * pool has `want` free pages or nothing more can go. Returns the pool's free pages. */
+int dsd_prefix_cache_make_room(struct dsd_prefix_cache *pc, int want);
+
+void dsd_prefix_cache_stats(const struct dsd_prefix_cache *pc, struct dsd_prefix_cache_stats *out);
+/* The tree (tests: dsd_radix_check). */
+const struct dsd_radix *dsd_prefix_cache_tree(const struct dsd_prefix_cache *pc);
+
+#endif
