@@ -404,11 +404,14 @@ __global__ void quant_kernel(uint8_t *__restrict__ xq, float *__restrict__ xs, c
 // and the warp sums its lanes at the end: the CPU's per-block scaling, up to summation order.
 
 #define ST_WARPS 8
-#define ST_TM 4             // pairs per tile
+#define ST_TM 4             // pairs per tile (TM: ST_TM, or 1 for single-token steps)
 #define ST_GU_ROWS 4        // gate rows (and up rows) per warp
 #define ST_DN_ROWS 8        // down rows per warp
 
-template <bool GATEUP>
+// TM = 1 serves steps of one token (every expert then has one pair): a tile of 4 pairs would
+// hold 4x the input registers for nothing, and the register count is what limits how many
+// warps per SM keep weight loads in flight.
+template <bool GATEUP, int TM>
 __global__ void __launch_bounds__(ST_WARPS * 32)
 ffn_stream_kernel(struct moe_stream_args a)
 {
@@ -441,23 +444,23 @@ ffn_stream_kernel(struct moe_stream_args a)
     const int64_t sstride = ((K + 127) / 128 + 3) & ~3;     // cuda_scale_stride
     const int steps = (K + 511) / 512;
 
-    for (int p0 = 0; p0 < m; p0 += ST_TM) {
-        const int tm = min(ST_TM, m - p0);
+    for (int p0 = 0; p0 < m; p0 += TM) {
+        const int tm = min(TM, m - p0);
         // the input rows of this tile: tokens (GATEUP) or pairs (DOWN)
-        const uint8_t *xr[ST_TM];
-        const float *xsr[ST_TM];
+        const uint8_t *xr[TM];
+        const float *xsr[TM];
 #pragma unroll
-        for (int j = 0; j < ST_TM; j++) {
+        for (int j = 0; j < TM; j++) {
             int p = pairs[p0 + (j < tm ? j : 0)];
             int r = GATEUP ? (p < a.Tk ? p / a.k : p - a.Tk) : p;
             xr[j] = a.xq + (size_t)r * a.ldq;
             xsr[j] = a.xs + (size_t)r * a.lds;
         }
-        float acc[R][ST_TM];
+        float acc[R][TM];
 #pragma unroll
         for (int r = 0; r < R; r++)
 #pragma unroll
-            for (int j = 0; j < ST_TM; j++)
+            for (int j = 0; j < TM; j++)
                 acc[r][j] = 0.0f;
         for (int st = 0; st < steps; st++) {
             const int col = st * 512 + lane * 16;
@@ -475,10 +478,10 @@ ffn_stream_kernel(struct moe_stream_args a)
             float wsc[2];
             wsc[0] = __ldg(sbase[0] + (size_t)(row0 / 128) * sstride + kb);
             wsc[1] = GATEUP ? __ldg(sbase[1] + (size_t)(row0 / 128) * sstride + kb) : wsc[0];
-            float xf[ST_TM][16];
-            float xsc[ST_TM];
+            float xf[TM][16];
+            float xsc[TM];
 #pragma unroll
-            for (int j = 0; j < ST_TM; j++) {
+            for (int j = 0; j < TM; j++) {
                 if (j < tm) {
                     fp8x16_to_f32(__ldg(reinterpret_cast<const uint4 *>(xr[j] + col)), xf[j]);
                     xsc[j] = __ldg(xsr[j] + kb);
@@ -495,7 +498,7 @@ ffn_stream_kernel(struct moe_stream_args a)
                 fp8x16_to_f32(wv[r], wf);
                 const float ws = wsc[GATEUP ? r / RO : 0];
 #pragma unroll
-                for (int j = 0; j < ST_TM; j++) {
+                for (int j = 0; j < TM; j++) {
                     float d = 0.0f;
 #pragma unroll
                     for (int i = 0; i < 16; i++)
@@ -507,7 +510,7 @@ ffn_stream_kernel(struct moe_stream_args a)
 #pragma unroll
         for (int r = 0; r < R; r++)
 #pragma unroll
-            for (int j = 0; j < ST_TM; j++) {
+            for (int j = 0; j < TM; j++) {
                 float v = acc[r][j];
 #pragma unroll
                 for (int o = 16; o > 0; o >>= 1)
@@ -515,13 +518,13 @@ ffn_stream_kernel(struct moe_stream_args a)
                 acc[r][j] = v;
             }
         // lane (r, j) writes one result
-        if (lane < RO * ST_TM) {
-            const int r = lane / ST_TM, j = lane % ST_TM, row = row0 + r;
+        if (lane < RO * TM) {
+            const int r = lane / TM, j = lane % TM, row = row0 + r;
             float res = 0.0f;
 #pragma unroll
             for (int rr = 0; rr < RO; rr++)
 #pragma unroll
-                for (int jj = 0; jj < ST_TM; jj++)
+                for (int jj = 0; jj < TM; jj++)
                     if (rr == r && jj == j) {
                         if constexpr (GATEUP) {
                             float g = bf16r(acc[rr][jj]), u = bf16r(acc[rr + RO][jj]);
@@ -760,7 +763,7 @@ static void carve_lt(struct carve *c, struct moe_lt_bufs *b, int m, int D, int I
 static void run_stream(struct cuda_backend *cb, const struct moe_sort *s, const struct moe_ffn_w *table,
                        const struct moe_ffn_w *single, int n_slots, int Tk, int k, int P, int D, int Imax,
                        const uint8_t *xq, const float *xs, __nv_bfloat16 *h, uint8_t *hq,
-                       float *hs, __nv_bfloat16 *y)
+                       float *hs, __nv_bfloat16 *y, bool one_token)
 {
     struct moe_stream_args a;
     memset(&a, 0, sizeof a);
@@ -783,7 +786,10 @@ static void run_stream(struct cuda_backend *cb, const struct moe_sort *s, const 
     a.out = h;
     a.ldo = Imax;
     dim3 g1((Imax + ST_WARPS * ST_GU_ROWS - 1) / (ST_WARPS * ST_GU_ROWS), n_slots);
-    ffn_stream_kernel<true><<<g1, ST_WARPS * 32, 0, cb->stream>>>(a);
+    if (one_token)
+        ffn_stream_kernel<true, 1><<<g1, ST_WARPS * 32, 0, cb->stream>>>(a);
+    else
+        ffn_stream_kernel<true, ST_TM><<<g1, ST_WARPS * 32, 0, cb->stream>>>(a);
     if (!CU_LAUNCHED(cb))
         return;
     // h per pair -> FP8. When the shared expert's width differs from the routed ones, the
@@ -802,7 +808,10 @@ static void run_stream(struct cuda_backend *cb, const struct moe_sort *s, const 
     a.out = y;
     a.ldo = D;
     dim3 g2((D + ST_WARPS * ST_DN_ROWS - 1) / (ST_WARPS * ST_DN_ROWS), n_slots);
-    ffn_stream_kernel<false><<<g2, ST_WARPS * 32, 0, cb->stream>>>(a);
+    if (one_token)
+        ffn_stream_kernel<false, 1><<<g2, ST_WARPS * 32, 0, cb->stream>>>(a);
+    else
+        ffn_stream_kernel<false, ST_TM><<<g2, ST_WARPS * 32, 0, cb->stream>>>(a);
     CU_LAUNCHED(cb);
 }
 
@@ -876,7 +885,7 @@ void cuda_op_mlp(struct dsd_backend *be, void *out, const void *x, const struct 
         if (!CU_LAUNCHED(cb))
             return;
         quant_tokens(cb, xq, xs, x, T, D);
-        run_stream(cb, &s, NULL, &f, 1, 0, 1, T, D, I, xq, xs, h, hq, hs, (__nv_bfloat16 *)out);
+        run_stream(cb, &s, NULL, &f, 1, 0, 1, T, D, I, xq, xs, h, hq, hs, (__nv_bfloat16 *)out, T == 1);
     }
 }
 
@@ -973,7 +982,7 @@ void cuda_op_moe(struct dsd_backend *be, void *out, const void *x, const struct 
         // 5. experts
         if (stream) {
             const int n_slots = (Tk < E ? Tk : E) + (shared ? 1 : 0);
-            run_stream(cb, &s, lt->table, NULL, n_slots, Tk, k, P, D, Imax, xq, xs, h, hq, hs, y);
+            run_stream(cb, &s, lt->table, NULL, n_slots, Tk, k, P, D, Imax, xq, xs, h, hq, hs, y, T == 1);
         } else {
             cuda_moe_lt_experts(cb, &s, lt->host, E, shared, T, k, xq, xs, &lb, y);
         }
