@@ -295,6 +295,11 @@ static const struct cfg_key cfg_keys[] = {
       "", NULL, 0, "TEXT", "TEST ONLY: the output forced by test_force_trigger",
       "For tests only: the model output text that test_force_trigger forces, for example a "
       "DSML tool call block (docs/CHAT.md)." },
+    { "test_load_delay_ms", "Testing", CFG_INT, FIELD(test_load_delay_ms), 0, 600000, 0, NULL,
+      "0", NULL, 0, "MS", "TEST ONLY: wait this long before loading the model",
+      "For tests only; leave 0 in production. The engine waits this many milliseconds "
+      "before it loads the model, so that a test sees the daemon in its loading state "
+      "(requests answered with `loading`) however small the model is." },
 };
 
 #define N_KEYS ((int)(sizeof cfg_keys / sizeof cfg_keys[0]))

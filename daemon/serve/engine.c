@@ -804,6 +804,11 @@ static void prefix_cache_open(struct dsd_engine *e, const struct dsd_kv_layout *
 static int load(struct dsd_engine *e)
 {
     struct dsd_err err = {{0}};
+    /* test only: stay in LOADING a while (the engine thread; stop requests wait for it) */
+    for (int ms = e->p.test_load_delay_ms; ms > 0; ms -= 10) {
+        struct timespec ts = { 0, 10 * 1000000L };
+        nanosleep(&ts, NULL);
+    }
     atomic_store(&e->progress, 0.05);
     e->p.model.progress = load_progress;
     e->p.model.progress_user = e;

@@ -66,6 +66,7 @@ struct dsd_engine_params {
     uint64_t disk_cache_bytes;      /* disk tier, 0 = none */
     int long_queue;                 /* waiting sequences from which admission ranks by cached
                                        prefix (scheduler.h); 0 = never */
+    int test_load_delay_ms;         /* testing only: wait before loading (test_load_delay_ms) */
 };
 
 /* What ended a generation (the protocol's finish reasons). */

@@ -9,7 +9,8 @@
 # chat whose last user message ends with "[[force-tool-call]]" gets a DSML call of
 # get_weather(city = "Paris") as the model's output. COMMAND sees OPENAI_BASE_URL
 # (http://127.0.0.1:PORT/v1), OPENAI_API_KEY, DSD_SOCKET, DSD_PROBE, DSD_MODEL (the model
-# name the daemon reports), DSD_GATEWAY (the binary) and DSD_GATEWAY_LOG.
+# name the daemon reports), DSD_GATEWAY (the binary), DSD_GATEWAY_LOG, DSD_DAEMON (the daemon's
+# binary) and DSD_MODEL_DIR.
 set -eu
 DAEMON=$1 GATEWAY=$2 PROBE=$3 MODEL=$4
 shift 4
@@ -59,7 +60,8 @@ done
 [ -n "$url" ] || fail "deepseekd-openai did not report its address"
 
 export OPENAI_BASE_URL="$url/v1" OPENAI_API_KEY=unused DSD_SOCKET="$T/d.sock" DSD_PROBE="$PROBE" \
-       DSD_MODEL="$(basename "$MODEL")" DSD_GATEWAY="$GATEWAY" DSD_GATEWAY_LOG="$T/gateway.log" TMPDIR="$T"
+       DSD_MODEL="$(basename "$MODEL")" DSD_GATEWAY="$GATEWAY" DSD_GATEWAY_LOG="$T/gateway.log" TMPDIR="$T" \
+       DSD_DAEMON="$DAEMON" DSD_MODEL_DIR="$MODEL"
 set +e
 eval "$CMD"
 rc=$?

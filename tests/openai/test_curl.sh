@@ -2,8 +2,8 @@
 # test_curl.sh: the raw HTTP and server-sent-event framing of deepseekd-openai as curl sees
 # it (run by run_with_gateway.sh): headers, chunked event stream, "data: " lines separated by
 # blank lines ending with "data: [DONE]", JSON answers; then a gateway with no daemon behind
-# it answers 503 and one whose daemon is still loading would too (same code path: the
-# library's -EAGAIN maps to 503, tools/openai/openai_error.c).
+# it answers 503, and one in front of a daemon still loading its model (the test-only
+# test_load_delay_ms keeps it loading) answers 503 model_loading, then 200 once it is ready.
 set -u
 passed=0 failed=0
 ok() { echo "ok   $1"; passed=$((passed + 1)); }
@@ -77,6 +77,29 @@ code=$(curl -sS --unix-socket "$T/gw.sock" -o "$T/body" -w '%{http_code}' http:/
 kill "$g2"
 wait "$g2" && ok "the second gateway exits 0 on SIGTERM" || bad "second gateway exit status"
 [ ! -e "$T/gw.sock" ] && ok "its Unix socket is removed" || bad "Unix socket left behind"
+
+# A daemon still loading: 503 with code model_loading; once ready, the same request works.
+"$DSD_DAEMON" --model "$DSD_MODEL_DIR" --socket "$T/slow.sock" --threads 1 --test-load-delay-ms 4000 \
+    > "$T/slow.log" 2>&1 &
+d3=$!
+for _ in $(seq 1 50); do [ -S "$T/slow.sock" ] && break; sleep 0.1; done
+"$DSD_GATEWAY" --socket "$T/slow.sock" --listen "unix:$T/gw3.sock" > "$T/gw3.log" 2>&1 &
+g3=$!
+for _ in $(seq 1 50); do [ -S "$T/gw3.sock" ] && break; sleep 0.1; done
+req='{"model": "'$DSD_MODEL'", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}'
+code=$(curl -sS --unix-socket "$T/gw3.sock" -o "$T/body" -w '%{http_code}' -H 'Content-Type: application/json' \
+       -d "$req" http://localhost/v1/chat/completions)
+if [ "$code" = 503 ] && grep -q '"code":"model_loading"' "$T/body"; then
+    ok "daemon loading: 503 model_loading"
+else
+    bad "daemon loading: $code $(cat "$T/body")"
+fi
+for _ in $(seq 1 200); do "$DSD_PROBE" --socket "$T/slow.sock" health >/dev/null 2>&1 && break; sleep 0.1; done
+code=$(curl -sS --unix-socket "$T/gw3.sock" -o "$T/body" -w '%{http_code}' -H 'Content-Type: application/json' \
+       -d "$req" http://localhost/v1/chat/completions)
+[ "$code" = 200 ] && ok "the same request once the daemon is ready: 200" || bad "after loading: $code $(cat "$T/body")"
+kill "$g3" "$d3"
+wait "$g3" "$d3"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
