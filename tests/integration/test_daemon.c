@@ -412,13 +412,9 @@ int main(int argc, char **argv)
     }
     g_bin = argv[1];
     g_model = argv[2];
-    struct dsd_model_params mp = dsd_model_default_params();
-    mp.n_threads = 1;
-    struct dsd_err err;
-    if (dsd_model_load(g_model, &mp, &g_m, &err)) {
-        fprintf(stderr, "%s\n", err.msg);
+    /* the in-process engine the daemon's output is compared with */
+    if (!(g_m = harness_load(g_model, DSD_NUMERICS_PRODUCTION, DSD_KV_FP8, 1)))
         return 1;
-    }
     static const char *const extra[] = { "--threads", "2", "--kv_memory_mb", "64", "--max_inflight", "128",
                                          "--stall_timeout_s", "30", NULL };
     if (daemon_start(&g_d, g_bin, g_model, extra, 120))

@@ -239,10 +239,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: test_daemon_text DEEPSEEKD MODEL_DIR\n");
         return 2;
     }
-    struct dsd_model_params mp = dsd_model_default_params();
-    mp.n_threads = 1;
+    /* the in-process engine the daemon's output is compared with, and the model's tokenizer */
+    if (!(g_m = harness_load(argv[2], DSD_NUMERICS_PRODUCTION, DSD_KV_FP8, 1)))
+        return 1;
     struct dsd_err err;
-    if (dsd_model_load(argv[2], &mp, &g_m, &err) || dsd_tokenizer_load(&g_tok, argv[2], &err) < 0) {
+    if (dsd_tokenizer_load(&g_tok, argv[2], &err) < 0) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }

@@ -500,13 +500,9 @@ int main(int argc, char **argv)
     g_bin = argv[1];
     g_probe = argv[2];
     g_model = argv[3];
-    struct dsd_model_params mp = dsd_model_default_params();
-    mp.n_threads = 1;
-    struct dsd_err err;
-    if (dsd_model_load(g_model, &mp, &g_m, &err)) {
-        fprintf(stderr, "%s\n", err.msg);
+    /* the in-process engine the daemon's output is compared with */
+    if (!(g_m = harness_load(g_model, DSD_NUMERICS_PRODUCTION, DSD_KV_FP8, 1)))
         return 1;
-    }
     snprintf(g_cache, sizeof g_cache, "/tmp/dsd-prefix-cache-XXXXXX");
     if (!mkdtemp(g_cache)) {
         perror("mkdtemp");
