@@ -58,7 +58,10 @@ struct dsd_sample_result {
 #define DSD_PEN_SEEN 0x80000000u    /* seen in the prompt or the output */
 #define DSD_PEN_COUNT 0x7fffffffu   /* times generated */
 
-/* True when a row's parameters use the penalty state at all. */
+/* True when a row's parameters use the penalty state at all (host code and the CUDA kernel). */
+#ifdef __CUDACC__
+__host__ __device__
+#endif
 static inline int dsd_sample_row_penalized(const struct dsd_sample_row *r)
 {
     return r->repetition_penalty != 1.0f || r->frequency_penalty != 0.0f || r->presence_penalty != 0.0f;

@@ -119,8 +119,10 @@ const uint32_t *dsd_sampler_penalty_state(const struct dsd_sampler *s)
 
 bool dsd_sampler_penalized(const struct dsd_sampler *s)
 {
-    const struct dsd_sampling_params *p = &s->p;
-    return p->repetition_penalty != 1.0f || p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f;
+    const struct dsd_sample_row r = { .repetition_penalty = s->p.repetition_penalty,
+                                      .frequency_penalty = s->p.frequency_penalty,
+                                      .presence_penalty = s->p.presence_penalty };
+    return dsd_sample_row_penalized(&r);
 }
 
 void dsd_sampler_sample_full(struct dsd_sampler *s, const float *logits, int n_top, struct dsd_sample_result *out,

@@ -804,10 +804,11 @@ static void prefix_cache_open(struct dsd_engine *e, const struct dsd_kv_layout *
 static int load(struct dsd_engine *e)
 {
     struct dsd_err err = {{0}};
-    /* test only: stay in LOADING a while (the engine thread; stop requests wait for it) */
-    for (int ms = e->p.test_load_delay_ms; ms > 0; ms -= 10) {
-        struct timespec ts = { 0, 10 * 1000000L };
-        nanosleep(&ts, NULL);
+    /* test only: stay in LOADING a while (a stop request waits for it, as for a load) */
+    if (e->p.test_load_delay_ms > 0) {
+        struct timespec ts = { e->p.test_load_delay_ms / 1000, (long)(e->p.test_load_delay_ms % 1000) * 1000000L };
+        while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+            ;
     }
     atomic_store(&e->progress, 0.05);
     e->p.model.progress = load_progress;
@@ -874,7 +875,7 @@ static int load(struct dsd_engine *e)
         .weight_bytes = e->model->load.weight_bytes,
         .device_weight_bytes = dsd_model_device_weight_bytes(e->model),
         .workspace_bytes = ss.workspace_bytes,
-        .penalty_bytes = (uint64_t)e->p.max_batch * (uint64_t)c->vocab_size * sizeof(uint32_t),
+        .penalty_bytes = (uint64_t)e->model->pen_slots * (uint64_t)c->vocab_size * sizeof(uint32_t),
         .kv_bytes = e->kv_bytes,
         .read_s = e->model->load.read_s, .place_s = e->model->load.place_s,
     };

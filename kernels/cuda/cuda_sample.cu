@@ -242,8 +242,7 @@ __global__ void __launch_bounds__(SP_THREADS) sample_kernel(const sample_args a)
     row_ctx c;
     c.raw = a.logits + (size_t)row * a.V;
     c.V = a.V;
-    const bool penalized = r.repetition_penalty != 1.0f || r.frequency_penalty != 0.0f || r.presence_penalty != 0.0f;
-    c.pen = a.pen && r.pen_slot >= 0 && penalized ? a.pen + (size_t)r.pen_slot * a.V : NULL;
+    c.pen = a.pen && r.pen_slot >= 0 && dsd_sample_row_penalized(&r) ? a.pen + (size_t)r.pen_slot * a.V : NULL;
     c.rep = r.repetition_penalty, c.freq = r.frequency_penalty, c.pres = r.presence_penalty;
     c.temp = r.temperature;
     const int64_t V = a.V;
