@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda_attn_tile.h"
 #include "cuda_attn_util.h"
 #include "cuda_backend.h"
 
@@ -28,6 +29,7 @@ using namespace dsd_attn;
 #define AT_THREADS 256      // 8 warps: 2 head tiles x 4 entry / column quarters
 #define AT_TOKENS_SCRATCH ((size_t)256 << 20)   // bound for q_abs + o_lat of one sub-batch
 #define AT_PLAN_CACHE 16
+#define AT_DEQUANT_MAX ((size_t)1 << 30)     // bound for the tiled kernel's dequantized rows
 
 // ---- cuBLASLt bf16 strided-batched GEMMs, plans cached by shape --------------------------------
 
@@ -50,6 +52,7 @@ struct cuda_attn_state {
     struct lt_plan plans[AT_PLAN_CACHE];
     int next_plan;
     int n_sm;
+    int smem_optin;         // shared memory one CTA may opt in to
 };
 
 static void plan_free(struct lt_plan *p)
@@ -469,6 +472,21 @@ static void launch_attn(struct cuda_backend *cb, const attn_args &a, int hgroups
     CU_LAUNCHED(cb);
 }
 
+// Which kernel a call runs (docs/KERNELS.md, "Sparse MLA"). The head-tiled kernel wins once
+// every SM has a (token, 64 heads) CTA of its own and the step's cached rows it dequantizes
+// first are not many more than its tokens would read anyway: a prefill chunk, or decode of a
+// short context. Decode of long contexts keeps the per-token kernel and its split selection.
+static bool use_tile_kernel(struct cuda_backend *cb, int T, int H, int L, int R, int n_pages, size_t deq_bytes)
+{
+    if (cb->attn_kernel == DSD_CUDA_ATTN_PER_TOKEN || L > 512 ||
+        (int)cuda_mla_tile_smem(L, R) > cb->attn->smem_optin || deq_bytes > AT_DEQUANT_MAX)
+        return false;
+    if (cb->attn_kernel == DSD_CUDA_ATTN_TILED)
+        return true;
+    const long long ctas = (long long)T * ((H + cuda_mla_tile_heads() - 1) / cuda_mla_tile_heads());
+    return ctas >= cb->attn->n_sm && (long long)n_pages * 64 <= 8LL * T + 131072;
+}
+
 extern "C" {
 
 int cuda_attention_prepare(struct cuda_backend *cb, struct dsd_model_weights *w, struct dsd_err *err)
@@ -481,6 +499,9 @@ int cuda_attention_prepare(struct cuda_backend *cb, struct dsd_model_weights *w,
         int n_sm = 0;
         cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, cb->device);
         cb->attn->n_sm = n_sm > 0 ? n_sm : 132;
+        int optin = 0;
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, cb->device);
+        cb->attn->smem_optin = optin;
     }
     struct cuda_attn_state *as = cb->attn;
     size_t total = 0;
@@ -566,8 +587,10 @@ void cuda_op_mla_attention(struct dsd_backend *be, void *out, const void *q, con
         return;
     }
     const uint16_t *wkvb = (const uint16_t *)kv_b->prepared;
-    const int hgroups = (H + AT_HG - 1) / AT_HG;
-    const int chunks = (topk + AT_CHUNK - 1) / AT_CHUNK;
+    const bool fp8 = lay->mla_dtype == DSD_KV_FP8;
+    const int E = L + R;
+    const size_t deq_bytes = fp8 ? (size_t)st->n_pages * 64 * E * 2 : 0;
+    const bool tile = use_tile_kernel(cb, T, H, L, R, st->n_pages, deq_bytes);
 
     int Tc = (int)(AT_TOKENS_SCRATCH / ((size_t)4 * H * L));
     if (Tc < 1)
@@ -576,10 +599,12 @@ void cuda_op_mla_attention(struct dsd_backend *be, void *out, const void *q, con
         Tc = T;
     if (Tc > 65535)
         Tc = 65535;
-    // split the selection when the tokens alone give too few CTAs (decode)
+    const int hgroups = (H + AT_HG - 1) / AT_HG;
+    const int chunks = (topk + AT_CHUNK - 1) / AT_CHUNK;
+    // the per-token kernel splits the selection when the tokens alone give too few CTAs (decode)
     const int want = 2 * cb->attn->n_sm;
     int splits = 1;
-    if (Tc * hgroups < want) {
+    if (!tile && Tc * hgroups < want) {
         splits = (want + Tc * hgroups - 1) / (Tc * hgroups);
         if (splits > chunks)
             splits = chunks;
@@ -589,14 +614,23 @@ void cuda_op_mla_attention(struct dsd_backend *be, void *out, const void *q, con
 
     const size_t act = (size_t)Tc * H * L * 2;
     const size_t part = splits > 1 ? (size_t)Tc * H * splits * ((size_t)L + 2) * 4 : 0;
-    uint8_t *scratch = (uint8_t *)cuda_scratch(cb, 2 * act + part + 512);
+    const size_t deq = tile ? (deq_bytes + 255) / 256 * 256 : 0;
+    uint8_t *scratch = (uint8_t *)cuda_scratch(cb, deq + 2 * act + part + 512);
     if (!scratch)
         return;
-    uint16_t *qabs = (uint16_t *)scratch, *olat = (uint16_t *)(scratch + act);
-    float *part_o = (float *)(scratch + 2 * act);
+    uint16_t *deq_rows = (uint16_t *)scratch;
+    uint16_t *qabs = (uint16_t *)(scratch + deq), *olat = (uint16_t *)(scratch + deq + act);
+    float *part_o = (float *)(scratch + deq + 2 * act);
     float *part_ml = part_o + (size_t)Tc * H * splits * L;
 
-    const int E = L + R, LDE = E + 8;
+    if (tile && fp8) {
+        cuda_mla_dequant_rows(cb, deq_rows, kv->mla, lay->mla_token_bytes, L, R, st->page_off, st->n_seqs, st->pages,
+                              st->n_pages * 64);
+        if (cb->status)
+            return;
+    }
+
+    const int LDE = E + 8;
     const size_t smem = (size_t)(AT_CHUNK + AT_HG) * LDE * 2 + AT_HG * 68 * 4 + AT_HG * 72 * 2 + 3 * AT_HG * 4 +
                         AT_CHUNK * 8 + AT_CHUNK * (L / 128) * 4 + 16;
 
@@ -607,26 +641,43 @@ void cuda_op_mla_attention(struct dsd_backend *be, void *out, const void *q, con
         if (!gemm_bf16_batched(cb, false, L, nt, N, wkvb, L, (int64_t)(N + V) * L, qt, (int64_t)H * (N + R), N + R,
                                qabs, (int64_t)H * L, L, H))
             return;
-        attn_args a;
-        a.qabs = qabs;
-        a.q = qt;
-        a.H = H, a.N = N, a.R = R;
-        a.mla = kv->mla;
-        a.entry_bytes = lay->mla_token_bytes;
-        a.kv_fp8 = lay->mla_dtype == DSD_KV_FP8;
-        a.sel = sel + (size_t)t0 * topk;
-        a.topk = topk;
-        a.seq = st->seq, a.page_off = st->page_off, a.pages = st->pages;
-        a.t0 = t0;
-        a.sm_scale = d->softmax_scale;
-        a.splits = splits, a.span = span;
-        a.olat = olat;
-        a.part_o = part_o, a.part_ml = part_ml;
-        switch (L / 128) {
-        case 1: launch_attn<4>(cb, a, hgroups, nt, smem); break;
-        case 2: launch_attn<8>(cb, a, hgroups, nt, smem); break;
-        case 3: launch_attn<12>(cb, a, hgroups, nt, smem); break;
-        default: launch_attn<16>(cb, a, hgroups, nt, smem); break;
+        if (tile) {
+            mla_tile_args a;
+            a.qabs = qabs;
+            a.q = qt;
+            a.H = H, a.N = N, a.R = R;
+            a.src = fp8 ? (const uint8_t *)deq_rows : kv->mla;
+            a.src_row_bytes = fp8 ? (size_t)E * 2 : lay->mla_token_bytes;
+            a.via_table = !fp8;
+            a.sel = sel + (size_t)t0 * topk;
+            a.topk = topk;
+            a.seq = st->seq, a.page_off = st->page_off, a.pages = st->pages;
+            a.t0 = t0;
+            a.sm_scale = d->softmax_scale;
+            a.olat = olat;
+            cuda_mla_tile_attn(cb, &a, L, nt);
+        } else {
+            attn_args a;
+            a.qabs = qabs;
+            a.q = qt;
+            a.H = H, a.N = N, a.R = R;
+            a.mla = kv->mla;
+            a.entry_bytes = lay->mla_token_bytes;
+            a.kv_fp8 = fp8;
+            a.sel = sel + (size_t)t0 * topk;
+            a.topk = topk;
+            a.seq = st->seq, a.page_off = st->page_off, a.pages = st->pages;
+            a.t0 = t0;
+            a.sm_scale = d->softmax_scale;
+            a.splits = splits, a.span = span;
+            a.olat = olat;
+            a.part_o = part_o, a.part_ml = part_ml;
+            switch (L / 128) {
+            case 1: launch_attn<4>(cb, a, hgroups, nt, smem); break;
+            case 2: launch_attn<8>(cb, a, hgroups, nt, smem); break;
+            case 3: launch_attn<12>(cb, a, hgroups, nt, smem); break;
+            default: launch_attn<16>(cb, a, hgroups, nt, smem); break;
+            }
         }
         if (cb->status)
             return;
@@ -640,6 +691,11 @@ void cuda_op_mla_attention(struct dsd_backend *be, void *out, const void *q, con
                                (int64_t)H * L, L, (uint16_t *)out + (size_t)t0 * H * V, (int64_t)H * V, V, H))
             return;
     }
+}
+
+void dsd_backend_cuda_set_attention_kernel(struct dsd_backend *be, enum dsd_cuda_attn_kernel k)
+{
+    cuda(be)->attn_kernel = k;
 }
 
 } // extern "C"

@@ -57,6 +57,7 @@ struct cuda_backend {
     char status_msg[DSD_ERR_MSG_MAX];
     struct cuda_linear_state *lin;
     struct cuda_attn_state *attn;
+    enum dsd_cuda_attn_kernel attn_kernel;      /* dsd_backend_cuda_set_attention_kernel */
     struct cuda_moe_state *moe;
     int32_t *moe_hits;          /* moe_count's counters (device), or NULL */
     void *weight_block;         /* every weight, one allocation (prepare_weights) */

@@ -46,6 +46,12 @@ size_t dsd_backend_cuda_weight_bytes(const struct dsd_backend *be);
 int dsd_backend_cuda_fp8_gemm_ms(struct dsd_backend *be, int M, int N, int K, int iters, double *ms,
                                  struct dsd_err *err);
 
+/* Tests and benchmarks: which sparse MLA kernel mla_attention runs. AUTO (the default)
+ * chooses per call (the rule is in kernels/cuda/cuda_attention.cu, docs/KERNELS.md); TILED
+ * still falls back to PER_TOKEN for shapes the tiled kernel does not take. */
+enum dsd_cuda_attn_kernel { DSD_CUDA_ATTN_AUTO, DSD_CUDA_ATTN_PER_TOKEN, DSD_CUDA_ATTN_TILED };
+void dsd_backend_cuda_set_attention_kernel(struct dsd_backend *be, enum dsd_cuda_attn_kernel k);
+
 /* What the loadable module (libdsd_backend_cuda.so, kernels/cuda/cuda_module.c) exports as
  * the symbol "dsd_cuda_module". The ABI number changes whenever this table or ops.h does. */
 #define DSD_CUDA_MODULE_ABI 2

@@ -574,16 +574,24 @@ static void test_attention_run(struct gh_ctx *h, struct attn_fixture *f, struct 
     int32_t *s_c = copy_to(h->cpu, sel, (size_t)T * topk * 4), *s_g = copy_to(h->gpu, sel, (size_t)T * topk * 4);
     put_act(h->cpu, q_c, q, (size_t)T * nq);
     put_act(h->gpu, q_g, q, (size_t)T * nq);
-    poison_act(h->gpu, o_g, (size_t)T * H * V);
 
     h->co->mla_attention(h->cpu, o_c, q_c, &f->wc.w.layers[0].kv_b, &a->cpu, s_c, topk, &sc.st);
-    h->go->mla_attention(h->gpu, o_g, q_g, &f->wg.w.layers[0].kv_b, &a->gpu, s_g, topk, &sg.st);
     float *got = xmalloc((size_t)T * H * V * 4), *want = xmalloc((size_t)T * H * V * 4);
-    if (!gh_sync(h->cpu, "mla_attention (cpu)") && !gh_sync(h->gpu, "mla_attention") &&
-        !get_act(h->gpu, got, o_g, (size_t)T * H * V) && !get_act(h->cpu, want, o_c, (size_t)T * H * V)) {
+    if (gh_sync(h->cpu, "mla_attention (cpu)") || get_act(h->cpu, want, o_c, (size_t)T * H * V))
+        goto done;
+    /* both GPU kernels, forced (the automatic choice takes the tiled one only for many tokens) */
+    for (int k = 0; k < 2; k++) {
+        const enum dsd_cuda_attn_kernel kern = k ? DSD_CUDA_ATTN_TILED : DSD_CUDA_ATTN_PER_TOKEN;
+        poison_act(h->gpu, o_g, (size_t)T * H * V);
+        dsd_backend_cuda_set_attention_kernel(h->gpu, kern);
+        h->go->mla_attention(h->gpu, o_g, q_g, &f->wg.w.layers[0].kv_b, &a->gpu, s_g, topk, &sg.st);
+        dsd_backend_cuda_set_attention_kernel(h->gpu, DSD_CUDA_ATTN_AUTO);
+        if (gh_sync(h->gpu, "mla_attention") || get_act(h->gpu, got, o_g, (size_t)T * H * V))
+            break;
         char shape[160];
-        snprintf(shape, sizeof shape, "%s T=%d H=%d L=%d topk=%d max_ctx=%d kv=%s", what, T, H, d->kv_lora_rank, topk,
-                 b->max_pos + 1, a->lay.mla_dtype == DSD_KV_FP8 ? "fp8" : "bf16");
+        snprintf(shape, sizeof shape, "%s %s T=%d H=%d L=%d topk=%d max_ctx=%d kv=%s", what,
+                 k ? "tiled" : "per-token", T, H, d->kv_lora_rank, topk, b->max_pos + 1,
+                 a->lay.mla_dtype == DSD_KV_FP8 ? "fp8" : "bf16");
         if (!gh_check(h, "mla_attention", shape, got, want, (size_t)T * H * V, gate)) {
             /* where it goes wrong: per token (its sequence, position, selection length) and head */
             for (int t = 0; t < T; t++) {
@@ -599,6 +607,7 @@ static void test_attention_run(struct gh_ctx *h, struct attn_fixture *f, struct 
             }
         }
     }
+done:
     free(got), free(want), free(q), free(sel);
     h->co->release(h->cpu, q_c), h->go->release(h->gpu, q_g);
     h->co->release(h->cpu, o_c), h->go->release(h->gpu, o_g);
@@ -643,12 +652,23 @@ static void time_ops(struct gh_ctx *h, struct attn_fixture *f, struct arenas *a,
         gh_report_time(h, "indexer_topk", shape, ms, keys * 132.0 + (double)B * Hi * 128 * 2,
                        keys * Hi * 128 * 2.0);
     t.q = q_g;
-    ms = gh_time_gpu(h, run_attn, &t);
-    if (ms >= 0) {
-        double entries = (double)B * (topk < ctx ? topk : ctx);
-        double flops = (double)B * H * (2.0 * N * L + 2.0 * L * V) + entries * H * 2.0 * (L + R + L);
-        gh_report_time(h, "mla_attention", shape, ms, entries * a->lay.mla_token_bytes + (double)H * (N + V) * L * 2,
-                       flops);
+    /* the automatic choice, then (prefill) each kernel forced */
+    for (int k = 0; k < (prefill ? 3 : 1); k++) {
+        static const enum dsd_cuda_attn_kernel kern[3] = { DSD_CUDA_ATTN_AUTO, DSD_CUDA_ATTN_PER_TOKEN,
+                                                           DSD_CUDA_ATTN_TILED };
+        static const char *kname[3] = { "", " per-token", " tiled" };
+        dsd_backend_cuda_set_attention_kernel(h->gpu, kern[k]);
+        ms = gh_time_gpu(h, run_attn, &t);
+        dsd_backend_cuda_set_attention_kernel(h->gpu, DSD_CUDA_ATTN_AUTO);
+        if (ms >= 0) {
+            /* FLOPs as FlashMLA counts sparse attention (docs/KERNELS.md) plus the two absorption GEMMs */
+            double entries = (double)B * (topk < ctx ? topk : ctx);
+            double flops = (double)B * H * (2.0 * N * L + 2.0 * L * V) + entries * H * 2.0 * (L + R + L);
+            char shape_k[160];
+            snprintf(shape_k, sizeof shape_k, "%s%s", shape, kname[k]);
+            gh_report_time(h, "mla_attention", shape_k, ms,
+                           entries * a->lay.mla_token_bytes + (double)H * (N + V) * L * 2, flops);
+        }
     }
     free(seq), free(pos), free(q), free(w);
     h->go->release(h->gpu, q_g), h->go->release(h->gpu, qi_g), h->go->release(h->gpu, o_g);

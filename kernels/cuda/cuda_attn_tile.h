@@ -1,0 +1,40 @@
+// kernels/cuda/cuda_attn_tile.h: the head-tiled sparse MLA kernel for many query tokens
+// (cuda_attn_tile.cu) and the pass that dequantizes a step's FP8 entries for it. CUDA C++
+// only: cuda_attention.cu includes it and decides when to use it.
+#ifndef DSD_CUDA_ATTN_TILE_H
+#define DSD_CUDA_ATTN_TILE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cuda_backend.h"
+
+struct mla_tile_args {
+    const uint16_t *qabs;       // [Tc][H][L]
+    const uint16_t *q;          // [Tc][H*(N+R)]
+    int H, N, R;
+    // bf16 entry rows [L | R]: row of (flat page-table index fp, slot) at
+    // src + ((via_table ? pages[fp] : fp) * 64 + slot) * src_row_bytes
+    const uint8_t *src;
+    size_t src_row_bytes;
+    bool via_table;
+    const int32_t *sel;         // [Tc][topk]
+    int topk;
+    const int32_t *seq, *page_off, *pages;      // seq indexed by t0 + tt
+    int t0;
+    float sm_scale;
+    uint16_t *olat;             // [Tc][H][L]
+};
+
+// Shared memory one CTA needs (compare with the device's opt-in limit).
+size_t cuda_mla_tile_smem(int L, int R);
+// Heads one CTA computes.
+int cuda_mla_tile_heads(void);
+// out[r] = the FP8 entry of flat page-table row r (r / 64 = index into pages, r % 64 = slot),
+// dequantized to bf16 [L | R], for r < min(max_rows, page_off[n_seqs] * 64). Enqueued.
+void cuda_mla_dequant_rows(struct cuda_backend *cb, uint16_t *out, const uint8_t *mla, size_t entry_bytes, int L,
+                           int R, const int32_t *page_off, int n_seqs, const int32_t *pages, int max_rows);
+// o_lat of `tokens` tokens (a->t0 ..), L = 128, 256, 384 or 512. Enqueued; failures recorded.
+void cuda_mla_tile_attn(struct cuda_backend *cb, const mla_tile_args *a, int L, int tokens);
+
+#endif
