@@ -445,7 +445,7 @@ struct prefill_result {
 };
 
 struct profile_result {
-    int batch, ctx, n;
+    int batch, ctx, chunk, n;   /* a decode step of batch at ctx, or (chunk > 0) a prefill chunk */
     struct dsd_op_time *ops;
     double total_ms;
 };
@@ -853,25 +853,31 @@ int main(int argc, char **argv)
         printf("  16K prefill chunk at >= 40%% of the FP8 GEMM rate: %.1f%%  %s\n", 100.0 * share_16k,
                share_16k >= 0.4 ? "met" : "NOT met");
 
-    /* -- per-op profile of decode steps: the smallest and the largest batch at the longest
-     *    context, op by op with a timer mark around every op -- */
-    struct profile_result prof[2];
+    /* -- per-op profile of decode steps (the smallest and the largest batch at the longest
+     *    context) and of the largest prefill chunk, op by op with a timer mark around every op -- */
+    struct profile_result prof[3];
     int n_prof = 0;
     if (dsd_model_set_active_layers(m, layers, &b.err))
         return die("%s", b.err.msg);
     if (dsd_model_profile_begin(m, MAX_PROFILE_OPS, &err) == 0) {
-        int pb[2] = { batches[0], max_batch };
-        for (int i = 0; i < (pb[0] == pb[1] ? 1 : 2); i++) {
+        const int pb[3] = { batches[0], max_batch, 0 }, pc[3] = { 0, 0, max_chunk };
+        for (int i = 0; i < 3; i++) {
+            if ((i == 1 && pb[1] == pb[0]) || (i == 2 && !max_chunk))
+                continue;
             struct profile_result *p = &prof[n_prof];
             p->batch = pb[i];
-            p->ctx = max_ctx;
+            p->ctx = pc[i] ? 0 : max_ctx;
+            p->chunk = pc[i];
             p->ops = calloc(MAX_PROFILE_OPS, sizeof *p->ops);
             if (!p->ops)
                 return die("%s", "out of memory");
-            bool ok = decode_step(&b, p->batch, p->ctx, false) >= 0 && decode_step(&b, p->batch, p->ctx, false) >= 0;
+            bool ok = p->chunk ? prefill_chunk(&b, p->chunk, 0) >= 0
+                               : decode_step(&b, p->batch, p->ctx, false) >= 0 &&
+                                     decode_step(&b, p->batch, p->ctx, false) >= 0;
             p->n = ok ? dsd_model_profile_read(m, p->ops, MAX_PROFILE_OPS) : -1;
             if (p->n < 0) {
-                printf("\nper-op profile, batch %d: FAILED: %s\n", p->batch, ok ? "no ops recorded" : b.err.msg);
+                printf("\nper-op profile, %s %d: FAILED: %s\n", p->chunk ? "chunk" : "batch",
+                       p->chunk ? p->chunk : p->batch, ok ? "no ops recorded" : b.err.msg);
                 free(p->ops);
                 failures++;
                 continue;
@@ -887,8 +893,12 @@ int main(int argc, char **argv)
     }
     for (int i = 0; i < n_prof; i++) {
         const struct profile_result *p = &prof[i];
-        printf("\nper-op profile of one decode step, batch %d, context %d, op by op (%d ops, %.3f ms):\n",
-               p->batch, p->ctx, p->n, p->total_ms);
+        if (p->chunk)
+            printf("\nper-op profile of one prefill chunk of %d tokens, op by op (%d ops, %.3f ms):\n", p->chunk,
+                   p->n, p->total_ms);
+        else
+            printf("\nper-op profile of one decode step, batch %d, context %d, op by op (%d ops, %.3f ms):\n",
+                   p->batch, p->ctx, p->n, p->total_ms);
         /* by op name, first appearance order */
         for (int k = 0; k < p->n; k++) {
             bool seen = false;
@@ -988,8 +998,8 @@ int main(int argc, char **argv)
         fprintf(j, "],\n\"profile\": [\n");
         for (int i = 0; i < n_prof; i++) {
             const struct profile_result *p = &prof[i];
-            fprintf(j, " {\"batch\": %d, \"context\": %d, \"total_ms\": %.6f, \"ops\": [", p->batch, p->ctx,
-                    p->total_ms);
+            fprintf(j, " {\"batch\": %d, \"context\": %d, \"chunk\": %d, \"total_ms\": %.6f, \"ops\": [",
+                    p->batch, p->ctx, p->chunk, p->total_ms);
             for (int k = 0; k < p->n; k++)
                 fprintf(j, "%s{\"op\": \"%s\", \"layer\": %d, \"ms\": %.6f}", k ? ", " : "", p->ops[k].op,
                         p->ops[k].layer, p->ops[k].ms);
