@@ -1,7 +1,7 @@
 /*
  * daemon/serve/speculative.h: the acceptance rule of speculative decoding (docs/SPECULATIVE.md).
  * Plain functions over token ids and probability rows: no model, no engine, so tests drive
- * them directly (tests/serve/test_speculative.c).
+ * them directly (tests/serve/test_spec_accept.c).
  *
  *   // greedy: target[j] = the target's pick after feeding the step's token j (j = 0..n)
  *   int a, e = dsd_spec_verify_greedy(draft, n, target, DSD_SPEC_FORCE_NONE, out, &a);

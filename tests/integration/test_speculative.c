@@ -1,0 +1,461 @@
+/*
+ * Speculative decoding in the real daemon (docs/SPECULATIVE.md), through raw frames, against
+ * the in-process engine:
+ *   test_speculative DEEPSEEKD MODEL_DIR
+ *  - greedy output with speculative_tokens = 1, 2, 3 is bitwise plain greedy decoding, for
+ *    several prompts alone and for 16 concurrent requests of mixed prompt and output lengths,
+ *    logprobs included (k = 3), and under preemption (a KV pool too small for the batch);
+ *  - test_spec_force = reject (nothing accepted: every draft's KV rolled back) is exact too;
+ *  - test_spec_force = accept (everything accepted): each step emits k + 1 tokens, and every
+ *    step's last token is the model's own greedy pick after the accepted drafts (the KV the
+ *    verify wrote for them is right); a stop token on a draft position ends the request there;
+ *  - sampling (temperature 1, no truncation): seeded requests reproduce, and the second token
+ *    (the first one verified) follows the model's distribution: the randomized probability
+ *    integral transform of 600 draws against the exact distribution, chi-square over 10 bins;
+ *  - cancel mid-stream frees every page; the spec_* stats count drafts and acceptances.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon_harness.h"
+#include "engine_harness.h"
+#include "model.h"
+#include "sample.h"
+#include "sampling.h"
+#include "test.h"
+
+static const char *g_bin, *g_model;
+static struct daemon g_d;
+static struct dsd_model *g_m;
+static int g_k;
+
+static void make_prompt(uint32_t *p, int n, int seed)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (uint32_t)((seed * 7919 + i * 104729 + 17) % (g_m->cfg.vocab_size - 2) + 2);
+}
+
+static int start(int k, const char *force, const char *kv_pages)
+{
+    char ks[8];
+    snprintf(ks, sizeof ks, "%d", k);
+    const char *extra[16] = { "--threads", "2", "--max_inflight", "128", "--speculative-tokens", ks,
+                              "--test-spec-force", force };
+    int n = 8;
+    if (kv_pages) {
+        extra[n++] = "--kv-pages";
+        extra[n++] = kv_pages;
+    } else {
+        extra[n++] = "--kv_memory_mb";
+        extra[n++] = "64";
+    }
+    extra[n] = NULL;
+    g_k = k;
+    return daemon_start(&g_d, g_bin, g_model, extra, 120);
+}
+
+static void stop(void)
+{
+    if (test_failures_total)
+        daemon_print_log(&g_d);
+    ASSERT_EQ_INT(daemon_stop(&g_d), 0);
+}
+
+/* Sends n greedy requests at once (one connection each) and checks each against the
+ * in-process engine's plain greedy tokens. Returns how many matched exactly. */
+static int greedy_batch(int n, const int *np, const int *nt, int seed0)
+{
+    int fds[n], exact = 0;
+    uint32_t *prompts[n];
+    for (int i = 0; i < n; i++) {
+        prompts[i] = malloc((size_t)np[i] * sizeof(uint32_t));
+        make_prompt(prompts[i], np[i], seed0 + i);
+        fds[i] = raw_connect(&g_d);
+        struct dsd_ipc_msg m = raw_generate_msg(100 + (uint64_t)i, prompts[i], np[i], nt[i]);
+        ASSERT_TRUE(fds[i] >= 0 && raw_send(fds[i], &m) == 0);
+    }
+    for (int i = 0; i < n; i++) {
+        uint32_t *want = malloc((size_t)nt[i] * sizeof *want), *got = malloc((size_t)(nt[i] + 8) * sizeof *got);
+        harness_greedy(g_m, (const int32_t *)prompts[i], np[i], nt[i], (int32_t *)want);
+        int ng = 0;
+        struct dsd_ipc_msg done;
+        if (raw_wait_done(fds[i], 100 + (uint64_t)i, &done, got, &ng, nt[i] + 8, 120000) == DSD_IPC_DONE) {
+            bool ok = ng == nt[i] && memcmp(got, want, (size_t)nt[i] * sizeof *got) == 0;
+            if (!ok) {
+                int d = 0;
+                while (d < ng && d < nt[i] && got[d] == want[d])
+                    d++;
+                fprintf(stderr, "  request %d (prompt %d, %d tokens): %d tokens, first difference at %d\n", i, np[i],
+                        nt[i], ng, d);
+            }
+            exact += ok;
+            dsd_ipc_msg_free(&done);
+        }
+        close(fds[i]);
+        free(want);
+        free(got);
+        free(prompts[i]);
+    }
+    return exact;
+}
+
+TEST(greedy_alone_is_plain_greedy)
+{
+    /* prompt lengths around the 64-token page and the indexer's top-k (24): sparse attention */
+    const int np[4] = { 5, 23, 61, 100 }, nt[4] = { 40, 40, 40, 40 };
+    int fd = raw_connect(&g_d);
+    int64_t d0 = raw_stat(fd, "spec_draft_tokens_total"), s0 = raw_stat(fd, "spec_steps_total");
+    int exact = 0;
+    for (int i = 0; i < 4; i++)
+        exact += greedy_batch(1, &np[i], &nt[i], 10 + i);
+    printf("  k = %d: %d/4 prompts alone exactly plain greedy\n", g_k, exact);
+    ASSERT_EQ_INT(exact, 4);
+    /* it did speculate: every verify step carried drafts */
+    int64_t drafts = raw_stat(fd, "spec_draft_tokens_total") - d0, steps = raw_stat(fd, "spec_steps_total") - s0;
+    printf("  %lld verify steps, %lld drafts, %lld accepted\n", (long long)steps, (long long)drafts,
+           (long long)raw_stat(fd, "spec_accepted_tokens_total"));
+    ASSERT_TRUE(steps > 0 && drafts >= steps);
+    close(fd);
+}
+
+TEST(greedy_batch_of_16_mixed_lengths)
+{
+    int np[16], nt[16];
+    for (int i = 0; i < 16; i++) {
+        np[i] = 3 + (i * 37) % 120;
+        nt[i] = 8 + (i * 13) % 40;
+    }
+    int exact = greedy_batch(16, np, nt, 200);
+    printf("  k = %d: %d/16 concurrent requests exactly plain greedy\n", g_k, exact);
+    ASSERT_EQ_INT(exact, 16);
+    int fd = raw_connect(&g_d);
+    ASSERT_EQ_INT(raw_stat(fd, "kv_pages_used"), 0);
+    close(fd);
+}
+
+/* Logprobs of a greedy request: the same with speculation as the daemon computes them plain
+ * (the first ones, before any verify, come from the plain path and are the reference). */
+struct lp_run {
+    uint32_t ids[64];
+    float lp[64], top[64][3];
+    uint32_t top_ids[64][3];
+    int n;
+};
+
+static void run_logprobs(uint32_t *prompt, int np, int nt, struct lp_run *r)
+{
+    int fd = raw_connect(&g_d);
+    struct dsd_ipc_msg m = raw_generate_msg(77, prompt, np, nt);
+    m.generate.sampling.logprobs = true;
+    m.generate.sampling.top_logprobs = 3;
+    ASSERT_EQ_INT(raw_send(fd, &m), 0);
+    memset(r, 0, sizeof *r);
+    struct dsd_ipc_msg f;
+    for (;;) {
+        if (raw_recv(fd, &f, 60000) != 0)
+            break;
+        bool done = f.type == DSD_IPC_DONE || f.type == DSD_IPC_ERROR;
+        if (f.type == DSD_IPC_TOKENS)
+            for (uint32_t i = 0; i < f.tokens.n_logprobs && r->n < 64; i++, r->n++) {
+                const struct dsd_ipc_logprob *l = &f.tokens.logprobs[i];
+                r->ids[r->n] = l->token;
+                r->lp[r->n] = (float)l->logprob;
+                for (uint32_t t = 0; t < 3 && t < l->n_top; t++) {
+                    r->top_ids[r->n][t] = l->top[t].token;
+                    r->top[r->n][t] = (float)l->top[t].logprob;
+                }
+            }
+        dsd_ipc_msg_free(&f);
+        if (done)
+            break;
+    }
+    close(fd);
+}
+
+static struct lp_run g_lp_plain;
+
+TEST(logprobs_are_the_plain_ones)
+{
+    uint32_t prompt[30];
+    make_prompt(prompt, 30, 5);
+    struct lp_run r;
+    run_logprobs(prompt, 30, 24, &r);
+    ASSERT_EQ_INT(r.n, 24);
+    ASSERT_EQ_INT(g_lp_plain.n, 24);
+    ASSERT_TRUE(memcmp(&r, &g_lp_plain, sizeof r) == 0);
+}
+
+TEST(cancel_mid_stream_frees_everything)
+{
+    uint32_t prompt[16];
+    make_prompt(prompt, 16, 3);
+    int fd = raw_connect(&g_d);
+    struct dsd_ipc_msg m = raw_generate_msg(5, prompt, 16, 100000);
+    ASSERT_EQ_INT(raw_send(fd, &m), 0);
+    struct dsd_ipc_msg r;
+    int frames = 0;
+    while (frames < 3 && raw_recv(fd, &r, 20000) == 0) {
+        frames += r.type == DSD_IPC_TOKENS;
+        dsd_ipc_msg_free(&r);
+    }
+    struct dsd_ipc_msg c = { .type = DSD_IPC_CANCEL, .id = 5 };
+    ASSERT_EQ_INT(raw_send(fd, &c), 0);
+    struct dsd_ipc_msg done;
+    ASSERT_EQ_INT(raw_wait_done(fd, 5, &done, NULL, NULL, 0, 20000), DSD_IPC_DONE);
+    ASSERT_EQ_INT(done.done.finish, DSD_IPC_FINISH_CANCELLED);
+    dsd_ipc_msg_free(&done);
+    ASSERT_EQ_INT(raw_stat(fd, "kv_pages_used"), 0);
+    close(fd);
+}
+
+/* ---- sampling ---- */
+
+static int sampled(int fd, uint64_t id, const uint32_t *prompt, int np, int nt, uint64_t seed, uint32_t *got)
+{
+    struct dsd_ipc_msg m = raw_generate_msg(id, prompt, np, nt), done;
+    m.generate.sampling.temperature = 1.0;
+    m.generate.sampling.has_seed = true;
+    m.generate.sampling.seed = seed;
+    if (raw_send(fd, &m))
+        return -1;
+    int n = 0;
+    if (raw_wait_done(fd, id, &done, got, &n, nt + 8, 60000) != DSD_IPC_DONE)
+        return -1;
+    dsd_ipc_msg_free(&done);
+    return n;
+}
+
+TEST(sampling_reproduces_and_keeps_the_distribution)
+{
+    enum { NP = 12, DRAWS = 600, CONC = 16, BINS = 10 };
+    uint32_t prompt[NP];
+    make_prompt(prompt, NP, 9);
+    int fd = raw_connect(&g_d);
+    int64_t a0 = raw_stat(fd, "spec_accepted_tokens_total"), d0 = raw_stat(fd, "spec_draft_tokens_total");
+    /* the same seed twice: the same tokens; another seed: others */
+    uint32_t x[24], y[24];
+    ASSERT_EQ_INT(sampled(fd, 1, prompt, NP, 16, 4242, x), 16);
+    ASSERT_EQ_INT(sampled(fd, 2, prompt, NP, 16, 4242, y), 16);
+    ASSERT_TRUE(memcmp(x, y, 16 * sizeof x[0]) == 0);
+    ASSERT_EQ_INT(sampled(fd, 3, prompt, NP, 16, 4243, y), 16);
+    ASSERT_TRUE(memcmp(x, y, 16 * sizeof x[0]) != 0);
+    /* DRAWS requests of 3 tokens, CONC at a time: token 1 comes from the prefill, token 2 from
+     * the first verify (one draft: max_tokens leaves room for one) */
+    static uint32_t t1[DRAWS], t2[DRAWS];
+    int fds[CONC];
+    for (int i = 0; i < CONC; i++)
+        fds[i] = raw_connect(&g_d);
+    for (int base = 0; base < DRAWS; base += CONC) {
+        for (int i = 0; i < CONC && base + i < DRAWS; i++) {
+            struct dsd_ipc_msg m = raw_generate_msg(1000 + (uint64_t)(base + i), prompt, NP, 3);
+            m.generate.sampling.temperature = 1.0;
+            m.generate.sampling.has_seed = true;
+            m.generate.sampling.seed = 1000003ull * (uint64_t)(base + i) + 1;
+            ASSERT_EQ_INT(raw_send(fds[i], &m), 0);
+        }
+        for (int i = 0; i < CONC && base + i < DRAWS; i++) {
+            uint32_t got[8];
+            int n = 0;
+            struct dsd_ipc_msg done;
+            ASSERT_EQ_INT(raw_wait_done(fds[i], 1000 + (uint64_t)(base + i), &done, got, &n, 8, 60000), DSD_IPC_DONE);
+            dsd_ipc_msg_free(&done);
+            ASSERT_EQ_INT(n, 3);
+            t1[base + i] = got[0];
+            t2[base + i] = got[1];
+        }
+    }
+    for (int i = 0; i < CONC; i++)
+        close(fds[i]);
+    int64_t drafts = raw_stat(fd, "spec_draft_tokens_total") - d0, acc = raw_stat(fd, "spec_accepted_tokens_total") - a0;
+    printf("  sampled: %lld drafts, %lld accepted\n", (long long)drafts, (long long)acc);
+    ASSERT_TRUE(drafts >= DRAWS);
+    ASSERT_TRUE(acc > 0);                   /* both the accept and the reject path ran */
+    ASSERT_TRUE(acc < drafts);
+    close(fd);
+    /* the exact distribution of token 2 given token 1: the model over prompt + t1, the
+     * request's transforms (temperature 1) */
+    const int64_t V = g_m->cfg.vocab_size;
+    float *dist = malloc((size_t)V * sizeof *dist);
+    void *scratch = malloc(dsd_sample_scratch_bytes(V));
+    struct dsd_sample_row row = { .temperature = 1.0f, .top_p = 1.0f, .repetition_penalty = 1.0f, .pen_slot = -1,
+                                  .n_top = -1 };
+    int bins[BINS] = {0};
+    int32_t ids[NP + 1];
+    memcpy(ids, prompt, sizeof prompt);
+    for (int i = 0; i < DRAWS; i++) {
+        ids[NP] = (int32_t)t1[i];
+        struct prompt_run r;
+        ASSERT_EQ_INT(harness_run(g_m, ids, NP + 1, NP + 1, &r), 0);
+        dsd_sample_dist_ref(r.logits + (size_t)NP * V, V, &row, NULL, scratch, dist);
+        harness_free_run(&r);
+        /* randomized PIT: F(t2 - 1) + v * p(t2) is uniform on [0, 1) when t2 ~ dist */
+        double below = 0;
+        for (int64_t v = 0; v < (int64_t)t2[i]; v++)
+            below += dist[v];
+        double v = (double)((i * 2654435761u) % 1000003u) / 1000003.0;
+        double u = below + v * dist[t2[i]];
+        int b = (int)(u * BINS);
+        bins[b < 0 ? 0 : b >= BINS ? BINS - 1 : b]++;
+    }
+    double chi2 = 0, e = (double)DRAWS / BINS;
+    for (int b = 0; b < BINS; b++)
+        chi2 += (bins[b] - e) * (bins[b] - e) / e;
+    /* df 9: P(chi2 > 33.7) = 1e-4 */
+    printf("  PIT of the first verified token over %d draws: chi2 %.1f (df 9, critical 33.7)\n", DRAWS, chi2);
+    ASSERT_TRUE(chi2 < 33.7);
+    free(dist);
+    free(scratch);
+}
+
+/* ---- forced ends ---- */
+
+TEST(forced_reject_is_exact)
+{
+    const int np[3] = { 7, 40, 90 }, nt[3] = { 30, 30, 30 };
+    int fd = raw_connect(&g_d);
+    int64_t d0 = raw_stat(fd, "spec_draft_tokens_total");
+    ASSERT_EQ_INT(greedy_batch(3, np, nt, 300), 3);
+    ASSERT_TRUE(raw_stat(fd, "spec_draft_tokens_total") - d0 > 3 * 20);
+    ASSERT_EQ_INT(raw_stat(fd, "spec_accepted_tokens_total"), 0);
+    ASSERT_EQ_INT(raw_stat(fd, "kv_pages_used"), 0);
+    close(fd);
+}
+
+TEST(forced_accept_emits_whole_runs_with_the_right_bonus)
+{
+    enum { NP = 10, R = 10 };
+    const int nt = 1 + (g_k + 1) * R;   /* the prefill's token, then R full verify steps */
+    uint32_t prompt[NP], got[64];
+    make_prompt(prompt, NP, 21);
+    int fd = raw_connect(&g_d);
+    int64_t s0 = raw_stat(fd, "spec_steps_total"), d0 = raw_stat(fd, "spec_draft_tokens_total");
+    int64_t a0 = raw_stat(fd, "spec_accepted_tokens_total");
+    struct dsd_ipc_msg m = raw_generate_msg(9, prompt, NP, nt), done;
+    ASSERT_EQ_INT(raw_send(fd, &m), 0);
+    int n = 0;
+    ASSERT_EQ_INT(raw_wait_done(fd, 9, &done, got, &n, 64, 60000), DSD_IPC_DONE);
+    dsd_ipc_msg_free(&done);
+    ASSERT_EQ_INT(n, nt);
+    ASSERT_EQ_INT(raw_stat(fd, "spec_steps_total") - s0, R);
+    ASSERT_EQ_INT(raw_stat(fd, "spec_draft_tokens_total") - d0, g_k * R);
+    ASSERT_EQ_INT(raw_stat(fd, "spec_accepted_tokens_total") - a0, g_k * R);
+    /* every step's last token (output index (k+1) r) is the model's greedy pick after all the
+     * tokens before it, drafts included: teacher-forced over the whole output at once */
+    int32_t ids[NP + 64];
+    for (int i = 0; i < NP; i++)
+        ids[i] = (int32_t)prompt[i];
+    for (int i = 0; i < n; i++)
+        ids[NP + i] = (int32_t)got[i];
+    struct prompt_run r;
+    ASSERT_EQ_INT(harness_run(g_m, ids, NP + n, NP + n, &r), 0);
+    int right = 0, plain_elsewhere = 0;
+    for (int i = 0; i < n; i++) {
+        bool pick = dsd_argmax(r.logits + (size_t)(NP - 1 + i) * r.vocab, r.vocab) == (int32_t)got[i];
+        if (i % (g_k + 1) == 0)
+            right += pick;
+        else
+            plain_elsewhere += pick;
+    }
+    harness_free_run(&r);
+    printf("  k = %d forced accept: %d/%d step-final tokens are the model's pick (drafts: %d/%d)\n", g_k, right, R + 1,
+           plain_elsewhere, n - R - 1);
+    ASSERT_EQ_INT(right, R + 1);
+    /* random weights: the MTP drafts are not what the model would say */
+    ASSERT_TRUE(plain_elsewhere < (n - R - 1) / 2);
+
+    /* a stop token on a draft position ends the request at that token */
+    int idx = -1;
+    for (int i = g_k + 2; i < n && idx < 0; i++) {
+        bool seen = false;
+        for (int j = 0; j < i; j++)
+            seen |= got[j] == got[i];
+        if (i % (g_k + 1) != 0 && !seen)
+            idx = i;
+    }
+    ASSERT_TRUE(idx > 0);
+    uint32_t stop_id = got[idx], got2[64];
+    m = raw_generate_msg(10, prompt, NP, nt);
+    m.generate.sampling.n_stop_ids = 1;
+    m.generate.sampling.stop_ids = &stop_id;
+    ASSERT_EQ_INT(raw_send(fd, &m), 0);
+    n = 0;
+    ASSERT_EQ_INT(raw_wait_done(fd, 10, &done, got2, &n, 64, 60000), DSD_IPC_DONE);
+    ASSERT_EQ_INT(done.done.finish, DSD_IPC_FINISH_STOP);
+    ASSERT_TRUE(done.done.has_stop_token && done.done.stop_token == stop_id);
+    ASSERT_EQ_INT(done.done.usage.completion, idx + 1);
+    dsd_ipc_msg_free(&done);
+    ASSERT_EQ_INT(n, idx);
+    ASSERT_TRUE(memcmp(got2, got, (size_t)idx * sizeof got[0]) == 0);
+    ASSERT_EQ_INT(raw_stat(fd, "kv_pages_used"), 0);
+    close(fd);
+}
+
+TEST(preemption_keeps_greedy_exact)
+{
+    /* 8 requests of 60 + 100 tokens in a pool of 12 pages (768 tokens): they cannot all hold
+     * their pages, so some are preempted and resume (recomputing or from the prefix cache) */
+    int np[8], nt[8];
+    for (int i = 0; i < 8; i++) {
+        np[i] = 50 + i * 3;
+        nt[i] = 100;
+    }
+    int fd = raw_connect(&g_d);
+    int64_t p0 = raw_stat(fd, "preemptions_total");
+    ASSERT_EQ_INT(greedy_batch(8, np, nt, 400), 8);
+    int64_t pre = raw_stat(fd, "preemptions_total") - p0;
+    printf("  %lld preemptions\n", (long long)pre);
+    ASSERT_TRUE(pre > 0);
+    ASSERT_EQ_INT(raw_stat(fd, "kv_pages_used"), 0);
+    close(fd);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: test_speculative DEEPSEEKD MODEL_DIR\n");
+        return 2;
+    }
+    g_bin = argv[1];
+    g_model = argv[2];
+    if (!(g_m = harness_load(g_model, DSD_NUMERICS_PRODUCTION, DSD_KV_FP8, 1)))
+        return 1;
+    uint32_t lp_prompt[30];
+    make_prompt(lp_prompt, 30, 5);
+    /* the plain daemon's logprobs: the reference of logprobs_are_the_plain_ones */
+    if (start(0, "none", NULL))
+        return 1;
+    run_logprobs(lp_prompt, 30, 24, &g_lp_plain);
+    stop();
+    for (int k = 1; k <= 3; k++) {
+        if (start(k, "none", NULL))
+            return 1;
+        RUN(greedy_alone_is_plain_greedy);
+        RUN(greedy_batch_of_16_mixed_lengths);
+        if (k == 3) {
+            RUN(logprobs_are_the_plain_ones);
+            RUN(cancel_mid_stream_frees_everything);
+            RUN(sampling_reproduces_and_keeps_the_distribution);
+        }
+        stop();
+    }
+    if (start(3, "reject", NULL))
+        return 1;
+    RUN(forced_reject_is_exact);
+    stop();
+    for (int k = 1; k <= 3; k += 2) {
+        if (start(k, "accept", NULL))
+            return 1;
+        RUN(forced_accept_emits_whole_runs_with_the_right_bonus);
+        stop();
+    }
+    if (start(2, "none", "12"))
+        return 1;
+    RUN(preemption_keeps_greedy_exact);
+    stop();
+    dsd_model_free(g_m);
+    return test_report();
+}
