@@ -8,7 +8,9 @@
  *  - test_spec_force = reject (nothing accepted: every draft's KV rolled back) is exact too;
  *  - test_spec_force = accept (everything accepted): each step emits k + 1 tokens, and every
  *    step's last token is the model's own greedy pick after the accepted drafts (the KV the
- *    verify wrote for them is right); a stop token on a draft position ends the request there;
+ *    verify wrote for them is right), and every step's first draft is the pick of the MTP layer
+ *    run plainly over the whole sequence (its own KV is consistent); a stop token on a draft
+ *    position ends the request there;
  *  - sampling (temperature 1, no truncation): seeded requests reproduce, and the second token
  *    (the first one verified) follows the model's distribution: the randomized probability
  *    integral transform of 320 draws against the exact distribution, chi-square over 10 bins;
@@ -380,10 +382,30 @@ TEST(forced_accept_emits_whole_runs_with_the_right_bonus)
         else
             plain_elsewhere += pick;
     }
+    /* every step's first draft (output index (k+1) r + 1) is the MTP layer's greedy pick at
+     * the position before it, computed over the whole committed sequence at once: the MTP
+     * layer's own KV at the committed positions is what plain MTP holds (docs/SPECULATIVE.md §3) */
+    const int N = NP + n;
+    struct dsd_err err;
+    struct dsd_kv_cache *kv = dsd_model_kv_cache_new(g_m, N / DSD_KV_PAGE_TOKENS + 2, &err);
+    struct dsd_kv_seq seq = {0};
+    ASSERT_TRUE(kv && dsd_kv_seq_reserve(kv, &seq, N) == 0);
+    float *mtp = malloc((size_t)(N - 1) * (size_t)r.vocab * sizeof *mtp);
+    struct dsd_batch_seq b = { .tokens = ids + 1, .n_tokens = N - 1, .pos0 = 0, .kv = &seq, .logits_all = true };
+    struct dsd_forward_out o = { .logits = mtp };
+    ASSERT_EQ_INT(dsd_model_forward_mtp(g_m, kv, &b, 1, r.hidden, &o, &err), 0);
+    int mtp_right = 0;
+    for (int j = 1; j < n; j += g_k + 1)
+        mtp_right += dsd_argmax(mtp + (size_t)(NP + j - 2) * r.vocab, r.vocab) == (int32_t)got[j];
+    free(mtp);
+    dsd_kv_seq_release(kv, &seq);
+    dsd_kv_seq_destroy(&seq);
+    dsd_kv_cache_free(kv);
     harness_free_run(&r);
-    printf("  k = %d forced accept: %d/%d step-final tokens are the model's pick (drafts: %d/%d)\n", g_k, right, R + 1,
-           plain_elsewhere, n - R - 1);
+    printf("  k = %d forced accept: %d/%d step-final tokens are the model's pick, %d/%d first drafts the plain MTP's "
+           "(other drafts the model's pick: %d/%d)\n", g_k, right, R + 1, mtp_right, R, plain_elsewhere, n - R - 1);
     ASSERT_EQ_INT(right, R + 1);
+    ASSERT_EQ_INT(mtp_right, R);
     /* random weights: the MTP drafts are not what the model would say */
     ASSERT_TRUE(plain_elsewhere < (n - R - 1) / 2);
 
