@@ -721,6 +721,29 @@ static int32_t spec_pick_draft(struct dsd_engine *e, struct seq *s, const float 
     return dsd_spec_pick(q, V, dsd_spec_uniform(s->req->sampling.seed, s->n_tokens + j, DSD_SPEC_DRAW_DRAFT));
 }
 
+/* Draft j (1-based) of each listed sequence with an MTP logits row (L[i].row); those with
+ * room for more keep their MTP hidden output (row L[i].hrow) as the next draft step's input,
+ * row k of spec_mtp_in, and stay listed at k. Returns how many stay. */
+static int spec_take_drafts(struct dsd_engine *e, struct spec_mtp_seq *L, int n, int j)
+{
+    const size_t D = (size_t)e->model->cfg.hidden_size, V = (size_t)e->model->cfg.vocab_size;
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        struct seq *s = L[i].s;
+        if (L[i].row < 0)
+            continue;
+        s->tokens[s->n_tokens + j - 1] = spec_pick_draft(e, s, e->spec_mtp_logits + (size_t)L[i].row * V, j - 1);
+        s->n_draft = j;
+        if (L[i].room > j) {
+            memcpy(e->spec_mtp_in + (size_t)k * D, e->spec_mtp_hid + (size_t)L[i].hrow * D, D * sizeof(float));
+            L[k] = L[i];
+            L[k].row = L[k].hrow = k;
+            k++;
+        }
+    }
+    return k;
+}
+
 /* After the main step: the MTP layer over the positions each listed sequence just committed
  * (its own KV for them is then what plain decoding's MTP would hold), and for sequences now
  * decoding, up to speculative_tokens drafts: the first from that step's last position, each
@@ -731,7 +754,7 @@ static void spec_draft(struct dsd_engine *e, int n)
     if (n == 0)
         return;
     struct dsd_model *m = e->model;
-    const size_t D = (size_t)m->cfg.hidden_size, V = (size_t)m->cfg.vocab_size;
+    const size_t D = (size_t)m->cfg.hidden_size;
     struct spec_mtp_seq *L = e->spec_list;
     struct dsd_batch_seq *bs = e->spec_bs;
     int T = 0, rows = 0;
@@ -752,19 +775,7 @@ static void spec_draft(struct dsd_engine *e, int n)
         dsd_log(LOG_WARNING, "speculative: MTP step failed, decoding without drafts: %s", err.msg);
         return;
     }
-    /* depth 1; the chain's hidden input (its previous output) goes to spec_mtp_in[k] */
-    int k = 0;
-    for (int i = 0; i < n; i++) {
-        struct seq *s = L[i].s;
-        if (L[i].row < 0)
-            continue;
-        s->tokens[s->n_tokens] = spec_pick_draft(e, s, e->spec_mtp_logits + (size_t)L[i].row * V, 0);
-        s->n_draft = 1;
-        if (L[i].room > 1) {
-            memcpy(e->spec_mtp_in + (size_t)k * D, e->spec_mtp_hid + (size_t)L[i].hrow * D, D * sizeof(float));
-            L[k++] = L[i];
-        }
-    }
+    int k = spec_take_drafts(e, L, n, 1);
     for (int j = 2; j <= e->spec_k && k > 0; j++) {
         for (int i = 0; i < k; i++) {
             struct seq *s = L[i].s;
@@ -776,17 +787,7 @@ static void spec_draft(struct dsd_engine *e, int n)
             dsd_log(LOG_WARNING, "speculative: MTP draft step failed: %s", err.msg);
             return;
         }
-        int kk = 0;
-        for (int i = 0; i < k; i++) {
-            struct seq *s = L[i].s;
-            s->tokens[s->n_tokens + j - 1] = spec_pick_draft(e, s, e->spec_mtp_logits + (size_t)i * V, j - 1);
-            s->n_draft = j;
-            if (L[i].room > j) {
-                memcpy(e->spec_mtp_in + (size_t)kk * D, e->spec_mtp_hid + (size_t)i * D, D * sizeof(float));
-                L[kk++] = L[i];
-            }
-        }
-        k = kk;
+        k = spec_take_drafts(e, L, k, j);
     }
 }
 
