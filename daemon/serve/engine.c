@@ -53,7 +53,8 @@ struct seq {
     /* speculative decoding (docs/SPECULATIVE.md) */
     bool spec;                  /* this request drafts with the MTP layer */
     int n_draft;                /* drafts at tokens[n_tokens..), valid while n_computed == n_tokens - 1 */
-    float *q;                   /* [speculative_tokens][vocab]: the drafts' distributions (temperature > 0) */
+    float *q;                   /* [speculative_tokens][vocab]: the drafts' distributions (temperature > 0;
+                                   allocated when it first drafts) */
     struct seq *next;
 };
 
@@ -418,10 +419,6 @@ static void admit_request(struct dsd_engine *e, struct dsd_engine_request *r)
     /* Speculation keeps the output exact (docs/SPECULATIVE.md); requests with penalties (whose
      * target distributions would depend on the drafts) and forced test output decode plainly. */
     s->spec = e->spec_k > 0 && !r->forced && !dsd_generation_penalized(s->gen);
-    if (s->spec && r->sampling.temperature > 0.0f) {
-        s->q = malloc((size_t)e->spec_k * (size_t)e->model->cfg.vocab_size * sizeof *s->q);
-        s->spec = s->q != NULL;
-    }
     /* Fits at all? A sequence longer than the whole pool can never run. */
     int64_t need_pages = ((int64_t)r->n_prompt + 1 + DSD_KV_PAGE_TOKENS - 1) / DSD_KV_PAGE_TOKENS;
     if (need_pages > dsd_kv_cache_total_pages(e->kv)) {
@@ -702,6 +699,10 @@ static int spec_room(const struct dsd_engine *e, struct seq *s)
     if (s->req->credit_limited && (int64_t)room > (int64_t)s->req->credit - (int64_t)s->produced - 1)
         room = (int)((int64_t)s->req->credit - (int64_t)s->produced - 1);
     if (room < 0)
+        room = 0;
+    /* a sampled request keeps its drafts' distributions: allocated when it first drafts */
+    if (room > 0 && !s->q && s->req->sampling.temperature > 0.0f &&
+        !(s->q = malloc((size_t)e->spec_k * (size_t)e->model->cfg.vocab_size * sizeof *s->q)))
         room = 0;
     ensure_tokens(s, s->n_tokens + room);
     return room;

@@ -3,7 +3,8 @@
  * the in-process engine:
  *   test_speculative DEEPSEEKD MODEL_DIR
  *  - greedy output with speculative_tokens = 1, 2, 3 is bitwise plain greedy decoding, for
- *    several prompts alone and for 16 concurrent requests of mixed prompt and output lengths,
+ *    several prompts alone and for 16 concurrent requests of mixed prompt and output lengths
+ *    (prompts prefilled in chunks of 16 tokens in the same steps as other requests' verifies),
  *    logprobs included (k = 3), and under preemption (a KV pool too small for the batch);
  *  - test_spec_force = reject (nothing accepted: every draft's KV rolled back) is exact too;
  *  - test_spec_force = accept (everything accepted): each step emits k + 1 tokens, and every
@@ -13,7 +14,7 @@
  *    position ends the request there;
  *  - sampling (temperature 1, no truncation): seeded requests reproduce, and the second token
  *    (the first one verified) follows the model's distribution: the randomized probability
- *    integral transform of 320 draws (100 in sanitizer builds) against the exact
+ *    integral transform of 320 draws (64 in sanitizer builds) against the exact
  *    distribution, chi-square over 10 bins;
  *  - cancel mid-stream frees every page; the spec_* stats count drafts and acceptances.
  */
@@ -59,9 +60,10 @@ static int start(int k, const char *force, const char *kv_pages)
 {
     char ks[8];
     snprintf(ks, sizeof ks, "%d", k);
+    /* prompts prefill in chunks of 16 over several steps, beside other requests' verifies */
     const char *extra[16] = { "--threads", "2", "--max_inflight", "128", "--speculative-tokens", ks,
-                              "--test-spec-force", force };
-    int n = 8;
+                              "--test-spec-force", force, "--prefill_chunk", "16" };
+    int n = 10;
     if (kv_pages) {
         extra[n++] = "--kv-pages";
         extra[n++] = kv_pages;
@@ -162,7 +164,7 @@ TEST(greedy_batch_of_16_mixed_lengths)
 {
     int np[16], nt[16];
     for (int i = 0; i < 16; i++) {
-        np[i] = 3 + (i * 37) % 120;
+        np[i] = 3 + (i * 37) % (TEST_LIGHT ? 60 : 120);
         nt[i] = TEST_LIGHT ? 4 + (i * 5) % 12 : 8 + (i * 13) % 40;
     }
     int exact = greedy_batch(16, np, nt, 200);
@@ -254,7 +256,7 @@ static int sampled(int fd, uint64_t id, const uint32_t *prompt, int np, int nt, 
 
 TEST(sampling_reproduces_and_keeps_the_distribution)
 {
-    enum { NP = 12, DRAWS = TEST_LIGHT ? 100 : 320, CONC = 32, BINS = 10 };
+    enum { NP = 12, DRAWS = TEST_LIGHT ? 64 : 320, CONC = 32, BINS = 10 };
     uint32_t prompt[NP];
     make_prompt(prompt, NP, 9);
     int fd = raw_connect(&g_d);
@@ -307,22 +309,31 @@ TEST(sampling_reproduces_and_keeps_the_distribution)
     struct dsd_sample_row row = { .temperature = 1.0f, .top_p = 1.0f, .repetition_penalty = 1.0f, .pen_slot = -1,
                                   .n_top = -1 };
     int bins[BINS] = {0};
+    /* the prompt once, then each draw's t1 at position NP (rewritten every time) */
+    struct dsd_err err;
+    struct dsd_kv_cache *kv = dsd_model_kv_cache_new(g_m, 2, &err);
+    struct dsd_kv_seq seq = {0};
+    ASSERT_TRUE(kv && dsd_kv_seq_reserve(kv, &seq, NP + 1) == 0);
     int32_t ids[NP + 1];
     memcpy(ids, prompt, sizeof prompt);
+    struct dsd_batch_seq pb = { .tokens = ids, .n_tokens = NP, .kv = &seq, .no_logits = true };
+    struct dsd_forward_out po = {0};
+    ASSERT_EQ_INT(dsd_model_forward(g_m, kv, &pb, 1, &po, &err), 0);
+    float *logits = malloc((size_t)V * sizeof *logits);
     for (int i = 0; i < DRAWS; i++) {
         ids[NP] = (int32_t)t1[i];
-        struct prompt_run r;
-        ASSERT_EQ_INT(harness_run(g_m, ids, NP + 1, NP + 1, &r), 0);
-        dsd_sample_dist_ref(r.logits + (size_t)NP * V, V, &row, NULL, scratch, dist);
-        harness_free_run(&r);
+        struct dsd_batch_seq b = { .tokens = ids + NP, .n_tokens = 1, .pos0 = NP, .kv = &seq };
+        struct dsd_forward_out o = { .logits = logits };
+        ASSERT_EQ_INT(dsd_model_forward(g_m, kv, &b, 1, &o, &err), 0);
+        dsd_sample_dist_ref(logits, V, &row, NULL, scratch, dist);
         /* randomized PIT: F(t2 - 1) + v * p(t2) is uniform on [0, 1) when t2 ~ dist */
         double below = 0;
         for (int64_t v = 0; v < (int64_t)t2[i]; v++)
             below += dist[v];
         double v = (double)((i * 2654435761u) % 1000003u) / 1000003.0;
         double u = below + v * dist[t2[i]];
-        int b = (int)(u * BINS);
-        bins[b < 0 ? 0 : b >= BINS ? BINS - 1 : b]++;
+        int bin = (int)(u * BINS);
+        bins[bin < 0 ? 0 : bin >= BINS ? BINS - 1 : bin]++;
     }
     double chi2 = 0, e = (double)DRAWS / BINS;
     for (int b = 0; b < BINS; b++)
@@ -330,6 +341,10 @@ TEST(sampling_reproduces_and_keeps_the_distribution)
     /* df 9: P(chi2 > 33.7) = 1e-4 */
     printf("  PIT of the first verified token over %d draws: chi2 %.1f (df 9, critical 33.7)\n", DRAWS, chi2);
     ASSERT_TRUE(chi2 < 33.7);
+    dsd_kv_seq_release(kv, &seq);
+    dsd_kv_seq_destroy(&seq);
+    dsd_kv_cache_free(kv);
+    free(logits);
     free(dist);
     free(scratch);
 }
