@@ -1,7 +1,7 @@
 /*
  * Speculative decoding in the real daemon (docs/SPECULATIVE.md), through raw frames, against
  * the in-process engine:
- *   test_speculative DEEPSEEKD MODEL_DIR
+ *   test_speculative DEEPSEEKD MODEL_DIR TOKENIZER_MODEL_DIR
  *  - greedy output with speculative_tokens = 1, 2, 3 is bitwise plain greedy decoding, for
  *    several prompts alone and for 16 concurrent requests of mixed prompt and output lengths
  *    (prompts prefilled in chunks of 16 tokens in the same steps as other requests' verifies),
@@ -10,8 +10,9 @@
  *  - test_spec_force = accept (everything accepted): each step emits k + 1 tokens, and every
  *    step's last token is the model's own greedy pick after the accepted drafts (the KV the
  *    verify wrote for them is right), and every step's first draft is the pick of the MTP layer
- *    run plainly over the whole sequence (its own KV is consistent); a stop token on a draft
- *    position ends the request there;
+ *    run plainly over the whole sequence (its own KV is consistent); a stop token or a stop
+ *    string (the tiny checkpoint with the real tokenizer) completed by a draft in the middle
+ *    of a round ends the request at that token;
  *  - sampling (temperature 1, no truncation): seeded requests reproduce, and the second token
  *    (the first one verified) follows the model's distribution: the randomized probability
  *    integral transform of 320 draws (64 in sanitizer builds) against the exact
@@ -31,6 +32,7 @@
 #include "sample.h"
 #include "sampling.h"
 #include "test.h"
+#include "tokenizer.h"
 
 /* Sanitizer builds run the same tests on fewer and shorter requests (the model's arithmetic
  * is several times slower there). */
@@ -45,7 +47,7 @@
 #define TEST_LIGHT 0
 #endif
 
-static const char *g_bin, *g_model;
+static const char *g_bin, *g_model, *g_tok_model;
 static struct daemon g_d;
 static struct dsd_model *g_m;
 static int g_k;
@@ -452,6 +454,108 @@ TEST(forced_accept_emits_whole_runs_with_the_right_bonus)
     close(fd);
 }
 
+/* Text output (the tiny checkpoint with the real tokenizer, forced acceptance): a stop string
+ * that a draft in the middle of a round completes ends the request at that token; the text
+ * delivered is everything before the stop string. */
+struct text_run {
+    uint32_t ids[64];
+    int n;
+    char text[4096];
+    size_t len;
+    struct dsd_ipc_msg done;
+};
+
+static int text_request(int fd, uint64_t id, const uint32_t *prompt, int np, int nt, const char *stop,
+                        struct text_run *r)
+{
+    struct dsd_ipc_msg m = raw_generate_msg(id, prompt, np, nt);
+    m.generate.detokenize = true;
+    struct dsd_ipc_str st = dsd_ipc_s(stop ? stop : "");
+    if (stop) {
+        m.generate.sampling.n_stop = 1;
+        m.generate.sampling.stop = &st;
+    }
+    memset(r, 0, sizeof *r);
+    if (raw_send(fd, &m))
+        return -1;
+    for (;;) {
+        struct dsd_ipc_msg f;
+        if (raw_recv(fd, &f, 60000))
+            return -1;
+        if (f.type == DSD_IPC_TOKENS && f.id == id) {
+            for (uint32_t i = 0; i < f.tokens.n_ids && r->n < 64; i++)
+                r->ids[r->n++] = f.tokens.ids[i];
+            if (f.tokens.text.ptr && r->len + f.tokens.text.len < sizeof r->text) {
+                memcpy(r->text + r->len, f.tokens.text.ptr, f.tokens.text.len);
+                r->len += f.tokens.text.len;
+            }
+        }
+        if ((f.type == DSD_IPC_DONE || f.type == DSD_IPC_ERROR) && f.id == id) {
+            int t = f.type;
+            r->done = f;
+            return t;
+        }
+        dsd_ipc_msg_free(&f);
+    }
+}
+
+TEST(stop_string_inside_an_accepted_run)
+{
+    struct dsd_tokenizer *tok;
+    struct dsd_err err;
+    ASSERT_EQ_INT(dsd_tokenizer_load(&tok, g_tok_model, &err), 0);
+    enum { NP = 10 };
+    const int nt = 1 + (g_k + 1) * 10;
+    uint32_t prompt[NP];
+    make_prompt(prompt, NP, 31);
+    int fd = raw_connect(&g_d);
+    static struct text_run a, b;
+    ASSERT_EQ_INT(text_request(fd, 1, prompt, NP, nt, NULL, &a), DSD_IPC_DONE);
+    dsd_ipc_msg_free(&a.done);
+    ASSERT_EQ_INT(a.n, nt);
+    a.text[a.len] = 0;
+    /* a draft position (not a round's last token) whose text is new: the stop string */
+    int idx = -1;
+    size_t plen = 0;
+    char stop[8] = "";
+    for (int i = g_k + 2; i < a.n && idx < 0; i++) {
+        if (i % (g_k + 1) == 0)
+            continue;
+        struct dsd_tok_text p = {0}, f = {0};
+        dsd_tokenizer_decode(tok, (const int32_t *)a.ids, (size_t)i, DSD_TOK_LOSSY | DSD_TOK_SKIP_SPECIAL, &p, &err);
+        dsd_tokenizer_decode(tok, (const int32_t *)a.ids, (size_t)i + 1, DSD_TOK_LOSSY | DSD_TOK_SKIP_SPECIAL, &f, &err);
+        if (f.len >= p.len + 2 && p.len < a.len && memcmp(f.data, p.data, p.len) == 0 &&
+            memcmp(a.text, p.data, p.len) == 0 && (f.data[p.len] & 0xc0) != 0x80) {
+            size_t sl = f.len - p.len < 5 ? f.len - p.len : 5;
+            while (sl > 1 && p.len + sl < f.len && (f.data[p.len + sl] & 0xc0) == 0x80)
+                sl--;           /* end at a character boundary */
+            memcpy(stop, f.data + p.len, sl);
+            stop[sl] = 0;
+            const char *first = strstr(a.text, stop);
+            if (strlen(stop) == sl && first == a.text + p.len) {
+                idx = i;
+                plen = p.len;
+            }
+        }
+        dsd_tok_text_free(&p);
+        dsd_tok_text_free(&f);
+    }
+    printf("  stop string \"%s\" completed by output token %d (a draft of verify round %d)\n", stop, idx,
+           idx > 0 ? (idx - 1) / (g_k + 1) + 1 : 0);
+    ASSERT_TRUE(idx > 0);
+    if (idx > 0) {
+        ASSERT_EQ_INT(text_request(fd, 2, prompt, NP, nt, stop, &b), DSD_IPC_DONE);
+        ASSERT_EQ_INT(b.done.done.finish, DSD_IPC_FINISH_STOP_STRING);
+        ASSERT_EQ_INT(b.n, idx + 1);
+        ASSERT_TRUE(memcmp(b.ids, a.ids, (size_t)(idx + 1) * sizeof a.ids[0]) == 0);
+        ASSERT_TRUE(b.len == plen && memcmp(b.text, a.text, plen) == 0);
+        dsd_ipc_msg_free(&b.done);
+    }
+    ASSERT_EQ_INT(raw_stat(fd, "kv_pages_used"), 0);
+    close(fd);
+    dsd_tokenizer_free(tok);
+}
+
 TEST(preemption_keeps_greedy_exact)
 {
     /* 8 requests of 20..41 + 50 tokens in a pool of 6 pages (384 tokens): they cannot all hold
@@ -473,12 +577,13 @@ TEST(preemption_keeps_greedy_exact)
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: test_speculative DEEPSEEKD MODEL_DIR\n");
+    if (argc != 4) {
+        fprintf(stderr, "usage: test_speculative DEEPSEEKD MODEL_DIR TOKENIZER_MODEL_DIR\n");
         return 2;
     }
     g_bin = argv[1];
     g_model = argv[2];
+    g_tok_model = argv[3];
     if (!(g_m = harness_load(g_model, DSD_NUMERICS_PRODUCTION, DSD_KV_FP8, 1)))
         return 1;
     uint32_t lp_prompt[30];
@@ -514,6 +619,14 @@ int main(int argc, char **argv)
         return 1;
     RUN(preemption_keeps_greedy_exact);
     stop();
+    /* the same random weights with the real tokenizer: text output */
+    const char *model = g_model;
+    g_model = g_tok_model;
+    if (start(3, "accept", NULL))
+        return 1;
+    RUN(stop_string_inside_an_accepted_run);
+    stop();
+    g_model = model;
     dsd_model_free(g_m);
     return test_report();
 }
