@@ -815,13 +815,15 @@ static int spec_verify(struct dsd_engine *e, struct seq *s, int row, int nd, int
 
 /* ---- the step ------------------------------------------------------------------------- */
 
-/* Appends the token s's generation took (after `ev` recorded it) and notes the timing. */
+/* Appends a token s's generation took to its tokens (their array grows as needed). */
 static void append_token(struct seq *s, int32_t tok)
 {
     ensure_tokens(s, s->n_tokens + 1);
     s->tokens[s->n_tokens++] = tok;
 }
 
+/* A step's event for s is about to go out: time to first token or between deliveries, and
+ * the tokens it delivers (ring credit). */
 static void note_delivery(struct dsd_engine *e, struct seq *s, struct dsd_engine_event *ev)
 {
     uint64_t t = now_ns();
