@@ -76,4 +76,15 @@ size_t dsd_sample_scratch_bytes(int64_t V);
 void dsd_sample_ref(const float *logits, int64_t V, const struct dsd_sample_row *p, uint32_t *pen, void *scratch,
                     struct dsd_sample_result *out, float *sample_logprob);
 
+/* The distribution the reference draws from for row p (u ignored): the kept ids' probabilities
+ * after penalties and temperature, renormalized, 0 elsewhere; greedy is all mass on the pick.
+ * dist[V]; scratch as for dsd_sample_ref. Speculative decoding compares two of them. */
+void dsd_sample_dist_ref(const float *logits, int64_t V, const struct dsd_sample_row *p, const uint32_t *pen,
+                         void *scratch, float *dist);
+
+/* The logprobs a row with n_top would report (n_top < 0: the token's alone) for `token`,
+ * whoever picked it: out->token = token. */
+void dsd_sample_logprobs_ref(const float *logits, int64_t V, int32_t token, int n_top, void *scratch,
+                             struct dsd_sample_result *out);
+
 #endif

@@ -96,17 +96,21 @@ int32_t dsd_argmax(const float *v, int64_t n)
     return (int32_t)best;
 }
 
-void dsd_sampler_row(struct dsd_sampler *s, int n_top, struct dsd_sample_row *row)
+void dsd_sampler_params_row(const struct dsd_sampler *s, int n_top, struct dsd_sample_row *row)
 {
     const struct dsd_sampling_params *p = &s->p;
     *row = (struct dsd_sample_row){
         .temperature = p->temperature, .top_p = p->top_p, .min_p = p->min_p,
         .repetition_penalty = p->repetition_penalty, .frequency_penalty = p->frequency_penalty,
-        .presence_penalty = p->presence_penalty, .top_k = p->top_k, .pen_slot = -1,
-        /* greedy draws nothing: a request's stream advances once per sampled token */
-        .u = p->temperature > 0.0f ? (float)dsd_rng_uniform(&s->rng) : 0.0f,
-        .n_top = n_top,
+        .presence_penalty = p->presence_penalty, .top_k = p->top_k, .pen_slot = -1, .u = 0.0f, .n_top = n_top,
     };
+}
+
+void dsd_sampler_row(struct dsd_sampler *s, int n_top, struct dsd_sample_row *row)
+{
+    dsd_sampler_params_row(s, n_top, row);
+    /* greedy draws nothing: a request's stream advances once per sampled token */
+    row->u = s->p.temperature > 0.0f ? (float)dsd_rng_uniform(&s->rng) : 0.0f;
     /* (float) of a double in [0, 1) may round up to 1.0: keep it below */
     if (row->u >= 1.0f)
         row->u = nextafterf(1.0f, 0.0f);

@@ -59,6 +59,8 @@ void dsd_sampler_sample_full(struct dsd_sampler *s, const float *logits, int n_t
 /* The parameters of the next sampled token as a backend row (pen_slot -1: the caller assigns
  * one); draws the token's uniform from the request's stream unless greedy. */
 void dsd_sampler_row(struct dsd_sampler *s, int n_top, struct dsd_sample_row *row);
+/* The same parameters without a draw (u = 0): speculative decoding's distributions. */
+void dsd_sampler_params_row(const struct dsd_sampler *s, int n_top, struct dsd_sample_row *row);
 /* The sampler's penalty state (kernels/sample.h format, vocab entries): what a backend's
  * penalty row for this request must equal. */
 const uint32_t *dsd_sampler_penalty_state(const struct dsd_sampler *s);

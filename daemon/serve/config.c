@@ -89,6 +89,10 @@ static const struct cfg_enum_value fairness_values[] = {
     { "uid", DSD_SERVE_FAIR_UID }, { "connection", DSD_SERVE_FAIR_CONNECTION }, { "off", DSD_SERVE_FAIR_OFF },
     { NULL, 0 },
 };
+static const struct cfg_enum_value spec_force_values[] = {
+    { "none", DSD_SERVE_SPEC_FORCE_NONE }, { "accept", DSD_SERVE_SPEC_FORCE_ACCEPT },
+    { "reject", DSD_SERVE_SPEC_FORCE_REJECT }, { NULL, 0 },
+};
 static const struct cfg_enum_value log_level_values[] = {
     { "err", LOG_ERR }, { "warning", LOG_WARNING }, { "notice", LOG_NOTICE },
     { "info", LOG_INFO }, { "debug", LOG_DEBUG }, { NULL, 0 },
@@ -203,6 +207,16 @@ static const struct cfg_key cfg_keys[] = {
       "one runs in the next step. Within a share, requests run by priority, then arrival. "
       "off: no shares, priority then arrival only (one client can hold the whole batch). "
       "A request whose client is not reading its output never holds a slot." },
+    { "speculative_tokens", "Memory and batching", CFG_INT, FIELD(speculative_tokens), 0, 3, 0, NULL,
+      "0", NULL, 0, "K", "MTP draft tokens verified per decode step, 0 = off",
+      "Speculative decoding with the checkpoint's own multi-token-prediction layer: after "
+      "each step the MTP layer drafts this many tokens per decoding request (0 to 3) and "
+      "the next step verifies them all in one forward pass; accepted drafts come out as "
+      "extra tokens of that step. The output is exact: greedy requests get the very tokens "
+      "plain decoding gives, sampled ones the model's own distribution (rejection "
+      "sampling). Requests with repetition, frequency or presence penalties decode "
+      "plainly. Costs host memory for the verify logits (max_batch x (K+1) rows of the "
+      "vocabulary). docs/SPECULATIVE.md has the details and the measured speeds." },
 
     /* ---- Socket ---- */
     { "socket", "Socket", CFG_PATH, FIELD(socket), 0, 0, 0, NULL,
@@ -300,6 +314,12 @@ static const struct cfg_key cfg_keys[] = {
       "For tests only; leave 0 in production. The engine waits this many milliseconds "
       "before it loads the model, so that a test sees the daemon in its loading state "
       "(requests answered with `loading`) however small the model is." },
+    { "test_spec_force", "Testing", CFG_ENUM, FIELD(test_spec_force), 0, 0, 0, spec_force_values,
+      "none", NULL, 0, "none|accept|reject", "TEST ONLY: accept or reject every speculative draft",
+      "For tests and measurements only; leave none in production. accept emits every draft "
+      "whatever the model says (the output is then not the model's: it measures the speed "
+      "ceiling of full acceptance); reject accepts none (exact output, the overhead of "
+      "drafting and verifying for nothing). Needs speculative_tokens > 0." },
 };
 
 #define N_KEYS ((int)(sizeof cfg_keys / sizeof cfg_keys[0]))

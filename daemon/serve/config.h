@@ -59,6 +59,8 @@ enum dsd_serve_backend { DSD_SERVE_BACKEND_CPU = 0, DSD_SERVE_BACKEND_CUDA };
 enum dsd_serve_numerics { DSD_SERVE_NUMERICS_PRODUCTION = 0, DSD_SERVE_NUMERICS_EXACT };
 enum dsd_serve_kv_dtype { DSD_SERVE_KV_FP8 = 0, DSD_SERVE_KV_BF16 };
 enum dsd_serve_fairness { DSD_SERVE_FAIR_UID = 0, DSD_SERVE_FAIR_CONNECTION, DSD_SERVE_FAIR_OFF };
+/* test_spec_force: the values of speculative.h's enum dsd_spec_force */
+enum dsd_serve_spec_force { DSD_SERVE_SPEC_FORCE_NONE = 0, DSD_SERVE_SPEC_FORCE_ACCEPT, DSD_SERVE_SPEC_FORCE_REJECT };
 
 /* One field per key (config.c's table documents each). Integers are int64_t whatever their
  * bounds, so one code path stores them all. */
@@ -83,6 +85,7 @@ struct dsd_serve_config {
     int64_t max_batch_tokens;       /* tokens per step */
     int64_t prefill_chunk;
     enum dsd_serve_fairness fairness;
+    int64_t speculative_tokens;     /* MTP drafts per decode step, 0 = off */
     /* socket */
     char socket[108];               /* sizeof(sockaddr_un.sun_path) */
     unsigned socket_mode;           /* permission bits, e.g. 0660 */
@@ -105,6 +108,7 @@ struct dsd_serve_config {
     char test_force_trigger[256];
     char test_force_output[4096];
     int64_t test_load_delay_ms;     /* testing only: wait before loading (0 = no) */
+    enum dsd_serve_spec_force test_spec_force;  /* testing only: accept or reject every draft */
 
     /* Set by --plan (not a key): print the memory plan instead of serving. */
     bool plan;

@@ -22,6 +22,7 @@
 #include "page_hash.h"
 #include "disk_page.h"
 #include "scheduler.h"
+#include "speculative.h"
 #include "weights_id.h"
 
 static uint64_t now_ns(void)
@@ -49,6 +50,11 @@ struct seq {
     bool looked_up, peeked;
     int n_cached, cached_tier[3];
     int computed_before;        /* n_computed before this step's plan (a release zeroes it) */
+    /* speculative decoding (docs/SPECULATIVE.md) */
+    bool spec;                  /* this request drafts with the MTP layer */
+    int n_draft;                /* drafts at tokens[n_tokens..), valid while n_computed == n_tokens - 1 */
+    float *q;                   /* [speculative_tokens][vocab]: the drafts' distributions (temperature > 0;
+                                   allocated when it first drafts) */
     struct seq *next;
 };
 
@@ -104,9 +110,31 @@ struct dsd_engine {
     struct dsd_sample_result *sres;
     struct seq **pen_owner;
     uint64_t step_id;
+    /* speculative decoding (docs/SPECULATIVE.md), allocated at load when spec_k > 0 */
+    int spec_k;
+    enum dsd_spec_force spec_force;
+    float *spec_hid;            /* [max_batch_tokens][hidden]: the main step's post-norm hidden */
+    float *spec_mtp_in;         /* [max_batch_tokens][hidden]: the MTP step's hidden input */
+    float *spec_mtp_hid;        /* [max_batch_tokens][hidden]: the MTP step's hidden output */
+    float *spec_logits;         /* [max_batch * (spec_k + 1)][vocab]: the verify rows' logits */
+    float *spec_mtp_logits;     /* [max_batch][vocab] */
+    float *spec_p;              /* [spec_k + 1][vocab]: target distributions of one sequence */
+    float *spec_resid;          /* [vocab] */
+    void *spec_scratch;         /* dsd_sample_scratch_bytes(vocab) */
+    struct spec_mtp_seq *spec_list;     /* [max_batch]: who runs the MTP layer after the step */
+    struct dsd_batch_seq *spec_bs;      /* [max_batch] */
     char device[256];           /* set before READY */
     uint64_t kv_bytes;
     struct dsd_engine_memory mem;   /* set before READY */
+};
+
+/* A sequence whose positions [pos0, pos0 + count) go through the MTP layer after the step:
+ * their main hidden states start at row hrow of the step's hidden output. */
+struct spec_mtp_seq {
+    struct seq *s;
+    int pos0, count, hrow;
+    int row;                    /* its MTP logits row (drafting), -1 = none */
+    int room;                   /* drafts it may make */
 };
 
 /* ---- public helpers ------------------------------------------------------------------ */
@@ -333,6 +361,7 @@ static void retire(struct dsd_engine *e, struct seq *s, struct dsd_engine_event 
     dsd_generation_free(s->gen);
     dsd_engine_request_free(s->req);
     free(s->tokens);
+    free(s->q);
     free(s);
     pthread_mutex_lock(&e->mu);
     e->stats.requests_done++;
@@ -375,7 +404,7 @@ static void admit_request(struct dsd_engine *e, struct dsd_engine_request *r)
     s->pen_slot = -1;
     s->sc = (struct dsd_sched_seq){ .conn_id = r->conn_id, .uid = r->uid, .priority = r->priority,
                                     .arrival = e->arrivals++, .n_tokens = r->n_prompt };
-    s->cap_tokens = r->n_prompt + 16;
+    s->cap_tokens = r->n_prompt + 16 + e->spec_k;
     s->tokens = malloc((size_t)s->cap_tokens * sizeof *s->tokens);
     DSD_CHECK(s->tokens != NULL);
     memcpy(s->tokens, r->prompt, (size_t)r->n_prompt * sizeof *s->tokens);
@@ -387,6 +416,9 @@ static void admit_request(struct dsd_engine *e, struct dsd_engine_request *r)
         fail_seq(e, s, err.msg);
         return;
     }
+    /* Speculation keeps the output exact (docs/SPECULATIVE.md); requests with penalties (whose
+     * target distributions would depend on the drafts) and forced test output decode plainly. */
+    s->spec = e->spec_k > 0 && !r->forced && !dsd_generation_penalized(s->gen);
     /* Fits at all? A sequence longer than the whole pool can never run. */
     int64_t need_pages = ((int64_t)r->n_prompt + 1 + DSD_KV_PAGE_TOKENS - 1) / DSD_KV_PAGE_TOKENS;
     if (need_pages > dsd_kv_cache_total_pages(e->kv)) {
@@ -559,6 +591,7 @@ static int build_step(struct dsd_engine *e, struct seq **batch, int max)
     int i = 0, queued = 0;
     for (struct seq *s = e->seqs; s; s = s->next, i++) {
         s->sc.n_tokens = s->n_tokens;
+        s->sc.n_draft = s->spec && s->sc.n_computed == s->n_tokens - 1 ? s->n_draft : 0;
         s->sc.parked = !schedulable(e, s);
         s->computed_before = s->sc.n_computed;
         queued += !s->sc.running && !s->sc.parked;
@@ -637,6 +670,173 @@ static int pen_slot_for(struct dsd_engine *e, struct seq *s, struct dsd_err *err
     return dsd_model_penalty_load(e->model, slot, s->tokens, s->n_tokens, s->req->n_prompt, err);
 }
 
+/* ---- speculative decoding (docs/SPECULATIVE.md) ---------------------------------------- */
+
+static void ensure_tokens(struct seq *s, int n)
+{
+    if (n <= s->cap_tokens)
+        return;
+    int cap = s->cap_tokens * 2 > n ? s->cap_tokens * 2 : n;
+    int32_t *nt = realloc(s->tokens, (size_t)cap * sizeof *nt);
+    DSD_CHECK(nt != NULL);
+    s->tokens = nt;
+    s->cap_tokens = cap;
+}
+
+/* How many drafts s may make after this step: speculative_tokens, within the KV pages it
+ * holds (the draft chain writes the MTP layer's KV up to position n_tokens + n - 3), the
+ * context, its max_tokens and its ring credit (a draft past them could never be emitted). */
+static int spec_room(const struct dsd_engine *e, struct seq *s)
+{
+    int room = e->spec_k;
+    const int held = s->kv.n_pages * DSD_KV_PAGE_TOKENS;
+    if (room > held - s->n_tokens + 2)
+        room = held - s->n_tokens + 2;
+    if (room > e->max_context - s->n_tokens)
+        room = e->max_context - s->n_tokens;
+    if (room > s->req->max_tokens - dsd_generation_count(s->gen) - 1)
+        room = s->req->max_tokens - dsd_generation_count(s->gen) - 1;
+    if (s->req->credit_limited && (int64_t)room > (int64_t)s->req->credit - (int64_t)s->produced - 1)
+        room = (int)((int64_t)s->req->credit - (int64_t)s->produced - 1);
+    if (room < 0)
+        room = 0;
+    /* a sampled request keeps its drafts' distributions: allocated when it first drafts */
+    if (room > 0 && !s->q && s->req->sampling.temperature > 0.0f &&
+        !(s->q = malloc((size_t)e->spec_k * (size_t)e->model->cfg.vocab_size * sizeof *s->q)))
+        room = 0;
+    ensure_tokens(s, s->n_tokens + room);
+    return room;
+}
+
+/* Draft j (0-based) of s from the MTP layer's logits: greedy takes the largest, sampling
+ * draws from the request's transformed distribution q (kept in s->q for the verify). */
+static int32_t spec_pick_draft(struct dsd_engine *e, struct seq *s, const float *logits, int j)
+{
+    const int64_t V = e->model->cfg.vocab_size;
+    struct dsd_sample_row r;
+    dsd_generation_params_row(s->gen, &r);
+    if (r.temperature == 0.0f)
+        return dsd_argmax(logits, V);
+    float *q = s->q + (size_t)j * (size_t)V;
+    dsd_sample_dist_ref(logits, V, &r, NULL, e->spec_scratch, q);
+    return dsd_spec_pick(q, V, dsd_spec_uniform(s->req->sampling.seed, s->n_tokens + j, DSD_SPEC_DRAW_DRAFT));
+}
+
+/* Draft j (1-based) of each listed sequence with an MTP logits row (L[i].row); those with
+ * room for more keep their MTP hidden output (row L[i].hrow) as the next draft step's input,
+ * row k of spec_mtp_in, and stay listed at k. Returns how many stay. */
+static int spec_take_drafts(struct dsd_engine *e, struct spec_mtp_seq *L, int n, int j)
+{
+    const size_t D = (size_t)e->model->cfg.hidden_size, V = (size_t)e->model->cfg.vocab_size;
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        struct seq *s = L[i].s;
+        if (L[i].row < 0)
+            continue;
+        s->tokens[s->n_tokens + j - 1] = spec_pick_draft(e, s, e->spec_mtp_logits + (size_t)L[i].row * V, j - 1);
+        s->n_draft = j;
+        if (L[i].room > j) {
+            memcpy(e->spec_mtp_in + (size_t)k * D, e->spec_mtp_hid + (size_t)L[i].hrow * D, D * sizeof(float));
+            L[k] = L[i];
+            L[k].row = L[k].hrow = k;
+            k++;
+        }
+    }
+    return k;
+}
+
+/* After the main step: the MTP layer over the positions each listed sequence just committed
+ * (its own KV for them is then what plain decoding's MTP would hold), and for sequences now
+ * decoding, up to speculative_tokens drafts: the first from that step's last position, each
+ * further one from the MTP layer fed its own previous hidden state and draft. A failure here
+ * costs only the drafts. */
+static void spec_draft(struct dsd_engine *e, int n)
+{
+    if (n == 0)
+        return;
+    struct dsd_model *m = e->model;
+    const size_t D = (size_t)m->cfg.hidden_size;
+    struct spec_mtp_seq *L = e->spec_list;
+    struct dsd_batch_seq *bs = e->spec_bs;
+    int T = 0, rows = 0;
+    for (int i = 0; i < n; i++) {
+        struct seq *s = L[i].s;
+        s->n_draft = 0;
+        memcpy(e->spec_mtp_in + (size_t)T * D, e->spec_hid + (size_t)L[i].hrow * D, (size_t)L[i].count * D * sizeof(float));
+        L[i].room = s->sc.n_computed == s->n_tokens - 1 ? spec_room(e, s) : 0;
+        L[i].row = L[i].room > 0 ? rows++ : -1;
+        bs[i] = (struct dsd_batch_seq){ .tokens = s->tokens + L[i].pos0 + 1, .n_tokens = L[i].count,
+                                        .pos0 = L[i].pos0, .kv = &s->kv, .no_logits = L[i].row < 0 };
+        T += L[i].count;
+        L[i].hrow = T - 1;      /* from here on: its last row in the MTP output */
+    }
+    struct dsd_err err = {{0}};
+    struct dsd_forward_out out = { .logits = e->spec_mtp_logits, .hidden = e->spec_mtp_hid };
+    if (dsd_model_forward_mtp(m, e->kv, bs, n, e->spec_mtp_in, &out, &err)) {
+        dsd_log(LOG_WARNING, "speculative: MTP step failed, decoding without drafts: %s", err.msg);
+        return;
+    }
+    int k = spec_take_drafts(e, L, n, 1);
+    for (int j = 2; j <= e->spec_k && k > 0; j++) {
+        for (int i = 0; i < k; i++) {
+            struct seq *s = L[i].s;
+            bs[i] = (struct dsd_batch_seq){ .tokens = s->tokens + s->n_tokens + j - 2, .n_tokens = 1,
+                                            .pos0 = s->n_tokens - 3 + j, .kv = &s->kv };
+        }
+        out = (struct dsd_forward_out){ .logits = e->spec_mtp_logits, .hidden = e->spec_mtp_hid };
+        if (dsd_model_forward_mtp(m, e->kv, bs, k, e->spec_mtp_in, &out, &err)) {
+            dsd_log(LOG_WARNING, "speculative: MTP draft step failed: %s", err.msg);
+            return;
+        }
+        k = spec_take_drafts(e, L, k, j);
+    }
+}
+
+/* The verify of s's nd drafts: rows row..row+nd of the step hold the target's logits (and its
+ * greedy picks in e->sres) after t_{n-1}, d_1, ..., d_nd. Decides the tokens to emit
+ * (speculative.h) and writes them to out; *accepted receives the accepted drafts. */
+static int spec_verify(struct dsd_engine *e, struct seq *s, int row, int nd, int32_t *out, int *accepted)
+{
+    const int64_t V = e->model->cfg.vocab_size;
+    struct dsd_sample_row pr;
+    dsd_generation_params_row(s->gen, &pr);
+    if (pr.temperature == 0.0f) {
+        int32_t target[DSD_SPEC_MAX_TOKENS + 1];
+        for (int j = 0; j <= nd; j++)
+            target[j] = e->sres[row + j].token;
+        return dsd_spec_verify_greedy(s->tokens + s->n_tokens, nd, target, e->spec_force, out, accepted);
+    }
+    for (int j = 0; j <= nd; j++)
+        dsd_sample_dist_ref(e->spec_logits + (size_t)(row + j) * (size_t)V, V, &pr, NULL, e->spec_scratch,
+                            e->spec_p + (size_t)j * (size_t)V);
+    return dsd_spec_verify_sample(e->spec_p, s->q, s->tokens + s->n_tokens, nd, V, s->req->sampling.seed, s->n_tokens,
+                                  e->spec_force, e->spec_resid, out, accepted);
+}
+
+/* ---- the step ------------------------------------------------------------------------- */
+
+/* Appends a token s's generation took to its tokens (their array grows as needed). */
+static void append_token(struct seq *s, int32_t tok)
+{
+    ensure_tokens(s, s->n_tokens + 1);
+    s->tokens[s->n_tokens++] = tok;
+}
+
+/* A step's event for s is about to go out: time to first token or between deliveries, and
+ * the tokens it delivers (ring credit). */
+static void note_delivery(struct dsd_engine *e, struct seq *s, struct dsd_engine_event *ev)
+{
+    uint64_t t = now_ns();
+    if (!s->t_first) {
+        s->t_first = t;
+        dsd_hist_add(&e->ttft_step, (double)(t - s->req->t_accept_ns) / 1e6);
+    } else {
+        dsd_hist_add(&e->itl_step, (double)(t - s->t_last) / 1e6);
+    }
+    s->t_last = t;
+    s->produced += (uint64_t)ev->n_ids;
+}
+
 static int run_step(struct dsd_engine *e)
 {
     int max = e->p.max_batch;
@@ -648,16 +848,31 @@ static int run_step(struct dsd_engine *e)
     for (int i = 0; i < n; i++)
         batch[i]->in_step = e->step_id;
     struct dsd_batch_seq bs[n];
+    int used[n];                /* drafts verified this step */
     struct dsd_err err = {{0}};
     int rows = 0, rc = 0;
+    bool verify = false;
     for (int i = 0; i < n && !rc; i++) {
         struct seq *s = batch[i];
-        bool ends = s->sc.n_computed + s->sc.chunk == s->n_tokens;
+        const int end = s->sc.n_computed + s->sc.chunk;
+        bool ends = end >= s->n_tokens;
+        used[i] = end > s->n_tokens ? end - s->n_tokens : 0;
         bs[i] = (struct dsd_batch_seq){
             .tokens = s->tokens + s->sc.n_computed, .n_tokens = s->sc.chunk, .pos0 = s->sc.n_computed,
-            .kv = &s->kv, .no_logits = !ends,
+            .kv = &s->kv, .no_logits = !ends, .logits_all = used[i] > 0,
         };
-        if (ends) {
+        if (used[i] > 0) {
+            /* a verify: every row's greedy pick (the target's token under greedy decoding)
+             * and logprobs on the backend, the logits for the rest (spec_verify) */
+            verify = true;
+            for (int j = 0; j <= used[i]; j++) {
+                struct dsd_sample_row *sr = &e->srows[rows++];
+                dsd_generation_params_row(s->gen, sr);
+                if (sr->temperature > 0.0f)
+                    sr->n_top = -1;
+                sr->temperature = 0.0f;
+            }
+        } else if (ends) {
             /* the token is sampled on the backend: its parameters and draw go with the step */
             struct dsd_sample_row *sr = &e->srows[rows++];
             dsd_generation_sample_row(s->gen, sr);
@@ -665,7 +880,8 @@ static int run_step(struct dsd_engine *e)
                 sr->pen_slot = s->pen_slot;
         }
     }
-    struct dsd_forward_out out = { .sample = e->srows, .samples = e->sres };
+    struct dsd_forward_out out = { .sample = e->srows, .samples = e->sres, .logits = verify ? e->spec_logits : NULL,
+                                   .hidden = e->spec_k > 0 ? e->spec_hid : NULL };
     uint64_t t0 = now_ns();
     if (!rc)
         rc = dsd_model_forward(e->model, e->kv, bs, n, &out, &err);
@@ -677,43 +893,80 @@ static int run_step(struct dsd_engine *e)
             fail_seq(e, batch[i], err.msg);
         return n;
     }
-    int row = 0;
+    const int64_t V = e->model->cfg.vocab_size;
+    int row = 0, hrow = 0, n_mtp = 0;
     uint64_t prefilled = 0, generated = 0;   /* stats change only under mu (io thread reads) */
+    uint64_t spec_steps = 0, spec_drafted = 0, spec_acc = 0;
     for (int i = 0; i < n; i++) {
         struct seq *s = batch[i];
-        int chunk = s->sc.chunk;
-        /* Everything fed except a freshly generated token is prefill work: the prompt and,
-         * after a preemption, the generated tokens being recomputed. */
-        bool decode = !bs[i].no_logits && s->n_tokens > s->req->n_prompt;
-        prefilled += (uint64_t)(chunk - (decode ? 1 : 0));
-        s->sc.n_computed += chunk;
-        if (!bs[i].no_logits) {
+        const int chunk = s->sc.chunk, pos0 = s->sc.n_computed;
+        bool alive = true;
+        if (bs[i].no_logits) {
+            prefilled += (uint64_t)chunk;
+            s->sc.n_computed += chunk;
+        } else if (used[i] == 0) {
+            /* Everything fed except a freshly generated token is prefill work: the prompt and,
+             * after a preemption, the generated tokens being recomputed. */
+            bool decode = s->n_tokens > s->req->n_prompt;
+            prefilled += (uint64_t)(chunk - (decode ? 1 : 0));
+            s->sc.n_computed += chunk;
             struct dsd_engine_event *ev = new_event(s, DSD_EV_TOKENS);
             int32_t tok = dsd_generation_step_sampled(s->gen, &e->sres[row], s->n_tokens, e->max_context, ev);
             row++;
-            uint64_t t = now_ns();
-            if (!s->t_first) {
-                s->t_first = t;
-                dsd_hist_add(&e->ttft_step, (double)(t - s->req->t_accept_ns) / 1e6);
-            } else {
-                dsd_hist_add(&e->itl_step, (double)(t - s->t_last) / 1e6);
-            }
-            s->t_last = t;
-            s->produced += (uint64_t)ev->n_ids;
+            note_delivery(e, s, ev);
             generated++;
-            if (s->n_tokens == s->cap_tokens) {
-                s->cap_tokens *= 2;
-                int32_t *nt = realloc(s->tokens, (size_t)s->cap_tokens * sizeof *nt);
-                DSD_CHECK(nt != NULL);
-                s->tokens = nt;
-            }
-            s->tokens[s->n_tokens++] = tok;
-            if (dsd_generation_finished(s->gen))
-                retire(e, s, ev);
-            else
+            append_token(s, tok);
+            alive = !dsd_generation_finished(s->gen);
+            if (alive)
                 emit(e, ev);
+            else
+                retire(e, s, ev);
+        } else {
+            const int nd = used[i];
+            int32_t toks[DSD_SPEC_MAX_TOKENS + 1];
+            int a = 0, ne = spec_verify(e, s, row, nd, toks, &a);
+            if (s->req->credit_limited && (uint64_t)ne > s->req->credit - s->produced)
+                ne = (int)(s->req->credit - s->produced);
+            struct dsd_engine_event *ev = new_event(s, DSD_EV_TOKENS);
+            int emitted = 0;
+            for (; emitted < ne && !dsd_generation_finished(s->gen); emitted++) {
+                const int r = row + emitted;
+                const struct dsd_sample_result *res = &e->sres[r];
+                struct dsd_sample_result own;
+                if (res->token != toks[emitted] || s->req->sampling.temperature > 0.0f) {
+                    /* not the backend's greedy pick: the token's logprobs from the logits */
+                    if (s->req->logprobs)
+                        dsd_sample_logprobs_ref(e->spec_logits + (size_t)r * (size_t)V, V, toks[emitted],
+                                                s->req->top_logprobs, e->spec_scratch, &own);
+                    else
+                        own = (struct dsd_sample_result){ .token = toks[emitted] };
+                    res = &own;
+                }
+                append_token(s, dsd_generation_step_sampled(s->gen, res, s->n_tokens, e->max_context, ev));
+            }
+            row += nd + 1;
+            /* the positions fed a token now committed: t_{n-1} and the emitted drafts */
+            s->sc.n_computed = pos0 + emitted;
+            generated += (uint64_t)emitted;
+            spec_steps++;
+            spec_drafted += (uint64_t)nd;
+            spec_acc += (uint64_t)a;
+            note_delivery(e, s, ev);
+            alive = !dsd_generation_finished(s->gen);
+            if (alive)
+                emit(e, ev);
+            else
+                retire(e, s, ev);
         }
+        if (alive && s->spec) {
+            s->n_draft = 0;
+            if (s->sc.n_computed > pos0)
+                e->spec_list[n_mtp++] = (struct spec_mtp_seq){ .s = s, .pos0 = pos0,
+                                                               .count = s->sc.n_computed - pos0, .hrow = hrow };
+        }
+        hrow += chunk;
     }
+    spec_draft(e, n_mtp);
     struct dsd_step_stats ss;
     dsd_model_step_stats(e->model, &ss);
     pthread_mutex_lock(&e->mu);
@@ -727,6 +980,9 @@ static int run_step(struct dsd_engine *e)
     dsd_hist_merge(&e->stats.ttft, &e->ttft_step);
     dsd_hist_merge(&e->stats.itl, &e->itl_step);
     e->stats.tokens_generated += generated;
+    e->stats.spec_steps += spec_steps;
+    e->stats.spec_draft_tokens += spec_drafted;
+    e->stats.spec_accepted_tokens += spec_acc;
     e->stats.steps++;
     e->stats.last_step_ns = t1;
     e->stats.last_step_ms = (double)(t1 - t0) / 1e6;
@@ -801,6 +1057,42 @@ static void prefix_cache_open(struct dsd_engine *e, const struct dsd_kv_layout *
             dsd_kv_cache_total_pages(e->kv), cs.host_slots, cs.disk_slots, cs.disk_pages);
 }
 
+/* The speculative buffers (sizes in struct dsd_engine), when speculation is on. */
+static int spec_alloc(struct dsd_engine *e)
+{
+    if (e->spec_k == 0)
+        return 0;
+    const size_t D = (size_t)e->model->cfg.hidden_size, V = (size_t)e->model->cfg.vocab_size;
+    const size_t T = (size_t)e->p.max_batch_tokens, B = (size_t)e->p.max_batch, K = (size_t)e->spec_k;
+    e->spec_hid = malloc(T * D * sizeof(float));
+    e->spec_mtp_in = malloc(T * D * sizeof(float));
+    e->spec_mtp_hid = malloc(T * D * sizeof(float));
+    e->spec_logits = malloc(B * (K + 1) * V * sizeof(float));
+    e->spec_mtp_logits = malloc(B * V * sizeof(float));
+    e->spec_p = malloc((K + 1) * V * sizeof(float));
+    e->spec_resid = malloc(V * sizeof(float));
+    e->spec_scratch = malloc(dsd_sample_scratch_bytes((int64_t)V));
+    e->spec_list = malloc(B * sizeof *e->spec_list);
+    e->spec_bs = malloc(B * sizeof *e->spec_bs);
+    return e->spec_hid && e->spec_mtp_in && e->spec_mtp_hid && e->spec_logits && e->spec_mtp_logits && e->spec_p &&
+                   e->spec_resid && e->spec_scratch && e->spec_list && e->spec_bs
+               ? 0 : -ENOMEM;
+}
+
+static void spec_free(struct dsd_engine *e)
+{
+    free(e->spec_hid);
+    free(e->spec_mtp_in);
+    free(e->spec_mtp_hid);
+    free(e->spec_logits);
+    free(e->spec_mtp_logits);
+    free(e->spec_p);
+    free(e->spec_resid);
+    free(e->spec_scratch);
+    free(e->spec_list);
+    free(e->spec_bs);
+}
+
 static int load(struct dsd_engine *e)
 {
     struct dsd_err err = {{0}};
@@ -824,17 +1116,24 @@ static int load(struct dsd_engine *e)
                          ? e->p.max_context : (int)(c->max_position_embeddings < INT32_MAX ? c->max_position_embeddings : INT32_MAX);
     const struct dsd_kv_layout l = dsd_kv_layout_for(&e->model->dims, e->p.model.numerics, e->p.model.kv_dtype);
     const uint64_t per = dsd_kv_cache_page_bytes(&l, dsd_cfg_total_layers(c));
+    if (e->spec_k > 0 && c->num_nextn_predict_layers < 1) {
+        dsd_log(LOG_WARNING, "speculative_tokens = %d: the checkpoint has no MTP layer, decoding without drafts",
+                e->spec_k);
+        e->spec_k = 0;
+    }
+    /* logits rows per step: one per sequence, or 1 + drafts for a verify */
+    const int max_rows = e->p.max_batch * (e->spec_k + 1);
     /* The step's workspace first (its size does not depend on the pool's but for the page
      * list), so that a GPU's KV pool is what is left after weights and workspace. */
-    if ((rc = dsd_model_reserve(e->model, e->p.max_batch_tokens, e->p.max_batch, e->p.max_batch, 1, &err)) ||
+    if ((rc = dsd_model_reserve(e->model, e->p.max_batch_tokens, max_rows, e->p.max_batch, 1, &err)) ||
         (rc = dsd_model_penalty_reserve(e->model, e->p.max_batch, &err))) {
         snprintf(e->failure, sizeof e->failure, "%s", err.msg);
         return rc;
     }
-    e->srows = calloc((size_t)e->p.max_batch, sizeof *e->srows);
-    e->sres = calloc((size_t)e->p.max_batch, sizeof *e->sres);
+    e->srows = calloc((size_t)max_rows, sizeof *e->srows);
+    e->sres = calloc((size_t)max_rows, sizeof *e->sres);
     e->pen_owner = calloc((size_t)e->p.max_batch, sizeof *e->pen_owner);
-    if (!e->srows || !e->sres || !e->pen_owner) {
+    if (!e->srows || !e->sres || !e->pen_owner || spec_alloc(e)) {
         snprintf(e->failure, sizeof e->failure, "out of memory");
         return -ENOMEM;
     }
@@ -863,7 +1162,7 @@ static int load(struct dsd_engine *e)
     }
     /* The forward pass's memory for the largest step the scheduler can plan: a step never
      * allocates (every page of the pool may belong to the step's sequences). */
-    if ((rc = dsd_model_reserve(e->model, e->p.max_batch_tokens, e->p.max_batch, e->p.max_batch, pages, &err))) {
+    if ((rc = dsd_model_reserve(e->model, e->p.max_batch_tokens, max_rows, e->p.max_batch, pages, &err))) {
         snprintf(e->failure, sizeof e->failure, "%s", err.msg);
         return rc;
     }
@@ -980,6 +1279,9 @@ int dsd_engine_start(const struct dsd_engine_params *p, int wake_fd, struct dsd_
         e->p.max_batch_tokens = 1;
     if (e->p.prefill_chunk < 1)
         e->p.prefill_chunk = 1;
+    e->spec_k = e->p.speculative_tokens < 0 ? 0
+                : e->p.speculative_tokens > DSD_SPEC_MAX_TOKENS ? DSD_SPEC_MAX_TOKENS : e->p.speculative_tokens;
+    e->spec_force = (enum dsd_spec_force)e->p.test_spec_force;
     struct dsd_sched_limits lim = {
         .max_batch = e->p.max_batch, .max_batch_tokens = e->p.max_batch_tokens,
         .prefill_chunk = e->p.prefill_chunk, .page_tokens = DSD_KV_PAGE_TOKENS, .fairness = e->p.fairness,
@@ -1043,6 +1345,7 @@ void dsd_engine_stop(struct dsd_engine *e)
     free(e->srows);
     free(e->sres);
     free(e->pen_owner);
+    spec_free(e);
     free(e->plan_v);
     free(e->plan_s);
     dsd_sched_free(&e->sched);

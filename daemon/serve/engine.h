@@ -67,6 +67,9 @@ struct dsd_engine_params {
     int long_queue;                 /* waiting sequences from which admission ranks by cached
                                        prefix (scheduler.h); 0 = never */
     int test_load_delay_ms;         /* testing only: wait before loading (test_load_delay_ms) */
+    int speculative_tokens;         /* MTP drafts verified per decode step, 0..3 (0 = off;
+                                       docs/SPECULATIVE.md) */
+    int test_spec_force;            /* testing only: enum dsd_spec_force (test_spec_force) */
 };
 
 /* What ended a generation (the protocol's finish reasons). */
@@ -173,6 +176,9 @@ struct dsd_engine_stats {
     double host_ms_graph, host_ms_eager;    /* mean host time enqueuing one step of each kind */
     uint64_t graph_kernels;         /* kernel launches one recorded decode step replays */
     uint64_t tokens_cached;         /* prompt tokens served from the prefix cache */
+    /* speculative decoding (docs/SPECULATIVE.md): verify steps of a sequence, drafts they
+     * verified, drafts accepted; mean acceptance length = (accepted + steps) / steps */
+    uint64_t spec_steps, spec_draft_tokens, spec_accepted_tokens;
     bool prefix_cache;              /* cache below is meaningful */
     struct dsd_prefix_cache_stats cache;
     struct dsd_hist ttft, itl;      /* time to first token (accept -> first token), and

@@ -238,6 +238,11 @@ void dsd_generation_sample_row(struct dsd_generation *g, struct dsd_sample_row *
     dsd_sampler_row(g->sampler, dsd_generation_n_top(g), row);
 }
 
+void dsd_generation_params_row(const struct dsd_generation *g, struct dsd_sample_row *row)
+{
+    dsd_sampler_params_row(g->sampler, dsd_generation_n_top(g), row);
+}
+
 bool dsd_generation_penalized(const struct dsd_generation *g)
 {
     return dsd_sampler_penalized(g->sampler);

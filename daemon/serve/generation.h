@@ -47,6 +47,9 @@ int32_t dsd_generation_step_sampled(struct dsd_generation *g, const struct dsd_s
  * assigns one when dsd_generation_penalized()). */
 void dsd_generation_sample_row(struct dsd_generation *g, struct dsd_sample_row *row);
 bool dsd_generation_penalized(const struct dsd_generation *g);
+/* The request's sampling parameters as a row, drawing nothing (u = 0, pen_slot -1, n_top as
+ * the request wants): what speculative decoding turns logits into distributions with. */
+void dsd_generation_params_row(const struct dsd_generation *g, struct dsd_sample_row *row);
 /* The top logprobs the request wants per token, -1 for no logprobs. */
 int dsd_generation_n_top(const struct dsd_generation *g);
 bool dsd_generation_finished(const struct dsd_generation *g);

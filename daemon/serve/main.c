@@ -157,6 +157,8 @@ int main(int argc, char **argv)
         .disk_cache_bytes = (uint64_t)(cfg.disk_cache_gb * 1073741824.0),
         .long_queue = 2 * (int)cfg.max_batch,
         .test_load_delay_ms = (int)cfg.test_load_delay_ms,
+        .speculative_tokens = (int)cfg.speculative_tokens,
+        .test_spec_force = (int)cfg.test_spec_force,
     };
     ep.model.numerics = cfg.numerics == DSD_SERVE_NUMERICS_EXACT ? DSD_NUMERICS_EXACT : DSD_NUMERICS_PRODUCTION;
     ep.model.kv_dtype = cfg.kv_dtype == DSD_SERVE_KV_BF16 ? DSD_KV_BF16 : DSD_KV_FP8;
@@ -176,14 +178,16 @@ int main(int argc, char **argv)
     const char *kv_name = ep.model.numerics == DSD_NUMERICS_EXACT ? "f32"
                           : ep.model.kv_dtype == DSD_KV_BF16  ? "bf16" : "fp8_e4m3";
     const char *info_keys[] = { "numerics", "kv_dtype", "threads", "max_batch", "max_batch_tokens", "prefill_chunk",
-                                "fairness", "backend" };
-    char v_threads[32], v_batch[32], v_tokens[32], v_chunk[32];
+                                "fairness", "backend", "speculative_tokens" };
+    char v_threads[32], v_batch[32], v_tokens[32], v_chunk[32], v_spec[32];
+    snprintf(v_spec, sizeof v_spec, "%lld", (long long)cfg.speculative_tokens);
     snprintf(v_threads, sizeof v_threads, "%lld", (long long)cfg.threads);
     snprintf(v_batch, sizeof v_batch, "%lld", (long long)cfg.max_batch);
     snprintf(v_tokens, sizeof v_tokens, "%lld", (long long)cfg.max_batch_tokens);
     snprintf(v_chunk, sizeof v_chunk, "%lld", (long long)cfg.prefill_chunk);
     const char *info_values[] = { dsd_serve_numerics_name(cfg.numerics), kv_name, v_threads, v_batch, v_tokens, v_chunk,
-                                  dsd_serve_fairness_name(cfg.fairness), dsd_serve_backend_name(cfg.backend) };
+                                  dsd_serve_fairness_name(cfg.fairness), dsd_serve_backend_name(cfg.backend),
+                                  v_spec };
     struct dsd_server_params sp = {
         .listen_fd = listen_fd,
         .wake_fd = wake_fd,
@@ -203,6 +207,9 @@ int main(int argc, char **argv)
         .n_info = (int)(sizeof info_keys / sizeof info_keys[0]),
     };
     limits_from_config(&cfg, &sp.limits);
+    if (cfg.test_spec_force != DSD_SERVE_SPEC_FORCE_NONE)
+        dsd_log(LOG_WARNING, "test_spec_force is set: every speculative draft is %s (tests only)",
+                cfg.test_spec_force == DSD_SERVE_SPEC_FORCE_ACCEPT ? "accepted" : "rejected");
     if (cfg.test_load_delay_ms > 0)
         dsd_log(LOG_WARNING, "test_load_delay_ms is set: loading starts %lld ms late (tests only)",
                 (long long)cfg.test_load_delay_ms);

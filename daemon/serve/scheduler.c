@@ -297,6 +297,8 @@ static int grow_running(struct dsd_sched *s, struct dsd_sched_seq **v, int n, st
 {
     const int pt = s->lim.page_tokens;
     int remaining = q->n_tokens - q->n_computed;
+    if (remaining == 1 && q->n_draft > 0)
+        remaining += q->n_draft;        /* a decode step verifies its drafts too */
     int chunk = remaining < want ? remaining : want;
     if (chunk <= 0)
         return 0;
@@ -339,7 +341,7 @@ static int check(const struct dsd_sched_seq *const *v, int n, int free_pages)
         return -EINVAL;
     for (int i = 0; i < n; i++)
         if (!v[i] || v[i]->n_tokens < 1 || v[i]->n_computed < 0 || v[i]->n_computed > v[i]->n_tokens ||
-            v[i]->n_pages < 0)
+            v[i]->n_pages < 0 || v[i]->n_draft < 0)
             return -EINVAL;
     return 0;
 }
@@ -451,7 +453,10 @@ int dsd_sched_plan(struct dsd_sched *s, struct dsd_sched_seq **v, int n, int fre
             }
             if (!q)
                 break;
-            int want = phase == 0 ? 1 : (budget < L->prefill_chunk ? budget : L->prefill_chunk);
+            int want = phase == 0 ? 1 + (q->n_draft > 0 ? q->n_draft : 0)
+                                  : (budget < L->prefill_chunk ? budget : L->prefill_chunk);
+            if (want > budget)
+                want = budget;
             q->seen_ = true;
             int got = grow_running(s, v, n, q, want, &free_pages, st);
             if (got > 0) {

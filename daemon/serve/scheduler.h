@@ -32,7 +32,8 @@
  *    waiting sequence's owner is below its share and no slot is free, the owner furthest
  *    above its share gives up a slot: its lowest-priority, newest running sequence goes back
  *    to waiting with its pages. DSD_FAIR_OFF disables shares (priority, then arrival).
- *  - A step: one token for every running sequence that is decoding, then prompt chunks (at
+ *  - A step: one token for every running sequence that is decoding (plus its n_draft draft
+ *    tokens while the token budget lasts), then prompt chunks (at
  *    most prefill_chunk tokens each) for running sequences still in their prompt, then
  *    admissions of waiting sequences -- owners below their share first, then by priority
  *    (higher first), then, while at least long_queue runnable sequences wait, the longest
@@ -72,6 +73,9 @@ struct dsd_sched_seq {
     bool parked;                /* may not run this step */
     int cached_pages;           /* pages of its prefix cached now (0 = none or not looked up):
                                    read only when the queue is long (limits.long_queue) */
+    int n_draft;                /* speculative draft tokens after n_tokens a decoding sequence
+                                   would have verified (docs/SPECULATIVE.md): its decode chunk is
+                                   up to 1 + n_draft tokens, budget allowing; 0 = plain */
     /* state kept by the scheduler (start zeroed) */
     bool running;               /* holds a batch slot */
     int n_computed;             /* tokens whose KV is cached */

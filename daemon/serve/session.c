@@ -682,6 +682,12 @@ static void on_stats(struct server *s, struct conn *c, const struct dsd_ipc_msg 
         kv_int("held_input_bytes_max", (int64_t)s->held_max),
         kv_int("connections_timed_out_total", (int64_t)s->conns_timed_out),
         kv_int("socket_stalls_total", (int64_t)s->socket_stalls),
+        /* speculative decoding (docs/SPECULATIVE.md) */
+        kv_int("spec_steps_total", (int64_t)es.spec_steps),
+        kv_int("spec_draft_tokens_total", (int64_t)es.spec_draft_tokens),
+        kv_int("spec_accepted_tokens_total", (int64_t)es.spec_accepted_tokens),
+        kv_float("spec_mean_accept_length",
+                 es.spec_steps ? (double)(es.spec_accepted_tokens + es.spec_steps) / (double)es.spec_steps : 0.0),
     };
     int n = 0;
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)

@@ -281,6 +281,25 @@ struct dsd_ipc_msg raw_generate_msg(uint64_t id, const uint32_t *prompt, int n_p
     return m;
 }
 
+int raw_cancel_mid_stream(int fd, uint64_t id, const uint32_t *prompt, int n_prompt)
+{
+    struct dsd_ipc_msg m = raw_generate_msg(id, prompt, n_prompt, 100000);
+    if (raw_send(fd, &m))
+        return -1;
+    struct dsd_ipc_msg r;
+    int tokens = 0;
+    while (tokens < 3 && raw_recv(fd, &r, 20000) == 0) {      /* wait until it streams */
+        tokens += r.type == DSD_IPC_TOKENS;
+        dsd_ipc_msg_free(&r);
+    }
+    struct dsd_ipc_msg c = { .type = DSD_IPC_CANCEL, .id = id }, done;
+    if (raw_send(fd, &c) || raw_wait_done(fd, id, &done, NULL, NULL, 0, 20000) != DSD_IPC_DONE)
+        return -1;
+    int finish = (int)done.done.finish;
+    dsd_ipc_msg_free(&done);
+    return finish;
+}
+
 int64_t raw_stat(int fd, const char *name)
 {
     struct dsd_ipc_msg q = { .type = DSD_IPC_STATS, .id = 99 }, r;

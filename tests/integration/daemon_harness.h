@@ -51,6 +51,9 @@ struct dsd_ipc_msg raw_generate_msg(uint64_t id, const uint32_t *prompt, int n_p
 /* Sends shm_attach with memfd (-1: none) and returns the reply's type (DSD_IPC_SHM_OK,
  * DSD_IPC_ERROR with *code set and the message printed) or -1. */
 int raw_shm_attach(int fd, int memfd, uint32_t *code);
+/* Starts an endless greedy request id for prompt on fd, waits until 3 token frames arrived,
+ * cancels it and returns the finish of its done frame (DSD_IPC_FINISH_*), or -1. */
+int raw_cancel_mid_stream(int fd, uint64_t id, const uint32_t *prompt, int n_prompt);
 /* One counter of `stats` on fd (said hello), or -1. */
 int64_t raw_stat(int fd, const char *name);
 /* The daemon's resident set in KiB (/proc/PID/status VmRSS), or -1. */

@@ -111,20 +111,7 @@ TEST(cancel_mid_stream)
     uint32_t prompt[16];
     make_prompt(prompt, 16, 3);
     int fd = raw_connect(&g_d);
-    struct dsd_ipc_msg m = raw_generate_msg(5, prompt, 16, 100000);
-    ASSERT_EQ_INT(raw_send(fd, &m), 0);
-    struct dsd_ipc_msg r;
-    int tokens = 0;
-    while (tokens < 3 && raw_recv(fd, &r, 20000) == 0) {      /* wait until it streams */
-        tokens += r.type == DSD_IPC_TOKENS;
-        dsd_ipc_msg_free(&r);
-    }
-    struct dsd_ipc_msg c = { .type = DSD_IPC_CANCEL, .id = 5 };
-    ASSERT_EQ_INT(raw_send(fd, &c), 0);
-    struct dsd_ipc_msg done;
-    ASSERT_EQ_INT(raw_wait_done(fd, 5, &done, NULL, NULL, 0, 20000), DSD_IPC_DONE);
-    ASSERT_EQ_INT(done.done.finish, DSD_IPC_FINISH_CANCELLED);
-    dsd_ipc_msg_free(&done);
+    ASSERT_EQ_INT(raw_cancel_mid_stream(fd, 5, prompt, 16), DSD_IPC_FINISH_CANCELLED);
     ASSERT_EQ_INT(raw_stat(fd, "kv_pages_used"), 0);
     close(fd);
 }

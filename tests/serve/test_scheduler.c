@@ -186,6 +186,42 @@ TEST(admission_and_chunks)
     dsd_sched_free(&s.sc);
 }
 
+/* Speculative drafts (n_draft): a decoding sequence's chunk is 1 + its drafts while the
+ * token budget lasts (decodes first, in order), pages counted for them; a sequence still in
+ * its prompt ignores n_draft. */
+TEST(decode_chunk_carries_drafts)
+{
+    struct dsd_sched sc;
+    struct dsd_sched_limits l = limits(4, 7, 100, DSD_FAIR_OFF);
+    ASSERT_EQ_INT(dsd_sched_init(&sc, &l), 0);
+    /* a, b decoding with 3 drafts each, c in its prompt with n_draft set (ignored) */
+    struct dsd_sched_seq a = { .arrival = 1, .n_tokens = 64, .n_computed = 63, .n_pages = 1, .running = true,
+                               .n_draft = 3 };
+    struct dsd_sched_seq b = { .arrival = 2, .n_tokens = 10, .n_computed = 9, .n_pages = 1, .running = true,
+                               .n_draft = 3 };
+    struct dsd_sched_seq c = { .arrival = 3, .n_tokens = 50, .n_computed = 10, .n_pages = 1, .running = true,
+                               .n_draft = 2 };
+    struct dsd_sched_seq *v[3] = { &a, &b, &c };
+    struct dsd_sched_step st;
+    ASSERT_EQ_INT(dsd_sched_plan(&sc, v, 3, 10, &st), 2);
+    ASSERT_EQ_INT(a.chunk, 4);          /* 1 + 3 drafts */
+    ASSERT_EQ_INT(a.n_pages, 2);        /* positions 63..66 cross into a second page */
+    ASSERT_EQ_INT(b.chunk, 3);          /* the budget (7) leaves 3: 1 + 2 drafts */
+    ASSERT_EQ_INT(c.chunk, 0);          /* nothing left for prefill */
+    ASSERT_EQ_INT(st.n_tokens, 7);
+    ASSERT_EQ_INT(st.free_pages, 9);
+    /* no drafts: one token each, the prompt gets the rest */
+    a.n_draft = b.n_draft = 0;
+    a.n_pages = 1;
+    ASSERT_EQ_INT(dsd_sched_plan(&sc, v, 3, 10, &st), 3);
+    ASSERT_EQ_INT(a.chunk, 1);
+    ASSERT_EQ_INT(b.chunk, 1);
+    ASSERT_EQ_INT(c.chunk, 5);
+    a.n_draft = -1;
+    ASSERT_EQ_INT(dsd_sched_plan(&sc, v, 3, 10, &st), -EINVAL);
+    dsd_sched_free(&sc);
+}
+
 /* Admission order: priority, then (long queue only) the longest cached prefix, then arrival. */
 TEST(admission_prefers_cached_prefix_when_the_queue_is_long)
 {
@@ -510,6 +546,7 @@ int main(void)
     RUN(bad_input);
     RUN(pages_for);
     RUN(admission_and_chunks);
+    RUN(decode_chunk_carries_drafts);
     RUN(admission_prefers_cached_prefix_when_the_queue_is_long);
     RUN(parked_holds_no_slot);
     RUN(fair_share_newcomer);

@@ -53,6 +53,7 @@ static const struct key_spec spec[] = {
     { "max_batch_tokens", "2048", "1", "1048576", "4096", false },
     { "prefill_chunk", "512", "1", "1048576", "256", false },
     { "fairness", "uid", NULL, NULL, "connection", false },
+    { "speculative_tokens", "0", "0", "3", "2", false },
     { "max_prompt_tokens", "0", "0", "2147483648", "100000", false },
     { "max_tokens", "4096", "1", "2147483648", "8192", true },
     { "max_connections_per_uid", "64", "1", "65536", "16", true },
@@ -68,6 +69,7 @@ static const struct key_spec spec[] = {
     { "test_force_trigger", "", NULL, NULL, "[[force]]", false },
     { "test_force_output", "", NULL, NULL, "forced text", false },
     { "test_load_delay_ms", "0", "0", "600000", "2500", false },
+    { "test_spec_force", "none", NULL, NULL, "accept", false },
 };
 #define N_SPEC ((int)(sizeof spec / sizeof spec[0]))
 

@@ -147,8 +147,27 @@ static double pct(const double *v, uint64_t n, double p)
     return n ? v[(uint64_t)((double)(n - 1) * p + 0.5)] : 0;
 }
 
+/* The speculative decoding counters (docs/SPECULATIVE.md): steps, drafts, accepted. */
+static void spec_counters(struct dsd_client *c, int64_t v[3])
+{
+    static const char *const names[3] = { "spec_steps_total", "spec_draft_tokens_total",
+                                          "spec_accepted_tokens_total" };
+    v[0] = v[1] = v[2] = 0;
+    struct dsd_client_stats *st;
+    struct dsd_client_error e;
+    if (dsd_client_get_stats(c, &st, &e) < 0)
+        return;
+    for (uint32_t i = 0; i < st->n_values; i++)
+        for (int k = 0; k < 3; k++)
+            if (!strcmp(st->values[i].name, names[k]))
+                v[k] = st->values[i].i;
+    dsd_client_stats_free(st);
+}
+
 int probe_bench(struct dsd_client *c, struct probe_args *a)
 {
+    int64_t spec0[3], spec1[3];
+    spec_counters(c, spec0);
     struct bench_shared s = {.c = c, .a = a};
     pthread_mutex_init(&s.lock, NULL);
     struct bench_thread *t = calloc(a->concurrency, sizeof *t);
@@ -168,6 +187,9 @@ int probe_bench(struct dsd_client *c, struct probe_args *a)
     for (uint32_t i = 0; i < started; i++)
         pthread_join(t[i].th, NULL);
     double wall = (now_ms() - t0) / 1e3;
+    spec_counters(c, spec1);
+    const int64_t sp_steps = spec1[0] - spec0[0], sp_draft = spec1[1] - spec0[1], sp_acc = spec1[2] - spec0[2];
+    const double sp_len = sp_steps > 0 ? (double)(sp_acc + sp_steps) / (double)sp_steps : 0.0;
 
     uint64_t n_ttft = 0, n_itl = 0;
     for (uint32_t i = 0; i < started; i++) {
@@ -195,14 +217,16 @@ int probe_bench(struct dsd_client *c, struct probe_args *a)
     bool shm = f->shm_ring_count > 0 && a->gp.use_shm;
     if (a->json) {
         json_t *o = json_pack(
-            "{s:i, s:i, s:i, s:i, s:i, s:b, s:f, s:I, s:f, s:{s:f, s:f, s:f}, s:{s:f, s:f, s:f}}",
+            "{s:i, s:i, s:i, s:i, s:i, s:b, s:f, s:I, s:f, s:{s:f, s:f, s:f}, s:{s:f, s:f, s:f}, "
+            "s:{s:I, s:I, s:I, s:f}}",
             "requests", (json_int_t)a->requests, "errors", (json_int_t)errors, "concurrency",
             (json_int_t)a->concurrency, "prompt_len", (json_int_t)a->prompt_len, "max_tokens",
             (json_int_t)a->gp.max_tokens, "shm", shm, "wall_s", wall, "tokens",
             (json_int_t)tokens, "tokens_per_s", tokens / wall, "ttft_ms", "p50",
             pct(ttft, n_ttft, .5), "p90", pct(ttft, n_ttft, .9), "p99", pct(ttft, n_ttft, .99),
             "itl_ms", "p50", pct(itl, n_itl, .5), "p90", pct(itl, n_itl, .9), "p99",
-            pct(itl, n_itl, .99));
+            pct(itl, n_itl, .99), "speculative", "steps", (json_int_t)sp_steps, "draft_tokens",
+            (json_int_t)sp_draft, "accepted_tokens", (json_int_t)sp_acc, "mean_accept_length", sp_len);
         char *str = json_dumps(o, JSON_COMPACT);
         if (str)
             puts(str);
@@ -218,6 +242,10 @@ int probe_bench(struct dsd_client *c, struct probe_args *a)
                pct(itl, n_itl, .5), pct(itl, n_itl, .9), pct(itl, n_itl, .99));
         printf("throughput           %.1f tokens/s (%llu tokens in %.2f s)\n", tokens / wall,
                tokens, wall);
+        if (sp_steps > 0)
+            printf("speculative          %lld drafts proposed, %lld accepted (%.1f %%), mean acceptance "
+                   "length %.2f tokens/step\n", (long long)sp_draft, (long long)sp_acc,
+                   sp_draft ? 100.0 * (double)sp_acc / (double)sp_draft : 0.0, sp_len);
     }
     if (errors)
         fprintf(stderr, "deepseekd-probe: bench: %u requests failed; the first: %s\n", errors,

@@ -10,6 +10,7 @@
 
 #include "model.h"
 #include "npy.h"
+#include "run_engine.h"
 #include "sampling.h"
 #include "tokenizer.h"
 
@@ -18,6 +19,7 @@ static const char usage[] =
     "                     [--greedy | --temperature T --top-p P --seed S] [--kv fp8|bf16]\n"
     "                     [--numerics production|exact] [--dump-logits FILE] [--threads N]\n"
     "                     [--chunk N] [--ignore-eos] [--backend cpu|cuda] [--gpu N] [--no-graphs]\n"
+    "                     [--speculative-tokens K [--spec-force none|accept|reject] [--batch N]]\n"
     "Generates with the engine and prints the generated token ids on one line (and, with\n"
     "--prompt, the generated text on the next), then load, prefill and decode speed on stderr.\n"
     "  --prompt TEXT  text prompt, tokenized with the model's tokenizer.json (BOS first)\n"
@@ -30,6 +32,12 @@ static const char usage[] =
     "  --backend      cpu (the reference; default) or cuda (one Hopper GPU, production numerics)\n"
     "  --gpu N        which GPU the cuda backend uses (default 0)\n"
     "  --no-graphs    run every decode step op by op (no recorded CUDA graphs), to compare\n"
+    "  --speculative-tokens K  run through the daemon's engine (continuous batching) with\n"
+    "                 speculative decoding, K = 0..3 MTP drafts per step (docs/SPECULATIVE.md);\n"
+    "                 prints the verify steps, drafts and accepted drafts too\n"
+    "  --spec-force   TEST/MEASUREMENT: accept every draft (the speed ceiling; the output is\n"
+    "                 then not the model's) or reject every one (the overhead; exact output)\n"
+    "  --batch N      with --speculative-tokens: N concurrent copies of the prompt\n"
     "Tokens are sampled on the backend (docs/SAMPLING.md), on the host with --dump-logits.\n"
     "The last stderr line reports decode steps replayed from recordings vs run op by op, the\n"
     "host time each kind took to enqueue and the kernel launches of a recorded step.\n";
@@ -87,7 +95,8 @@ static int parse_tokens(const char *s, int32_t **out, int *n)
 int main(int argc, char **argv)
 {
     const char *model_dir = NULL, *prompt_tokens = NULL, *prompt_text = NULL, *dump = NULL;
-    long max_tokens = -1, chunk = 0;
+    long max_tokens = -1, chunk = 0, spec_k = -1, batch = 1;
+    int spec_force = 0;
     bool ignore_eos = false;
     struct dsd_sampling_params sp = dsd_sampling_default_params();
     struct dsd_model_params mp = dsd_model_default_params();
@@ -130,6 +139,23 @@ int main(int argc, char **argv)
             chunk = strtol(v, &end, 10);
             if (*end || errno || chunk < 1)
                 return fail("--chunk must be a positive count, got \"%s\"", v);
+        } else if (!strcmp(a, "--speculative-tokens")) {
+            spec_k = strtol(v, &end, 10);
+            if (*end || errno || spec_k < 0 || spec_k > 3)
+                return fail("--speculative-tokens must be 0..3, got \"%s\"", v);
+        } else if (!strcmp(a, "--batch")) {
+            batch = strtol(v, &end, 10);
+            if (*end || errno || batch < 1 || batch > 4096)
+                return fail("--batch must be 1..4096, got \"%s\"", v);
+        } else if (!strcmp(a, "--spec-force")) {
+            if (!strcmp(v, "none"))
+                spec_force = 0;
+            else if (!strcmp(v, "accept"))
+                spec_force = 1;
+            else if (!strcmp(v, "reject"))
+                spec_force = 2;
+            else
+                return fail("--spec-force must be none, accept or reject, got \"%s\"", v);
         } else if (!strcmp(a, "--threads")) {
             long t = strtol(v, &end, 10);
             if (*end || errno || t < 0 || t > 1024)
@@ -206,6 +232,19 @@ int main(int argc, char **argv)
     struct dsd_err err = {{0}};
     if (dsd_sampling_params_check(&sp, &err))
         return fail("%s", err.msg);
+    if (spec_k >= 0) {
+        if (dump)
+            return fail("%s", "--dump-logits runs without the engine: drop --speculative-tokens");
+        struct run_engine_args ra = {
+            .model_dir = model_dir, .mp = mp, .sp = sp, .prompt = prompt, .n_prompt = n_prompt,
+            .max_tokens = (int)max_tokens, .batch = (int)batch, .speculative_tokens = (int)spec_k,
+            .spec_force = spec_force, .ignore_eos = ignore_eos,
+        };
+        int rc = run_engine(&ra);
+        free(prompt);
+        dsd_tokenizer_free(tok);
+        return rc;
+    }
     double t0 = now();
     struct dsd_model *m;
     if (dsd_model_load(model_dir, &mp, &m, &err))
