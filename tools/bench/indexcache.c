@@ -5,10 +5,9 @@
  *
  * For each setting (off first: the reference) it prefills a context of --context tokens,
  * the last --positions of them as one chunk with every position's logits and indexer
- * selections (timed --reps times after a warm-up, the fastest kept), then decodes --decode
- * steps of fixed tokens (the 25th percentile kept), with the per-op profile on. The machine
- * may be shared: interference only slows a run down, hence the fast order statistics. It
- * prints one markdown row per setting: the indexer's time (the ops from idx_wq_b to
+ * selections, then, in --reps rounds that take every setting in turn, times that chunk
+ * again and --decode steps of fixed tokens with the per-op profile on, keeping each figure's
+ * fastest round (the machine may be shared: interference only slows a run down). It prints one markdown row per setting: the indexer's time (the ops from idx_wq_b to
  * indexer_topk of every layer) in the final prefill chunk and per decode step, beside the
  * whole step's; the top-k overlap of every reusing layer with the selection that layer makes
  * in the unmodified model, over the positions where the selection is sparse; and the logits'
@@ -38,9 +37,9 @@ static const char usage[] =
     "  --preset     model shapes (default tiny)\n"
     "  --context N  tokens of context (default 1024); the selection is sparse past index_topk\n"
     "  --positions N  last positions compared, one prefill chunk (default 256)\n"
-    "  --decode N   decode steps timed after the context (default 16); the 25th percentile\n"
-    "               is reported (a shared machine only slows steps down)\n"
-    "  --reps N     timed runs of the final prefill chunk, the fastest reported (default 3)\n"
+    "  --decode N   decode steps timed after the context (default 16), the median reported\n"
+    "  --reps N     timing rounds, every setting in turn; each figure's fastest round is kept\n"
+    "               (a shared machine only slows runs down; default 3)\n"
     "  --settings   comma-separated: a number is index_topk_freq, F/S letters a pattern\n"
     "               (default 2,3,4); the unmodified model always runs first\n";
 
@@ -97,89 +96,109 @@ static double indexer_ms(struct dsd_model *m, struct dsd_op_time *ops, double *t
     return n < 0 ? NAN : sum;
 }
 
-static int run_setting(const struct dsd_model_config *base, const struct setting *s, uint64_t seed, int threads,
-                       const int32_t *ids, int C, int P, int D, int reps, struct result *r, struct dsd_err *err)
+/* One setting's model, prefilled: the figures are taken from it in interleaved rounds. */
+struct run {
+    struct dsd_model *m;
+    struct dsd_kv_cache *kv;
+    struct dsd_kv_seq seq;
+    struct dsd_op_time *ops;
+    float *one;                 /* a decode step's logits */
+    double *step, *step_idx;    /* [D] per decode step, the fastest over the rounds */
+};
+
+static void run_close(struct run *u)
 {
+    if (u->kv) {
+        dsd_kv_seq_release(u->kv, &u->seq);
+        dsd_kv_seq_destroy(&u->seq);
+        dsd_kv_cache_free(u->kv);
+    }
+    dsd_model_free(u->m);
+    free(u->ops);
+    free(u->one);
+    free(u->step);
+    free(u->step_idx);
+    memset(u, 0, sizeof *u);
+}
+
+/* Builds the model of setting s, prefills ids[0, C - P) and runs the last P positions as one
+ * chunk with their logits and selections (into r), the per-op profile on from then. */
+static int run_open(struct run *u, const struct dsd_model_config *base, const struct setting *s, uint64_t seed,
+                    int threads, const int32_t *ids, int C, int P, int D, struct result *r, struct dsd_err *err)
+{
+    memset(u, 0, sizeof *u);
     struct dsd_model_params mp = dsd_model_default_params();
     mp.backend = DSD_MODEL_BACKEND_CPU;
     mp.n_threads = threads;
     mp.index_topk_freq = s->freq;
     mp.index_topk_pattern = s->pattern;
-    struct dsd_model *m;
-    int rc = dsd_model_new_generated(base, &mp, seed, &m, err);
+    int rc = dsd_model_new_generated(base, &mp, seed, &u->m, err);
     if (rc)
         return rc;
-    r->cfg = m->cfg;
-    r->computing = dsd_index_cache_computing_layers(&m->cfg);
-    const int64_t V = m->cfg.vocab_size;
-    const int L = m->cfg.num_hidden_layers, K = m->cfg.index_topk;
-    struct dsd_kv_cache *kv = dsd_model_kv_cache_new(m, (C + D) / DSD_KV_PAGE_TOKENS + 2, err);
-    struct dsd_kv_seq seq = { 0 };
-    struct dsd_op_time *ops = malloc(MAX_PROFILE_OPS * sizeof *ops);
-    double *steps = malloc((size_t)(D > 0 ? D : 1) * sizeof *steps);
-    double *idx = malloc((size_t)(D > 0 ? D : 1) * sizeof *idx);
+    r->cfg = u->m->cfg;
+    r->computing = dsd_index_cache_computing_layers(&u->m->cfg);
+    r->chunk_ms = r->chunk_idx_ms = INFINITY;
+    const int64_t V = u->m->cfg.vocab_size;
+    const int L = u->m->cfg.num_hidden_layers, K = u->m->cfg.index_topk;
+    u->kv = dsd_model_kv_cache_new(u->m, (C + D) / DSD_KV_PAGE_TOKENS + 2, err);
+    u->ops = malloc(MAX_PROFILE_OPS * sizeof *u->ops);
+    u->one = malloc((size_t)V * sizeof(float));
+    u->step = malloc((size_t)(D > 0 ? D : 1) * sizeof *u->step);
+    u->step_idx = malloc((size_t)(D > 0 ? D : 1) * sizeof *u->step_idx);
     r->logits = malloc((size_t)P * (size_t)V * sizeof(float));
     r->sel = malloc((size_t)L * (size_t)P * (size_t)K * sizeof(int32_t));
-    float *one = malloc((size_t)V * sizeof(float));
-    if (!kv || !ops || !steps || !idx || !r->logits || !r->sel || !one) {
-        rc = kv ? dsd_errf(err, -ENOMEM, "out of memory") : -ENOMEM;
-        goto out;
-    }
-    if (dsd_kv_seq_reserve(kv, &seq, C + D)) {
-        rc = dsd_errf(err, -ENOMEM, "no KV pages for %d positions", C + D);
-        goto out;
-    }
+    if (!u->kv || !u->ops || !u->one || !u->step || !u->step_idx || !r->logits || !r->sel)
+        return u->kv ? dsd_errf(err, -ENOMEM, "out of memory") : -ENOMEM;
+    for (int i = 0; i < D; i++)
+        u->step[i] = u->step_idx[i] = INFINITY;
+    if (dsd_kv_seq_reserve(u->kv, &u->seq, C + D))
+        return dsd_errf(err, -ENOMEM, "no KV pages for %d positions", C + D);
     for (int p0 = 0; p0 < C - P; p0 += PREFILL_CHUNK) {
         int n = C - P - p0 < PREFILL_CHUNK ? C - P - p0 : PREFILL_CHUNK;
-        struct dsd_batch_seq b = { .tokens = ids + p0, .n_tokens = n, .pos0 = p0, .kv = &seq, .no_logits = true };
+        struct dsd_batch_seq b = { .tokens = ids + p0, .n_tokens = n, .pos0 = p0, .kv = &u->seq, .no_logits = true };
         struct dsd_forward_out o = { 0 };
-        if ((rc = dsd_model_forward(m, kv, &b, 1, &o, err)))
-            goto out;
+        if ((rc = dsd_model_forward(u->m, u->kv, &b, 1, &o, err)))
+            return rc;
     }
-    if ((rc = dsd_model_profile_begin(m, MAX_PROFILE_OPS, err)))
-        goto out;
-    {
-        struct dsd_batch_seq b = { .tokens = ids + C - P, .n_tokens = P, .pos0 = C - P, .kv = &seq, .logits_all = true };
-        struct dsd_forward_out o = { .logits = r->logits, .topk = r->sel };
-        /* 1 + reps times, the fastest of the reps kept (a shared machine only slows a run
-         * down): the first warms the caches and threads; all write the same KV */
-        if ((rc = dsd_model_forward(m, kv, &b, 1, &o, err)))
-            goto out;
-        r->chunk_ms = r->chunk_idx_ms = INFINITY;
-        for (int k = 0; k < reps; k++) {
-            double t = now_ms();
-            if ((rc = dsd_model_forward(m, kv, &b, 1, &o, err)))
-                goto out;
-            r->chunk_ms = fmin(r->chunk_ms, now_ms() - t);
-            r->chunk_idx_ms = fmin(r->chunk_idx_ms, indexer_ms(m, ops, NULL));
-        }
-    }
+    if ((rc = dsd_model_profile_begin(u->m, MAX_PROFILE_OPS, err)))
+        return rc;
+    struct dsd_batch_seq b = { .tokens = ids + C - P, .n_tokens = P, .pos0 = C - P, .kv = &u->seq, .logits_all = true };
+    struct dsd_forward_out o = { .logits = r->logits, .topk = r->sel };
+    return dsd_model_forward(u->m, u->kv, &b, 1, &o, err);
+}
+
+/* One timing round: the final chunk again and D decode steps (each rerun writes the same KV
+ * as before), every figure kept when faster than in earlier rounds: a shared machine only
+ * ever slows a run down, and rounds of all settings interleave. */
+static int run_round(struct run *u, const int32_t *ids, int C, int P, int D, struct result *r, struct dsd_err *err)
+{
+    struct dsd_batch_seq b = { .tokens = ids + C - P, .n_tokens = P, .pos0 = C - P, .kv = &u->seq, .no_logits = true };
+    struct dsd_forward_out o = { 0 };
+    double t = now_ms();
+    int rc = dsd_model_forward(u->m, u->kv, &b, 1, &o, err);
+    if (rc)
+        return rc;
+    r->chunk_ms = fmin(r->chunk_ms, now_ms() - t);
+    r->chunk_idx_ms = fmin(r->chunk_idx_ms, indexer_ms(u->m, u->ops, NULL));
     for (int i = 0; i < D; i++) {
-        struct dsd_batch_seq b = { .tokens = ids + C + i, .n_tokens = 1, .pos0 = C + i, .kv = &seq };
-        struct dsd_forward_out o = { .logits = one };
-        double t = now_ms();
-        if ((rc = dsd_model_forward(m, kv, &b, 1, &o, err)))
-            goto out;
-        steps[i] = now_ms() - t;
-        idx[i] = indexer_ms(m, ops, NULL);
+        struct dsd_batch_seq d = { .tokens = ids + C + i, .n_tokens = 1, .pos0 = C + i, .kv = &u->seq };
+        struct dsd_forward_out od = { .logits = u->one };
+        t = now_ms();
+        if ((rc = dsd_model_forward(u->m, u->kv, &d, 1, &od, err)))
+            return rc;
+        u->step[i] = fmin(u->step[i], now_ms() - t);
+        u->step_idx[i] = fmin(u->step_idx[i], indexer_ms(u->m, u->ops, NULL));
     }
-    /* the fastest quarter's slowest: robust to steps a shared machine slowed down */
-    qsort(steps, (size_t)D, sizeof *steps, cmp_double);
-    qsort(idx, (size_t)D, sizeof *idx, cmp_double);
-    r->step_ms = D > 0 ? steps[D / 4] : NAN;
-    r->step_idx_ms = D > 0 ? idx[D / 4] : NAN;
-out:
-    free(one);
-    free(idx);
-    free(steps);
-    free(ops);
-    if (kv) {
-        dsd_kv_seq_release(kv, &seq);
-        dsd_kv_seq_destroy(&seq);
-        dsd_kv_cache_free(kv);
-    }
-    dsd_model_free(m);
-    return rc;
+    return 0;
+}
+
+/* The decode figures: medians over the steps of each step's fastest round. */
+static void run_finish(struct run *u, int D, struct result *r)
+{
+    qsort(u->step, (size_t)D, sizeof *u->step, cmp_double);
+    qsort(u->step_idx, (size_t)D, sizeof *u->step_idx, cmp_double);
+    r->step_ms = D > 0 ? u->step[D / 2] : NAN;
+    r->step_idx_ms = D > 0 ? u->step_idx[D / 2] : NAN;
 }
 
 /* |A ∩ B| / |B| for two selections of k ids (-1 = none); a and b are sorted in place. */
@@ -366,27 +385,29 @@ int main(int argc, char **argv)
            "argmax agree |\n");
     printf("|---|---|---|---|---|---|---|---|---|---|\n");
     struct dsd_err err = { { 0 } };
-    struct result ref = { 0 }, r;
-    struct setting off = { 0 };
-    /* the first model of the process runs slower (fresh memory): a throwaway run first */
-    int rc = run_setting(&base, &off, seed, threads, ids, C, P, D > 0 ? 1 : 0, 1, &ref, &err);
-    free(ref.logits);
-    free(ref.sel);
-    memset(&ref, 0, sizeof ref);
-    if (!rc)
-        rc = run_setting(&base, &off, seed, threads, ids, C, P, D, reps, &ref, &err);
-    if (!rc)
-        report(preset, C, P, NULL, &ref, &ref);
-    for (int i = 0; !rc && i < n_set; i++) {
-        memset(&r, 0, sizeof r);
-        rc = run_setting(&base, &set[i], seed, threads, ids, C, P, D, reps, &r, &err);
-        if (!rc)
-            report(preset, C, P, &set[i], &r, &ref);
-        free(r.logits);
-        free(r.sel);
+    /* [0] is the unmodified model, the reference */
+    struct setting all[MAX_SETTINGS + 1] = { { 0 } };
+    memcpy(all + 1, set, (size_t)n_set * sizeof *set);
+    const int n_all = n_set + 1;
+    struct run *runs = calloc((size_t)n_all, sizeof *runs);
+    struct result *res = calloc((size_t)n_all, sizeof *res);
+    int rc = runs && res ? 0 : -ENOMEM;
+    for (int i = 0; !rc && i < n_all; i++)
+        rc = run_open(&runs[i], &base, &all[i], seed, threads, ids, C, P, D, &res[i], &err);
+    for (int k = 0; !rc && k < reps; k++)
+        for (int i = 0; !rc && i < n_all; i++)
+            rc = run_round(&runs[i], ids, C, P, D, &res[i], &err);
+    for (int i = 0; !rc && i < n_all; i++) {
+        run_finish(&runs[i], D, &res[i]);
+        report(preset, C, P, i ? &all[i] : NULL, &res[i], &res[0]);
     }
-    free(ref.logits);
-    free(ref.sel);
+    for (int i = 0; runs && res && i < n_all; i++) {
+        run_close(&runs[i]);
+        free(res[i].logits);
+        free(res[i].sel);
+    }
+    free(runs);
+    free(res);
     free(ids);
     if (rc) {
         fprintf(stderr, "deepseekd-indexcache: %s\n", err.msg);
