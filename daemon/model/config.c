@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "index_cache.h"
+
 /* Generous bounds: they exist so size arithmetic can never overflow, not to second-guess
  * model designers. */
 #define DIM_MAX (1 << 20)
@@ -301,6 +303,34 @@ static int validate(struct parse_ctx *p, const struct dsd_model_config *c)
     return 0;
 }
 
+/* IndexCache's keys (index_cache.h): optional; the pattern is a string or null. A later
+ * frameworks' offset key is accepted only with the value that keeps this freq rule. */
+static int parse_index_cache(struct parse_ctx *p, struct dsd_model_config *c)
+{
+    int64_t freq, offset;
+    int rc;
+    if ((rc = get_int(p, p->root, "index_topk_freq", 1, COUNT_MAX, false, 1, &freq)) ||
+        (rc = get_int(p, p->root, "index_skip_topk_offset", INT32_MIN, INT32_MAX, false, 2, &offset)))
+        return rc;
+    if (offset != 2)
+        return dsd_errf(p->err, -EINVAL,
+                        "%s: field \"index_skip_topk_offset\" = %lld is not supported (only 2: layers 0 and 1 "
+                        "compute the indexer, then every index_topk_freq-th; use index_topk_pattern for others)",
+                        p->name, (long long)offset);
+    c->index_topk_freq = (int)freq;
+    json_t *v = json_object_get(p->root, "index_topk_pattern");
+    if (v && !json_is_null(v)) {
+        if (!json_is_string(v))
+            return dsd_errf(p->err, -EINVAL, "%s: field \"index_topk_pattern\" must be a string of 'F' and 'S'",
+                            p->name);
+        if (json_string_length(v) > DSD_CFG_INDEX_PATTERN_MAX)
+            return dsd_errf(p->err, -EINVAL, "%s: field \"index_topk_pattern\" is longer than %d characters",
+                            p->name, DSD_CFG_INDEX_PATTERN_MAX);
+        snprintf(c->index_topk_pattern, sizeof c->index_topk_pattern, "%s", json_string_value(v));
+    }
+    return dsd_index_cache_check(c->index_topk_freq, c->index_topk_pattern, c->num_hidden_layers, p->name, p->err);
+}
+
 int dsd_model_config_parse(const char *text, size_t len, const char *name,
                            struct dsd_model_config *c, struct dsd_err *err)
 {
@@ -368,7 +398,8 @@ int dsd_model_config_parse(const char *text, size_t len, const char *name,
         (rc = expect_str(&p, root, "hidden_act", "silu")) || (rc = expect_false(&p, root, "attention_bias")) ||
         (rc = expect_false(&p, root, "tie_word_embeddings")) || (rc = parse_rope(&p, c)) ||
         (rc = parse_quantization(&p, c)) || (rc = parse_token_id(&p, "bos_token_id", &c->bos_token_id)) ||
-        (rc = parse_token_id(&p, "eos_token_id", &c->eos_token_id)) || (rc = validate(&p, c)))
+        (rc = parse_token_id(&p, "eos_token_id", &c->eos_token_id)) || (rc = validate(&p, c)) ||
+        (rc = parse_index_cache(&p, c)))
         goto out;
 out:
     json_decref(root);
@@ -485,6 +516,10 @@ int dsd_model_config_save(const struct dsd_model_config *c, const char *path, st
     json_object_set_new(o, "index_head_dim", json_integer(c->index_head_dim));
     json_object_set_new(o, "index_n_heads", json_integer(c->index_n_heads));
     json_object_set_new(o, "index_topk", json_integer(c->index_topk));
+    if (c->index_topk_freq > 1)
+        json_object_set_new(o, "index_topk_freq", json_integer(c->index_topk_freq));
+    if (c->index_topk_pattern[0])
+        json_object_set_new(o, "index_topk_pattern", json_string(c->index_topk_pattern));
     json_object_set_new(o, "initializer_range", json_real(0.02));
     json_object_set_new(o, "intermediate_size", json_integer(c->intermediate_size));
     json_object_set_new(o, "kv_lora_rank", json_integer(c->kv_lora_rank));

@@ -17,6 +17,8 @@
  *     present they must have a supported value;
  *   - RoPE scaling comes from "rope_scaling" (the official file) or "rope_parameters"
  *     (transformers >= 5); rope_theta from the top level or from rope_parameters;
+ *   - index_topk_freq and index_topk_pattern (IndexCache, daemon/model/index_cache.h) may be
+ *     absent (off); when present they are checked against num_hidden_layers;
  *   - unknown extra fields are ignored (hub configs carry many).
  * Dimensions are cross-checked (multiples of 128 where FP8 activation groups need them,
  * expert groups, indexer head dim a power of two, ...): a violation names the fields.
@@ -28,6 +30,9 @@
 #include <stdint.h>
 
 #include "err.h"
+
+/* The longest index_topk_pattern: one character per main layer (num_hidden_layers <= 1024). */
+#define DSD_CFG_INDEX_PATTERN_MAX 1024
 
 enum dsd_rope_type { DSD_ROPE_DEFAULT = 0, DSD_ROPE_YARN };
 
@@ -72,6 +77,11 @@ struct dsd_model_config {
     int64_t eos_token_id;           /* -1 when absent */
     bool fp8_weights;               /* quantization_config present: FP8 e4m3 128x128 blocks */
     bool act_scale_ue8m0;           /* quantization_config.scale_fmt == "ue8m0" */
+    /* IndexCache (docs/INDEXCACHE.md, daemon/model/index_cache.h): which main layers compute
+     * the DSA indexer and which reuse the top-k of the computing layer before them. Optional
+     * in config.json; 1 and "" (every layer computes) when absent. */
+    int index_topk_freq;            /* >= 1 */
+    char index_topk_pattern[DSD_CFG_INDEX_PATTERN_MAX + 1];    /* 'F'/'S' per main layer, or "" */
 };
 
 /* Loads and validates path. Returns 0; -ENOENT/-EACCES (cannot read), -EINVAL (malformed

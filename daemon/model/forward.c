@@ -3,7 +3,8 @@
  *
  * Per layer: x = norm(resid); resid += MLA_DSA(x); x = norm(resid); resid += FFN(x).
  * MLA_DSA: q/kv projections, interleaved RoPE, latent KV store; indexer projections,
- * half-split RoPE, index-K store, top-k; sparse absorbed attention; o_proj.
+ * half-split RoPE, index-K store, top-k (or, IndexCache, the top-k of the layer before);
+ * sparse absorbed attention; o_proj.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "index_cache.h"
 #include "model.h"
 
 static uint64_t now_ns(void)
@@ -427,22 +429,27 @@ static void attention(struct dsd_model *m, int layer, const struct dsd_kv_layer 
     PROF(m, "mla_kv_store", layer);
     o->mla_kv_store(be, kv, b->kva, L + R, st->slot, T);
 
-    /* DSA indexer: its keys are stored before any token of the step scores (candidates <= pos). */
-    PROF(m, "idx_wq_b", layer);
-    o->linear(be, b->iq, Hi * Di, b->cq, QR, &lw->idx_wq_b, T, 0);
-    PROF(m, "idx_wk", layer);
-    o->linear(be, b->ik, Di, b->x, D, &lw->idx_wk, T, 0);
-    PROF(m, "idx_k_norm", layer);
-    o->layernorm(be, b->ikn, b->ik, &lw->idx_k_norm, &lw->idx_k_norm_bias, T, Di);
-    PROF(m, "idx_weights_proj", layer);
-    o->linear(be, b->iw, Hi, b->x, D, &lw->idx_weights_proj, T, DSD_LINEAR_F32_OUT);
-    PROF(m, "rope", layer);
-    o->rope(be, b->iq, Hi * Di, Hi, Di, 0, st->pos, T, false);
-    o->rope(be, b->ikn, Di, 1, 0, 0, st->pos, T, false);
-    PROF(m, "index_k_store", layer);
-    o->index_k_store(be, kv, b->ikn, st->slot, T);
-    PROF(m, "indexer_topk", layer);
-    o->indexer_topk(be, b->sel, c->index_topk, b->iq, b->iw, kv, st);
+    /* DSA indexer: its keys are stored before any token of the step scores (candidates <= pos).
+     * A layer IndexCache marks shared (index_cache.h) skips it whole, its index-K store
+     * included (nothing ever reads that layer's index-K under the same plan), and attends to
+     * b->sel as the last computing layer of this step left it. */
+    if (dsd_index_cache_computes(c, layer)) {
+        PROF(m, "idx_wq_b", layer);
+        o->linear(be, b->iq, Hi * Di, b->cq, QR, &lw->idx_wq_b, T, 0);
+        PROF(m, "idx_wk", layer);
+        o->linear(be, b->ik, Di, b->x, D, &lw->idx_wk, T, 0);
+        PROF(m, "idx_k_norm", layer);
+        o->layernorm(be, b->ikn, b->ik, &lw->idx_k_norm, &lw->idx_k_norm_bias, T, Di);
+        PROF(m, "idx_weights_proj", layer);
+        o->linear(be, b->iw, Hi, b->x, D, &lw->idx_weights_proj, T, DSD_LINEAR_F32_OUT);
+        PROF(m, "rope", layer);
+        o->rope(be, b->iq, Hi * Di, Hi, Di, 0, st->pos, T, false);
+        o->rope(be, b->ikn, Di, 1, 0, 0, st->pos, T, false);
+        PROF(m, "index_k_store", layer);
+        o->index_k_store(be, kv, b->ikn, st->slot, T);
+        PROF(m, "indexer_topk", layer);
+        o->indexer_topk(be, b->sel, c->index_topk, b->iq, b->iw, kv, st);
+    }
     if (topk_trace)
         o->download(be, topk_trace, b->sel, (size_t)T * c->index_topk * sizeof(int32_t));
 

@@ -1,6 +1,8 @@
 /* Loading a checkpoint directory into a backend (contract in model.h). */
 #include "model.h"
 
+#include "index_cache.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -94,8 +96,10 @@ int dsd_model_load(const char *dir, const struct dsd_model_params *p, struct dsd
         rc = dsd_errf(err, -ENAMETOOLONG, "%s: path too long", dir);
         goto fail;
     }
-    if ((rc = dsd_model_config_load(path, &m->cfg, err)))
+    if ((rc = dsd_model_config_load(path, &m->cfg, err)) ||
+        (rc = dsd_index_cache_apply(&m->cfg, m->params.index_topk_freq, m->params.index_topk_pattern, err)))
         goto fail;
+    m->params.index_topk_pattern = NULL;    /* applied: m->cfg holds it; the caller's string may go */
     if ((rc = dsd_st_open_dir(dir, &m->set, err)))
         goto fail;
     if ((rc = dsd_weights_bind(&m->cfg, m->set, &m->w, err))) {
@@ -134,7 +138,10 @@ int dsd_model_new_generated(const struct dsd_model_config *cfg, const struct dsd
     m->params = p ? *p : dsd_model_default_params();
     struct dsd_weight_init *init = NULL;
     size_t n_init = 0;
-    int rc = dsd_weights_describe(&m->cfg, &m->w, &m->gen_specs, &init, &n_init, err);
+    int rc = dsd_index_cache_apply(&m->cfg, m->params.index_topk_freq, m->params.index_topk_pattern, err);
+    m->params.index_topk_pattern = NULL;
+    if (!rc)
+        rc = dsd_weights_describe(&m->cfg, &m->w, &m->gen_specs, &init, &n_init, err);
     if (rc)
         goto fail;
     if ((rc = model_backend(m, err)))

@@ -50,6 +50,11 @@ struct dsd_model_params {
     int n_threads;              /* 0 = all online CPUs */
     bool prefault;              /* read every weight page at load (a daemon wants this) */
     bool no_graphs;             /* never record decode steps (measuring, debugging) */
+    /* IndexCache (index_cache.h, docs/INDEXCACHE.md): when either is set, both replace
+     * config.json's index_topk_freq and index_topk_pattern (0 / NULL or "" = keep them).
+     * Read at load only: the plan is fixed for the model's life. */
+    int index_topk_freq;
+    const char *index_topk_pattern;
     /* Optional: loading progress 0..1 (weights placed on the device), from the loading thread. */
     void (*progress)(void *user, double fraction);
     void *progress_user;

@@ -21,6 +21,8 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include "index_cache.h"
+
 #ifndef DSD_VERSION
 #define DSD_VERSION "unknown"
 #endif
@@ -129,6 +131,20 @@ static const struct cfg_key cfg_keys[] = {
       "How the KV cache stores the attention latent under production numerics: fp8 "
       "(e4m3 with one scale per 128 values; 656 bytes per token and layer for V3.2) or "
       "bf16 (1152 bytes, no FP8 rounding). exact numerics always keep fp32." },
+    { "index_topk_freq", "Model and engine", CFG_INT, FIELD(index_topk_freq), 0, 65536, 0, NULL,
+      "0", NULL, 0, "N", "IndexCache: compute the DSA indexer every N layers, 0 = config.json's",
+      "IndexCache (docs/INDEXCACHE.md): main layer l computes the DSA indexer when max(l - 1, "
+      "0) is a multiple of N (layers 0, 1, then every N-th); the others skip it and reuse the "
+      "top-k selection of the computing layer before them. Faster at long context, but it "
+      "changes the model's outputs. 1 computes everywhere (off). 0 keeps what config.json "
+      "says (its index_topk_freq / index_topk_pattern; off when absent). Setting this or "
+      "index_topk_pattern replaces both of config.json's keys. The MTP layer always computes." },
+    { "index_topk_pattern", "Model and engine", CFG_STRING, FIELD(index_topk_pattern), 0, 0, 0, NULL,
+      "", NULL, 0, "PATTERN", "IndexCache: F (compute) or S (reuse) per layer, \"\" = config.json's",
+      "IndexCache as an explicit per-layer plan: one character per main layer, layer 0 first, "
+      "F computes the DSA indexer and S reuses the top-k of the F layer before it; it must "
+      "start with F and have num_hidden_layers characters (61 for V3.2). Empty keeps "
+      "config.json's setting. When both this and index_topk_freq are set, the pattern wins." },
     { "threads", "Model and engine", CFG_INT, FIELD(threads), 0, 1024, 0, NULL,
       "0", NULL, 0, "N", "CPU worker threads, 0 = one per online CPU",
       "Worker threads of the CPU backend. 0 starts one per online CPU." },
@@ -832,6 +848,15 @@ static int validate(const struct dsd_serve_config *cfg, const int origin[], stru
         return dsd_errf(err, -EINVAL,
                         "%s: backend = \"cuda\" with numerics = exact: exact numerics run on the CPU "
                         "backend only; use numerics = production on the GPU", w.text);
+    }
+    if (cfg->index_topk_freq > 0 || cfg->index_topk_pattern[0]) {
+        /* the model's own rules; the pattern's length is checked against its layers at load */
+        key_find(cfg->index_topk_pattern[0] ? "index_topk_pattern" : "index_topk_freq", &i);
+        origin_text(cfg, origin, i, &w);
+        int rc = dsd_index_cache_check(cfg->index_topk_freq > 0 ? (int)cfg->index_topk_freq : 1,
+                                       cfg->index_topk_pattern, 0, w.text, err);
+        if (rc)
+            return rc;
     }
     if (!cfg->socket[0]) {
         key_find("socket", &i);

@@ -72,6 +72,8 @@ struct dsd_serve_config {
     enum dsd_serve_numerics numerics;
     enum dsd_serve_kv_dtype kv_dtype;
     int64_t threads;                /* 0 = one per online CPU */
+    int64_t index_topk_freq;        /* IndexCache, 0 = config.json's (daemon/model/index_cache.h) */
+    char index_topk_pattern[1025];  /* 'F'/'S' per layer, "" = config.json's (DSD_CFG_INDEX_PATTERN_MAX + 1) */
     int64_t kv_pages;               /* 0 = derive from kv_gpu_fraction / kv_memory_mb */
     int64_t kv_memory_mb;
     double kv_gpu_fraction;         /* share of GPU memory left after weights and workspace */

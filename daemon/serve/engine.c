@@ -24,6 +24,7 @@
 #include "scheduler.h"
 #include "speculative.h"
 #include "weights_id.h"
+#include "index_cache.h"
 
 static uint64_t now_ns(void)
 {
@@ -1038,6 +1039,7 @@ static void prefix_cache_open(struct dsd_engine *e, const struct dsd_kv_layout *
 {
     uint8_t wid[DSD_WEIGHTS_ID_BYTES];
     dsd_weights_id(e->model->set, wid);
+    dsd_index_cache_mix_id(&e->model->cfg, wid, sizeof wid);
     struct dsd_prefix_cache_config pcc = {
         .host_bytes = e->p.host_cache_bytes,
         .disk_dir = e->disk_cache_dir,

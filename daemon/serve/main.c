@@ -21,6 +21,7 @@
 
 #include "config.h"
 #include "engine.h"
+#include "index_cache.h"
 #include "log.h"
 #include "notify.h"
 #include "plan.h"
@@ -99,7 +100,10 @@ int main(int argc, char **argv)
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/config.json", cfg.model);
     static struct dsd_model_config mcfg;
-    if (dsd_model_config_load(path, &mcfg, &err)) {
+    /* IndexCache as the model will load it (the daemon's keys over config.json's): a bad
+     * pattern fails here, before the weights load */
+    if (dsd_model_config_load(path, &mcfg, &err) ||
+        dsd_index_cache_apply(&mcfg, (int)cfg.index_topk_freq, cfg.index_topk_pattern, &err)) {
         dsd_log(LOG_ERR, "%s", err.msg);
         return 1;
     }
@@ -165,6 +169,8 @@ int main(int argc, char **argv)
     ep.model.n_threads = (int)cfg.threads;
     ep.model.backend = cfg.backend == DSD_SERVE_BACKEND_CUDA ? DSD_MODEL_BACKEND_CUDA : DSD_MODEL_BACKEND_CPU;
     ep.model.device = (int)cfg.gpu;
+    ep.model.index_topk_freq = (int)cfg.index_topk_freq;
+    ep.model.index_topk_pattern = cfg.index_topk_pattern;
     dsd_notify_status("loading %s", model_name);
     dsd_log(LOG_INFO, "deepseekd starting: model %s, %s numerics, %s KV, socket %s", cfg.model,
             dsd_serve_numerics_name(cfg.numerics), dsd_serve_kv_dtype_name(cfg.kv_dtype),
@@ -178,16 +184,18 @@ int main(int argc, char **argv)
     const char *kv_name = ep.model.numerics == DSD_NUMERICS_EXACT ? "f32"
                           : ep.model.kv_dtype == DSD_KV_BF16  ? "bf16" : "fp8_e4m3";
     const char *info_keys[] = { "numerics", "kv_dtype", "threads", "max_batch", "max_batch_tokens", "prefill_chunk",
-                                "fairness", "backend", "speculative_tokens" };
+                                "fairness", "backend", "speculative_tokens", "index_cache" };
     char v_threads[32], v_batch[32], v_tokens[32], v_chunk[32], v_spec[32];
     snprintf(v_spec, sizeof v_spec, "%lld", (long long)cfg.speculative_tokens);
+    static char v_index_cache[DSD_CFG_INDEX_PATTERN_MAX + 64];
+    dsd_index_cache_describe(&mcfg, v_index_cache, sizeof v_index_cache);
     snprintf(v_threads, sizeof v_threads, "%lld", (long long)cfg.threads);
     snprintf(v_batch, sizeof v_batch, "%lld", (long long)cfg.max_batch);
     snprintf(v_tokens, sizeof v_tokens, "%lld", (long long)cfg.max_batch_tokens);
     snprintf(v_chunk, sizeof v_chunk, "%lld", (long long)cfg.prefill_chunk);
     const char *info_values[] = { dsd_serve_numerics_name(cfg.numerics), kv_name, v_threads, v_batch, v_tokens, v_chunk,
                                   dsd_serve_fairness_name(cfg.fairness), dsd_serve_backend_name(cfg.backend),
-                                  v_spec };
+                                  v_spec, v_index_cache };
     struct dsd_server_params sp = {
         .listen_fd = listen_fd,
         .wake_fd = wake_fd,

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "index_cache.h"
 #include "mem_plan.h"
 #include "safetensors.h"
 
@@ -53,6 +54,8 @@ int dsd_serve_plan(const struct dsd_serve_config *cfg, FILE *out, struct dsd_err
         return dsd_errf(err, -ENAMETOOLONG, "%s: path too long", cfg->model);
     struct dsd_model_config mc;
     int rc = dsd_model_config_load(path, &mc, err);
+    if (!rc)
+        rc = dsd_index_cache_apply(&mc, (int)cfg->index_topk_freq, cfg->index_topk_pattern, err);
     if (rc)
         return rc;
     struct dsd_st_set *set = NULL;
@@ -80,6 +83,11 @@ int dsd_serve_plan(const struct dsd_serve_config *cfg, FILE *out, struct dsd_err
                      "   set --gpu-mem for another GPU)\n");
     if ((rc = dsd_mem_plan_print(plan, &mc, out)))
         goto io;
+    {   /* the KV pages keep every layer's index-K arena either way (docs/INDEXCACHE.md) */
+        char ic[DSD_CFG_INDEX_PATTERN_MAX + 64];
+        dsd_index_cache_describe(&mc, ic, sizeof ic);
+        fprintf(out, "\nIndexCache: %s\n", ic);
+    }
     if (set) {
         char a[32], b[32];
         long long d = (long long)(plan->weights_total - from_config->weights_total);

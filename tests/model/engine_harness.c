@@ -16,6 +16,12 @@ void harness_set_production_backend(enum dsd_model_backend b)
 
 struct dsd_model *harness_load(const char *dir, enum dsd_numerics numerics, enum dsd_kv_dtype kv, int threads)
 {
+    return harness_load_index_cache(dir, numerics, kv, threads, 0, NULL);
+}
+
+struct dsd_model *harness_load_index_cache(const char *dir, enum dsd_numerics numerics, enum dsd_kv_dtype kv,
+                                           int threads, int index_topk_freq, const char *index_topk_pattern)
+{
     struct dsd_model_params p = dsd_model_default_params();
     if (numerics == DSD_NUMERICS_PRODUCTION)
         p.backend = g_production_backend;
@@ -23,6 +29,8 @@ struct dsd_model *harness_load(const char *dir, enum dsd_numerics numerics, enum
     p.kv_dtype = kv;
     p.n_threads = threads;
     p.prefault = false;
+    p.index_topk_freq = index_topk_freq;
+    p.index_topk_pattern = index_topk_pattern;
     struct dsd_model *m;
     struct dsd_err err;
     if (dsd_model_load(dir, &p, &m, &err)) {
@@ -69,6 +77,23 @@ int harness_run(struct dsd_model *m, const int32_t *ids, int n, int chunk, struc
     dsd_kv_seq_destroy(&seq);
     dsd_kv_cache_free(kv);
     return 0;
+}
+
+int harness_mtp(struct dsd_model *m, const int32_t *next, const float *hidden, int n, int pos0, float *logits)
+{
+    struct dsd_err err;
+    struct dsd_kv_cache *kv = dsd_model_kv_cache_new(m, (pos0 + n) / DSD_KV_PAGE_TOKENS + 2, &err);
+    struct dsd_kv_seq seq = {0};
+    dsd_kv_seq_reserve(kv, &seq, pos0 + n);
+    struct dsd_batch_seq b = { .tokens = next, .n_tokens = n, .pos0 = pos0, .kv = &seq, .logits_all = true };
+    struct dsd_forward_out out = { .logits = logits };
+    int rc = dsd_model_forward_mtp(m, kv, &b, 1, hidden, &out, &err);
+    if (rc)
+        fprintf(stderr, "mtp: %s\n", err.msg);
+    dsd_kv_seq_release(kv, &seq);
+    dsd_kv_seq_destroy(&seq);
+    dsd_kv_cache_free(kv);
+    return rc;
 }
 
 void harness_free_run(struct prompt_run *r)

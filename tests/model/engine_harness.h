@@ -21,9 +21,15 @@ struct prompt_run {
  * exact numerics always run on the CPU. */
 struct dsd_model *harness_load(const char *dir, enum dsd_numerics numerics, enum dsd_kv_dtype kv, int threads);
 void harness_set_production_backend(enum dsd_model_backend b);
+/* Same, with IndexCache's daemon-side keys (model.h: 0 / NULL keep config.json's). */
+struct dsd_model *harness_load_index_cache(const char *dir, enum dsd_numerics numerics, enum dsd_kv_dtype kv,
+                                           int threads, int index_topk_freq, const char *index_topk_pattern);
 /* Prefills ids in chunks of `chunk` tokens; 0 on success. */
 int harness_run(struct dsd_model *m, const int32_t *ids, int n, int chunk, struct prompt_run *out);
 void harness_free_run(struct prompt_run *r);
+/* One MTP step over n positions from pos0 in a KV cache of its own: next[i] are the tokens
+ * t_{i+1}, hidden [n][hidden] the main model's; logits [n][vocab]. 0 or the error. */
+int harness_mtp(struct dsd_model *m, const int32_t *next, const float *hidden, int n, int pos0, float *logits);
 
 /* Greedy generation of n tokens after prompt, one sequence, token by token after the prompt:
  * the reference the daemon's output is compared with. 0 or -1. */

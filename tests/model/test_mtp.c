@@ -58,23 +58,6 @@ static void by_hand(struct dsd_model *m, int32_t next_tok, const float *h, int h
     }
 }
 
-static int run_mtp(struct dsd_model *m, const int32_t *next, const float *hidden, int n, int pos0, float *logits)
-{
-    struct dsd_err err;
-    struct dsd_kv_cache *kv = dsd_model_kv_cache_new(m, (pos0 + n) / DSD_KV_PAGE_TOKENS + 2, &err);
-    struct dsd_kv_seq seq = {0};
-    dsd_kv_seq_reserve(kv, &seq, pos0 + n);
-    struct dsd_batch_seq b = { .tokens = next, .n_tokens = n, .pos0 = pos0, .kv = &seq, .logits_all = true };
-    struct dsd_forward_out out = { .logits = logits };
-    int rc = dsd_model_forward_mtp(m, kv, &b, 1, hidden, &out, &err);
-    if (rc)
-        fprintf(stderr, "mtp: %s\n", err.msg);
-    dsd_kv_seq_release(kv, &seq);
-    dsd_kv_seq_destroy(&seq);
-    dsd_kv_cache_free(kv);
-    return rc;
-}
-
 TEST(mtp_with_silent_block_is_eh_proj_then_head)
 {
     struct dsd_model *m = harness_load(g_tiny, DSD_NUMERICS_EXACT, DSD_KV_F32, 2);
@@ -106,7 +89,7 @@ TEST(mtp_with_silent_block_is_eh_proj_then_head)
         memset(eh, 0, (size_t)D * 2 * D * sizeof *eh);
         for (int i = 0; i < D; i++)
             eh[(size_t)i * 2 * D + (size_t)half * D + i] = 0x3f80;   /* 1.0 */
-        ASSERT_EQ_INT(run_mtp(m, next, hidden, n, pos0, logits), 0);
+        ASSERT_EQ_INT(harness_mtp(m, next, hidden, n, pos0, logits), 0);
         double worst = 0;
         for (int t = 0; t < n; t++) {
             by_hand(m, next[t], hidden + (size_t)t * D, half, want);
@@ -140,7 +123,7 @@ TEST(mtp_chunking_and_own_cache)
     ASSERT_EQ_INT(harness_run(m, ids, n, n, &r), 0);
     float *all = malloc((size_t)n * c->vocab_size * sizeof *all);
     float *one = malloc((size_t)c->vocab_size * sizeof *one);
-    ASSERT_EQ_INT(run_mtp(m, ids + 1, r.hidden, n, 0, all), 0);
+    ASSERT_EQ_INT(harness_mtp(m, ids + 1, r.hidden, n, 0, all), 0);
     /* Token by token over one cache: same logits bitwise. */
     struct dsd_err err;
     struct dsd_kv_cache *kv = dsd_model_kv_cache_new(m, 3, &err);
@@ -160,7 +143,7 @@ TEST(mtp_chunking_and_own_cache)
     for (int i = 0; i < D; i++)
         h2[i] = -h2[i];
     float *all2 = malloc((size_t)n * c->vocab_size * sizeof *all2);
-    ASSERT_EQ_INT(run_mtp(m, ids + 1, h2, n, 0, all2), 0);
+    ASSERT_EQ_INT(harness_mtp(m, ids + 1, h2, n, 0, all2), 0);
     ASSERT_TRUE(memcmp(all + (size_t)(n - 1) * c->vocab_size, all2 + (size_t)(n - 1) * c->vocab_size,
                        (size_t)c->vocab_size * sizeof(float)) != 0);
     free(all2);

@@ -73,6 +73,16 @@ has tiny "the checkpoint's safetensors headers"
 has tiny "Cross-check: the checkpoint's headers give"
 has tiny "(difference +0)"
 
+# IndexCache (docs/INDEXCACHE.md): off unless asked; the daemon's keys over config.json's;
+# a pattern of the wrong length is refused.
+has one "IndexCache: off"
+run ic 2 --plan --model "$tmp/v32" --index-topk-freq 4
+has ic "IndexCache: on: 16 of 61 layers compute the indexer (FFSSSFSSSF"
+run icpat 0 --plan --model "$tiny" --index-topk-pattern FSSF
+has icpat "IndexCache: on: 2 of 4 layers compute the indexer (FSSF)"
+run icbad 1 --plan --model "$tiny" --index-topk-pattern FSF
+has icbad "index_topk_pattern has 3 characters; the model has 4 main layers"
+
 # Errors.
 run missing 1 --plan --model "$tmp/nowhere"
 has missing "config.json"

@@ -39,6 +39,8 @@ static const struct key_spec spec[] = {
     { "gpu", "0", "0", "1023", "1", false },
     { "numerics", "production", NULL, NULL, "exact", false },
     { "kv_dtype", "fp8", NULL, NULL, "bf16", false },
+    { "index_topk_freq", "0", "0", "65536", "4", false },
+    { "index_topk_pattern", "", NULL, NULL, "FFSF", false },
     { "threads", "0", "0", "1024", "8", false },
     { "kv_pages", "0", "0", "16777216", "1000", false },
     { "kv_memory_mb", "1024", "16", "16777216", "2048", false },
@@ -449,6 +451,25 @@ TEST(cuda_is_refused_with_its_origin)
     /* --plan runs no backend: it plans for GPUs whatever backend is configured. */
     ASSERT_EQ_INT(load(&cfg, &err, "--config", p, "--plan", NULL), 0);
     ASSERT_TRUE(cfg.plan);
+}
+
+/* IndexCache's keys: the model's rules (daemon/model/index_cache.h) with the key's origin;
+ * the pattern's length waits for the model. */
+TEST(index_cache_keys)
+{
+    struct dsd_serve_config cfg;
+    struct dsd_err err;
+    ASSERT_EQ_INT(load(&cfg, &err, "--model", "/m", "--index-topk-pattern", "FSSF", NULL), 0);
+    ASSERT_EQ_STR(cfg.index_topk_pattern, "FSSF");
+    ASSERT_EQ_INT(load(&cfg, &err, "--model", "/m", "--index-topk-freq", "4", NULL), 0);
+    ASSERT_EQ_INT(cfg.index_topk_freq, 4);
+    const char *p = conf("model = /m\nindex_topk_freq = 0\nindex_topk_pattern = FSxS\n");
+    ASSERT_EQ_INT(load(&cfg, &err, "--config", p, NULL), -EINVAL);
+    ASSERT_CONTAINS(err.msg, ":3: index_topk_pattern character 2 is 'x'");
+    ASSERT_EQ_INT(load(&cfg, &err, "--config", p, "--index-topk-pattern", "FSFS", NULL), 0);
+    ASSERT_EQ_INT(load(&cfg, &err, "--model", "/m", "--index-topk-pattern", "SFFF", NULL), -EINVAL);
+    ASSERT_CONTAINS(err.msg, "option --index-topk-pattern: index_topk_pattern must start with 'F'");
+    ASSERT_EQ_INT(load(&cfg, &err, "--model", "/m", "--index-topk-freq", "0", "--index-topk-pattern", "F", NULL), 0);
 }
 
 TEST(plan_flag)
@@ -889,6 +910,7 @@ int main(void)
     RUN(malformed_values);
     RUN(syntax_errors);
     RUN(cuda_is_refused_with_its_origin);
+    RUN(index_cache_keys);
     RUN(plan_flag);
     RUN(options);
     RUN(option_errors);

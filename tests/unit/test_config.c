@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "index_cache.h"
 #include "test.h"
 #include "weights.h"
 
@@ -198,6 +199,17 @@ TEST(config_save_round_trips)
     ASSERT_EQ_INT(dsd_model_config_save(&c, path, &e), 0);
     ASSERT_EQ_INT(dsd_model_config_load(path, &back, &e), 0);
     ASSERT_TRUE(memcmp(&c, &back, sizeof c) == 0);
+    /* IndexCache's keys are written when set (a frequency, then a pattern) */
+    c.index_topk_freq = 3;
+    ASSERT_EQ_INT(dsd_model_config_save(&c, path, &e), 0);
+    ASSERT_EQ_INT(dsd_model_config_load(path, &back, &e), 0);
+    ASSERT_TRUE(memcmp(&c, &back, sizeof c) == 0);
+    c.index_topk_freq = 1;
+    memset(c.index_topk_pattern, 'S', 61);
+    c.index_topk_pattern[0] = 'F';
+    ASSERT_EQ_INT(dsd_model_config_save(&c, path, &e), 0);
+    ASSERT_EQ_INT(dsd_model_config_load(path, &back, &e), 0);
+    ASSERT_TRUE(memcmp(&c, &back, sizeof c) == 0);
     remove(path);
     ASSERT_EQ_INT(dsd_model_config_load("/nonexistent/config.json", &back, &e), -ENOENT);
 }
@@ -228,6 +240,188 @@ TEST(v32_has_exactly_the_published_tensor_count)
     free(s);
 }
 
+
+/* IndexCache (daemon/model/index_cache.h): absent = off; freq and pattern from config.json
+ * with the same layer rule as SGLang's keys; every bad value named. */
+static const char topk_key[] = "\"index_topk\": 2048,";
+
+static char *with_index_cache(const char *keys)
+{
+    char to[2048];
+    snprintf(to, sizeof to, "%s %s", topk_key, keys);
+    return edit(topk_key, to);
+}
+
+static void plan_of(const struct dsd_model_config *c, char *out)
+{
+    for (int l = 0; l < c->num_hidden_layers; l++)
+        out[l] = dsd_index_cache_computes(c, l) ? 'F' : 'S';
+    out[c->num_hidden_layers] = '\0';
+}
+
+TEST(index_cache_from_config_json)
+{
+    struct dsd_model_config c;
+    struct dsd_err e = {{0}};
+    char plan[DSD_CFG_INDEX_PATTERN_MAX + 1];
+    ASSERT_EQ_INT(parse(official, &c, &e), 0);
+    ASSERT_EQ_INT(c.index_topk_freq, 1);
+    ASSERT_EQ_STR(c.index_topk_pattern, "");
+    ASSERT_TRUE(!dsd_index_cache_on(&c));
+    ASSERT_EQ_INT(dsd_index_cache_computing_layers(&c), 61);
+    ASSERT_TRUE(dsd_index_cache_computes(&c, 61));      /* the MTP layer */
+
+    /* freq 4 over 61 layers: 0, 1, 5, 9, ..., 57 compute (16 of 61) */
+    char *t = with_index_cache("\"index_topk_freq\": 4, \"index_topk_pattern\": null,");
+    ASSERT_EQ_INT(parse(t, &c, &e), 0);
+    free(t);
+    ASSERT_EQ_INT(c.index_topk_freq, 4);
+    ASSERT_EQ_INT(dsd_index_cache_computing_layers(&c), 16);
+    plan_of(&c, plan);
+    ASSERT_TRUE(strncmp(plan, "FFSSSFSSSF", 10) == 0);
+    ASSERT_TRUE(plan[57] == 'F' && plan[58] == 'S' && plan[60] == 'S');
+    ASSERT_TRUE(dsd_index_cache_computes(&c, 61));      /* MTP still computes */
+    char desc[DSD_CFG_INDEX_PATTERN_MAX + 64];
+    dsd_index_cache_describe(&c, desc, sizeof desc);
+    ASSERT_TRUE(strncmp(desc, "on: 16 of 61 layers compute the indexer (FFSSSF", 47) == 0);
+    char small[8];
+    dsd_index_cache_describe(&c, small, sizeof small);  /* truncated, terminated */
+    ASSERT_EQ_STR(small, "on: 16 ");
+
+    /* freq 2: layers 0, 1, 3, 5, ... ; the SGLang offset key at its one supported value */
+    t = with_index_cache("\"index_topk_freq\": 2, \"index_skip_topk_offset\": 2,");
+    ASSERT_EQ_INT(parse(t, &c, &e), 0);
+    free(t);
+    plan_of(&c, plan);
+    ASSERT_TRUE(strncmp(plan, "FFSFSFSF", 8) == 0);
+
+    /* a pattern wins over the frequency */
+    char keys[256];
+    char pat[62];
+    memset(pat, 'S', 61);
+    pat[61] = '\0';
+    pat[0] = pat[30] = 'F';
+    snprintf(keys, sizeof keys, "\"index_topk_freq\": 3, \"index_topk_pattern\": \"%s\",", pat);
+    t = with_index_cache(keys);
+    ASSERT_EQ_INT(parse(t, &c, &e), 0);
+    free(t);
+    plan_of(&c, plan);
+    ASSERT_EQ_STR(plan, pat);
+    ASSERT_EQ_INT(dsd_index_cache_computing_layers(&c), 2);
+}
+
+TEST(index_cache_bad_values_are_named)
+{
+    const char *cases[][2] = {
+        { "\"index_topk_freq\": 0,", "index_topk_freq\" = 0 is out of range [1," },
+        { "\"index_topk_freq\": -2,", "index_topk_freq" },
+        { "\"index_topk_freq\": \"4\",", "index_topk_freq\" must be an integer" },
+        { "\"index_skip_topk_offset\": 3,", "index_skip_topk_offset\" = 3 is not supported" },
+        { "\"index_topk_pattern\": 5,", "must be a string" },
+        { "\"index_topk_pattern\": \"FFS\",", "has 3 characters; the model has 61 main layers" },
+        { "\"index_topk_pattern\": \"SF\",", "must start with 'F'" },
+        { "\"index_topk_pattern\": \"F1\",", "character 1 is '1'" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char to[256];
+        snprintf(to, sizeof to, "%s %s", topk_key, cases[i][0]);
+        expect_error(topk_key, to, cases[i][1]);
+    }
+}
+
+/* The daemon's keys over config.json's: either one replaces both; 0 / "" keep them. */
+TEST(index_cache_daemon_keys_override_config_json)
+{
+    struct dsd_model_config c;
+    struct dsd_err e = {{0}};
+    char plan[DSD_CFG_INDEX_PATTERN_MAX + 1];
+    char *t = with_index_cache("\"index_topk_freq\": 2,");
+    ASSERT_EQ_INT(parse(t, &c, &e), 0);
+    free(t);
+    struct dsd_model_config d = c;
+    ASSERT_EQ_INT(dsd_index_cache_apply(&d, 0, NULL, &e), 0);     /* keep */
+    ASSERT_EQ_INT(d.index_topk_freq, 2);
+    d = c;
+    ASSERT_EQ_INT(dsd_index_cache_apply(&d, 0, "", &e), 0);       /* keep */
+    ASSERT_EQ_INT(d.index_topk_freq, 2);
+    d = c;
+    ASSERT_EQ_INT(dsd_index_cache_apply(&d, 1, "", &e), 0);       /* the daemon turns it off */
+    ASSERT_TRUE(!dsd_index_cache_on(&d));
+    d = c;
+    ASSERT_EQ_INT(dsd_index_cache_apply(&d, 5, NULL, &e), 0);
+    plan_of(&d, plan);
+    ASSERT_TRUE(strncmp(plan, "FFSSSSFSSSSF", 12) == 0);
+    /* a daemon pattern replaces config.json's frequency */
+    char pat[62];
+    memset(pat, 'F', 61);
+    pat[61] = '\0';
+    pat[7] = 'S';
+    d = c;
+    ASSERT_EQ_INT(dsd_index_cache_apply(&d, 0, pat, &e), 0);
+    ASSERT_EQ_INT(d.index_topk_freq, 1);
+    plan_of(&d, plan);
+    ASSERT_EQ_STR(plan, pat);
+    /* the daemon's pattern is checked against the model's layers */
+    d = c;
+    ASSERT_EQ_INT(dsd_index_cache_apply(&d, 0, "FSFS", &e), -EINVAL);
+    ASSERT_TRUE(strstr(e.msg, "daemon configuration") && strstr(e.msg, "has 4 characters"));
+    /* config.json's pattern is kept while the daemon sets nothing */
+    memset(pat, 'S', 61);
+    pat[0] = 'F';
+    char keys[128];
+    snprintf(keys, sizeof keys, "\"index_topk_pattern\": \"%s\",", pat);
+    t = with_index_cache(keys);
+    ASSERT_EQ_INT(parse(t, &c, &e), 0);
+    free(t);
+    d = c;
+    ASSERT_EQ_INT(dsd_index_cache_apply(&d, 0, NULL, &e), 0);
+    ASSERT_EQ_INT(dsd_index_cache_computing_layers(&d), 1);
+    d = c;
+    ASSERT_EQ_INT(dsd_index_cache_apply(&d, 1, NULL, &e), 0);     /* ... and dropped when it does */
+    ASSERT_EQ_STR(d.index_topk_pattern, "");
+    ASSERT_TRUE(!dsd_index_cache_on(&d));
+}
+
+/* The KV cache's model identity changes with the plan, and only with the plan. */
+TEST(index_cache_changes_the_kv_identity)
+{
+    struct dsd_model_config c;
+    struct dsd_err e = {{0}};
+    ASSERT_EQ_INT(parse(official, &c, &e), 0);
+    const uint8_t wid[8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+    uint8_t off[8], f2[8], f3[8], p3[8], f2b[8];
+    memcpy(off, wid, 8);
+    dsd_index_cache_mix_id(&c, off, 8);
+    ASSERT_TRUE(memcmp(off, wid, 8) == 0);              /* off: existing caches stay valid */
+    struct dsd_model_config d = c;
+    ASSERT_EQ_INT(dsd_index_cache_apply(&d, 2, NULL, &e), 0);
+    memcpy(f2, wid, 8);
+    dsd_index_cache_mix_id(&d, f2, 8);
+    ASSERT_TRUE(memcmp(f2, wid, 8) != 0);
+    d = c;
+    ASSERT_EQ_INT(dsd_index_cache_apply(&d, 3, NULL, &e), 0);
+    memcpy(f3, wid, 8);
+    dsd_index_cache_mix_id(&d, f3, 8);
+    ASSERT_TRUE(memcmp(f3, f2, 8) != 0);
+    /* the same plan written as a pattern is the same KV content: the same identity */
+    char pat[62];
+    for (int l = 0; l < 61; l++)
+        pat[l] = dsd_index_cache_computes(&d, l) ? 'F' : 'S';
+    pat[61] = '\0';
+    struct dsd_model_config q = c;
+    ASSERT_EQ_INT(dsd_index_cache_apply(&q, 0, pat, &e), 0);
+    memcpy(p3, wid, 8);
+    dsd_index_cache_mix_id(&q, p3, 8);
+    ASSERT_TRUE(memcmp(p3, f3, 8) == 0);
+    /* other weights under the same plan: another identity */
+    d = c;
+    ASSERT_EQ_INT(dsd_index_cache_apply(&d, 2, NULL, &e), 0);
+    const uint8_t wid2[8] = { 9, 2, 3, 4, 5, 6, 7, 8 };
+    memcpy(f2b, wid2, 8);
+    dsd_index_cache_mix_id(&d, f2b, 8);
+    ASSERT_TRUE(memcmp(f2b, f2, 8) != 0);
+}
+
 int main(void)
 {
     RUN(official_v32_config);
@@ -237,5 +431,9 @@ int main(void)
     RUN(each_bad_field_is_named);
     RUN(config_save_round_trips);
     RUN(v32_has_exactly_the_published_tensor_count);
+    RUN(index_cache_from_config_json);
+    RUN(index_cache_bad_values_are_named);
+    RUN(index_cache_daemon_keys_override_config_json);
+    RUN(index_cache_changes_the_kv_identity);
     return test_report();
 }

@@ -20,6 +20,7 @@ static const char usage[] =
     "                     [--numerics production|exact] [--dump-logits FILE] [--threads N]\n"
     "                     [--chunk N] [--ignore-eos] [--backend cpu|cuda] [--gpu N] [--no-graphs]\n"
     "                     [--speculative-tokens K [--spec-force none|accept|reject] [--batch N]]\n"
+    "                     [--index-topk-freq N | --index-topk-pattern FS...]\n"
     "Generates with the engine and prints the generated token ids on one line (and, with\n"
     "--prompt, the generated text on the next), then load, prefill and decode speed on stderr.\n"
     "  --prompt TEXT  text prompt, tokenized with the model's tokenizer.json (BOS first)\n"
@@ -38,6 +39,9 @@ static const char usage[] =
     "  --spec-force   TEST/MEASUREMENT: accept every draft (the speed ceiling; the output is\n"
     "                 then not the model's) or reject every one (the overhead; exact output)\n"
     "  --batch N      with --speculative-tokens: N concurrent copies of the prompt\n"
+    "  --index-topk-freq N, --index-topk-pattern P\n"
+    "                 IndexCache (docs/INDEXCACHE.md): the daemon's keys of those names, over\n"
+    "                 config.json's; it changes the outputs\n"
     "Tokens are sampled on the backend (docs/SAMPLING.md), on the host with --dump-logits.\n"
     "The last stderr line reports decode steps replayed from recordings vs run op by op, the\n"
     "host time each kind took to enqueue and the kernel launches of a recorded step.\n";
@@ -192,6 +196,13 @@ int main(int argc, char **argv)
             if (*end || errno || g < 0 || g > 1023)
                 return fail("--gpu must be a GPU ordinal 0..1023, got \"%s\"", v);
             mp.device = (int)g;
+        } else if (!strcmp(a, "--index-topk-freq")) {
+            long f = strtol(v, &end, 10);
+            if (*end || errno || f < 1 || f > 65536)
+                return fail("--index-topk-freq must be a layer count 1..65536, got \"%s\"", v);
+            mp.index_topk_freq = (int)f;
+        } else if (!strcmp(a, "--index-topk-pattern")) {
+            mp.index_topk_pattern = v;  /* checked against the model's layers at load */
         } else if (!strcmp(a, "--numerics")) {
             if (!strcmp(v, "production"))
                 mp.numerics = DSD_NUMERICS_PRODUCTION;
