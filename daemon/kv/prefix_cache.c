@@ -9,6 +9,7 @@
 
 #include "disk_page.h"
 #include "disk_tier.h"
+#include "hash_index.h"
 #include "host_tier.h"
 #include "page_hash.h"
 
@@ -24,6 +25,11 @@ struct dsd_prefix_cache {
     uint8_t *taken;
     struct dsd_radix_ref *displaced;
     uint64_t *hashes;
+    /* pages sequences compute this step (chain hashes): a new sequence whose next page is
+     * among them waits for it instead of computing it again (dsd_prefix_cache_wait_for) */
+    struct dsd_hash_index *computing;
+    uint64_t *computing_v;
+    int n_computing;
     int max_pages;                  /* the pool's pages: the longest sequence */
     void (*log)(void *user, int level, const char *msg);
     void *log_user;
@@ -94,7 +100,9 @@ struct dsd_prefix_cache *dsd_prefix_cache_new(struct dsd_kv_cache *kv, const str
     pc->taken = malloc(mp);
     pc->displaced = malloc(mp * sizeof *pc->displaced);
     pc->hashes = malloc(mp * sizeof *pc->hashes);
-    if (!pc->t || !pc->pages || !pc->taken || !pc->displaced || !pc->hashes) {
+    pc->computing = dsd_hash_index_new((int)mp);
+    pc->computing_v = malloc(mp * sizeof *pc->computing_v);
+    if (!pc->t || !pc->pages || !pc->taken || !pc->displaced || !pc->hashes || !pc->computing || !pc->computing_v) {
         if (pc->t)
             dsd_errf(err, -ENOMEM, "prefix cache: out of memory for %d pages of scratch", pc->max_pages);
         dsd_prefix_cache_free(pc);
@@ -126,6 +134,8 @@ void dsd_prefix_cache_free(struct dsd_prefix_cache *pc)
     free(pc->taken);
     free(pc->displaced);
     free(pc->hashes);
+    dsd_hash_index_free(pc->computing);
+    free(pc->computing_v);
     free(pc);
 }
 
@@ -242,6 +252,8 @@ static int hold_grow(struct dsd_prefix_hold *h, int n)
 {
     if (n <= h->cap)
         return 0;
+    if (n < 2 * h->cap)
+        n = 2 * h->cap;             /* a growing sequence reallocates log(n) times */
     struct dsd_radix_ref *r = realloc(h->refs, (size_t)n * sizeof *r);
     if (!r)
         return -ENOMEM;
@@ -381,6 +393,31 @@ void dsd_prefix_cache_hold_destroy(struct dsd_prefix_hold *h)
     *h = (struct dsd_prefix_hold){0};
 }
 
+/* Writes device page `page` (named hash; tokens, parent, depth as its record says) to the
+ * disk tier unless it has it. */
+static void store_page(struct dsd_prefix_cache *pc, int32_t page, const int32_t *tok, uint64_t parent, uint64_t hash,
+                       int depth)
+{
+    if (!pc->dt || dsd_disk_tier_contains(pc->dt, hash))
+        return;
+    int slot = dsd_host_tier_alloc(pc->stage);
+    if (slot < 0)
+        return;
+    if (dsd_host_tier_copy_out(pc->stage, pc->kv, page, slot) == 0 && sync_be(pc) == 0) {
+        struct dsd_kv_page_meta m = {.parent_hash = parent, .depth = (uint32_t)depth};
+        memcpy(m.tokens, tok, sizeof m.tokens);
+        void *rec = dsd_host_tier_record(pc->stage, slot);
+        struct dsd_err err = {{0}};
+        if (dsd_disk_tier_put(pc->dt, &m, dsd_kv_page_mla(rec), dsd_kv_page_index(rec, &pc->g), &err) < 0) {
+            pc->st.disk_errors++;
+            note(pc, 4, "disk KV tier: a page was not stored: %s", err.msg);
+        } else {
+            pc->st.disk_writes++;
+        }
+    }
+    dsd_host_tier_release(pc->stage, slot);
+}
+
 /* ---- adopting ------------------------------------------------------------------------- */
 
 int dsd_prefix_cache_adopt(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_computed,
@@ -402,30 +439,88 @@ int dsd_prefix_cache_adopt(struct dsd_prefix_cache *pc, const int32_t *tokens, i
     if (taken == 0)
         return 0;
     dsd_kv_chain_hashes(tokens, n_full * DSD_KV_PAGE_TOKENS, pc->hashes, n_full);
-    int slot = pc->dt ? dsd_host_tier_alloc(pc->stage) : -1;
     for (int i = 0; i < n_full; i++) {
         if (!pc->taken[i])
             continue;
         dsd_kv_page_ref(pc->kv, seq->pages[i]);
-        if (slot < 0 || dsd_disk_tier_contains(pc->dt, pc->hashes[i]))
-            continue;
-        if (dsd_host_tier_copy_out(pc->stage, pc->kv, seq->pages[i], slot) < 0 || sync_be(pc) != 0)
-            continue;
-        struct dsd_kv_page_meta m = {.parent_hash = i > 0 ? pc->hashes[i - 1] : DSD_KV_CHAIN_ROOT,
-                                     .depth = (uint32_t)i};
-        memcpy(m.tokens, tokens + (size_t)i * DSD_KV_PAGE_TOKENS, sizeof m.tokens);
-        void *rec = dsd_host_tier_record(pc->stage, slot);
-        struct dsd_err err = {{0}};
-        if (dsd_disk_tier_put(pc->dt, &m, dsd_kv_page_mla(rec), dsd_kv_page_index(rec, &pc->g), &err) < 0) {
-            pc->st.disk_errors++;
-            note(pc, 4, "disk KV tier: a page was not stored: %s", err.msg);
-        } else {
-            pc->st.disk_writes++;
-        }
+        store_page(pc, seq->pages[i], tokens + (size_t)i * DSD_KV_PAGE_TOKENS,
+                   i > 0 ? pc->hashes[i - 1] : DSD_KV_CHAIN_ROOT, pc->hashes[i], i);
     }
-    if (slot >= 0)
-        dsd_host_tier_release(pc->stage, slot);
     return taken;
+}
+
+int dsd_prefix_cache_publish(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_computed,
+                             const struct dsd_kv_seq *seq, struct dsd_prefix_hold *h)
+{
+    int n_full = n_computed / DSD_KV_PAGE_TOKENS;
+    if (n_full > seq->n_pages)
+        n_full = seq->n_pages;
+    if (h->n >= n_full)
+        return 0;
+    if (hold_grow(h, n_full) < 0)
+        return -ENOMEM;
+    int taken = 0;
+    while (h->n < n_full) {
+        int i = h->n;
+        const int32_t *tok = tokens + (size_t)i * DSD_KV_PAGE_TOKENS;
+        struct dsd_radix_ref r, old;
+        int rc = dsd_radix_publish(pc->t, i > 0 ? &h->refs[i - 1] : NULL, tok, DSD_KV_TIER_DEVICE, seq->pages[i], &r,
+                                   &old);
+        if (rc < 0)
+            break;              /* the tree is full here, or the name collides: try next step */
+        if (rc == 2 && pc->ht)
+            dsd_host_tier_release(pc->ht, old.value);
+        h->refs[h->n++] = r;
+        if (rc == 0)
+            continue;           /* another sequence's copy: ours stays the sequence's own */
+        dsd_kv_page_ref(pc->kv, seq->pages[i]);
+        store_page(pc, seq->pages[i], tok, i > 0 ? h->refs[i - 1].hash : DSD_KV_CHAIN_ROOT, r.hash, i);
+        taken++;
+    }
+    pc->st.published += (uint64_t)taken;
+    return taken;
+}
+
+void dsd_prefix_cache_step_begin(struct dsd_prefix_cache *pc)
+{
+    for (int i = 0; i < pc->n_computing; i++)
+        dsd_hash_index_del(pc->computing, pc->computing_v[i]);
+    pc->n_computing = 0;
+}
+
+void dsd_prefix_cache_computing(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_tokens, int from, int to,
+                                const struct dsd_prefix_hold *h)
+{
+    int first = from / DSD_KV_PAGE_TOKENS, end = to / DSD_KV_PAGE_TOKENS;  /* pages that complete */
+    if (end > n_tokens / DSD_KV_PAGE_TOKENS)
+        end = n_tokens / DSD_KV_PAGE_TOKENS;
+    if (first < h->n || first >= end)
+        return;                 /* nothing completes, or the chain is not known from h */
+    uint64_t hash = h->n > 0 ? h->refs[h->n - 1].hash : DSD_KV_CHAIN_ROOT;
+    for (int i = h->n; i < end && pc->n_computing <= pc->max_pages; i++) {
+        hash = dsd_kv_chain_hash(hash, tokens + (size_t)i * DSD_KV_PAGE_TOKENS);
+        if (i >= first && dsd_hash_index_get(pc->computing, hash) < 0 &&
+            dsd_hash_index_put(pc->computing, hash, 1) == 0)
+            pc->computing_v[pc->n_computing++] = hash;
+    }
+}
+
+bool dsd_prefix_cache_wait_for(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_tokens)
+{
+    if (pc->n_computing == 0)
+        return false;
+    int n_full = n_tokens / DSD_KV_PAGE_TOKENS;
+    if (n_full > pc->max_pages)
+        n_full = pc->max_pages;
+    int m = dsd_radix_peek(pc->t, tokens, n_full * DSD_KV_PAGE_TOKENS, pc->displaced, n_full);
+    if (m < 0 || m >= n_full)
+        return false;
+    uint64_t hash = dsd_kv_chain_hash(m > 0 ? pc->displaced[m - 1].hash : DSD_KV_CHAIN_ROOT,
+                                      tokens + (size_t)m * DSD_KV_PAGE_TOKENS);
+    if (dsd_hash_index_get(pc->computing, hash) < 0)
+        return false;
+    pc->st.waits++;
+    return true;
 }
 
 void dsd_prefix_cache_stats(const struct dsd_prefix_cache *pc, struct dsd_prefix_cache_stats *out)

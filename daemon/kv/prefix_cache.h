@@ -79,6 +79,8 @@ struct dsd_prefix_cache_stats {
      * room (evictions: device pages with no host room, host pages, disk pages overwritten) */
     uint64_t demotions[2], evictions[3];
     uint64_t disk_writes, disk_errors, disk_dropped;    /* dropped: corrupt or foreign */
+    uint64_t published;             /* pages the tree took from running sequences (publish) */
+    uint64_t waits;                 /* times a new sequence waited for a page being computed */
 };
 
 struct dsd_prefix_cache;
@@ -110,6 +112,28 @@ void dsd_prefix_cache_hold_destroy(struct dsd_prefix_hold *h);
  * pages adopted (>= 0). */
 int dsd_prefix_cache_adopt(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_computed,
                            const struct dsd_kv_seq *seq);
+
+/* A running sequence's pages enter the tree as soon as they are complete: the full pages
+ * of tokens[0..n_computed) (computed into seq's pages, every layer written) past the h->n
+ * pages h holds are published, each locked in h (drop with unhold as usual), so a
+ * concurrent sequence with the same prefix shares them read-only (the owner never rewrites
+ * a completed position). h must hold seq's pages 0..h->n (what acquire and publish put
+ * there). A page another sequence published first is locked and not taken (the sequence
+ * keeps its own copy); publishing stops at a page the tree cannot take (full, a collision)
+ * and is tried again next call. Each page taken is written to disk once. Returns the pages
+ * taken (>= 0) or -ENOMEM. */
+int dsd_prefix_cache_publish(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_computed,
+                             const struct dsd_kv_seq *seq, struct dsd_prefix_hold *h);
+
+/* Pages being computed this step, so requests with the same new prefix arriving together
+ * compute it once: step_begin forgets the last step's; computing registers the pages of
+ * tokens[0..n_tokens) a sequence holding h completes by computing positions [from, to);
+ * wait_for says whether the first page of tokens[0..n_tokens) the tree lacks is being
+ * computed (the new sequence waits a step and shares it once published). */
+void dsd_prefix_cache_step_begin(struct dsd_prefix_cache *pc);
+void dsd_prefix_cache_computing(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_tokens, int from, int to,
+                                const struct dsd_prefix_hold *h);
+bool dsd_prefix_cache_wait_for(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_tokens);
 
 /* Pages make_room could free now (the tree's unlocked device pages). */
 int dsd_prefix_cache_reclaimable(const struct dsd_prefix_cache *pc);

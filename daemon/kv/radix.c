@@ -306,6 +306,44 @@ int dsd_radix_extend(struct dsd_radix *t, const struct dsd_radix_ref *parent, co
     return 1;
 }
 
+int dsd_radix_publish(struct dsd_radix *t, const struct dsd_radix_ref *parent, const int32_t *tokens, int tier,
+                      int32_t value, struct dsd_radix_ref *out, struct dsd_radix_ref *displaced)
+{
+    if (tier < 0 || tier >= DSD_RADIX_TIERS || !tokens)
+        return -EINVAL;
+    int32_t p = NONE;
+    uint64_t ph = DSD_KV_CHAIN_ROOT;
+    if (parent) {
+        if (!valid_node(t, parent->node))
+            return -EINVAL;
+        p = parent->node;
+        ph = t->nodes[p].hash;
+    }
+    if (parent_tier(t, p) > tier)
+        return -EAGAIN;
+    uint64_t h = dsd_kv_chain_hash(ph, tokens);
+    int collision, rc = 1;
+    int32_t i = child(t, p, h, tokens, &collision);
+    if (collision)
+        return -EAGAIN;
+    if (i == NONE) {
+        if ((i = node_new(t, p, h, tokens, tier, value)) == NONE)
+            return -EAGAIN;
+    } else if (t->nodes[i].tier > tier) {
+        if (t->nodes[i].lock > 0 || !displaced)
+            return -EAGAIN;
+        *displaced = ref_of(t, i);
+        move_tier(t, i, tier, value);
+        rc = 2;
+    } else {
+        rc = 0;
+    }
+    if (t->nodes[i].lock++ == 0)
+        lru_unlink(t, i);
+    *out = ref_of(t, i);
+    return rc;
+}
+
 int dsd_radix_victim(const struct dsd_radix *t, int tier, unsigned flags, struct dsd_radix_ref *out)
 {
     if (tier < 0 || tier >= DSD_RADIX_TIERS)

@@ -504,7 +504,14 @@ static bool grow_plan_scratch(struct dsd_engine *e, int n)
  * this step out (the next plan sees the pool as it is). Returns whether s runs. */
 static bool reserve_cached(struct dsd_engine *e, struct seq *s)
 {
-    if (s->kv.n_pages == 0 && s->sc.n_computed == 0 && s->n_tokens > DSD_KV_PAGE_TOKENS) {
+    bool fresh = s->kv.n_pages == 0 && s->sc.n_computed == 0 && s->n_tokens > DSD_KV_PAGE_TOKENS;
+    if (fresh && dsd_prefix_cache_wait_for(e->pc, s->tokens, s->n_tokens - 1)) {
+        /* its next page is being computed by a sequence of this step: share it next step */
+        s->sc.chunk = 0;
+        s->sc.n_pages = 0;
+        return false;
+    }
+    if (fresh) {
         struct dsd_prefix_hit hit;
         int m = dsd_prefix_cache_acquire(e->pc, s->tokens, s->n_tokens - 1, &s->kv, &s->hold, &hit);
         if (m > 0) {
@@ -544,6 +551,8 @@ static bool reserve_cached(struct dsd_engine *e, struct seq *s)
             s->sc.chunk = fit;
     }
     s->sc.n_pages = s->kv.n_pages;
+    dsd_prefix_cache_computing(e->pc, s->tokens, s->n_tokens, s->sc.n_computed, s->sc.n_computed + s->sc.chunk,
+                               &s->hold);
     return true;
 }
 
@@ -587,6 +596,8 @@ static int build_step(struct dsd_engine *e, struct seq **batch, int max)
             drop_pages(e, e->plan_s[i], e->plan_s[i]->computed_before, true);
     int nb = 0;
     e->sat_out = false;
+    if (e->pc)
+        dsd_prefix_cache_step_begin(e->pc);
     for (i = 0; i < n; i++) {
         struct seq *s = e->plan_s[i];
         if (s->sc.chunk <= 0)
@@ -687,6 +698,8 @@ static int run_step(struct dsd_engine *e)
         bool decode = !bs[i].no_logits && s->n_tokens > s->req->n_prompt;
         prefilled += (uint64_t)(chunk - (decode ? 1 : 0));
         s->sc.n_computed += chunk;
+        if (e->pc)      /* its completed pages are shared at once (docs/KV_CACHE.md §7) */
+            dsd_prefix_cache_publish(e->pc, s->tokens, s->sc.n_computed, &s->kv, &s->hold);
         if (!bs[i].no_logits) {
             struct dsd_engine_event *ev = new_event(s, DSD_EV_TOKENS);
             int32_t tok = dsd_generation_step_sampled(s->gen, &e->sres[row], s->n_tokens, e->max_context, ev);
