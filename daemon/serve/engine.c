@@ -556,6 +556,19 @@ static bool reserve_cached(struct dsd_engine *e, struct seq *s)
     return true;
 }
 
+/* The pages this step's sequences under way will complete: a new sequence whose next page
+ * is one of them waits a step for it (reserve_cached). */
+static void cache_step_begin(struct dsd_engine *e, int n)
+{
+    dsd_prefix_cache_step_begin(e->pc);
+    for (int i = 0; i < n; i++) {
+        struct seq *s = e->plan_s[i];
+        if (s->sc.chunk > 0 && s->kv.n_pages > 0)
+            dsd_prefix_cache_computing(e->pc, s->tokens, s->n_tokens, s->sc.n_computed,
+                                       s->sc.n_computed + s->sc.chunk, &s->hold);
+    }
+}
+
 /* Plans the step (scheduler.h) and carries the plan out on the KV pool: pages taken back
  * first, then the reservations the plan counted. Fills batch[] and returns its size. */
 static int build_step(struct dsd_engine *e, struct seq **batch, int max)
@@ -597,7 +610,7 @@ static int build_step(struct dsd_engine *e, struct seq **batch, int max)
     int nb = 0;
     e->sat_out = false;
     if (e->pc)
-        dsd_prefix_cache_step_begin(e->pc);
+        cache_step_begin(e, n);
     for (i = 0; i < n; i++) {
         struct seq *s = e->plan_s[i];
         if (s->sc.chunk <= 0)
