@@ -686,3 +686,8 @@ const char *dsd_disk_tier_path(const struct dsd_disk_tier *dt)
 {
     return dt->path;
 }
+
+const struct dsd_kv_page_geom *dsd_disk_tier_geom(const struct dsd_disk_tier *dt)
+{
+    return &dt->c.geom;
+}

@@ -110,5 +110,7 @@ int dsd_disk_tier_drop(struct dsd_disk_tier *dt, uint64_t h);
 void dsd_disk_tier_stats(const struct dsd_disk_tier *dt, struct dsd_disk_tier_stats *out);
 /* The cache file's path (for messages and tests). */
 const char *dsd_disk_tier_path(const struct dsd_disk_tier *dt);
+/* The page geometry the tier stores. */
+const struct dsd_kv_page_geom *dsd_disk_tier_geom(const struct dsd_disk_tier *dt);
 
 #endif

@@ -43,12 +43,20 @@
 #include "kv_cache.h"
 #include "radix.h"
 
+#define DSD_PREFIX_CACHE_IO_DEPTH 16   /* staging records for writes in flight (io_depth 0) */
+
 struct dsd_prefix_cache_config {
     uint64_t host_bytes;            /* host tier budget, 0 = no host tier */
     const char *disk_dir;           /* cache directory, NULL or "" = no disk tier */
     uint64_t disk_bytes;            /* disk tier budget, 0 = no disk tier */
     uint64_t fingerprint;           /* dsd_kv_fingerprint() of the loaded model */
     unsigned disk_flags;            /* DSD_DISK_TIER_* (tests) */
+    /* Disk I/O runs on the tier I/O thread (daemon/kv/tier_io.h) when there are a host tier
+     * and a disk tier: io_depth staging records for writes in flight (0: the default). */
+    int io_depth;
+    bool sync_io;                   /* tests: disk I/O on the caller's thread even so */
+    int test_io_delay_ms;           /* tests: the I/O thread sleeps this long before each job */
+    int test_write_delay_ms;        /* tests: each disk write sleeps this long before its header */
     /* Notes and warnings (level: syslog priority), one line each. May be NULL. */
     void (*log)(void *user, int level, const char *msg);
     void *log_user;
@@ -81,6 +89,8 @@ struct dsd_prefix_cache_stats {
     uint64_t disk_writes, disk_errors, disk_dropped;    /* dropped: corrupt or foreign */
     uint64_t published;             /* pages the tree took from running sequences (publish) */
     uint64_t waits;                 /* times a new sequence waited for a page being computed */
+    uint64_t prefetched;            /* pages read ahead from disk into the host tier */
+    uint64_t disk_skipped;          /* pages not written to disk: the write queue was full */
 };
 
 struct dsd_prefix_cache;
@@ -134,6 +144,11 @@ void dsd_prefix_cache_step_begin(struct dsd_prefix_cache *pc);
 void dsd_prefix_cache_computing(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_tokens, int from, int to,
                                 const struct dsd_prefix_hold *h);
 bool dsd_prefix_cache_wait_for(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_tokens);
+/* (With the I/O thread, wait_for also reads the pages that follow on disk ahead into the
+ * host tier and says to wait while they are on their way; step_begin takes in what the
+ * thread finished. A step with nothing to run but sequences waiting on reads calls io_wait,
+ * which sleeps up to timeout_ms for the thread.) */
+void dsd_prefix_cache_io_wait(struct dsd_prefix_cache *pc, int timeout_ms);
 
 /* Pages make_room could free now (the tree's unlocked device pages). */
 int dsd_prefix_cache_reclaimable(const struct dsd_prefix_cache *pc);

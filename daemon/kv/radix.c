@@ -344,6 +344,15 @@ int dsd_radix_publish(struct dsd_radix *t, const struct dsd_radix_ref *parent, c
     return rc;
 }
 
+int dsd_radix_lookup(const struct dsd_radix *t, uint64_t hash, struct dsd_radix_ref *out)
+{
+    int32_t i = dsd_hash_index_get(t->index, hash);
+    if (i < 0 || !valid_node(t, i))
+        return 0;
+    *out = ref_of(t, i);
+    return 1;
+}
+
 int dsd_radix_victim(const struct dsd_radix *t, int tier, unsigned flags, struct dsd_radix_ref *out)
 {
     if (tier < 0 || tier >= DSD_RADIX_TIERS)

@@ -119,6 +119,9 @@ int dsd_radix_extend(struct dsd_radix *t, const struct dsd_radix_ref *parent, co
 int dsd_radix_publish(struct dsd_radix *t, const struct dsd_radix_ref *parent, const int32_t *tokens, int tier,
                       int32_t value, struct dsd_radix_ref *out, struct dsd_radix_ref *displaced);
 
+/* The node named hash (a chain hash), changing nothing. Returns 1 with *out filled, or 0. */
+int dsd_radix_lookup(const struct dsd_radix *t, uint64_t hash, struct dsd_radix_ref *out);
+
 #define DSD_RADIX_LEAF_ONLY 1u  /* dsd_radix_victim: only nodes with no children at all */
 
 /* The least recently used unlocked node of `tier` with no child in the same tier (with

@@ -300,6 +300,11 @@ static const struct cfg_key cfg_keys[] = {
       "For tests only; leave 0 in production. The engine waits this many milliseconds "
       "before it loads the model, so that a test sees the daemon in its loading state "
       "(requests answered with `loading`) however small the model is." },
+    { "test_disk_write_delay_ms", "Testing", CFG_INT, FIELD(test_disk_write_delay_ms), 0, 600000, 0, NULL,
+      "0", NULL, 0, "MS", "TEST ONLY: every disk KV page write sleeps this long",
+      "For tests only; leave 0 in production. Each page the disk KV tier writes sleeps this "
+      "many milliseconds between its data and its header (on the tier I/O thread), so a "
+      "test sees that a slow disk does not slow the engine and can cut a write short." },
 };
 
 #define N_KEYS ((int)(sizeof cfg_keys / sizeof cfg_keys[0]))

@@ -666,8 +666,11 @@ static int run_step(struct dsd_engine *e)
     int max = e->p.max_batch;
     struct seq *batch[max];
     int n = build_step(e, batch, max);
-    if (n == 0)
+    if (n == 0) {
+        if (e->sat_out && e->pc)    /* sequences waiting on disk reads: let them land */
+            dsd_prefix_cache_io_wait(e->pc, 20);
         return e->sat_out ? -1 : 0;
+    }
     e->step_id++;
     for (int i = 0; i < n; i++)
         batch[i]->in_step = e->step_id;
@@ -812,6 +815,7 @@ static void prefix_cache_open(struct dsd_engine *e, const struct dsd_kv_layout *
         .host_bytes = e->p.host_cache_bytes,
         .disk_dir = e->disk_cache_dir,
         .disk_bytes = e->p.disk_cache_bytes,
+        .test_write_delay_ms = e->p.test_disk_write_delay_ms,
         .fingerprint = dsd_kv_fingerprint(&e->model->dims, l, n_layers, wid, sizeof wid),
         .log = cache_log,
     };

@@ -67,6 +67,7 @@ struct dsd_engine_params {
     int long_queue;                 /* waiting sequences from which admission ranks by cached
                                        prefix (scheduler.h); 0 = never */
     int test_load_delay_ms;         /* testing only: wait before loading (test_load_delay_ms) */
+    int test_disk_write_delay_ms;   /* testing only: slow disk KV writes */
 };
 
 /* What ended a generation (the protocol's finish reasons). */

@@ -157,6 +157,7 @@ int main(int argc, char **argv)
         .disk_cache_bytes = (uint64_t)(cfg.disk_cache_gb * 1073741824.0),
         .long_queue = 2 * (int)cfg.max_batch,
         .test_load_delay_ms = (int)cfg.test_load_delay_ms,
+        .test_disk_write_delay_ms = (int)cfg.test_disk_write_delay_ms,
     };
     ep.model.numerics = cfg.numerics == DSD_SERVE_NUMERICS_EXACT ? DSD_NUMERICS_EXACT : DSD_NUMERICS_PRODUCTION;
     ep.model.kv_dtype = cfg.kv_dtype == DSD_SERVE_KV_BF16 ? DSD_KV_BF16 : DSD_KV_FP8;
@@ -203,6 +204,9 @@ int main(int argc, char **argv)
         .n_info = (int)(sizeof info_keys / sizeof info_keys[0]),
     };
     limits_from_config(&cfg, &sp.limits);
+    if (cfg.test_disk_write_delay_ms > 0)
+        dsd_log(LOG_WARNING, "test_disk_write_delay_ms is set: disk KV writes take %lld ms more (tests only)",
+                (long long)cfg.test_disk_write_delay_ms);
     if (cfg.test_load_delay_ms > 0)
         dsd_log(LOG_WARNING, "test_load_delay_ms is set: loading starts %lld ms late (tests only)",
                 (long long)cfg.test_load_delay_ms);
