@@ -703,6 +703,7 @@ void dsd_prefix_cache_stats(const struct dsd_prefix_cache *pc, struct dsd_prefix
         out->disk_pages = ds.pages;
         out->disk_slots = ds.slots;
         out->evictions[DSD_KV_TIER_DISK] = ds.evictions;
+        out->disk_writes = ds.writes;   /* as they land, whichever thread wrote them */
         out->disk_dropped = pc->st.disk_dropped > ds.dropped ? pc->st.disk_dropped : ds.dropped;
     }
 }

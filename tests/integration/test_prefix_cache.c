@@ -15,6 +15,9 @@
  *    the same tokens;
  *  - a corrupted cache file: the damaged pages are dropped with a warning, nothing wrong is
  *    served, the tokens are still right;
+ *  - a slow disk (every page write takes 2 s) does not slow requests (writes run on the tier
+ *    I/O thread); the daemon killed in the middle of a write restarts, serves the pages
+ *    written whole from disk, never the cut one, and the tokens are right;
  *  - device pressure: a pool of 10 pages and 64 concurrent requests (mixed lengths, shared
  *    prefixes, distinct tails): pages move to the host tier, sequences are preempted and
  *    resume, every request completes with exactly the tokens of an unconstrained run;
@@ -30,6 +33,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon_harness.h"
@@ -74,12 +78,20 @@ static int generate(int fd, uint64_t id, const uint32_t *prompt, int np, int n, 
     return ok ? 0 : -1;
 }
 
-static int start(struct daemon *d, const char *pages, const char *host_gb, const char *dir)
+/* A daemon with a slow disk (test_disk_write_delay_ms) when write_delay is not NULL. */
+static int start_slow(struct daemon *d, const char *pages, const char *host_gb, const char *dir,
+                      const char *write_delay)
 {
     const char *extra[] = { "--threads", "2", "--kv-pages", pages, "--host-cache-gb", host_gb,
                             "--disk-cache-dir", dir, "--disk-cache-gb", "0.02", "--max-batch", "8",
-                            "--prefill-chunk", "64", "--max-inflight", "64", NULL };
+                            "--prefill-chunk", "64", "--max-inflight", "64",
+                            write_delay ? "--test-disk-write-delay-ms" : NULL, write_delay, NULL };
     return daemon_start(d, g_bin, g_model, extra, 120);
+}
+
+static int start(struct daemon *d, const char *pages, const char *host_gb, const char *dir)
+{
+    return start_slow(d, pages, host_gb, dir, NULL);
 }
 
 static bool log_contains(const struct daemon *d, const char *what)
@@ -431,6 +443,61 @@ TEST(restart_serves_the_prefix_from_disk)
     ASSERT_EQ_INT(daemon_stop(&d2), 0);
 }
 
+TEST(slow_disk_writes_do_not_slow_requests_and_a_cut_write_is_never_served)
+{
+    enum { NP = 200, NT = 8 };
+    uint32_t prompt[NP], want[NT], got[NT];
+    make_prompt(prompt, NP, 61);
+    reference(prompt, NP, NT, want);
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/slow", g_cache);
+    struct daemon d;
+    ASSERT_EQ_INT(start_slow(&d, "64", "0.002", dir, "2000"), 0);
+    int fd = raw_connect(&d);
+    ASSERT_TRUE(fd >= 0);
+    /* 3 pages go to disk, 2 s each on the I/O thread: the request does not wait for them */
+    int cached = -1;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ASSERT_EQ_INT(generate(fd, 60, prompt, NP, NT, got, &cached), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    printf("  a request with 3 page writes of 2 s queued took %.0f ms\n", ms);
+    ASSERT_TRUE(memcmp(got, want, sizeof want) == 0);
+    ASSERT_TRUE(ms < 1900);
+    ASSERT_TRUE(raw_stat(fd, "kv_cache_disk_writes_total") < 3);
+    /* the same prompt again meanwhile: served from the device, right */
+    ASSERT_EQ_INT(generate(fd, 61, prompt, NP, NT, got, &cached), 0);
+    ASSERT_TRUE(memcmp(got, want, sizeof want) == 0);
+    ASSERT_EQ_INT(cached, 192);
+    /* killed while the second page's write sleeps between its arenas and its header */
+    usleep(3000 * 1000);
+    close(fd);
+    kill(d.pid, SIGKILL);
+    waitpid(d.pid, NULL, 0);
+    d.pid = 0;
+    struct daemon d2;
+    ASSERT_EQ_INT(start(&d2, "64", "0.002", dir), 0);
+    fd = raw_connect(&d2);
+    ASSERT_TRUE(fd >= 0);
+    int64_t stored = raw_stat(fd, "kv_cache_disk_pages");
+    printf("  after the kill: %lld pages on disk\n", (long long)stored);
+    ASSERT_TRUE(stored >= 1 && stored <= 2);          /* the third was never written whole */
+    ASSERT_EQ_INT(generate(fd, 62, prompt, NP, NT, got, &cached), 0);
+    ASSERT_TRUE(memcmp(got, want, sizeof want) == 0);
+    ASSERT_EQ_INT(cached, 64 * (int)stored);
+    ASSERT_EQ_INT(g_tiers[2], 64 * (int)stored);       /* from disk */
+    ASSERT_EQ_INT(raw_stat(fd, "kv_cache_disk_dropped_total"), 0);
+    close(fd);
+    if (test_failures_total)
+        daemon_print_log(&d2);
+    ASSERT_EQ_INT(daemon_stop(&d2), 0);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d.dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot remove %s\n", d.dir);
+}
+
 /* The cache file's path (the one kv-*.dsdkv in the directory). */
 static int cache_file(char *out, size_t n)
 {
@@ -610,6 +677,7 @@ int main(int argc, char **argv)
     RUN(restart_serves_the_prefix_from_disk);
     RUN(corrupted_cache_file_is_dropped_and_output_stays_right);
     RUN(unusable_cache_directory_does_not_stop_the_daemon);
+    RUN(slow_disk_writes_do_not_slow_requests_and_a_cut_write_is_never_served);
     RUN(device_pressure_demotes_to_host_and_every_request_completes);
     if (g_d.pid > 0)
         daemon_stop(&g_d);
