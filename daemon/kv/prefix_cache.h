@@ -13,6 +13,8 @@
  *   struct dsd_prefix_hold h = {0};
  *   int m = dsd_prefix_cache_acquire(pc, tokens, n_tokens - 1, &seq.kv, &h, &hit);  // seq.kv empty
  *   ... the sequence computes from position 64 * m ...
+ *   // every step: each page it completed enters the tree at once, locked in h
+ *   dsd_prefix_cache_publish(pc, tokens, n_computed, &seq.kv, &h);
  *   // it ends, or is preempted: its full computed pages go to the tree, its hold is dropped
  *   dsd_prefix_cache_adopt(pc, tokens, n_computed, &seq.kv);
  *   dsd_prefix_cache_unhold(pc, &h);
@@ -23,15 +25,20 @@
  * Where a page goes: a device page the tree alone holds (unlocked) is copied to a host slot
  * when the pool is short; a host page is written to disk (unless already there) and dropped
  * when the host tier is short; without a tier below, it is dropped. Every page the tree takes
- * is written to the disk tier once (synchronously, through one staging slot), so pages
- * survive a restart however the daemon ends. A match reloads host pages into fresh device
- * pages, then continues on disk by chain hash (disk -> staging slot -> device page), each page
- * whole and verified (docs/KV_CACHE.md §6.3); a page that fails is dropped and the match ends
- * there: the sequence computes the rest.
+ * is written to the disk tier once, so pages survive a restart however the daemon ends: with
+ * a host tier, on the tier I/O thread (daemon/kv/tier_io.h; the engine copies the page into a
+ * staging record and never waits on the disk), otherwise synchronously. A match reloads host
+ * pages into fresh device pages, then continues with pages on their way to disk (served from
+ * their staging record) or, without the I/O thread, on disk by chain hash (disk -> staging
+ * record -> device page), each page whole and verified (docs/KV_CACHE.md §6.3); a page that
+ * fails is dropped and the match ends there: the sequence computes the rest. With the I/O
+ * thread, pages on disk are read ahead into the host tier before admission (wait_for).
+ * Running sequences publish their pages as each completes (publish).
  *
- * Single-threaded: the engine thread owns it, like the pool. Allocation happens at creation
- * (the tree, the tiers, scratch for the longest sequence the pool holds) and per sequence
- * (its hold's refs, grown once to its length).
+ * The engine thread owns it, like the pool; the I/O thread touches only the disk tier and the
+ * records it was handed. Allocation happens at creation (the tree, the tiers, the staging
+ * records, scratch for the longest sequence the pool holds) and per sequence (its hold's
+ * refs, grown by doubling with its length).
  */
 #ifndef DSD_KV_PREFIX_CACHE_H
 #define DSD_KV_PREFIX_CACHE_H
