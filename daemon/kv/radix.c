@@ -278,19 +278,28 @@ int dsd_radix_insert(struct dsd_radix *t, const int32_t *tokens, int n_tokens, c
     return n_taken;
 }
 
+/* The node a page goes below: parent's (NULL: the root), and its chain hash. Returns 0 or
+ * -EINVAL (no such node). */
+static int below(const struct dsd_radix *t, const struct dsd_radix_ref *parent, int32_t *p, uint64_t *ph)
+{
+    *p = NONE;
+    *ph = DSD_KV_CHAIN_ROOT;
+    if (!parent)
+        return 0;
+    if (!valid_node(t, parent->node))
+        return -EINVAL;
+    *p = parent->node;
+    *ph = t->nodes[*p].hash;
+    return 0;
+}
+
 int dsd_radix_extend(struct dsd_radix *t, const struct dsd_radix_ref *parent, const int32_t *tokens, int tier,
                      int32_t value, struct dsd_radix_ref *out)
 {
-    if (tier < 0 || tier >= DSD_RADIX_TIERS || !tokens)
+    int32_t p;
+    uint64_t ph;
+    if (tier < 0 || tier >= DSD_RADIX_TIERS || !tokens || below(t, parent, &p, &ph) < 0)
         return -EINVAL;
-    int32_t p = NONE;
-    uint64_t ph = DSD_KV_CHAIN_ROOT;
-    if (parent) {
-        if (!valid_node(t, parent->node))
-            return -EINVAL;
-        p = parent->node;
-        ph = t->nodes[p].hash;
-    }
     if (parent_tier(t, p) > tier)
         return 0;
     uint64_t h = dsd_kv_chain_hash(ph, tokens);
@@ -309,16 +318,10 @@ int dsd_radix_extend(struct dsd_radix *t, const struct dsd_radix_ref *parent, co
 int dsd_radix_publish(struct dsd_radix *t, const struct dsd_radix_ref *parent, const int32_t *tokens, int tier,
                       int32_t value, struct dsd_radix_ref *out, struct dsd_radix_ref *displaced)
 {
-    if (tier < 0 || tier >= DSD_RADIX_TIERS || !tokens)
+    int32_t p;
+    uint64_t ph;
+    if (tier < 0 || tier >= DSD_RADIX_TIERS || !tokens || below(t, parent, &p, &ph) < 0)
         return -EINVAL;
-    int32_t p = NONE;
-    uint64_t ph = DSD_KV_CHAIN_ROOT;
-    if (parent) {
-        if (!valid_node(t, parent->node))
-            return -EINVAL;
-        p = parent->node;
-        ph = t->nodes[p].hash;
-    }
     if (parent_tier(t, p) > tier)
         return -EAGAIN;
     uint64_t h = dsd_kv_chain_hash(ph, tokens);

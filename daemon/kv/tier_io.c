@@ -2,6 +2,8 @@
  * tail and reaps at the head, the thread runs them in between. */
 #include "tier_io.h"
 
+#include "deadline.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -148,14 +150,7 @@ int dsd_tier_io_pending(struct dsd_tier_io *io)
 
 bool dsd_tier_io_wait(struct dsd_tier_io *io, int timeout_ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = dsd_deadline_ms(timeout_ms);
     pthread_mutex_lock(&io->mu);
     while (io->head == io->run && io->run < io->tail)
         if (pthread_cond_timedwait(&io->done, &io->mu, &ts) == ETIMEDOUT)
