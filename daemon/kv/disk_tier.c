@@ -6,11 +6,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -42,6 +44,8 @@ struct dsd_disk_tier {
     uint8_t *scan;                      /* SCAN_DEPTH header blocks */
     uint8_t *zero;                      /* one zero block (clearing a slot header) */
     struct io_uring ring;
+    pthread_mutex_t mu;                 /* guards index and st: contains/stats may run on another
+                                         * thread than the I/O (daemon/kv/tier_io.h) */
     struct dsd_hash_index *index;       /* chain hash -> slot */
     uint64_t *slot_hash;
     int32_t *prev, *next;               /* [n_slots + 1]: LRU of stored slots, sentinel last */
@@ -135,6 +139,14 @@ static uint64_t slot_off(const struct dsd_disk_tier *dt, int s)
     return FILE_HDR + (uint64_t)s * dt->rec_bytes;
 }
 
+/* Adds one to a counter of st (read by dsd_disk_tier_stats, perhaps on another thread). */
+static void count(struct dsd_disk_tier *dt, uint64_t *c)
+{
+    pthread_mutex_lock(&dt->mu);
+    (*c)++;
+    pthread_mutex_unlock(&dt->mu);
+}
+
 /* ---- index and LRU ---- */
 
 static void lru_unlink(struct dsd_disk_tier *dt, int s)
@@ -155,22 +167,24 @@ static void lru_front(struct dsd_disk_tier *dt, int s)
 /* Forgets slot s's page (index, LRU) and puts the slot on the free stack. */
 static void forget(struct dsd_disk_tier *dt, int s)
 {
+    pthread_mutex_lock(&dt->mu);
     dsd_hash_index_del(dt->index, dt->slot_hash[s]);
+    dt->st.pages--;
+    pthread_mutex_unlock(&dt->mu);
     lru_unlink(dt, s);
     dt->free_stack[dt->n_free++] = s;
-    dt->st.pages--;
 }
 
 /* Clears slot s's header on disk so no later scan finds it (best effort). */
 static void clear_slot(struct dsd_disk_tier *dt, int s)
 {
     if (io_rw(dt, 1, dt->zero, DSD_KV_PAGE_HEADER_BYTES, slot_off(dt, s)) < 0)
-        dt->st.io_errors++;
+        count(dt, &dt->st.io_errors);
 }
 
 static void note_drop(struct dsd_disk_tier *dt, int s, const char *why)
 {
-    dt->st.dropped++;
+    count(dt, &dt->st.dropped);
     if (dt->logged_drops++ < LOG_DROPS_MAX)
         tlog(&dt->c, 4, "disk KV tier: %s slot %d: %s; page dropped (it will be recomputed)", dt->path, s, why);
 }
@@ -417,6 +431,7 @@ struct dsd_disk_tier *dsd_disk_tier_open(const struct dsd_disk_tier_config *c, s
     }
     dt->c = *c;
     dt->fd = -1;
+    pthread_mutex_init(&dt->mu, NULL);
     dt->rec_bytes = rec;
     dt->n_slots = (int)n;
     dt->st.slots = (int)n;
@@ -520,6 +535,7 @@ void dsd_disk_tier_close(struct dsd_disk_tier *dt)
     free(dt->prev);
     free(dt->next);
     free(dt->free_stack);
+    pthread_mutex_destroy(&dt->mu);
     free(dt);
 }
 
@@ -527,14 +543,42 @@ void dsd_disk_tier_close(struct dsd_disk_tier *dt)
 
 bool dsd_disk_tier_contains(const struct dsd_disk_tier *dt, uint64_t h)
 {
-    return dsd_hash_index_get(dt->index, h) >= 0;
+    pthread_mutex_t *mu = (pthread_mutex_t *)&dt->mu;
+    pthread_mutex_lock(mu);
+    bool in = dsd_hash_index_get(dt->index, h) >= 0;
+    pthread_mutex_unlock(mu);
+    return in;
+}
+
+/* Writes the record in the staging buffer to slot s: the arenas first, the header block
+ * last, so a write cut short (a crash, a kill) never leaves a header naming this page over
+ * arenas that are not its own; a slot that held another page has its header cleared first.
+ * Returns 0 or -errno. */
+static int write_record(struct dsd_disk_tier *dt, int s, bool had_page)
+{
+    ssize_t r = 0;
+    if (had_page && (r = io_rw(dt, 1, dt->zero, DSD_KV_PAGE_HEADER_BYTES, slot_off(dt, s))) < 0)
+        return (int)r;
+    r = io_rw(dt, 1, dt->stage + DSD_KV_PAGE_HEADER_BYTES, dt->rec_bytes - DSD_KV_PAGE_HEADER_BYTES,
+              slot_off(dt, s) + DSD_KV_PAGE_HEADER_BYTES);
+    if (r < 0)
+        return (int)r;
+    if (dt->c.test_write_delay_ms > 0) {
+        struct timespec ts = {dt->c.test_write_delay_ms / 1000, (long)(dt->c.test_write_delay_ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+            ;
+    }
+    r = io_rw(dt, 1, dt->stage, DSD_KV_PAGE_HEADER_BYTES, slot_off(dt, s));
+    return r < 0 ? (int)r : 0;
 }
 
 int dsd_disk_tier_put(struct dsd_disk_tier *dt, struct dsd_kv_page_meta *meta, const void *mla, const void *index,
                       struct dsd_err *err)
 {
     meta->chain_hash = dsd_kv_chain_hash(meta->parent_hash, meta->tokens);
+    pthread_mutex_lock(&dt->mu);
     int32_t s = dsd_hash_index_get(dt->index, meta->chain_hash);
+    pthread_mutex_unlock(&dt->mu);
     if (s >= 0) {
         lru_unlink(dt, s);
         lru_front(dt, s);
@@ -542,44 +586,49 @@ int dsd_disk_tier_put(struct dsd_disk_tier *dt, struct dsd_kv_page_meta *meta, c
     }
     meta->serial = dt->serial;
     dsd_kv_page_encode(dt->stage, &dt->c.geom, dt->c.fingerprint, meta, mla, index);
-    if (dt->n_free == 0) {
+    bool had_page = dt->n_free == 0;
+    if (had_page) {
         s = dt->prev[dt->n_slots];          /* the least recently used page makes room */
         forget(dt, s);
-        dt->st.evictions++;
+        count(dt, &dt->st.evictions);
     }
     s = dt->free_stack[--dt->n_free];
     dt->serial++;
-    ssize_t r = io_rw(dt, 1, dt->stage, dt->rec_bytes, slot_off(dt, s));
+    int r = write_record(dt, s, had_page);
     if (r < 0) {
         dt->free_stack[dt->n_free++] = s;
-        dt->st.io_errors++;
+        count(dt, &dt->st.io_errors);
         clear_slot(dt, s);
         int rc = r == -ENOSPC || r == -EDQUOT ? -ENOSPC : -EIO;
         tlog(&dt->c, 4, "disk KV tier: writing a page to %s failed: %s; not cached on disk", dt->path,
-             strerror((int)-r));
+             strerror(-r));
         return dsd_errf(err, rc, "disk KV tier: writing a page to %s failed: %s (the page is not cached)", dt->path,
-                        strerror((int)-r));
+                        strerror(-r));
     }
+    pthread_mutex_lock(&dt->mu);
     dsd_hash_index_put(dt->index, meta->chain_hash, s);
-    dt->slot_hash[s] = meta->chain_hash;
-    lru_front(dt, s);
     dt->st.pages++;
     dt->st.writes++;
+    pthread_mutex_unlock(&dt->mu);
+    dt->slot_hash[s] = meta->chain_hash;
+    lru_front(dt, s);
     return 0;
 }
 
 int dsd_disk_tier_get(struct dsd_disk_tier *dt, uint64_t h, const struct dsd_kv_page_meta *expect, void *mla,
                       void *index, struct dsd_err *err)
 {
+    pthread_mutex_lock(&dt->mu);
     int32_t s = dsd_hash_index_get(dt->index, h);
+    pthread_mutex_unlock(&dt->mu);
     if (s < 0) {
-        dt->st.misses++;
+        count(dt, &dt->st.misses);
         return dsd_errf(err, -ENOENT, "disk KV tier: page %016llx is not stored", (unsigned long long)h);
     }
     ssize_t r = io_rw(dt, 0, dt->stage, dt->rec_bytes, slot_off(dt, s));
     if (r < 0) {
-        dt->st.io_errors++;
-        dt->st.misses++;
+        count(dt, &dt->st.io_errors);
+        count(dt, &dt->st.misses);
         forget(dt, s);
         tlog(&dt->c, 4, "disk KV tier: reading slot %d of %s failed: %s; page dropped", s, dt->path,
              strerror((int)-r));
@@ -592,14 +641,14 @@ int dsd_disk_tier_get(struct dsd_disk_tier *dt, uint64_t h, const struct dsd_kv_
         rc = dsd_errf(err, -EBADMSG, "kv page: slot holds page %016llx, indexed as %016llx",
                       (unsigned long long)m.chain_hash, (unsigned long long)h);
     if (rc) {
-        dt->st.misses++;
+        count(dt, &dt->st.misses);
         forget(dt, s);
         clear_slot(dt, s);
         note_drop(dt, s, err ? err->msg : "verification failed");
         return rc;
     }
     if (expect && (expect->parent_hash != m.parent_hash || memcmp(expect->tokens, m.tokens, sizeof m.tokens) != 0)) {
-        dt->st.misses++;
+        count(dt, &dt->st.misses);
         return dsd_errf(err, -ENOENT, "disk KV tier: page %016llx holds other tokens (a hash collision)",
                         (unsigned long long)h);
     }
@@ -609,13 +658,15 @@ int dsd_disk_tier_get(struct dsd_disk_tier *dt, uint64_t h, const struct dsd_kv_
         memcpy(index, dsd_kv_page_index(dt->stage, &dt->c.geom), dsd_kv_page_index_bytes(&dt->c.geom));
     lru_unlink(dt, s);
     lru_front(dt, s);
-    dt->st.hits++;
+    count(dt, &dt->st.hits);
     return 0;
 }
 
 int dsd_disk_tier_drop(struct dsd_disk_tier *dt, uint64_t h)
 {
+    pthread_mutex_lock(&dt->mu);
     int32_t s = dsd_hash_index_get(dt->index, h);
+    pthread_mutex_unlock(&dt->mu);
     if (s < 0)
         return -ENOENT;
     forget(dt, s);
@@ -625,10 +676,18 @@ int dsd_disk_tier_drop(struct dsd_disk_tier *dt, uint64_t h)
 
 void dsd_disk_tier_stats(const struct dsd_disk_tier *dt, struct dsd_disk_tier_stats *out)
 {
+    pthread_mutex_t *mu = (pthread_mutex_t *)&dt->mu;
+    pthread_mutex_lock(mu);
     *out = dt->st;
+    pthread_mutex_unlock(mu);
 }
 
 const char *dsd_disk_tier_path(const struct dsd_disk_tier *dt)
 {
     return dt->path;
+}
+
+const struct dsd_kv_page_geom *dsd_disk_tier_geom(const struct dsd_disk_tier *dt)
+{
+    return &dt->c.geom;
 }

@@ -21,7 +21,10 @@
  * Reads and writes go through io_uring into one 4096-aligned staging record registered with
  * the ring, with O_DIRECT where the file system allows it (a tmpfs, for one, may refuse:
  * then buffered I/O with a logged note). Where io_uring is unavailable (a seccomp filter),
- * plain pread/pwrite, also with a note. Every operation is synchronous for its caller.
+ * plain pread/pwrite, also with a note. Every operation is synchronous for its caller. A write
+ * puts the record's arenas first and its header last (a slot that held another page has its
+ * header cleared before), so a write cut short leaves no header naming the new page: the slot
+ * reads as empty or as a page whose checksums fail, never as a page.
  *
  * What opening tolerates (logged, never fatal to the daemon): files in the directory that
  * are not this model's cache file (skipped: another model's, or foreign); a cache file with
@@ -30,7 +33,9 @@
  * A directory that is missing and cannot be created, not writable, or lacks the room for the
  * budget makes open fail with the reason: the caller runs without the disk tier.
  *
- * Single-threaded: one thread (the engine's, or a tier worker later) owns a tier.
+ * One thread does a tier's I/O (put, get, drop: the tier I/O thread, daemon/kv/tier_io.h, or
+ * the engine's); contains and stats may be called from another thread at the same time (a
+ * mutex guards the index and the counters, never held across I/O).
  */
 #ifndef DSD_KV_DISK_TIER_H
 #define DSD_KV_DISK_TIER_H
@@ -53,6 +58,9 @@ struct dsd_disk_tier_config {
     struct dsd_kv_page_geom geom;
     uint64_t fingerprint;               /* dsd_kv_fingerprint() of the loaded model */
     unsigned flags;                     /* DSD_DISK_TIER_* */
+    int test_write_delay_ms;            /* tests only: each write sleeps this long between its
+                                         * arenas and its header (a slow disk, a window to cut
+                                         * a write short in) */
     /* Optional: gets every note, warning and error (level: syslog priority, 3 error,
      * 4 warning, 5 notice, 6 info), one line each without the trailing newline. */
     void (*log)(void *user, int level, const char *msg);
@@ -102,5 +110,7 @@ int dsd_disk_tier_drop(struct dsd_disk_tier *dt, uint64_t h);
 void dsd_disk_tier_stats(const struct dsd_disk_tier *dt, struct dsd_disk_tier_stats *out);
 /* The cache file's path (for messages and tests). */
 const char *dsd_disk_tier_path(const struct dsd_disk_tier *dt);
+/* The page geometry the tier stores. */
+const struct dsd_kv_page_geom *dsd_disk_tier_geom(const struct dsd_disk_tier *dt);
 
 #endif

@@ -9,8 +9,10 @@
 
 #include "disk_page.h"
 #include "disk_tier.h"
+#include "hash_index.h"
 #include "host_tier.h"
 #include "page_hash.h"
+#include "tier_io.h"
 
 struct dsd_prefix_cache {
     struct dsd_kv_cache *kv;
@@ -19,11 +21,24 @@ struct dsd_prefix_cache {
     struct dsd_radix *t;
     struct dsd_host_tier *ht;       /* NULL: no host tier */
     struct dsd_disk_tier *dt;       /* NULL: no disk tier */
-    struct dsd_host_tier *stage;    /* one slot: disk reads and writes (with a disk tier) */
+    /* disk I/O staging records (with a disk tier): one for synchronous I/O; with the I/O
+     * thread, io_depth records, each a page being written (writing: hash -> record) */
+    struct dsd_host_tier *stage;
+    struct dsd_tier_io *io;         /* NULL: disk I/O on the engine thread (no host tier) */
+    int io_depth;
+    struct dsd_tier_job *reaped;    /* [io_depth] */
+    struct dsd_hash_index *writing; /* chain hash -> stage record, writes in flight */
+    struct dsd_hash_index *reading; /* chain hash -> host slot, reads ahead in flight */
+    uint8_t *from_disk;             /* [host slots]: the slot's page was read ahead from disk */
     int32_t *pages;                 /* scratch: a match's device pages, adopt's values */
     uint8_t *taken;
     struct dsd_radix_ref *displaced;
     uint64_t *hashes;
+    /* pages sequences compute this step (chain hashes): a new sequence whose next page is
+     * among them waits for it instead of computing it again (dsd_prefix_cache_wait_for) */
+    struct dsd_hash_index *computing;
+    uint64_t *computing_v;
+    int n_computing;
     int max_pages;                  /* the pool's pages: the longest sequence */
     void (*log)(void *user, int level, const char *msg);
     void *log_user;
@@ -74,16 +89,32 @@ struct dsd_prefix_cache *dsd_prefix_cache_new(struct dsd_kv_cache *kv, const str
     if (c->disk_bytes && c->disk_dir && c->disk_dir[0]) {
         struct dsd_disk_tier_config dc = {.dir = c->disk_dir, .budget_bytes = c->disk_bytes, .geom = pc->g,
                                           .fingerprint = c->fingerprint, .flags = c->disk_flags,
-                                          .log = c->log, .log_user = c->log_user};
+                                          .test_write_delay_ms = c->test_write_delay_ms, .log = c->log,
+                                          .log_user = c->log_user};
         pc->dt = dsd_disk_tier_open(&dc, &e2);
         if (!pc->dt) {
             note(pc, 4, "%s", e2.msg);
         } else {
-            pc->stage = dsd_host_tier_new(pc->be, &pc->g, dsd_kv_page_record_bytes(&pc->g), &e2);
+            /* the I/O thread needs the host tier: pages read ahead land there */
+            pc->io_depth = pc->ht && !c->sync_io ? (c->io_depth > 0 ? c->io_depth : DSD_PREFIX_CACHE_IO_DEPTH) : 1;
+            pc->stage = dsd_host_tier_new(pc->be, &pc->g, (uint64_t)pc->io_depth * dsd_kv_page_record_bytes(&pc->g),
+                                          &e2);
             if (!pc->stage) {
-                note(pc, 4, "disk KV tier disabled: no staging slot: %s", e2.msg);
+                note(pc, 4, "disk KV tier disabled: no staging records: %s", e2.msg);
                 dsd_disk_tier_close(pc->dt);
                 pc->dt = NULL;
+            } else if (pc->io_depth > 1) {
+                pc->io = dsd_tier_io_new(pc->dt, 2 * pc->io_depth, c->test_io_delay_ms, &e2);
+                pc->reaped = malloc(2 * (size_t)pc->io_depth * sizeof *pc->reaped);
+                pc->writing = dsd_hash_index_new(pc->io_depth);
+                pc->reading = dsd_hash_index_new(dsd_host_tier_slots(pc->ht));
+                pc->from_disk = calloc((size_t)dsd_host_tier_slots(pc->ht), 1);
+                if (!pc->io || !pc->reaped || !pc->writing || !pc->reading || !pc->from_disk) {
+                    note(pc, 4, "disk KV tier: no I/O thread (%s); disk I/O on the engine thread",
+                         pc->io ? "out of memory" : e2.msg);
+                    dsd_tier_io_free(pc->io, false);
+                    pc->io = NULL;
+                }
             }
         }
     }
@@ -94,7 +125,9 @@ struct dsd_prefix_cache *dsd_prefix_cache_new(struct dsd_kv_cache *kv, const str
     pc->taken = malloc(mp);
     pc->displaced = malloc(mp * sizeof *pc->displaced);
     pc->hashes = malloc(mp * sizeof *pc->hashes);
-    if (!pc->t || !pc->pages || !pc->taken || !pc->displaced || !pc->hashes) {
+    pc->computing = dsd_hash_index_new((int)mp);
+    pc->computing_v = malloc(mp * sizeof *pc->computing_v);
+    if (!pc->t || !pc->pages || !pc->taken || !pc->displaced || !pc->hashes || !pc->computing || !pc->computing_v) {
         if (pc->t)
             dsd_errf(err, -ENOMEM, "prefix cache: out of memory for %d pages of scratch", pc->max_pages);
         dsd_prefix_cache_free(pc);
@@ -119,6 +152,11 @@ void dsd_prefix_cache_free(struct dsd_prefix_cache *pc)
             dsd_kv_page_unref(pc->kv, v);
     }
     dsd_radix_free(pc->t);
+    dsd_tier_io_free(pc->io, true);     /* queued writes reach the disk first */
+    free(pc->reaped);
+    dsd_hash_index_free(pc->writing);
+    dsd_hash_index_free(pc->reading);
+    free(pc->from_disk);
     dsd_host_tier_free(pc->ht);
     dsd_host_tier_free(pc->stage);
     dsd_disk_tier_close(pc->dt);
@@ -126,29 +164,111 @@ void dsd_prefix_cache_free(struct dsd_prefix_cache *pc)
     free(pc->taken);
     free(pc->displaced);
     free(pc->hashes);
+    dsd_hash_index_free(pc->computing);
+    free(pc->computing_v);
     free(pc);
 }
 
 /* ---- moving pages down ---------------------------------------------------------------- */
 
-/* Writes a page to disk from a record holding it (a host slot or the staging slot), unless
- * the disk tier has it already. */
-static void disk_write(struct dsd_prefix_cache *pc, const struct dsd_radix_ref *r, void *rec)
+/* Finished I/O jobs: written records go back to the staging pool, pages read ahead enter
+ * the tree in the host tier under their parent (dropped when it left meanwhile). */
+static void reap(struct dsd_prefix_cache *pc)
 {
-    if (!pc->dt || dsd_disk_tier_contains(pc->dt, r->hash))
+    if (!pc->io)
         return;
-    struct dsd_kv_page_meta m = {0};
-    int depth = 0;
-    if (dsd_radix_page(pc->t, r->node, &m.parent_hash, m.tokens, &depth) < 0)
+    int n = dsd_tier_io_reap(pc->io, pc->reaped, 2 * pc->io_depth);
+    for (int k = 0; k < n; k++) {
+        struct dsd_tier_job *j = &pc->reaped[k];
+        int slot = (int)(j->tag & 0xffffffffu);
+        if (j->kind == DSD_TIER_WRITE) {
+            dsd_hash_index_del(pc->writing, j->hash);
+            dsd_host_tier_release(pc->stage, slot);
+            if (j->rc < 0) {
+                pc->st.disk_errors++;
+                note(pc, 4, "disk KV tier: a page was not stored: %s", j->msg);
+            } else {
+                pc->st.disk_writes++;
+                pc->st.demotions[1] += j->tag >> 32;    /* it left the host tier for disk */
+            }
+            continue;
+        }
+        dsd_hash_index_del(pc->reading, j->hash);
+        struct dsd_radix_ref parent, r;
+        bool root = j->meta.parent_hash == DSD_KV_CHAIN_ROOT;
+        if (j->rc == 0 && (root || dsd_radix_lookup(pc->t, j->meta.parent_hash, &parent) == 1) &&
+            dsd_radix_extend(pc->t, root ? NULL : &parent, j->meta.tokens, DSD_KV_TIER_HOST, slot, &r) == 1) {
+            dsd_radix_unlock(pc->t, &r, 1);
+            pc->from_disk[slot] = 1;
+            pc->st.prefetched++;
+            continue;
+        }
+        if (j->rc < 0 && j->rc != -ENOENT) {
+            pc->st.disk_dropped++;
+            note(pc, 4, "disk KV tier: page dropped, recomputing it: %s", j->msg);
+        }
+        dsd_host_tier_release(pc->ht, slot);
+    }
+}
+
+/* A free staging record, reaping finished jobs when none is free. -ENOSPC: none. */
+static int stage_record(struct dsd_prefix_cache *pc)
+{
+    int s = dsd_host_tier_alloc(pc->stage);
+    if (s < 0) {
+        reap(pc);
+        s = dsd_host_tier_alloc(pc->stage);
+    }
+    return s < 0 ? -ENOSPC : s;
+}
+
+/* Stores page m (named hash) on disk, unless it is there or on its way: from device page
+ * `page` (copied out into a staging record first) or, when page < 0, from the host record
+ * rec. With the I/O thread the write is queued (the engine never waits on the disk; a full
+ * queue leaves the page unwritten: disk_skipped); otherwise it is written now. demotion:
+ * the page is leaving the host tier for the disk. */
+static void disk_store(struct dsd_prefix_cache *pc, struct dsd_kv_page_meta *m, uint64_t hash, int32_t page,
+                       void *rec, bool demotion)
+{
+    if (!pc->dt || dsd_disk_tier_contains(pc->dt, hash) || (pc->io && dsd_hash_index_get(pc->writing, hash) >= 0))
         return;
-    m.depth = (uint32_t)depth;
+    int slot = -1;
+    if (page >= 0 || pc->io) {
+        if ((slot = stage_record(pc)) < 0) {
+            pc->st.disk_skipped++;
+            return;
+        }
+        void *stage = dsd_host_tier_record(pc->stage, slot);
+        if (page >= 0) {
+            if (dsd_host_tier_copy_out(pc->stage, pc->kv, page, slot) < 0 || sync_be(pc) != 0) {
+                dsd_host_tier_release(pc->stage, slot);
+                return;
+            }
+        } else {
+            memcpy(dsd_kv_page_mla(stage), dsd_kv_page_mla(rec), dsd_kv_page_mla_bytes(&pc->g));
+            memcpy(dsd_kv_page_index(stage, &pc->g), dsd_kv_page_index(rec, &pc->g), dsd_kv_page_index_bytes(&pc->g));
+        }
+        rec = stage;
+    }
+    if (pc->io) {
+        struct dsd_tier_job j = {.kind = DSD_TIER_WRITE, .hash = hash, .meta = *m, .rec = rec,
+                                 .tag = (uint64_t)demotion << 32 | (uint32_t)slot};
+        if (dsd_tier_io_submit(pc->io, &j) < 0 || dsd_hash_index_put(pc->writing, hash, slot) < 0) {
+            dsd_host_tier_release(pc->stage, slot);     /* (submit cannot fail with records free) */
+            pc->st.disk_skipped++;
+        }
+        return;
+    }
     struct dsd_err err = {{0}};
-    if (dsd_disk_tier_put(pc->dt, &m, dsd_kv_page_mla(rec), dsd_kv_page_index(rec, &pc->g), &err) < 0) {
+    if (dsd_disk_tier_put(pc->dt, m, dsd_kv_page_mla(rec), dsd_kv_page_index(rec, &pc->g), &err) < 0) {
         pc->st.disk_errors++;
         note(pc, 4, "disk KV tier: a page was not stored: %s", err.msg);
     } else {
         pc->st.disk_writes++;
+        pc->st.demotions[1] += demotion;
     }
+    if (slot >= 0)
+        dsd_host_tier_release(pc->stage, slot);
 }
 
 /* Frees one host slot: the least recently used unlocked host leaf goes to disk (where it
@@ -158,10 +278,11 @@ static int host_evict_one(struct dsd_prefix_cache *pc)
     struct dsd_radix_ref v;
     if (!pc->ht || dsd_radix_victim(pc->t, DSD_KV_TIER_HOST, DSD_RADIX_LEAF_ONLY, &v) != 1)
         return -ENOENT;
-    if (pc->dt) {
-        bool had = dsd_disk_tier_contains(pc->dt, v.hash);
-        disk_write(pc, &v, dsd_host_tier_record(pc->ht, v.value));
-        pc->st.demotions[1] += !had && dsd_disk_tier_contains(pc->dt, v.hash);
+    struct dsd_kv_page_meta m = {0};
+    int depth = 0;
+    if (pc->dt && dsd_radix_page(pc->t, v.node, &m.parent_hash, m.tokens, &depth) == 0) {
+        m.depth = (uint32_t)depth;
+        disk_store(pc, &m, v.hash, -1, dsd_host_tier_record(pc->ht, v.value), true);
     }
     if (dsd_radix_remove(pc->t, v.node) < 0)
         return -ENOENT;
@@ -178,6 +299,8 @@ static int host_slot(struct dsd_prefix_cache *pc)
     int s = dsd_host_tier_alloc(pc->ht);
     if (s < 0 && host_evict_one(pc) == 0)
         s = dsd_host_tier_alloc(pc->ht);
+    if (s >= 0 && pc->from_disk)
+        pc->from_disk[s] = 0;
     return s < 0 ? -ENOSPC : s;
 }
 
@@ -242,6 +365,8 @@ static int hold_grow(struct dsd_prefix_hold *h, int n)
 {
     if (n <= h->cap)
         return 0;
+    if (n < 2 * h->cap)
+        n = 2 * h->cap;             /* a growing sequence reallocates log(n) times */
     struct dsd_radix_ref *r = realloc(h->refs, (size_t)n * sizeof *r);
     if (!r)
         return -ENOMEM;
@@ -256,26 +381,35 @@ static int hold_grow(struct dsd_prefix_hold *h, int n)
 static int extend_from_disk(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_full, struct dsd_prefix_hold *h,
                             int n)
 {
-    int slot = dsd_host_tier_alloc(pc->stage);
-    if (slot < 0)
+    /* with the I/O thread, only pages on their way to disk (still in a staging record) are
+     * served here; pages on disk were read ahead (dsd_prefix_cache_wait_for) */
+    int own = pc->io ? -1 : dsd_host_tier_alloc(pc->stage);
+    if (!pc->io && own < 0)
         return n;
     uint64_t parent = n > 0 ? h->refs[n - 1].hash : DSD_KV_CHAIN_ROOT;
-    void *rec = dsd_host_tier_record(pc->stage, slot);
     while (n < n_full) {
         const int32_t *tok = tokens + (size_t)n * DSD_KV_PAGE_TOKENS;
         uint64_t hash = dsd_kv_chain_hash(parent, tok);
-        if (!dsd_disk_tier_contains(pc->dt, hash))
-            break;
-        struct dsd_kv_page_meta expect = {.parent_hash = parent, .depth = (uint32_t)n};
-        memcpy(expect.tokens, tok, sizeof expect.tokens);
-        struct dsd_err err = {{0}};
-        int rc = dsd_disk_tier_get(pc->dt, hash, &expect, dsd_kv_page_mla(rec), dsd_kv_page_index(rec, &pc->g), &err);
-        if (rc < 0) {
-            if (rc != -ENOENT) {
-                pc->st.disk_dropped++;
-                note(pc, 4, "disk KV tier: page dropped, recomputing it: %s", err.msg);
+        int slot = own;
+        if (pc->io) {
+            if ((slot = dsd_hash_index_get(pc->writing, hash)) < 0)
+                break;
+        } else {
+            if (!dsd_disk_tier_contains(pc->dt, hash))
+                break;
+            void *rec = dsd_host_tier_record(pc->stage, slot);
+            struct dsd_kv_page_meta expect = {.parent_hash = parent, .depth = (uint32_t)n};
+            memcpy(expect.tokens, tok, sizeof expect.tokens);
+            struct dsd_err err = {{0}};
+            int rc = dsd_disk_tier_get(pc->dt, hash, &expect, dsd_kv_page_mla(rec), dsd_kv_page_index(rec, &pc->g),
+                                       &err);
+            if (rc < 0) {
+                if (rc != -ENOENT) {
+                    pc->st.disk_dropped++;
+                    note(pc, 4, "disk KV tier: page dropped, recomputing it: %s", err.msg);
+                }
+                break;
             }
-            break;
         }
         int32_t page = device_page(pc);
         if (page < 0)
@@ -290,7 +424,8 @@ static int extend_from_disk(struct dsd_prefix_cache *pc, const int32_t *tokens, 
         pc->st.hits[DSD_KV_TIER_DISK]++;
         parent = hash;
     }
-    dsd_host_tier_release(pc->stage, slot);
+    if (own >= 0)
+        dsd_host_tier_release(pc->stage, own);
     return n;
 }
 
@@ -312,7 +447,8 @@ int dsd_prefix_cache_acquire(struct dsd_prefix_cache *pc, const int32_t *tokens,
     int n = dsd_radix_match(pc->t, tokens, n_full * DSD_KV_PAGE_TOKENS, h->refs, n_full);
     if (n < 0)
         return n;
-    int dev = 0, host = 0, disk = 0;
+    reap(pc);
+    int dev = 0, host = 0, disk = 0, ahead = 0;
     /* host pages come back to fresh device pages, root first (tier order holds throughout) */
     for (int i = 0; i < n; i++) {
         struct dsd_radix_ref *r = &h->refs[i];
@@ -329,18 +465,24 @@ int dsd_prefix_cache_acquire(struct dsd_prefix_cache *pc, const int32_t *tokens,
             n = i;
             break;
         }
+        bool read_ahead = pc->from_disk && pc->from_disk[r->value];
         dsd_host_tier_release(pc->ht, r->value);
         r->tier = DSD_KV_TIER_DEVICE;
         r->value = page;
-        host++;
+        if (read_ahead)
+            ahead++;            /* read ahead from disk for this sequence: a disk hit */
+        else
+            host++;
     }
     /* the disk continues the match only where the tree's match ran to its end (a reload
      * that stopped early stops the match there) */
-    if (pc->dt && n == dev + host && n < n_full) {
+    if (pc->dt && n == dev + host + ahead && n < n_full) {
         int matched = n;
         n = extend_from_disk(pc, tokens, n_full, h, n);
         disk = n - matched;
     }
+    pc->st.hits[DSD_KV_TIER_DISK] += (uint64_t)ahead;
+    disk += ahead;
     for (int i = 0; i < n; i++)
         pc->pages[i] = h->refs[i].value;
     int rc = dsd_kv_seq_share(pc->kv, seq, pc->pages, n);
@@ -381,6 +523,18 @@ void dsd_prefix_cache_hold_destroy(struct dsd_prefix_hold *h)
     *h = (struct dsd_prefix_hold){0};
 }
 
+/* Writes device page `page` (named hash; tokens, parent, depth as its record says) to the
+ * disk tier unless it has it (disk_store). */
+static void store_page(struct dsd_prefix_cache *pc, int32_t page, const int32_t *tok, uint64_t parent, uint64_t hash,
+                       int depth)
+{
+    if (!pc->dt)
+        return;
+    struct dsd_kv_page_meta m = {.parent_hash = parent, .depth = (uint32_t)depth};
+    memcpy(m.tokens, tok, sizeof m.tokens);
+    disk_store(pc, &m, hash, page, NULL, false);
+}
+
 /* ---- adopting ------------------------------------------------------------------------- */
 
 int dsd_prefix_cache_adopt(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_computed,
@@ -402,30 +556,138 @@ int dsd_prefix_cache_adopt(struct dsd_prefix_cache *pc, const int32_t *tokens, i
     if (taken == 0)
         return 0;
     dsd_kv_chain_hashes(tokens, n_full * DSD_KV_PAGE_TOKENS, pc->hashes, n_full);
-    int slot = pc->dt ? dsd_host_tier_alloc(pc->stage) : -1;
     for (int i = 0; i < n_full; i++) {
         if (!pc->taken[i])
             continue;
         dsd_kv_page_ref(pc->kv, seq->pages[i]);
-        if (slot < 0 || dsd_disk_tier_contains(pc->dt, pc->hashes[i]))
-            continue;
-        if (dsd_host_tier_copy_out(pc->stage, pc->kv, seq->pages[i], slot) < 0 || sync_be(pc) != 0)
-            continue;
-        struct dsd_kv_page_meta m = {.parent_hash = i > 0 ? pc->hashes[i - 1] : DSD_KV_CHAIN_ROOT,
-                                     .depth = (uint32_t)i};
-        memcpy(m.tokens, tokens + (size_t)i * DSD_KV_PAGE_TOKENS, sizeof m.tokens);
-        void *rec = dsd_host_tier_record(pc->stage, slot);
-        struct dsd_err err = {{0}};
-        if (dsd_disk_tier_put(pc->dt, &m, dsd_kv_page_mla(rec), dsd_kv_page_index(rec, &pc->g), &err) < 0) {
-            pc->st.disk_errors++;
-            note(pc, 4, "disk KV tier: a page was not stored: %s", err.msg);
-        } else {
-            pc->st.disk_writes++;
-        }
+        store_page(pc, seq->pages[i], tokens + (size_t)i * DSD_KV_PAGE_TOKENS,
+                   i > 0 ? pc->hashes[i - 1] : DSD_KV_CHAIN_ROOT, pc->hashes[i], i);
     }
-    if (slot >= 0)
-        dsd_host_tier_release(pc->stage, slot);
     return taken;
+}
+
+int dsd_prefix_cache_publish(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_computed,
+                             const struct dsd_kv_seq *seq, struct dsd_prefix_hold *h)
+{
+    int n_full = n_computed / DSD_KV_PAGE_TOKENS;
+    if (n_full > seq->n_pages)
+        n_full = seq->n_pages;
+    if (h->n >= n_full)
+        return 0;
+    if (hold_grow(h, n_full) < 0)
+        return -ENOMEM;
+    int taken = 0;
+    while (h->n < n_full) {
+        int i = h->n;
+        const int32_t *tok = tokens + (size_t)i * DSD_KV_PAGE_TOKENS;
+        struct dsd_radix_ref r, old;
+        int rc = dsd_radix_publish(pc->t, i > 0 ? &h->refs[i - 1] : NULL, tok, DSD_KV_TIER_DEVICE, seq->pages[i], &r,
+                                   &old);
+        if (rc < 0)
+            break;              /* the tree is full here, or the name collides: try next step */
+        if (rc == 2 && pc->ht)
+            dsd_host_tier_release(pc->ht, old.value);
+        h->refs[h->n++] = r;
+        if (rc == 0)
+            continue;           /* another sequence's copy: ours stays the sequence's own */
+        dsd_kv_page_ref(pc->kv, seq->pages[i]);
+        store_page(pc, seq->pages[i], tok, i > 0 ? h->refs[i - 1].hash : DSD_KV_CHAIN_ROOT, r.hash, i);
+        taken++;
+    }
+    pc->st.published += (uint64_t)taken;
+    return taken;
+}
+
+void dsd_prefix_cache_step_begin(struct dsd_prefix_cache *pc)
+{
+    reap(pc);
+    for (int i = 0; i < pc->n_computing; i++)
+        dsd_hash_index_del(pc->computing, pc->computing_v[i]);
+    pc->n_computing = 0;
+}
+
+void dsd_prefix_cache_computing(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_tokens, int from, int to,
+                                const struct dsd_prefix_hold *h)
+{
+    int first = from / DSD_KV_PAGE_TOKENS, end = to / DSD_KV_PAGE_TOKENS;  /* pages that complete */
+    if (end > n_tokens / DSD_KV_PAGE_TOKENS)
+        end = n_tokens / DSD_KV_PAGE_TOKENS;
+    if (first < h->n || first >= end)
+        return;                 /* nothing completes, or the chain is not known from h */
+    uint64_t hash = h->n > 0 ? h->refs[h->n - 1].hash : DSD_KV_CHAIN_ROOT;
+    for (int i = h->n; i < end && pc->n_computing <= pc->max_pages; i++) {
+        hash = dsd_kv_chain_hash(hash, tokens + (size_t)i * DSD_KV_PAGE_TOKENS);
+        if (i >= first && dsd_hash_index_get(pc->computing, hash) < 0 &&
+            dsd_hash_index_put(pc->computing, hash, 1) == 0)
+            pc->computing_v[pc->n_computing++] = hash;
+    }
+}
+
+/* Reads ahead the pages of tokens that follow the tree's m matched ones (refs in
+ * pc->displaced) and are on disk, into host slots, on the I/O thread, in chain order.
+ * At most half the host tier holds one prefix read ahead (so reading it never evicts its own
+ * pages). Returns the pages on their way. */
+static int read_ahead(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_full, int m, uint64_t hash)
+{
+    int in_host = 0, pending = 0;
+    for (int i = 0; i < m; i++)
+        in_host += pc->displaced[i].tier == DSD_KV_TIER_HOST;
+    int cap = dsd_host_tier_slots(pc->ht) / 2;
+    uint64_t parent = m > 0 ? pc->displaced[m - 1].hash : DSD_KV_CHAIN_ROOT;
+    for (int i = m; i < n_full && in_host + pending < cap; i++) {
+        if (i > m)
+            hash = dsd_kv_chain_hash(parent, tokens + (size_t)i * DSD_KV_PAGE_TOKENS);
+        if (dsd_hash_index_get(pc->reading, hash) >= 0) {
+            pending++;
+            parent = hash;
+            continue;
+        }
+        if (!dsd_disk_tier_contains(pc->dt, hash))
+            break;
+        if (dsd_tier_io_pending(pc->io) >= pc->io_depth)
+            return pending + 1;         /* the queue is busy: wait for it, then read */
+        int slot = host_slot(pc);
+        if (slot < 0)
+            break;
+        struct dsd_tier_job j = {.kind = DSD_TIER_READ, .hash = hash, .rec = dsd_host_tier_record(pc->ht, slot),
+                                 .tag = (uint32_t)slot};
+        j.meta.parent_hash = parent;
+        j.meta.depth = (uint32_t)i;
+        memcpy(j.meta.tokens, tokens + (size_t)i * DSD_KV_PAGE_TOKENS, sizeof j.meta.tokens);
+        if (dsd_tier_io_submit(pc->io, &j) < 0 || dsd_hash_index_put(pc->reading, hash, slot) < 0) {
+            dsd_host_tier_release(pc->ht, slot);
+            break;
+        }
+        pending++;
+        parent = hash;
+    }
+    return pending;
+}
+
+bool dsd_prefix_cache_wait_for(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_tokens)
+{
+    if (pc->n_computing == 0 && !pc->io)
+        return false;
+    int n_full = n_tokens / DSD_KV_PAGE_TOKENS;
+    if (n_full > pc->max_pages)
+        n_full = pc->max_pages;
+    int m = dsd_radix_peek(pc->t, tokens, n_full * DSD_KV_PAGE_TOKENS, pc->displaced, n_full);
+    if (m < 0 || m >= n_full)
+        return false;
+    uint64_t hash = dsd_kv_chain_hash(m > 0 ? pc->displaced[m - 1].hash : DSD_KV_CHAIN_ROOT,
+                                      tokens + (size_t)m * DSD_KV_PAGE_TOKENS);
+    if (pc->n_computing > 0 && dsd_hash_index_get(pc->computing, hash) >= 0) {
+        pc->st.waits++;
+        return true;
+    }
+    return pc->io && read_ahead(pc, tokens, n_full, m, hash) > 0;
+}
+
+void dsd_prefix_cache_io_wait(struct dsd_prefix_cache *pc, int timeout_ms)
+{
+    if (pc->io && dsd_tier_io_pending(pc->io) > 0)
+        dsd_tier_io_wait(pc->io, timeout_ms);
+    reap(pc);
 }
 
 void dsd_prefix_cache_stats(const struct dsd_prefix_cache *pc, struct dsd_prefix_cache_stats *out)
@@ -441,6 +703,7 @@ void dsd_prefix_cache_stats(const struct dsd_prefix_cache *pc, struct dsd_prefix
         out->disk_pages = ds.pages;
         out->disk_slots = ds.slots;
         out->evictions[DSD_KV_TIER_DISK] = ds.evictions;
+        out->disk_writes = ds.writes;   /* as they land, whichever thread wrote them */
         out->disk_dropped = pc->st.disk_dropped > ds.dropped ? pc->st.disk_dropped : ds.dropped;
     }
 }

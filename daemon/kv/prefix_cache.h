@@ -13,6 +13,8 @@
  *   struct dsd_prefix_hold h = {0};
  *   int m = dsd_prefix_cache_acquire(pc, tokens, n_tokens - 1, &seq.kv, &h, &hit);  // seq.kv empty
  *   ... the sequence computes from position 64 * m ...
+ *   // every step: each page it completed enters the tree at once, locked in h
+ *   dsd_prefix_cache_publish(pc, tokens, n_computed, &seq.kv, &h);
  *   // it ends, or is preempted: its full computed pages go to the tree, its hold is dropped
  *   dsd_prefix_cache_adopt(pc, tokens, n_computed, &seq.kv);
  *   dsd_prefix_cache_unhold(pc, &h);
@@ -23,15 +25,20 @@
  * Where a page goes: a device page the tree alone holds (unlocked) is copied to a host slot
  * when the pool is short; a host page is written to disk (unless already there) and dropped
  * when the host tier is short; without a tier below, it is dropped. Every page the tree takes
- * is written to the disk tier once (synchronously, through one staging slot), so pages
- * survive a restart however the daemon ends. A match reloads host pages into fresh device
- * pages, then continues on disk by chain hash (disk -> staging slot -> device page), each page
- * whole and verified (docs/KV_CACHE.md §6.3); a page that fails is dropped and the match ends
- * there: the sequence computes the rest.
+ * is written to the disk tier once, so pages survive a restart however the daemon ends: with
+ * a host tier, on the tier I/O thread (daemon/kv/tier_io.h; the engine copies the page into a
+ * staging record and never waits on the disk), otherwise synchronously. A match reloads host
+ * pages into fresh device pages, then continues with pages on their way to disk (served from
+ * their staging record) or, without the I/O thread, on disk by chain hash (disk -> staging
+ * record -> device page), each page whole and verified (docs/KV_CACHE.md §6.3); a page that
+ * fails is dropped and the match ends there: the sequence computes the rest. With the I/O
+ * thread, pages on disk are read ahead into the host tier before admission (wait_for).
+ * Running sequences publish their pages as each completes (publish).
  *
- * Single-threaded: the engine thread owns it, like the pool. Allocation happens at creation
- * (the tree, the tiers, scratch for the longest sequence the pool holds) and per sequence
- * (its hold's refs, grown once to its length).
+ * The engine thread owns it, like the pool; the I/O thread touches only the disk tier and the
+ * records it was handed. Allocation happens at creation (the tree, the tiers, the staging
+ * records, scratch for the longest sequence the pool holds) and per sequence (its hold's
+ * refs, grown by doubling with its length).
  */
 #ifndef DSD_KV_PREFIX_CACHE_H
 #define DSD_KV_PREFIX_CACHE_H
@@ -43,12 +50,20 @@
 #include "kv_cache.h"
 #include "radix.h"
 
+#define DSD_PREFIX_CACHE_IO_DEPTH 16   /* staging records for writes in flight (io_depth 0) */
+
 struct dsd_prefix_cache_config {
     uint64_t host_bytes;            /* host tier budget, 0 = no host tier */
     const char *disk_dir;           /* cache directory, NULL or "" = no disk tier */
     uint64_t disk_bytes;            /* disk tier budget, 0 = no disk tier */
     uint64_t fingerprint;           /* dsd_kv_fingerprint() of the loaded model */
     unsigned disk_flags;            /* DSD_DISK_TIER_* (tests) */
+    /* Disk I/O runs on the tier I/O thread (daemon/kv/tier_io.h) when there are a host tier
+     * and a disk tier: io_depth staging records for writes in flight (0: the default). */
+    int io_depth;
+    bool sync_io;                   /* tests: disk I/O on the caller's thread even so */
+    int test_io_delay_ms;           /* tests: the I/O thread sleeps this long before each job */
+    int test_write_delay_ms;        /* tests: each disk write sleeps this long before its header */
     /* Notes and warnings (level: syslog priority), one line each. May be NULL. */
     void (*log)(void *user, int level, const char *msg);
     void *log_user;
@@ -79,6 +94,10 @@ struct dsd_prefix_cache_stats {
      * room (evictions: device pages with no host room, host pages, disk pages overwritten) */
     uint64_t demotions[2], evictions[3];
     uint64_t disk_writes, disk_errors, disk_dropped;    /* dropped: corrupt or foreign */
+    uint64_t published;             /* pages the tree took from running sequences (publish) */
+    uint64_t waits;                 /* times a new sequence waited for a page being computed */
+    uint64_t prefetched;            /* pages read ahead from disk into the host tier */
+    uint64_t disk_skipped;          /* pages not written to disk: the write queue was full */
 };
 
 struct dsd_prefix_cache;
@@ -110,6 +129,33 @@ void dsd_prefix_cache_hold_destroy(struct dsd_prefix_hold *h);
  * pages adopted (>= 0). */
 int dsd_prefix_cache_adopt(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_computed,
                            const struct dsd_kv_seq *seq);
+
+/* A running sequence's pages enter the tree as soon as they are complete: the full pages
+ * of tokens[0..n_computed) (computed into seq's pages, every layer written) past the h->n
+ * pages h holds are published, each locked in h (drop with unhold as usual), so a
+ * concurrent sequence with the same prefix shares them read-only (the owner never rewrites
+ * a completed position). h must hold seq's pages 0..h->n (what acquire and publish put
+ * there). A page another sequence published first is locked and not taken (the sequence
+ * keeps its own copy); publishing stops at a page the tree cannot take (full, a collision)
+ * and is tried again next call. Each page taken is written to disk once. Returns the pages
+ * taken (>= 0) or -ENOMEM. */
+int dsd_prefix_cache_publish(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_computed,
+                             const struct dsd_kv_seq *seq, struct dsd_prefix_hold *h);
+
+/* Pages being computed this step, so requests with the same new prefix arriving together
+ * compute it once: step_begin forgets the last step's; computing registers the pages of
+ * tokens[0..n_tokens) a sequence holding h completes by computing positions [from, to);
+ * wait_for says whether the first page of tokens[0..n_tokens) the tree lacks is being
+ * computed (the new sequence waits a step and shares it once published). */
+void dsd_prefix_cache_step_begin(struct dsd_prefix_cache *pc);
+void dsd_prefix_cache_computing(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_tokens, int from, int to,
+                                const struct dsd_prefix_hold *h);
+bool dsd_prefix_cache_wait_for(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_tokens);
+/* (With the I/O thread, wait_for also reads the pages that follow on disk ahead into the
+ * host tier and says to wait while they are on their way; step_begin takes in what the
+ * thread finished. A step with nothing to run but sequences waiting on reads calls io_wait,
+ * which sleeps up to timeout_ms for the thread.) */
+void dsd_prefix_cache_io_wait(struct dsd_prefix_cache *pc, int timeout_ms);
 
 /* Pages make_room could free now (the tree's unlocked device pages). */
 int dsd_prefix_cache_reclaimable(const struct dsd_prefix_cache *pc);

@@ -278,19 +278,28 @@ int dsd_radix_insert(struct dsd_radix *t, const int32_t *tokens, int n_tokens, c
     return n_taken;
 }
 
+/* The node a page goes below: parent's (NULL: the root), and its chain hash. Returns 0 or
+ * -EINVAL (no such node). */
+static int below(const struct dsd_radix *t, const struct dsd_radix_ref *parent, int32_t *p, uint64_t *ph)
+{
+    *p = NONE;
+    *ph = DSD_KV_CHAIN_ROOT;
+    if (!parent)
+        return 0;
+    if (!valid_node(t, parent->node))
+        return -EINVAL;
+    *p = parent->node;
+    *ph = t->nodes[*p].hash;
+    return 0;
+}
+
 int dsd_radix_extend(struct dsd_radix *t, const struct dsd_radix_ref *parent, const int32_t *tokens, int tier,
                      int32_t value, struct dsd_radix_ref *out)
 {
-    if (tier < 0 || tier >= DSD_RADIX_TIERS || !tokens)
+    int32_t p;
+    uint64_t ph;
+    if (tier < 0 || tier >= DSD_RADIX_TIERS || !tokens || below(t, parent, &p, &ph) < 0)
         return -EINVAL;
-    int32_t p = NONE;
-    uint64_t ph = DSD_KV_CHAIN_ROOT;
-    if (parent) {
-        if (!valid_node(t, parent->node))
-            return -EINVAL;
-        p = parent->node;
-        ph = t->nodes[p].hash;
-    }
     if (parent_tier(t, p) > tier)
         return 0;
     uint64_t h = dsd_kv_chain_hash(ph, tokens);
@@ -302,6 +311,47 @@ int dsd_radix_extend(struct dsd_radix *t, const struct dsd_radix_ref *parent, co
         return 0;
     lru_unlink(t, i);
     t->nodes[i].lock = 1;
+    *out = ref_of(t, i);
+    return 1;
+}
+
+int dsd_radix_publish(struct dsd_radix *t, const struct dsd_radix_ref *parent, const int32_t *tokens, int tier,
+                      int32_t value, struct dsd_radix_ref *out, struct dsd_radix_ref *displaced)
+{
+    int32_t p;
+    uint64_t ph;
+    if (tier < 0 || tier >= DSD_RADIX_TIERS || !tokens || below(t, parent, &p, &ph) < 0)
+        return -EINVAL;
+    if (parent_tier(t, p) > tier)
+        return -EAGAIN;
+    uint64_t h = dsd_kv_chain_hash(ph, tokens);
+    int collision, rc = 1;
+    int32_t i = child(t, p, h, tokens, &collision);
+    if (collision)
+        return -EAGAIN;
+    if (i == NONE) {
+        if ((i = node_new(t, p, h, tokens, tier, value)) == NONE)
+            return -EAGAIN;
+    } else if (t->nodes[i].tier > tier) {
+        if (t->nodes[i].lock > 0 || !displaced)
+            return -EAGAIN;
+        *displaced = ref_of(t, i);
+        move_tier(t, i, tier, value);
+        rc = 2;
+    } else {
+        rc = 0;
+    }
+    if (t->nodes[i].lock++ == 0)
+        lru_unlink(t, i);
+    *out = ref_of(t, i);
+    return rc;
+}
+
+int dsd_radix_lookup(const struct dsd_radix *t, uint64_t hash, struct dsd_radix_ref *out)
+{
+    int32_t i = dsd_hash_index_get(t->index, hash);
+    if (i < 0 || !valid_node(t, i))
+        return 0;
     *out = ref_of(t, i);
     return 1;
 }

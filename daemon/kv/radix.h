@@ -105,6 +105,23 @@ int dsd_radix_insert(struct dsd_radix *t, const int32_t *tokens, int n_tokens, c
 int dsd_radix_extend(struct dsd_radix *t, const struct dsd_radix_ref *parent, const int32_t *tokens, int tier,
                      int32_t value, struct dsd_radix_ref *out);
 
+/* A running sequence's page i, just computed, published below parent (NULL: a first page;
+ * otherwise the ref this function or a match returned for page i-1), its 64 tokens, in
+ * tier/value; the node returned is locked once for the caller (unlock it with the rest).
+ *   1: added: the tree took value (the caller takes a reference for it).
+ *   2: the page was cached in a slower tier, unlocked: replaced by value (taken, as for 1),
+ *      its old place in *displaced, which the caller frees.
+ *   0: the page was cached already in the same or a faster tier (another sequence computed
+ *      it): that node is locked and returned; the caller keeps value.
+ *  -EAGAIN: nothing added or locked (the tree is full, the name collides, the cached copy
+ *      is slower but locked, or parent is slower than tier): publishing stops here for now.
+ *  -EINVAL: bad tier or tokens, no such parent. */
+int dsd_radix_publish(struct dsd_radix *t, const struct dsd_radix_ref *parent, const int32_t *tokens, int tier,
+                      int32_t value, struct dsd_radix_ref *out, struct dsd_radix_ref *displaced);
+
+/* The node named hash (a chain hash), changing nothing. Returns 1 with *out filled, or 0. */
+int dsd_radix_lookup(const struct dsd_radix *t, uint64_t hash, struct dsd_radix_ref *out);
+
 #define DSD_RADIX_LEAF_ONLY 1u  /* dsd_radix_victim: only nodes with no children at all */
 
 /* The least recently used unlocked node of `tier` with no child in the same tier (with

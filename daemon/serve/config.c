@@ -336,6 +336,11 @@ static const struct cfg_key cfg_keys[] = {
       "whatever the model says (the output is then not the model's: it measures the speed "
       "ceiling of full acceptance); reject accepts none (exact output, the overhead of "
       "drafting and verifying for nothing). Needs speculative_tokens > 0." },
+    { "test_disk_write_delay_ms", "Testing", CFG_INT, FIELD(test_disk_write_delay_ms), 0, 600000, 0, NULL,
+      "0", NULL, 0, "MS", "TEST ONLY: every disk KV page write sleeps this long",
+      "For tests only; leave 0 in production. Each page the disk KV tier writes sleeps this "
+      "many milliseconds between its data and its header (on the tier I/O thread), so a "
+      "test sees that a slow disk does not slow the engine and can cut a write short." },
 };
 
 #define N_KEYS ((int)(sizeof cfg_keys / sizeof cfg_keys[0]))

@@ -111,6 +111,7 @@ struct dsd_serve_config {
     char test_force_output[4096];
     int64_t test_load_delay_ms;     /* testing only: wait before loading (0 = no) */
     enum dsd_serve_spec_force test_spec_force;  /* testing only: accept or reject every draft */
+    int64_t test_disk_write_delay_ms;   /* testing only: slow disk KV writes (0 = no) */
 
     /* Set by --plan (not a key): print the memory plan instead of serving. */
     bool plan;

@@ -537,7 +537,14 @@ static bool grow_plan_scratch(struct dsd_engine *e, int n)
  * this step out (the next plan sees the pool as it is). Returns whether s runs. */
 static bool reserve_cached(struct dsd_engine *e, struct seq *s)
 {
-    if (s->kv.n_pages == 0 && s->sc.n_computed == 0 && s->n_tokens > DSD_KV_PAGE_TOKENS) {
+    bool fresh = s->kv.n_pages == 0 && s->sc.n_computed == 0 && s->n_tokens > DSD_KV_PAGE_TOKENS;
+    if (fresh && dsd_prefix_cache_wait_for(e->pc, s->tokens, s->n_tokens - 1)) {
+        /* its next page is being computed by a sequence of this step: share it next step */
+        s->sc.chunk = 0;
+        s->sc.n_pages = 0;
+        return false;
+    }
+    if (fresh) {
         struct dsd_prefix_hit hit;
         int m = dsd_prefix_cache_acquire(e->pc, s->tokens, s->n_tokens - 1, &s->kv, &s->hold, &hit);
         if (m > 0) {
@@ -577,7 +584,22 @@ static bool reserve_cached(struct dsd_engine *e, struct seq *s)
             s->sc.chunk = fit;
     }
     s->sc.n_pages = s->kv.n_pages;
+    dsd_prefix_cache_computing(e->pc, s->tokens, s->n_tokens, s->sc.n_computed, s->sc.n_computed + s->sc.chunk,
+                               &s->hold);
     return true;
+}
+
+/* The pages this step's sequences under way will complete: a new sequence whose next page
+ * is one of them waits a step for it (reserve_cached). */
+static void cache_step_begin(struct dsd_engine *e, int n)
+{
+    dsd_prefix_cache_step_begin(e->pc);
+    for (int i = 0; i < n; i++) {
+        struct seq *s = e->plan_s[i];
+        if (s->sc.chunk > 0 && s->kv.n_pages > 0)
+            dsd_prefix_cache_computing(e->pc, s->tokens, s->n_tokens, s->sc.n_computed,
+                                       s->sc.n_computed + s->sc.chunk, &s->hold);
+    }
 }
 
 /* Plans the step (scheduler.h) and carries the plan out on the KV pool: pages taken back
@@ -621,6 +643,8 @@ static int build_step(struct dsd_engine *e, struct seq **batch, int max)
             drop_pages(e, e->plan_s[i], e->plan_s[i]->computed_before, true);
     int nb = 0;
     e->sat_out = false;
+    if (e->pc)
+        cache_step_begin(e, n);
     for (i = 0; i < n; i++) {
         struct seq *s = e->plan_s[i];
         if (s->sc.chunk <= 0)
@@ -838,13 +862,24 @@ static void note_delivery(struct dsd_engine *e, struct seq *s, struct dsd_engine
     s->produced += (uint64_t)ev->n_ids;
 }
 
+/* A sequence's pages completed by this step are shared at once (docs/KV_CACHE.md §7): only
+ * committed positions count, so a speculative step's rejected drafts never enter the tree. */
+static void publish_pages(struct dsd_engine *e, struct seq *s)
+{
+    if (e->pc)
+        dsd_prefix_cache_publish(e->pc, s->tokens, s->sc.n_computed, &s->kv, &s->hold);
+}
+
 static int run_step(struct dsd_engine *e)
 {
     int max = e->p.max_batch;
     struct seq *batch[max];
     int n = build_step(e, batch, max);
-    if (n == 0)
+    if (n == 0) {
+        if (e->sat_out && e->pc)    /* sequences waiting on disk reads: let them land */
+            dsd_prefix_cache_io_wait(e->pc, 20);
         return e->sat_out ? -1 : 0;
+    }
     e->step_id++;
     for (int i = 0; i < n; i++)
         batch[i]->in_step = e->step_id;
@@ -905,12 +940,14 @@ static int run_step(struct dsd_engine *e)
         if (bs[i].no_logits) {
             prefilled += (uint64_t)chunk;
             s->sc.n_computed += chunk;
+            publish_pages(e, s);
         } else if (used[i] == 0) {
             /* Everything fed except a freshly generated token is prefill work: the prompt and,
              * after a preemption, the generated tokens being recomputed. */
             bool decode = s->n_tokens > s->req->n_prompt;
             prefilled += (uint64_t)(chunk - (decode ? 1 : 0));
             s->sc.n_computed += chunk;
+            publish_pages(e, s);
             struct dsd_engine_event *ev = new_event(s, DSD_EV_TOKENS);
             int32_t tok = dsd_generation_step_sampled(s->gen, &e->sres[row], s->n_tokens, e->max_context, ev);
             row++;
@@ -948,6 +985,7 @@ static int run_step(struct dsd_engine *e)
             row += nd + 1;
             /* the positions fed a token now committed: t_{n-1} and the emitted drafts */
             s->sc.n_computed = pos0 + emitted;
+            publish_pages(e, s);
             generated += (uint64_t)emitted;
             spec_steps++;
             spec_drafted += (uint64_t)nd;
@@ -1044,6 +1082,7 @@ static void prefix_cache_open(struct dsd_engine *e, const struct dsd_kv_layout *
         .host_bytes = e->p.host_cache_bytes,
         .disk_dir = e->disk_cache_dir,
         .disk_bytes = e->p.disk_cache_bytes,
+        .test_write_delay_ms = e->p.test_disk_write_delay_ms,
         .fingerprint = dsd_kv_fingerprint(&e->model->dims, l, n_layers, wid, sizeof wid),
         .log = cache_log,
     };

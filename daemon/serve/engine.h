@@ -70,6 +70,7 @@ struct dsd_engine_params {
     int speculative_tokens;         /* MTP drafts verified per decode step, 0..3 (0 = off;
                                        docs/SPECULATIVE.md) */
     int test_spec_force;            /* testing only: enum dsd_spec_force (test_spec_force) */
+    int test_disk_write_delay_ms;   /* testing only: slow disk KV writes */
 };
 
 /* What ended a generation (the protocol's finish reasons). */

@@ -163,6 +163,7 @@ int main(int argc, char **argv)
         .test_load_delay_ms = (int)cfg.test_load_delay_ms,
         .speculative_tokens = (int)cfg.speculative_tokens,
         .test_spec_force = (int)cfg.test_spec_force,
+        .test_disk_write_delay_ms = (int)cfg.test_disk_write_delay_ms,
     };
     ep.model.numerics = cfg.numerics == DSD_SERVE_NUMERICS_EXACT ? DSD_NUMERICS_EXACT : DSD_NUMERICS_PRODUCTION;
     ep.model.kv_dtype = cfg.kv_dtype == DSD_SERVE_KV_BF16 ? DSD_KV_BF16 : DSD_KV_FP8;
@@ -218,6 +219,9 @@ int main(int argc, char **argv)
     if (cfg.test_spec_force != DSD_SERVE_SPEC_FORCE_NONE)
         dsd_log(LOG_WARNING, "test_spec_force is set: every speculative draft is %s (tests only)",
                 cfg.test_spec_force == DSD_SERVE_SPEC_FORCE_ACCEPT ? "accepted" : "rejected");
+    if (cfg.test_disk_write_delay_ms > 0)
+        dsd_log(LOG_WARNING, "test_disk_write_delay_ms is set: disk KV writes take %lld ms more (tests only)",
+                (long long)cfg.test_disk_write_delay_ms);
     if (cfg.test_load_delay_ms > 0)
         dsd_log(LOG_WARNING, "test_load_delay_ms is set: loading starts %lld ms late (tests only)",
                 (long long)cfg.test_load_delay_ms);

@@ -713,6 +713,8 @@ static void on_stats(struct server *s, struct conn *c, const struct dsd_ipc_msg 
             kv_int("kv_cache_disk_writes_total", (int64_t)cs->disk_writes),
             kv_int("kv_cache_disk_errors_total", (int64_t)cs->disk_errors),
             kv_int("kv_cache_disk_dropped_total", (int64_t)cs->disk_dropped),
+            kv_int("kv_cache_published_total", (int64_t)cs->published),
+            kv_int("kv_cache_waits_total", (int64_t)cs->waits),
         };
         for (size_t i = 0; i < sizeof cache / sizeof cache[0]; i++)
             kv[n++] = cache[i];

@@ -5,6 +5,9 @@
  *  - a repeated prompt: the second request reports its 3 full pages cached, prefills only
  *    the rest (stats prove the prefix was computed once) and gives the same tokens;
  *  - a multi-turn chat: turn 2 (turn 1's prompt + answer + more) reuses turn 1's pages;
+ *  - a request arriving while another with the same prompt still decodes shares the pages
+ *    the running one completed (published as each completed), and 8 requests with one
+ *    4-page prefix arriving together compute it once (the others wait for its pages);
  *  - a client killed mid-prefill leaves no page locked or in use;
  *  - `deepseekd-probe stats --prometheus` parses as the Prometheus text format: names,
  *    TYPE lines, counters ending in _total, tier labels, cumulative histogram buckets;
@@ -12,8 +15,12 @@
  *    the same tokens;
  *  - a corrupted cache file: the damaged pages are dropped with a warning, nothing wrong is
  *    served, the tokens are still right;
- *  - device pressure: a pool of 10 pages and 12 concurrent requests: pages move to the host
- *    tier, sequences are preempted and resume, every request completes with its tokens;
+ *  - a slow disk (every page write takes 2 s) does not slow requests (writes run on the tier
+ *    I/O thread); the daemon killed in the middle of a write restarts, serves the pages
+ *    written whole from disk, never the cut one, and the tokens are right;
+ *  - device pressure: a pool of 10 pages and 64 concurrent requests (mixed lengths, shared
+ *    prefixes, distinct tails): pages move to the host tier, sequences are preempted and
+ *    resume, every request completes with exactly the tokens of an unconstrained run;
  *  - a cache directory that cannot be used: the daemon starts and serves without the tier.
  */
 #include <ctype.h>
@@ -26,6 +33,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon_harness.h"
@@ -70,12 +78,20 @@ static int generate(int fd, uint64_t id, const uint32_t *prompt, int np, int n, 
     return ok ? 0 : -1;
 }
 
-static int start(struct daemon *d, const char *pages, const char *host_gb, const char *dir)
+/* A daemon with a slow disk (test_disk_write_delay_ms) when write_delay is not NULL. */
+static int start_slow(struct daemon *d, const char *pages, const char *host_gb, const char *dir,
+                      const char *write_delay)
 {
     const char *extra[] = { "--threads", "2", "--kv-pages", pages, "--host-cache-gb", host_gb,
                             "--disk-cache-dir", dir, "--disk-cache-gb", "0.02", "--max-batch", "8",
-                            "--prefill-chunk", "64", "--max-inflight", "64", NULL };
+                            "--prefill-chunk", "64", "--max-inflight", "64",
+                            write_delay ? "--test-disk-write-delay-ms" : NULL, write_delay, NULL };
     return daemon_start(d, g_bin, g_model, extra, 120);
+}
+
+static int start(struct daemon *d, const char *pages, const char *host_gb, const char *dir)
+{
+    return start_slow(d, pages, host_gb, dir, NULL);
 }
 
 static bool log_contains(const struct daemon *d, const char *what)
@@ -191,6 +207,86 @@ TEST(client_killed_mid_prefill_leaves_no_locked_pages)
     }
     ASSERT_EQ_INT(running, 0);
     ASSERT_EQ_INT(used, 0);             /* every page free or the cache's, none locked */
+    close(fd);
+}
+
+TEST(a_running_request_shares_its_completed_pages)
+{
+    enum { NP = 200, NT = 8 };
+    uint32_t prompt[NP], want[NT], got[NT];
+    make_prompt(prompt, NP, 21);
+    reference(prompt, NP, NT, want);
+    int fa = raw_connect(&g_d), fd = raw_connect(&g_d);
+    ASSERT_TRUE(fa >= 0 && fd >= 0);
+    int64_t pub0 = raw_stat(fd, "kv_cache_published_total");
+    /* A: the prompt, then a long generation; wait for its first token (prompt computed) */
+    struct dsd_ipc_msg m = raw_generate_msg(30, prompt, NP, 3000), r;
+    ASSERT_EQ_INT(raw_send(fa, &m), 0);
+    int first = 0;
+    for (int i = 0; i < 100 && !first; i++) {
+        if (raw_recv(fa, &r, 1000) != 0)
+            continue;
+        first = r.type == DSD_IPC_TOKENS;
+        dsd_ipc_msg_free(&r);
+    }
+    ASSERT_TRUE(first);
+    ASSERT_TRUE(raw_stat(fd, "kv_cache_published_total") - pub0 >= 3);
+    /* B, the same prompt, while A decodes: A's 3 full pages shared, 8 tokens computed */
+    int64_t pre = raw_stat(fd, "tokens_prefilled_total");
+    int cached = -1;
+    ASSERT_EQ_INT(generate(fd, 31, prompt, NP, NT, got, &cached), 0);
+    ASSERT_TRUE(memcmp(got, want, sizeof want) == 0);
+    ASSERT_EQ_INT(cached, 192);
+    ASSERT_EQ_INT(raw_stat(fd, "tokens_prefilled_total") - pre, NP - 192);
+    ASSERT_TRUE(raw_stat(fd, "requests_running") >= 1);        /* A still runs */
+    close(fa);                                                  /* A is cancelled */
+    ASSERT_EQ_INT(pages_used_settled(fd), 0);
+    close(fd);
+}
+
+TEST(requests_arriving_together_compute_their_prefix_once)
+{
+    /* 8 prompts: one 256-token prefix (4 pages), distinct 40-token tails */
+    enum { S = 8, PRE = 256, NP = PRE + 40, NT = 6 };
+    static uint32_t prompts[S][NP], want[S][NT];
+    uint32_t prefix[PRE];
+    make_prompt(prefix, PRE, 40);
+    for (int i = 0; i < S; i++) {
+        make_prompt(prompts[i], NP, 41 + i);
+        memcpy(prompts[i], prefix, sizeof prefix);
+        reference(prompts[i], NP, NT, want[i]);
+    }
+    int fd = raw_connect(&g_d);
+    ASSERT_TRUE(fd >= 0);
+    int64_t pre = raw_stat(fd, "tokens_prefilled_total"), waits = raw_stat(fd, "kv_cache_waits_total");
+    int fds[S];
+    for (int i = 0; i < S; i++) {
+        fds[i] = raw_connect(&g_d);
+        ASSERT_TRUE(fds[i] >= 0);
+        struct dsd_ipc_msg m = raw_generate_msg(40 + (uint64_t)i, prompts[i], NP, NT);
+        ASSERT_EQ_INT(raw_send(fds[i], &m), 0);
+    }
+    int exact = 0, shared = 0;
+    for (int i = 0; i < S; i++) {
+        uint32_t got[NT + 4];
+        int n = 0;
+        struct dsd_ipc_msg done;
+        if (raw_wait_done(fds[i], 40 + (uint64_t)i, &done, got, &n, NT + 4, 120000) == DSD_IPC_DONE) {
+            exact += n == NT && memcmp(got, want[i], sizeof want[i]) == 0;
+            shared += done.done.usage.cached == PRE;
+            dsd_ipc_msg_free(&done);
+        }
+        close(fds[i]);
+    }
+    int64_t prefilled = raw_stat(fd, "tokens_prefilled_total") - pre;
+    printf("  %d/%d exact, %d shared the prefix, %lld tokens prefilled, %lld waits\n", exact, S, shared,
+           (long long)prefilled, (long long)(raw_stat(fd, "kv_cache_waits_total") - waits));
+    ASSERT_EQ_INT(exact, S);
+    /* the prefix once, every tail once: nobody computed a page another was computing */
+    ASSERT_EQ_INT(prefilled, PRE + S * (NP - PRE));
+    ASSERT_EQ_INT(shared, S - 1);
+    ASSERT_TRUE(raw_stat(fd, "kv_cache_waits_total") > waits);
+    ASSERT_EQ_INT(pages_used_settled(fd), 0);
     close(fd);
 }
 
@@ -347,6 +443,61 @@ TEST(restart_serves_the_prefix_from_disk)
     ASSERT_EQ_INT(daemon_stop(&d2), 0);
 }
 
+TEST(slow_disk_writes_do_not_slow_requests_and_a_cut_write_is_never_served)
+{
+    enum { NP = 200, NT = 8 };
+    uint32_t prompt[NP], want[NT], got[NT];
+    make_prompt(prompt, NP, 61);
+    reference(prompt, NP, NT, want);
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/slow", g_cache);
+    struct daemon d;
+    ASSERT_EQ_INT(start_slow(&d, "64", "0.002", dir, "2000"), 0);
+    int fd = raw_connect(&d);
+    ASSERT_TRUE(fd >= 0);
+    /* 3 pages go to disk, 2 s each on the I/O thread: the request does not wait for them */
+    int cached = -1;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ASSERT_EQ_INT(generate(fd, 60, prompt, NP, NT, got, &cached), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    printf("  a request with 3 page writes of 2 s queued took %.0f ms\n", ms);
+    ASSERT_TRUE(memcmp(got, want, sizeof want) == 0);
+    ASSERT_TRUE(ms < 1900);
+    ASSERT_TRUE(raw_stat(fd, "kv_cache_disk_writes_total") < 3);
+    /* the same prompt again meanwhile: served from the device, right */
+    ASSERT_EQ_INT(generate(fd, 61, prompt, NP, NT, got, &cached), 0);
+    ASSERT_TRUE(memcmp(got, want, sizeof want) == 0);
+    ASSERT_EQ_INT(cached, 192);
+    /* killed while the second page's write sleeps between its arenas and its header */
+    usleep(3000 * 1000);
+    close(fd);
+    kill(d.pid, SIGKILL);
+    waitpid(d.pid, NULL, 0);
+    d.pid = 0;
+    struct daemon d2;
+    ASSERT_EQ_INT(start(&d2, "64", "0.002", dir), 0);
+    fd = raw_connect(&d2);
+    ASSERT_TRUE(fd >= 0);
+    int64_t stored = raw_stat(fd, "kv_cache_disk_pages");
+    printf("  after the kill: %lld pages on disk\n", (long long)stored);
+    ASSERT_TRUE(stored >= 1 && stored <= 2);          /* the third was never written whole */
+    ASSERT_EQ_INT(generate(fd, 62, prompt, NP, NT, got, &cached), 0);
+    ASSERT_TRUE(memcmp(got, want, sizeof want) == 0);
+    ASSERT_EQ_INT(cached, 64 * (int)stored);
+    ASSERT_EQ_INT(g_tiers[2], 64 * (int)stored);       /* from disk */
+    ASSERT_EQ_INT(raw_stat(fd, "kv_cache_disk_dropped_total"), 0);
+    close(fd);
+    if (test_failures_total)
+        daemon_print_log(&d2);
+    ASSERT_EQ_INT(daemon_stop(&d2), 0);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d.dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot remove %s\n", d.dir);
+}
+
 /* The cache file's path (the one kv-*.dsdkv in the directory). */
 static int cache_file(char *out, size_t n)
 {
@@ -442,14 +593,20 @@ TEST(unusable_cache_directory_does_not_stop_the_daemon)
 
 TEST(device_pressure_demotes_to_host_and_every_request_completes)
 {
-    /* 9 usable pages; 12 requests of 3 pages each, half of them sharing a 2-page prefix */
-    enum { S = 12, NP = 140, NT = 24 };
-    static uint32_t prompts[S][NP], want[S][NT];
+    /* 9 usable pages; 64 concurrent requests of 70 .. 199 prompt tokens (2 .. 4 pages with
+     * their output): three of every four share a 2-page prefix with one of 3 families, the
+     * rest are unique; every tail is distinct */
+    enum { S = 64, NPMAX = 200, NT = 24 };
+    static uint32_t prompts[S][NPMAX], want[S][NT], family[3][128];
+    int np[S];
+    for (int f = 0; f < 3; f++)
+        make_prompt(family[f], 128, 90 + f);
     for (int i = 0; i < S; i++) {
-        make_prompt(prompts[i], NP, 100 + i);
-        if (i % 2)
-            memcpy(prompts[i], prompts[0], 128 * sizeof prompts[0][0]);
-        reference(prompts[i], NP, NT, want[i]);
+        np[i] = 70 + (i * 37) % 130;
+        make_prompt(prompts[i], np[i], 100 + i);
+        if (i % 4 && np[i] > 128)
+            memcpy(prompts[i], family[i % 3], sizeof family[0]);
+        reference(prompts[i], np[i], NT, want[i]);
     }
     struct daemon d5;
     char dir[300];
@@ -459,7 +616,7 @@ TEST(device_pressure_demotes_to_host_and_every_request_completes)
     for (int i = 0; i < S; i++) {
         fds[i] = raw_connect(&d5);
         ASSERT_TRUE(fds[i] >= 0);
-        struct dsd_ipc_msg m = raw_generate_msg(100 + (uint64_t)i, prompts[i], NP, NT);
+        struct dsd_ipc_msg m = raw_generate_msg(100 + (uint64_t)i, prompts[i], np[i], NT);
         ASSERT_EQ_INT(raw_send(fds[i], &m), 0);
     }
     int exact = 0;
@@ -471,6 +628,7 @@ TEST(device_pressure_demotes_to_host_and_every_request_completes)
             exact += done.done.finish == DSD_IPC_FINISH_LENGTH && n == NT && memcmp(got, want[i], sizeof want[i]) == 0;
             dsd_ipc_msg_free(&done);
         }
+        close(fds[i]);
     }
     printf("  %d/%d requests under device pressure returned exactly their tokens\n", exact, S);
     ASSERT_EQ_INT(exact, S);
@@ -483,8 +641,6 @@ TEST(device_pressure_demotes_to_host_and_every_request_completes)
     ASSERT_TRUE(dem > 0);
     ASSERT_TRUE(hh > 0);
     ASSERT_EQ_INT(pages_used_settled(fd), 0);
-    for (int i = 0; i < S; i++)
-        close(fds[i]);
     close(fd);
     if (test_failures_total)
         daemon_print_log(&d5);
@@ -513,12 +669,15 @@ int main(int argc, char **argv)
     RUN(repeated_prompt_is_computed_once);
     RUN(chat_turn_reuses_the_previous_turn);
     RUN(client_killed_mid_prefill_leaves_no_locked_pages);
+    RUN(a_running_request_shares_its_completed_pages);
+    RUN(requests_arriving_together_compute_their_prefix_once);
     RUN(prometheus_output_parses);
     if (test_failures_total)
         daemon_print_log(&g_d);
     RUN(restart_serves_the_prefix_from_disk);
     RUN(corrupted_cache_file_is_dropped_and_output_stays_right);
     RUN(unusable_cache_directory_does_not_stop_the_daemon);
+    RUN(slow_disk_writes_do_not_slow_requests_and_a_cut_write_is_never_served);
     RUN(device_pressure_demotes_to_host_and_every_request_completes);
     if (g_d.pid > 0)
         daemon_stop(&g_d);

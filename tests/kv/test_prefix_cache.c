@@ -3,7 +3,9 @@
  * prefix handed over, demoted to the host tier under pressure and shared again comes back
  * bit for bit; locked pages never move; pages written to the disk tier are found by a new
  * cache over the same directory (a restart), bit for bit, and a damaged record ends the
- * match there; random sequences sharing prefixes never leak or lose a page.
+ * match there; a running sequence's completed pages are shared at once (publish) and a new
+ * sequence waits for a page being computed; random sequences sharing prefixes (publishing
+ * pages as they go) never leak or lose a page.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -198,6 +200,75 @@ TEST(disk_tier_survives_a_new_cache_and_damage_ends_the_match)
     dsd_kv_cache_free(kv);
 }
 
+TEST(pages_are_shared_as_soon_as_they_complete)
+{
+    struct dsd_err err = {{0}};
+    struct dsd_kv_cache *kv = dsd_kv_cache_new(g_be, 2, 16, &err);
+    ASSERT_TRUE(kv != NULL);
+    struct dsd_prefix_cache_config c = {.fingerprint = FP};
+    struct dsd_prefix_cache *pc = dsd_prefix_cache_new(kv, &c, &err);
+    ASSERT_TRUE(pc != NULL);
+    int32_t t[200], other[200];
+    tokens_for(t, 200, 3);
+    tokens_for(other, 200, 4);
+    /* A is running: 4 pages reserved, the first two computed so far */
+    struct dsd_kv_seq a = {0}, b = {0}, c2 = {0};
+    struct dsd_prefix_hold ha = {0}, hb = {0}, hc = {0};
+    struct dsd_prefix_hit hit;
+    ASSERT_EQ_INT(dsd_prefix_cache_acquire(pc, t, 199, &a, &ha, &hit), 0);
+    compute(kv, &a, 200, 3);
+    /* this step A computes [64, 130): page 1 completes, and a sequence wanting it waits */
+    dsd_prefix_cache_step_begin(pc);
+    dsd_prefix_cache_computing(pc, t, 200, 64, 130, &ha);
+    ASSERT_TRUE(!dsd_prefix_cache_wait_for(pc, t, 199));    /* page 0 is its first missing one */
+    ASSERT_EQ_INT(dsd_prefix_cache_publish(pc, t, 64, &a, &ha), 1);
+    ASSERT_TRUE(dsd_prefix_cache_wait_for(pc, t, 199));     /* now page 1 is: being computed */
+    ASSERT_TRUE(!dsd_prefix_cache_wait_for(pc, other, 199));
+    ASSERT_EQ_INT(dsd_prefix_cache_publish(pc, t, 130, &a, &ha), 1);
+    ASSERT_EQ_INT(dsd_prefix_cache_publish(pc, t, 130, &a, &ha), 0);  /* nothing new */
+    dsd_prefix_cache_step_begin(pc);
+    ASSERT_TRUE(!dsd_prefix_cache_wait_for(pc, t, 199));
+    /* published pages are A's, locked: not reclaimable while A runs */
+    ASSERT_EQ_INT(dsd_prefix_cache_reclaimable(pc), 0);
+    check_tree(pc);
+    /* B, same prompt, arrives while A still runs: shares A's two pages, bit for bit */
+    ASSERT_EQ_INT(dsd_prefix_cache_acquire(pc, t, 199, &b, &hb, &hit), 2);
+    ASSERT_EQ_INT(hit.device, 2);
+    ASSERT_EQ_INT(b.pages[0], a.pages[0]);
+    ASSERT_EQ_INT(b.pages[1], a.pages[1]);
+    ASSERT_EQ_INT(page_is(kv, b.pages[1], 3, 1), 1);
+    /* C computed the same pages itself (arrived together with A): nothing taken, its hold
+     * locks A's nodes, its own pages stay its own */
+    compute(kv, &c2, 200, 3);
+    ASSERT_EQ_INT(dsd_prefix_cache_publish(pc, t, 192, &c2, &hc), 1);  /* page 2 is new */
+    ASSERT_EQ_INT(hc.n, 3);
+    struct dsd_prefix_cache_stats st;
+    dsd_prefix_cache_stats(pc, &st);
+    ASSERT_EQ_INT((int)st.published, 3);
+    ASSERT_EQ_INT(st.device_pages, 3);
+    ASSERT_EQ_INT((int)st.waits, 1);
+    /* A ends (adopt finds its pages in the tree already), then B and C: all unlocked */
+    ASSERT_EQ_INT(dsd_prefix_cache_adopt(pc, t, 200, &a), 0);         /* page 2: C published it */
+    dsd_prefix_cache_unhold(pc, &ha);
+    dsd_kv_seq_release(kv, &a);
+    ASSERT_EQ_INT(dsd_prefix_cache_reclaimable(pc), 0);
+    dsd_prefix_cache_unhold(pc, &hb);
+    dsd_kv_seq_release(kv, &b);
+    dsd_prefix_cache_unhold(pc, &hc);
+    dsd_kv_seq_release(kv, &c2);
+    ASSERT_EQ_INT(dsd_prefix_cache_reclaimable(pc), 3);
+    check_tree(pc);
+    dsd_prefix_cache_hold_destroy(&ha);
+    dsd_prefix_cache_hold_destroy(&hb);
+    dsd_prefix_cache_hold_destroy(&hc);
+    dsd_kv_seq_destroy(&a);
+    dsd_kv_seq_destroy(&b);
+    dsd_kv_seq_destroy(&c2);
+    dsd_prefix_cache_free(pc);
+    ASSERT_EQ_INT(dsd_kv_cache_free_pages(kv), 15);
+    dsd_kv_cache_free(kv);
+}
+
 TEST(random_sequences_never_leak_a_page)
 {
     struct dsd_err err = {{0}};
@@ -242,6 +313,9 @@ TEST(random_sequences_never_leak_a_page)
             }
             for (int p = m; p < s[i].n_pages; p++)
                 kv_test_fill_page(kv, s[i].pages[p], (uint32_t)(seed[i] * 100 + p));
+        } else if ((r >> 20) % 3 == 0) {
+            /* still running: publish the pages computed so far (a random point) */
+            ASSERT_TRUE(dsd_prefix_cache_publish(pc, t[i], (int)((r >> 4) % (unsigned)(n[i] + 1)), &s[i], &h[i]) >= 0);
         } else {
             /* end (or preempted): hand over, unlock, release */
             dsd_prefix_cache_adopt(pc, t[i], n[i], &s[i]);
@@ -282,6 +356,7 @@ int main(void)
         return 1;
     RUN(host_round_trip_is_bitwise);
     RUN(disk_tier_survives_a_new_cache_and_damage_ends_the_match);
+    RUN(pages_are_shared_as_soon_as_they_complete);
     RUN(random_sequences_never_leak_a_page);
     char cmd[200];
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);

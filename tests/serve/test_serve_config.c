@@ -72,6 +72,7 @@ static const struct key_spec spec[] = {
     { "test_force_output", "", NULL, NULL, "forced text", false },
     { "test_load_delay_ms", "0", "0", "600000", "2500", false },
     { "test_spec_force", "none", NULL, NULL, "accept", false },
+    { "test_disk_write_delay_ms", "0", "0", "600000", "2500", false },
 };
 #define N_SPEC ((int)(sizeof spec / sizeof spec[0]))
 

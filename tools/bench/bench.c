@@ -27,7 +27,7 @@ static const char usage[] =
     "usage: deepseekd-bench [--backend cpu|cuda] [--gpu N] [--preset NAME | --config FILE]\n"
     "                       [--layers N] [--dense N] [--batches LIST] [--contexts LIST] [--chunks LIST]\n"
     "                       [--reps N] [--warmup N] [--seed S] [--threads N] [--json FILE]\n"
-    "                       [--top-p P] [--commit ID] [--quick]\n"
+    "                       [--top-p P] [--commit ID] [--quick] [--copies-only]\n"
     "Times decode steps, prefill chunks and a per-op profile of the engine on a model made from\n"
     "a config with generated weights, and prints each figure beside its floor on this device.\n"
     "  --backend    cuda (default when the CUDA module loads) or cpu\n"
@@ -43,6 +43,8 @@ static const char usage[] =
     "  --top-p P    the sampling of the step with sampling: temperature 1, top-p P (default 1:\n"
     "               plain sampling; top-p filtering of random logits is its slowest case)\n"
     "  --commit ID  the source commit, recorded in the output\n"
+    "  --copies-only  only the copy rates (device copy, host <-> device from alloc_host memory),\n"
+    "               then exit: the floors of the KV tiers' reloads (tools/bench/tiers.sh)\n"
     "  --quick      tiny model, batches 1,4, contexts 64,256, chunks 32,128 (unless given), 7\n"
     "               rounds, the CPU backend unless --backend\n";
 
@@ -222,6 +224,49 @@ out:
         o->release(m->be, src);
     if (dst)
         o->release(m->be, dst);
+    return rc;
+}
+
+/* Host <-> device copies from alloc_host memory (pinned on a GPU: what the KV host tier
+ * reloads through, the PCIe rate), as upload (to_device) or download: bytes / time. */
+struct xfer_job {
+    void *dev, *host;
+    size_t bytes;
+    bool to_device;
+};
+
+static void do_xfer(struct bench *b, void *ctx)
+{
+    struct xfer_job *j = ctx;
+    if (j->to_device)
+        b->m->ops->upload(b->m->be, j->dev, j->host, j->bytes);
+    else
+        b->m->ops->download(b->m->be, j->host, j->dev, j->bytes);
+}
+
+static int measure_pinned(struct bench *b, size_t bytes, double *up_gbps, double *down_gbps)
+{
+    struct dsd_model *m = b->m;
+    const struct dsd_ops *o = m->ops;
+    struct xfer_job j = {o->alloc(m->be, bytes), o->alloc_host(m->be, bytes), bytes, true};
+    int rc = 0;
+    if (!j.dev || !j.host) {
+        rc = dsd_errf(&b->err, -ENOMEM, "no memory for the host copy test (2 x %zu MiB)", bytes >> 20);
+        goto out;
+    }
+    for (int dir = 0; dir < 2 && !rc; dir++) {
+        j.to_device = dir == 0;
+        double ms = time_op(b, do_xfer, &j, 3) < 0 ? -1 : time_op(b, do_xfer, &j, 10);
+        if (ms <= 0)
+            rc = ms < 0 ? -EIO : dsd_errf(&b->err, -EIO, "the copy took no time");
+        else
+            *(dir == 0 ? up_gbps : down_gbps) = (double)bytes / (ms * 1e-3) / 1e9;
+    }
+out:
+    if (j.dev)
+        o->release(m->be, j.dev);
+    if (j.host)
+        o->release_host(m->be, j.host);
     return rc;
 }
 
@@ -517,7 +562,7 @@ int main(int argc, char **argv)
     int chunks[MAX_LIST] = { 4096, 16384 }, n_chunks = 2;
     uint64_t seed = 1;
     float top_p = 1.0f;
-    bool quick = false, backend_set = false;
+    bool quick = false, backend_set = false, copies_only = false;
     enum dsd_model_backend backend = DSD_MODEL_BACKEND_CUDA;
     bool reps_set = false;
     int lists_set = 0;              /* --batches 1, --contexts 2, --chunks 4 */
@@ -529,6 +574,10 @@ int main(int argc, char **argv)
         }
         if (!strcmp(a, "--quick")) {
             quick = true;
+            continue;
+        }
+        if (!strcmp(a, "--copies-only")) {
+            copies_only = true;
             continue;
         }
         if (!v)
@@ -655,6 +704,16 @@ int main(int argc, char **argv)
     const size_t copy_bytes = quick || cpu ? (size_t)64 << 20 : (size_t)1 << 30;
     if (measure_copy(&b, copy_bytes, &b.copy_gbps))
         return die("copy bandwidth: %s", b.err.msg);
+    double up_gbps = 0, down_gbps = 0;
+    if (measure_pinned(&b, copy_bytes / 2, &up_gbps, &down_gbps))
+        return die("host copies: %s", b.err.msg);
+    printf("host copies (alloc_host memory, %zu MiB): host -> device %.2f GB/s, device -> host %.2f GB/s\n",
+           copy_bytes >> 21, up_gbps, down_gbps);
+    if (copies_only) {
+        printf("device copy %.1f GB/s (read + write of a %zu MiB device copy)\n", b.copy_gbps, copy_bytes >> 20);
+        dsd_model_free(b.m);
+        return 0;
+    }
     int gm = quick || cpu ? 64 : 16384, gn = quick || cpu ? 512 : 7168, gk = quick || cpu ? 512 : 7168;
     double gemm_ms = 0, linear_tflops = 0;
     struct dsd_err gerr = {{0}};

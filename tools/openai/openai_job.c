@@ -9,6 +9,7 @@
 #include <syslog.h>
 #include <time.h>
 
+#include "deadline.h"
 #include "log.h"
 
 /* How often a waiting worker looks at `gone` and `cancel` (ms). */
@@ -128,13 +129,7 @@ static bool stream_push(struct oa_job *j, char *data, size_t len, bool last)
     size_t cap = (size_t)j->srv->cfg.stream_buffer_kb * 1024;
     pthread_mutex_lock(&j->mu);
     while (!last && !j->gone && !j->cancel && j->buf_len && j->buf_len + len > cap) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += OA_POLL_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = dsd_deadline_ms(OA_POLL_MS);
         pthread_cond_timedwait(&j->cv, &j->mu, &ts);
     }
     bool ok = !j->gone && !j->cancel;
@@ -397,14 +392,7 @@ bool oa_jobs_cancel_all(struct oa_server *s, int timeout_ms)
         pthread_cond_broadcast(&j->cv);
         pthread_mutex_unlock(&j->mu);
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = dsd_deadline_ms(timeout_ms);
     while (s->running > 0)
         if (pthread_cond_timedwait(&s->idle, &s->mu, &ts) == ETIMEDOUT)
             break;

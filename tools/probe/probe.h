@@ -72,6 +72,8 @@ struct probe_args {
 
     /* bench */
     uint32_t concurrency, requests, prompt_len;
+    uint32_t prompt_len_max;        /* bench: prompt lengths uniform in [prompt_len, this] */
+    uint32_t shared_prefix, prefix_groups;  /* bench: request k starts with prefix k % groups */
 
     /* raw */
     const char *raw_json;

@@ -101,12 +101,16 @@ static const char *const helps[] = {
                        "Prints the token ids of TEXT (with BOS unless --no-special).\n",
     [PROBE_BENCH] =
         "Usage: deepseekd-probe bench [--concurrency C] [--requests N] [--prompt-len L]\n"
-        "                             [--max-tokens M] [--no-shm] [--seed S]\n"
+        "                             [--prompt-len-max L2] [--shared-prefix P]\n"
+        "                             [--prefix-groups G] [--max-tokens M] [--no-shm] [--seed S]\n"
         "Runs N requests (default 64), C at a time (default 8) from C threads on one\n"
-        "connection, each with L random prompt tokens (default 128) and exactly M generated\n"
-        "tokens (default 64, EOS ignored). Prints time to first token and inter-token\n"
-        "latency (p50/p90/p99) and tokens/s. --no-shm sends everything in socket frames,\n"
-        "for comparing with the shared-memory rings.\n",
+        "connection, each with L random prompt tokens (default 128; with L2, a length drawn\n"
+        "from L..L2 per request) and exactly M generated tokens (default 64, EOS ignored).\n"
+        "With P, a prompt's first P tokens are one of G fixed prefixes (request k gets prefix\n"
+        "k mod G; the same for every run with the same seed), the rest random: the prefix\n"
+        "cache's case. Prints time to first token and inter-token latency (p50/p90/p99),\n"
+        "tokens/s and the prompt tokens the prefix cache served, per tier. --no-shm sends\n"
+        "everything in socket frames, for comparing with the shared-memory rings.\n",
     [PROBE_RAW] =
         "Usage: deepseekd-probe raw [--no-hello] JSON\n"
         "Sends the JSON object as one msgpack frame (after a hello unless --no-hello or\n"
@@ -238,7 +242,8 @@ enum {
     O_PROMPT = 256, O_PROMPT_TOKENS, O_NO_SPECIAL, O_TEXT, O_IDS, O_MAX_TOKENS, O_TEMPERATURE,
     O_TOP_P, O_TOP_K, O_MIN_P, O_REP, O_FREQ, O_PRES, O_SEED, O_STOP, O_STOP_TOKEN, O_LOGPROBS,
     O_PRIORITY, O_IGNORE_EOS, O_NO_SHM, O_MESSAGE, O_SYSTEM, O_THINKING, O_TOOLS, O_COUNT,
-    O_CONCURRENCY, O_REQUESTS, O_PROMPT_LEN, O_NO_HELLO, O_PROMETHEUS,
+    O_CONCURRENCY, O_REQUESTS, O_PROMPT_LEN, O_NO_HELLO, O_PROMETHEUS, O_PROMPT_LEN_MAX, O_SHARED_PREFIX,
+    O_PREFIX_GROUPS,
 };
 
 #define SAMPLING_OPTS                                                                        \
@@ -276,6 +281,9 @@ static const struct option opts_bench[] = {
     {"concurrency", required_argument, 0, O_CONCURRENCY},
     {"requests", required_argument, 0, O_REQUESTS},
     {"prompt-len", required_argument, 0, O_PROMPT_LEN},
+    {"prompt-len-max", required_argument, 0, O_PROMPT_LEN_MAX},
+    {"shared-prefix", required_argument, 0, O_SHARED_PREFIX},
+    {"prefix-groups", required_argument, 0, O_PREFIX_GROUPS},
     {"max-tokens", required_argument, 0, O_MAX_TOKENS},
     {"seed", required_argument, 0, O_SEED}, {"no-shm", no_argument, 0, O_NO_SHM},
     {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
@@ -343,6 +351,9 @@ static int command_opt(struct probe_args *a, int o, const char *v, char *err, si
     case O_CONCURRENCY: return parse_u32("--concurrency", v, 1, 1024, &a->concurrency, err, n);
     case O_REQUESTS: return parse_u32("--requests", v, 1, 10000000, &a->requests, err, n);
     case O_PROMPT_LEN: return parse_u32("--prompt-len", v, 1, 1u << 20, &a->prompt_len, err, n);
+    case O_PROMPT_LEN_MAX: return parse_u32("--prompt-len-max", v, 1, 1u << 20, &a->prompt_len_max, err, n);
+    case O_SHARED_PREFIX: return parse_u32("--shared-prefix", v, 0, 1u << 20, &a->shared_prefix, err, n);
+    case O_PREFIX_GROUPS: return parse_u32("--prefix-groups", v, 1, 1u << 16, &a->prefix_groups, err, n);
     case O_NO_HELLO: a->no_hello = true; return 0;
     case 'h': a->help = true; return 0;
     }
@@ -358,6 +369,7 @@ int probe_parse(int argc, char **argv, struct probe_args *a, char *err, size_t n
     a->concurrency = 8;
     a->requests = 64;
     a->prompt_len = 128;
+    a->prefix_groups = 1;
     err[0] = '\0';
 
     static const struct option global[] = {

@@ -20,6 +20,8 @@ struct bench_shared {
     atomic_uint next;
     atomic_uint errors;
     atomic_ullong tokens;
+    atomic_ullong prompt_tokens, cached, cached_tier[3];
+    uint64_t seed;
     int first_error;
     char first_msg[512];
     pthread_mutex_t lock;
@@ -75,12 +77,17 @@ static void *bench_main(void *arg)
         unsigned k = atomic_fetch_add(&s->next, 1);
         if (k >= a->requests)
             break;
-        /* A fresh random prompt per request: measure the engine, not the prefix cache. */
-        for (uint32_t i = 0; i < a->prompt_len; i++)
-            t->prompt[i] = lo + next_rand(&t->rng) % span;
+        /* A fresh random prompt per request (measuring the engine, not the prefix cache),
+         * but for its shared prefix: one of prefix_groups fixed ones, from the seed alone. */
+        uint32_t len = a->prompt_len;
+        if (a->prompt_len_max > a->prompt_len)
+            len += next_rand(&t->rng) % (a->prompt_len_max - a->prompt_len + 1);
+        uint64_t prng = s->seed * 0x9e3779b97f4a7c15ull + k % a->prefix_groups + 7;
+        for (uint32_t i = 0; i < len; i++)
+            t->prompt[i] = lo + next_rand(i < a->shared_prefix ? &prng : &t->rng) % span;
         struct dsd_client_generate_params gp = a->gp;
         gp.prompt_tokens = t->prompt;
-        gp.n_prompt_tokens = a->prompt_len;
+        gp.n_prompt_tokens = len;
         gp.ignore_eos = true;
         gp.detokenize = 0;
         struct dsd_client_request *r = NULL;
@@ -111,6 +118,11 @@ static void *bench_main(void *arg)
                 atomic_fetch_add(&s->tokens, ev->n_ids);
             }
             if (ev->type == DSD_CLIENT_EVENT_DONE) {
+                atomic_fetch_add(&s->prompt_tokens, len);
+                atomic_fetch_add(&s->cached, ev->done.usage.cached);
+                atomic_fetch_add(&s->cached_tier[0], ev->cached_tiers.device);
+                atomic_fetch_add(&s->cached_tier[1], ev->cached_tiers.host);
+                atomic_fetch_add(&s->cached_tier[2], ev->cached_tiers.disk);
                 rc = ev->done.finish == DSD_CLIENT_FINISH_ERROR ? -EREMOTEIO : 0;
                 if (rc)
                     snprintf(e.message, sizeof e.message, "%s", ev->done.error_message);
@@ -174,12 +186,14 @@ int probe_bench(struct dsd_client *c, struct probe_args *a)
     if (!t)
         return PROBE_EX_FAIL;
     uint64_t seed = a->gp.has_seed ? a->gp.seed : 12345;
+    s.seed = seed;
+    uint32_t max_len = a->prompt_len_max > a->prompt_len ? a->prompt_len_max : a->prompt_len;
     double t0 = now_ms();
     uint32_t started = 0;
     for (uint32_t i = 0; i < a->concurrency; i++) {
         t[i].s = &s;
         t[i].rng = seed * 2654435761u + i + 1;
-        t[i].prompt = malloc(a->prompt_len * sizeof(uint32_t));
+        t[i].prompt = malloc(max_len * sizeof(uint32_t));
         if (!t[i].prompt || pthread_create(&t[i].th, NULL, bench_main, &t[i]) != 0)
             break;
         started++;
@@ -215,6 +229,9 @@ int probe_bench(struct dsd_client *c, struct probe_args *a)
     unsigned errors = atomic_load(&s.errors);
     const struct dsd_client_info *f = dsd_client_get_facts(c);
     bool shm = f->shm_ring_count > 0 && a->gp.use_shm;
+    unsigned long long ptok = atomic_load(&s.prompt_tokens), cached = atomic_load(&s.cached);
+    unsigned long long ct[3] = {atomic_load(&s.cached_tier[0]), atomic_load(&s.cached_tier[1]),
+                                atomic_load(&s.cached_tier[2])};
     if (a->json) {
         json_t *o = json_pack(
             "{s:i, s:i, s:i, s:i, s:i, s:b, s:f, s:I, s:f, s:{s:f, s:f, s:f}, s:{s:f, s:f, s:f}, "
@@ -227,6 +244,10 @@ int probe_bench(struct dsd_client *c, struct probe_args *a)
             "itl_ms", "p50", pct(itl, n_itl, .5), "p90", pct(itl, n_itl, .9), "p99",
             pct(itl, n_itl, .99), "speculative", "steps", (json_int_t)sp_steps, "draft_tokens",
             (json_int_t)sp_draft, "accepted_tokens", (json_int_t)sp_acc, "mean_accept_length", sp_len);
+        json_object_set_new(o, "prompt_tokens", json_integer((json_int_t)ptok));
+        json_t *cj = json_pack("{s:I, s:I, s:I, s:I}", "total", (json_int_t)cached, "device", (json_int_t)ct[0],
+                               "host", (json_int_t)ct[1], "disk", (json_int_t)ct[2]);
+        json_object_set_new(o, "cached", cj);
         char *str = json_dumps(o, JSON_COMPACT);
         if (str)
             puts(str);
@@ -242,6 +263,8 @@ int probe_bench(struct dsd_client *c, struct probe_args *a)
                pct(itl, n_itl, .5), pct(itl, n_itl, .9), pct(itl, n_itl, .99));
         printf("throughput           %.1f tokens/s (%llu tokens in %.2f s)\n", tokens / wall,
                tokens, wall);
+        printf("prefix cache         %llu of %llu prompt tokens (device %llu, host %llu, disk %llu)\n", cached,
+               ptok, ct[0], ct[1], ct[2]);
         if (sp_steps > 0)
             printf("speculative          %lld drafts proposed, %lld accepted (%.1f %%), mean acceptance "
                    "length %.2f tokens/step\n", (long long)sp_draft, (long long)sp_acc,

@@ -1,0 +1,108 @@
+#!/bin/sh
+# tools/bench/tiers.sh: the prefix cache's tiers end to end, through the real daemon
+# (docs/BENCH.md, "The KV tiers"). One command:
+#
+#   tools/bench/tiers.sh BUILD_DIR MODEL_DIR [-- DAEMON_OPTIONS...]
+#
+# Environment (defaults in brackets): PROMPT_LEN [32768] tokens of the long prompt;
+# HOST_GB [8] and DISK_GB [16] the tier budgets (the host tier must hold twice the prompt's
+# pages for a whole disk hit to be read ahead); CACHE_DIR [a temp dir] the disk tier;
+# STREAMS ["1 8 32 128"] the concurrency levels; BENCH_ARGS [--backend cpu --preset tiny]
+# deepseekd-bench's options for the copy rates (use --backend cuda --preset full-dims on a GPU).
+#
+# Prints, in Markdown: the time to first token of one PROMPT_LEN-token prompt cold, then on a
+# device hit, a host hit (its pages pushed to the host tier by another prompt of the same
+# length: the KV pool holds 1.5 prompts) and a disk hit (after a restart); each reload's rate
+# (the reloaded pages' bytes over the time the hit took beyond a device hit) beside the
+# host <-> device copy rates of deepseekd-bench --copies-only and an O_DIRECT read of the cache
+# file (dd); then throughput at each STREAMS level, 4 requests per stream, prompts of
+# PROMPT_LEN/16 .. PROMPT_LEN/4 tokens starting with one of 4 prefixes of PROMPT_LEN/16 tokens.
+set -eu
+[ $# -ge 2 ] || { sed -n '2,20p' "$0"; exit 2; }
+B=$1
+M=$2
+shift 2
+[ "${1:-}" = "--" ] && shift
+L=${PROMPT_LEN:-32768}
+HOST_GB=${HOST_GB:-8}
+DISK_GB=${DISK_GB:-16}
+STREAMS=${STREAMS:-"1 8 32 128"}
+BENCH_ARGS=${BENCH_ARGS:-"--backend cpu --preset tiny"}
+T=$(mktemp -d /tmp/dsd-tiers-XXXXXX)
+DIR=${CACHE_DIR:-$T/cache}
+SOCK=$T/sock
+PAGES=$(( (L + 63) / 64 ))
+KVP=$(( PAGES * 3 / 2 + 16 ))
+PID=
+cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$T"; }
+trap cleanup EXIT INT TERM
+
+start() {
+    "$B/daemon/serve/deepseekd" --model "$M" --socket "$SOCK" --kv-pages "$KVP" --host-cache-gb "$HOST_GB" \
+        --disk-cache-dir "$DIR" --disk-cache-gb "$DISK_GB" --max-inflight 1024 "$@" >"$T/log" 2>&1 &
+    PID=$!
+    i=0
+    until "$B/tools/probe/deepseekd-probe" -s "$SOCK" health >/dev/null 2>&1; do
+        i=$((i + 1))
+        [ $i -lt 3000 ] || { cat "$T/log"; echo "the daemon did not start" >&2; exit 1; }
+        kill -0 "$PID" 2>/dev/null || { cat "$T/log"; exit 1; }
+        sleep 0.2
+    done
+}
+stop() { kill -TERM "$PID"; wait "$PID" || true; PID=; }
+probe() { "$B/tools/probe/deepseekd-probe" -s "$SOCK" --json -t 3600000 "$@"; }
+field() { sed -n "s/.*\"$1\":{\"p50\":\([0-9.e+-]*\).*/\1/p"; }
+cached() { sed -n "s/.*\"cached\":{\"total\":\([0-9]*\),\"device\":\([0-9]*\),\"host\":\([0-9]*\),\"disk\":\([0-9]*\)}.*/\1 \2 \3 \4/p"; }
+# one request of the long prompt: seed S picks the prompt; prints "ttft cached device host disk"
+long() {
+    out=$(probe bench --concurrency 1 --requests 1 --prompt-len "$L" --shared-prefix "$L" --max-tokens 1 --seed "$1")
+    echo "$(echo "$out" | field ttft_ms) $(echo "$out" | cached)"
+}
+
+start "$@"
+PAGE_BYTES=$(( $(probe info | sed -n 's/.*"kv_bytes":\([0-9]*\).*/\1/p') / $(probe info | sed -n 's/.*"kv_pages":\([0-9]*\).*/\1/p') ))
+COLD=$(long 1)
+DEV=$(long 1)
+long 2 >/dev/null               # another prompt: the first one's pages go to the host tier
+HOST=$(long 1)
+stop
+start "$@"
+DISK=$(long 1)
+FILE=$(ls "$DIR"/kv-*.dsdkv | head -1)
+DD=$(dd if="$FILE" of=/dev/null bs=4M iflag=direct 2>&1 | sed -n 's/.*copied, \([0-9.]*\) s, .*/\1/p')
+FILE_BYTES=$(stat -c %s "$FILE")
+COPIES=$("$B/tools/bench/deepseekd-bench" $BENCH_ARGS --copies-only 2>&1 | grep -E "host copies|device copy")
+
+echo "## Time to first token, $L-token prompt (page: $PAGE_BYTES bytes)"
+echo
+echo "| case | TTFT ms | cached tokens (device / host / disk) | reload rate GB/s |"
+echo "|---|---|---|---|"
+DEV_TTFT=${DEV%% *}
+row() {
+    set -- "$1" $2
+    rate=$(awk -v t="$2" -v d="$DEV_TTFT" -v p="$(( ($5 + $6) / 64 ))" -v pb="$PAGE_BYTES" \
+        'BEGIN { if (t > d && p > 0) printf "%.2f", p * pb / ((t - d) / 1e3) / 1e9; else print "-" }')
+    echo "| $1 | $2 | $3 ($4 / $5 / $6) | $rate |"
+}
+row cold "$COLD"
+row "device hit" "$DEV"
+row "host hit" "$HOST"
+row "disk hit (restart)" "$DISK"
+echo
+echo "Reload rate: the host and disk pages' bytes over (TTFT - device-hit TTFT). Beside them:"
+echo
+echo "$COPIES" | sed 's/^/    /'
+awk -v b="$FILE_BYTES" -v s="$DD" 'BEGIN { if (s > 0) printf "    disk read (dd, O_DIRECT, the cache file, %.0f MiB): %.2f GB/s\n", b / 1048576, b / s / 1e9 }'
+echo
+echo "## Throughput: prompts of $((L / 16))..$((L / 4)) tokens, 4 shared prefixes of $((L / 16)) tokens, 64 generated"
+echo
+echo "| streams | requests | tokens/s | TTFT p50 ms | prompt tokens cached |"
+echo "|---|---|---|---|---|"
+for c in $STREAMS; do
+    out=$(probe bench --concurrency "$c" --requests $((4 * c)) --prompt-len $((L / 16)) --prompt-len-max $((L / 4)) \
+        --shared-prefix $((L / 16)) --prefix-groups 4 --max-tokens 64 --seed $((100 + c)))
+    tps=$(echo "$out" | sed -n 's/.*"tokens_per_s":\([0-9.e+-]*\).*/\1/p')
+    pt=$(echo "$out" | sed -n 's/.*"prompt_tokens":\([0-9]*\).*/\1/p')
+    echo "| $c | $((4 * c)) | $tps | $(echo "$out" | field ttft_ms) | $(echo "$out" | cached | cut -d' ' -f1) of $pt |"
+done
+stop
