@@ -472,19 +472,37 @@ static void launch_attn(struct cuda_backend *cb, const attn_args &a, int hgroups
     CU_LAUNCHED(cb);
 }
 
-// Which kernel a call runs (docs/KERNELS.md, "Sparse MLA"). The head-tiled kernel wins once
-// every SM has a (token, 64 heads) CTA of its own and the step's cached rows it dequantizes
-// first are not many more than its tokens would read anyway: a prefill chunk, or decode of a
-// short context. Decode of long contexts keeps the per-token kernel and its split selection.
-static bool use_tile_kernel(struct cuda_backend *cb, int T, int H, int L, int R, int n_pages, size_t deq_bytes)
+// Which kernel a call runs (docs/KERNELS.md, "Sparse MLA"): -1 for the per-token kernel, or
+// the tiled kernel's source of bf16 rows (MLA_SRC_*). With an FP8 cache the tiled kernel needs
+// its rows dequantized first: those of the step's pages (prefill: a chunk's tokens select
+// mostly the same entries) or those of each token's selection (decode: every token has its
+// own long context), whichever is fewer rows. The tiled kernel wins once the step has enough
+// (token, 64 heads) CTAs: measured against the per-token kernel and its split selection, it
+// is ahead from about a 16th of the SMs at a 32K context (docs/KERNELS.md, the history table).
+static int tile_source(struct cuda_backend *cb, int T, int H, int L, int R, int n_pages, int topk, bool fp8,
+                       size_t *deq_bytes)
 {
+    *deq_bytes = 0;
     if (cb->attn_kernel == DSD_CUDA_ATTN_PER_TOKEN || L > 512 ||
-        (int)cuda_mla_tile_smem(L, R) > cb->attn->smem_optin || deq_bytes > AT_DEQUANT_MAX)
-        return false;
-    if (cb->attn_kernel == DSD_CUDA_ATTN_TILED)
-        return true;
+        (int)cuda_mla_tile_smem(L, R) > cb->attn->smem_optin)
+        return -1;
+    int src = MLA_SRC_CACHE;
+    if (fp8) {
+        const size_t row = (size_t)(L + R) * 2, pages = (size_t)n_pages * 64 * row, selected = (size_t)T * topk * row;
+        if (cb->attn_kernel == DSD_CUDA_ATTN_TILED_PAGES)
+            src = MLA_SRC_PAGES;
+        else if (cb->attn_kernel == DSD_CUDA_ATTN_TILED_GATHER)
+            src = MLA_SRC_SELECTED;
+        else
+            src = pages <= selected ? MLA_SRC_PAGES : MLA_SRC_SELECTED;
+        *deq_bytes = src == MLA_SRC_PAGES ? pages : selected;
+        if (*deq_bytes > AT_DEQUANT_MAX)
+            return -1;
+    }
+    if (cb->attn_kernel != DSD_CUDA_ATTN_AUTO)
+        return src;
     const long long ctas = (long long)T * ((H + cuda_mla_tile_heads() - 1) / cuda_mla_tile_heads());
-    return ctas >= cb->attn->n_sm && (long long)n_pages * 64 <= 8LL * T + 131072;
+    return 16 * ctas >= cb->attn->n_sm ? src : -1;
 }
 
 extern "C" {
@@ -589,8 +607,9 @@ void cuda_op_mla_attention(struct dsd_backend *be, void *out, const void *q, con
     const uint16_t *wkvb = (const uint16_t *)kv_b->prepared;
     const bool fp8 = lay->mla_dtype == DSD_KV_FP8;
     const int E = L + R;
-    const size_t deq_bytes = fp8 ? (size_t)st->n_pages * 64 * E * 2 : 0;
-    const bool tile = use_tile_kernel(cb, T, H, L, R, st->n_pages, deq_bytes);
+    size_t deq_bytes = 0;
+    const int src = tile_source(cb, T, H, L, R, st->n_pages, topk, fp8, &deq_bytes);
+    const bool tile = src >= 0;
 
     int Tc = (int)(AT_TOKENS_SCRATCH / ((size_t)4 * H * L));
     if (Tc < 1)
@@ -623,12 +642,14 @@ void cuda_op_mla_attention(struct dsd_backend *be, void *out, const void *q, con
     float *part_o = (float *)(scratch + deq + 2 * act);
     float *part_ml = part_o + (size_t)Tc * H * splits * L;
 
-    if (tile && fp8) {
+    if (src == MLA_SRC_PAGES)
         cuda_mla_dequant_rows(cb, deq_rows, kv->mla, lay->mla_token_bytes, L, R, st->page_off, st->n_seqs, st->pages,
                               st->n_pages * 64);
-        if (cb->status)
-            return;
-    }
+    else if (src == MLA_SRC_SELECTED)
+        cuda_mla_dequant_selected(cb, deq_rows, kv->mla, lay->mla_token_bytes, L, R, sel, topk, T, 0, st->seq,
+                                  st->page_off, st->pages);
+    if (cb->status)
+        return;
 
     const int LDE = E + 8;
     const size_t smem = (size_t)(AT_CHUNK + AT_HG) * LDE * 2 + AT_HG * 68 * 4 + AT_HG * 72 * 2 + 3 * AT_HG * 4 +
@@ -646,9 +667,11 @@ void cuda_op_mla_attention(struct dsd_backend *be, void *out, const void *q, con
             a.qabs = qabs;
             a.q = qt;
             a.H = H, a.N = N, a.R = R;
-            a.src = fp8 ? (const uint8_t *)deq_rows : kv->mla;
-            a.src_row_bytes = fp8 ? (size_t)E * 2 : lay->mla_token_bytes;
-            a.via_table = !fp8;
+            a.src_kind = src;
+            a.src = src == MLA_SRC_CACHE      ? kv->mla
+                    : src == MLA_SRC_SELECTED ? (const uint8_t *)(deq_rows + (size_t)t0 * topk * E)
+                                              : (const uint8_t *)deq_rows;
+            a.src_row_bytes = src == MLA_SRC_CACHE ? lay->mla_token_bytes : (size_t)E * 2;
             a.sel = sel + (size_t)t0 * topk;
             a.topk = topk;
             a.seq = st->seq, a.page_off = st->page_off, a.pages = st->pages;

@@ -1,14 +1,18 @@
-// Sparse MLA attention for many query tokens (prefill): the head-tiled kernel that
-// cuda_attention.cu's cuda_op_mla_attention picks when a step has enough tokens (the choice and
-// its rule are there; the design and its floors are in docs/KERNELS.md).
+// Sparse MLA attention for many query tokens (prefill, and decode of large batches): the
+// head-tiled kernel that cuda_attention.cu's cuda_op_mla_attention picks when a step has
+// enough tokens (the choice and its rule are there; the design and its floors are in
+// docs/KERNELS.md).
 //
 // Why a second kernel: the per-token kernel (mla_attn_kernel) dequantizes each selected FP8
 // entry once per (token, 32 heads), so at prefill every entry is converted 4 x (tokens that
 // select it) times and the conversion, not the tensor cores, sets the pace (~31 TFLOP/s). Here
-//   1. the step's cached entries are dequantized ONCE into a bf16 buffer [rows][L + R], one
-//      row per position of each sequence's page table (mla_dequant_rows_kernel; the buffer is
-//      indexed by the flat page-table index, so no new metadata is needed). A bf16 cache is
-//      read in place instead (same row format, through the page table);
+//   1. an FP8 cache's entries are dequantized ONCE into a bf16 buffer [rows][L + R], either
+//      one row per position of each sequence's page table (mla_dequant_rows_kernel, indexed by
+//      the flat page-table index: prefill, where a chunk's tokens select mostly the same
+//      entries) or one row per (token, selection slot) (mla_dequant_selected_kernel: decode,
+//      where every token has its own long context and dequantizing its pages would cost more
+//      than its selection); whichever is fewer rows. A bf16 cache is read in place (same row
+//      format, through the page table);
 //   2. one CTA per (token, 64 heads) walks its selection 64 entries at a time: the block's rows
 //      are gathered with cp.async into shared memory (double-buffered: block b + 1 lands while
 //      block b is computed), S = q . entry on the tensor cores, online softmax in fp32 with the
@@ -48,23 +52,6 @@ __device__ __forceinline__ int swz(int r, int c, int rs)
     return r * rs + ((((c >> 3) ^ r) & 7) | ((c >> 3) & ~7)) * 8 + (c & 7);
 }
 
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool valid)
-{
-    const uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
-    const int n = valid ? 16 : 0;   // 0: the 16 bytes are zero-filled
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
-}
-
-__device__ __forceinline__ void cp_async_commit()
-{
-    asm volatile("cp.async.commit_group;\n" ::);
-}
-
-__device__ __forceinline__ void cp_async_wait_all()
-{
-    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-}
-
 __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void *smem_row)
 {
     const uint32_t a = (uint32_t)__cvta_generic_to_shared(smem_row);
@@ -91,11 +78,16 @@ __device__ __forceinline__ float quad_sum(float v)
     return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
-// one row of the bf16 source: the flat page-table index fp and the slot in the page
-__device__ __forceinline__ const uint8_t *src_row(const mla_tile_args &a, int fp, int slot)
+// the bf16 row of token tt's selection slot j, cached position p of the sequence whose
+// pages start at flat page-table index fp0 (mla_tile_args says where each source keeps it)
+__device__ __forceinline__ const uint8_t *src_row(const mla_tile_args &a, int tt, int j, int fp0, int p)
 {
-    const long long page = a.via_table ? a.pages[fp] : fp;
-    return a.src + (page * 64 + slot) * (long long)a.src_row_bytes;
+    long long row;
+    if (a.src_kind == MLA_SRC_SELECTED)
+        row = (long long)tt * a.topk + j;
+    else
+        row = (a.src_kind == MLA_SRC_CACHE ? (long long)a.pages[fp0 + p / 64] : (long long)(fp0 + p / 64)) * 64 + p % 64;
+    return a.src + row * (long long)a.src_row_bytes;
 }
 
 template <int LT>   // L = 128 * LT
@@ -134,7 +126,7 @@ __global__ void __launch_bounds__(TL_THREADS, 1) mla_tile_kernel(const mla_tile_
         const int e = tid >> 2, part = tid & 3, j = b * TL_BLOCK + e;
         const int p = j < n ? sel[j] : -1;
         const bool valid = p >= 0 && p < n_pos;
-        const uint8_t *row = valid ? src_row(a, fp0 + p / 64, p % 64) : a.src;
+        const uint8_t *row = valid ? src_row(a, tt, j, fp0, p) : a.src;
         uint16_t *dst = Ks + st * TL_BLOCK * RS;
         for (int c = part; c < CH; c += 4)
             cp_async16(dst + swz(e, 8 * c, RS), row + 16 * c, valid);
@@ -314,19 +306,12 @@ __global__ void __launch_bounds__(TL_THREADS, 1) mla_tile_kernel(const mla_tile_
         }
 }
 
-// row r of the flat page table (r / 64 = its index, r % 64 = the slot) dequantized: the FP8
-// entry [L e4m3 | L/128 fp32 scales | R bf16] becomes [L bf16 | R bf16], each latent value
-// bf16(e4m3 * scale) as the per-token kernel's loader makes it. One warp per row.
-__global__ void mla_dequant_rows_kernel(uint16_t *__restrict__ out, const uint8_t *__restrict__ mla,
-                                        size_t entry_bytes, int L, int R, const int32_t *__restrict__ page_off,
-                                        int n_seqs, const int32_t *__restrict__ pages, int max_rows)
+// one FP8 entry [L e4m3 | L/128 fp32 scales | R bf16] dequantized to [L bf16 | R bf16] by
+// one warp, each latent value bf16(e4m3 * scale) as the per-token kernel's loader makes it
+__device__ __forceinline__ void dequant_entry(const uint8_t *__restrict__ e, uint16_t *__restrict__ dst, int L, int R,
+                                              int lane)
 {
-    const int r = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (r >= max_rows || r >= page_off[n_seqs] * 64)
-        return;
-    const uint8_t *e = mla + ((long long)pages[r / 64] * 64 + r % 64) * (long long)entry_bytes;
     const float *sc = reinterpret_cast<const float *>(e + L);
-    uint16_t *dst = out + (size_t)r * (L + R);
     for (int w = lane; w < L / 4; w += 32) {
         const uint32_t raw = *reinterpret_cast<const uint32_t *>(e + 4 * w);
         const float s = sc[w / 32];
@@ -338,6 +323,36 @@ __global__ void mla_dequant_rows_kernel(uint16_t *__restrict__ out, const uint8_
     const uint32_t *pe = reinterpret_cast<const uint32_t *>(e + L + 4 * (L / 128));
     for (int w = lane; w < R / 2; w += 32)
         *reinterpret_cast<uint32_t *>(dst + L + 2 * w) = pe[w];
+}
+
+// row r of the flat page table (r / 64 = its index, r % 64 = the slot), one warp per row
+__global__ void mla_dequant_rows_kernel(uint16_t *__restrict__ out, const uint8_t *__restrict__ mla,
+                                        size_t entry_bytes, int L, int R, const int32_t *__restrict__ page_off,
+                                        int n_seqs, const int32_t *__restrict__ pages, int max_rows)
+{
+    const int r = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (r >= max_rows || r >= page_off[n_seqs] * 64)
+        return;
+    dequant_entry(mla + ((long long)pages[r / 64] * 64 + r % 64) * (long long)entry_bytes, out + (size_t)r * (L + R),
+                  L, R, lane);
+}
+
+// selection slot j of token tt (row tt * topk + j), one warp per row; positions that are not
+// cached (-1 padding, past the sequence) are skipped as the tiled kernel skips them
+__global__ void mla_dequant_selected_kernel(uint16_t *__restrict__ out, const uint8_t *__restrict__ mla,
+                                            size_t entry_bytes, int L, int R, const int32_t *__restrict__ sel,
+                                            int topk, int rows, int t0, const int32_t *__restrict__ seq,
+                                            const int32_t *__restrict__ page_off, const int32_t *__restrict__ pages)
+{
+    const long long r = (long long)blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (r >= rows)
+        return;
+    const int tt = (int)(r / topk), p = sel[r], s_id = seq[t0 + tt], fp0 = page_off[s_id];
+    if (p < 0 || p >= (page_off[s_id + 1] - fp0) * 64)
+        return;
+    dequant_entry(mla + ((long long)pages[fp0 + p / 64] * 64 + p % 64) * (long long)entry_bytes,
+                  out + (size_t)r * (L + R), L, R, lane);
 }
 
 template <int LT>
@@ -371,6 +386,19 @@ void cuda_mla_dequant_rows(struct cuda_backend *cb, uint16_t *out, const uint8_t
     const int per_block = 8;
     mla_dequant_rows_kernel<<<(max_rows + per_block - 1) / per_block, 32 * per_block, 0, cb->stream>>>(
         out, mla, entry_bytes, L, R, page_off, n_seqs, pages, max_rows);
+    CU_LAUNCHED(cb);
+}
+
+void cuda_mla_dequant_selected(struct cuda_backend *cb, uint16_t *out, const uint8_t *mla, size_t entry_bytes, int L,
+                               int R, const int32_t *sel, int topk, int tokens, int t0, const int32_t *seq,
+                               const int32_t *page_off, const int32_t *pages)
+{
+    const long long rows = (long long)tokens * topk;
+    if (rows <= 0)
+        return;
+    const int per_block = 8;
+    mla_dequant_selected_kernel<<<(unsigned)((rows + per_block - 1) / per_block), 32 * per_block, 0, cb->stream>>>(
+        out, mla, entry_bytes, L, R, sel, topk, (int)rows, t0, seq, page_off, pages);
     CU_LAUNCHED(cb);
 }
 

@@ -9,15 +9,21 @@
 
 #include "cuda_backend.h"
 
+enum { MLA_SRC_CACHE, MLA_SRC_PAGES, MLA_SRC_SELECTED };
+
 struct mla_tile_args {
     const uint16_t *qabs;       // [Tc][H][L]
     const uint16_t *q;          // [Tc][H*(N+R)]
     int H, N, R;
-    // bf16 entry rows [L | R]: row of (flat page-table index fp, slot) at
-    // src + ((via_table ? pages[fp] : fp) * 64 + slot) * src_row_bytes
+    // bf16 entry rows [L | R], by `src_kind`:
+    //   MLA_SRC_CACHE:    a bf16 cache read in place, row of (flat page-table index fp, slot)
+    //                     at src + (pages[fp] * 64 + slot) * src_row_bytes
+    //   MLA_SRC_PAGES:    cuda_mla_dequant_rows' output, at src + (fp * 64 + slot) * src_row_bytes
+    //   MLA_SRC_SELECTED: cuda_mla_dequant_selected's output, selection slot j of token tt
+    //                     at src + (tt * topk + j) * src_row_bytes
     const uint8_t *src;
     size_t src_row_bytes;
-    bool via_table;
+    int src_kind;
     const int32_t *sel;         // [Tc][topk]
     int topk;
     const int32_t *seq, *page_off, *pages;      // seq indexed by t0 + tt
@@ -34,6 +40,12 @@ int cuda_mla_tile_heads(void);
 // dequantized to bf16 [L | R], for r < min(max_rows, page_off[n_seqs] * 64). Enqueued.
 void cuda_mla_dequant_rows(struct cuda_backend *cb, uint16_t *out, const uint8_t *mla, size_t entry_bytes, int L,
                            int R, const int32_t *page_off, int n_seqs, const int32_t *pages, int max_rows);
+// out[t * topk + j] = the FP8 entry that token t0 + t selected in slot j, dequantized as
+// above, for t < tokens and every j whose position is cached (others are left as they are:
+// the tiled kernel never reads them). sel is [tokens][topk]. Enqueued.
+void cuda_mla_dequant_selected(struct cuda_backend *cb, uint16_t *out, const uint8_t *mla, size_t entry_bytes, int L,
+                               int R, const int32_t *sel, int topk, int tokens, int t0, const int32_t *seq,
+                               const int32_t *page_off, const int32_t *pages);
 // o_lat of `tokens` tokens (a->t0 ..), L = 128, 256, 384 or 512. Enqueued; failures recorded.
 void cuda_mla_tile_attn(struct cuda_backend *cb, const mla_tile_args *a, int L, int tokens);
 

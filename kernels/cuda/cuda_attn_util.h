@@ -111,6 +111,44 @@ __device__ __forceinline__ void mma_bf16(float d[4], const uint32_t a[4], uint32
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// D += A * B, m16n8k32, e4m3 operands, fp32 accumulators (PTX ISA "mma.m16n8k32" fragments
+// of 8-bit types: A a0 row g / cols 4q .. 4q+3, a1 row g+8, a2 row g / cols 16+4q .., a3 row
+// g+8; B b0 col g / rows 4q .. 4q+3, b1 rows 16+4q ..; C as mma_bf16). Products of e4m3 values
+// are exact; the tensor core adds each k32 step's products into the fp32 accumulator itself.
+__device__ __forceinline__ void mma_e4m3(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// 16 bytes global -> shared without registers (cp.async.cg: L2 only); valid = false fills
+// the 16 bytes with zeros instead of reading
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool valid)
+{
+    const uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
+    const int n = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
+}
+
+__device__ __forceinline__ void cp_async_commit()
+{
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+
+// wait until at most N committed groups are still in flight
+template <int N>
+__device__ __forceinline__ void cp_async_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ void cp_async_wait_all()
+{
+    cp_async_wait<0>();
+}
+
 // Four 8x8 b16 matrices from shared memory, transposed (ldmatrix .trans): lane l gives the row
 // address of matrix l / 8, row l % 8.
 __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void *smem_row)

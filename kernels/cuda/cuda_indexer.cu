@@ -4,10 +4,14 @@
 //   1. q_prep:  per (token, head) one warp: Hadamard, bf16 rounding, FP8 quantization with one
 //               scale per head, folded into the head weight w_h = w * Hi^-1/2 * q_scale * Di^-1/2;
 //               the FP8 values are kept as bf16 (exact) for the tensor cores.
-//   2. score:   per (token, 4 pages of 64 candidates) one CTA of ceil(Hi/16) warps: q in registers
-//               (A fragments), each key page converted e4m3 -> bf16 into shared memory, S = q k^T
-//               by mma.m16n8k16 (products exact, fp32 sums), logit_j = k_scale_j *
-//               sum_h w_h relu(S_hj); written once to an fp32 row in scratch.
+//   2. score:   per (token, a few pages of 64 candidates) one CTA of ceil(Hi/16) warps: q in
+//               registers (A fragments), S = q k^T on the tensor cores (products exact, fp32
+//               sums), logit_j = k_scale_j * sum_h w_h relu(S_hj); written once to an fp32 row in
+//               scratch. Two versions: the FP8 one (the default) copies each key page as it is
+//               stored into shared memory (cp.async, double-buffered) and multiplies e4m3 by e4m3
+//               with mma.m16n8k32; the bf16 one converts each page to bf16 in shared memory
+//               first and uses mma.m16n8k16 (kept selectable to compare speed and numerics,
+//               dsd_backend_cuda_set_indexer_kernel; docs/KERNELS.md has both).
 //   3. select:  per token one CTA of 1024 threads: radix select (4 passes of 8 bits) of the k-th
 //               largest order-preserving key (NaN lowest, -0 == +0), then one ordered pass with
 //               block-wide prefix sums emitting every key above it and the lowest-index equal
@@ -26,10 +30,11 @@ using namespace dsd_attn;
 
 // ---- 1. q preparation ------------------------------------------------------------------------
 
-// qv: [Tsub][Hp][128] bf16 (Hp = Hi padded to 16; pad heads zero), wh: [Tsub][Hp] f32
+// qv: [Tsub][Hp][128] bf16 (Hp = Hi padded to 16; pad heads zero), or with qv8 the e4m3 bytes
+// [Tsub][Hp][128] there instead; wh: [Tsub][Hp] f32
 __global__ void indexer_q_prep_kernel(const uint16_t *__restrict__ q, const float *__restrict__ w, int Hi, int Hp,
                                       int Tsub, bool ue8m0, float had, float head_scale, float dim_scale,
-                                      uint16_t *__restrict__ qv, float *__restrict__ wh)
+                                      uint16_t *__restrict__ qv, uint8_t *__restrict__ qv8, float *__restrict__ wh)
 {
     const int gw = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     if (gw >= Tsub * Hp)
@@ -37,8 +42,11 @@ __global__ void indexer_q_prep_kernel(const uint16_t *__restrict__ q, const floa
     const int t = gw / Hp, h = gw % Hp;
     uint16_t *dst = qv + (size_t)gw * 128;
     if (h >= Hi) {
-        for (int i = 0; i < 4; i++)
-            dst[4 * lane + i] = 0;
+        if (qv8)
+            *reinterpret_cast<uint32_t *>(qv8 + (size_t)gw * 128 + 4 * lane) = 0;
+        else
+            for (int i = 0; i < 4; i++)
+                dst[4 * lane + i] = 0;
         if (lane == 0)
             wh[gw] = 0.0f;
         return;
@@ -56,9 +64,16 @@ __global__ void indexer_q_prep_kernel(const uint16_t *__restrict__ q, const floa
     }
     amax = warp_max(amax);
     const float sc = quant_scale(amax, ue8m0);
-    for (int i = 0; i < 4; i++) {
-        float qf = e4m3_to_f32(quant_e4m3(v[i], sc));
-        dst[4 * lane + i] = f32_to_bf16_bits(qf);      // exact: e4m3 values fit bf16
+    if (qv8) {
+        uint32_t packed = 0;
+        for (int i = 0; i < 4; i++)
+            packed |= (uint32_t)quant_e4m3(v[i], sc) << (8 * i);
+        *reinterpret_cast<uint32_t *>(qv8 + (size_t)gw * 128 + 4 * lane) = packed;
+    } else {
+        for (int i = 0; i < 4; i++) {
+            float qf = e4m3_to_f32(quant_e4m3(v[i], sc));
+            dst[4 * lane + i] = f32_to_bf16_bits(qf);      // exact: e4m3 values fit bf16
+        }
     }
     if (lane == 0)
         wh[gw] = wt * head_scale * sc * dim_scale;      // the CPU's order of products
@@ -154,6 +169,111 @@ __global__ void indexer_score_kernel(const uint16_t *__restrict__ qv, const floa
         __syncthreads();
         for (int c = threadIdx.x; c < 64; c += blockDim.x) {
             const int j = jp * 64 + c;
+            if (j < n_cand) {
+                float s = 0.0f;
+                for (int w = 0; w < nwarps; w++)
+                    s += red[w * 64 + c];
+                logits[(size_t)tt * ld_logits + j] = s * kscale[c];
+            }
+        }
+    }
+}
+
+#define KS8_LD 144                              // bytes per key row in shared memory (128 + 16:
+                                                // the 32-bit fragment loads of a warp hit 32 banks)
+#define KS8_STAGE (64 * KS8_LD + 64 * 4)        // one page in shared memory: keys, then scales
+
+// The FP8 version: grid (ceil(n_pages_max / ppc), Tsub), block 32 * (Hp / 16), dynamic shared
+// memory 2 * KS8_STAGE + warps * 64 * 4. Each CTA walks `ppc` pages of its token's sequence;
+// page i + 1 is in flight (cp.async) while page i is multiplied.
+__global__ void indexer_score_fp8_kernel(const uint8_t *__restrict__ qv8, const float *__restrict__ wh, int Hp,
+                                         const uint8_t *__restrict__ index, size_t page_bytes,
+                                         const int32_t *__restrict__ pos, const int32_t *__restrict__ seq,
+                                         const int32_t *__restrict__ page_off, const int32_t *__restrict__ pages,
+                                         int t0, int max_pos, int topk, int ppc, float *__restrict__ logits,
+                                         size_t ld_logits)
+{
+    extern __shared__ __align__(16) uint8_t smem[];
+    float *red = reinterpret_cast<float *>(smem + 2 * KS8_STAGE);                 // [warps][64]
+
+    const int tt = blockIdx.y, t = t0 + tt;
+    int p = pos[t];
+    if (p > max_pos)
+        p = max_pos;
+    const int n_cand = p + 1;
+    if (n_cand <= topk)
+        return;             // every position is selected; select writes 0..n-1
+    const int page0 = blockIdx.x * ppc;
+    if (page0 * 64 >= n_cand)
+        return;
+    const int n_pg = min(ppc, (n_cand + 63) / 64 - page0);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q4 = lane & 3;
+    const int nwarps = blockDim.x >> 5;
+    const int32_t *pg_tab = pages + page_off[seq[t]] + page0;
+
+    // page i of this CTA into stage i % 2: 512 chunks of keys and 16 of scales, 16 bytes each
+    auto issue = [&](int i) {
+        const uint8_t *pg = index + (size_t)pg_tab[i] * page_bytes;
+        uint8_t *st = smem + (i & 1) * KS8_STAGE;
+        for (int c = threadIdx.x; c < 512 + 16; c += blockDim.x) {
+            if (c < 512)
+                cp_async16(st + (c >> 3) * KS8_LD + (c & 7) * 16, pg + c * 16, true);
+            else
+                cp_async16(st + 64 * KS8_LD + (c - 512) * 16, pg + 64 * 128 + (c - 512) * 16, true);
+        }
+        cp_async_commit();
+    };
+    issue(0);
+
+    // A fragments of this warp's 16 heads, all 4 k-steps of 32, and their head weights
+    const uint8_t *qrow0 = qv8 + ((size_t)tt * Hp + warp * 16 + g) * 128 + 4 * q4;
+    const uint8_t *qrow1 = qrow0 + 8 * 128;
+    uint32_t a[4][4];
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        a[kk][0] = *reinterpret_cast<const uint32_t *>(qrow0 + kk * 32);
+        a[kk][1] = *reinterpret_cast<const uint32_t *>(qrow1 + kk * 32);
+        a[kk][2] = *reinterpret_cast<const uint32_t *>(qrow0 + kk * 32 + 16);
+        a[kk][3] = *reinterpret_cast<const uint32_t *>(qrow1 + kk * 32 + 16);
+    }
+    const float w0 = wh[(size_t)tt * Hp + warp * 16 + g], w1 = wh[(size_t)tt * Hp + warp * 16 + g + 8];
+
+    for (int i = 0; i < n_pg; i++) {
+        if (i + 1 < n_pg) {
+            __syncthreads();        // stage (i + 1) % 2 and red are no longer read (page i - 1)
+            issue(i + 1);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();            // page i has landed for every thread
+        const uint8_t *ks = smem + (i & 1) * KS8_STAGE;
+        const float *kscale = reinterpret_cast<const float *>(ks + 64 * KS8_LD);
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) {
+            float acc[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
+            const uint8_t *krow = ks + (nt * 8 + g) * KS8_LD + 4 * q4;
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) {
+                const uint32_t b0 = *reinterpret_cast<const uint32_t *>(krow + kk * 32);
+                const uint32_t b1 = *reinterpret_cast<const uint32_t *>(krow + kk * 32 + 16);
+                mma_e4m3(acc, a[kk], b0, b1);
+            }
+            // columns 2q, 2q+1 of this n-tile: rows g (acc0, acc1) and g + 8 (acc2, acc3)
+            float s0 = w0 * fmaxf(acc[0], 0.0f) + w1 * fmaxf(acc[2], 0.0f);
+            float s1 = w0 * fmaxf(acc[1], 0.0f) + w1 * fmaxf(acc[3], 0.0f);
+            for (int o = 4; o < 32; o <<= 1) {
+                s0 += __shfl_xor_sync(0xffffffffu, s0, o);
+                s1 += __shfl_xor_sync(0xffffffffu, s1, o);
+            }
+            if (g == 0) {
+                red[warp * 64 + nt * 8 + 2 * q4] = s0;
+                red[warp * 64 + nt * 8 + 2 * q4 + 1] = s1;
+            }
+        }
+        __syncthreads();
+        for (int c = threadIdx.x; c < 64; c += blockDim.x) {
+            const int j = (page0 + i) * 64 + c;
             if (j < n_cand) {
                 float s = 0.0f;
                 for (int w = 0; w < nwarps; w++)
@@ -363,20 +483,34 @@ extern "C" void cuda_op_indexer_topk(struct dsd_backend *be, int32_t *out, int t
     const float head_scale = 1.0f / sqrtf((float)Hi), dim_scale = 1.0f / sqrtf((float)Di);
     const int n_pages_max = (n_max + 63) / 64;
     const int score_threads = 32 * (Hp / 16);
-    const size_t score_smem = 64 * KS_LD * 2 + 64 * 4 + (size_t)(Hp / 16) * 64 * 4;
+    const bool fp8 = cb->indexer_kernel != DSD_CUDA_INDEXER_BF16;
+    const size_t score_smem = fp8 ? 2 * KS8_STAGE + (size_t)(Hp / 16) * 64 * 4
+                                  : 64 * KS_LD * 2 + 64 * 4 + (size_t)(Hp / 16) * 64 * 4;
     if (score_smem > 48 * 1024 &&
-        !CU_OK(cb, cudaFuncSetAttribute(indexer_score_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        (int)score_smem)))
+        !CU_OK(cb, fp8 ? cudaFuncSetAttribute(indexer_score_fp8_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                              (int)score_smem)
+                       : cudaFuncSetAttribute(indexer_score_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                              (int)score_smem)))
         return;
+    // pages per CTA of the FP8 kernel: few when a step has few tokens (decode), so that a long
+    // context still spreads over every SM; more for prefill, where tokens fill the grid
+    const int ppc = T >= 64 ? 8 : 2;
     for (int t0 = 0; t0 < T; t0 += Tsub) {
         const int n = T - t0 < Tsub ? T - t0 : Tsub;
         const int warps = n * Hp, threads = 256;
         indexer_q_prep_kernel<<<(warps * 32 + threads - 1) / threads, threads, 0, cb->stream>>>(
             (const uint16_t *)q + (size_t)t0 * Hi * 128, w + (size_t)t0 * Hi, Hi, Hp, n,
-            be->dims.act_scale_ue8m0, had, head_scale, dim_scale, qv, wh);
+            be->dims.act_scale_ue8m0, had, head_scale, dim_scale, qv, fp8 ? (uint8_t *)qv : NULL, wh);
         if (!CU_LAUNCHED(cb))
             return;
-        if (n_max > topk) {
+        if (n_max > topk && fp8) {
+            dim3 grid((n_pages_max + ppc - 1) / ppc, n);
+            indexer_score_fp8_kernel<<<grid, score_threads, score_smem, cb->stream>>>(
+                (const uint8_t *)qv, wh, Hp, kv->index, lay->index_page_bytes, st->pos, st->seq, st->page_off,
+                st->pages, t0, st->max_pos, topk, ppc, logits, ld_logits);
+            if (!CU_LAUNCHED(cb))
+                return;
+        } else if (n_max > topk) {
             dim3 grid((n_pages_max + SCORE_PAGES_PER_CTA - 1) / SCORE_PAGES_PER_CTA, n);
             indexer_score_kernel<<<grid, score_threads, score_smem, cb->stream>>>(
                 qv, wh, Hp, kv->index, lay->index_page_bytes, st->pos, st->seq, st->page_off,
@@ -389,4 +523,9 @@ extern "C" void cuda_op_indexer_topk(struct dsd_backend *be, int32_t *out, int t
         if (!CU_LAUNCHED(cb))
             return;
     }
+}
+
+extern "C" void dsd_backend_cuda_set_indexer_kernel(struct dsd_backend *be, enum dsd_cuda_indexer_kernel k)
+{
+    cuda(be)->indexer_kernel = k;
 }

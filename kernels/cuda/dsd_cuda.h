@@ -47,10 +47,25 @@ int dsd_backend_cuda_fp8_gemm_ms(struct dsd_backend *be, int M, int N, int K, in
                                  struct dsd_err *err);
 
 /* Tests and benchmarks: which sparse MLA kernel mla_attention runs. AUTO (the default)
- * chooses per call (the rule is in kernels/cuda/cuda_attention.cu, docs/KERNELS.md); TILED
- * still falls back to PER_TOKEN for shapes the tiled kernel does not take. */
-enum dsd_cuda_attn_kernel { DSD_CUDA_ATTN_AUTO, DSD_CUDA_ATTN_PER_TOKEN, DSD_CUDA_ATTN_TILED };
+ * chooses per call (the rule is in kernels/cuda/cuda_attention.cu, docs/KERNELS.md). TILED
+ * runs the head-tiled kernel and lets the rule pick how an FP8 cache's rows reach it;
+ * TILED_PAGES dequantizes every cached row of the step once, TILED_GATHER each token's
+ * selected rows (a bf16 cache is read in place by all three). The TILED kinds still fall
+ * back to PER_TOKEN for shapes the tiled kernel does not take. */
+enum dsd_cuda_attn_kernel {
+    DSD_CUDA_ATTN_AUTO,
+    DSD_CUDA_ATTN_PER_TOKEN,
+    DSD_CUDA_ATTN_TILED,
+    DSD_CUDA_ATTN_TILED_PAGES,
+    DSD_CUDA_ATTN_TILED_GATHER,
+};
 void dsd_backend_cuda_set_attention_kernel(struct dsd_backend *be, enum dsd_cuda_attn_kernel k);
+
+/* Tests and benchmarks: which tensor-core path the indexer's scores take. AUTO (the default)
+ * is FP8: e4m3 keys multiplied as stored (mma.m16n8k32); BF16 converts each key page to bf16
+ * first (mma.m16n8k16). Both have exact products and fp32 sums (docs/KERNELS.md). */
+enum dsd_cuda_indexer_kernel { DSD_CUDA_INDEXER_AUTO, DSD_CUDA_INDEXER_BF16, DSD_CUDA_INDEXER_FP8 };
+void dsd_backend_cuda_set_indexer_kernel(struct dsd_backend *be, enum dsd_cuda_indexer_kernel k);
 
 /* What the loadable module (libdsd_backend_cuda.so, kernels/cuda/cuda_module.c) exports as
  * the symbol "dsd_cuda_module". The ABI number changes whenever this table or ops.h does. */

@@ -376,7 +376,7 @@ static int cmp_int(const void *x, const void *y)
 /* Runs indexer_topk on both backends for the batch's tokens; checks form, exactness (near-ties
  * excused when `exact`) and overlap. The cache must be filled and synced already. */
 static void test_indexer_run(struct gh_ctx *h, struct arenas *a, const struct batch *b, bool exact, double gate,
-                             const char *what)
+                             enum dsd_cuda_indexer_kernel kern, const char *what)
 {
     const struct dsd_model_dims *d = &h->conf->dims;
     const int T = b->T, Hi = d->index_n_heads, topk = d->index_topk;
@@ -397,7 +397,10 @@ static void test_indexer_run(struct gh_ctx *h, struct arenas *a, const struct ba
     gh_upload(h->gpu, o_g, poison, (size_t)T * topk * 4);
 
     h->co->indexer_topk(h->cpu, o_c, topk, q_c, w_c, &a->cpu, &sc.st);
+    /* each tensor-core path of the scores, forced (FP8 is the default) */
+    dsd_backend_cuda_set_indexer_kernel(h->gpu, kern);
     h->go->indexer_topk(h->gpu, o_g, topk, q_g, w_g, &a->gpu, &sg.st);
+    dsd_backend_cuda_set_indexer_kernel(h->gpu, DSD_CUDA_INDEXER_AUTO);
     int32_t *got = xmalloc((size_t)T * topk * 4), *want = xmalloc((size_t)T * topk * 4);
     if (!gh_sync(h->cpu, "indexer_topk (cpu)") && !gh_sync(h->gpu, "indexer_topk") &&
         !gh_download(h->gpu, got, o_g, (size_t)T * topk * 4)) {
@@ -579,9 +582,14 @@ static void test_attention_run(struct gh_ctx *h, struct attn_fixture *f, struct 
     float *got = xmalloc((size_t)T * H * V * 4), *want = xmalloc((size_t)T * H * V * 4);
     if (gh_sync(h->cpu, "mla_attention (cpu)") || get_act(h->cpu, want, o_c, (size_t)T * H * V))
         goto done;
-    /* both GPU kernels, forced (the automatic choice takes the tiled one only for many tokens) */
-    for (int k = 0; k < 2; k++) {
-        const enum dsd_cuda_attn_kernel kern = k ? DSD_CUDA_ATTN_TILED : DSD_CUDA_ATTN_PER_TOKEN;
+    /* both GPU kernels, forced (the automatic choice takes the tiled one only for many tokens),
+     * the tiled one with each source of an FP8 cache's rows (a bf16 cache is read in place) */
+    static const enum dsd_cuda_attn_kernel kerns[3] = { DSD_CUDA_ATTN_PER_TOKEN, DSD_CUDA_ATTN_TILED_PAGES,
+                                                        DSD_CUDA_ATTN_TILED_GATHER };
+    static const char *knames[3] = { "per-token", "tiled-pages", "tiled-gather" };
+    const int n_kerns = a->lay.mla_dtype == DSD_KV_FP8 ? 3 : 2;
+    for (int k = 0; k < n_kerns; k++) {
+        const enum dsd_cuda_attn_kernel kern = kerns[k];
         poison_act(h->gpu, o_g, (size_t)T * H * V);
         dsd_backend_cuda_set_attention_kernel(h->gpu, kern);
         h->go->mla_attention(h->gpu, o_g, q_g, &f->wg.w.layers[0].kv_b, &a->gpu, s_g, topk, &sg.st);
@@ -590,7 +598,7 @@ static void test_attention_run(struct gh_ctx *h, struct attn_fixture *f, struct 
             break;
         char shape[160];
         snprintf(shape, sizeof shape, "%s %s T=%d H=%d L=%d topk=%d max_ctx=%d kv=%s", what,
-                 k ? "tiled" : "per-token", T, H, d->kv_lora_rank, topk, b->max_pos + 1,
+                 knames[k], T, H, d->kv_lora_rank, topk, b->max_pos + 1,
                  a->lay.mla_dtype == DSD_KV_FP8 ? "fp8" : "bf16");
         if (!gh_check(h, "mla_attention", shape, got, want, (size_t)T * H * V, gate)) {
             /* where it goes wrong: per token (its sequence, position, selection length) and head */
@@ -615,17 +623,42 @@ done:
     step_free(&sc, h->cpu), step_free(&sg, h->gpu);
 }
 
-/* GPU-only timings at a batch of B tokens over one long sequence (ctx positions cached) */
-static void time_ops(struct gh_ctx *h, struct attn_fixture *f, struct arenas *a, struct batch *b, int long_seq,
+/* `copies` sequences that each own the pages of src's sequence s (the same page ids: reads
+ * only), so a decode batch has as many long contexts as tokens without their memory */
+static void batch_alias(struct batch *dst, const struct batch *src, int s, int copies)
+{
+    const int np = src->page_off[s + 1] - src->page_off[s];
+    memset(dst, 0, sizeof *dst);
+    dst->n_seqs = copies;
+    dst->n_pages_total = np * copies;
+    dst->len = xmalloc((size_t)copies * sizeof(int));
+    dst->page_off = xmalloc(((size_t)copies + 1) * sizeof(int32_t));
+    dst->pages = xmalloc((size_t)(np * copies > 0 ? np * copies : 1) * sizeof(int32_t));
+    for (int c = 0; c <= copies; c++)
+        dst->page_off[c] = c * np;
+    for (int c = 0; c < copies; c++) {
+        dst->len[c] = src->len[s];
+        memcpy(dst->pages + (size_t)c * np, src->pages + src->page_off[s], (size_t)np * sizeof(int32_t));
+    }
+}
+
+/* GPU-only timings at a batch of B tokens: prefill, B tokens at the end of one long sequence
+ * (ctx positions cached); decode, one token at ~ctx in each of B sequences (batch_alias) */
+static void time_ops(struct gh_ctx *h, struct attn_fixture *f, struct arenas *a, struct batch *b0, int long_seq,
                      int ctx, int B, bool prefill)
 {
     const struct dsd_model_dims *d = &h->conf->dims;
     const int H = d->num_attention_heads, N = d->qk_nope_head_dim, R = d->qk_rope_head_dim, V = d->v_head_dim;
     const int L = d->kv_lora_rank, Hi = d->index_n_heads, topk = d->index_topk;
+    struct batch alias, *b = b0;
+    if (!prefill) {
+        batch_alias(&alias, b0, long_seq, B);
+        b = &alias;
+    }
     int *seq = xmalloc((size_t)B * sizeof(int)), *pos = xmalloc((size_t)B * sizeof(int));
     for (int i = 0; i < B; i++) {
-        seq[i] = long_seq;
-        pos[i] = prefill ? ctx - B + i : ctx - 1 - (i % 8);     /* decode: B sequences ~ at ctx */
+        seq[i] = prefill ? long_seq : i;
+        pos[i] = prefill ? ctx - B + i : ctx - 1 - (i % 8);
     }
     batch_tokens(b, B, seq, pos);
     struct dev_step sg;
@@ -643,20 +676,29 @@ static void time_ops(struct gh_ctx *h, struct attn_fixture *f, struct arenas *a,
                              .sel = sel_g, .topk = topk, .st = &sg.st, .idx_out = sel_g, .w = w_g };
     char shape[128];
     snprintf(shape, sizeof shape, "%s B=%d ctx=%d", prefill ? "prefill" : "decode", B, ctx);
-    /* the indexer's selection feeds the attention timing */
-    double ms = gh_time_gpu(h, run_indexer, &t);
-    double keys = 0;
+    /* the indexer's selection feeds the attention timing (the default path runs last) */
+    double ms = 0, keys = 0;
     for (int i = 0; i < B; i++)
         keys += pos[i] + 1;
-    if (ms >= 0)
-        gh_report_time(h, "indexer_topk", shape, ms, keys * 132.0 + (double)B * Hi * 128 * 2,
-                       keys * Hi * 128 * 2.0);
+    for (int k = 0; k < 2; k++) {
+        char shape_k[160];
+        snprintf(shape_k, sizeof shape_k, "%s %s", shape, k ? "fp8-mma" : "bf16-mma");
+        dsd_backend_cuda_set_indexer_kernel(h->gpu, k ? DSD_CUDA_INDEXER_FP8 : DSD_CUDA_INDEXER_BF16);
+        ms = gh_time_gpu(h, run_indexer, &t);
+        dsd_backend_cuda_set_indexer_kernel(h->gpu, DSD_CUDA_INDEXER_AUTO);
+        if (ms >= 0)
+            gh_report_time(h, "indexer_topk", shape_k, ms, keys * 132.0 + (double)B * Hi * 128 * 2,
+                           keys * Hi * 128 * 2.0);
+    }
     t.q = q_g;
-    /* the automatic choice, then (prefill) each kernel forced */
-    for (int k = 0; k < (prefill ? 3 : 1); k++) {
-        static const enum dsd_cuda_attn_kernel kern[3] = { DSD_CUDA_ATTN_AUTO, DSD_CUDA_ATTN_PER_TOKEN,
-                                                           DSD_CUDA_ATTN_TILED };
-        static const char *kname[3] = { "", " per-token", " tiled" };
+    /* the automatic choice, then each kernel forced */
+    for (int k = 0; k < 4; k++) {
+        static const enum dsd_cuda_attn_kernel kern[4] = { DSD_CUDA_ATTN_AUTO, DSD_CUDA_ATTN_PER_TOKEN,
+                                                           DSD_CUDA_ATTN_TILED_PAGES, DSD_CUDA_ATTN_TILED_GATHER };
+        static const char *kname[4] = { "", " per-token", " tiled-pages", " tiled-gather" };
+        /* dequantizing every page of B long contexts is not a candidate at decode */
+        if (!prefill && kern[k] == DSD_CUDA_ATTN_TILED_PAGES)
+            continue;
         dsd_backend_cuda_set_attention_kernel(h->gpu, kern[k]);
         ms = gh_time_gpu(h, run_attn, &t);
         dsd_backend_cuda_set_attention_kernel(h->gpu, DSD_CUDA_ATTN_AUTO);
@@ -674,6 +716,8 @@ static void time_ops(struct gh_ctx *h, struct attn_fixture *f, struct arenas *a,
     h->go->release(h->gpu, q_g), h->go->release(h->gpu, qi_g), h->go->release(h->gpu, o_g);
     h->go->release(h->gpu, w_g), h->go->release(h->gpu, sel_g);
     step_free(&sg, h->gpu);
+    if (!prefill)
+        batch_free(&alias);
 }
 
 /* ---- configurations ---------------------------------------------------------------------------- */
@@ -732,8 +776,10 @@ static void run_config(struct gh_config *c, const struct run_spec *r, enum dsd_k
         fill_cache_cpu(&h, &a, &b);
         arenas_sync_to_gpu(&a, &h);
         batch_tokens(&b, r->T, r->seq, r->pos);
-        if (kv_dtype == DSD_KV_FP8)
-            test_indexer_run(&h, &a, &b, r->exact, r->exact ? 0.999 : 0.99, "ragged");
+        if (kv_dtype == DSD_KV_FP8) {
+            test_indexer_run(&h, &a, &b, r->exact, r->exact ? 0.999 : 0.99, DSD_CUDA_INDEXER_FP8, "ragged fp8-mma");
+            test_indexer_run(&h, &a, &b, r->exact, r->exact ? 0.999 : 0.99, DSD_CUDA_INDEXER_BF16, "ragged bf16-mma");
+        }
         struct attn_fixture f;
         if (!attn_weights(&h, &f)) {
             test_attention_run(&h, &f, &a, &b, 1e-2, "ragged");
@@ -743,9 +789,9 @@ static void run_config(struct gh_config *c, const struct run_spec *r, enum dsd_k
                 for (int s = 1; s < b.n_seqs; s++)
                     if (b.len[s] > b.len[longest])
                         longest = s;
-                const int ctxs[2] = { 4096, 32768 }, Bs[3] = { 1, 8, 32 };
+                const int ctxs[2] = { 4096, 32768 }, Bs[5] = { 1, 8, 32, 64, 128 };
                 for (int ci = 0; ci < 2; ci++)
-                    for (int bi = 0; bi < 3; bi++)
+                    for (int bi = 0; bi < 5; bi++)
                         if (ctxs[ci] <= b.len[longest])
                             time_ops(&h, &f, &a, &b, longest, ctxs[ci], Bs[bi], false);
                 time_ops(&h, &f, &a, &b, longest, b.len[longest], 1024, true);
