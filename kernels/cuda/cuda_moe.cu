@@ -840,7 +840,7 @@ void cuda_op_mlp(struct dsd_backend *be, void *out, const void *x, const struct 
     const int I = (int)w->gate.rows;
     struct moe_ffn_w f;
     fill_ffn(&f, w);
-    if (T > MOE_STREAM_MAX_T) {
+    if (cb->ffn_path == DSD_CUDA_FFN_GEMM || (cb->ffn_path == DSD_CUDA_FFN_AUTO && T > MLP_STREAM_MAX_T)) {
         struct carve c = { NULL, 0 };
         for (int pass = 0; pass < 2; pass++) {
             uint8_t *xq = (uint8_t *)take(&c, (size_t)T * D);
@@ -939,7 +939,8 @@ void cuda_op_moe(struct dsd_backend *be, void *out, const void *x, const struct 
         __nv_bfloat16 *h = NULL, *y = NULL;
         uint8_t *hq = NULL;
         float *hs = NULL;
-        const bool stream = T <= MOE_STREAM_MAX_T;
+        const bool stream = cb->ffn_path == DSD_CUDA_FFN_STREAM ||
+                            (cb->ffn_path == DSD_CUDA_FFN_AUTO && T <= MOE_STREAM_MAX_T);
         struct moe_lt_bufs lb;
         memset(&lb, 0, sizeof lb);
         if (stream) {
@@ -993,6 +994,11 @@ void cuda_op_moe(struct dsd_backend *be, void *out, const void *x, const struct 
         combine_kernel<<<gc, 256, 0, cb->stream>>>((__nv_bfloat16 *)out, y, wts, T, k, D, shared);
         CU_LAUNCHED(cb);
     }
+}
+
+void dsd_backend_cuda_set_ffn_path(struct dsd_backend *be, enum dsd_cuda_ffn_path p)
+{
+    cuda(be)->ffn_path = p;
 }
 
 int cuda_moe_prepare(struct cuda_backend *cb, struct dsd_model_weights *w, struct dsd_err *err)

@@ -67,6 +67,12 @@ void dsd_backend_cuda_set_attention_kernel(struct dsd_backend *be, enum dsd_cuda
 enum dsd_cuda_indexer_kernel { DSD_CUDA_INDEXER_AUTO, DSD_CUDA_INDEXER_BF16, DSD_CUDA_INDEXER_FP8 };
 void dsd_backend_cuda_set_indexer_kernel(struct dsd_backend *be, enum dsd_cuda_indexer_kernel k);
 
+/* Tests and benchmarks: how the dense MLP and the MoE experts run. AUTO (the default) streams
+ * the weights for small steps and uses cuBLASLt GEMMs above a token count
+ * (kernels/cuda/cuda_moe.h: MLP_STREAM_MAX_T, MOE_STREAM_MAX_T); STREAM and GEMM force one. */
+enum dsd_cuda_ffn_path { DSD_CUDA_FFN_AUTO, DSD_CUDA_FFN_STREAM, DSD_CUDA_FFN_GEMM };
+void dsd_backend_cuda_set_ffn_path(struct dsd_backend *be, enum dsd_cuda_ffn_path p);
+
 /* What the loadable module (libdsd_backend_cuda.so, kernels/cuda/cuda_module.c) exports as
  * the symbol "dsd_cuda_module". The ABI number changes whenever this table or ops.h does. */
 #define DSD_CUDA_MODULE_ABI 2

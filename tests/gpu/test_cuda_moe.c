@@ -297,8 +297,10 @@ out:
     return n;
 }
 
-static void run_ffn(struct gh_ctx *h, struct gh_wset *wc, struct gh_wset *wg, bool moe, int T, bool timing)
+static void run_ffn(struct gh_ctx *h, struct gh_wset *wc, struct gh_wset *wg, bool moe, int T, bool timing,
+                    enum dsd_cuda_ffn_path path)
 {
+    dsd_backend_cuda_set_ffn_path(h->gpu, path);
     const struct dsd_model_dims *d = &h->conf->dims;
     const int D = (int)d->hidden_size;
     const char *op = moe ? "moe" : "mlp";
@@ -325,9 +327,11 @@ static void run_ffn(struct gh_ctx *h, struct gh_wset *wc, struct gh_wset *wg, bo
     if (gh_get(h->cpu, want, oc, T, D) || gh_get(h->gpu, got, og, T, D))
         goto out;
     char shape[128];
-    const char *path = T <= MOE_STREAM_MAX_T ? "stream" : "cublaslt";
-    snprintf(shape, sizeof shape, "T=%d D=%d I=%lld %s", T, D,
-             (long long)(moe ? d->moe_intermediate_size : d->intermediate_size), path);
+    const bool streams = path == DSD_CUDA_FFN_STREAM ||
+                         (path == DSD_CUDA_FFN_AUTO && T <= (moe ? MOE_STREAM_MAX_T : MLP_STREAM_MAX_T));
+    snprintf(shape, sizeof shape, "T=%d D=%d I=%lld %s%s", T, D,
+             (long long)(moe ? d->moe_intermediate_size : d->intermediate_size), streams ? "stream" : "cublaslt",
+             path == DSD_CUDA_FFN_AUTO ? "" : " (forced)");
     gh_check(h, op, shape, got, want, (size_t)T * D, 1e-2);
     /* run again on a poisoned output: deterministic (same bits) */
     if (gh_poison_act(h->gpu, og, T, D))
@@ -361,6 +365,7 @@ static void run_ffn(struct gh_ctx *h, struct gh_wset *wc, struct gh_wset *wg, bo
             gh_report_time(h, op, s3, ms, bytes, 0);
     }
 out:
+    dsd_backend_cuda_set_ffn_path(h->gpu, DSD_CUDA_FFN_AUTO);
     free(x);
     free(got);
     free(want);
@@ -397,8 +402,18 @@ static void run_config(struct gh_config *c, enum dsd_dtype router_dtype, const i
         free(x);
     }
     for (int i = 0; i < nT; i++) {
-        run_ffn(&h, &wc, &wg, false, Ts[i], timing);
-        run_ffn(&h, &wc, &wg, true, Ts[i], timing);
+        run_ffn(&h, &wc, &wg, false, Ts[i], timing, DSD_CUDA_FFN_AUTO);
+        run_ffn(&h, &wc, &wg, true, Ts[i], timing, DSD_CUDA_FFN_AUTO);
+    }
+    if (timing) {
+        /* both paths forced around the thresholds (cuda_moe.h): checked and timed */
+        static const int Tw[] = { 8, 16, 32, 64, 128, 256 };
+        for (int i = 0; i < (int)(sizeof Tw / sizeof Tw[0]); i++)
+            for (int pth = 0; pth < 2; pth++) {
+                const enum dsd_cuda_ffn_path p = pth ? DSD_CUDA_FFN_GEMM : DSD_CUDA_FFN_STREAM;
+                run_ffn(&h, &wc, &wg, false, Tw[i], true, p);
+                run_ffn(&h, &wc, &wg, true, Tw[i], true, p);
+            }
     }
 out:
     gh_wset_free(&wg);
