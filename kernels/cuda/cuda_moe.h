@@ -15,20 +15,21 @@
 extern "C" {
 #endif
 
-/* Tokens up to which the experts run in the weight-streaming kernels (decode: no host
+/* Tokens up to which the experts run in the weight-streaming kernels (no host
  * synchronization, graph-capturable); above it the prefill path synchronizes once per call
- * to read the per-expert counts and runs cuBLASLt FP8 GEMMs per active expert. At 64 tokens
- * and top-8 of 256 experts an expert sees ~2 pairs (at most 64), where streaming its weights
- * once is bandwidth-bound and a GEMM call per expert (~20-30 us each, docs/CUDA.md §3) would
- * cost more than the whole layer's weight read. */
-#define MOE_STREAM_MAX_T 64
+ * to read the per-expert counts and runs cuBLASLt FP8 GEMMs per active expert. Streaming reads
+ * each hit expert once per tile of 4 pairs; a GEMM call per matrix costs ~20-30 us whatever
+ * its size (docs/CUDA.md §3). Measured on an H100 at V3.2's shapes (test_cuda_moe's forced
+ * sweep, 2026-12-06, docs/KERNELS.md): streaming wins up to 128 tokens (11.4 vs 13.3 ms at
+ * 128, 6.5 vs 11.5 at 64) and loses at 256 (21.3 vs 14.6 ms). */
+#define MOE_STREAM_MAX_T 128
 
-/* The same choice for the dense MLP, where every token is a pair of the one "expert": the
- * streaming kernel reads the weights once per tile of 4 tokens, so past a few tiles one
- * cuBLASLt GEMM per matrix (no synchronization: the count is T) reads them once and wins.
- * Measured on an H100 (test_cuda_moe's sweep, docs/KERNELS.md): a 32-token dense layer took
- * 3.8 ms with streaming, against 1.6 ms for a 128-token one through cuBLASLt. */
-#define MLP_STREAM_MAX_T 8
+/* The same choice for the dense MLP, where every token is a pair of the one "expert", so
+ * streaming re-reads the whole weight per tile of 4 tokens while one cuBLASLt GEMM per
+ * matrix (no synchronization: the count is T) reads it once. Same sweep: a single token
+ * streams in 0.163 ms (the one-pair kernel), 4 tokens take 0.289 ms streamed, and cuBLASLt
+ * takes 0.21 ms from 8 tokens up (0.57 ms streamed at 8, 3.3 ms at 32). */
+#define MLP_STREAM_MAX_T 1
 
 /* One SwiGLU FFN's device weights: gate, up, down (FP8) and their block scales (rows padded
  * to cuda_scale_stride K-blocks); I = intermediate width (gate rows). */

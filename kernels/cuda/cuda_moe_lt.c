@@ -1,5 +1,5 @@
 /*
- * The MoE block's prefill experts (T > MOE_STREAM_MAX_T) and the dense MLP at large T,
+ * The MoE block's prefill experts (T > MOE_STREAM_MAX_T) and the dense MLP (T > MLP_STREAM_MAX_T),
  * through cuBLASLt's block-scaled FP8 GEMM in the operand assignment of docs/CUDA.md §2
  * (A = activations with VEC128 scales k-block-major [K/128][rows], B = the weight with
  * BLK128x128 scales, rows padded to cuda_scale_stride; TN; fp32 compute; bf16 output written
