@@ -165,8 +165,10 @@ TEST(bench_json)
     }
 
     json_t *prof = json_object_get(r, "profile");
-    ASSERT_EQ_INT(json_array_size(prof), 2);        /* the smallest and the largest batch */
+    /* decode steps at the smallest and the largest batch, then the largest prefill chunk */
+    ASSERT_EQ_INT(json_array_size(prof), 3);
     json_array_foreach(prof, i, e) {
+        ASSERT_TRUE(i < 2 ? num(e, "chunk") == 0 && num(e, "batch") >= 1 : num(e, "chunk") > 1);
         json_t *ops = json_object_get(e, "ops"), *op;
         size_t k;
         double sum = 0;
@@ -208,7 +210,7 @@ TEST(bench_table)
         floors += strstr(line, "floors measured now: copy") != NULL;
         decode += strncmp(line, "decode:", 7) == 0;
         prefill += strncmp(line, "prefill:", 8) == 0;
-        profile += strncmp(line, "per-op profile", 14) == 0;
+        profile += strncmp(line, "per-op profile of one ", 22) == 0;
         double ms, fl, x;
         const char *p = strstr(line, " ms  floor ");
         if (p && sscanf(p, " ms  floor %lf ms", &fl) == 1) {
@@ -225,7 +227,7 @@ TEST(bench_table)
     ASSERT_EQ_INT(floors, 1);
     ASSERT_EQ_INT(decode, 1);
     ASSERT_EQ_INT(prefill, 1);
-    ASSERT_EQ_INT(profile, 2);
+    ASSERT_EQ_INT(profile, 3);                      /* two decode steps, one prefill chunk */
     ASSERT_EQ_INT(ratios, 4 * 3 + 2 * 3);           /* dense, MoE, step per decode and prefill figure */
 }
 

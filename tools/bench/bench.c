@@ -5,7 +5,8 @@
  * Per layer (dense and MoE) of decode steps at several batch sizes and contexts, of prefill
  * chunks, the whole step with sampling, each beside its floor measured on the same device in
  * the same run (bytes over the measured device copy bandwidth, FLOPs over the measured FP8
- * GEMM rate), and a per-op profile of decode steps. docs/BENCH.md explains the method.
+ * GEMM rate), and a per-op profile of decode steps and of the largest prefill chunk.
+ * docs/BENCH.md explains the method.
  */
 #include <errno.h>
 #include <math.h>

@@ -8,14 +8,17 @@
 # HOST_GB [8] and DISK_GB [16] the tier budgets (the host tier must hold twice the prompt's
 # pages for a whole disk hit to be read ahead); CACHE_DIR [a temp dir] the disk tier;
 # STREAMS ["1 8 32 128"] the concurrency levels; BENCH_ARGS [--backend cpu --preset tiny]
-# deepseekd-bench's options for the copy rates (use --backend cuda --preset full-dims on a GPU).
+# deepseekd-bench's options for the copy rates (use --backend cuda --preset full-dims on a GPU);
+# REQUESTS_PER_STREAM [4] requests per stream in the throughput runs; THROUGHPUT_KV_PAGES [the
+# TTFT runs' pool] the KV pool of the throughput runs (its daemon is restarted with it); DD_MB
+# [1024] how much of the cache file the O_DIRECT read measures.
 #
 # Prints, in Markdown: the time to first token of one PROMPT_LEN-token prompt cold, then on a
 # device hit, a host hit (its pages pushed to the host tier by another prompt of the same
 # length: the KV pool holds 1.5 prompts) and a disk hit (after a restart); each reload's rate
 # (the reloaded pages' bytes over the time the hit took beyond a device hit) beside the
 # host <-> device copy rates of deepseekd-bench --copies-only and an O_DIRECT read of the cache
-# file (dd); then throughput at each STREAMS level, 4 requests per stream, prompts of
+# file (dd); then throughput at each STREAMS level, REQUESTS_PER_STREAM requests each, prompts of
 # PROMPT_LEN/16 .. PROMPT_LEN/4 tokens starting with one of 4 prefixes of PROMPT_LEN/16 tokens.
 set -eu
 [ $# -ge 2 ] || { sed -n '2,20p' "$0"; exit 2; }
@@ -28,17 +31,23 @@ HOST_GB=${HOST_GB:-8}
 DISK_GB=${DISK_GB:-16}
 STREAMS=${STREAMS:-"1 8 32 128"}
 BENCH_ARGS=${BENCH_ARGS:-"--backend cpu --preset tiny"}
+RPS=${REQUESTS_PER_STREAM:-4}
+DD_MB=${DD_MB:-1024}
 T=$(mktemp -d /tmp/dsd-tiers-XXXXXX)
 DIR=${CACHE_DIR:-$T/cache}
 SOCK=$T/sock
 PAGES=$(( (L + 63) / 64 ))
 KVP=$(( PAGES * 3 / 2 + 16 ))
+TKVP=${THROUGHPUT_KV_PAGES:-$KVP}
 PID=
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$T"; }
 trap cleanup EXIT INT TERM
 
+# start KV_PAGES [DAEMON_OPTIONS...]
 start() {
-    "$B/daemon/serve/deepseekd" --model "$M" --socket "$SOCK" --kv-pages "$KVP" --host-cache-gb "$HOST_GB" \
+    pages=$1
+    shift
+    "$B/daemon/serve/deepseekd" --model "$M" --socket "$SOCK" --kv-pages "$pages" --host-cache-gb "$HOST_GB" \
         --disk-cache-dir "$DIR" --disk-cache-gb "$DISK_GB" --max-inflight 1024 "$@" >"$T/log" 2>&1 &
     PID=$!
     i=0
@@ -59,18 +68,19 @@ long() {
     echo "$(echo "$out" | field ttft_ms) $(echo "$out" | cached)"
 }
 
-start "$@"
+start "$KVP" "$@"
 PAGE_BYTES=$(( $(probe info | sed -n 's/.*"kv_bytes":\([0-9]*\).*/\1/p') / $(probe info | sed -n 's/.*"kv_pages":\([0-9]*\).*/\1/p') ))
 COLD=$(long 1)
 DEV=$(long 1)
 long 2 >/dev/null               # another prompt: the first one's pages go to the host tier
 HOST=$(long 1)
 stop
-start "$@"
+start "$KVP" "$@"
 DISK=$(long 1)
 FILE=$(ls "$DIR"/kv-*.dsdkv | head -1)
-DD=$(dd if="$FILE" of=/dev/null bs=4M iflag=direct 2>&1 | sed -n 's/.*copied, \([0-9.]*\) s, .*/\1/p')
+DD=$(dd if="$FILE" of=/dev/null bs=4M count=$((DD_MB / 4)) iflag=direct 2>&1 | sed -n 's/.*copied, \([0-9.]*\) s, .*/\1/p')
 FILE_BYTES=$(stat -c %s "$FILE")
+[ "$FILE_BYTES" -gt $((DD_MB * 1048576)) ] && FILE_BYTES=$((DD_MB / 4 * 4 * 1048576))
 COPIES=$("$B/tools/bench/deepseekd-bench" $BENCH_ARGS --copies-only 2>&1 | grep -E "host copies|device copy")
 
 echo "## Time to first token, $L-token prompt (page: $PAGE_BYTES bytes)"
@@ -94,15 +104,19 @@ echo
 echo "$COPIES" | sed 's/^/    /'
 awk -v b="$FILE_BYTES" -v s="$DD" 'BEGIN { if (s > 0) printf "    disk read (dd, O_DIRECT, the cache file, %.0f MiB): %.2f GB/s\n", b / 1048576, b / s / 1e9 }'
 echo
-echo "## Throughput: prompts of $((L / 16))..$((L / 4)) tokens, 4 shared prefixes of $((L / 16)) tokens, 64 generated"
+if [ "$TKVP" != "$KVP" ]; then
+    stop
+    start "$TKVP" "$@"
+fi
+echo "## Throughput: prompts of $((L / 16))..$((L / 4)) tokens, 4 shared prefixes of $((L / 16)) tokens, 64 generated, KV pool $TKVP pages"
 echo
 echo "| streams | requests | tokens/s | TTFT p50 ms | prompt tokens cached |"
 echo "|---|---|---|---|---|"
 for c in $STREAMS; do
-    out=$(probe bench --concurrency "$c" --requests $((4 * c)) --prompt-len $((L / 16)) --prompt-len-max $((L / 4)) \
+    out=$(probe bench --concurrency "$c" --requests $((RPS * c)) --prompt-len $((L / 16)) --prompt-len-max $((L / 4)) \
         --shared-prefix $((L / 16)) --prefix-groups 4 --max-tokens 64 --seed $((100 + c)))
     tps=$(echo "$out" | sed -n 's/.*"tokens_per_s":\([0-9.e+-]*\).*/\1/p')
     pt=$(echo "$out" | sed -n 's/.*"prompt_tokens":\([0-9]*\).*/\1/p')
-    echo "| $c | $((4 * c)) | $tps | $(echo "$out" | field ttft_ms) | $(echo "$out" | cached | cut -d' ' -f1) of $pt |"
+    echo "| $c | $((RPS * c)) | $tps | $(echo "$out" | field ttft_ms) | $(echo "$out" | cached | cut -d' ' -f1) of $pt |"
 done
 stop
