@@ -20,7 +20,7 @@
 #include "page_hash.h"
 
 #define FILE_HDR 4096u                  /* the file header block; slot i at FILE_HDR + i * rec */
-#define SCAN_DEPTH 32                   /* headers read per batch at open */
+#define SCAN_DEPTH 32                   /* headers read per batch at open (and the ring's size) */
 #define LOG_DROPS_MAX 8                 /* dropped slots logged one by one, then a summary */
 
 /* File header offsets (docs/KV_CACHE.md §6). */
@@ -40,7 +40,9 @@ struct dsd_disk_tier {
     int fd;
     size_t rec_bytes;
     int n_slots;
-    uint8_t *stage;                     /* one record, 4096-aligned (registered with the ring) */
+    uint8_t *stage;                     /* DSD_DISK_TIER_READ_DEPTH records, 4096-aligned (registered
+                                         * with the ring): writes use the first, a batch of reads
+                                         * one each */
     uint8_t *scan;                      /* SCAN_DEPTH header blocks */
     uint8_t *zero;                      /* one zero block (clearing a slot header) */
     struct io_uring ring;
@@ -85,6 +87,17 @@ __attribute__((format(printf, 3, 4))) static void tlog(const struct dsd_disk_tie
 
 /* ---- I/O ---- */
 
+static size_t stage_bytes(const struct dsd_disk_tier *dt)
+{
+    return (size_t)DSD_DISK_TIER_READ_DEPTH * dt->rec_bytes;
+}
+
+/* Whether [p, p + len) lies in the registered staging records (read_fixed/write_fixed). */
+static bool in_stage(const struct dsd_disk_tier *dt, const uint8_t *p, size_t len)
+{
+    return p >= dt->stage && len <= stage_bytes(dt) && (size_t)(p - dt->stage) <= stage_bytes(dt) - len;
+}
+
 /* Reads or writes len bytes at off, looping over short transfers. Returns the bytes moved
  * (less than len only at end of file) or -errno. */
 static ssize_t io_rw(struct dsd_disk_tier *dt, int write, void *buf, size_t len, uint64_t off)
@@ -97,7 +110,7 @@ static ssize_t io_rw(struct dsd_disk_tier *dt, int write, void *buf, size_t len,
             struct io_uring_sqe *sqe = io_uring_get_sqe(&dt->ring);
             if (!sqe)
                 return -EBUSY;
-            int fixed = dt->st.registered && p >= dt->stage && p + (len - done) <= dt->stage + dt->rec_bytes;
+            int fixed = dt->st.registered && in_stage(dt, p, len - done);
             if (write && fixed)
                 io_uring_prep_write_fixed(sqe, dt->fd, p, (unsigned)(len - done), off + done, 0);
             else if (write)
@@ -132,6 +145,57 @@ static ssize_t io_rw(struct dsd_disk_tier *dt, int write, void *buf, size_t len,
         done += (size_t)r;
     }
     return (ssize_t)done;
+}
+
+/* Reads n (<= SCAN_DEPTH) blocks at once: buf[k] gets len[k] bytes at off[k]; got[k] is the
+ * bytes read (fewer only at end of file) or -errno. Through the ring all n are in flight
+ * together (the disk's queue, not its latency, sets the rate); a read the ring leaves short or
+ * interrupted is finished by io_rw. If the ring itself fails, it is left for pread/pwrite
+ * (logged, `what` names the caller) and the reads are done one by one. */
+static void read_many(struct dsd_disk_tier *dt, int n, uint8_t *const *buf, const size_t *len, const uint64_t *off,
+                      ssize_t *got, const char *what)
+{
+    bool batched = false;
+    for (int k = 0; k < n; k++)
+        got[k] = -EAGAIN;
+    if (dt->st.uring && n > 0) {
+        int k, rc = 0;
+        for (k = 0; k < n; k++) {
+            struct io_uring_sqe *sqe = io_uring_get_sqe(&dt->ring);
+            if (!sqe)
+                break;
+            if (dt->st.registered && in_stage(dt, buf[k], len[k]))
+                io_uring_prep_read_fixed(sqe, dt->fd, buf[k], (unsigned)len[k], off[k], 0);
+            else
+                io_uring_prep_read(sqe, dt->fd, buf[k], (unsigned)len[k], off[k]);
+            io_uring_sqe_set_data64(sqe, (uint64_t)k);
+        }
+        if (k == n && (rc = io_uring_submit_and_wait(&dt->ring, (unsigned)n)) == n) {
+            for (k = 0; k < n; k++) {
+                struct io_uring_cqe *cqe;
+                if (io_uring_wait_cqe(&dt->ring, &cqe) < 0)
+                    break;
+                got[io_uring_cqe_get_data64(cqe) % (uint64_t)n] = cqe->res;
+                io_uring_cqe_seen(&dt->ring, cqe);
+            }
+            batched = k == n;
+        }
+        if (!batched) {
+            /* the ring is in an unknown state: leave it for plain I/O */
+            tlog(&dt->c, 4, "disk KV tier: io_uring failed while %s (%s); using pread/pwrite", what,
+                 rc < 0 ? strerror(-rc) : "short submission");
+            io_uring_queue_exit(&dt->ring);
+            dt->st.uring = dt->st.registered = false;
+        }
+    }
+    for (int k = 0; k < n; k++) {
+        if (!batched || got[k] == -EINTR || got[k] == -EAGAIN) {
+            got[k] = io_rw(dt, 0, buf[k], len[k], off[k]);
+        } else if (got[k] > 0 && (size_t)got[k] < len[k]) {
+            ssize_t r = io_rw(dt, 0, buf[k] + got[k], len[k] - (size_t)got[k], off[k] + (uint64_t)got[k]);
+            got[k] = r < 0 ? r : got[k] + r;
+        }
+    }
 }
 
 static uint64_t slot_off(const struct dsd_disk_tier *dt, int s)
@@ -243,39 +307,15 @@ static int scan_slots(struct dsd_disk_tier *dt, uint64_t file_size)
         for (int k = 0; k < n; k++)
             if (slot_off(dt, base + k) < file_size)
                 n_read = k + 1;
-        int batched = 0;
-        if (dt->st.uring && n_read > 0) {
-            int k, rc = 0;
-            for (k = 0; k < n_read; k++) {
-                struct io_uring_sqe *sqe = io_uring_get_sqe(&dt->ring);
-                if (!sqe)
-                    break;
-                io_uring_prep_read(sqe, dt->fd, dt->scan + (size_t)k * DSD_KV_PAGE_HEADER_BYTES,
-                                   DSD_KV_PAGE_HEADER_BYTES, slot_off(dt, base + k));
-                io_uring_sqe_set_data64(sqe, (uint64_t)k);
-            }
-            if (k == n_read && (rc = io_uring_submit_and_wait(&dt->ring, (unsigned)n_read)) == n_read) {
-                for (k = 0; k < n_read; k++) {
-                    struct io_uring_cqe *cqe;
-                    if (io_uring_wait_cqe(&dt->ring, &cqe) < 0)
-                        break;
-                    got[io_uring_cqe_get_data64(cqe) % SCAN_DEPTH] = cqe->res;
-                    io_uring_cqe_seen(&dt->ring, cqe);
-                }
-                batched = k == n_read;
-            }
-            if (!batched) {
-                /* the ring is in an unknown state: leave it for plain I/O */
-                tlog(&dt->c, 4, "disk KV tier: io_uring failed while reading headers (%s); using pread/pwrite",
-                     rc < 0 ? strerror(-rc) : "short submission");
-                io_uring_queue_exit(&dt->ring);
-                dt->st.uring = dt->st.registered = false;
-            }
+        uint8_t *bufs[SCAN_DEPTH];
+        size_t lens[SCAN_DEPTH];
+        uint64_t offs[SCAN_DEPTH];
+        for (int k = 0; k < n_read; k++) {
+            bufs[k] = dt->scan + (size_t)k * DSD_KV_PAGE_HEADER_BYTES;
+            lens[k] = DSD_KV_PAGE_HEADER_BYTES;
+            offs[k] = slot_off(dt, base + k);
         }
-        if (!batched)
-            for (int k = 0; k < n_read; k++)
-                got[k] = io_rw(dt, 0, dt->scan + (size_t)k * DSD_KV_PAGE_HEADER_BYTES, DSD_KV_PAGE_HEADER_BYTES,
-                               slot_off(dt, base + k));
+        read_many(dt, n_read, bufs, lens, offs, got, "reading headers");
         for (int k = 0; k < n; k++) {
             int s = base + k;
             const uint8_t *h = dt->scan + (size_t)k * DSD_KV_PAGE_HEADER_BYTES;
@@ -389,7 +429,7 @@ static int setup_ring(struct dsd_disk_tier *dt)
         return 0;
     }
     dt->st.uring = true;
-    struct iovec iov = {.iov_base = dt->stage, .iov_len = dt->rec_bytes};
+    struct iovec iov = {.iov_base = dt->stage, .iov_len = stage_bytes(dt)};
     rc = io_uring_register_buffers(&dt->ring, &iov, 1);
     if (rc < 0)
         tlog(&dt->c, 6, "disk KV tier: cannot register the staging buffer (%s); unregistered I/O", strerror(-rc));
@@ -440,7 +480,7 @@ struct dsd_disk_tier *dsd_disk_tier_open(const struct dsd_disk_tier_config *c, s
     size_t plen = strlen(c->dir) + 1 + strlen(name) + 1;
     dt->path = malloc(plen);
     dt->c.dir = NULL;           /* not kept: the caller's string */
-    dt->stage = aligned_alloc(DSD_KV_PAGE_ALIGN, rec);
+    dt->stage = aligned_alloc(DSD_KV_PAGE_ALIGN, (size_t)DSD_DISK_TIER_READ_DEPTH * rec);
     dt->scan = aligned_alloc(DSD_KV_PAGE_ALIGN, (size_t)SCAN_DEPTH * DSD_KV_PAGE_HEADER_BYTES);
     dt->zero = aligned_alloc(DSD_KV_PAGE_ALIGN, DSD_KV_PAGE_HEADER_BYTES);
     dt->index = dsd_hash_index_new((int)n);
@@ -615,17 +655,10 @@ int dsd_disk_tier_put(struct dsd_disk_tier *dt, struct dsd_kv_page_meta *meta, c
     return 0;
 }
 
-int dsd_disk_tier_get(struct dsd_disk_tier *dt, uint64_t h, const struct dsd_kv_page_meta *expect, void *mla,
-                      void *index, struct dsd_err *err)
+/* The checks and bookkeeping of one page read into rec (r bytes, or -errno) from slot s. */
+static int finish_read(struct dsd_disk_tier *dt, int s, uint64_t h, uint8_t *rec, ssize_t r,
+                       const struct dsd_kv_page_meta *expect, void *mla, void *index, struct dsd_err *err)
 {
-    pthread_mutex_lock(&dt->mu);
-    int32_t s = dsd_hash_index_get(dt->index, h);
-    pthread_mutex_unlock(&dt->mu);
-    if (s < 0) {
-        count(dt, &dt->st.misses);
-        return dsd_errf(err, -ENOENT, "disk KV tier: page %016llx is not stored", (unsigned long long)h);
-    }
-    ssize_t r = io_rw(dt, 0, dt->stage, dt->rec_bytes, slot_off(dt, s));
     if (r < 0) {
         count(dt, &dt->st.io_errors);
         count(dt, &dt->st.misses);
@@ -636,7 +669,7 @@ int dsd_disk_tier_get(struct dsd_disk_tier *dt, uint64_t h, const struct dsd_kv_
                         strerror((int)-r));
     }
     struct dsd_kv_page_meta m;
-    int rc = dsd_kv_page_verify(dt->stage, (size_t)r, &dt->c.geom, dt->c.fingerprint, &m, err);
+    int rc = dsd_kv_page_verify(rec, (size_t)r, &dt->c.geom, dt->c.fingerprint, &m, err);
     if (!rc && m.chain_hash != h)
         rc = dsd_errf(err, -EBADMSG, "kv page: slot holds page %016llx, indexed as %016llx",
                       (unsigned long long)m.chain_hash, (unsigned long long)h);
@@ -653,13 +686,66 @@ int dsd_disk_tier_get(struct dsd_disk_tier *dt, uint64_t h, const struct dsd_kv_
                         (unsigned long long)h);
     }
     if (mla)
-        memcpy(mla, dsd_kv_page_mla(dt->stage), dsd_kv_page_mla_bytes(&dt->c.geom));
+        memcpy(mla, dsd_kv_page_mla(rec), dsd_kv_page_mla_bytes(&dt->c.geom));
     if (index)
-        memcpy(index, dsd_kv_page_index(dt->stage, &dt->c.geom), dsd_kv_page_index_bytes(&dt->c.geom));
+        memcpy(index, dsd_kv_page_index(rec, &dt->c.geom), dsd_kv_page_index_bytes(&dt->c.geom));
     lru_unlink(dt, s);
     lru_front(dt, s);
     count(dt, &dt->st.hits);
     return 0;
+}
+
+void dsd_disk_tier_get_many(struct dsd_disk_tier *dt, int n, struct dsd_disk_get *g)
+{
+    while (n > 0) {
+        const int b = n < DSD_DISK_TIER_READ_DEPTH ? n : DSD_DISK_TIER_READ_DEPTH;
+        int slot[DSD_DISK_TIER_READ_DEPTH], idx[DSD_DISK_TIER_READ_DEPTH], m = 0;
+        uint8_t *bufs[DSD_DISK_TIER_READ_DEPTH];
+        size_t lens[DSD_DISK_TIER_READ_DEPTH];
+        uint64_t offs[DSD_DISK_TIER_READ_DEPTH];
+        ssize_t got[DSD_DISK_TIER_READ_DEPTH];
+        pthread_mutex_lock(&dt->mu);
+        for (int k = 0; k < b; k++) {
+            int32_t s = dsd_hash_index_get(dt->index, g[k].hash);
+            for (int q = 0; q < m && s >= 0; q++)
+                if (slot[q] == s)
+                    s = -1;             /* asked twice in one batch: the second is a miss */
+            if (s < 0) {
+                g[k].rc = -ENOENT;
+                continue;
+            }
+            slot[m] = s;
+            idx[m] = k;
+            bufs[m] = dt->stage + (size_t)m * dt->rec_bytes;
+            lens[m] = dt->rec_bytes;
+            offs[m] = slot_off(dt, s);
+            m++;
+        }
+        pthread_mutex_unlock(&dt->mu);
+        for (int k = 0; k < b; k++)
+            if (g[k].rc == -ENOENT) {
+                count(dt, &dt->st.misses);
+                dsd_errf(&g[k].err, -ENOENT, "disk KV tier: page %016llx is not stored",
+                         (unsigned long long)g[k].hash);
+            }
+        read_many(dt, m, bufs, lens, offs, got, "reading pages");
+        for (int q = 0; q < m; q++) {
+            struct dsd_disk_get *x = &g[idx[q]];
+            x->rc = finish_read(dt, slot[q], x->hash, bufs[q], got[q], x->expect, x->mla, x->index, &x->err);
+        }
+        g += b;
+        n -= b;
+    }
+}
+
+int dsd_disk_tier_get(struct dsd_disk_tier *dt, uint64_t h, const struct dsd_kv_page_meta *expect, void *mla,
+                      void *index, struct dsd_err *err)
+{
+    struct dsd_disk_get g = {.hash = h, .expect = expect, .mla = mla, .index = index};
+    dsd_disk_tier_get_many(dt, 1, &g);
+    if (g.rc < 0 && err)
+        *err = g.err;
+    return g.rc;
 }
 
 int dsd_disk_tier_drop(struct dsd_disk_tier *dt, uint64_t h)

@@ -16,11 +16,12 @@
  *   if (dsd_disk_tier_contains(dt, h))                      // no I/O
  *       rc = dsd_disk_tier_get(dt, h, &expect, mla, index, &err);  // 0: both arenas filled
  *       // rc < 0: miss, corrupt (dropped), I/O error: recompute the page
+ *   dsd_disk_tier_get_many(dt, n, gets);      // the same for n pages, read together
  *   dsd_disk_tier_close(dt);
  *
- * Reads and writes go through io_uring into one 4096-aligned staging record registered with
- * the ring, with O_DIRECT where the file system allows it (a tmpfs, for one, may refuse:
- * then buffered I/O with a logged note). Where io_uring is unavailable (a seccomp filter),
+ * Reads and writes go through io_uring into 4096-aligned staging records registered with the
+ * ring (one per read in flight, DSD_DISK_TIER_READ_DEPTH), with O_DIRECT where the file system
+ * allows it (a tmpfs, for one, may refuse: then buffered I/O with a logged note). Where io_uring is unavailable (a seccomp filter),
  * plain pread/pwrite, also with a note. Every operation is synchronous for its caller. A write
  * puts the record's arenas first and its header last (a slot that held another page has its
  * header cleared before), so a write cut short leaves no header naming the new page: the slot
@@ -48,6 +49,8 @@
 
 #define DSD_DISK_TIER_BUFFERED 1u   /* never O_DIRECT (tests of the buffered path) */
 #define DSD_DISK_TIER_NO_URING 2u   /* never io_uring: pread/pwrite (tests of the fallback) */
+
+#define DSD_DISK_TIER_READ_DEPTH 16  /* pages dsd_disk_tier_get_many keeps in flight at once */
 
 #define DSD_DISK_TIER_FILE_MAGIC "DSDKVSLB" /* the file header's 8 bytes */
 #define DSD_DISK_TIER_FILE_VERSION 1u
@@ -103,6 +106,20 @@ int dsd_disk_tier_put(struct dsd_disk_tier *dt, struct dsd_kv_page_meta *meta, c
  * or the error of dsd_kv_page_verify (-EBADMSG, -ENODATA, -ESTALE, ...: dropped). */
 int dsd_disk_tier_get(struct dsd_disk_tier *dt, uint64_t h, const struct dsd_kv_page_meta *expect, void *mla,
                       void *index, struct dsd_err *err);
+
+/* One page of dsd_disk_tier_get_many: the arguments of dsd_disk_tier_get, and its result. */
+struct dsd_disk_get {
+    uint64_t hash;
+    const struct dsd_kv_page_meta *expect;  /* may be NULL */
+    void *mla, *index;                      /* filled only when the page checks */
+    int rc;                                 /* out: what dsd_disk_tier_get would return */
+    struct dsd_err err;                     /* out, when rc < 0: why */
+};
+/* dsd_disk_tier_get for n pages, DSD_DISK_TIER_READ_DEPTH of them read at once (one staging
+ * record each): a long prefix comes off the disk at its queue's rate, not one latency per
+ * page. Each g[k] gets its own rc; a page named twice in one batch is read once (the second
+ * is -ENOENT). */
+void dsd_disk_tier_get_many(struct dsd_disk_tier *dt, int n, struct dsd_disk_get *g);
 
 /* Forgets page h (its slot's header is cleared on disk). Returns 0 or -ENOENT. */
 int dsd_disk_tier_drop(struct dsd_disk_tier *dt, uint64_t h);

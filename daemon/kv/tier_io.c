@@ -22,20 +22,40 @@ struct dsd_tier_io {
     pthread_t thread;
 };
 
-static void run_job(struct dsd_tier_io *io, struct dsd_tier_job *j)
+static void test_delay(const struct dsd_tier_io *io)
 {
     if (io->test_delay_ms > 0) {
         struct timespec ts = {io->test_delay_ms / 1000, (long)(io->test_delay_ms % 1000) * 1000000L};
         while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
             ;
     }
+}
+
+/* Runs jobs[0..n): a write alone, or up to DSD_DISK_TIER_READ_DEPTH consecutive reads
+ * together (dsd_disk_tier_get_many: their disk reads are in flight at once). */
+static void run_jobs(struct dsd_tier_io *io, struct dsd_tier_job *const *jobs, int n)
+{
     const struct dsd_kv_page_geom *g = dsd_disk_tier_geom(io->dt);
+    for (int k = 0; k < n; k++)
+        test_delay(io);
+    if (jobs[0]->kind == DSD_TIER_READ) {
+        struct dsd_disk_get gets[DSD_DISK_TIER_READ_DEPTH];
+        for (int k = 0; k < n; k++)
+            gets[k] = (struct dsd_disk_get){.hash = jobs[k]->hash, .expect = &jobs[k]->meta,
+                                            .mla = dsd_kv_page_mla(jobs[k]->rec),
+                                            .index = dsd_kv_page_index(jobs[k]->rec, g)};
+        dsd_disk_tier_get_many(io->dt, n, gets);
+        for (int k = 0; k < n; k++) {
+            jobs[k]->rc = gets[k].rc;
+            if (gets[k].rc < 0)
+                snprintf(jobs[k]->msg, sizeof jobs[k]->msg, "%s", gets[k].err.msg);
+        }
+        return;
+    }
+    struct dsd_tier_job *j = jobs[0];
     struct dsd_err err = {{0}};
     if (j->kind == DSD_TIER_WRITE)
         j->rc = dsd_disk_tier_put(io->dt, &j->meta, dsd_kv_page_mla(j->rec), dsd_kv_page_index(j->rec, g), &err);
-    else if (j->kind == DSD_TIER_READ)
-        j->rc = dsd_disk_tier_get(io->dt, j->hash, &j->meta, dsd_kv_page_mla(j->rec), dsd_kv_page_index(j->rec, g),
-                                  &err);
     else
         j->rc = dsd_errf(&err, -EINVAL, "tier I/O: unknown job kind %d", j->kind);
     if (j->rc < 0)
@@ -51,11 +71,18 @@ static void *worker(void *arg)
             pthread_cond_wait(&io->work, &io->mu);
         if (io->run == io->tail || (io->stop && !io->drain))
             break;
-        struct dsd_tier_job *j = &io->jobs[io->run % (uint64_t)io->depth];
+        /* the next job, and the reads queued right behind a read */
+        struct dsd_tier_job *jobs[DSD_DISK_TIER_READ_DEPTH];
+        int n = 0;
+        do
+            jobs[n] = &io->jobs[(io->run + (uint64_t)n) % (uint64_t)io->depth];
+        while (++n < DSD_DISK_TIER_READ_DEPTH && io->run + (uint64_t)n < io->tail &&
+               jobs[0]->kind == DSD_TIER_READ &&
+               io->jobs[(io->run + (uint64_t)n) % (uint64_t)io->depth].kind == DSD_TIER_READ);
         pthread_mutex_unlock(&io->mu);
-        run_job(io, j);         /* [run, tail) is the thread's: the owner never touches it */
+        run_jobs(io, jobs, n);      /* [run, tail) is the thread's: the owner never touches it */
         pthread_mutex_lock(&io->mu);
-        io->run++;
+        io->run += (uint64_t)n;
         pthread_cond_broadcast(&io->done);
     }
     pthread_mutex_unlock(&io->mu);

@@ -18,8 +18,9 @@
  * A job's record (dsd_kv_page_record_bytes, arenas at dsd_kv_page_mla/index) belongs to the
  * thread from submit until the job is reaped: a WRITE reads it (the owner may read it too:
  * a page in flight served from its host copy), a READ fills it (the owner must not touch it).
- * Jobs run one at a time in submission order, so a READ submitted after the WRITE of the same
- * page finds it on disk. The disk tier's contains and stats may be called meanwhile (its index
+ * Jobs run in submission order, so a READ submitted after the WRITE of the same page finds it
+ * on disk; consecutive READs (up to DSD_DISK_TIER_READ_DEPTH) run together, their disk reads
+ * in flight at once, and finish together. The disk tier's contains and stats may be called meanwhile (its index
  * is guarded); nothing else of it may.
  *
  * Shutdown: free with drain runs every queued job first; without, the job running finishes

@@ -336,6 +336,77 @@ TEST(corruption_on_disk_is_dropped_never_served)
     free_pages(p, 4);
 }
 
+/* dsd_disk_tier_get_many over more pages than one batch holds, with a page corrupted on disk,
+ * one never stored and one named twice: each gets its own result, the good ones their bytes. */
+static void get_many_round(unsigned flags)
+{
+    enum { N = DSD_DISK_TIER_READ_DEPTH + 5 };
+    const char *dir = scratch("many");
+    struct dsd_err err = {{0}};
+    struct page *p = make_pages(N, 7), *absent = make_pages(1, 8);
+    struct dsd_disk_tier *dt = open_tier(dir, N + 2, flags, FP, &err);
+    ASSERT_TRUE(dt != NULL);
+    if (!dt)
+        return;
+    for (int k = 0; k < N; k++)
+        ASSERT_EQ_INT(dsd_disk_tier_put(dt, &p[k].meta, p[k].mla, p[k].index, &err), 0);
+    char path[600];
+    snprintf(path, sizeof path, "%s", dsd_disk_tier_path(dt));
+    dsd_disk_tier_close(dt);
+    long long off = find_record(path, p[3].meta.chain_hash);
+    ASSERT_TRUE(off >= 0 && flip_byte(path, off + 4096 + 7));      /* a latent byte of page 3 */
+    dt = open_tier(dir, N + 2, flags, FP, &err);
+    ASSERT_TRUE(dt != NULL);
+    if (!dt)
+        return;
+    /* pages 0..N-1 in reverse, then the absent page, then page 5 again */
+    struct dsd_disk_get g[N + 2];
+    const size_t mb = dsd_kv_page_mla_bytes(&G), ib = dsd_kv_page_index_bytes(&G);
+    for (int k = 0; k < N + 2; k++) {
+        const struct page *q = k < N ? &p[N - 1 - k] : k == N ? absent : &p[5];
+        g[k] = (struct dsd_disk_get){.hash = q->meta.chain_hash, .expect = &q->meta, .mla = calloc(1, mb),
+                                     .index = calloc(1, ib), .rc = 1};
+    }
+    dsd_disk_tier_get_many(dt, N + 2, g);
+    for (int k = 0; k < N; k++) {
+        const struct page *q = &p[N - 1 - k];
+        if (q == &p[3]) {
+            ASSERT_EQ_INT(g[k].rc, -EBADMSG);
+            ASSERT_TRUE(strstr(g[k].err.msg, "MLA arena") != NULL);
+        } else {
+            ASSERT_EQ_INT(g[k].rc, 0);
+            ASSERT_TRUE(memcmp(g[k].mla, q->mla, mb) == 0 && memcmp(g[k].index, q->index, ib) == 0);
+        }
+    }
+    ASSERT_EQ_INT(g[N].rc, -ENOENT);
+    ASSERT_EQ_INT(g[N + 1].rc, 0);      /* a second batch: page 5 read again, still good */
+    ASSERT_TRUE(memcmp(g[N + 1].mla, p[5].mla, mb) == 0);
+    struct dsd_disk_tier_stats st;
+    dsd_disk_tier_stats(dt, &st);
+    ASSERT_EQ_INT(st.dropped, 1);
+    ASSERT_EQ_INT(st.hits, N);
+    ASSERT_TRUE(!dsd_disk_tier_contains(dt, p[3].meta.chain_hash));
+    /* a page named twice inside one batch is read once; the second is a miss */
+    struct dsd_disk_get twice[2] = {{.hash = p[1].meta.chain_hash, .mla = g[0].mla},
+                                    {.hash = p[1].meta.chain_hash, .mla = g[1].mla}};
+    dsd_disk_tier_get_many(dt, 2, twice);
+    ASSERT_EQ_INT(twice[0].rc, 0);
+    ASSERT_EQ_INT(twice[1].rc, -ENOENT);
+    for (int k = 0; k < N + 2; k++) {
+        free(g[k].mla);
+        free(g[k].index);
+    }
+    dsd_disk_tier_close(dt);
+    free_pages(p, N);
+    free_pages(absent, 1);
+}
+
+TEST(get_many_reads_a_batch_and_judges_each_page)
+{
+    get_many_round(0);
+    get_many_round(DSD_DISK_TIER_NO_URING);
+}
+
 TEST(truncated_file)
 {
     const char *dir = scratch("truncated");
@@ -533,6 +604,7 @@ int main(void)
     RUN(restart_finds_pages_tmpfs);
     RUN(lru_within_the_budget_and_across_restarts);
     RUN(corruption_on_disk_is_dropped_never_served);
+    RUN(get_many_reads_a_batch_and_judges_each_page);
     RUN(truncated_file);
     RUN(foreign_files_and_other_models);
     RUN(unusable_directories_disable_the_tier);
