@@ -56,7 +56,15 @@ void *cuda_scratch(struct cuda_backend *cb, size_t bytes)
         return cb->scratch;
     if (!CU_OK(cb, cudaStreamSynchronize(cb->stream)))
         return NULL;
-    cudaFree(cb->scratch);
+    if (cb->live_graphs > 0 && cb->scratch) {
+        if (cb->n_retired == CUDA_RETIRED_MAX) {
+            cuda_fail(cb, -ENOMEM, "cuda: scratch outgrown %d times while recorded steps hold it", CUDA_RETIRED_MAX);
+            return NULL;
+        }
+        cb->retired[cb->n_retired++] = cb->scratch;
+    } else {
+        cudaFree(cb->scratch);
+    }
     cb->scratch = NULL;
     cb->scratch_bytes = 0;
     size_t want = bytes + bytes / 4;
@@ -535,8 +543,10 @@ static int cu_graph_end(struct dsd_backend *be, void **graph, size_t *kernels, s
         e = cudaGraphInstantiate(&x, g, 0);
         if (e != cudaSuccess)
             rc = dsd_errf(err, -EIO, "cuda: cudaGraphInstantiate: %s", cudaGetErrorString(e));
-        else
+        else {
             *graph = x;
+            cb->live_graphs++;
+        }
     }
     if (g)
         cudaGraphDestroy(g);
@@ -558,8 +568,18 @@ static void cu_graph_launch(struct dsd_backend *be, void *graph)
 static void cu_graph_free(struct dsd_backend *be, void *graph)
 {
     cuda_use(cuda(be));
-    if (graph)
-        cudaGraphExecDestroy((cudaGraphExec_t)graph);
+    if (!graph)
+        return;
+    struct cuda_backend *cb = cuda(be);
+    cudaGraphExecDestroy((cudaGraphExec_t)graph);
+    if (--cb->live_graphs == 0) {
+        /* no recorded step can touch an outgrown scratch buffer any more */
+        if (cb->n_retired > 0)
+            CU_OK(cb, cudaStreamSynchronize(cb->stream));
+        for (int i = 0; i < cb->n_retired; i++)
+            cudaFree(cb->retired[i]);
+        cb->n_retired = 0;
+    }
 }
 
 /* ---- the backend ----------------------------------------------------------------------- */
@@ -615,6 +635,8 @@ static void cu_destroy(struct dsd_backend *be)
         cudaStreamSynchronize(cb->stream);
     cuda_linear_free(cb);
     cudaFree(cb->scratch);
+    for (int i = 0; i < cb->n_retired; i++)
+        cudaFree(cb->retired[i]);
     cudaFree(cb->lt_workspace);
     cudaFree(cb->weight_block);
     if (cb->lt)

@@ -41,6 +41,8 @@ struct cuda_attn_state;     /* cuda_attention.cu */
 struct cuda_moe_state;      /* cuda_moe.cu */
 struct cuda_linear_state;   /* cuda_linear.c */
 
+#define CUDA_RETIRED_MAX 32
+
 struct cuda_backend {
     struct dsd_backend base;
     int device;
@@ -52,6 +54,11 @@ struct cuda_backend {
     size_t lt_workspace_bytes;
     void *scratch;              /* cuda_scratch() */
     size_t scratch_bytes;
+    /* Scratch buffers outgrown while recorded steps existed: a graph keeps the addresses it
+     * was recorded with, so they live until the last graph is freed (cu_graph_free). */
+    void *retired[CUDA_RETIRED_MAX];
+    int n_retired;
+    int live_graphs;            /* graphs instantiated and not yet freed */
     /* the first failure since the last synchronize */
     int status;
     char status_msg[DSD_ERR_MSG_MAX];
@@ -88,7 +95,10 @@ bool cublas_ok_(struct cuda_backend *cb, cublasStatus_t s, const char *what, con
 
 /* A device buffer of at least `bytes` for one op's temporaries, valid until the next call
  * of cuda_scratch (ops run one after the other on the stream, so one buffer serves all).
- * Grows (waiting for the stream first) when too small; NULL after recording a failure. */
+ * Grows (waiting for the stream first) when too small; NULL after recording a failure, or
+ * while recording a step (growing would synchronize the stream being captured: the recording
+ * then fails and the step runs eagerly). A buffer outgrown while recorded steps exist is
+ * kept until they are all freed: a replayed step still writes to it. */
 void *cuda_scratch(struct cuda_backend *cb, size_t bytes);
 
 /* Row stride, in K blocks, of an FP8 weight's device scales (see the top). */

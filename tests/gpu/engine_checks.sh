@@ -80,6 +80,10 @@ for t in test_daemon:tiny test_daemon_text:tiny-chat test_fairness:tiny; do
     fi
 done
 
+note "== recorded steps after a scratch buffer grows"
+OUT="$OUT" bash "$(dirname "$0")/graph_scratch.sh" "$BUILD" "$MODELS/tiny" | tee -a "$OUT/engine_checks.log"
+[ "${PIPESTATUS[0]}" = 0 ] || fail "graph_scratch"
+
 note "== the daemon on the GPU"
 SOCK="$OUT/dsd.sock"
 PROBE="$BUILD/tools/probe/deepseekd-probe"
