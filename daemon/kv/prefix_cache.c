@@ -623,6 +623,8 @@ void dsd_prefix_cache_computing(struct dsd_prefix_cache *pc, const int32_t *toke
     }
 }
 
+#define DSD_PREFIX_CACHE_READ_BATCH 64  /* reads one read_ahead call queues at most */
+
 /* Reads ahead the pages of tokens that follow the tree's m matched ones (refs in
  * pc->displaced) and are on disk, into host slots, on the I/O thread, in chain order.
  * At most half the host tier holds one prefix read ahead (so reading it never evicts its own
@@ -634,6 +636,10 @@ static int read_ahead(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_
         in_host += pc->displaced[i].tier == DSD_KV_TIER_HOST;
     int cap = dsd_host_tier_slots(pc->ht) / 2;
     uint64_t parent = m > 0 ? pc->displaced[m - 1].hash : DSD_KV_CHAIN_ROOT;
+    /* the reads of this call, queued together so that the I/O thread reads them together */
+    struct dsd_tier_job jobs[DSD_PREFIX_CACHE_READ_BATCH];
+    int n_jobs = 0, room = pc->io_depth - dsd_tier_io_pending(pc->io);
+    bool busy = false;
     for (int i = m; i < n_full && in_host + pending < cap; i++) {
         if (i > m)
             hash = dsd_kv_chain_hash(parent, tokens + (size_t)i * DSD_KV_PAGE_TOKENS);
@@ -644,24 +650,34 @@ static int read_ahead(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_
         }
         if (!dsd_disk_tier_contains(pc->dt, hash))
             break;
-        if (dsd_tier_io_pending(pc->io) >= pc->io_depth)
-            return pending + 1;         /* the queue is busy: wait for it, then read */
+        if (n_jobs >= room || n_jobs == DSD_PREFIX_CACHE_READ_BATCH) {
+            busy = true;                /* the queue is full: wait for it, then read on */
+            break;
+        }
         int slot = host_slot(pc);
         if (slot < 0)
             break;
-        struct dsd_tier_job j = {.kind = DSD_TIER_READ, .hash = hash, .rec = dsd_host_tier_record(pc->ht, slot),
-                                 .tag = (uint32_t)slot};
-        j.meta.parent_hash = parent;
-        j.meta.depth = (uint32_t)i;
-        memcpy(j.meta.tokens, tokens + (size_t)i * DSD_KV_PAGE_TOKENS, sizeof j.meta.tokens);
-        if (dsd_tier_io_submit(pc->io, &j) < 0 || dsd_hash_index_put(pc->reading, hash, slot) < 0) {
+        struct dsd_tier_job *j = &jobs[n_jobs];
+        *j = (struct dsd_tier_job){.kind = DSD_TIER_READ, .hash = hash, .rec = dsd_host_tier_record(pc->ht, slot),
+                                   .tag = (uint32_t)slot};
+        j->meta.parent_hash = parent;
+        j->meta.depth = (uint32_t)i;
+        memcpy(j->meta.tokens, tokens + (size_t)i * DSD_KV_PAGE_TOKENS, sizeof j->meta.tokens);
+        if (dsd_hash_index_put(pc->reading, hash, slot) < 0) {
             dsd_host_tier_release(pc->ht, slot);
             break;
         }
+        n_jobs++;
         pending++;
         parent = hash;
     }
-    return pending;
+    int queued = n_jobs > 0 ? dsd_tier_io_submit_many(pc->io, jobs, n_jobs) : 0;
+    for (int k = queued; k < n_jobs; k++) {     /* no room after all: not on their way */
+        dsd_hash_index_del(pc->reading, jobs[k].hash);
+        dsd_host_tier_release(pc->ht, (int)jobs[k].tag);
+        pending--;
+    }
+    return pending + (busy && queued == n_jobs);
 }
 
 bool dsd_prefix_cache_wait_for(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_tokens)

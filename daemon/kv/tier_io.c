@@ -140,21 +140,26 @@ void dsd_tier_io_free(struct dsd_tier_io *io, bool drain)
     free(io);
 }
 
-int dsd_tier_io_submit(struct dsd_tier_io *io, const struct dsd_tier_job *j)
+int dsd_tier_io_submit_many(struct dsd_tier_io *io, const struct dsd_tier_job *j, int n)
 {
     pthread_mutex_lock(&io->mu);
-    if (io->tail - io->head >= (uint64_t)io->depth) {
-        pthread_mutex_unlock(&io->mu);
-        return -EBUSY;
+    int k = 0;
+    for (; k < n && io->tail - io->head < (uint64_t)io->depth; k++) {
+        struct dsd_tier_job *slot = &io->jobs[io->tail % (uint64_t)io->depth];
+        *slot = j[k];
+        slot->rc = 0;
+        slot->msg[0] = 0;
+        io->tail++;
     }
-    struct dsd_tier_job *slot = &io->jobs[io->tail % (uint64_t)io->depth];
-    *slot = *j;
-    slot->rc = 0;
-    slot->msg[0] = 0;
-    io->tail++;
-    pthread_cond_signal(&io->work);
+    if (k > 0)
+        pthread_cond_signal(&io->work);     /* once: the thread finds them all queued */
     pthread_mutex_unlock(&io->mu);
-    return 0;
+    return k;
+}
+
+int dsd_tier_io_submit(struct dsd_tier_io *io, const struct dsd_tier_job *j)
+{
+    return dsd_tier_io_submit_many(io, j, 1) == 1 ? 0 : -EBUSY;
 }
 
 int dsd_tier_io_reap(struct dsd_tier_io *io, struct dsd_tier_job *out, int max)

@@ -64,6 +64,9 @@ void dsd_tier_io_free(struct dsd_tier_io *io, bool drain);
 
 /* Queues a copy of *j. Returns 0 or -EBUSY (depth jobs not yet reaped). */
 int dsd_tier_io_submit(struct dsd_tier_io *io, const struct dsd_tier_job *j);
+/* Queues j[0..n) in order, as many as there is room for, under one wakeup of the thread (reads
+ * queued together run together: dsd_disk_tier_get_many). Returns how many were queued. */
+int dsd_tier_io_submit_many(struct dsd_tier_io *io, const struct dsd_tier_job *j, int n);
 /* Up to max finished jobs, oldest first. Returns how many (>= 0). */
 int dsd_tier_io_reap(struct dsd_tier_io *io, struct dsd_tier_job *out, int max);
 /* Jobs submitted and not yet reaped. */
