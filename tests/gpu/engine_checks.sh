@@ -81,7 +81,7 @@ for t in test_daemon:tiny test_daemon_text:tiny-chat test_fairness:tiny; do
 done
 
 note "== recorded steps after a scratch buffer grows"
-OUT="$OUT" bash "$(dirname "$0")/graph_scratch.sh" "$BUILD" "$MODELS/tiny" | tee -a "$OUT/engine_checks.log"
+OUT="$OUT" SANITIZE=memcheck bash "$(dirname "$0")/graph_scratch.sh" "$BUILD" "$MODELS/tiny" 4000 | tee -a "$OUT/engine_checks.log"
 [ "${PIPESTATUS[0]}" = 0 ] || fail "graph_scratch"
 
 note "== the daemon on the GPU"
