@@ -449,30 +449,51 @@ int dsd_prefix_cache_acquire(struct dsd_prefix_cache *pc, const int32_t *tokens,
         return n;
     reap(pc);
     int dev = 0, host = 0, disk = 0, ahead = 0;
-    /* host pages come back to fresh device pages, root first (tier order holds throughout) */
+    /* Host pages come back to fresh device pages, root first (tier order holds throughout):
+     * every copy is enqueued first and waited for once (a synchronization per page would cost
+     * more than the page's copy), then the tree learns the new places and the host slots go
+     * free. pc->pages holds the new device pages meanwhile (-1: already on the device). */
+    int copied = n;
     for (int i = 0; i < n; i++) {
         struct dsd_radix_ref *r = &h->refs[i];
-        if (r->tier == DSD_KV_TIER_DEVICE) {
+        pc->pages[i] = -1;
+        if (r->tier == DSD_KV_TIER_DEVICE)
+            continue;
+        int32_t page = device_page(pc);
+        if (page < 0 || dsd_host_tier_copy_in(pc->ht, pc->kv, r->value, page) < 0) {
+            if (page >= 0)
+                dsd_kv_page_unref(pc->kv, page);
+            copied = i;
+            break;
+        }
+        pc->pages[i] = page;
+    }
+    bool synced = sync_be(pc) == 0;
+    for (int i = 0; i < copied; i++) {
+        struct dsd_radix_ref *r = &h->refs[i];
+        if (pc->pages[i] < 0) {
             dev++;
             continue;
         }
-        int32_t page = device_page(pc);
-        if (page < 0 || dsd_host_tier_copy_in(pc->ht, pc->kv, r->value, page) < 0 || sync_be(pc) != 0 ||
-            dsd_radix_set(pc->t, r->node, DSD_KV_TIER_DEVICE, page) < 0) {
-            if (page >= 0)
-                dsd_kv_page_unref(pc->kv, page);
-            dsd_radix_unlock(pc->t, h->refs + i, n - i);
-            n = i;
+        if (!synced || dsd_radix_set(pc->t, r->node, DSD_KV_TIER_DEVICE, pc->pages[i]) < 0) {
+            for (int k = i; k < copied; k++)
+                if (pc->pages[k] >= 0)
+                    dsd_kv_page_unref(pc->kv, pc->pages[k]);
+            copied = i;
             break;
         }
         bool read_ahead = pc->from_disk && pc->from_disk[r->value];
         dsd_host_tier_release(pc->ht, r->value);
         r->tier = DSD_KV_TIER_DEVICE;
-        r->value = page;
+        r->value = pc->pages[i];
         if (read_ahead)
             ahead++;            /* read ahead from disk for this sequence: a disk hit */
         else
             host++;
+    }
+    if (copied < n) {
+        dsd_radix_unlock(pc->t, h->refs + copied, n - copied);
+        n = copied;
     }
     /* the disk continues the match only where the tree's match ran to its end (a reload
      * that stopped early stops the match there) */
