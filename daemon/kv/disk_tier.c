@@ -21,6 +21,7 @@
 
 #define FILE_HDR 4096u                  /* the file header block; slot i at FILE_HDR + i * rec */
 #define SCAN_DEPTH 32                   /* headers read per batch at open (and the ring's size) */
+_Static_assert(DSD_DISK_TIER_READ_DEPTH <= SCAN_DEPTH, "a batch of page reads must fit the ring");
 #define LOG_DROPS_MAX 8                 /* dropped slots logged one by one, then a summary */
 
 /* File header offsets (docs/KV_CACHE.md §6). */

@@ -21,8 +21,8 @@
  *
  * Reads and writes go through io_uring into 4096-aligned staging records registered with the
  * ring (one per read in flight, DSD_DISK_TIER_READ_DEPTH), with O_DIRECT where the file system
- * allows it (a tmpfs, for one, may refuse: then buffered I/O with a logged note). Where io_uring is unavailable (a seccomp filter),
- * plain pread/pwrite, also with a note. Every operation is synchronous for its caller. A write
+ * allows it (a tmpfs, for one, may refuse: then buffered I/O with a logged note). Where
+ * io_uring is unavailable (a seccomp filter), plain pread/pwrite, also with a note. Every operation is synchronous for its caller. A write
  * puts the record's arenas first and its header last (a slot that held another page has its
  * header cleared before), so a write cut short leaves no header naming the new page: the slot
  * reads as empty or as a page whose checksums fail, never as a page.

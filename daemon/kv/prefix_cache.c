@@ -26,7 +26,7 @@ struct dsd_prefix_cache {
     struct dsd_host_tier *stage;
     struct dsd_tier_io *io;         /* NULL: disk I/O on the engine thread (no host tier) */
     int io_depth;
-    struct dsd_tier_job *reaped;    /* [3 x io_depth]: the job ring's size */
+    struct dsd_tier_job *reaped;    /* [ring_jobs(pc)] */
     struct dsd_hash_index *writing; /* chain hash -> stage record, writes in flight */
     struct dsd_hash_index *reading; /* chain hash -> host slot, reads ahead in flight */
     uint8_t *from_disk;             /* [host slots]: the slot's page was read ahead from disk */
@@ -64,6 +64,15 @@ static int sync_be(struct dsd_prefix_cache *pc)
     if (rc)
         note(pc, 3, "KV cache: a tier copy failed: %s", err.msg);
     return rc;
+}
+
+/* The tier I/O job ring: up to READS_QUEUED reads ahead (two batches of io_depth: one on the
+ * disk, the next queued behind it) beside io_depth writes (one per staging record). */
+#define READS_QUEUED(pc) (2 * (pc)->io_depth)
+
+static int ring_jobs(const struct dsd_prefix_cache *pc)
+{
+    return READS_QUEUED(pc) + pc->io_depth;
 }
 
 struct dsd_prefix_cache *dsd_prefix_cache_new(struct dsd_kv_cache *kv, const struct dsd_prefix_cache_config *c,
@@ -104,10 +113,8 @@ struct dsd_prefix_cache *dsd_prefix_cache_new(struct dsd_kv_cache *kv, const str
                 dsd_disk_tier_close(pc->dt);
                 pc->dt = NULL;
             } else if (pc->io_depth > 1) {
-                /* the job ring: up to 2 x io_depth reads (two batches: one on the disk, the
-                 * next queued behind it) and io_depth writes (their staging records) */
-                pc->io = dsd_tier_io_new(pc->dt, 3 * pc->io_depth, c->test_io_delay_ms, &e2);
-                pc->reaped = malloc(3 * (size_t)pc->io_depth * sizeof *pc->reaped);
+                pc->io = dsd_tier_io_new(pc->dt, ring_jobs(pc), c->test_io_delay_ms, &e2);
+                pc->reaped = malloc((size_t)ring_jobs(pc) * sizeof *pc->reaped);
                 pc->writing = dsd_hash_index_new(pc->io_depth);
                 pc->reading = dsd_hash_index_new(dsd_host_tier_slots(pc->ht));
                 pc->from_disk = calloc((size_t)dsd_host_tier_slots(pc->ht), 1);
@@ -179,7 +186,7 @@ static void reap(struct dsd_prefix_cache *pc)
 {
     if (!pc->io)
         return;
-    int n = dsd_tier_io_reap(pc->io, pc->reaped, 3 * pc->io_depth);
+    int n = dsd_tier_io_reap(pc->io, pc->reaped, ring_jobs(pc));
     for (int k = 0; k < n; k++) {
         struct dsd_tier_job *j = &pc->reaped[k];
         int slot = (int)(j->tag & 0xffffffffu);
@@ -661,7 +668,7 @@ static int read_ahead(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_
     uint64_t parent = m > 0 ? pc->displaced[m - 1].hash : DSD_KV_CHAIN_ROOT;
     /* the reads of this call, queued together so that the I/O thread reads them together */
     struct dsd_tier_job jobs[DSD_PREFIX_CACHE_READ_BATCH];
-    int n_jobs = 0, room = 2 * pc->io_depth - dsd_tier_io_pending(pc->io);
+    int n_jobs = 0, room = READS_QUEUED(pc) - dsd_tier_io_pending(pc->io);
     bool busy = false;
     for (int i = m; i < n_full && in_host + pending < cap; i++) {
         if (i > m)

@@ -20,8 +20,8 @@
  * a page in flight served from its host copy), a READ fills it (the owner must not touch it).
  * Jobs run in submission order, so a READ submitted after the WRITE of the same page finds it
  * on disk; consecutive READs (up to DSD_DISK_TIER_READ_DEPTH) run together, their disk reads
- * in flight at once, and finish together. The disk tier's contains and stats may be called meanwhile (its index
- * is guarded); nothing else of it may.
+ * in flight at once, and finish together. The disk tier's contains and stats may be called
+ * meanwhile (its index is guarded); nothing else of it may.
  *
  * Shutdown: free with drain runs every queued job first; without, the job running finishes
  * and the rest are dropped. Either way no page is ever torn on disk: a write puts the header

@@ -85,9 +85,12 @@ stop
 start "$KVP" "$@"
 DISK=$(long 1)
 FILE=$(ls "$DIR"/kv-*.dsdkv | head -1)
-DD=$(dd if="$FILE" of=/dev/null bs=4M count=$((DD_MB / 4)) iflag=direct 2>&1 | sed -n 's/.*copied, \([0-9.]*\) s, .*/\1/p')
-FILE_BYTES=$(stat -c %s "$FILE")
-[ "$FILE_BYTES" -gt $((DD_MB * 1048576)) ] && FILE_BYTES=$((DD_MB / 4 * 4 * 1048576))
+# "N bytes (...) copied, S s, ...": the bytes dd read (the file may be shorter than DD_MB) and
+# its seconds
+read -r DD_BYTES DD <<EOF
+$(dd if="$FILE" of=/dev/null bs=4M count=$((DD_MB / 4)) iflag=direct 2>&1 |
+    sed -n 's/^\([0-9]*\) bytes .*copied, \([0-9.]*\) s, .*/\1 \2/p')
+EOF
 COPIES=$("$B/tools/bench/deepseekd-bench" $BENCH_ARGS --copies-only 2>&1 | grep -E "host copies|device copy")
 
 echo "## Time to first token, $L-token prompt (page: $PAGE_BYTES bytes)"
@@ -109,7 +112,7 @@ echo
 echo "Reload rate: the host and disk pages' bytes over (TTFT - device-hit TTFT). Beside them:"
 echo
 echo "$COPIES" | sed 's/^/    /'
-awk -v b="$FILE_BYTES" -v s="$DD" 'BEGIN { if (s > 0) printf "    disk read (dd, O_DIRECT, the cache file, %.0f MiB): %.2f GB/s\n", b / 1048576, b / s / 1e9 }'
+awk -v b="$DD_BYTES" -v s="$DD" 'BEGIN { if (s > 0) printf "    disk read (dd, O_DIRECT, the cache file, %.0f MiB): %.2f GB/s\n", b / 1048576, b / s / 1e9 }'
 echo
 if [ "$TKVP" != "$KVP" ]; then
     stop
