@@ -70,6 +70,19 @@ void dsd_backend_free(struct dsd_backend *be)
         be->destroy(be);
 }
 
+void dsd_backend_copy_many(struct dsd_backend *be, const struct dsd_copy *pieces, int n, bool to_backend)
+{
+    const struct dsd_ops *o = be->ops;
+    if (n <= 0)
+        return;
+    if (o->copy_many) {
+        o->copy_many(be, pieces, n, to_backend);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        (to_backend ? o->upload : o->download)(be, pieces[i].dst, pieces[i].src, pieces[i].bytes);
+}
+
 struct dsd_kv_layout dsd_kv_layout_for(const struct dsd_model_dims *dims, enum dsd_numerics numerics,
                                        enum dsd_kv_dtype kv_dtype)
 {

@@ -122,6 +122,13 @@ struct dsd_weight_init {
 
 struct dsd_backend;
 
+/* One piece of dsd_ops.copy_many. */
+struct dsd_copy {
+    void *dst;
+    const void *src;
+    size_t bytes;
+};
+
 #define DSD_LINEAR_F32_OUT 1u       /* fp32 output buffer (router logits, indexer weights, LM head) */
 
 /* Every member is required unless it says otherwise. "act" = activation buffer (see top). */
@@ -237,6 +244,12 @@ struct dsd_ops {
                             size_t n_init, uint64_t seed, struct dsd_err *err);
     /* Enqueued copy of bytes of backend memory (benchmarks: the copy bandwidth, KV set-up). */
     void (*copy)(struct dsd_backend *be, void *dst, const void *src, size_t bytes);
+    /* Enqueued copies of n pieces, all host -> backend (to_backend) or all backend -> host,
+     * with upload's and download's lifetimes; host pieces lie in alloc_host memory and no two
+     * pieces overlap. One operation for all of them: a GPU moves the KV pages of a tier hit
+     * together instead of paying a copy's setup per piece. Callers use
+     * dsd_backend_copy_many, which loops upload/download where this is NULL. */
+    void (*copy_many)(struct dsd_backend *be, const struct dsd_copy *pieces, int n, bool to_backend);
     /* Timing points of the stream (benchmarks, the per-op profile of forward.c): timer_new
      * makes one (NULL on failure), timer_mark enqueues it (it records when the work enqueued
      * before it is done), timer_ms gives the milliseconds from mark a to mark b once both
@@ -273,6 +286,8 @@ const struct dsd_backend_params *dsd_backend_params(const struct dsd_backend *be
 /* Bytes of one activation element (4 on the CPU, 2 on CUDA). */
 size_t dsd_backend_act_bytes(const struct dsd_backend *be);
 void dsd_backend_free(struct dsd_backend *be);
+/* ops->copy_many where the backend has it, else one upload or download per piece. */
+void dsd_backend_copy_many(struct dsd_backend *be, const struct dsd_copy *pieces, int n, bool to_backend);
 
 /* The KV byte layout implied by the dims, numerics and KV dtype (one definition). */
 struct dsd_kv_layout dsd_kv_layout_for(const struct dsd_model_dims *dims, enum dsd_numerics numerics,

@@ -14,7 +14,11 @@ struct dsd_host_tier {
     int n_free;
     int32_t *prev, *next;       /* [n_slots + 1]: LRU of allocated unpinned slots, sentinel last */
     int32_t *pins;              /* [n_slots]: -1 = free */
+    struct dsd_copy *pieces;    /* [HT_COPY_PAGES * 2 * layers]: one copy_many call's pieces */
 };
+
+/* Pages per copy_many call of dsd_host_tier_copy_in_many (its pieces are allocated once). */
+#define HT_COPY_PAGES 256
 
 struct dsd_host_tier *dsd_host_tier_new(struct dsd_backend *be, const struct dsd_kv_page_geom *g,
                                         uint64_t budget_bytes, struct dsd_err *err)
@@ -41,7 +45,8 @@ struct dsd_host_tier *dsd_host_tier_new(struct dsd_backend *be, const struct dsd
     ht->prev = malloc((n + 1) * sizeof *ht->prev);
     ht->next = malloc((n + 1) * sizeof *ht->next);
     ht->pins = malloc(n * sizeof *ht->pins);
-    if (!ht->free_stack || !ht->prev || !ht->next || !ht->pins)
+    ht->pieces = malloc((size_t)HT_COPY_PAGES * 2 * (size_t)g->n_layers * sizeof *ht->pieces);
+    if (!ht->free_stack || !ht->prev || !ht->next || !ht->pins || !ht->pieces)
         goto oom;
     ht->mem = dsd_backend_ops(be)->alloc_host(be, (size_t)n * rec);
     if (!ht->mem)
@@ -69,6 +74,7 @@ void dsd_host_tier_free(struct dsd_host_tier *ht)
     free(ht->prev);
     free(ht->next);
     free(ht->pins);
+    free(ht->pieces);
     free(ht);
 }
 
@@ -178,36 +184,54 @@ static int check_copy(const struct dsd_host_tier *ht, const struct dsd_kv_cache 
     return 0;
 }
 
+/* The 2 x layers pieces of one page's copy (out: device -> record, in: record -> device). */
+static int page_pieces(struct dsd_host_tier *ht, const struct dsd_kv_cache *kv, int32_t page, int slot, bool in,
+                       struct dsd_copy *p)
+{
+    uint8_t *rec = dsd_host_tier_record(ht, slot);
+    uint8_t *mla = dsd_kv_page_mla(rec), *idx = dsd_kv_page_index(rec, &ht->g);
+    int n = 0;
+    for (int l = 0; l < ht->g.n_layers; l++) {
+        const struct dsd_kv_layer *lay = dsd_kv_cache_layer(kv, l);
+        uint8_t *dm = lay->mla + (size_t)page * ht->g.mla_page_bytes;
+        uint8_t *di = lay->index + (size_t)page * ht->g.index_page_bytes;
+        uint8_t *hm = mla + (size_t)l * ht->g.mla_page_bytes, *hi = idx + (size_t)l * ht->g.index_page_bytes;
+        p[n++] = (struct dsd_copy){.dst = in ? dm : hm, .src = in ? hm : dm, .bytes = ht->g.mla_page_bytes};
+        p[n++] = (struct dsd_copy){.dst = in ? di : hi, .src = in ? hi : di, .bytes = ht->g.index_page_bytes};
+    }
+    return n;
+}
+
 int dsd_host_tier_copy_out(struct dsd_host_tier *ht, const struct dsd_kv_cache *kv, int32_t page, int slot)
 {
     if (check_copy(ht, kv, page, slot))
         return -EINVAL;
-    const struct dsd_ops *ops = dsd_backend_ops(ht->be);
-    uint8_t *rec = dsd_host_tier_record(ht, slot);
-    uint8_t *mla = dsd_kv_page_mla(rec), *idx = dsd_kv_page_index(rec, &ht->g);
-    for (int l = 0; l < ht->g.n_layers; l++) {
-        const struct dsd_kv_layer *lay = dsd_kv_cache_layer(kv, l);
-        ops->download(ht->be, mla + (size_t)l * ht->g.mla_page_bytes, lay->mla + (size_t)page * ht->g.mla_page_bytes,
-                      ht->g.mla_page_bytes);
-        ops->download(ht->be, idx + (size_t)l * ht->g.index_page_bytes,
-                      lay->index + (size_t)page * ht->g.index_page_bytes, ht->g.index_page_bytes);
-    }
+    int n = page_pieces(ht, kv, page, slot, false, ht->pieces);
+    dsd_backend_copy_many(ht->be, ht->pieces, n, false);
     return 0;
 }
 
 int dsd_host_tier_copy_in(struct dsd_host_tier *ht, struct dsd_kv_cache *kv, int slot, int32_t page)
 {
-    if (check_copy(ht, kv, page, slot))
-        return -EINVAL;
-    const struct dsd_ops *ops = dsd_backend_ops(ht->be);
-    uint8_t *rec = dsd_host_tier_record(ht, slot);
-    uint8_t *mla = dsd_kv_page_mla(rec), *idx = dsd_kv_page_index(rec, &ht->g);
-    for (int l = 0; l < ht->g.n_layers; l++) {
-        const struct dsd_kv_layer *lay = dsd_kv_cache_layer(kv, l);
-        ops->upload(ht->be, lay->mla + (size_t)page * ht->g.mla_page_bytes, mla + (size_t)l * ht->g.mla_page_bytes,
-                    ht->g.mla_page_bytes);
-        ops->upload(ht->be, lay->index + (size_t)page * ht->g.index_page_bytes,
-                    idx + (size_t)l * ht->g.index_page_bytes, ht->g.index_page_bytes);
+    return dsd_host_tier_copy_in_many(ht, kv, &slot, &page, 1);
+}
+
+int dsd_host_tier_copy_in_many(struct dsd_host_tier *ht, struct dsd_kv_cache *kv, const int *slots,
+                               const int32_t *pages, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (pages[i] >= 0 && check_copy(ht, kv, pages[i], slots[i]))
+            return -EINVAL;
+    int np = 0, in_batch = 0;
+    for (int i = 0; i < n; i++) {
+        if (pages[i] < 0)
+            continue;
+        np += page_pieces(ht, kv, pages[i], slots[i], true, ht->pieces + np);
+        if (++in_batch == HT_COPY_PAGES) {
+            dsd_backend_copy_many(ht->be, ht->pieces, np, true);
+            np = in_batch = 0;
+        }
     }
+    dsd_backend_copy_many(ht->be, ht->pieces, np, true);
     return 0;
 }

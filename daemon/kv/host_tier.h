@@ -14,8 +14,9 @@
  *   ops->synchronize(be, &err);
  *   dsd_host_tier_release(ht, s);
  *
- * Copies go through the backend's upload/download (kernels/ops.h), two per layer, so any
- * backend works; they are enqueued on the backend's stream and the slot (or the page) must
+ * Copies go through the backend's copy_many (kernels/ops.h): a page's two arenas of every
+ * layer in one operation, a hit's pages in one per 256 pages, so any backend works and a GPU
+ * moves them together (docs/KV_CACHE.md §5); they are enqueued on the backend's stream and the slot (or the page) must
  * not be touched until the next synchronize. Eviction: allocated slots are kept in LRU order
  * (alloc and touch count as use); pinned slots (a preempted sequence's pages, a load in
  * flight) are never offered as victims. The radix tree (daemon/kv/radix.h) keeps its own
@@ -66,5 +67,10 @@ void *dsd_host_tier_record(struct dsd_host_tier *ht, int slot);
  * not this tier's geometry). */
 int dsd_host_tier_copy_out(struct dsd_host_tier *ht, const struct dsd_kv_cache *kv, int32_t page, int slot);
 int dsd_host_tier_copy_in(struct dsd_host_tier *ht, struct dsd_kv_cache *kv, int slot, int32_t page);
+/* copy_in of slots[i] into pages[i] for every i with pages[i] >= 0 (the others skipped), in
+ * one copy_many per 256 pages. Returns 0, or -EINVAL with nothing enqueued when any pair is
+ * invalid (as copy_in). */
+int dsd_host_tier_copy_in_many(struct dsd_host_tier *ht, struct dsd_kv_cache *kv, const int *slots,
+                               const int32_t *pages, int n);
 
 #endif

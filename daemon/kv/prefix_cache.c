@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "disk_page.h"
 #include "disk_tier.h"
@@ -31,8 +32,13 @@ struct dsd_prefix_cache {
     struct dsd_hash_index *reading; /* chain hash -> host slot, reads ahead in flight */
     uint8_t *from_disk;             /* [host slots]: the slot's page was read ahead from disk */
     int32_t *pages;                 /* scratch: a match's device pages, adopt's values */
+    int *slots;                     /* scratch: the host slots acquire copies from */
     uint8_t *taken;
     struct dsd_radix_ref *displaced;
+    /* device pages demoted to the host tier whose copies are enqueued but not yet waited
+     * for (make_room's batch): the tree says HOST already, the device page is still held */
+    struct demoting { int32_t node, page, slot; } *demoting;
+    int n_demoting;
     uint64_t *hashes;
     /* pages sequences compute this step (chain hashes): a new sequence whose next page is
      * among them waits for it instead of computing it again (dsd_prefix_cache_wait_for) */
@@ -57,6 +63,14 @@ static void note(struct dsd_prefix_cache *pc, int level, const char *fmt, ...)
     pc->log(pc->log_user, level, msg);
 }
 
+/* Milliseconds of CLOCK_MONOTONIC (the debug log's timeline of reads and reloads). */
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
 static int sync_be(struct dsd_prefix_cache *pc)
 {
     struct dsd_err err = {{0}};
@@ -65,6 +79,9 @@ static int sync_be(struct dsd_prefix_cache *pc)
         note(pc, 3, "KV cache: a tier copy failed: %s", err.msg);
     return rc;
 }
+
+/* Device pages demoted to the host tier per synchronization (make_room). */
+#define DEMOTE_BATCH 256
 
 /* The tier I/O job ring: up to READS_QUEUED reads ahead (two batches of io_depth: one on the
  * disk, the next queued behind it) beside io_depth writes (one per staging record). */
@@ -131,12 +148,14 @@ struct dsd_prefix_cache *dsd_prefix_cache_new(struct dsd_kv_cache *kv, const str
     pc->t = dsd_radix_new(pc->max_pages + host_slots, err);
     size_t mp = (size_t)pc->max_pages + 1;
     pc->pages = malloc(mp * sizeof *pc->pages);
+    pc->slots = malloc(mp * sizeof *pc->slots);
     pc->taken = malloc(mp);
     pc->displaced = malloc(mp * sizeof *pc->displaced);
+    pc->demoting = malloc(DEMOTE_BATCH * sizeof *pc->demoting);
     pc->hashes = malloc(mp * sizeof *pc->hashes);
     pc->computing = dsd_hash_index_new((int)mp);
     pc->computing_v = malloc(mp * sizeof *pc->computing_v);
-    if (!pc->t || !pc->pages || !pc->taken || !pc->displaced || !pc->hashes || !pc->computing || !pc->computing_v) {
+    if (!pc->t || !pc->pages || !pc->slots || !pc->taken || !pc->displaced || !pc->demoting || !pc->hashes || !pc->computing || !pc->computing_v) {
         if (pc->t)
             dsd_errf(err, -ENOMEM, "prefix cache: out of memory for %d pages of scratch", pc->max_pages);
         dsd_prefix_cache_free(pc);
@@ -170,8 +189,10 @@ void dsd_prefix_cache_free(struct dsd_prefix_cache *pc)
     dsd_host_tier_free(pc->stage);
     dsd_disk_tier_close(pc->dt);
     free(pc->pages);
+    free(pc->slots);
     free(pc->taken);
     free(pc->displaced);
+    free(pc->demoting);
     free(pc->hashes);
     dsd_hash_index_free(pc->computing);
     free(pc->computing_v);
@@ -186,7 +207,11 @@ static void reap(struct dsd_prefix_cache *pc)
 {
     if (!pc->io)
         return;
-    int n = dsd_tier_io_reap(pc->io, pc->reaped, ring_jobs(pc));
+    int n = dsd_tier_io_reap(pc->io, pc->reaped, ring_jobs(pc)), landed = 0;
+    for (int k = 0; k < n; k++)
+        landed += pc->reaped[k].kind == DSD_TIER_READ;
+    if (landed)
+        note(pc, 7, "KV read-ahead: %d pages landed at %.3f ms", landed, now_ms());
     for (int k = 0; k < n; k++) {
         struct dsd_tier_job *j = &pc->reaped[k];
         int slot = (int)(j->tag & 0xffffffffu);
@@ -282,10 +307,33 @@ static void disk_store(struct dsd_prefix_cache *pc, struct dsd_kv_page_meta *m, 
 
 /* Frees one host slot: the least recently used unlocked host leaf goes to disk (where it
  * is not already) and leaves the tree. Returns 0 or -ENOENT (nothing can go). */
+/* Waits for the demotions' copies: then their device pages go free; if the copies failed,
+ * the pages go back to the device tier (latest first, so no node is ever faster than its
+ * parent) and the host slots free. Returns 0 or the synchronization's -errno. */
+static int settle(struct dsd_prefix_cache *pc)
+{
+    if (pc->n_demoting == 0)
+        return 0;
+    int rc = sync_be(pc);
+    for (int i = pc->n_demoting - 1; i >= 0; i--) {
+        struct demoting *d = &pc->demoting[i];
+        if (rc == 0) {
+            dsd_kv_page_unref(pc->kv, d->page);
+            pc->st.demotions[0]++;
+        } else {
+            dsd_radix_set(pc->t, d->node, DSD_KV_TIER_DEVICE, d->page);
+            dsd_host_tier_release(pc->ht, d->slot);
+        }
+    }
+    pc->n_demoting = 0;
+    return rc;
+}
+
 static int host_evict_one(struct dsd_prefix_cache *pc)
 {
     struct dsd_radix_ref v;
-    if (!pc->ht || dsd_radix_victim(pc->t, DSD_KV_TIER_HOST, DSD_RADIX_LEAF_ONLY, &v) != 1)
+    /* the victim's record may be a demotion still in flight */
+    if (!pc->ht || settle(pc) != 0 || dsd_radix_victim(pc->t, DSD_KV_TIER_HOST, DSD_RADIX_LEAF_ONLY, &v) != 1)
         return -ENOENT;
     struct dsd_kv_page_meta m = {0};
     int depth = 0;
@@ -313,8 +361,9 @@ static int host_slot(struct dsd_prefix_cache *pc)
     return s < 0 ? -ENOSPC : s;
 }
 
-/* Moves one unlocked device page down (host) or out. Returns 1 when one moved, 0 when none
- * could. */
+/* Moves one unlocked device page down (host) or out. A demotion to the host is enqueued and
+ * joins pc->demoting (its device page frees at settle); a page dropped frees now. Returns 1
+ * when one moved, 0 when none could. */
 static int device_evict_one(struct dsd_prefix_cache *pc)
 {
     struct dsd_radix_ref v;
@@ -322,10 +371,9 @@ static int device_evict_one(struct dsd_prefix_cache *pc)
         return 0;
     int s = host_slot(pc);
     if (s >= 0) {
-        if (dsd_host_tier_copy_out(pc->ht, pc->kv, v.value, s) == 0 && sync_be(pc) == 0 &&
+        if (pc->n_demoting < DEMOTE_BATCH && dsd_host_tier_copy_out(pc->ht, pc->kv, v.value, s) == 0 &&
             dsd_radix_set(pc->t, v.node, DSD_KV_TIER_HOST, s) == 0) {
-            dsd_kv_page_unref(pc->kv, v.value);
-            pc->st.demotions[0]++;
+            pc->demoting[pc->n_demoting++] = (struct demoting){.node = v.node, .page = v.value, .slot = s};
             return 1;
         }
         dsd_host_tier_release(pc->ht, s);
@@ -351,11 +399,22 @@ int dsd_prefix_cache_reclaimable(const struct dsd_prefix_cache *pc)
 
 int dsd_prefix_cache_make_room(struct dsd_prefix_cache *pc, int want)
 {
-    /* bounded: every round moves a node down a tier or out of the tree */
+    /* bounded: every round moves a node down a tier or out of the tree. Demotions are
+     * waited for together (settle), up to DEMOTE_BATCH at a time: a synchronization per
+     * page would cost more than the page's copy. */
     int rounds = 2 * dsd_radix_capacity(pc->t) + 2;
-    while (dsd_kv_cache_free_pages(pc->kv) < want && rounds-- > 0)
+    double t0 = now_ms();
+    uint64_t before = pc->st.demotions[0];
+    while (dsd_kv_cache_free_pages(pc->kv) + pc->n_demoting < want && rounds-- > 0) {
         if (!device_evict_one(pc))
             break;
+        if (pc->n_demoting == DEMOTE_BATCH)
+            settle(pc);
+    }
+    settle(pc);
+    if (pc->st.demotions[0] > before)
+        note(pc, 7, "KV: %llu device pages demoted to the host in %.3f ms", (unsigned long long)(pc->st.demotions[0] - before),
+             now_ms() - t0);
     return dsd_kv_cache_free_pages(pc->kv);
 }
 
@@ -462,22 +521,41 @@ int dsd_prefix_cache_acquire(struct dsd_prefix_cache *pc, const int32_t *tokens,
      * every copy is enqueued first and waited for once (a synchronization per page would cost
      * more than the page's copy), then the tree learns the new places and the host slots go
      * free. pc->pages holds the new device pages meanwhile (-1: already on the device). */
-    int copied = n;
+    int copied = n, to_copy = 0, want = 0;
+    for (int i = 0; i < n; i++)
+        want += h->refs[i].tier != DSD_KV_TIER_DEVICE;
+    if (want > dsd_kv_cache_free_pages(pc->kv))
+        dsd_prefix_cache_make_room(pc, want);      /* room for all of them at once */
     for (int i = 0; i < n; i++) {
         struct dsd_radix_ref *r = &h->refs[i];
         pc->pages[i] = -1;
         if (r->tier == DSD_KV_TIER_DEVICE)
             continue;
         int32_t page = device_page(pc);
-        if (page < 0 || dsd_host_tier_copy_in(pc->ht, pc->kv, r->value, page) < 0) {
-            if (page >= 0)
-                dsd_kv_page_unref(pc->kv, page);
+        if (page < 0) {
             copied = i;
             break;
         }
         pc->pages[i] = page;
+        pc->slots[i] = (int)r->value;
+        to_copy++;
     }
-    bool synced = sync_be(pc) == 0;
+    /* the pages go back in copy_many calls (one per 256 pages), then one synchronization */
+    double t0 = to_copy ? now_ms() : 0.0;
+    if (to_copy && dsd_host_tier_copy_in_many(pc->ht, pc->kv, pc->slots, pc->pages, copied) < 0) {
+        for (int i = 0; i < copied; i++)
+            if (pc->pages[i] >= 0)
+                dsd_kv_page_unref(pc->kv, pc->pages[i]);
+        for (int i = 0; i < copied; i++)
+            if (pc->pages[i] >= 0) {
+                copied = i;
+                break;
+            }
+    }
+    bool synced = to_copy == 0 || sync_be(pc) == 0;
+    if (to_copy)
+        note(pc, 7, "KV hit: %d host pages copied to the device in %.3f ms (at %.3f ms)", to_copy, now_ms() - t0,
+             now_ms());
     for (int i = 0; i < copied; i++) {
         struct dsd_radix_ref *r = &h->refs[i];
         if (pc->pages[i] < 0) {
@@ -702,6 +780,8 @@ static int read_ahead(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_
         parent = hash;
     }
     int queued = n_jobs > 0 ? dsd_tier_io_submit_many(pc->io, jobs, n_jobs) : 0;
+    if (n_jobs > 0)
+        note(pc, 7, "KV read-ahead: %d pages queued (%d pending) at %.3f ms", queued, pending, now_ms());
     for (int k = queued; k < n_jobs; k++) {     /* no room after all: not on their way */
         dsd_hash_index_del(pc->reading, jobs[k].hash);
         dsd_host_tier_release(pc->ht, (int)jobs[k].tag);

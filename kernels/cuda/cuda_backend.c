@@ -137,6 +137,34 @@ static void cu_download(struct dsd_backend *be, void *dst, const void *src, size
         CU_OK(cb, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, cb->stream));
 }
 
+/* ops.h copy_many: one kernel for all pieces (cuda_copy.cu) when the host side is mapped
+ * pinned memory, as alloc_host's is; otherwise, or for a piece of 4 GiB or more, one
+ * cudaMemcpyAsync per piece. */
+static void cu_copy_many(struct dsd_backend *be, const struct dsd_copy *p, int n, bool to_backend)
+{
+    struct cuda_backend *cb = cuda(be);
+    if (n <= 0)
+        return;
+    cuda_use(cb);
+    bool kernel = true;
+    struct cudaPointerAttributes at;
+    if (cudaPointerGetAttributes(&at, to_backend ? p[0].src : p[0].dst) != cudaSuccess ||
+        at.type != cudaMemoryTypeHost) {
+        (void)cudaGetLastError();
+        kernel = false;
+    }
+    for (int i = 0; i < n && kernel; i++)
+        kernel = p[i].bytes < ((size_t)1 << 32);
+    if (kernel) {
+        CU_OK(cb, cuda_launch_copy_many(cb->stream, p, n));
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        if (p[i].bytes)
+            CU_OK(cb, cudaMemcpyAsync(p[i].dst, p[i].src, p[i].bytes,
+                                      to_backend ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost, cb->stream));
+}
+
 static int cu_synchronize(struct dsd_backend *be, struct dsd_err *err)
 {
     struct cuda_backend *cb = cuda(be);
@@ -620,6 +648,7 @@ static const struct dsd_ops cuda_ops = {
     .graph_free = cu_graph_free,
     .generate_weights = cu_generate_weights,
     .copy = cu_copy,
+    .copy_many = cu_copy_many,
     .timer_new = cu_timer_new,
     .timer_mark = cu_timer_mark,
     .timer_ms = cu_timer_ms,

@@ -47,6 +47,14 @@ cudaError_t cuda_launch_gen_fill(cudaStream_t st, void *dst, int kind, uint64_t 
  * `value`, the padding 1. */
 cudaError_t cuda_launch_gen_scales(cudaStream_t st, float *dst, int64_t rb, int64_t kb, int64_t stride, float value);
 
+/* -- many copies in one launch (cuda_copy.cu, ops.h copy_many) -- */
+#define CUDA_COPY_BATCH 1024        /* pieces per launch: 20 KB of kernel parameters */
+struct dsd_copy;
+/* Copies every piece (each under 4 GiB) with a kernel, one CTA per piece, CUDA_COPY_BATCH
+ * pieces per launch. Host pieces must be mapped pinned memory (cudaMallocHost under unified
+ * addressing). */
+cudaError_t cuda_launch_copy_many(cudaStream_t st, const struct dsd_copy *p, int n);
+
 /* The device copy of dims.rope_inv_freq (cuda_linear.c keeps it); NULL before init. */
 const float *cuda_rope_inv_freq(struct cuda_backend *cb);
 

@@ -20,7 +20,7 @@ SOCK=$(mktemp -u /tmp/dsd-graph-scratch-XXXXXX.sock)
 PROBE="$BUILD/tools/probe/deepseekd-probe"
 pre=()
 [ -n "${SANITIZE:-}" ] && pre=(compute-sanitizer --tool "$SANITIZE" --error-exitcode 99)
-"${pre[@]}" "$BUILD/daemon/serve/deepseekd" --model "$MODEL" --backend cuda --socket "$SOCK" --kv_memory_mb 2048 \
+"${pre[@]}" "$BUILD/daemon/serve/deepseekd" --model "$MODEL" --backend cuda --socket "$SOCK" --kv_gpu_fraction 0 --kv_memory_mb 2048 \
     --max_tokens $((LONG + 1000)) >"$OUT/graph_scratch_daemon.log" 2>&1 &
 DPID=$!
 for _ in $(seq 1 240); do
@@ -39,7 +39,9 @@ gen >"$OUT/graph_scratch_after.txt" || { echo "FAIL: second short generation"; r
 cmp -s "$OUT/graph_scratch_before.txt" "$OUT/graph_scratch_after.txt" ||
     { echo "FAIL: the replayed decode steps gave other ids after the long prefill"; rc=1; }
 "$PROBE" -s "$SOCK" stats 2>/dev/null | grep -E "graph|steps" | head -5
-kill -TERM "$DPID"
+# under the sanitizer $DPID is compute-sanitizer: the daemon is its child, and it is the
+# daemon that must get the signal (the sanitizer would die of it without reporting)
+if [ -n "${SANITIZE:-}" ]; then pkill -TERM -P "$DPID"; else kill -TERM "$DPID"; fi
 wait "$DPID" || { echo "FAIL: daemon exit status (see graph_scratch_daemon.log)"; tail -n 5 "$OUT/graph_scratch_daemon.log"; rc=1; }
 [ $rc = 0 ] && echo "PASS graph_scratch: 200 greedy ids identical before and after a $LONG-token prefill"
 exit $rc

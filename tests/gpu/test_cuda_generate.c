@@ -7,6 +7,10 @@
  * - moe_count: the per-expert token counts of a moe call (decode-sized and prefill-sized T)
  *   equal the CPU's (routing is bit-identical by design, docs/CUDA.md §8);
  * - copy and the timers: a device copy reproduces its source; marks give a positive time.
+ * - copy_many: 2,100 pieces of a KV page's sizes (more than two launches' worth) plus
+ *   unaligned and empty ones, host -> device into scattered places and back, byte for byte,
+ *   from alloc_host memory (the kernel path) and from malloc'd memory (the fallback); its
+ *   rate beside one upload of the same bytes and beside one upload per piece (the old path).
  * Configs: tiny and small (generation at full dims is what the bench itself runs).
  * Exit 0 all passed, 1 a failure, 77 no GPU.
  */
@@ -177,6 +181,116 @@ static void check_copy_timers(struct gh_ctx *h)
     free(back);
 }
 
+/* The pieces of check_copy_many: page-sized pieces (41,984 and 8,448 bytes, V3.2's FP8 MLA
+ * and index-K pages) laid out back to back on the host, scattered in reverse order on the
+ * device, then a few odd ones (unaligned, 1 byte, empty). Returns the host bytes used. */
+#define CM_PIECES 2100
+#define CM_ODD 4
+static size_t cm_layout(struct dsd_copy *up, struct dsd_copy *down, uint8_t *host, uint8_t *back, uint8_t *dev,
+                        size_t total)
+{
+    size_t off = 0;
+    for (int i = 0; i < CM_PIECES; i++) {
+        size_t b = i % 2 ? 8448 : 41984;
+        size_t doff = total - off - b;      /* reversed on the device */
+        up[i] = (struct dsd_copy){.dst = dev + doff, .src = host + off, .bytes = b};
+        down[i] = (struct dsd_copy){.dst = back + off, .src = dev + doff, .bytes = b};
+        off += b;
+    }
+    const size_t odd[CM_ODD][2] = {{3, 1001}, {16, 1}, {32, 0}, {5, 4096}};   /* offset, bytes */
+    size_t base = off;
+    for (int k = 0; k < CM_ODD; k++) {
+        size_t o = base + odd[k][0];
+        up[CM_PIECES + k] = (struct dsd_copy){.dst = dev + o + 7, .src = host + o, .bytes = odd[k][1]};
+        down[CM_PIECES + k] = (struct dsd_copy){.dst = back + o, .src = dev + o + 7, .bytes = odd[k][1]};
+        base += odd[k][0] + odd[k][1] + 64;
+    }
+    return base;
+}
+
+static void cm_round(struct gh_ctx *h, bool pinned)
+{
+    const size_t total = (size_t)CM_PIECES / 2 * (41984 + 8448);
+    const size_t cap = total + 8192;
+    const struct dsd_ops *o = h->go;
+    uint8_t *host = pinned ? o->alloc_host(h->gpu, cap) : malloc(cap);
+    uint8_t *back = pinned ? o->alloc_host(h->gpu, cap) : malloc(cap);
+    uint8_t *dev = gh_alloc(h->gpu, cap);
+    struct dsd_copy *up = malloc((CM_PIECES + CM_ODD) * sizeof *up), *down = malloc((CM_PIECES + CM_ODD) * sizeof *down);
+    void *t[4] = {o->timer_new(h->gpu), o->timer_new(h->gpu), o->timer_new(h->gpu), o->timer_new(h->gpu)};
+    const char *what = pinned ? "alloc_host" : "malloc";
+    if (!host || !back || !dev || !up || !down || !t[0] || !t[1] || !t[2] || !t[3]) {
+        gh_fail("copy_many (%s): out of memory", what);
+        goto out;
+    }
+    for (size_t i = 0; i < cap; i++) {
+        host[i] = (uint8_t)(i * 2654435761u >> 11);
+        back[i] = (uint8_t)(0xffu ^ host[i]);
+    }
+    size_t used = cm_layout(up, down, host, back, dev, total);
+    o->copy_many(h->gpu, up, CM_PIECES + CM_ODD, true);
+    o->copy_many(h->gpu, down, CM_PIECES + CM_ODD, false);
+    if (gh_sync(h->gpu, "copy_many"))
+        goto out;
+    /* every piece came back; the gaps between the odd pieces were never written */
+    long bad = 0;
+    for (int i = 0; i < CM_PIECES + CM_ODD; i++) {
+        size_t off = (size_t)((const uint8_t *)down[i].dst - back);
+        bad += memcmp(back + off, host + off, down[i].bytes) != 0;
+    }
+    for (size_t i = total; i < used; i++) {
+        bool inside = false;
+        for (int k = CM_PIECES; k < CM_PIECES + CM_ODD; k++) {
+            size_t off = (size_t)((const uint8_t *)down[k].dst - back);
+            inside |= i >= off && i < off + down[k].bytes;
+        }
+        bad += !inside && (back[i] ^ host[i]) != 0xff;
+    }
+    char shape[64];
+    snprintf(shape, sizeof shape, "%d pieces + %d odd, %s", CM_PIECES, CM_ODD, what);
+    gh_report(h, "copy_many", shape, (double)bad, 0.0, 0.0, bad == 0);
+    if (!pinned)
+        goto out;
+    /* rates: the pieces at once, one upload of all their bytes, one upload per piece */
+    o->timer_mark(h->gpu, t[0]);
+    o->copy_many(h->gpu, up, CM_PIECES, true);
+    o->timer_mark(h->gpu, t[1]);
+    o->upload(h->gpu, dev, host, total);
+    o->timer_mark(h->gpu, t[2]);
+    for (int i = 0; i < CM_PIECES; i++)
+        o->upload(h->gpu, up[i].dst, up[i].src, up[i].bytes);
+    o->timer_mark(h->gpu, t[3]);
+    if (gh_sync(h->gpu, "copy_many timing"))
+        goto out;
+    gh_report_time(h, "copy_many", "2100 KV page pieces, host -> device", o->timer_ms(h->gpu, t[0], t[1]),
+                   (double)total, 0);
+    gh_report_time(h, "upload", "the same bytes in one copy", o->timer_ms(h->gpu, t[1], t[2]), (double)total, 0);
+    gh_report_time(h, "upload", "one copy per piece", o->timer_ms(h->gpu, t[2], t[3]), (double)total, 0);
+out:
+    for (int k = 0; k < 4; k++)
+        if (t[k])
+            o->timer_free(h->gpu, t[k]);
+    if (dev)
+        o->release(h->gpu, dev);
+    if (pinned) {
+        if (host)
+            o->release_host(h->gpu, host);
+        if (back)
+            o->release_host(h->gpu, back);
+    } else {
+        free(host);
+        free(back);
+    }
+    free(up);
+    free(down);
+}
+
+static void check_copy_many(struct gh_ctx *h)
+{
+    cm_round(h, true);
+    cm_round(h, false);
+}
+
 int main(int argc, char **argv)
 {
     gh_init(argc, argv, "test_cuda_generate");
@@ -189,8 +303,10 @@ int main(int argc, char **argv)
         if (gh_open(&h, &c))
             return gh_finish();
         check_generate(&h, &c);
-        if (p == 0)
+        if (p == 0) {
             check_copy_timers(&h);
+            check_copy_many(&h);
+        }
         gh_close(&h);
     }
     return gh_finish();

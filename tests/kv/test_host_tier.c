@@ -116,6 +116,22 @@ static void copies_round_trip(enum dsd_kv_dtype dt)
     struct dsd_kv_cache *kv2 = dsd_kv_cache_new(be, LAYERS + 1, 4, &err);
     ASSERT_EQ_INT(dsd_host_tier_copy_in(ht, kv2, s1, 1), -EINVAL);
     dsd_kv_cache_free(kv2);
+    /* many at once: -1 pages are skipped, and one bad pair refuses the whole call before
+     * anything is copied */
+    kv_test_fill_page(kv, 1, 91);
+    kv_test_fill_page(kv, 4, 94);
+    ASSERT_TRUE(!kv_test_pages_equal(kv, 1, 2) && !kv_test_pages_equal(kv, 4, 5));
+    int bad_slots[3] = {s1, s2, s1};
+    int32_t bad_pages[3] = {1, 4, 8};
+    ASSERT_EQ_INT(dsd_host_tier_copy_in_many(ht, kv, bad_slots, bad_pages, 3), -EINVAL);
+    ASSERT_EQ_INT(ops->synchronize(be, &err), 0);
+    ASSERT_TRUE(!kv_test_pages_equal(kv, 1, 2) && !kv_test_pages_equal(kv, 4, 5));
+    int slots[3] = {s1, 1234567, s2};
+    int32_t pages[3] = {1, -1, 4};
+    ASSERT_EQ_INT(dsd_host_tier_copy_in_many(ht, kv, slots, pages, 3), 0);
+    ASSERT_EQ_INT(ops->synchronize(be, &err), 0);
+    ASSERT_TRUE(kv_test_pages_equal(kv, 1, 2));
+    ASSERT_TRUE(kv_test_pages_equal(kv, 4, 5));
     dsd_host_tier_free(ht);
     dsd_kv_cache_free(kv);
     dsd_backend_free(be);

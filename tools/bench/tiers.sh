@@ -11,7 +11,8 @@
 # deepseekd-bench's options for the copy rates (use --backend cuda --preset full-dims on a GPU);
 # REQUESTS_PER_STREAM [4] requests per stream in the throughput runs; THROUGHPUT_KV_PAGES [the
 # TTFT runs' pool] the KV pool of the throughput runs (its daemon is restarted with it); DD_MB
-# [1024] how much of the cache file the O_DIRECT read measures.
+# [1024] how much of the cache file the O_DIRECT read measures; KEEP_LOG [none] a file that
+# collects the daemons' logs.
 #
 # Prints, in Markdown: the time to first token of one PROMPT_LEN-token prompt cold, then on a
 # device hit, a host hit (its pages pushed to the host tier by two other prompts of the same
@@ -40,7 +41,12 @@ PAGES=$(( (L + 63) / 64 ))
 KVP=$(( PAGES * 3 / 2 + 16 ))
 TKVP=${THROUGHPUT_KV_PAGES:-$KVP}
 PID=
-cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$T"; }
+cleanup() {
+    [ -n "$PID" ] && kill "$PID" 2>/dev/null
+    wait 2>/dev/null
+    [ -z "${KEEP_LOG:-}" ] || [ -z "$PID" ] || cat "$T/log" >>"$KEEP_LOG"
+    rm -rf "$T"
+}
 trap cleanup EXIT INT TERM
 
 # start KV_PAGES [DAEMON_OPTIONS...]
@@ -62,7 +68,14 @@ start() {
     # setup) that no measured case should carry
     probe bench --concurrency 1 --requests 1 --prompt-len 200 --max-tokens 4 --seed 999 >/dev/null
 }
-stop() { kill -TERM "$PID"; wait "$PID" || true; PID=; }
+# KEEP_LOG=FILE: each daemon's log is appended there when it stops (with --log_level debug
+# among the daemon options it holds the tiers' timeline)
+stop() {
+    kill -TERM "$PID"
+    wait "$PID" || true
+    PID=
+    [ -z "${KEEP_LOG:-}" ] || cat "$T/log" >>"$KEEP_LOG"
+}
 probe() { "$B/tools/probe/deepseekd-probe" -s "$SOCK" --json -t 3600000 "$@"; }
 field() { sed -n "s/.*\"$1\":{\"p50\":\([0-9.e+-]*\).*/\1/p"; }
 cached() { sed -n "s/.*\"cached\":{\"total\":\([0-9]*\),\"device\":\([0-9]*\),\"host\":\([0-9]*\),\"disk\":\([0-9]*\)}.*/\1 \2 \3 \4/p"; }
