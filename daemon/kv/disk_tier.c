@@ -47,6 +47,10 @@ struct dsd_disk_tier {
     uint8_t *scan;                      /* SCAN_DEPTH header blocks */
     uint8_t *zero;                      /* one zero block (clearing a slot header) */
     struct io_uring ring;
+    /* get_many's window of reads is in the ring: synchronous I/O meanwhile (a dropped
+     * page's header cleared, a short read finished) goes through pread/pwrite, so that it
+     * never reaps a completion of the window's */
+    bool in_window;
     pthread_mutex_t mu;                 /* guards index and st: contains/stats may run on another
                                          * thread than the I/O (daemon/kv/tier_io.h) */
     struct dsd_hash_index *index;       /* chain hash -> slot */
@@ -107,7 +111,7 @@ static ssize_t io_rw(struct dsd_disk_tier *dt, int write, void *buf, size_t len,
     while (done < len) {
         ssize_t r;
         uint8_t *p = (uint8_t *)buf + done;
-        if (dt->st.uring) {
+        if (dt->st.uring && !dt->in_window) {
             struct io_uring_sqe *sqe = io_uring_get_sqe(&dt->ring);
             if (!sqe)
                 return -EBUSY;
@@ -696,47 +700,130 @@ static int finish_read(struct dsd_disk_tier *dt, int s, uint64_t h, uint8_t *rec
     return 0;
 }
 
-void dsd_disk_tier_get_many(struct dsd_disk_tier *dt, int n, struct dsd_disk_get *g)
+/* Where get g reads its record: its own rec when that is aligned for direct I/O (no copy
+ * afterwards), else staging record `stage`. */
+static uint8_t *get_buffer(struct dsd_disk_tier *dt, const struct dsd_disk_get *g, int stage)
 {
-    while (n > 0) {
-        const int b = n < DSD_DISK_TIER_READ_DEPTH ? n : DSD_DISK_TIER_READ_DEPTH;
-        int slot[DSD_DISK_TIER_READ_DEPTH], idx[DSD_DISK_TIER_READ_DEPTH], m = 0;
-        uint8_t *bufs[DSD_DISK_TIER_READ_DEPTH];
-        size_t lens[DSD_DISK_TIER_READ_DEPTH];
-        uint64_t offs[DSD_DISK_TIER_READ_DEPTH];
-        ssize_t got[DSD_DISK_TIER_READ_DEPTH];
-        pthread_mutex_lock(&dt->mu);
-        for (int k = 0; k < b; k++) {
-            int32_t s = dsd_hash_index_get(dt->index, g[k].hash);
-            for (int q = 0; q < m && s >= 0; q++)
-                if (slot[q] == s)
-                    s = -1;             /* asked twice in one batch: the second is a miss */
-            if (s < 0) {
-                g[k].rc = -ENOENT;
+    if (g->rec && (uintptr_t)g->rec % DSD_KV_PAGE_ALIGN == 0)
+        return g->rec;
+    return dt->stage + (size_t)stage * dt->rec_bytes;
+}
+
+/* dsd_disk_tier_get_many for n <= DSD_DISK_TIER_GET_MAX pages. */
+static void get_chunk(struct dsd_disk_tier *dt, int n, struct dsd_disk_get *g)
+{
+    /* the slots, under the lock; a page named twice is read once (the second is a miss) */
+    int slot[DSD_DISK_TIER_GET_MAX];
+    bool done[DSD_DISK_TIER_GET_MAX] = {false};
+    pthread_mutex_lock(&dt->mu);
+    for (int k = 0; k < n; k++) {
+        int32_t s = dsd_hash_index_get(dt->index, g[k].hash);
+        for (int q = 0; q < k && s >= 0; q++)
+            if (slot[q] == s)
+                s = -1;
+        slot[k] = s;
+    }
+    pthread_mutex_unlock(&dt->mu);
+    for (int k = 0; k < n; k++)
+        if (slot[k] < 0) {
+            count(dt, &dt->st.misses);
+            g[k].rc = dsd_errf(&g[k].err, -ENOENT, "disk KV tier: page %016llx is not stored",
+                               (unsigned long long)g[k].hash);
+        }
+    /* A window of DSD_DISK_TIER_READ_DEPTH reads in flight through the ring: each page is
+     * verified as it lands while the next ones are read (the disk never waits for the
+     * checksums of a whole batch). Staging records serve the gets without an aligned rec. */
+    int stage_of[DSD_DISK_TIER_READ_DEPTH], free_stage[DSD_DISK_TIER_READ_DEPTH], n_free = 0;
+    for (int i = DSD_DISK_TIER_READ_DEPTH - 1; i >= 0; i--)
+        free_stage[n_free++] = i;
+    int next = 0, inflight = 0;
+    int slot_k[DSD_DISK_TIER_READ_DEPTH];   /* window position -> get index */
+    for (int w = 0; w < DSD_DISK_TIER_READ_DEPTH; w++)
+        slot_k[w] = -1;
+    dt->in_window = true;
+    while (dt->st.uring && (next < n || inflight > 0)) {
+        while (inflight < DSD_DISK_TIER_READ_DEPTH && next < n) {
+            int k = next;
+            if (slot[k] < 0) {
+                next++;
                 continue;
             }
-            slot[m] = s;
-            idx[m] = k;
-            bufs[m] = dt->stage + (size_t)m * dt->rec_bytes;
-            lens[m] = dt->rec_bytes;
-            offs[m] = slot_off(dt, s);
-            m++;
+            struct io_uring_sqe *sqe = io_uring_get_sqe(&dt->ring);
+            if (!sqe)
+                break;
+            int w = 0;
+            while (slot_k[w] >= 0)
+                w++;
+            int st = -1;
+            if (!(g[k].rec && (uintptr_t)g[k].rec % DSD_KV_PAGE_ALIGN == 0))
+                st = free_stage[--n_free];
+            uint8_t *buf = get_buffer(dt, &g[k], st);
+            if (dt->st.registered && in_stage(dt, buf, dt->rec_bytes))
+                io_uring_prep_read_fixed(sqe, dt->fd, buf, (unsigned)dt->rec_bytes, slot_off(dt, slot[k]), 0);
+            else
+                io_uring_prep_read(sqe, dt->fd, buf, (unsigned)dt->rec_bytes, slot_off(dt, slot[k]));
+            io_uring_sqe_set_data64(sqe, (uint64_t)w);
+            slot_k[w] = k;
+            stage_of[w] = st;
+            inflight++;
+            next++;
         }
-        pthread_mutex_unlock(&dt->mu);
-        for (int k = 0; k < b; k++)
-            if (g[k].rc == -ENOENT) {
-                count(dt, &dt->st.misses);
-                dsd_errf(&g[k].err, -ENOENT, "disk KV tier: page %016llx is not stored",
-                         (unsigned long long)g[k].hash);
+        int rc = io_uring_submit_and_wait(&dt->ring, inflight > 0 ? 1 : 0);
+        if (rc < 0 && rc != -EINTR) {
+            tlog(&dt->c, 4, "disk KV tier: io_uring failed while reading pages (%s); using pread", strerror(-rc));
+            /* what is in flight cannot be trusted: the ring goes, those pages are read again */
+            io_uring_queue_exit(&dt->ring);
+            dt->st.uring = dt->st.registered = false;
+            for (int w = 0; w < DSD_DISK_TIER_READ_DEPTH; w++)
+                if (slot_k[w] >= 0) {
+                    if (stage_of[w] >= 0)
+                        free_stage[n_free++] = stage_of[w];
+                    slot_k[w] = -1;
+                }
+            break;
+        }
+        struct io_uring_cqe *cqe;
+        while (inflight > 0 && io_uring_peek_cqe(&dt->ring, &cqe) == 0) {
+            int w = (int)(io_uring_cqe_get_data64(cqe) % DSD_DISK_TIER_READ_DEPTH);
+            ssize_t got = cqe->res;
+            io_uring_cqe_seen(&dt->ring, cqe);
+            int k = slot_k[w];
+            uint8_t *buf = get_buffer(dt, &g[k], stage_of[w]);
+            if (got == -EINTR || got == -EAGAIN)
+                got = io_rw(dt, 0, buf, dt->rec_bytes, slot_off(dt, slot[k]));
+            else if (got > 0 && (size_t)got < dt->rec_bytes) {
+                ssize_t r = io_rw(dt, 0, buf + got, dt->rec_bytes - (size_t)got, slot_off(dt, slot[k]) + (uint64_t)got);
+                got = r < 0 ? r : got + r;
             }
-        read_many(dt, m, bufs, lens, offs, got, "reading pages");
-        for (int q = 0; q < m; q++) {
-            struct dsd_disk_get *x = &g[idx[q]];
-            x->rc = finish_read(dt, slot[q], x->hash, bufs[q], got[q], x->expect, x->mla, x->index, &x->err);
+            done[k] = true;
+            g[k].rc = finish_read(dt, slot[k], g[k].hash, buf, got, g[k].expect, buf == g[k].rec ? NULL : g[k].mla,
+                                  buf == g[k].rec ? NULL : g[k].index, &g[k].err);
+            if (buf != g[k].rec && g[k].rec && g[k].rc == 0)
+                memcpy(g[k].rec, buf, dt->rec_bytes);
+            if (stage_of[w] >= 0)
+                free_stage[n_free++] = stage_of[w];
+            slot_k[w] = -1;
+            inflight--;
         }
-        g += b;
-        n -= b;
     }
+    dt->in_window = false;
+    /* without the ring (or after it failed): one read at a time */
+    for (int k = 0; k < n; k++) {
+        if (slot[k] < 0 || done[k])
+            continue;
+        uint8_t *buf = get_buffer(dt, &g[k], 0);
+        ssize_t got = io_rw(dt, 0, buf, dt->rec_bytes, slot_off(dt, slot[k]));
+        g[k].rc = finish_read(dt, slot[k], g[k].hash, buf, got, g[k].expect, buf == g[k].rec ? NULL : g[k].mla,
+                              buf == g[k].rec ? NULL : g[k].index, &g[k].err);
+        if (buf != g[k].rec && g[k].rec && g[k].rc == 0)
+            memcpy(g[k].rec, buf, dt->rec_bytes);
+    }
+}
+
+void dsd_disk_tier_get_many(struct dsd_disk_tier *dt, int n, struct dsd_disk_get *g)
+{
+    for (int k = 0; k < n; k += DSD_DISK_TIER_GET_MAX)
+        get_chunk(dt, n - k < DSD_DISK_TIER_GET_MAX ? n - k : DSD_DISK_TIER_GET_MAX, g + k);
 }
 
 int dsd_disk_tier_get(struct dsd_disk_tier *dt, uint64_t h, const struct dsd_kv_page_meta *expect, void *mla,

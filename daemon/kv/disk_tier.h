@@ -111,14 +111,21 @@ int dsd_disk_tier_get(struct dsd_disk_tier *dt, uint64_t h, const struct dsd_kv_
 struct dsd_disk_get {
     uint64_t hash;
     const struct dsd_kv_page_meta *expect;  /* may be NULL */
-    void *mla, *index;                      /* filled only when the page checks */
+    void *mla, *index;                      /* filled only when the page checks (rec NULL) */
+    /* Or a whole record buffer (dsd_kv_page_record_bytes): the record is read into it and
+     * verified there, arenas at dsd_kv_page_mla/index (mla and index are then ignored).
+     * Aligned to DSD_KV_PAGE_ALIGN, the disk reads straight into it; otherwise through a
+     * staging record and a copy. On a failure its contents are undefined. */
+    void *rec;
     int rc;                                 /* out: what dsd_disk_tier_get would return */
     struct dsd_err err;                     /* out, when rc < 0: why */
 };
-/* dsd_disk_tier_get for n pages, DSD_DISK_TIER_READ_DEPTH of them read at once (one staging
- * record each): a long prefix comes off the disk at its queue's rate, not one latency per
- * page. Each g[k] gets its own rc; a page named twice in one batch is read once (the second
- * is -ENOENT). */
+#define DSD_DISK_TIER_GET_MAX 64     /* pages get_many takes in one window (it loops over more) */
+/* dsd_disk_tier_get for n pages through a window of DSD_DISK_TIER_READ_DEPTH reads in flight
+ * (io_uring): each page is verified as it lands while the next are read, so a long prefix
+ * comes off the disk at its queue's rate, not one latency per page nor one checksum pass per
+ * batch. Each g[k] gets its own rc; a page named twice among DSD_DISK_TIER_GET_MAX
+ * consecutive gets is read once (the second is -ENOENT). */
 void dsd_disk_tier_get_many(struct dsd_disk_tier *dt, int n, struct dsd_disk_get *g);
 
 /* Forgets page h (its slot's header is cleared on disk). Returns 0 or -ENOENT. */

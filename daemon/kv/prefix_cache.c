@@ -83,13 +83,14 @@ static int sync_be(struct dsd_prefix_cache *pc)
 /* Device pages demoted to the host tier per synchronization (make_room). */
 #define DEMOTE_BATCH 256
 
-/* The tier I/O job ring: up to READS_QUEUED reads ahead (two batches of io_depth: one on the
- * disk, the next queued behind it) beside io_depth writes (one per staging record). */
-#define READS_QUEUED(pc) (2 * (pc)->io_depth)
+/* The tier I/O job ring: up to READS_QUEUED reads ahead (two of the I/O thread's read
+ * batches: one on the disk, the next queued behind it; reads need no staging record, they land
+ * in their host slots) beside io_depth writes (one per staging record). */
+#define READS_QUEUED (2 * DSD_DISK_TIER_GET_MAX)
 
 static int ring_jobs(const struct dsd_prefix_cache *pc)
 {
-    return READS_QUEUED(pc) + pc->io_depth;
+    return READS_QUEUED + pc->io_depth;
 }
 
 struct dsd_prefix_cache *dsd_prefix_cache_new(struct dsd_kv_cache *kv, const struct dsd_prefix_cache_config *c,
@@ -746,7 +747,7 @@ static int read_ahead(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_
     uint64_t parent = m > 0 ? pc->displaced[m - 1].hash : DSD_KV_CHAIN_ROOT;
     /* the reads of this call, queued together so that the I/O thread reads them together */
     struct dsd_tier_job jobs[DSD_PREFIX_CACHE_READ_BATCH];
-    int n_jobs = 0, room = READS_QUEUED(pc) - dsd_tier_io_pending(pc->io);
+    int n_jobs = 0, room = READS_QUEUED - dsd_tier_io_pending(pc->io);
     bool busy = false;
     for (int i = m; i < n_full && in_host + pending < cap; i++) {
         if (i > m)

@@ -31,19 +31,21 @@ static void test_delay(const struct dsd_tier_io *io)
     }
 }
 
-/* Runs jobs[0..n): a write alone, or up to DSD_DISK_TIER_READ_DEPTH consecutive reads
- * together (dsd_disk_tier_get_many: their disk reads are in flight at once). */
+/* Consecutive READ jobs run as one dsd_disk_tier_get_many (its window keeps the disk busy
+ * across them). */
+#define TIER_IO_READS DSD_DISK_TIER_GET_MAX
+
+/* Runs jobs[0..n): a write alone, or up to TIER_IO_READS consecutive reads together
+ * (dsd_disk_tier_get_many: their disk reads overlap each other and the checksums). */
 static void run_jobs(struct dsd_tier_io *io, struct dsd_tier_job *const *jobs, int n)
 {
     const struct dsd_kv_page_geom *g = dsd_disk_tier_geom(io->dt);
     for (int k = 0; k < n; k++)
         test_delay(io);
     if (jobs[0]->kind == DSD_TIER_READ) {
-        struct dsd_disk_get gets[DSD_DISK_TIER_READ_DEPTH];
+        struct dsd_disk_get gets[TIER_IO_READS];
         for (int k = 0; k < n; k++)
-            gets[k] = (struct dsd_disk_get){.hash = jobs[k]->hash, .expect = &jobs[k]->meta,
-                                            .mla = dsd_kv_page_mla(jobs[k]->rec),
-                                            .index = dsd_kv_page_index(jobs[k]->rec, g)};
+            gets[k] = (struct dsd_disk_get){.hash = jobs[k]->hash, .expect = &jobs[k]->meta, .rec = jobs[k]->rec};
         dsd_disk_tier_get_many(io->dt, n, gets);
         for (int k = 0; k < n; k++) {
             jobs[k]->rc = gets[k].rc;
@@ -72,11 +74,11 @@ static void *worker(void *arg)
         if (io->run == io->tail || (io->stop && !io->drain))
             break;
         /* the next job, and the reads queued right behind a read */
-        struct dsd_tier_job *jobs[DSD_DISK_TIER_READ_DEPTH];
+        struct dsd_tier_job *jobs[TIER_IO_READS];
         int n = 0;
         do
             jobs[n] = &io->jobs[(io->run + (uint64_t)n) % (uint64_t)io->depth];
-        while (++n < DSD_DISK_TIER_READ_DEPTH && io->run + (uint64_t)n < io->tail &&
+        while (++n < TIER_IO_READS && io->run + (uint64_t)n < io->tail &&
                jobs[0]->kind == DSD_TIER_READ &&
                io->jobs[(io->run + (uint64_t)n) % (uint64_t)io->depth].kind == DSD_TIER_READ);
         pthread_mutex_unlock(&io->mu);

@@ -19,8 +19,9 @@
  * thread from submit until the job is reaped: a WRITE reads it (the owner may read it too:
  * a page in flight served from its host copy), a READ fills it (the owner must not touch it).
  * Jobs run in submission order, so a READ submitted after the WRITE of the same page finds it
- * on disk; consecutive READs (up to DSD_DISK_TIER_READ_DEPTH) run together, their disk reads
- * in flight at once, and finish together. The disk tier's contains and stats may be called
+ * on disk; consecutive READs (up to DSD_DISK_TIER_GET_MAX) run together as one
+ * dsd_disk_tier_get_many (a window of reads in flight, each page verified as it lands, read
+ * straight into its record), and finish together. The disk tier's contains and stats may be called
  * meanwhile (its index is guarded); nothing else of it may.
  *
  * Shutdown: free with drain runs every queued job first; without, the job running finishes

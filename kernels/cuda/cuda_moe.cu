@@ -36,6 +36,7 @@ extern "C" {
 }
 #include "cuda_backend.h"
 #include "cuda_moe.h"
+#include "cuda_attn_util.h"   // cp_async16 and its commit/wait
 
 // ---------------------------------------------------------------------------------------
 // small helpers
@@ -145,6 +146,76 @@ router_logits_kernel(float *__restrict__ logits, const __nv_bfloat16 *__restrict
         v = __fadd_rn(v, __shfl_down_sync(0xffffffffu, v, 1, 8));
         v = __fadd_rn(v, __shfl_down_sync(0xffffffffu, v, 2, 8));
         if (lane8 == 0 && e < E && j < nt)
+            logits[(size_t)(t0 + j) * E + e] = v;
+    }
+}
+
+// The same sums for decode-sized steps (T <= RL_SLAB_MAX_T), where the kernel above is slow
+// for a reason of latency, not bytes: its lanes load their 2-byte weights one dependent step
+// at a time (the adds must stay in dsd_ref_dot's column order), so a block of 8 experts
+// spends ~D/8 global round trips per chunk. Here the block first copies its 8 expert rows
+// whole into shared memory (cp.async: every 16-byte piece in flight at once) with the
+// tokens' rows, then walks the same columns in the same order from there. Rows are padded by
+// 16 bytes so the 4 experts of a warp read 4 different bank groups.
+#define RL_SLAB_MAX_T 64
+
+__host__ __device__ constexpr size_t rl_slab_row_bytes(int D, int wbytes)
+{
+    return (size_t)D * wbytes + 16;
+}
+
+static size_t rl_slab_smem(int D, int wbytes)
+{
+    return RL_EXPERTS * rl_slab_row_bytes(D, wbytes) + (size_t)RL_TOKENS * D * sizeof(__nv_bfloat16);
+}
+
+template <typename W>
+__global__ void __launch_bounds__(RL_EXPERTS * 8)
+router_logits_slab_kernel(float *__restrict__ logits, const __nv_bfloat16 *__restrict__ x, const W *__restrict__ w,
+                          int T, int E, int D)
+{
+    extern __shared__ __align__(16) uint8_t rl_sm[];
+    const size_t rs = rl_slab_row_bytes(D, (int)sizeof(W));
+    __nv_bfloat16 *xs = reinterpret_cast<__nv_bfloat16 *>(rl_sm + RL_EXPERTS * rs);     // [RL_TOKENS][D]
+    const int lane8 = threadIdx.x & 7, el = threadIdx.x >> 3;
+    const int e0 = blockIdx.x * RL_EXPERTS, e = e0 + el, t0 = blockIdx.y * RL_TOKENS;
+    const int nt = min(RL_TOKENS, T - t0);
+    const int wc = D * (int)sizeof(W) / 16, xc = D * 2 / 16;  // 16-byte pieces per row
+    for (int i = threadIdx.x; i < RL_EXPERTS * wc; i += blockDim.x) {
+        const int r = i / wc, c = i % wc;
+        const bool ok = e0 + r < E;
+        dsd_attn::cp_async16(rl_sm + r * rs + 16 * c, reinterpret_cast<const uint8_t *>(w + (size_t)(ok ? e0 + r : 0) * D) + 16 * c,
+                   ok);
+    }
+    for (int i = threadIdx.x; i < nt * xc; i += blockDim.x) {
+        const int j = i / xc, c = i % xc;
+        dsd_attn::cp_async16(reinterpret_cast<uint8_t *>(xs + (size_t)j * D) + 16 * c,
+                   reinterpret_cast<const uint8_t *>(x + (size_t)(t0 + j) * D) + 16 * c, true);
+    }
+    dsd_attn::cp_async_commit();
+    dsd_attn::cp_async_wait_all();
+    __syncthreads();
+    if (e >= E)
+        return;
+    const W *wr = reinterpret_cast<const W *>(rl_sm + el * rs);
+    float acc[RL_TOKENS];
+#pragma unroll
+    for (int j = 0; j < RL_TOKENS; j++)
+        acc[j] = 0.0f;
+    for (int c = lane8; c < D; c += 8) {
+        const float wv = static_cast<float>(wr[c]);
+#pragma unroll
+        for (int j = 0; j < RL_TOKENS; j++)
+            if (j < nt)
+                acc[j] = __fadd_rn(acc[j], __fmul_rn(__bfloat162float(xs[(size_t)j * D + c]), wv));
+    }
+#pragma unroll
+    for (int j = 0; j < RL_TOKENS; j++) {
+        float v = acc[j];
+        v = __fadd_rn(v, __shfl_down_sync(0xffffffffu, v, 4, 8));
+        v = __fadd_rn(v, __shfl_down_sync(0xffffffffu, v, 1, 8));
+        v = __fadd_rn(v, __shfl_down_sync(0xffffffffu, v, 2, 8));
+        if (lane8 == 0 && j < nt)
             logits[(size_t)(t0 + j) * E + e] = v;
     }
 }
@@ -264,28 +335,80 @@ sort_count_kernel(int32_t *__restrict__ cnt_chunk, const int32_t *__restrict__ i
 }
 
 // per expert: base of each chunk, totals, offsets (experts in id order, then the shared
-// expert at E with its T pairs), the ascending list of active experts and their number
+// expert at E with its T pairs), the ascending list of active experts and their number. The
+// offsets and the active list are block-wide prefix sums over tiles of 1024 experts (one
+// thread walking E experts through global memory cost ~20 us at E = 256).
+// (CUB's BlockScan would do; its headers declare a namespace `cuda` that collides with this
+// folder's cuda() accessor, so the few lines of a warp-shuffle scan live here.)
+// Exclusive prefix sum of v over a block of 1024 threads; *total gets the block's sum. Every
+// thread must call it; ws is 32 ints of shared memory.
+__device__ __forceinline__ int block_exclusive_sum(int v, int *ws, int *total)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int x = v;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        int y = __shfl_up_sync(0xffffffffu, x, o);
+        if (lane >= o)
+            x += y;
+    }
+    if (lane == 31)
+        ws[warp] = x;
+    __syncthreads();
+    if (warp == 0) {
+        int w = ws[lane];
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            int y = __shfl_up_sync(0xffffffffu, w, o);
+            if (lane >= o)
+                w += y;
+        }
+        ws[lane] = w;               // inclusive sums of the warps' totals
+    }
+    __syncthreads();
+    const int before = warp ? ws[warp - 1] : 0;
+    *total = ws[31];
+    __syncthreads();                // ws may be reused by the next call
+    return before + x - v;
+}
+
 __global__ void __launch_bounds__(1024)
 sort_scan_kernel(struct moe_sort s, int n_chunks, int T, int k, int E, bool shared)
 {
-    for (int e = threadIdx.x; e < E; e += blockDim.x) {
-        int run = 0;
-        for (int c = 0; c < n_chunks; c++) {
-            int n = s.cnt_chunk[(size_t)c * E + e];
-            s.cnt_chunk[(size_t)c * E + e] = run;   // becomes the chunk's base within e
-            run += n;
-        }
-        s.cnt[e] = run;
-    }
+    __shared__ int ws[32];
+    __shared__ int carry_off, carry_na;
+    if (threadIdx.x == 0)
+        carry_off = carry_na = 0;
     __syncthreads();
-    if (threadIdx.x == 0) {
-        int off = 0, na = 0;
-        for (int e = 0; e < E; e++) {
-            s.off[e] = off;
-            off += s.cnt[e];
-            if (s.cnt[e])
-                s.active[na++] = e;
+    for (int base = 0; base < E; base += 1024) {
+        const int e = base + threadIdx.x;
+        int run = 0;
+        if (e < E) {
+            for (int c = 0; c < n_chunks; c++) {
+                int n = s.cnt_chunk[(size_t)c * E + e];
+                s.cnt_chunk[(size_t)c * E + e] = run;   // becomes the chunk's base within e
+                run += n;
+            }
+            s.cnt[e] = run;
         }
+        const int act = e < E && run > 0;
+        int tot_off, tot_na;
+        const int off = block_exclusive_sum(run, ws, &tot_off);
+        const int idx = block_exclusive_sum(act, ws, &tot_na);
+        if (e < E) {
+            s.off[e] = carry_off + off;
+            if (act)
+                s.active[carry_na + idx] = e;
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            carry_off += tot_off;
+            carry_na += tot_na;
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        int off = carry_off, na = carry_na;
         s.off[E] = off;             // == T * k
         s.cnt[E] = shared ? T : 0;
         s.off[E + 1] = off + s.cnt[E];
@@ -1039,6 +1162,26 @@ void cuda_moe_router_logits(struct cuda_backend *cb, float *logits, const void *
 {
     const int E = (int)rw->rows, D = (int)rw->cols;
     dim3 gl((E + RL_EXPERTS - 1) / RL_EXPERTS, (T + RL_TOKENS - 1) / RL_TOKENS);
+    const int wb = rw->dtype == DSD_DTYPE_F32 ? 4 : 2;
+    const size_t sm = rl_slab_smem(D, wb);
+    if (T <= RL_SLAB_MAX_T && D % 8 == 0 && sm <= 227 * 1024 && ((uintptr_t)x | (uintptr_t)rw->data) % 16 == 0 &&
+        (rw->dtype == DSD_DTYPE_F32 || rw->dtype == DSD_DTYPE_BF16)) {
+        if (rw->dtype == DSD_DTYPE_F32) {
+            if (!CU_OK(cb, cudaFuncSetAttribute(router_logits_slab_kernel<float>,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm)))
+                return;
+            router_logits_slab_kernel<float><<<gl, RL_EXPERTS * 8, sm, cb->stream>>>(
+                logits, (const __nv_bfloat16 *)x, (const float *)rw->data, T, E, D);
+        } else {
+            if (!CU_OK(cb, cudaFuncSetAttribute(router_logits_slab_kernel<__nv_bfloat16>,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm)))
+                return;
+            router_logits_slab_kernel<__nv_bfloat16><<<gl, RL_EXPERTS * 8, sm, cb->stream>>>(
+                logits, (const __nv_bfloat16 *)x, (const __nv_bfloat16 *)rw->data, T, E, D);
+        }
+        CU_LAUNCHED(cb);
+        return;
+    }
     if (rw->dtype == DSD_DTYPE_F32)
         router_logits_kernel<float><<<gl, RL_EXPERTS * 8, 0, cb->stream>>>(
             logits, (const __nv_bfloat16 *)x, (const float *)rw->data, T, E, D);

@@ -340,7 +340,7 @@ TEST(corruption_on_disk_is_dropped_never_served)
  * one never stored and one named twice: each gets its own result, the good ones their bytes. */
 static void get_many_round(unsigned flags)
 {
-    enum { N = DSD_DISK_TIER_READ_DEPTH + 5 };
+    enum { N = DSD_DISK_TIER_GET_MAX + 5 };     /* more than one window, and a second chunk */
     const char *dir = scratch("many");
     struct dsd_err err = {{0}};
     struct page *p = make_pages(N, 7), *absent = make_pages(1, 8);
@@ -392,6 +392,27 @@ static void get_many_round(unsigned flags)
     dsd_disk_tier_get_many(dt, 2, twice);
     ASSERT_EQ_INT(twice[0].rc, 0);
     ASSERT_EQ_INT(twice[1].rc, -ENOENT);
+    /* whole records: an aligned one is read into directly, an unaligned one through staging;
+     * the arenas are where dsd_kv_page_mla/index say; the corrupted page is gone */
+    const size_t rb = dsd_kv_page_record_bytes(&G);
+    uint8_t *al = aligned_alloc(DSD_KV_PAGE_ALIGN, 2 * rb), *un_mem = malloc(rb + 16);
+    ASSERT_TRUE(al && un_mem);
+    if (al && un_mem) {
+        uint8_t *un = un_mem + 8;
+        struct dsd_disk_get r[3] = {{.hash = p[0].meta.chain_hash, .expect = &p[0].meta, .rec = al},
+                                    {.hash = p[6].meta.chain_hash, .expect = &p[6].meta, .rec = un},
+                                    {.hash = p[7].meta.chain_hash, .rec = al + rb}};
+        dsd_disk_tier_get_many(dt, 3, r);
+        const int want[3] = {0, 6, 7};
+        for (int k = 0; k < 3; k++) {
+            uint8_t *rec = r[k].rec;
+            ASSERT_EQ_INT(r[k].rc, 0);
+            ASSERT_TRUE(memcmp(dsd_kv_page_mla(rec), p[want[k]].mla, mb) == 0 &&
+                        memcmp(dsd_kv_page_index(rec, &G), p[want[k]].index, ib) == 0);
+        }
+    }
+    free(al);
+    free(un_mem);
     for (int k = 0; k < N + 2; k++) {
         free(g[k].mla);
         free(g[k].index);
