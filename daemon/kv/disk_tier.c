@@ -709,6 +709,9 @@ static uint8_t *get_buffer(struct dsd_disk_tier *dt, const struct dsd_disk_get *
     return dt->stage + (size_t)stage * dt->rec_bytes;
 }
 
+#define RUN_BYTES (4u << 20)   /* the largest vectored read of consecutive slots */
+#define RUN_PAGES 64            /* and its pages (iovecs) */
+
 /* dsd_disk_tier_get_many for n <= DSD_DISK_TIER_GET_MAX pages. */
 static void get_chunk(struct dsd_disk_tier *dt, int n, struct dsd_disk_get *g)
 {
@@ -732,14 +735,20 @@ static void get_chunk(struct dsd_disk_tier *dt, int n, struct dsd_disk_get *g)
         }
     /* A window of DSD_DISK_TIER_READ_DEPTH reads in flight through the ring: each page is
      * verified as it lands while the next ones are read (the disk never waits for the
-     * checksums of a whole batch). Staging records serve the gets without an aligned rec. */
+     * checksums of a whole batch). Pages whose slots follow each other (a prefix written in
+     * order) and whose records are aligned go in one vectored read of up to RUN_BYTES: a
+     * disk that limits requests per second (cloud volumes) then moves as many bytes per
+     * request as dd does. A get without an aligned rec reads alone, through a staging record. */
     int stage_of[DSD_DISK_TIER_READ_DEPTH], free_stage[DSD_DISK_TIER_READ_DEPTH], n_free = 0;
     for (int i = DSD_DISK_TIER_READ_DEPTH - 1; i >= 0; i--)
         free_stage[n_free++] = i;
     int next = 0, inflight = 0;
-    int slot_k[DSD_DISK_TIER_READ_DEPTH];   /* window position -> get index */
+    int run_k[DSD_DISK_TIER_READ_DEPTH], run_n[DSD_DISK_TIER_READ_DEPTH];  /* window position: first get, pages */
+    struct iovec iov[DSD_DISK_TIER_READ_DEPTH][RUN_PAGES];
     for (int w = 0; w < DSD_DISK_TIER_READ_DEPTH; w++)
-        slot_k[w] = -1;
+        run_k[w] = -1;
+    const int run_max = (int)(RUN_BYTES / dt->rec_bytes) < 1 ? 1
+                        : (int)(RUN_BYTES / dt->rec_bytes) > RUN_PAGES ? RUN_PAGES : (int)(RUN_BYTES / dt->rec_bytes);
     dt->in_window = true;
     while (dt->st.uring && (next < n || inflight > 0)) {
         while (inflight < DSD_DISK_TIER_READ_DEPTH && next < n) {
@@ -752,21 +761,32 @@ static void get_chunk(struct dsd_disk_tier *dt, int n, struct dsd_disk_get *g)
             if (!sqe)
                 break;
             int w = 0;
-            while (slot_k[w] >= 0)
+            while (run_k[w] >= 0)
                 w++;
-            int st = -1;
-            if (!(g[k].rec && (uintptr_t)g[k].rec % DSD_KV_PAGE_ALIGN == 0))
-                st = free_stage[--n_free];
+            const bool direct = g[k].rec && (uintptr_t)g[k].rec % DSD_KV_PAGE_ALIGN == 0;
+            int len = 1;
+            if (direct)
+                while (len < run_max && k + len < n && slot[k + len] == slot[k] + len && g[k + len].rec &&
+                       (uintptr_t)g[k + len].rec % DSD_KV_PAGE_ALIGN == 0)
+                    len++;
+            int st = direct ? -1 : free_stage[--n_free];
             uint8_t *buf = get_buffer(dt, &g[k], st);
-            if (dt->st.registered && in_stage(dt, buf, dt->rec_bytes))
+            if (len > 1) {
+                for (int i = 0; i < len; i++)
+                    iov[w][i] = (struct iovec){.iov_base = g[k + i].rec, .iov_len = dt->rec_bytes};
+                io_uring_prep_readv(sqe, dt->fd, iov[w], (unsigned)len, slot_off(dt, slot[k]));
+            } else if (dt->st.registered && in_stage(dt, buf, dt->rec_bytes)) {
                 io_uring_prep_read_fixed(sqe, dt->fd, buf, (unsigned)dt->rec_bytes, slot_off(dt, slot[k]), 0);
-            else
+            } else {
                 io_uring_prep_read(sqe, dt->fd, buf, (unsigned)dt->rec_bytes, slot_off(dt, slot[k]));
+            }
             io_uring_sqe_set_data64(sqe, (uint64_t)w);
-            slot_k[w] = k;
+            count(dt, &dt->st.read_requests);
+            run_k[w] = k;
+            run_n[w] = len;
             stage_of[w] = st;
             inflight++;
-            next++;
+            next += len;
         }
         int rc = io_uring_submit_and_wait(&dt->ring, inflight > 0 ? 1 : 0);
         if (rc < 0 && rc != -EINTR) {
@@ -775,10 +795,10 @@ static void get_chunk(struct dsd_disk_tier *dt, int n, struct dsd_disk_get *g)
             io_uring_queue_exit(&dt->ring);
             dt->st.uring = dt->st.registered = false;
             for (int w = 0; w < DSD_DISK_TIER_READ_DEPTH; w++)
-                if (slot_k[w] >= 0) {
+                if (run_k[w] >= 0) {
                     if (stage_of[w] >= 0)
                         free_stage[n_free++] = stage_of[w];
-                    slot_k[w] = -1;
+                    run_k[w] = -1;
                 }
             break;
         }
@@ -787,22 +807,26 @@ static void get_chunk(struct dsd_disk_tier *dt, int n, struct dsd_disk_get *g)
             int w = (int)(io_uring_cqe_get_data64(cqe) % DSD_DISK_TIER_READ_DEPTH);
             ssize_t got = cqe->res;
             io_uring_cqe_seen(&dt->ring, cqe);
-            int k = slot_k[w];
-            uint8_t *buf = get_buffer(dt, &g[k], stage_of[w]);
-            if (got == -EINTR || got == -EAGAIN)
-                got = io_rw(dt, 0, buf, dt->rec_bytes, slot_off(dt, slot[k]));
-            else if (got > 0 && (size_t)got < dt->rec_bytes) {
-                ssize_t r = io_rw(dt, 0, buf + got, dt->rec_bytes - (size_t)got, slot_off(dt, slot[k]) + (uint64_t)got);
-                got = r < 0 ? r : got + r;
+            const int k0 = run_k[w], len = run_n[w];
+            /* the pages the read covered are judged now; a page it left short, an interrupted
+             * read, or a vectored read that failed (one bad page must not cost its
+             * neighbours) are read again one by one below */
+            const bool retry = got == -EINTR || got == -EAGAIN || (got < 0 && len > 1);  /* one by one */
+            for (int i = 0; i < len && !retry; i++) {
+                const int k = k0 + i;
+                ssize_t mine = got < 0 ? got : got >= (ssize_t)((size_t)(i + 1) * dt->rec_bytes) ? (ssize_t)dt->rec_bytes : -1;
+                if (mine == -1)
+                    break;                  /* short: left for the one-by-one reads */
+                uint8_t *buf = get_buffer(dt, &g[k], stage_of[w]);
+                done[k] = true;
+                g[k].rc = finish_read(dt, slot[k], g[k].hash, buf, mine, g[k].expect, buf == g[k].rec ? NULL : g[k].mla,
+                                      buf == g[k].rec ? NULL : g[k].index, &g[k].err);
+                if (buf != g[k].rec && g[k].rec && g[k].rc == 0)
+                    memcpy(g[k].rec, buf, dt->rec_bytes);
             }
-            done[k] = true;
-            g[k].rc = finish_read(dt, slot[k], g[k].hash, buf, got, g[k].expect, buf == g[k].rec ? NULL : g[k].mla,
-                                  buf == g[k].rec ? NULL : g[k].index, &g[k].err);
-            if (buf != g[k].rec && g[k].rec && g[k].rc == 0)
-                memcpy(g[k].rec, buf, dt->rec_bytes);
             if (stage_of[w] >= 0)
                 free_stage[n_free++] = stage_of[w];
-            slot_k[w] = -1;
+            run_k[w] = -1;
             inflight--;
         }
     }
@@ -812,6 +836,7 @@ static void get_chunk(struct dsd_disk_tier *dt, int n, struct dsd_disk_get *g)
         if (slot[k] < 0 || done[k])
             continue;
         uint8_t *buf = get_buffer(dt, &g[k], 0);
+        count(dt, &dt->st.read_requests);
         ssize_t got = io_rw(dt, 0, buf, dt->rec_bytes, slot_off(dt, slot[k]));
         g[k].rc = finish_read(dt, slot[k], g[k].hash, buf, got, g[k].expect, buf == g[k].rec ? NULL : g[k].mla,
                               buf == g[k].rec ? NULL : g[k].index, &g[k].err);

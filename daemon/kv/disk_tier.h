@@ -76,6 +76,8 @@ struct dsd_disk_tier_stats {
     uint64_t writes, evictions;         /* pages written; pages overwritten to make room */
     uint64_t dropped;                   /* pages found corrupt or foreign (scan and reads) */
     uint64_t io_errors;
+    uint64_t read_requests;             /* disk requests that page reads took (a vectored read
+                                           of consecutive slots is one) */
     bool direct, uring, registered;     /* O_DIRECT, io_uring, a registered staging buffer */
 };
 

@@ -153,50 +153,55 @@ router_logits_kernel(float *__restrict__ logits, const __nv_bfloat16 *__restrict
 // The same sums for decode-sized steps (T <= RL_SLAB_MAX_T), where the kernel above is slow
 // for a reason of latency, not bytes: its lanes load their 2-byte weights one dependent step
 // at a time (the adds must stay in dsd_ref_dot's column order), so a block of 8 experts
-// spends ~D/8 global round trips per chunk. Here the block first copies its 8 expert rows
-// whole into shared memory (cp.async: every 16-byte piece in flight at once) with the
-// tokens' rows, then walks the same columns in the same order from there. Rows are padded by
-// 16 bytes so the 4 experts of a warp read 4 different bank groups.
+// spends ~D/8 global round trips per chunk. Here a block of RL_SLAB_THREADS first copies its
+// RL_SLAB_EXPERTS expert rows whole into shared memory with the tokens' rows (cp.async: every
+// thread keeps its 16-byte pieces in flight at once), then one warp (8 lanes per expert) walks
+// the same columns in the same order from there. Rows are padded by 16 bytes so the 4 experts
+// of the warp read 4 different bank groups. (H100, E = 256, D = 7168: 8 experts per block of
+// 64 threads took 35 us at T = 1, the copy in being the time.)
 #define RL_SLAB_MAX_T 64
+#define RL_SLAB_EXPERTS 4
+#define RL_SLAB_THREADS 256
 
 __host__ __device__ constexpr size_t rl_slab_row_bytes(int D, int wbytes)
 {
     return (size_t)D * wbytes + 16;
 }
 
-static size_t rl_slab_smem(int D, int wbytes)
+static size_t rl_slab_smem(int D, int wbytes, int T)
 {
-    return RL_EXPERTS * rl_slab_row_bytes(D, wbytes) + (size_t)RL_TOKENS * D * sizeof(__nv_bfloat16);
+    const int nt = T < RL_TOKENS ? T : RL_TOKENS;
+    return RL_SLAB_EXPERTS * rl_slab_row_bytes(D, wbytes) + (size_t)nt * D * sizeof(__nv_bfloat16);
 }
 
 template <typename W>
-__global__ void __launch_bounds__(RL_EXPERTS * 8)
+__global__ void __launch_bounds__(RL_SLAB_THREADS)
 router_logits_slab_kernel(float *__restrict__ logits, const __nv_bfloat16 *__restrict__ x, const W *__restrict__ w,
                           int T, int E, int D)
 {
     extern __shared__ __align__(16) uint8_t rl_sm[];
     const size_t rs = rl_slab_row_bytes(D, (int)sizeof(W));
-    __nv_bfloat16 *xs = reinterpret_cast<__nv_bfloat16 *>(rl_sm + RL_EXPERTS * rs);     // [RL_TOKENS][D]
-    const int lane8 = threadIdx.x & 7, el = threadIdx.x >> 3;
-    const int e0 = blockIdx.x * RL_EXPERTS, e = e0 + el, t0 = blockIdx.y * RL_TOKENS;
+    __nv_bfloat16 *xs = reinterpret_cast<__nv_bfloat16 *>(rl_sm + RL_SLAB_EXPERTS * rs);     // [nt][D]
+    const int e0 = blockIdx.x * RL_SLAB_EXPERTS, t0 = blockIdx.y * RL_TOKENS;
     const int nt = min(RL_TOKENS, T - t0);
     const int wc = D * (int)sizeof(W) / 16, xc = D * 2 / 16;  // 16-byte pieces per row
-    for (int i = threadIdx.x; i < RL_EXPERTS * wc; i += blockDim.x) {
+    for (int i = threadIdx.x; i < RL_SLAB_EXPERTS * wc; i += blockDim.x) {
         const int r = i / wc, c = i % wc;
         const bool ok = e0 + r < E;
-        dsd_attn::cp_async16(rl_sm + r * rs + 16 * c, reinterpret_cast<const uint8_t *>(w + (size_t)(ok ? e0 + r : 0) * D) + 16 * c,
-                   ok);
+        dsd_attn::cp_async16(rl_sm + r * rs + 16 * c,
+                             reinterpret_cast<const uint8_t *>(w + (size_t)(ok ? e0 + r : 0) * D) + 16 * c, ok);
     }
     for (int i = threadIdx.x; i < nt * xc; i += blockDim.x) {
         const int j = i / xc, c = i % xc;
         dsd_attn::cp_async16(reinterpret_cast<uint8_t *>(xs + (size_t)j * D) + 16 * c,
-                   reinterpret_cast<const uint8_t *>(x + (size_t)(t0 + j) * D) + 16 * c, true);
+                             reinterpret_cast<const uint8_t *>(x + (size_t)(t0 + j) * D) + 16 * c, true);
     }
     dsd_attn::cp_async_commit();
     dsd_attn::cp_async_wait_all();
     __syncthreads();
-    if (e >= E)
+    if (threadIdx.x >= RL_SLAB_EXPERTS * 8)
         return;
+    const int lane8 = threadIdx.x & 7, el = threadIdx.x >> 3, e = e0 + el;
     const W *wr = reinterpret_cast<const W *>(rl_sm + el * rs);
     float acc[RL_TOKENS];
 #pragma unroll
@@ -215,7 +220,7 @@ router_logits_slab_kernel(float *__restrict__ logits, const __nv_bfloat16 *__res
         v = __fadd_rn(v, __shfl_down_sync(0xffffffffu, v, 4, 8));
         v = __fadd_rn(v, __shfl_down_sync(0xffffffffu, v, 1, 8));
         v = __fadd_rn(v, __shfl_down_sync(0xffffffffu, v, 2, 8));
-        if (lane8 == 0 && j < nt)
+        if (lane8 == 0 && j < nt && e < E)
             logits[(size_t)(t0 + j) * E + e] = v;
     }
 }
@@ -1163,20 +1168,21 @@ void cuda_moe_router_logits(struct cuda_backend *cb, float *logits, const void *
     const int E = (int)rw->rows, D = (int)rw->cols;
     dim3 gl((E + RL_EXPERTS - 1) / RL_EXPERTS, (T + RL_TOKENS - 1) / RL_TOKENS);
     const int wb = rw->dtype == DSD_DTYPE_F32 ? 4 : 2;
-    const size_t sm = rl_slab_smem(D, wb);
+    const size_t sm = rl_slab_smem(D, wb, T);
+    const dim3 gs((E + RL_SLAB_EXPERTS - 1) / RL_SLAB_EXPERTS, (T + RL_TOKENS - 1) / RL_TOKENS);
     if (T <= RL_SLAB_MAX_T && D % 8 == 0 && sm <= 227 * 1024 && ((uintptr_t)x | (uintptr_t)rw->data) % 16 == 0 &&
         (rw->dtype == DSD_DTYPE_F32 || rw->dtype == DSD_DTYPE_BF16)) {
         if (rw->dtype == DSD_DTYPE_F32) {
             if (!CU_OK(cb, cudaFuncSetAttribute(router_logits_slab_kernel<float>,
                                                 cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm)))
                 return;
-            router_logits_slab_kernel<float><<<gl, RL_EXPERTS * 8, sm, cb->stream>>>(
+            router_logits_slab_kernel<float><<<gs, RL_SLAB_THREADS, sm, cb->stream>>>(
                 logits, (const __nv_bfloat16 *)x, (const float *)rw->data, T, E, D);
         } else {
             if (!CU_OK(cb, cudaFuncSetAttribute(router_logits_slab_kernel<__nv_bfloat16>,
                                                 cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm)))
                 return;
-            router_logits_slab_kernel<__nv_bfloat16><<<gl, RL_EXPERTS * 8, sm, cb->stream>>>(
+            router_logits_slab_kernel<__nv_bfloat16><<<gs, RL_SLAB_THREADS, sm, cb->stream>>>(
                 logits, (const __nv_bfloat16 *)x, (const __nv_bfloat16 *)rw->data, T, E, D);
         }
         CU_LAUNCHED(cb);
