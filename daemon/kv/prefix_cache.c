@@ -554,9 +554,12 @@ int dsd_prefix_cache_acquire(struct dsd_prefix_cache *pc, const int32_t *tokens,
             }
     }
     bool synced = to_copy == 0 || sync_be(pc) == 0;
-    if (to_copy)
-        note(pc, 7, "KV hit: %d host pages copied to the device in %.3f ms (at %.3f ms)", to_copy, now_ms() - t0,
-             now_ms());
+    if (to_copy) {
+        double ms = now_ms() - t0;
+        pc->st.reload_pages += (uint64_t)to_copy;
+        pc->st.reload_seconds += ms / 1e3;
+        note(pc, 7, "KV hit: %d host pages copied to the device in %.3f ms", to_copy, ms);
+    }
     for (int i = 0; i < copied; i++) {
         struct dsd_radix_ref *r = &h->refs[i];
         if (pc->pages[i] < 0) {

@@ -98,6 +98,10 @@ struct dsd_prefix_cache_stats {
     uint64_t waits;                 /* times a new sequence waited for a page being computed */
     uint64_t prefetched;            /* pages read ahead from disk into the host tier */
     uint64_t disk_skipped;          /* pages not written to disk: the write queue was full */
+    /* host -> device reloads of hits (acquire): pages copied and the time from enqueueing the
+     * copies to their synchronization (what a reload costs the engine thread) */
+    uint64_t reload_pages;
+    double reload_seconds;
 };
 
 struct dsd_prefix_cache;

@@ -715,6 +715,8 @@ static void on_stats(struct server *s, struct conn *c, const struct dsd_ipc_msg 
             kv_int("kv_cache_disk_dropped_total", (int64_t)cs->disk_dropped),
             kv_int("kv_cache_published_total", (int64_t)cs->published),
             kv_int("kv_cache_waits_total", (int64_t)cs->waits),
+            kv_int("kv_cache_reload_pages_total", (int64_t)cs->reload_pages),
+            kv_float("kv_cache_reload_seconds_total", cs->reload_seconds),
         };
         for (size_t i = 0; i < sizeof cache / sizeof cache[0]; i++)
             kv[n++] = cache[i];

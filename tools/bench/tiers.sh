@@ -79,6 +79,11 @@ stop() {
 probe() { "$B/tools/probe/deepseekd-probe" -s "$SOCK" --json -t 3600000 "$@"; }
 field() { sed -n "s/.*\"$1\":{\"p50\":\([0-9.e+-]*\).*/\1/p"; }
 cached() { sed -n "s/.*\"cached\":{\"total\":\([0-9]*\),\"device\":\([0-9]*\),\"host\":\([0-9]*\),\"disk\":\([0-9]*\)}.*/\1 \2 \3 \4/p"; }
+# the daemon's host -> device reload counters: "pages seconds"
+reloads() {
+    probe stats | tr ',{}' '\n\n\n' | sed -n 's/.*"kv_cache_reload_\(pages\|seconds\)_total":\([0-9.e+-]*\).*/\2/p' |
+        tr '\n' ' '
+}
 # one request of the long prompt: seed S picks the prompt; prints "ttft cached device host disk"
 long() {
     out=$(probe bench --concurrency 1 --requests 1 --prompt-len "$L" --shared-prefix "$L" --max-tokens 1 --seed "$1")
@@ -93,10 +98,14 @@ DEV=$(long 1)
 # pages to the host tier and the third the rest (least recently used first)
 long 2 >/dev/null
 long 3 >/dev/null
+R0=$(reloads)
 HOST=$(long 1)
+R1=$(reloads)
 stop
 start "$KVP" "$@"
+R2=$(reloads)
 DISK=$(long 1)
+R3=$(reloads)
 FILE=$(ls "$DIR"/kv-*.dsdkv | head -1)
 # "N bytes (...) copied, S s, ...": the bytes dd read (the file may be shorter than DD_MB) and
 # its seconds
@@ -122,7 +131,19 @@ row "device hit" "$DEV"
 row "host hit" "$HOST"
 row "disk hit (restart)" "$DISK"
 echo
-echo "Reload rate: the host and disk pages' bytes over (TTFT - device-hit TTFT). Beside them:"
+echo "Reload rate: the host and disk pages' bytes over (TTFT - device-hit TTFT). The copies"
+echo "alone (kv_cache_reload_pages_total and kv_cache_reload_seconds_total across the request:"
+echo "enqueueing a hit's host -> device copies to their synchronization):"
+echo
+rate() {
+    set -- $1 $2
+    awk -v p0="$1" -v s0="$2" -v p1="$3" -v s1="$4" -v pb="$PAGE_BYTES" \
+        'BEGIN { if (s1 > s0 && p1 > p0) printf "%d pages in %.3f ms, %.2f GB/s", p1 - p0, (s1 - s0) * 1e3, (p1 - p0) * pb / (s1 - s0) / 1e9; else print "none" }'
+}
+echo "    host hit: $(rate "$R0" "$R1")"
+echo "    disk hit: $(rate "$R2" "$R3") (after the reads ahead into the host tier)"
+echo
+echo "Beside them:"
 echo
 echo "$COPIES" | sed 's/^/    /'
 awk -v b="$DD_BYTES" -v s="$DD" 'BEGIN { if (s > 0) printf "    disk read (dd, O_DIRECT, the cache file, %.0f MiB): %.2f GB/s\n", b / 1048576, b / s / 1e9 }'
