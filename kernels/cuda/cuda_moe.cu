@@ -285,31 +285,69 @@ route_kernel(int32_t *__restrict__ ids, float *__restrict__ wts, const float *__
     for (int e = threadIdx.x; e < E; e += blockDim.x)
         masked[e] = (e / per < n_group && keep[e / per]) ? b[e] : -INFINITY;
     __syncthreads();
-    // rank of each expert among all by `better`; the k best have rank < k
-    for (int e = threadIdx.x; e < E; e += blockDim.x) {
-        float v = masked[e];
-        int rank = 0;
-        for (int j = 0; j < E && rank < k; j++)
-            rank += better(masked[j], j, v, e);
-        sel[e] = k >= E || rank < k;
-    }
+    // The k best by `better`, one block-wide argmax per round (a winner is marked taken):
+    // ~k short reductions instead of every thread ranking its expert against all E (a chain
+    // of E dependent shared-memory reads, which held the kernel at ~40 us on an H100). The
+    // winners then go in ascending id order, as dsd_topk gives them, and the weights are
+    // summed in that order.
+    int *win = sel + E;                     // [k]
+    __shared__ float wv[ROUTE_THREADS / 32];
+    __shared__ int wi[ROUTE_THREADS / 32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int e = threadIdx.x; e < E; e += blockDim.x)
+        sel[e] = 0;
     __syncthreads();
+    const int kk = k < E ? k : E;
+    for (int r = 0; r < kk; r++) {
+        float bv = 0.0f;
+        int bi = -1;
+        for (int e = threadIdx.x; e < E; e += blockDim.x)
+            if (!sel[e] && (bi < 0 || better(masked[e], e, bv, bi))) {
+                bv = masked[e];
+                bi = e;
+            }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            const float v2 = __shfl_xor_sync(0xffffffffu, bv, o);
+            const int i2 = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (i2 >= 0 && (bi < 0 || better(v2, i2, bv, bi))) {
+                bv = v2;
+                bi = i2;
+            }
+        }
+        if (lane == 0) {
+            wv[warp] = bv;
+            wi[warp] = bi;
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            for (int w = 1; w < ROUTE_THREADS / 32; w++)
+                if (wi[w] >= 0 && (bi < 0 || better(wv[w], wi[w], bv, bi))) {
+                    bv = wv[w];
+                    bi = wi[w];
+                }
+            win[r] = bi;
+            sel[bi] = 1;
+        }
+        __syncthreads();
+    }
     if (threadIdx.x == 0) {
-        int n = 0;
+        for (int i = 1; i < kk; i++)        // ascending ids (k is small)
+            for (int j = i; j > 0 && win[j - 1] > win[j]; j--) {
+                const int x = win[j];
+                win[j] = win[j - 1];
+                win[j - 1] = x;
+            }
         float sum = 0.0f;
         int32_t *id = ids + (size_t)t * k;
         float *wt = wts + (size_t)t * k;
-        for (int e = 0; e < E && n < k; e++)
-            if (sel[e]) {
-                id[n] = e;
-                wt[n] = s[e];
-                sum = __fadd_rn(sum, s[e]);
-                n++;
-            }
-        for (int i = 0; i < n; i++) {
-            float v = wt[i];
+        for (int i = 0; i < kk; i++)
+            sum = __fadd_rn(sum, s[win[i]]);
+        for (int i = 0; i < kk; i++) {
+            float v = s[win[i]];
             if (norm)
                 v = __fdiv_rn(v, sum);
+            id[i] = win[i];
             wt[i] = __fmul_rn(v, scale);
         }
     }
@@ -1204,7 +1242,7 @@ void cuda_moe_route(struct cuda_backend *cb, int32_t *ids, float *wts, const flo
     const struct dsd_model_dims *d = &cb->base.dims;
     const int E = d->n_routed_experts;
     size_t rsm = (size_t)3 * E * sizeof(float) + (size_t)d->n_group * (sizeof(float) + sizeof(int)) +
-                 (size_t)E * sizeof(int);
+                 (size_t)E * sizeof(int) + (size_t)d->num_experts_per_tok * sizeof(int);
     if (rsm > 48 * 1024 &&
         !CU_OK(cb, cudaFuncSetAttribute(route_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)rsm)))
         return;
