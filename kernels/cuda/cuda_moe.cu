@@ -105,6 +105,22 @@ __device__ __forceinline__ float wval<__nv_bfloat16>(const __nv_bfloat16 *p)
     return __bfloat162float(*p);
 }
 
+// The 8 lanes of an expert (lanes 8e' .. 8e' + 7 of the warp) sum their column sums as
+// ((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7)), exactly dsd_ref_dot's tree, and lane 0
+// of them stores the logit of each of the nt tokens.
+__device__ __forceinline__ void rl_store(float *logits, const float *acc, int lane8, int e, int E, int t0, int nt)
+{
+#pragma unroll
+    for (int j = 0; j < RL_TOKENS; j++) {
+        float v = acc[j];
+        v = __fadd_rn(v, __shfl_down_sync(0xffffffffu, v, 4, 8));
+        v = __fadd_rn(v, __shfl_down_sync(0xffffffffu, v, 1, 8));
+        v = __fadd_rn(v, __shfl_down_sync(0xffffffffu, v, 2, 8));
+        if (lane8 == 0 && e < E && j < nt)
+            logits[(size_t)(t0 + j) * E + e] = v;
+    }
+}
+
 template <typename W>
 __global__ void __launch_bounds__(RL_EXPERTS * 8)
 router_logits_kernel(float *__restrict__ logits, const __nv_bfloat16 *__restrict__ x, const W *__restrict__ w,
@@ -138,16 +154,7 @@ router_logits_kernel(float *__restrict__ logits, const __nv_bfloat16 *__restrict
             }
         }
     }
-    // ((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7)), exactly dsd_ref_dot's tree
-#pragma unroll
-    for (int j = 0; j < RL_TOKENS; j++) {
-        float v = acc[j];
-        v = __fadd_rn(v, __shfl_down_sync(0xffffffffu, v, 4, 8));
-        v = __fadd_rn(v, __shfl_down_sync(0xffffffffu, v, 1, 8));
-        v = __fadd_rn(v, __shfl_down_sync(0xffffffffu, v, 2, 8));
-        if (lane8 == 0 && e < E && j < nt)
-            logits[(size_t)(t0 + j) * E + e] = v;
-    }
+    rl_store(logits, acc, lane8, e, E, t0, nt);
 }
 
 // The same sums for decode-sized steps (T <= RL_SLAB_MAX_T), where the kernel above is slow
@@ -214,15 +221,7 @@ router_logits_slab_kernel(float *__restrict__ logits, const __nv_bfloat16 *__res
             if (j < nt)
                 acc[j] = __fadd_rn(acc[j], __fmul_rn(__bfloat162float(xs[(size_t)j * D + c]), wv));
     }
-#pragma unroll
-    for (int j = 0; j < RL_TOKENS; j++) {
-        float v = acc[j];
-        v = __fadd_rn(v, __shfl_down_sync(0xffffffffu, v, 4, 8));
-        v = __fadd_rn(v, __shfl_down_sync(0xffffffffu, v, 1, 8));
-        v = __fadd_rn(v, __shfl_down_sync(0xffffffffu, v, 2, 8));
-        if (lane8 == 0 && j < nt && e < E)
-            logits[(size_t)(t0 + j) * E + e] = v;
-    }
+    rl_store(logits, acc, lane8, e, E, t0, nt);
 }
 
 // ---------------------------------------------------------------------------------------
