@@ -29,6 +29,8 @@ struct dsd_prefix_cache {
     int io_depth;
     struct dsd_tier_job *reaped;    /* [ring_jobs(pc)] */
     struct dsd_tier_job *read_jobs; /* [DSD_PREFIX_CACHE_READ_BATCH]: one read_ahead call's */
+    struct dsd_tier_job *staged;    /* [io_depth]: writes whose device copies are enqueued */
+    int n_staged;
     struct dsd_hash_index *writing; /* chain hash -> stage record, writes in flight */
     struct dsd_hash_index *reading; /* chain hash -> host slot, reads ahead in flight */
     uint8_t *from_disk;             /* [host slots]: the slot's page was read ahead from disk */
@@ -139,10 +141,11 @@ struct dsd_prefix_cache *dsd_prefix_cache_new(struct dsd_kv_cache *kv, const str
                 pc->io = dsd_tier_io_new(pc->dt, ring_jobs(pc), c->test_io_delay_ms, &e2);
                 pc->reaped = malloc((size_t)ring_jobs(pc) * sizeof *pc->reaped);
                 pc->read_jobs = malloc((size_t)DSD_PREFIX_CACHE_READ_BATCH * sizeof *pc->read_jobs);
+                pc->staged = malloc((size_t)pc->io_depth * sizeof *pc->staged);
                 pc->writing = dsd_hash_index_new(pc->io_depth);
                 pc->reading = dsd_hash_index_new(dsd_host_tier_slots(pc->ht));
                 pc->from_disk = calloc((size_t)dsd_host_tier_slots(pc->ht), 1);
-                if (!pc->io || !pc->reaped || !pc->read_jobs || !pc->writing || !pc->reading || !pc->from_disk) {
+                if (!pc->io || !pc->reaped || !pc->read_jobs || !pc->staged || !pc->writing || !pc->reading || !pc->from_disk) {
                     note(pc, 4, "disk KV tier: no I/O thread (%s); disk I/O on the engine thread",
                          pc->io ? "out of memory" : e2.msg);
                     dsd_tier_io_free(pc->io, false);
@@ -198,6 +201,7 @@ void dsd_prefix_cache_free(struct dsd_prefix_cache *pc)
     free(pc->pages);
     free(pc->slots);
     free(pc->read_jobs);
+    free(pc->staged);
     free(pc->taken);
     free(pc->displaced);
     free(pc->demoting);
@@ -281,6 +285,18 @@ static void disk_store(struct dsd_prefix_cache *pc, struct dsd_kv_page_meta *m, 
             return;
         }
         void *stage = dsd_host_tier_record(pc->stage, slot);
+        if (page >= 0 && pc->io) {
+            /* the copy is enqueued; flush_writes waits for all of a call's copies at once,
+             * then queues their writes (a synchronization per page cost more than its copy) */
+            if (dsd_host_tier_copy_out(pc->stage, pc->kv, page, slot) < 0 ||
+                dsd_hash_index_put(pc->writing, hash, slot) < 0) {
+                dsd_host_tier_release(pc->stage, slot);
+                return;
+            }
+            pc->staged[pc->n_staged++] = (struct dsd_tier_job){.kind = DSD_TIER_WRITE, .hash = hash, .meta = *m,
+                                                               .rec = stage, .tag = (uint32_t)slot};
+            return;
+        }
         if (page >= 0) {
             if (dsd_host_tier_copy_out(pc->stage, pc->kv, page, slot) < 0 || sync_be(pc) != 0) {
                 dsd_host_tier_release(pc->stage, slot);
@@ -311,6 +327,23 @@ static void disk_store(struct dsd_prefix_cache *pc, struct dsd_kv_page_meta *m, 
     }
     if (slot >= 0)
         dsd_host_tier_release(pc->stage, slot);
+}
+
+/* Waits for the copies disk_store staged (one synchronization), then queues their writes.
+ * On a failed copy the pages are not written (they stay cached where they are). */
+static void flush_writes(struct dsd_prefix_cache *pc)
+{
+    if (pc->n_staged == 0)
+        return;
+    int n = pc->n_staged, queued = 0;
+    pc->n_staged = 0;
+    if (sync_be(pc) == 0)
+        queued = dsd_tier_io_submit_many(pc->io, pc->staged, n);
+    for (int k = queued > 0 ? queued : 0; k < n; k++) {
+        dsd_hash_index_del(pc->writing, pc->staged[k].hash);
+        dsd_host_tier_release(pc->stage, (int)(pc->staged[k].tag & 0xffffffffu));
+        pc->st.disk_skipped++;
+    }
 }
 
 /* Frees one host slot: the least recently used unlocked host leaf goes to disk (where it
@@ -682,6 +715,7 @@ int dsd_prefix_cache_adopt(struct dsd_prefix_cache *pc, const int32_t *tokens, i
         store_page(pc, seq->pages[i], tokens + (size_t)i * DSD_KV_PAGE_TOKENS,
                    i > 0 ? pc->hashes[i - 1] : DSD_KV_CHAIN_ROOT, pc->hashes[i], i);
     }
+    flush_writes(pc);
     return taken;
 }
 
@@ -713,6 +747,7 @@ int dsd_prefix_cache_publish(struct dsd_prefix_cache *pc, const int32_t *tokens,
         store_page(pc, seq->pages[i], tok, i > 0 ? h->refs[i - 1].hash : DSD_KV_CHAIN_ROOT, r.hash, i);
         taken++;
     }
+    flush_writes(pc);
     pc->st.published += (uint64_t)taken;
     return taken;
 }
