@@ -19,7 +19,8 @@
 # prompts of the same length: the KV pool holds 1.5 prompts) and a disk hit (after a restart);
 # each reload's rate (the reloaded pages' bytes over the time the hit took beyond a device hit)
 # and the copies' own rate (the daemon's reload counters) beside the host <-> device copy rates
-# of deepseekd-bench --copies-only and an O_DIRECT read of the cache file's written part (dd); then throughput at each STREAMS level, REQUESTS_PER_STREAM requests each, prompts of
+# of deepseekd-bench --copies-only and an O_DIRECT read of the cache file's written part (dd);
+# then throughput at each STREAMS level, REQUESTS_PER_STREAM requests each, prompts of
 # PROMPT_LEN/16 .. PROMPT_LEN/4 tokens starting with one of 4 prefixes of PROMPT_LEN/16 tokens.
 set -eu
 [ $# -ge 2 ] || { sed -n '2,20p' "$0"; exit 2; }
