@@ -346,8 +346,6 @@ static void flush_writes(struct dsd_prefix_cache *pc)
     }
 }
 
-/* Frees one host slot: the least recently used unlocked host leaf goes to disk (where it
- * is not already) and leaves the tree. Returns 0 or -ENOENT (nothing can go). */
 /* Waits for the demotions' copies: then their device pages go free; if the copies failed,
  * the pages go back to the device tier (latest first, so no node is ever faster than its
  * parent) and the host slots free. Returns 0 or the synchronization's -errno. */
@@ -370,6 +368,8 @@ static int settle(struct dsd_prefix_cache *pc)
     return rc;
 }
 
+/* Frees one host slot: the least recently used unlocked host leaf goes to disk (where it
+ * is not already) and leaves the tree. Returns 0 or -ENOENT (nothing can go). */
 static int host_evict_one(struct dsd_prefix_cache *pc)
 {
     struct dsd_radix_ref v;
