@@ -814,7 +814,8 @@ static void get_chunk(struct dsd_disk_tier *dt, int n, struct dsd_disk_get *g)
             const bool retry = got == -EINTR || got == -EAGAIN || (got < 0 && len > 1);  /* one by one */
             for (int i = 0; i < len && !retry; i++) {
                 const int k = k0 + i;
-                ssize_t mine = got < 0 ? got : got >= (ssize_t)((size_t)(i + 1) * dt->rec_bytes) ? (ssize_t)dt->rec_bytes : -1;
+                const ssize_t end = (ssize_t)((size_t)(i + 1) * dt->rec_bytes);
+                ssize_t mine = got < 0 ? got : got >= end ? (ssize_t)dt->rec_bytes : -1;
                 if (mine == -1)
                     break;                  /* short: left for the one-by-one reads */
                 uint8_t *buf = get_buffer(dt, &g[k], stage_of[w]);

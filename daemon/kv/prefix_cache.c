@@ -145,7 +145,8 @@ struct dsd_prefix_cache *dsd_prefix_cache_new(struct dsd_kv_cache *kv, const str
                 pc->writing = dsd_hash_index_new(pc->io_depth);
                 pc->reading = dsd_hash_index_new(dsd_host_tier_slots(pc->ht));
                 pc->from_disk = calloc((size_t)dsd_host_tier_slots(pc->ht), 1);
-                if (!pc->io || !pc->reaped || !pc->read_jobs || !pc->staged || !pc->writing || !pc->reading || !pc->from_disk) {
+                if (!pc->io || !pc->reaped || !pc->read_jobs || !pc->staged || !pc->writing || !pc->reading ||
+                    !pc->from_disk) {
                     note(pc, 4, "disk KV tier: no I/O thread (%s); disk I/O on the engine thread",
                          pc->io ? "out of memory" : e2.msg);
                     dsd_tier_io_free(pc->io, false);
@@ -165,7 +166,8 @@ struct dsd_prefix_cache *dsd_prefix_cache_new(struct dsd_kv_cache *kv, const str
     pc->hashes = malloc(mp * sizeof *pc->hashes);
     pc->computing = dsd_hash_index_new((int)mp);
     pc->computing_v = malloc(mp * sizeof *pc->computing_v);
-    if (!pc->t || !pc->pages || !pc->slots || !pc->taken || !pc->displaced || !pc->demoting || !pc->hashes || !pc->computing || !pc->computing_v) {
+    if (!pc->t || !pc->pages || !pc->slots || !pc->taken || !pc->displaced || !pc->demoting || !pc->hashes ||
+        !pc->computing || !pc->computing_v) {
         if (pc->t)
             dsd_errf(err, -ENOMEM, "prefix cache: out of memory for %d pages of scratch", pc->max_pages);
         dsd_prefix_cache_free(pc);
@@ -454,8 +456,8 @@ int dsd_prefix_cache_make_room(struct dsd_prefix_cache *pc, int want)
     }
     settle(pc);
     if (pc->st.demotions[0] > before)
-        note(pc, 7, "KV: %llu device pages demoted to the host in %.3f ms", (unsigned long long)(pc->st.demotions[0] - before),
-             now_ms() - t0);
+        note(pc, 7, "KV: %llu device pages demoted to the host in %.3f ms",
+             (unsigned long long)(pc->st.demotions[0] - before), now_ms() - t0);
     return dsd_kv_cache_free_pages(pc->kv);
 }
 

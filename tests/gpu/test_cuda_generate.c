@@ -216,7 +216,8 @@ static void cm_round(struct gh_ctx *h, bool pinned)
     uint8_t *host = pinned ? o->alloc_host(h->gpu, cap) : malloc(cap);
     uint8_t *back = pinned ? o->alloc_host(h->gpu, cap) : malloc(cap);
     uint8_t *dev = gh_alloc(h->gpu, cap);
-    struct dsd_copy *up = malloc((CM_PIECES + CM_ODD) * sizeof *up), *down = malloc((CM_PIECES + CM_ODD) * sizeof *down);
+    struct dsd_copy *up = malloc((CM_PIECES + CM_ODD) * sizeof *up);
+    struct dsd_copy *down = malloc((CM_PIECES + CM_ODD) * sizeof *down);
     void *t[4] = {o->timer_new(h->gpu), o->timer_new(h->gpu), o->timer_new(h->gpu), o->timer_new(h->gpu)};
     const char *what = pinned ? "alloc_host" : "malloc";
     if (!host || !back || !dev || !up || !down || !t[0] || !t[1] || !t[2] || !t[3]) {

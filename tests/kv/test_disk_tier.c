@@ -420,7 +420,8 @@ static void get_many_round(unsigned flags)
     if (all) {
         struct dsd_disk_get f[N];
         for (int k = 0; k < N; k++)
-            f[k] = (struct dsd_disk_get){.hash = p[k].meta.chain_hash, .expect = &p[k].meta, .rec = all + (size_t)k * rb};
+            f[k] = (struct dsd_disk_get){.hash = p[k].meta.chain_hash, .expect = &p[k].meta,
+                                         .rec = all + (size_t)k * rb};
         struct dsd_disk_tier_stats s0, s1;
         dsd_disk_tier_stats(dt, &s0);
         dsd_disk_tier_get_many(dt, N, f);
