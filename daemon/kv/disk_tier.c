@@ -700,13 +700,28 @@ static int finish_read(struct dsd_disk_tier *dt, int s, uint64_t h, uint8_t *rec
     return 0;
 }
 
-/* Where get g reads its record: its own rec when that is aligned for direct I/O (no copy
- * afterwards), else staging record `stage`. */
+/* Whether get g's own record takes the read directly (aligned for direct I/O). */
+static bool direct_rec(const struct dsd_disk_get *g)
+{
+    return g->rec && (uintptr_t)g->rec % DSD_KV_PAGE_ALIGN == 0;
+}
+
+/* Where get g reads its record: its own rec when direct_rec (no copy afterwards), else
+ * staging record `stage`. */
 static uint8_t *get_buffer(struct dsd_disk_tier *dt, const struct dsd_disk_get *g, int stage)
 {
-    if (g->rec && (uintptr_t)g->rec % DSD_KV_PAGE_ALIGN == 0)
-        return g->rec;
-    return dt->stage + (size_t)stage * dt->rec_bytes;
+    return direct_rec(g) ? (uint8_t *)g->rec : dt->stage + (size_t)stage * dt->rec_bytes;
+}
+
+/* Judges get g from the r bytes (or -errno) read into buf from slot s: g->rc, and its
+ * record or arenas filled when the page checks. */
+static void judge(struct dsd_disk_tier *dt, struct dsd_disk_get *g, int s, uint8_t *buf, ssize_t r)
+{
+    const bool in_rec = buf == g->rec;
+    g->rc = finish_read(dt, s, g->hash, buf, r, g->expect, in_rec ? NULL : g->mla, in_rec ? NULL : g->index,
+                        &g->err);
+    if (!in_rec && g->rec && g->rc == 0)
+        memcpy(g->rec, buf, dt->rec_bytes);
 }
 
 #define RUN_BYTES (4u << 20)   /* the largest vectored read of consecutive slots */
@@ -747,8 +762,8 @@ static void get_chunk(struct dsd_disk_tier *dt, int n, struct dsd_disk_get *g)
     struct iovec iov[DSD_DISK_TIER_READ_DEPTH][RUN_PAGES];
     for (int w = 0; w < DSD_DISK_TIER_READ_DEPTH; w++)
         run_k[w] = -1;
-    const int run_max = (int)(RUN_BYTES / dt->rec_bytes) < 1 ? 1
-                        : (int)(RUN_BYTES / dt->rec_bytes) > RUN_PAGES ? RUN_PAGES : (int)(RUN_BYTES / dt->rec_bytes);
+    const size_t fit = RUN_BYTES / dt->rec_bytes;
+    const int run_max = fit < 1 ? 1 : fit > RUN_PAGES ? RUN_PAGES : (int)fit;
     dt->in_window = true;
     while (dt->st.uring && (next < n || inflight > 0)) {
         while (inflight < DSD_DISK_TIER_READ_DEPTH && next < n) {
@@ -763,11 +778,10 @@ static void get_chunk(struct dsd_disk_tier *dt, int n, struct dsd_disk_get *g)
             int w = 0;
             while (run_k[w] >= 0)
                 w++;
-            const bool direct = g[k].rec && (uintptr_t)g[k].rec % DSD_KV_PAGE_ALIGN == 0;
+            const bool direct = direct_rec(&g[k]);
             int len = 1;
             if (direct)
-                while (len < run_max && k + len < n && slot[k + len] == slot[k] + len && g[k + len].rec &&
-                       (uintptr_t)g[k + len].rec % DSD_KV_PAGE_ALIGN == 0)
+                while (len < run_max && k + len < n && slot[k + len] == slot[k] + len && direct_rec(&g[k + len]))
                     len++;
             int st = direct ? -1 : free_stage[--n_free];
             uint8_t *buf = get_buffer(dt, &g[k], st);
@@ -818,12 +832,8 @@ static void get_chunk(struct dsd_disk_tier *dt, int n, struct dsd_disk_get *g)
                 ssize_t mine = got < 0 ? got : got >= end ? (ssize_t)dt->rec_bytes : -1;
                 if (mine == -1)
                     break;                  /* short: left for the one-by-one reads */
-                uint8_t *buf = get_buffer(dt, &g[k], stage_of[w]);
                 done[k] = true;
-                g[k].rc = finish_read(dt, slot[k], g[k].hash, buf, mine, g[k].expect, buf == g[k].rec ? NULL : g[k].mla,
-                                      buf == g[k].rec ? NULL : g[k].index, &g[k].err);
-                if (buf != g[k].rec && g[k].rec && g[k].rc == 0)
-                    memcpy(g[k].rec, buf, dt->rec_bytes);
+                judge(dt, &g[k], slot[k], get_buffer(dt, &g[k], stage_of[w]), mine);
             }
             if (stage_of[w] >= 0)
                 free_stage[n_free++] = stage_of[w];
@@ -838,11 +848,7 @@ static void get_chunk(struct dsd_disk_tier *dt, int n, struct dsd_disk_get *g)
             continue;
         uint8_t *buf = get_buffer(dt, &g[k], 0);
         count(dt, &dt->st.read_requests);
-        ssize_t got = io_rw(dt, 0, buf, dt->rec_bytes, slot_off(dt, slot[k]));
-        g[k].rc = finish_read(dt, slot[k], g[k].hash, buf, got, g[k].expect, buf == g[k].rec ? NULL : g[k].mla,
-                              buf == g[k].rec ? NULL : g[k].index, &g[k].err);
-        if (buf != g[k].rec && g[k].rec && g[k].rc == 0)
-            memcpy(g[k].rec, buf, dt->rec_bytes);
+        judge(dt, &g[k], slot[k], buf, io_rw(dt, 0, buf, dt->rec_bytes, slot_off(dt, slot[k])));
     }
 }
 

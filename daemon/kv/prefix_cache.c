@@ -586,14 +586,16 @@ int dsd_prefix_cache_acquire(struct dsd_prefix_cache *pc, const int32_t *tokens,
     /* the pages go back in copy_many calls (one per 256 pages), then one synchronization */
     double t0 = to_copy ? now_ms() : 0.0;
     if (to_copy && dsd_host_tier_copy_in_many(pc->ht, pc->kv, pc->slots, pc->pages, copied) < 0) {
-        for (int i = 0; i < copied; i++)
-            if (pc->pages[i] >= 0)
-                dsd_kv_page_unref(pc->kv, pc->pages[i]);
+        /* nothing was enqueued: the match stops at its first host page */
+        int first = -1;
         for (int i = 0; i < copied; i++)
             if (pc->pages[i] >= 0) {
-                copied = i;
-                break;
+                dsd_kv_page_unref(pc->kv, pc->pages[i]);
+                if (first < 0)
+                    first = i;
             }
+        copied = first;
+        to_copy = 0;
     }
     bool synced = to_copy == 0 || sync_be(pc) == 0;
     if (to_copy) {

@@ -80,11 +80,10 @@ stop() {
 probe() { "$B/tools/probe/deepseekd-probe" -s "$SOCK" --json -t 3600000 "$@"; }
 field() { sed -n "s/.*\"$1\":{\"p50\":\([0-9.e+-]*\).*/\1/p"; }
 cached() { sed -n "s/.*\"cached\":{\"total\":\([0-9]*\),\"device\":\([0-9]*\),\"host\":\([0-9]*\),\"disk\":\([0-9]*\)}.*/\1 \2 \3 \4/p"; }
+# one value of the daemon's stats
+stat() { probe stats | tr ',{}' '\n\n\n' | sed -n "s/.*\"$1\":\([0-9.e+-]*\).*/\1/p"; }
 # the daemon's host -> device reload counters: "pages seconds"
-reloads() {
-    probe stats | tr ',{}' '\n\n\n' | sed -n 's/.*"kv_cache_reload_\(pages\|seconds\)_total":\([0-9.e+-]*\).*/\2/p' |
-        tr '\n' ' '
-}
+reloads() { echo "$(stat kv_cache_reload_pages_total) $(stat kv_cache_reload_seconds_total)"; }
 # one request of the long prompt: seed S picks the prompt; prints "ttft cached device host disk"
 long() {
     out=$(probe bench --concurrency 1 --requests 1 --prompt-len "$L" --shared-prefix "$L" --max-tokens 1 --seed "$1")
@@ -115,7 +114,7 @@ FILE=$(ls "$DIR"/kv-*.dsdkv | head -1)
 # extents without touching the disk (H100 host, 2026-12-06: 8.5 GB/s over the whole file,
 # about 1 GB/s over the written part). Record bytes: the file header's field at offset 32.
 REC=$(od -An -t u8 -j 32 -N 8 "$FILE" | tr -d ' ')
-STORED=$(probe stats | tr ',{}' '\n\n\n' | sed -n 's/.*"kv_cache_disk_pages":\([0-9]*\).*/\1/p')
+STORED=$(stat kv_cache_disk_pages)
 WRITTEN_MB=$(( (4096 + ${STORED:-0} * ${REC:-0}) / 1048576 ))
 [ "$WRITTEN_MB" -ge 4 ] && [ "$WRITTEN_MB" -lt "$DD_MB" ] && DD_MB=$WRITTEN_MB
 # "N bytes (...) copied, S s, ...": the bytes dd read (the file may be shorter than DD_MB) and
