@@ -499,6 +499,58 @@ TEST(truncated_file)
     free_pages(p, 3);
 }
 
+/* A file cut short while the tier has it open (another process, a full disk's repair): a
+ * vectored read of consecutive slots comes back short; the pages it covered are served, the
+ * rest judged one by one and refused, never served from a partial record. */
+static void cut_while_open_round(unsigned flags)
+{
+    enum { N = 6 };
+    const char *dir = scratch("cut-open");
+    struct dsd_err err = {{0}};
+    struct page *p = make_pages(N, 9);
+    struct dsd_disk_tier *dt = open_tier(dir, N + 2, flags, FP, &err);
+    ASSERT_TRUE(dt != NULL);
+    if (!dt)
+        return;
+    for (int k = 0; k < N; k++)
+        ASSERT_EQ_INT(dsd_disk_tier_put(dt, &p[k].meta, p[k].mla, p[k].index, &err), 0);
+    long long off3 = find_record(dsd_disk_tier_path(dt), p[3].meta.chain_hash);
+    ASSERT_TRUE(off3 > 0);
+    bool in_order = true;           /* slots handed out from the start: 0..2 before the cut */
+    for (int k = 0; k < 3; k++)
+        in_order &= find_record(dsd_disk_tier_path(dt), p[k].meta.chain_hash) < off3;
+    ASSERT_TRUE(in_order);
+    ASSERT_EQ_INT(truncate(dsd_disk_tier_path(dt), off3 + (long long)REC / 3), 0);
+    const size_t rb = dsd_kv_page_record_bytes(&G);
+    uint8_t *all = aligned_alloc(DSD_KV_PAGE_ALIGN, (size_t)N * rb);
+    ASSERT_TRUE(all != NULL);
+    if (all) {
+        struct dsd_disk_get g[N];
+        for (int k = 0; k < N; k++)
+            g[k] = (struct dsd_disk_get){.hash = p[k].meta.chain_hash, .expect = &p[k].meta,
+                                         .rec = all + (size_t)k * rb, .rc = 1};
+        dsd_disk_tier_get_many(dt, N, g);
+        for (int k = 0; k < N; k++) {
+            if (k < 3) {
+                ASSERT_EQ_INT(g[k].rc, 0);
+                ASSERT_TRUE(memcmp(dsd_kv_page_mla(g[k].rec), p[k].mla, dsd_kv_page_mla_bytes(&G)) == 0);
+            } else {
+                ASSERT_TRUE(g[k].rc < 0);
+                ASSERT_TRUE(!dsd_disk_tier_contains(dt, p[k].meta.chain_hash));
+            }
+        }
+    }
+    free(all);
+    dsd_disk_tier_close(dt);
+    free_pages(p, N);
+}
+
+TEST(file_cut_while_open_refuses_the_pages_past_the_cut)
+{
+    cut_while_open_round(0);
+    cut_while_open_round(DSD_DISK_TIER_NO_URING);
+}
+
 static int file_is(const char *path, const char *content)
 {
     char buf[256] = {0};
@@ -658,6 +710,7 @@ int main(void)
     RUN(corruption_on_disk_is_dropped_never_served);
     RUN(get_many_reads_a_batch_and_judges_each_page);
     RUN(truncated_file);
+    RUN(file_cut_while_open_refuses_the_pages_past_the_cut);
     RUN(foreign_files_and_other_models);
     RUN(unusable_directories_disable_the_tier);
     RUN(failed_writes_leave_the_page_uncached);
