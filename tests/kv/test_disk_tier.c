@@ -336,6 +336,30 @@ TEST(corruption_on_disk_is_dropped_never_served)
     free_pages(p, 4);
 }
 
+/* A tier of n_slots in dir holding pages p[0..n), written in order (NULL: a failed check). */
+static struct dsd_disk_tier *tier_holding(const char *dir, struct page *p, int n, int n_slots, unsigned flags)
+{
+    struct dsd_err err = {{0}};
+    struct dsd_disk_tier *dt = open_tier(dir, n_slots, flags, FP, &err);
+    ASSERT_TRUE(dt != NULL);
+    for (int k = 0; dt && k < n; k++)
+        ASSERT_EQ_INT(dsd_disk_tier_put(dt, &p[k].meta, p[k].mla, p[k].index, &err), 0);
+    return dt;
+}
+
+/* Gets of pages p[0..n) in order, each into its own record of one aligned block (returned,
+ * NULL on failure: a failed check). */
+static uint8_t *gets_in_order(const struct page *p, int n, struct dsd_disk_get *g)
+{
+    const size_t rb = dsd_kv_page_record_bytes(&G);
+    uint8_t *all = aligned_alloc(DSD_KV_PAGE_ALIGN, (size_t)n * rb);
+    ASSERT_TRUE(all != NULL);
+    for (int k = 0; all && k < n; k++)
+        g[k] = (struct dsd_disk_get){.hash = p[k].meta.chain_hash, .expect = &p[k].meta,
+                                     .rec = all + (size_t)k * rb, .rc = 1};
+    return all;
+}
+
 /* dsd_disk_tier_get_many over more pages than one batch holds, with a page corrupted on disk,
  * one never stored and one named twice: each gets its own result, the good ones their bytes. */
 static void get_many_round(unsigned flags)
@@ -344,12 +368,9 @@ static void get_many_round(unsigned flags)
     const char *dir = scratch("many");
     struct dsd_err err = {{0}};
     struct page *p = make_pages(N, 7), *absent = make_pages(1, 8);
-    struct dsd_disk_tier *dt = open_tier(dir, N + 2, flags, FP, &err);
-    ASSERT_TRUE(dt != NULL);
+    struct dsd_disk_tier *dt = tier_holding(dir, p, N, N + 2, flags);
     if (!dt)
         return;
-    for (int k = 0; k < N; k++)
-        ASSERT_EQ_INT(dsd_disk_tier_put(dt, &p[k].meta, p[k].mla, p[k].index, &err), 0);
     char path[600];
     snprintf(path, sizeof path, "%s", dsd_disk_tier_path(dt));
     dsd_disk_tier_close(dt);
@@ -415,13 +436,9 @@ static void get_many_round(unsigned flags)
     free(un_mem);
     /* in write order the slots follow each other: the reads go in vectored runs; the dropped
      * page 3 is a miss and its neighbours in the same run are served */
-    uint8_t *all = aligned_alloc(DSD_KV_PAGE_ALIGN, (size_t)N * rb);
-    ASSERT_TRUE(all != NULL);
+    struct dsd_disk_get f[N];
+    uint8_t *all = gets_in_order(p, N, f);
     if (all) {
-        struct dsd_disk_get f[N];
-        for (int k = 0; k < N; k++)
-            f[k] = (struct dsd_disk_get){.hash = p[k].meta.chain_hash, .expect = &p[k].meta,
-                                         .rec = all + (size_t)k * rb};
         struct dsd_disk_tier_stats s0, s1;
         dsd_disk_tier_stats(dt, &s0);
         dsd_disk_tier_get_many(dt, N, f);
@@ -506,14 +523,10 @@ static void cut_while_open_round(unsigned flags)
 {
     enum { N = 6 };
     const char *dir = scratch("cut-open");
-    struct dsd_err err = {{0}};
     struct page *p = make_pages(N, 9);
-    struct dsd_disk_tier *dt = open_tier(dir, N + 2, flags, FP, &err);
-    ASSERT_TRUE(dt != NULL);
+    struct dsd_disk_tier *dt = tier_holding(dir, p, N, N + 2, flags);
     if (!dt)
         return;
-    for (int k = 0; k < N; k++)
-        ASSERT_EQ_INT(dsd_disk_tier_put(dt, &p[k].meta, p[k].mla, p[k].index, &err), 0);
     long long off3 = find_record(dsd_disk_tier_path(dt), p[3].meta.chain_hash);
     ASSERT_TRUE(off3 > 0);
     bool in_order = true;           /* slots handed out from the start: 0..2 before the cut */
@@ -521,14 +534,9 @@ static void cut_while_open_round(unsigned flags)
         in_order &= find_record(dsd_disk_tier_path(dt), p[k].meta.chain_hash) < off3;
     ASSERT_TRUE(in_order);
     ASSERT_EQ_INT(truncate(dsd_disk_tier_path(dt), off3 + (long long)REC / 3), 0);
-    const size_t rb = dsd_kv_page_record_bytes(&G);
-    uint8_t *all = aligned_alloc(DSD_KV_PAGE_ALIGN, (size_t)N * rb);
-    ASSERT_TRUE(all != NULL);
+    struct dsd_disk_get g[N];
+    uint8_t *all = gets_in_order(p, N, g);
     if (all) {
-        struct dsd_disk_get g[N];
-        for (int k = 0; k < N; k++)
-            g[k] = (struct dsd_disk_get){.hash = p[k].meta.chain_hash, .expect = &p[k].meta,
-                                         .rec = all + (size_t)k * rb, .rc = 1};
         dsd_disk_tier_get_many(dt, N, g);
         for (int k = 0; k < N; k++) {
             if (k < 3) {
