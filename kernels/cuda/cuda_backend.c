@@ -670,6 +670,14 @@ static void cu_destroy(struct dsd_backend *be)
     cudaFree(cb->weight_block);
     if (cb->lt)
         cublasLtDestroy(cb->lt);
+    for (int i = 0; i < CUDA_SIDE_STREAMS; i++) {
+        if (cb->side[i])
+            cudaStreamDestroy(cb->side[i]);
+        if (cb->side_join[i])
+            cudaEventDestroy(cb->side_join[i]);
+    }
+    if (cb->side_fork)
+        cudaEventDestroy(cb->side_fork);
     if (cb->stream)
         cudaStreamDestroy(cb->stream);
     dsd_backend_fini_common(be);
@@ -730,6 +738,16 @@ struct dsd_backend *dsd_backend_cuda_new(const struct dsd_backend_params *p, str
         return NULL;
     }
     cb->lt_workspace_bytes = LT_WORKSPACE_BYTES;
+    bool sides = cudaEventCreateWithFlags(&cb->side_fork, cudaEventDisableTiming) == cudaSuccess;
+    for (int i = 0; sides && i < CUDA_SIDE_STREAMS; i++)
+        sides = cudaStreamCreateWithFlags(&cb->side[i], cudaStreamNonBlocking) == cudaSuccess &&
+                cudaEventCreateWithFlags(&cb->side_join[i], cudaEventDisableTiming) == cudaSuccess;
+    if (!sides) {
+        (void)cudaGetLastError();
+        dsd_errf(err, -ENOMEM, "cuda backend: cannot create the side streams on %s", cb->name);
+        cu_destroy(&cb->base);
+        return NULL;
+    }
     if (cuda_linear_init(cb, err)) {
         cu_destroy(&cb->base);
         return NULL;

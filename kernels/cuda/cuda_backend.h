@@ -42,6 +42,10 @@ struct cuda_moe_state;      /* cuda_moe.cu */
 struct cuda_linear_state;   /* cuda_linear.c */
 
 #define CUDA_RETIRED_MAX 32
+/* Streams beside the main one for prefill work that comes in many small independent pieces
+ * (the MoE experts' GEMMs, cuda_moe_lt.c): forked from and joined back to `stream` with
+ * events inside one op, so the op stays ordered on `stream` for everything else. */
+#define CUDA_SIDE_STREAMS 4
 
 struct cuda_backend {
     struct dsd_backend base;
@@ -49,8 +53,10 @@ struct cuda_backend {
     char name[256];             /* "NVIDIA H100 80GB HBM3 (sm_90, 79 GiB)" */
     size_t mem_total;
     cudaStream_t stream;
+    cudaStream_t side[CUDA_SIDE_STREAMS];
+    cudaEvent_t side_fork, side_join[CUDA_SIDE_STREAMS];
     cublasLtHandle_t lt;
-    void *lt_workspace;
+    void *lt_workspace;         /* the side streams each take 1/CUDA_SIDE_STREAMS of it */
     size_t lt_workspace_bytes;
     void *scratch;              /* cuda_scratch() */
     size_t scratch_bytes;

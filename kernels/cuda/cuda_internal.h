@@ -37,6 +37,15 @@ cudaError_t cuda_launch_fp8_gemm_simt(cudaStream_t st, const uint8_t *xq, const 
                                       const float *ws, int64_t ws_stride, void *out, bool out_f32, int ldo, int M,
                                       int N, int K);
 
+/* cuBLASLt's block-scaled FP8 GEMM (cuda_linear.c; operands as docs/CUDA.md §2): d, column-major
+ * [N][rows] bf16 (or f32 with d_f32), = W [N][K] (scales wscale, BLK128x128, rows padded to
+ * cuda_scale_stride) . aq [rows][K]^T (scales as [K/128][rows], VEC128), enqueued on st with
+ * the workspace ws (ws_bytes; concurrent GEMMs need distinct workspaces). The plan of each
+ * shape is cached. Returns 1 when enqueued, 0 when cuBLASLt has no algorithm for the shape
+ * (nothing recorded: the caller falls back), -1 after recording a failure. */
+int cuda_lt_fp8_gemm(struct cuda_backend *cb, cudaStream_t st, void *ws, size_t ws_bytes, void *d, bool d_f32,
+                     const uint8_t *aq, const float *as, int rows, const uint8_t *w, const float *wscale, int N, int K);
+
 /* -- generated weights (cuda_generate.cu, kernels/weight_gen.h) -- */
 enum { CUDA_GEN_FP8 = 0, CUDA_GEN_BF16, CUDA_GEN_F32 };
 /* n values of the given kind from a weight_gen stream: e4m3 of uniform * 448, or center +

@@ -16,9 +16,12 @@
  *    compact f32 temporary rounded to bf16.
  *
  * cuBLASLt descriptors, layouts and the chosen algorithm are cached per shape (kind, M (FP8:
- * padded to 16), N, K, strides, output type, pointer alignment), so a decode step asks the
- * heuristic nothing after its first call. The cache is a small table replaced round-robin.
- * Nothing here waits for the device; temporaries come from cuda_scratch.
+ * padded to 16), N, K, strides, output type, pointer alignment, workspace), so a decode step
+ * asks the heuristic nothing after its first call: the heuristic and the descriptors cost
+ * ~20-30 us of host time per call, which at prefill's ~770 expert GEMMs per MoE layer was
+ * most of the layer. The cache is a hashed table of PLAN_SLOTS entries, PLAN_PROBE places
+ * per key, the oldest of them replaced. Nothing here waits for the device; temporaries come
+ * from cuda_scratch.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -27,7 +30,8 @@
 #include "cuda_backend.h"
 #include "cuda_internal.h"
 
-#define PLAN_SLOTS 128
+#define PLAN_SLOTS 512
+#define PLAN_PROBE 8
 
 enum plan_kind { PLAN_FP8 = 1, PLAN_BF16, PLAN_F32 };
 
@@ -35,11 +39,13 @@ struct plan_key {
     int kind, M, N, K, ldx, ldo;
     int out_f32;
     int align;          /* min alignment (bytes) of the pointers and strides involved */
+    int ws_kb;          /* workspace the algorithm may use, KiB */
 };
 
 struct plan {
     struct plan_key key;
     bool used, ok;      /* ok = cuBLASLt has an algorithm (else FP8 uses the plain kernel) */
+    uint64_t stamp;     /* when it was built (replacement picks the oldest of a key's places) */
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, ld;
     cublasLtMatmulAlgo_t algo;
@@ -48,7 +54,7 @@ struct plan {
 struct cuda_linear_state {
     float *inv_freq;    /* device copy of dims.rope_inv_freq */
     struct plan plans[PLAN_SLOTS];
-    int next;           /* round-robin replacement */
+    uint64_t built;     /* plans built so far (the stamps) */
 };
 
 static void plan_destroy(struct plan *p)
@@ -124,7 +130,7 @@ static bool plan_build(struct cuda_backend *cb, struct plan *p, const struct pla
     cublasLtMatmulPreference_t pref;
     if (!CUBLAS_OK(cb, cublasLtMatmulPreferenceCreate(&pref)))
         return false;
-    size_t wsb = cb->lt_workspace_bytes;
+    size_t wsb = (size_t)k->ws_kb << 10;
     uint32_t al = (uint32_t)k->align;
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb);
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al, sizeof al);
@@ -145,21 +151,36 @@ static bool plan_build(struct cuda_backend *cb, struct plan *p, const struct pla
     return true;
 }
 
+static uint32_t plan_hash(const struct plan_key *k)
+{
+    /* FNV-1a over the key's ints */
+    const int v[] = { k->kind, k->M, k->N, k->K, k->ldx, k->ldo, k->out_f32, k->align, k->ws_kb };
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+        h = (h ^ (uint32_t)v[i]) * 16777619u;
+    return h;
+}
+
 /* The cached plan for k, built on first use; NULL after recording a failure. */
 static struct plan *plan_get(struct cuda_backend *cb, const struct plan_key *k, const void *sa, const void *sb)
 {
     struct cuda_linear_state *s = cb->lin;
-    for (int i = 0; i < PLAN_SLOTS; i++)
-        if (s->plans[i].used && memcmp(&s->plans[i].key, k, sizeof *k) == 0)
-            return &s->plans[i];
-    struct plan *p = &s->plans[s->next];
-    s->next = (s->next + 1) % PLAN_SLOTS;
-    plan_destroy(p);
-    if (!plan_build(cb, p, k, sa, sb)) {
-        plan_destroy(p);
+    const uint32_t h = plan_hash(k);
+    struct plan *victim = NULL;
+    for (int i = 0; i < PLAN_PROBE; i++) {
+        struct plan *p = &s->plans[(h + (uint32_t)i) % PLAN_SLOTS];
+        if (p->used && memcmp(&p->key, k, sizeof *k) == 0)
+            return p;
+        if (!victim || !p->used || (victim->used && p->stamp < victim->stamp))
+            victim = p;
+    }
+    plan_destroy(victim);
+    if (!plan_build(cb, victim, k, sa, sb)) {
+        plan_destroy(victim);
         return NULL;
     }
-    return p;
+    victim->stamp = ++s->built;
+    return victim;
 }
 
 static size_t round256(size_t n)
@@ -190,27 +211,33 @@ static void linear_fp8(struct cuda_backend *cb, void *out, int ldo, const void *
     void *d = scr + q_bytes + s_bytes;
     if (!CU_OK(cb, cuda_launch_act_quant_bf16(cb->stream, x, ldx, M, rows, K, cb->base.dims.act_scale_ue8m0, xq, xs)))
         return;
-    struct plan *p = NULL;
-    if (N % 16 == 0) {
-        struct plan_key k = { .kind = PLAN_FP8, .M = rows, .N = N, .K = K, .out_f32 = out_f32, .align = 256 };
-        p = plan_get(cb, &k, xs, w->scale);
-        if (!p)
-            return;
-    }
-    if (p && p->ok) {
-        const void *sa = xs, *sb = w->scale;
-        if (!CUBLAS_OK(cb, cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa)) ||
-            !CUBLAS_OK(cb, cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb)))
-            return;
-        const float alpha = 1.0f, beta = 0.0f;
-        if (!CUBLAS_OK(cb, cublasLtMatmul(cb->lt, p->op, &alpha, xq, p->la, w->data, p->lb, &beta, d, p->ld, d, p->ld,
-                                          &p->algo, cb->lt_workspace, cb->lt_workspace_bytes, cb->stream)))
-            return;
+    const int r = N % 16 ? 0 : cuda_lt_fp8_gemm(cb, cb->stream, cb->lt_workspace, cb->lt_workspace_bytes, d, out_f32,
+                                                 xq, xs, rows, w->data, w->scale, N, K);
+    if (r > 0)
         CU_OK(cb, cuda_launch_transpose_out(cb->stream, d, out_f32, out, out_f32, M, N, rows, ldo));
-        return;
-    }
-    CU_OK(cb, cuda_launch_fp8_gemm_simt(cb->stream, xq, xs, rows, w->data, w->scale, cuda_scale_stride(w), out, out_f32,
-                                        ldo, M, N, K));
+    else if (r == 0)
+        CU_OK(cb, cuda_launch_fp8_gemm_simt(cb->stream, xq, xs, rows, w->data, w->scale, cuda_scale_stride(w), out,
+                                            out_f32, ldo, M, N, K));
+}
+
+int cuda_lt_fp8_gemm(struct cuda_backend *cb, cudaStream_t st, void *ws, size_t ws_bytes, void *d, bool d_f32,
+                     const uint8_t *aq, const float *as, int rows, const uint8_t *w, const float *wscale, int N, int K)
+{
+    struct plan_key k = { .kind = PLAN_FP8, .M = rows, .N = N, .K = K, .out_f32 = d_f32, .align = 256,
+                          .ws_kb = (int)(ws_bytes >> 10) };
+    struct plan *p = plan_get(cb, &k, as, wscale);
+    if (!p)
+        return -1;
+    if (!p->ok)
+        return 0;
+    const void *sa = as, *sb = wscale;
+    const float alpha = 1.0f, beta = 0.0f;
+    if (!CUBLAS_OK(cb, cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa)) ||
+        !CUBLAS_OK(cb, cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb)) ||
+        !CUBLAS_OK(cb, cublasLtMatmul(cb->lt, p->op, &alpha, aq, p->la, w, p->lb, &beta, d, p->ld, d, p->ld, &p->algo,
+                                      ws, ws_bytes, st)))
+        return -1;
+    return 1;
 }
 
 static void linear_bf16(struct cuda_backend *cb, void *out, int ldo, const void *x, int ldx,
@@ -220,7 +247,8 @@ static void linear_bf16(struct cuda_backend *cb, void *out, int ldo, const void 
     int al = ptr_align(x, (int64_t)ldx * 2), ao = ptr_align(out, (int64_t)ldo * (out_f32 ? 4 : 2)),
         aw = ptr_align(w->data, (int64_t)K * 2);
     struct plan_key k = { .kind = PLAN_BF16, .M = M, .N = N, .K = K, .ldx = ldx, .ldo = ldo, .out_f32 = out_f32,
-                          .align = al < ao ? (al < aw ? al : aw) : (ao < aw ? ao : aw) };
+                          .align = al < ao ? (al < aw ? al : aw) : (ao < aw ? ao : aw),
+                          .ws_kb = (int)(cb->lt_workspace_bytes >> 10) };
     struct plan *p = plan_get(cb, &k, NULL, NULL);
     if (!p)
         return;
@@ -249,7 +277,7 @@ static void linear_f32(struct cuda_backend *cb, void *out, int ldo, const void *
         return;
     int ao = ptr_align(d, (int64_t)ldd * 4), aw = ptr_align(w->data, (int64_t)K * 4);
     struct plan_key k = { .kind = PLAN_F32, .M = M, .N = N, .K = K, .ldx = K, .ldo = ldd, .out_f32 = 1,
-                          .align = ao < aw ? ao : aw };
+                          .align = ao < aw ? ao : aw, .ws_kb = (int)(cb->lt_workspace_bytes >> 10) };
     struct plan *p = plan_get(cb, &k, NULL, NULL);
     if (!p)
         return;
@@ -326,21 +354,15 @@ int dsd_backend_cuda_fp8_gemm_ms(struct dsd_backend *be, int M, int N, int K, in
     CU_OK(cb, cuda_launch_gen_fill(cb->stream, b, CUDA_GEN_FP8, (uint64_t)N * K, 0x5eed0002ull, 0.0f, 1.0f));
     CU_OK(cb, cuda_launch_gen_scales(cb->stream, as, KB, M, M, 1.0f / 512));
     CU_OK(cb, cuda_launch_gen_scales(cb->stream, bs, NB, KB, stride, 1.0f / 512));
-    struct plan_key k = { .kind = PLAN_FP8, .M = M, .N = N, .K = K, .out_f32 = 0, .align = 256 };
-    struct plan *p = plan_get(cb, &k, as, bs);
-    if (!p || !p->ok) {
-        rc = dsd_errf(err, -ENOTSUP, "fp8 gemm: cuBLASLt has no block-scaled algorithm for M %d N %d K %d", M, N, K);
-        goto out;
-    }
-    const void *sa = as, *sb = bs;
-    CUBLAS_OK(cb, cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa));
-    CUBLAS_OK(cb, cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb));
-    const float alpha = 1.0f, beta = 0.0f;
     for (int i = 0; i < iters + 3 && !cb->status; i++) {
         if (i == 3)
             CU_OK(cb, cudaEventRecord(e0, cb->stream));
-        CUBLAS_OK(cb, cublasLtMatmul(cb->lt, p->op, &alpha, a, p->la, b, p->lb, &beta, d, p->ld, d, p->ld, &p->algo,
-                                     cb->lt_workspace, cb->lt_workspace_bytes, cb->stream));
+        if (cuda_lt_fp8_gemm(cb, cb->stream, cb->lt_workspace, cb->lt_workspace_bytes, d, false, a, as, M, b, bs, N,
+                             K) == 0) {
+            rc = dsd_errf(err, -ENOTSUP, "fp8 gemm: cuBLASLt has no block-scaled algorithm for M %d N %d K %d", M, N,
+                          K);
+            goto out;
+        }
     }
     CU_OK(cb, cudaEventRecord(e1, cb->stream));
     CU_OK(cb, cudaStreamSynchronize(cb->stream));

@@ -2,7 +2,8 @@
 // kernels/cpu/cpu_moe.c with dsd_ref_moe_route in kernels/cpu/cpu_ref.c). Design in
 // docs/CUDA.md, "The dense MLP and the MoE block".
 //
-// One MoE call, every step enqueued on cb->stream:
+// One MoE call, every step enqueued on cb->stream (the prefill experts on the side streams,
+// forked and joined inside the call):
 //   1. router_logits_kernel: fp32 logits x . router[e], summed in dsd_ref_dot's exact order
 //      (8 interleaved lanes, then its fixed tree; no FMA contraction) so the logits are the
 //      CPU's bit for bit and near-ties pick the same experts.
@@ -20,7 +21,8 @@
 //        4 pairs), writes h = bf16(silu(bf16 g) * bf16 u); quant_kernel quantizes h per pair;
 //        ffn_stream_kernel<DOWN> gives y = bf16(down h) per pair. No host synchronization.
 //      - prefill (cuda_moe_lt.c): one synchronize to read the per-expert counts, then
-//        cuBLASLt block-scaled FP8 GEMMs per active expert on gathered rows.
+//        cuBLASLt block-scaled FP8 GEMMs per active expert on gathered rows, experts spread
+//        over the side streams.
 //   6. combine_kernel: out[t] = bf16(sum_s y[t,s] * w[t,s] in slot order + y_shared[t]),
 //      the CPU's order and rounding exactly (mul and add rounded separately).
 // The dense MLP is the same machinery with one "expert" and the identity pairs.
@@ -1106,14 +1108,16 @@ void cuda_op_moe(struct dsd_backend *be, void *out, const void *x, const struct 
         float *hs = NULL;
         const bool stream = cb->ffn_path == DSD_CUDA_FFN_STREAM ||
                             (cb->ffn_path == DSD_CUDA_FFN_AUTO && T <= MOE_STREAM_MAX_T);
-        struct moe_lt_bufs lb;
-        memset(&lb, 0, sizeof lb);
+        struct moe_lt_bufs lb[CUDA_SIDE_STREAMS];
+        memset(lb, 0, sizeof lb);
         if (stream) {
             h = (__nv_bfloat16 *)take(&c, (size_t)P * Imax * 2);
             hq = (uint8_t *)take(&c, (size_t)P * Imax);
             hs = (float *)take(&c, (size_t)P * (Imax / 128) * sizeof(float));
         } else {
-            carve_lt(&c, &lb, T, D, Imax);      // an expert sees at most T pairs
+            // one buffer set per side stream; an expert sees at most T pairs
+            for (int i = 0; i < CUDA_SIDE_STREAMS; i++)
+                carve_lt(&c, &lb[i], T < MOE_LT_LANE_ROWS ? T : MOE_LT_LANE_ROWS, D, Imax);
         }
         y = (__nv_bfloat16 *)take(&c, (size_t)P * D * 2);
         if (pass == 0) {
@@ -1150,7 +1154,7 @@ void cuda_op_moe(struct dsd_backend *be, void *out, const void *x, const struct 
             const int n_slots = (Tk < E ? Tk : E) + (shared ? 1 : 0);
             run_stream(cb, &s, lt->table, NULL, n_slots, Tk, k, P, D, Imax, xq, xs, h, hq, hs, y, T == 1);
         } else {
-            cuda_moe_lt_experts(cb, &s, lt->host, E, shared, T, k, xq, xs, &lb, y);
+            cuda_moe_lt_experts(cb, &s, lt->host, E, shared, T, k, xq, xs, lb, y);
         }
         if (cb->status)
             return;
@@ -1253,34 +1257,34 @@ void cuda_moe_route(struct cuda_backend *cb, int32_t *ids, float *wts, const flo
 
 // ---- launchers for cuda_moe_lt.c ----
 
-void cuda_moe_launch_gather(struct cuda_backend *cb, uint8_t *aq, float *as, int rows, const uint8_t *xq,
+void cuda_moe_launch_gather(struct cuda_backend *cb, cudaStream_t st, uint8_t *aq, float *as, int rows, const uint8_t *xq,
                             const float *xs, int D, const int32_t *perm, int m, int Tk, int k)
 {
     dim3 grid((D / 16 + 255) / 256, rows);
-    gather_kernel<<<grid, 256, 0, cb->stream>>>(aq, as, rows, xq, xs, D, perm, m, Tk, k);
+    gather_kernel<<<grid, 256, 0, st>>>(aq, as, rows, xq, xs, D, perm, m, Tk, k);
     CU_LAUNCHED(cb);
 }
 
-void cuda_moe_launch_swiglu_quant(struct cuda_backend *cb, float *h, uint8_t *hq, float *hs, const void *g,
+void cuda_moe_launch_swiglu_quant(struct cuda_backend *cb, cudaStream_t st, float *h, uint8_t *hq, float *hs, const void *g,
                                   const void *u, int m, int rows, int I)
 {
     dim3 block(32, 8), grid((I + 31) / 32, (rows + 31) / 32);
-    swiglu_cm_kernel<<<grid, block, 0, cb->stream>>>(h, (const __nv_bfloat16 *)g, (const __nv_bfloat16 *)u, m,
+    swiglu_cm_kernel<<<grid, block, 0, st>>>(h, (const __nv_bfloat16 *)g, (const __nv_bfloat16 *)u, m,
                                                      rows, I);
     if (!CU_LAUNCHED(cb))
         return;
     const int groups = I / 128;
     const int64_t warps = (int64_t)rows * groups;
-    quant_kernel<float><<<(unsigned)((warps * 32 + 255) / 256), 256, 0, cb->stream>>>(
+    quant_kernel<float><<<(unsigned)((warps * 32 + 255) / 256), 256, 0, st>>>(
         hq, hs, h, m, rows, I, I, I, 1, rows, cb->base.dims.act_scale_ue8m0);
     CU_LAUNCHED(cb);
 }
 
-void cuda_moe_launch_scatter(struct cuda_backend *cb, void *y, const void *yc, int rows, int D, const int32_t *perm,
+void cuda_moe_launch_scatter(struct cuda_backend *cb, cudaStream_t st, void *y, const void *yc, int rows, int D, const int32_t *perm,
                              int m)
 {
     dim3 block(32, 8), grid((D + 31) / 32, (m + 31) / 32);
-    scatter_cm_kernel<<<grid, block, 0, cb->stream>>>((__nv_bfloat16 *)y, (const __nv_bfloat16 *)yc, rows, D, perm,
+    scatter_cm_kernel<<<grid, block, 0, st>>>((__nv_bfloat16 *)y, (const __nv_bfloat16 *)yc, rows, D, perm,
                                                       m);
     CU_LAUNCHED(cb);
 }

@@ -78,9 +78,13 @@ struct moe_lt_bufs {
     int max_rows;       /* rows (M padded to 16) the buffers hold */
 };
 
+/* Rows a prefill lane's buffers hold (cuda_moe_lt.c): an expert with more pairs runs in chunks. */
+#define MOE_LT_LANE_ROWS 2048
+
 /* cuda_moe_lt.c: the experts of one MoE call for T > MOE_STREAM_MAX_T. Synchronizes the
  * stream once (to read the counts); fills y [T*k + T][D] bf16 per pair. host_table: the
- * layer's [E + 1] FFNs (host copy of the pointers). */
+ * layer's [E + 1] FFNs (host copy of the pointers); b: CUDA_SIDE_STREAMS buffer sets, one per
+ * side stream. */
 void cuda_moe_lt_experts(struct cuda_backend *cb, const struct moe_sort *s, const struct moe_ffn_w *host_table,
                          int E, bool shared, int T, int k, const uint8_t *xq, const float *xs,
                          const struct moe_lt_bufs *b, void *y);
@@ -95,18 +99,18 @@ void cuda_moe_lt_mlp(struct cuda_backend *cb, void *out, const uint8_t *xq, cons
 void cuda_moe_router_logits(struct cuda_backend *cb, float *logits, const void *x, const struct dsd_weight *rw, int T);
 void cuda_moe_route(struct cuda_backend *cb, int32_t *ids, float *wts, const float *logits, const float *bias, int T);
 
-/* cuda_moe.cu launchers for cuda_moe_lt.c (all on cb->stream, failures recorded). */
+/* cuda_moe.cu launchers for cuda_moe_lt.c (enqueued on st, failures recorded). */
 /* Gathers the token rows of pairs perm[0..m) (pair p -> token p < Tk ? p / k : p - Tk; perm
  * NULL: pair i is token i) from token-major xq [T][D] / xs [T][D/128] into aq [rows][D] and
  * k-block-major as [D/128][rows]; rows m..rows-1 become zeros with scale 1. */
-void cuda_moe_launch_gather(struct cuda_backend *cb, uint8_t *aq, float *as, int rows, const uint8_t *xq,
+void cuda_moe_launch_gather(struct cuda_backend *cb, cudaStream_t st, uint8_t *aq, float *as, int rows, const uint8_t *xq,
                             const float *xs, int D, const int32_t *perm, int m, int Tk, int k);
 /* h[i][n] = bf16(silu(bf16 g) * bf16 u) from column-major g, u [I][rows], i < m, as floats;
  * then h quantized into hq [rows][I] / hs [I/128][rows] (pad rows zero, scale 1). */
-void cuda_moe_launch_swiglu_quant(struct cuda_backend *cb, float *h, uint8_t *hq, float *hs, const void *g,
+void cuda_moe_launch_swiglu_quant(struct cuda_backend *cb, cudaStream_t st, float *h, uint8_t *hq, float *hs, const void *g,
                                   const void *u, int m, int rows, int I);
 /* y[perm[i]][n] = yc[n][i] for i < m (perm NULL: row i), y row stride D. */
-void cuda_moe_launch_scatter(struct cuda_backend *cb, void *y, const void *yc, int rows, int D, const int32_t *perm,
+void cuda_moe_launch_scatter(struct cuda_backend *cb, cudaStream_t st, void *y, const void *yc, int rows, int D, const int32_t *perm,
                              int m);
 
 #ifdef __cplusplus

@@ -7,7 +7,9 @@
  *    logits, with and without the correction bias;
  *  - mlp and moe outputs: relative error against the CPU backend (gate 1e-2: FP8 operands,
  *    bf16 rounding points identical, fp32 summation order free), T = 1, 4, 32 (streaming
- *    kernels) and 512 (the cuBLASLt prefill path, T > MOE_STREAM_MAX_T);
+ *    kernels), 512 and 2500 (the cuBLASLt prefill path, T > MOE_STREAM_MAX_T, experts spread
+ *    over the side streams; at 2500 experts with more pairs than MOE_LT_LANE_ROWS run in
+ *    row chunks);
  *  - configs: tiny, full V3.2 dims (7168 hidden, 256 experts top-8, 8 groups top-4, moe_inter
  *    2048, 1 shared, inter 18432), and "alt" (64 experts, 4 groups top-2, top-6, 2 shared,
  *    F32 router, no norm_topk_prob);
@@ -425,12 +427,14 @@ out:
 int main(int argc, char **argv)
 {
     gh_init(argc, argv, "test_cuda_moe");
-    static const int Ts[] = { 1, 4, 32, 65, 512 };
+    /* 2500: experts with more pairs than a prefill lane's buffers (MOE_LT_LANE_ROWS) run in chunks */
+    _Static_assert(2500 > MOE_LT_LANE_ROWS, "T = 2500 must exceed a lane's rows");
+    static const int Ts[] = { 1, 4, 32, 65, 512, 2500 };
     struct gh_config c;
 
     if (gh_config_preset(&c, "tiny"))
         return 2;
-    run_config(&c, DSD_DTYPE_BF16, Ts, 5, false);
+    run_config(&c, DSD_DTYPE_BF16, Ts, 6, false);
     if (gh_tiny_only())
         return gh_finish();
 
@@ -445,7 +449,7 @@ int main(int argc, char **argv)
     c.cfg.norm_topk_prob = false;
     c.cfg.routed_scaling_factor = 1.5;
     gh_config_update(&c, "alt-64e-top6");
-    run_config(&c, DSD_DTYPE_F32, Ts, 5, false);
+    run_config(&c, DSD_DTYPE_F32, Ts, 6, false);
 
     if (gh_config_preset(&c, "full-dims"))
         return 2;
