@@ -479,12 +479,19 @@ static void launch_attn(struct cuda_backend *cb, const attn_args &a, int hgroups
 // own long context), whichever is fewer rows. The tiled kernel wins once the step has enough
 // (token, 64 heads) CTAs: measured against the per-token kernel and its split selection, it
 // is ahead from about a 16th of the SMs at a 32K context (docs/KERNELS.md, the history table).
+// The tiled kernel's engine: wgmma where the shape and the shared memory allow it.
+static bool tile_wgmma(struct cuda_backend *cb, int L, int R)
+{
+    return cb->attn_tile != DSD_CUDA_TILE_MMA && cuda_mla_wgmma_ok(L, R) &&
+           (int)cuda_mla_wgmma_smem(L, R) <= cb->attn->smem_optin;
+}
+
 static int tile_source(struct cuda_backend *cb, int T, int H, int L, int R, int n_pages, int topk, bool fp8,
                        size_t *deq_bytes)
 {
     *deq_bytes = 0;
     if (cb->attn_kernel == DSD_CUDA_ATTN_PER_TOKEN || L > 512 ||
-        (int)cuda_mla_tile_smem(L, R) > cb->attn->smem_optin)
+        (!tile_wgmma(cb, L, R) && (int)cuda_mla_tile_smem(L, R) > cb->attn->smem_optin))
         return -1;
     int src = MLA_SRC_CACHE;
     if (fp8) {
@@ -678,7 +685,10 @@ void cuda_op_mla_attention(struct dsd_backend *be, void *out, const void *q, con
             a.t0 = t0;
             a.sm_scale = d->softmax_scale;
             a.olat = olat;
-            cuda_mla_tile_attn(cb, &a, L, nt);
+            if (tile_wgmma(cb, L, R))
+                cuda_mla_wgmma_attn(cb, &a, L, nt);
+            else
+                cuda_mla_tile_attn(cb, &a, L, nt);
         } else {
             attn_args a;
             a.qabs = qabs;
@@ -719,6 +729,11 @@ void cuda_op_mla_attention(struct dsd_backend *be, void *out, const void *q, con
 void dsd_backend_cuda_set_attention_kernel(struct dsd_backend *be, enum dsd_cuda_attn_kernel k)
 {
     cuda(be)->attn_kernel = k;
+}
+
+void dsd_backend_cuda_set_attention_tile(struct dsd_backend *be, enum dsd_cuda_attn_tile t)
+{
+    cuda(be)->attn_tile = t;
 }
 
 } // extern "C"

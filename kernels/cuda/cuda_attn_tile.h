@@ -49,4 +49,11 @@ void cuda_mla_dequant_selected(struct cuda_backend *cb, uint16_t *out, const uin
 // o_lat of `tokens` tokens (a->t0 ..), L = 128, 256, 384 or 512. Enqueued; failures recorded.
 void cuda_mla_tile_attn(struct cuda_backend *cb, const mla_tile_args *a, int L, int tokens);
 
+// The same computation on Hopper's warpgroup MMA (cuda_attn_wgmma.cu): same arguments, same
+// CTA per (token, cuda_mla_tile_heads() heads); takes L = 128 .. 512 in steps of 128 with
+// (L + R) % 16 == 0 (cuda_mla_wgmma_ok), and cuda_mla_wgmma_smem bytes of shared memory.
+bool cuda_mla_wgmma_ok(int L, int R);
+size_t cuda_mla_wgmma_smem(int L, int R);
+void cuda_mla_wgmma_attn(struct cuda_backend *cb, const mla_tile_args *a, int L, int tokens);
+
 #endif

@@ -71,6 +71,7 @@ struct cuda_backend {
     struct cuda_linear_state *lin;
     struct cuda_attn_state *attn;
     enum dsd_cuda_attn_kernel attn_kernel;      /* dsd_backend_cuda_set_attention_kernel */
+    enum dsd_cuda_attn_tile attn_tile;          /* dsd_backend_cuda_set_attention_tile */
     enum dsd_cuda_indexer_kernel indexer_kernel;    /* dsd_backend_cuda_set_indexer_kernel */
     enum dsd_cuda_ffn_path ffn_path;            /* dsd_backend_cuda_set_ffn_path */
     struct cuda_moe_state *moe;

@@ -61,6 +61,12 @@ enum dsd_cuda_attn_kernel {
 };
 void dsd_backend_cuda_set_attention_kernel(struct dsd_backend *be, enum dsd_cuda_attn_kernel k);
 
+/* Tests and benchmarks: which engine computes the head-tiled kernel's tiles. AUTO (the
+ * default) is WGMMA (Hopper's warpgroup MMA) wherever the shape allows it ((L + R) % 16 == 0,
+ * L <= 512), else MMA (mma.sync); WGMMA forced on a shape it does not take runs MMA. */
+enum dsd_cuda_attn_tile { DSD_CUDA_TILE_AUTO, DSD_CUDA_TILE_MMA, DSD_CUDA_TILE_WGMMA };
+void dsd_backend_cuda_set_attention_tile(struct dsd_backend *be, enum dsd_cuda_attn_tile t);
+
 /* Tests and benchmarks: which tensor-core path the indexer's scores take. AUTO (the default)
  * is FP8: e4m3 keys multiplied as stored (mma.m16n8k32); BF16 converts each key page to bf16
  * first (mma.m16n8k16). Both have exact products and fp32 sums (docs/KERNELS.md). */

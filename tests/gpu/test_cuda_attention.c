@@ -583,22 +583,33 @@ static void test_attention_run(struct gh_ctx *h, struct attn_fixture *f, struct 
     if (gh_sync(h->cpu, "mla_attention (cpu)") || get_act(h->cpu, want, o_c, (size_t)T * H * V))
         goto done;
     /* both GPU kernels, forced (the automatic choice takes the tiled one only for many tokens),
-     * the tiled one with each source of an FP8 cache's rows (a bf16 cache is read in place) */
-    static const enum dsd_cuda_attn_kernel kerns[3] = { DSD_CUDA_ATTN_PER_TOKEN, DSD_CUDA_ATTN_TILED_PAGES,
-                                                        DSD_CUDA_ATTN_TILED_GATHER };
-    static const char *knames[3] = { "per-token", "tiled-pages", "tiled-gather" };
-    const int n_kerns = a->lay.mla_dtype == DSD_KV_FP8 ? 3 : 2;
-    for (int k = 0; k < n_kerns; k++) {
-        const enum dsd_cuda_attn_kernel kern = kerns[k];
+     * the tiled one with each source of an FP8 cache's rows (a bf16 cache is read in place)
+     * and on each engine (mma.sync, wgmma) */
+    static const struct {
+        enum dsd_cuda_attn_kernel kern;
+        enum dsd_cuda_attn_tile tile;
+        const char *name;
+    } runs[] = {
+        { DSD_CUDA_ATTN_PER_TOKEN, DSD_CUDA_TILE_AUTO, "per-token" },
+        { DSD_CUDA_ATTN_TILED_PAGES, DSD_CUDA_TILE_MMA, "tiled-pages mma" },
+        { DSD_CUDA_ATTN_TILED_PAGES, DSD_CUDA_TILE_WGMMA, "tiled-pages wgmma" },
+        { DSD_CUDA_ATTN_TILED_GATHER, DSD_CUDA_TILE_MMA, "tiled-gather mma" },
+        { DSD_CUDA_ATTN_TILED_GATHER, DSD_CUDA_TILE_WGMMA, "tiled-gather wgmma" },
+    };
+    /* a bf16 cache is read in place: the two sources are one */
+    const int n_runs = a->lay.mla_dtype == DSD_KV_FP8 ? 5 : 3;
+    for (int k = 0; k < n_runs; k++) {
         poison_act(h->gpu, o_g, (size_t)T * H * V);
-        dsd_backend_cuda_set_attention_kernel(h->gpu, kern);
+        dsd_backend_cuda_set_attention_kernel(h->gpu, runs[k].kern);
+        dsd_backend_cuda_set_attention_tile(h->gpu, runs[k].tile);
         h->go->mla_attention(h->gpu, o_g, q_g, &f->wg.w.layers[0].kv_b, &a->gpu, s_g, topk, &sg.st);
         dsd_backend_cuda_set_attention_kernel(h->gpu, DSD_CUDA_ATTN_AUTO);
+        dsd_backend_cuda_set_attention_tile(h->gpu, DSD_CUDA_TILE_AUTO);
         if (gh_sync(h->gpu, "mla_attention") || get_act(h->gpu, got, o_g, (size_t)T * H * V))
             break;
         char shape[160];
-        snprintf(shape, sizeof shape, "%s %s T=%d H=%d L=%d topk=%d max_ctx=%d kv=%s", what,
-                 knames[k], T, H, d->kv_lora_rank, topk, b->max_pos + 1,
+        snprintf(shape, sizeof shape, "%s %s T=%d H=%d L=%d R=%d topk=%d max_ctx=%d kv=%s", what, runs[k].name, T, H,
+                 d->kv_lora_rank, d->qk_rope_head_dim, topk, b->max_pos + 1,
                  a->lay.mla_dtype == DSD_KV_FP8 ? "fp8" : "bf16");
         if (!gh_check(h, "mla_attention", shape, got, want, (size_t)T * H * V, gate)) {
             /* where it goes wrong: per token (its sequence, position, selection length) and head */
@@ -691,23 +702,34 @@ static void time_ops(struct gh_ctx *h, struct attn_fixture *f, struct arenas *a,
                            keys * Hi * 128 * 2.0);
     }
     t.q = q_g;
-    /* the automatic choice, then each kernel forced */
-    for (int k = 0; k < 4; k++) {
-        static const enum dsd_cuda_attn_kernel kern[4] = { DSD_CUDA_ATTN_AUTO, DSD_CUDA_ATTN_PER_TOKEN,
-                                                           DSD_CUDA_ATTN_TILED_PAGES, DSD_CUDA_ATTN_TILED_GATHER };
-        static const char *kname[4] = { "", " per-token", " tiled-pages", " tiled-gather" };
+    /* the automatic choice, then each kernel forced (the tiled ones on each engine) */
+    static const struct {
+        enum dsd_cuda_attn_kernel kern;
+        enum dsd_cuda_attn_tile tile;
+        const char *name;
+    } runs[] = {
+        { DSD_CUDA_ATTN_AUTO, DSD_CUDA_TILE_AUTO, "" },
+        { DSD_CUDA_ATTN_PER_TOKEN, DSD_CUDA_TILE_AUTO, " per-token" },
+        { DSD_CUDA_ATTN_TILED_PAGES, DSD_CUDA_TILE_MMA, " tiled-pages mma" },
+        { DSD_CUDA_ATTN_TILED_PAGES, DSD_CUDA_TILE_WGMMA, " tiled-pages wgmma" },
+        { DSD_CUDA_ATTN_TILED_GATHER, DSD_CUDA_TILE_MMA, " tiled-gather mma" },
+        { DSD_CUDA_ATTN_TILED_GATHER, DSD_CUDA_TILE_WGMMA, " tiled-gather wgmma" },
+    };
+    for (int k = 0; k < (int)(sizeof runs / sizeof runs[0]); k++) {
         /* dequantizing every page of B long contexts is not a candidate at decode */
-        if (!prefill && kern[k] == DSD_CUDA_ATTN_TILED_PAGES)
+        if (!prefill && runs[k].kern == DSD_CUDA_ATTN_TILED_PAGES)
             continue;
-        dsd_backend_cuda_set_attention_kernel(h->gpu, kern[k]);
+        dsd_backend_cuda_set_attention_kernel(h->gpu, runs[k].kern);
+        dsd_backend_cuda_set_attention_tile(h->gpu, runs[k].tile);
         ms = gh_time_gpu(h, run_attn, &t);
         dsd_backend_cuda_set_attention_kernel(h->gpu, DSD_CUDA_ATTN_AUTO);
+        dsd_backend_cuda_set_attention_tile(h->gpu, DSD_CUDA_TILE_AUTO);
         if (ms >= 0) {
             /* FLOPs as FlashMLA counts sparse attention (docs/KERNELS.md) plus the two absorption GEMMs */
             double entries = (double)B * (topk < ctx ? topk : ctx);
             double flops = (double)B * H * (2.0 * N * L + 2.0 * L * V) + entries * H * 2.0 * (L + R + L);
             char shape_k[160];
-            snprintf(shape_k, sizeof shape_k, "%s%s", shape, kname[k]);
+            snprintf(shape_k, sizeof shape_k, "%s%s", shape, runs[k].name);
             gh_report_time(h, "mla_attention", shape_k, ms,
                            entries * a->lay.mla_token_bytes + (double)H * (N + V) * L * 2, flops);
         }
@@ -823,7 +845,7 @@ int main(int argc, char **argv)
     }
     /* tiny variants that separate the kernel's paths: top-k 128 at L = 256 (several splits of
      * the selection per token: the combine kernel), L = 512 with top-k 24 (one split: o_lat
-     * written directly), N = V = 128 at L = 256 */
+     * written directly), N = V = 128 at L = 256, R = 32 */
     {
         static const int len[] = { 1, 24, 25, 100, 300, 777 };
         static const int seq[] = { 0, 1, 1, 2, 4, 4, 4, 3, 4, 5, 5, 5, 3 };
@@ -854,6 +876,12 @@ int main(int argc, char **argv)
             c.cfg.qk_nope_head_dim = 128;
             c.cfg.v_head_dim = 128;
             gh_config_update(&c, "tiny-n128");
+            run_config(&c, &r, DSD_KV_FP8);
+        }
+        /* R = 32: entries of L + R = 288 values, a last column block half full (wgmma engine) */
+        if (!gh_config_preset(&c, "tiny")) {
+            c.cfg.qk_rope_head_dim = 32;
+            gh_config_update(&c, "tiny-r32");
             run_config(&c, &r, DSD_KV_FP8);
         }
     }
