@@ -11,7 +11,10 @@
 //               stored into shared memory (cp.async, double-buffered) and multiplies e4m3 by e4m3
 //               with mma.m16n8k32; the bf16 one converts each page to bf16 in shared memory
 //               first and uses mma.m16n8k16 (kept selectable to compare speed and numerics,
-//               dsd_backend_cuda_set_indexer_kernel; docs/KERNELS.md has both).
+//               dsd_backend_cuda_set_indexer_kernel; docs/KERNELS.md has both). A third,
+//               for steps of many tokens (prefill), multiplies on Hopper's warpgroup MMA:
+//               q [64 heads][128] and each key page [64][128] as 128-byte-swizzled e4m3
+//               tiles, S = q k^T by four m64n64k32 per page (indexer_score_wgmma_kernel).
 //   3. select:  per token one CTA of 1024 threads: radix select (4 passes of 8 bits) of the k-th
 //               largest order-preserving key (NaN lowest, -0 == +0), then one ordered pass with
 //               block-wide prefix sums emitting every key above it and the lowest-index equal
@@ -21,6 +24,7 @@
 
 #include "cuda_attn_util.h"
 #include "cuda_backend.h"
+#include "cuda_wgmma.h"
 
 using namespace dsd_attn;
 
@@ -284,6 +288,134 @@ __global__ void indexer_score_fp8_kernel(const uint8_t *__restrict__ qv8, const 
     }
 }
 
+// The wgmma version: grid (ceil(n_pages_max / ppc), Tsub), one warpgroup (128 threads) for
+// any head count (64-head tiles, zero rows past Hp), dynamic shared memory
+// indexer_wgmma_smem(Hp). q and each page's keys are stored as 128-byte-swizzled e4m3 tiles
+// (cuda_wgmma.h: a key row is one 128-byte swizzle row, K-major); page i + 1 is in flight while
+// page i is multiplied. The ReLU-weighted head sum and the store are the FP8 kernel's.
+#define KW_STAGE (9 * 1024)                     // keys (8 KB, 1 KB aligned) + 64 scales, rounded
+#define KW_MAX_TILES 4                          // up to 256 heads
+
+__host__ __device__ inline size_t indexer_wgmma_smem(int Hp)
+{
+    return (size_t)((Hp + 63) / 64) * 8192 + 2 * KW_STAGE + 4 * 64 * 4 + 1024;
+}
+
+__global__ void __launch_bounds__(128) indexer_score_wgmma_kernel(
+    const uint8_t *__restrict__ qv8, const float *__restrict__ wh, int Hp, const uint8_t *__restrict__ index,
+    size_t page_bytes, const int32_t *__restrict__ pos, const int32_t *__restrict__ seq,
+    const int32_t *__restrict__ page_off, const int32_t *__restrict__ pages, int t0, int max_pos, int topk, int ppc,
+    float *__restrict__ logits, size_t ld_logits)
+{
+    using namespace dsd_wgmma;
+    extern __shared__ uint8_t smem_raw[];
+    const uint32_t base = (uint32_t)__cvta_generic_to_shared(smem_raw);
+    uint8_t *sm = smem_raw + ((1024 - (base & 1023)) & 1023);
+    const int MT = (Hp + 63) / 64;
+    uint8_t *Qs = sm;                                   // [MT][64 rows][128 B]
+    uint8_t *Ks = Qs + MT * 8192;                       // [2][KW_STAGE]
+    float *red = reinterpret_cast<float *>(Ks + 2 * KW_STAGE);     // [4][64]
+
+    const int tt = blockIdx.y, t = t0 + tt;
+    int p = pos[t];
+    if (p > max_pos)
+        p = max_pos;
+    const int n_cand = p + 1;
+    if (n_cand <= topk)
+        return;             // every position is selected; select writes 0..n-1
+    const int page0 = blockIdx.x * ppc;
+    if (page0 * 64 >= n_cand)
+        return;
+    const int n_pg = min(ppc, (n_cand + 63) / 64 - page0);
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q4 = lane & 3;
+    const int32_t *pg_tab = pages + page_off[seq[t]] + page0;
+
+    // page i of this CTA into stage i % 2: 512 chunks of keys (swizzled) and 16 of scales
+    auto issue = [&](int i) {
+        const uint8_t *pg = index + (size_t)pg_tab[i] * page_bytes;
+        uint8_t *st = Ks + (i & 1) * KW_STAGE;
+        for (int c = tid; c < 512 + 16; c += 128) {
+            if (c < 512)
+                cp_async16(st + (c >> 3) * 128 + (((c & 7) ^ ((c >> 3) & 7)) << 4), pg + c * 16, true);
+            else
+                cp_async16(st + 8192 + (c - 512) * 16, pg + 64 * 128 + (c - 512) * 16, true);
+        }
+        cp_async_commit();
+    };
+    issue(0);
+
+    // q rows (zero past Hp), swizzled like the keys; this thread's head weights
+    for (int c = tid; c < MT * 64 * 8; c += 128) {
+        const int r = c >> 3, j = c & 7;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (r < Hp)
+            v = *reinterpret_cast<const uint4 *>(qv8 + ((size_t)tt * Hp + r) * 128 + j * 16);
+        *reinterpret_cast<uint4 *>(Qs + (r >> 6) * 8192 + (r & 63) * 128 + ((j ^ (r & 7)) << 4)) = v;
+    }
+    float w0[KW_MAX_TILES], w1[KW_MAX_TILES];
+#pragma unroll
+    for (int mt = 0; mt < KW_MAX_TILES; mt++) {
+        const int h0 = mt * 64 + warp * 16 + g, h1 = h0 + 8;
+        w0[mt] = mt < MT && h0 < Hp ? wh[(size_t)tt * Hp + h0] : 0.0f;
+        w1[mt] = mt < MT && h1 < Hp ? wh[(size_t)tt * Hp + h1] : 0.0f;
+    }
+
+    for (int i = 0; i < n_pg; i++) {
+        if (i + 1 < n_pg) {
+            __syncthreads();        // stage (i + 1) % 2 and red are no longer read (page i - 1)
+            issue(i + 1);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        proxy_fence();              // q's stores and the page's cp.async writes are read by wgmma
+        __syncthreads();            // page i has landed for every thread
+        const uint8_t *ks = Ks + (i & 1) * KW_STAGE;
+        const float *kscale = reinterpret_cast<const float *>(ks + 8192);
+        // columns 8 jn + 2 q4 + x of the page: this thread's two rows of every 64-head tile
+        float s[16];
+#pragma unroll
+        for (int x = 0; x < 16; x++)
+            s[x] = 0.0f;
+#pragma unroll
+        for (int mt = 0; mt < KW_MAX_TILES; mt++) {
+            if (mt >= MT)
+                break;
+            float acc[32];
+            fence();
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++)
+                wgmma_e4m3<64>::run(acc, desc(Qs + mt * 8192 + kk * 32, 16, 1024), desc(ks + kk * 32, 16, 1024),
+                                    kk > 0);
+            commit();
+            wait<0>();
+            pin(acc);
+#pragma unroll
+            for (int jn = 0; jn < 8; jn++)
+#pragma unroll
+                for (int x = 0; x < 2; x++)
+                    s[2 * jn + x] += w0[mt] * fmaxf(acc[4 * jn + x], 0.0f) + w1[mt] * fmaxf(acc[4 * jn + 2 + x], 0.0f);
+        }
+#pragma unroll
+        for (int x = 0; x < 16; x++)
+            for (int o = 4; o < 32; o <<= 1)
+                s[x] += __shfl_xor_sync(0xffffffffu, s[x], o);
+        if (g == 0)
+#pragma unroll
+            for (int jn = 0; jn < 8; jn++) {
+                red[warp * 64 + 8 * jn + 2 * q4] = s[2 * jn];
+                red[warp * 64 + 8 * jn + 2 * q4 + 1] = s[2 * jn + 1];
+            }
+        __syncthreads();
+        if (tid < 64) {
+            const int j = (page0 + i) * 64 + tid;
+            if (j < n_cand)
+                logits[(size_t)tt * ld_logits + j] =
+                    (red[tid] + red[64 + tid] + red[128 + tid] + red[192 + tid]) * kscale[tid];
+        }
+    }
+}
+
 // ---- 3. exact selection ----------------------------------------------------------------------
 
 // order-preserving key: larger float -> larger key; NaN lowest (0); -0 == +0
@@ -484,6 +616,10 @@ extern "C" void cuda_op_indexer_topk(struct dsd_backend *be, int32_t *out, int t
     const int n_pages_max = (n_max + 63) / 64;
     const int score_threads = 32 * (Hp / 16);
     const bool fp8 = cb->indexer_kernel != DSD_CUDA_INDEXER_BF16;
+    // the wgmma scores for steps of many tokens (prefill), where every CTA walks ppc = 8 pages
+    const bool wg = cb->indexer_kernel == DSD_CUDA_INDEXER_WGMMA ||
+                    (cb->indexer_kernel == DSD_CUDA_INDEXER_AUTO && T >= 64);
+    const size_t wg_smem = indexer_wgmma_smem(Hp);
     const size_t score_smem = fp8 ? 2 * KS8_STAGE + (size_t)(Hp / 16) * 64 * 4
                                   : 64 * KS_LD * 2 + 64 * 4 + (size_t)(Hp / 16) * 64 * 4;
     if (score_smem > 48 * 1024 &&
@@ -491,6 +627,9 @@ extern "C" void cuda_op_indexer_topk(struct dsd_backend *be, int32_t *out, int t
                                               (int)score_smem)
                        : cudaFuncSetAttribute(indexer_score_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                               (int)score_smem)))
+        return;
+    if (wg && !CU_OK(cb, cudaFuncSetAttribute(indexer_score_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                              (int)wg_smem)))
         return;
     // pages per CTA of the FP8 kernel: few when a step has few tokens (decode), so that a long
     // context still spreads over every SM; more for prefill, where tokens fill the grid
@@ -503,7 +642,14 @@ extern "C" void cuda_op_indexer_topk(struct dsd_backend *be, int32_t *out, int t
             be->dims.act_scale_ue8m0, had, head_scale, dim_scale, qv, fp8 ? (uint8_t *)qv : NULL, wh);
         if (!CU_LAUNCHED(cb))
             return;
-        if (n_max > topk && fp8) {
+        if (n_max > topk && wg) {
+            dim3 grid((n_pages_max + ppc - 1) / ppc, n);
+            indexer_score_wgmma_kernel<<<grid, 128, wg_smem, cb->stream>>>(
+                (const uint8_t *)qv, wh, Hp, kv->index, lay->index_page_bytes, st->pos, st->seq, st->page_off,
+                st->pages, t0, st->max_pos, topk, ppc, logits, ld_logits);
+            if (!CU_LAUNCHED(cb))
+                return;
+        } else if (n_max > topk && fp8) {
             dim3 grid((n_pages_max + ppc - 1) / ppc, n);
             indexer_score_fp8_kernel<<<grid, score_threads, score_smem, cb->stream>>>(
                 (const uint8_t *)qv, wh, Hp, kv->index, lay->index_page_bytes, st->pos, st->seq, st->page_off,

@@ -67,10 +67,12 @@ void dsd_backend_cuda_set_attention_kernel(struct dsd_backend *be, enum dsd_cuda
 enum dsd_cuda_attn_tile { DSD_CUDA_TILE_AUTO, DSD_CUDA_TILE_MMA, DSD_CUDA_TILE_WGMMA };
 void dsd_backend_cuda_set_attention_tile(struct dsd_backend *be, enum dsd_cuda_attn_tile t);
 
-/* Tests and benchmarks: which tensor-core path the indexer's scores take. AUTO (the default)
- * is FP8: e4m3 keys multiplied as stored (mma.m16n8k32); BF16 converts each key page to bf16
- * first (mma.m16n8k16). Both have exact products and fp32 sums (docs/KERNELS.md). */
-enum dsd_cuda_indexer_kernel { DSD_CUDA_INDEXER_AUTO, DSD_CUDA_INDEXER_BF16, DSD_CUDA_INDEXER_FP8 };
+/* Tests and benchmarks: which tensor-core path the indexer's scores take. FP8 multiplies the
+ * e4m3 keys as stored (mma.m16n8k32); WGMMA does the same on Hopper's warpgroup MMA
+ * (m64n64k32 per key page); BF16 converts each key page to bf16 first (mma.m16n8k16). AUTO
+ * (the default) is WGMMA for steps of 64 tokens or more, FP8 below. All have exact products
+ * and fp32 sums (docs/KERNELS.md). */
+enum dsd_cuda_indexer_kernel { DSD_CUDA_INDEXER_AUTO, DSD_CUDA_INDEXER_BF16, DSD_CUDA_INDEXER_FP8, DSD_CUDA_INDEXER_WGMMA };
 void dsd_backend_cuda_set_indexer_kernel(struct dsd_backend *be, enum dsd_cuda_indexer_kernel k);
 
 /* Tests and benchmarks: how the dense MLP and the MoE experts run. AUTO (the default) streams

@@ -691,10 +691,13 @@ static void time_ops(struct gh_ctx *h, struct attn_fixture *f, struct arenas *a,
     double ms = 0, keys = 0;
     for (int i = 0; i < B; i++)
         keys += pos[i] + 1;
-    for (int k = 0; k < 2; k++) {
+    static const enum dsd_cuda_indexer_kernel ikern[3] = { DSD_CUDA_INDEXER_BF16, DSD_CUDA_INDEXER_FP8,
+                                                           DSD_CUDA_INDEXER_WGMMA };
+    static const char *iname[3] = { "bf16-mma", "fp8-mma", "fp8-wgmma" };
+    for (int k = 0; k < 3; k++) {
         char shape_k[160];
-        snprintf(shape_k, sizeof shape_k, "%s %s", shape, k ? "fp8-mma" : "bf16-mma");
-        dsd_backend_cuda_set_indexer_kernel(h->gpu, k ? DSD_CUDA_INDEXER_FP8 : DSD_CUDA_INDEXER_BF16);
+        snprintf(shape_k, sizeof shape_k, "%s %s", shape, iname[k]);
+        dsd_backend_cuda_set_indexer_kernel(h->gpu, ikern[k]);
         ms = gh_time_gpu(h, run_indexer, &t);
         dsd_backend_cuda_set_indexer_kernel(h->gpu, DSD_CUDA_INDEXER_AUTO);
         if (ms >= 0)
@@ -800,6 +803,8 @@ static void run_config(struct gh_config *c, const struct run_spec *r, enum dsd_k
         batch_tokens(&b, r->T, r->seq, r->pos);
         if (kv_dtype == DSD_KV_FP8) {
             test_indexer_run(&h, &a, &b, r->exact, r->exact ? 0.999 : 0.99, DSD_CUDA_INDEXER_FP8, "ragged fp8-mma");
+            test_indexer_run(&h, &a, &b, r->exact, r->exact ? 0.999 : 0.99, DSD_CUDA_INDEXER_WGMMA,
+                             "ragged fp8-wgmma");
             test_indexer_run(&h, &a, &b, r->exact, r->exact ? 0.999 : 0.99, DSD_CUDA_INDEXER_BF16, "ragged bf16-mma");
         }
         struct attn_fixture f;
