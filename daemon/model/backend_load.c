@@ -96,3 +96,10 @@ int dsd_model_fp8_gemm_ms(struct dsd_model *m, int M, int N, int K, int iters, d
         return dsd_errf(err, -ENOTSUP, "the %s backend has no separate FP8 GEMM (time the linear op)", m->ops->name);
     return g_cuda->fp8_gemm_ms(m->be, M, N, K, iters, ms, err);
 }
+
+int dsd_model_set_engine(struct dsd_model *m, const char *name, const char *value, struct dsd_err *err)
+{
+    if (m->params.backend != DSD_MODEL_BACKEND_CUDA || !g_cuda || !g_cuda->set_engine)
+        return dsd_errf(err, -ENOTSUP, "the %s backend has no engine choices", m->ops->name);
+    return g_cuda->set_engine(m->be, name, value, err);
+}

@@ -132,6 +132,11 @@ int dsd_model_set_active_layers(struct dsd_model *m, int n, struct dsd_err *err)
  * instead), else what dsd_cuda.h's dsd_backend_cuda_fp8_gemm_ms returns. */
 int dsd_model_fp8_gemm_ms(struct dsd_model *m, int M, int N, int K, int iters, double *ms, struct dsd_err *err);
 
+/* Benchmarks: one of the CUDA backend's kernel choices by name (dsd_cuda.h,
+ * dsd_backend_cuda_set_engine: "attn_tile" = "wgmma", ...). Returns 0, -EINVAL (unknown name
+ * or value), -ENOTSUP (not the CUDA backend). */
+int dsd_model_set_engine(struct dsd_model *m, const char *name, const char *value, struct dsd_err *err);
+
 /* The per-op profile (deepseekd-bench): while on, every op a main-model step enqueues is
  * bracketed by backend timer marks (so such steps run op by op, never from a recording),
  * and dsd_model_profile_read lists the ops of the last step. */

@@ -479,10 +479,12 @@ static void launch_attn(struct cuda_backend *cb, const attn_args &a, int hgroups
 // own long context), whichever is fewer rows. The tiled kernel wins once the step has enough
 // (token, 64 heads) CTAs: measured against the per-token kernel and its split selection, it
 // is ahead from about a 16th of the SMs at a 32K context (docs/KERNELS.md, the history table).
-// The tiled kernel's engine: wgmma where the shape and the shared memory allow it.
+// The tiled kernel's engine: wgmma when asked for and the shape and shared memory allow it.
+// AUTO stays on mma.sync until the wgmma engine has been checked on a GPU
+// (docs/KERNELS.md records where that stands).
 static bool tile_wgmma(struct cuda_backend *cb, int L, int R)
 {
-    return cb->attn_tile != DSD_CUDA_TILE_MMA && cuda_mla_wgmma_ok(L, R) &&
+    return cb->attn_tile == DSD_CUDA_TILE_WGMMA && cuda_mla_wgmma_ok(L, R) &&
            (int)cuda_mla_wgmma_smem(L, R) <= cb->attn->smem_optin;
 }
 

@@ -1,6 +1,7 @@
 /* The CUDA backend: creation, memory, the stream and its status, weights to the device, and
  * the op table. The ops themselves live in one file per concern (cuda_act.cu, cuda_linear.c,
  * cuda_kv.cu, cuda_indexer.cu, cuda_attention.cu, cuda_moe.cu). */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -682,6 +683,45 @@ static void cu_destroy(struct dsd_backend *be)
         cudaStreamDestroy(cb->stream);
     dsd_backend_fini_common(be);
     free(cb);
+}
+
+/* ---- engine choices by name (dsd_backend_cuda_set_engine) ---- */
+
+static void set_attention(struct dsd_backend *be, int v) { dsd_backend_cuda_set_attention_kernel(be, v); }
+static void set_attn_tile(struct dsd_backend *be, int v) { dsd_backend_cuda_set_attention_tile(be, v); }
+static void set_indexer(struct dsd_backend *be, int v) { dsd_backend_cuda_set_indexer_kernel(be, v); }
+static void set_ffn(struct dsd_backend *be, int v) { dsd_backend_cuda_set_ffn_path(be, v); }
+
+/* one row per choice; a value's index is its enum value (dsd_cuda.h) */
+static const struct engine_knob {
+    const char *name;
+    void (*set)(struct dsd_backend *be, int v);
+    const char *values[6];
+} engine_knobs[] = {
+    { .name = "attention", .set = set_attention,
+      .values = { "auto", "per-token", "tiled", "tiled-pages", "tiled-gather" } },
+    { .name = "attn_tile", .set = set_attn_tile, .values = { "auto", "mma", "wgmma" } },
+    { .name = "indexer", .set = set_indexer, .values = { "auto", "bf16", "fp8", "wgmma" } },
+    { .name = "ffn", .set = set_ffn, .values = { "auto", "stream", "gemm" } },
+};
+
+int dsd_backend_cuda_set_engine(struct dsd_backend *be, const char *name, const char *value, struct dsd_err *err)
+{
+    for (size_t k = 0; name && k < sizeof engine_knobs / sizeof engine_knobs[0]; k++) {
+        const struct engine_knob *kn = &engine_knobs[k];
+        if (strcmp(kn->name, name))
+            continue;
+        char list[128] = "";
+        for (int v = 0; v < 6 && kn->values[v]; v++) {
+            if (value && !strcmp(kn->values[v], value)) {
+                kn->set(be, v);
+                return 0;
+            }
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", v ? ", " : "", kn->values[v]);
+        }
+        return dsd_errf(err, -EINVAL, "engine %s: no value \"%s\" (one of: %s)", name, value ? value : "", list);
+    }
+    return dsd_errf(err, -EINVAL, "no engine choice \"%s\" (attention, attn_tile, indexer, ffn)", name ? name : "");
 }
 
 struct dsd_backend *dsd_backend_cuda_new(const struct dsd_backend_params *p, struct dsd_err *err)

@@ -616,9 +616,9 @@ extern "C" void cuda_op_indexer_topk(struct dsd_backend *be, int32_t *out, int t
     const int n_pages_max = (n_max + 63) / 64;
     const int score_threads = 32 * (Hp / 16);
     const bool fp8 = cb->indexer_kernel != DSD_CUDA_INDEXER_BF16;
-    // the wgmma scores for steps of many tokens (prefill), where every CTA walks ppc = 8 pages
-    const bool wg = cb->indexer_kernel == DSD_CUDA_INDEXER_WGMMA ||
-                    (cb->indexer_kernel == DSD_CUDA_INDEXER_AUTO && T >= 64);
+    // the wgmma scores when asked for (AUTO stays on mma.sync until they have been checked on
+    // a GPU: docs/KERNELS.md)
+    const bool wg = cb->indexer_kernel == DSD_CUDA_INDEXER_WGMMA;
     const size_t wg_smem = indexer_wgmma_smem(Hp);
     const size_t score_smem = fp8 ? 2 * KS8_STAGE + (size_t)(Hp / 16) * 64 * 4
                                   : 64 * KS_LD * 2 + 64 * 4 + (size_t)(Hp / 16) * 64 * 4;

@@ -10,4 +10,5 @@ DSD_CUDA_MODULE_EXPORT const struct dsd_cuda_module dsd_cuda_module = {
     .device_name = dsd_backend_cuda_device_name,
     .weight_bytes = dsd_backend_cuda_weight_bytes,
     .fp8_gemm_ms = dsd_backend_cuda_fp8_gemm_ms,
+    .set_engine = dsd_backend_cuda_set_engine,
 };

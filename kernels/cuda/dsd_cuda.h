@@ -61,17 +61,16 @@ enum dsd_cuda_attn_kernel {
 };
 void dsd_backend_cuda_set_attention_kernel(struct dsd_backend *be, enum dsd_cuda_attn_kernel k);
 
-/* Tests and benchmarks: which engine computes the head-tiled kernel's tiles. AUTO (the
- * default) is WGMMA (Hopper's warpgroup MMA) wherever the shape allows it ((L + R) % 16 == 0,
- * L <= 512), else MMA (mma.sync); WGMMA forced on a shape it does not take runs MMA. */
+/* Tests and benchmarks: which engine computes the head-tiled kernel's tiles: MMA (mma.sync)
+ * or WGMMA (Hopper's warpgroup MMA; shapes with (L + R) % 16 == 0, L <= 512, else MMA runs).
+ * AUTO (the default) is MMA. */
 enum dsd_cuda_attn_tile { DSD_CUDA_TILE_AUTO, DSD_CUDA_TILE_MMA, DSD_CUDA_TILE_WGMMA };
 void dsd_backend_cuda_set_attention_tile(struct dsd_backend *be, enum dsd_cuda_attn_tile t);
 
 /* Tests and benchmarks: which tensor-core path the indexer's scores take. FP8 multiplies the
  * e4m3 keys as stored (mma.m16n8k32); WGMMA does the same on Hopper's warpgroup MMA
  * (m64n64k32 per key page); BF16 converts each key page to bf16 first (mma.m16n8k16). AUTO
- * (the default) is WGMMA for steps of 64 tokens or more, FP8 below. All have exact products
- * and fp32 sums (docs/KERNELS.md). */
+ * (the default) is FP8. All have exact products and fp32 sums (docs/KERNELS.md). */
 enum dsd_cuda_indexer_kernel { DSD_CUDA_INDEXER_AUTO, DSD_CUDA_INDEXER_BF16, DSD_CUDA_INDEXER_FP8, DSD_CUDA_INDEXER_WGMMA };
 void dsd_backend_cuda_set_indexer_kernel(struct dsd_backend *be, enum dsd_cuda_indexer_kernel k);
 
@@ -81,9 +80,15 @@ void dsd_backend_cuda_set_indexer_kernel(struct dsd_backend *be, enum dsd_cuda_i
 enum dsd_cuda_ffn_path { DSD_CUDA_FFN_AUTO, DSD_CUDA_FFN_STREAM, DSD_CUDA_FFN_GEMM };
 void dsd_backend_cuda_set_ffn_path(struct dsd_backend *be, enum dsd_cuda_ffn_path p);
 
+/* The four choices above by name, for tools that reach the backend through the module
+ * (deepseekd-bench --engine NAME=VALUE): "attention" (auto, per-token, tiled, tiled-pages,
+ * tiled-gather), "attn_tile" (auto, mma, wgmma), "indexer" (auto, bf16, fp8, wgmma), "ffn"
+ * (auto, stream, gemm). Returns 0, or -EINVAL (unknown name or value; err lists the values). */
+int dsd_backend_cuda_set_engine(struct dsd_backend *be, const char *name, const char *value, struct dsd_err *err);
+
 /* What the loadable module (libdsd_backend_cuda.so, kernels/cuda/cuda_module.c) exports as
  * the symbol "dsd_cuda_module". The ABI number changes whenever this table or ops.h does. */
-#define DSD_CUDA_MODULE_ABI 2
+#define DSD_CUDA_MODULE_ABI 3
 #define DSD_CUDA_MODULE_EXPORT __attribute__((visibility("default")))
 struct dsd_cuda_module {
     int abi;
@@ -91,6 +96,7 @@ struct dsd_cuda_module {
     const char *(*device_name)(const struct dsd_backend *be);
     size_t (*weight_bytes)(const struct dsd_backend *be);
     int (*fp8_gemm_ms)(struct dsd_backend *be, int M, int N, int K, int iters, double *ms, struct dsd_err *err);
+    int (*set_engine)(struct dsd_backend *be, const char *name, const char *value, struct dsd_err *err);
 };
 
 struct dsd_cuda;

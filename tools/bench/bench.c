@@ -28,7 +28,7 @@ static const char usage[] =
     "usage: deepseekd-bench [--backend cpu|cuda] [--gpu N] [--preset NAME | --config FILE]\n"
     "                       [--layers N] [--dense N] [--batches LIST] [--contexts LIST] [--chunks LIST]\n"
     "                       [--reps N] [--warmup N] [--seed S] [--threads N] [--json FILE]\n"
-    "                       [--top-p P] [--commit ID] [--quick] [--copies-only]\n"
+    "                       [--top-p P] [--commit ID] [--engine NAME=VALUE]... [--quick] [--copies-only]\n"
     "Times decode steps, prefill chunks and a per-op profile of the engine on a model made from\n"
     "a config with generated weights, and prints each figure beside its floor on this device.\n"
     "  --backend    cuda (default when the CUDA module loads) or cpu\n"
@@ -44,6 +44,8 @@ static const char usage[] =
     "  --top-p P    the sampling of the step with sampling: temperature 1, top-p P (default 1:\n"
     "               plain sampling; top-p filtering of random logits is its slowest case)\n"
     "  --commit ID  the source commit, recorded in the output\n"
+    "  --engine NAME=VALUE  a CUDA kernel choice (attention, attn_tile, indexer, ffn; e.g.\n"
+    "               attn_tile=mma), recorded in the output; up to 8\n"
     "  --copies-only  only the copy rates (device copy, host <-> device from alloc_host memory),\n"
     "               then exit: the floors of the KV tiers' reloads (tools/bench/tiers.sh)\n"
     "  --quick      tiny model, batches 1,4, contexts 64,256, chunks 32,128 (unless given), 7\n"
@@ -566,6 +568,8 @@ int main(int argc, char **argv)
     bool quick = false, backend_set = false, copies_only = false;
     enum dsd_model_backend backend = DSD_MODEL_BACKEND_CUDA;
     bool reps_set = false;
+    const char *engines[8];
+    int n_engines = 0;
     int lists_set = 0;              /* --batches 1, --contexts 2, --chunks 4 */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -599,6 +603,10 @@ int main(int argc, char **argv)
             config = v;
         } else if (!strcmp(a, "--json")) {
             json = v;
+        } else if (!strcmp(a, "--engine")) {
+            if (n_engines == 8 || !strchr(v, '='))
+                return die("--engine takes NAME=VALUE, up to 8 times (got \"%s\")", v);
+            engines[n_engines++] = v;
         } else if (!strcmp(a, "--commit")) {
             commit = v;
         } else if (!strcmp(a, "--top-p")) {
@@ -686,6 +694,15 @@ int main(int argc, char **argv)
         return die("%s", err.msg);
     struct dsd_model *m = b.m;
     const double t_gen = now() - t0;
+    char engine_line[512] = "";
+    for (int i = 0; i < n_engines; i++) {
+        char name[64];
+        const char *eq = strchr(engines[i], '=');
+        snprintf(name, sizeof name, "%.*s", (int)(eq - engines[i]), engines[i]);
+        if (dsd_model_set_engine(m, name, eq + 1, &err))
+            return die("--engine: %s", err.msg);
+        snprintf(engine_line + strlen(engine_line), sizeof engine_line - strlen(engine_line), " %s", engines[i]);
+    }
     const double w_bytes = (double)dsd_weights_bytes(&m->w, &m->cfg);
 
     char date[32];
@@ -693,7 +710,7 @@ int main(int argc, char **argv)
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&tt));
     const char *device = dsd_model_device_name(m);
     printf("deepseekd-bench  %s  commit %s\n", date, commit);
-    printf("device %s (%s backend)\n", device, m->ops->name);
+    printf("device %s (%s backend)%s%s\n", device, m->ops->name, n_engines ? ", engines" : "", engine_line);
     printf("model: %s, %d layers (%d dense, %d MoE), hidden %lld, %d heads, %d experts top-%d, index_topk %d\n",
            config ? config : preset, layers, dense, layers - dense, (long long)cfg.hidden_size,
            cfg.num_attention_heads, cfg.n_routed_experts, cfg.num_experts_per_tok, cfg.index_topk);
@@ -1000,7 +1017,9 @@ int main(int argc, char **argv)
             return die("cannot write %s", json);
         fprintf(j, "{\n\"tool\": \"deepseekd-bench\", \"format\": 1, \"date\": \"%s\", \"commit\": \"%s\",\n", date,
                 commit);
-        fprintf(j, "\"device\": \"%s\", \"backend\": \"%s\",\n", device, m->ops->name);
+        /* engine choices passed dsd_model_set_engine, so they are plain names and values */
+        fprintf(j, "\"device\": \"%s\", \"backend\": \"%s\", \"engines\": \"%s\",\n", device, m->ops->name,
+                engine_line[0] ? engine_line + 1 : "");
         fprintf(j,
                 "\"model\": {\"source\": \"%s\", \"layers\": %d, \"dense_layers\": %d, \"moe_layers\": %d, "
                 "\"hidden_size\": %lld, \"heads\": %d, \"experts\": %d, \"experts_per_token\": %d, "
