@@ -1,12 +1,15 @@
 /*
  * deepseekd-bench and the model it runs on (tools/bench, docs/BENCH.md):
- *   test_bench BENCH_JSON BENCH_STDOUT
+ *   test_bench BENCH_JSON BENCH_STDOUT KERNELS_JSON
  * - a model made from a config alone (dsd_model_new_generated, CPU backend, the tiny preset):
  *   weights where the config says, deterministic in the seed, and a forward pass whose
  *   logits are finite, not all equal and of a sensible size (never time on zeros);
  * - the output of `deepseekd-bench --quick` (run by ctest just before, the bench_quick
  *   fixture): every figure present, positive and finite, floors measured, the per-op
- *   profile covering the layer ops, the table on stdout.
+ *   profile covering the layer ops, the table on stdout;
+ * - the output of `deepseekd-bench --quick --kernels` (the bench_kernels_quick fixture): a
+ *   line per projection of the tiny model and batch size, each time and floor positive and
+ *   the ratio theirs, the floor the longer of bytes and FLOPs.
  */
 #include <jansson.h>
 #include <math.h>
@@ -19,7 +22,7 @@
 #include "presets.h"
 #include "test.h"
 
-static const char *g_json, *g_stdout;
+static const char *g_json, *g_stdout, *g_kernels;
 
 /* Greedy logits of one 5-token prompt on a generated tiny model with this seed. */
 static int generated_logits(uint64_t seed, float *logits, int64_t *vocab)
@@ -231,16 +234,54 @@ TEST(bench_table)
     ASSERT_EQ_INT(ratios, 4 * 3 + 2 * 3);           /* dense, MoE, step per decode and prefill figure */
 }
 
+TEST(kernels_json)
+{
+    json_error_t je;
+    json_t *r = json_load_file(g_kernels, 0, &je);
+    if (!r) {
+        TEST_FAIL_AT("%s: %s (line %d)", g_kernels, je.text, je.line);
+        return;
+    }
+    ASSERT_TRUE(json_is_true(json_object_get(r, "ok")));
+    const double copy = num(r, "copy_gbps"), gemm = num(r, "gemm_tflops");
+    ASSERT_TRUE(copy > 0 && gemm > 0);
+    json_t *k = json_object_get(r, "kernels"), *e;
+    size_t i;
+    /* the tiny preset: 7 attention/indexer projections, the dense MLP's 3, the router, the
+     * shared and a routed expert's gate and down, the LM head; --quick batches 1 and 4 */
+    ASSERT_EQ_INT(json_array_size(k), 16 * 2);
+    int named_q_a = 0, named_lm = 0;
+    json_array_foreach(k, i, e) {
+        const double ms = num(e, "ms"), fl = num(e, "floor_ms"), ratio = num(e, "ratio");
+        const double rows = num(e, "rows"), cols = num(e, "cols"), M = num(e, "M");
+        const char *w = json_string_value(json_object_get(e, "weight"));
+        const char *bound = json_string_value(json_object_get(e, "floor"));
+        ASSERT_TRUE(w != NULL && bound != NULL);
+        ASSERT_TRUE(ms > 0 && fl > 0 && rows > 0 && cols > 0 && (M == 1 || M == 4));
+        ASSERT_TRUE(fabs(ratio - ms / fl) <= 1e-3 * ratio);
+        /* the FLOP floor alone, at the measured rate: the floor is never below it */
+        ASSERT_TRUE(fl >= 2.0 * M * rows * cols / (gemm * 1e12) * 1e3 * (1 - 1e-3));
+        ASSERT_TRUE(!strcmp(bound, "bytes") || !strcmp(bound, "flops"));
+        named_q_a += w && !strcmp(w, "q_a");
+        named_lm += w && !strcmp(w, "lm_head");
+    }
+    ASSERT_EQ_INT(named_q_a, 2);
+    ASSERT_EQ_INT(named_lm, 2);
+    json_decref(r);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: test_bench BENCH_JSON BENCH_STDOUT\n");
+    if (argc != 4) {
+        fprintf(stderr, "usage: test_bench BENCH_JSON BENCH_STDOUT KERNELS_JSON\n");
         return 2;
     }
     g_json = argv[1];
     g_stdout = argv[2];
+    g_kernels = argv[3];
     RUN(generated_model);
     RUN(bench_json);
     RUN(bench_table);
+    RUN(kernels_json);
     return test_report();
 }

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "bench.h"
+#include "dtype.h"
 #include "model.h"
 #include "numeric.h"
 #include "presets.h"
@@ -29,6 +30,7 @@ static const char usage[] =
     "                       [--layers N] [--dense N] [--batches LIST] [--contexts LIST] [--chunks LIST]\n"
     "                       [--reps N] [--warmup N] [--seed S] [--threads N] [--json FILE]\n"
     "                       [--top-p P] [--commit ID] [--engine NAME=VALUE]... [--quick] [--copies-only]\n"
+    "                       [--kernels]\n"
     "Times decode steps, prefill chunks and a per-op profile of the engine on a model made from\n"
     "a config with generated weights, and prints each figure beside its floor on this device.\n"
     "  --backend    cuda (default when the CUDA module loads) or cpu\n"
@@ -46,6 +48,8 @@ static const char usage[] =
     "  --commit ID  the source commit, recorded in the output\n"
     "  --engine NAME=VALUE  a CUDA kernel choice (attention, attn_tile, indexer, ffn; e.g.\n"
     "               attn_tile=mma), recorded in the output; up to 8\n"
+    "  --kernels    after the floors, only the per-kernel table: every projection of the model\n"
+    "               alone at each --batches size, beside its floor (bytes or FLOPs)\n"
     "  --copies-only  only the copy rates (device copy, host <-> device from alloc_host memory),\n"
     "               then exit: the floors of the KV tiers' reloads (tools/bench/tiers.sh)\n"
     "  --quick      tiny model, batches 1,4, contexts 64,256, chunks 32,128 (unless given), 7\n"
@@ -326,6 +330,122 @@ out:
     return rc;
 }
 
+/* ---- --kernels: each linear alone ------------------------------------------------------ */
+
+/* Every projection of the model's first dense and first MoE layer and the LM head, at each
+ * decode batch size, on the model's own weights: the median time of one linear op beside its
+ * floor (the weight and activation bytes over the copy rate, or the FLOPs over the FP8 GEMM
+ * rate, whichever is longer). Writes the "kernels" array of the JSON when j is set. */
+static int bench_kernels(struct bench *b, const int *batches, int n_batches, FILE *j)
+{
+    struct dsd_model *m = b->m;
+    const struct dsd_ops *o = m->ops;
+    const struct dsd_model_weights *w = &m->w;
+    const struct dsd_layer_weights *dl = NULL, *ml = NULL;
+    for (int i = 0; i < b->n_layers; i++) {
+        if (!w->layers[i].is_moe && !dl)
+            dl = &w->layers[i];
+        if (w->layers[i].is_moe && !ml)
+            ml = &w->layers[i];
+    }
+    struct {
+        const char *name;
+        const struct dsd_weight *w;
+    } list[24];
+    int n = 0;
+#define KLIN(nm, ptr) \
+    do { if ((ptr)->data && n < 24) { list[n].name = (nm); list[n].w = (ptr); n++; } } while (0)
+    const struct dsd_layer_weights *any = dl ? dl : ml;
+    if (any) {
+        KLIN("q_a", &any->q_a);
+        KLIN("q_b", &any->q_b);
+        KLIN("kv_a", &any->kv_a);
+        KLIN("o_proj", &any->o_proj);
+        KLIN("idx_wq_b", &any->idx_wq_b);
+        KLIN("idx_wk", &any->idx_wk);
+        KLIN("idx_weights_proj", &any->idx_weights_proj);
+    }
+    if (dl) {
+        KLIN("mlp.gate", &dl->mlp.gate);
+        KLIN("mlp.up", &dl->mlp.up);
+        KLIN("mlp.down", &dl->mlp.down);
+    }
+    if (ml) {
+        KLIN("router", &ml->router);
+        KLIN("shared.gate", &ml->shared.gate);
+        KLIN("shared.down", &ml->shared.down);
+        if (ml->experts) {
+            KLIN("expert.gate", &ml->experts[0].gate);
+            KLIN("expert.down", &ml->experts[0].down);
+        }
+    }
+    KLIN("lm_head", &w->lm_head);
+#undef KLIN
+    int maxM = 1;
+    int64_t maxK = 1, maxN = 1;
+    for (int i = 0; i < n_batches; i++)
+        maxM = batches[i] > maxM ? batches[i] : maxM;
+    for (int i = 0; i < n; i++) {
+        maxK = list[i].w->cols > maxK ? list[i].w->cols : maxK;
+        maxN = list[i].w->rows > maxN ? list[i].w->rows : maxN;
+    }
+    const size_t act = dsd_backend_act_bytes(m->be);
+    float *hx = malloc((size_t)maxM * maxK * sizeof(float));
+    void *dx32 = o->alloc(m->be, (size_t)maxM * maxK * sizeof(float)), *dx = o->alloc(m->be, (size_t)maxM * maxK * act);
+    void *dout = o->alloc(m->be, (size_t)maxM * maxN * 4);
+    int rc = 0;
+    if (!hx || !dx32 || !dx || !dout) {
+        rc = dsd_errf(&b->err, -ENOMEM, "no memory for the kernels' activations (%d x %lld)", maxM, (long long)maxK);
+        goto out;
+    }
+    for (size_t i = 0; i < (size_t)maxM * maxK; i++)
+        hx[i] = (float)(rng_next(&b->rng) >> 40) / (float)(1 << 24) * 2.0f - 1.0f;
+    o->upload(m->be, dx32, hx, (size_t)maxM * maxK * sizeof(float));
+    o->from_f32(m->be, dx, dx32, maxM, (int)maxK);
+    printf("\nkernels: each linear alone on the model's weights (median of %d calls after %d), beside its floor\n",
+           b->reps, b->warmup);
+    if (j)
+        fprintf(j, "\"kernels\": [\n");
+    int rows = 0;
+    for (int i = 0; i < n && !rc; i++)
+        for (int bi = 0; bi < n_batches && !rc; bi++) {
+            const struct dsd_weight *wt = list[i].w;
+            struct linear_job lj = { .out = dout, .x = dx, .M = batches[bi], .w = *wt };
+            for (int k = 0; k < b->warmup; k++)
+                do_linear(b, &lj);
+            const double ms = time_op(b, do_linear, &lj, b->reps);
+            if (ms <= 0) {
+                rc = ms < 0 ? -EIO : dsd_errf(&b->err, -EIO, "linear %s took no time", list[i].name);
+                break;
+            }
+            const int M = batches[bi];
+            const double bytes = bench_weight_bytes(wt) + (double)M * (double)(wt->cols + wt->rows) * (double)act;
+            const double flops = 2.0 * M * (double)wt->rows * (double)wt->cols;
+            const double mem_ms = bytes / (b->copy_gbps * 1e9) * 1e3, flop_ms = flops / (b->gemm_tflops * 1e12) * 1e3;
+            const double floor_ms = mem_ms > flop_ms ? mem_ms : flop_ms;
+            printf("  linear %-17s %6lld x %-6lld %-7s M=%-4d %9.4f ms  floor %8.4f ms (%s)  x%5.2f  %7.1f GB/s\n",
+                   list[i].name, (long long)wt->rows, (long long)wt->cols, dsd_dtype_name(wt->dtype), M, ms, floor_ms,
+                   mem_ms >= flop_ms ? "bytes" : "flops", ms / floor_ms, bytes / (ms * 1e-3) / 1e9);
+            if (j)
+                fprintf(j,
+                        "%s  {\"kernel\": \"linear\", \"weight\": \"%s\", \"rows\": %lld, \"cols\": %lld, "
+                        "\"dtype\": \"%s\", \"M\": %d, \"ms\": %.6f, \"floor_ms\": %.6f, \"floor\": \"%s\", "
+                        "\"ratio\": %.4f}",
+                        rows++ ? ",\n" : "", list[i].name, (long long)wt->rows, (long long)wt->cols,
+                        dsd_dtype_name(wt->dtype), M, ms, floor_ms, mem_ms >= flop_ms ? "bytes" : "flops",
+                        ms / floor_ms);
+        }
+    if (j)
+        fprintf(j, "\n],\n");
+out:
+    free(hx);
+    void *d[] = { dx32, dx, dout };
+    for (int i = 0; i < 3; i++)
+        if (d[i])
+            o->release(m->be, d[i]);
+    return rc;
+}
+
 /* ---- steps ----------------------------------------------------------------------------- */
 
 /* One decode step of `batch` sequences at position `ctx` (fresh random tokens); returns the
@@ -565,7 +685,7 @@ int main(int argc, char **argv)
     int chunks[MAX_LIST] = { 4096, 16384 }, n_chunks = 2;
     uint64_t seed = 1;
     float top_p = 1.0f;
-    bool quick = false, backend_set = false, copies_only = false;
+    bool quick = false, backend_set = false, copies_only = false, kernels = false;
     enum dsd_model_backend backend = DSD_MODEL_BACKEND_CUDA;
     bool reps_set = false;
     const char *engines[8];
@@ -583,6 +703,10 @@ int main(int argc, char **argv)
         }
         if (!strcmp(a, "--copies-only")) {
             copies_only = true;
+            continue;
+        }
+        if (!strcmp(a, "--kernels")) {
+            kernels = true;
             continue;
         }
         if (!v)
@@ -756,6 +880,22 @@ int main(int argc, char **argv)
     printf("floors measured now: copy %.1f GB/s (read + write of a %zu MiB device copy); FP8 GEMM %.4g TFLOP/s "
            "(%s, %dx%dx%d); the linear op with quantization: %.4g TFLOP/s\n",
            b.copy_gbps, copy_bytes >> 20, b.gemm_tflops, gemm_kind, gm, gn, gk, linear_tflops);
+    if (kernels) {
+        FILE *kj = NULL;
+        if (json && !(kj = fopen(json, "w")))
+            return die("cannot write %s", json);
+        if (kj)
+            fprintf(kj, "{\n\"tool\": \"deepseekd-bench\", \"format\": 1, \"date\": \"%s\", \"commit\": \"%s\", "
+                        "\"device\": \"%s\", \"engines\": \"%s\", \"copy_gbps\": %.2f, \"gemm_tflops\": %.2f,\n",
+                    date, commit, device, engine_line[0] ? engine_line + 1 : "", b.copy_gbps, b.gemm_tflops);
+        const int krc = bench_kernels(&b, batches, n_batches, kj);
+        if (kj) {
+            fprintf(kj, "\"ok\": %s\n}\n", krc ? "false" : "true");
+            fclose(kj);
+        }
+        dsd_model_free(b.m);
+        return krc ? die("kernels: %s", b.err.msg) : 0;
+    }
 
     /* -- KV: every sequence has pages for max_ctx + 1 positions (sequence 0 also for the
      *    largest chunk); sequence 0's are filled by prefill, then copied to the others -- */
