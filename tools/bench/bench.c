@@ -429,8 +429,8 @@ static int bench_kernels(struct bench *b, const int *batches, int n_batches, FIL
             if (j)
                 fprintf(j,
                         "%s  {\"kernel\": \"linear\", \"weight\": \"%s\", \"rows\": %lld, \"cols\": %lld, "
-                        "\"dtype\": \"%s\", \"M\": %d, \"ms\": %.6f, \"floor_ms\": %.6f, \"floor\": \"%s\", "
-                        "\"ratio\": %.4f}",
+                        "\"dtype\": \"%s\", \"M\": %d, \"ms\": %.9g, \"floor_ms\": %.9g, \"floor\": \"%s\", "
+                        "\"ratio\": %.9g}",
                         rows++ ? ",\n" : "", list[i].name, (long long)wt->rows, (long long)wt->cols,
                         dsd_dtype_name(wt->dtype), M, ms, floor_ms, mem_ms >= flop_ms ? "bytes" : "flops",
                         ms / floor_ms);
@@ -886,7 +886,7 @@ int main(int argc, char **argv)
             return die("cannot write %s", json);
         if (kj)
             fprintf(kj, "{\n\"tool\": \"deepseekd-bench\", \"format\": 1, \"date\": \"%s\", \"commit\": \"%s\", "
-                        "\"device\": \"%s\", \"engines\": \"%s\", \"copy_gbps\": %.2f, \"gemm_tflops\": %.2f,\n",
+                        "\"device\": \"%s\", \"engines\": \"%s\", \"copy_gbps\": %.9g, \"gemm_tflops\": %.9g,\n",
                     date, commit, device, engine_line[0] ? engine_line + 1 : "", b.copy_gbps, b.gemm_tflops);
         const int krc = bench_kernels(&b, batches, n_batches, kj);
         if (kj) {
