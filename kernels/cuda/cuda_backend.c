@@ -691,6 +691,7 @@ static void set_attention(struct dsd_backend *be, int v) { dsd_backend_cuda_set_
 static void set_attn_tile(struct dsd_backend *be, int v) { dsd_backend_cuda_set_attention_tile(be, v); }
 static void set_indexer(struct dsd_backend *be, int v) { dsd_backend_cuda_set_indexer_kernel(be, v); }
 static void set_ffn(struct dsd_backend *be, int v) { dsd_backend_cuda_set_ffn_path(be, v); }
+static void set_moe_prefill(struct dsd_backend *be, int v) { dsd_backend_cuda_set_moe_prefill(be, v); }
 
 /* one row per choice; a value's index is its enum value (dsd_cuda.h) */
 static const struct engine_knob {
@@ -703,6 +704,7 @@ static const struct engine_knob {
     { .name = "attn_tile", .set = set_attn_tile, .values = { "auto", "mma", "wgmma" } },
     { .name = "indexer", .set = set_indexer, .values = { "auto", "bf16", "fp8", "wgmma" } },
     { .name = "ffn", .set = set_ffn, .values = { "auto", "stream", "gemm" } },
+    { .name = "moe_prefill", .set = set_moe_prefill, .values = { "auto", "serial", "lanes" } },
 };
 
 int dsd_backend_cuda_set_engine(struct dsd_backend *be, const char *name, const char *value, struct dsd_err *err)
@@ -721,7 +723,8 @@ int dsd_backend_cuda_set_engine(struct dsd_backend *be, const char *name, const 
         }
         return dsd_errf(err, -EINVAL, "engine %s: no value \"%s\" (one of: %s)", name, value ? value : "", list);
     }
-    return dsd_errf(err, -EINVAL, "no engine choice \"%s\" (attention, attn_tile, indexer, ffn)", name ? name : "");
+    return dsd_errf(err, -EINVAL, "no engine choice \"%s\" (attention, attn_tile, indexer, ffn, moe_prefill)",
+                    name ? name : "");
 }
 
 struct dsd_backend *dsd_backend_cuda_new(const struct dsd_backend_params *p, struct dsd_err *err)

@@ -74,6 +74,7 @@ struct cuda_backend {
     enum dsd_cuda_attn_tile attn_tile;          /* dsd_backend_cuda_set_attention_tile */
     enum dsd_cuda_indexer_kernel indexer_kernel;    /* dsd_backend_cuda_set_indexer_kernel */
     enum dsd_cuda_ffn_path ffn_path;            /* dsd_backend_cuda_set_ffn_path */
+    enum dsd_cuda_moe_prefill moe_prefill;      /* dsd_backend_cuda_set_moe_prefill */
     struct cuda_moe_state *moe;
     int32_t *moe_hits;          /* moe_count's counters (device), or NULL */
     void *weight_block;         /* every weight, one allocation (prepare_weights) */

@@ -2,8 +2,8 @@
 // kernels/cpu/cpu_moe.c with dsd_ref_moe_route in kernels/cpu/cpu_ref.c). Design in
 // docs/CUDA.md, "The dense MLP and the MoE block".
 //
-// One MoE call, every step enqueued on cb->stream (the prefill experts on the side streams,
-// forked and joined inside the call):
+// One MoE call, every step enqueued on cb->stream (with moe_prefill = LANES the prefill experts
+// on the side streams, forked and joined inside the call):
 //   1. router_logits_kernel: fp32 logits x . router[e], summed in dsd_ref_dot's exact order
 //      (8 interleaved lanes, then its fixed tree; no FMA contraction) so the logits are the
 //      CPU's bit for bit and near-ties pick the same experts.
@@ -21,8 +21,8 @@
 //        4 pairs), writes h = bf16(silu(bf16 g) * bf16 u); quant_kernel quantizes h per pair;
 //        ffn_stream_kernel<DOWN> gives y = bf16(down h) per pair. No host synchronization.
 //      - prefill (cuda_moe_lt.c): one synchronize to read the per-expert counts, then
-//        cuBLASLt block-scaled FP8 GEMMs per active expert on gathered rows, experts spread
-//        over the side streams.
+//        cuBLASLt block-scaled FP8 GEMMs per active expert on gathered rows (with LANES spread
+//        over the side streams).
 //   6. combine_kernel: out[t] = bf16(sum_s y[t,s] * w[t,s] in slot order + y_shared[t]),
 //      the CPU's order and rounding exactly (mul and add rounded separately).
 // The dense MLP is the same machinery with one "expert" and the identity pairs.
@@ -1115,8 +1115,9 @@ void cuda_op_moe(struct dsd_backend *be, void *out, const void *x, const struct 
             hq = (uint8_t *)take(&c, (size_t)P * Imax);
             hs = (float *)take(&c, (size_t)P * (Imax / 128) * sizeof(float));
         } else {
-            // one buffer set per side stream; an expert sees at most T pairs
-            for (int i = 0; i < CUDA_SIDE_STREAMS; i++)
+            // one buffer set per lane (cuda_moe_lt.c); an expert sees at most T pairs
+            const int n_lanes = cb->moe_prefill == DSD_CUDA_MOE_PREFILL_LANES ? CUDA_SIDE_STREAMS : 1;
+            for (int i = 0; i < n_lanes; i++)
                 carve_lt(&c, &lb[i], T < MOE_LT_LANE_ROWS ? T : MOE_LT_LANE_ROWS, D, Imax);
         }
         y = (__nv_bfloat16 *)take(&c, (size_t)P * D * 2);
@@ -1163,6 +1164,11 @@ void cuda_op_moe(struct dsd_backend *be, void *out, const void *x, const struct 
         combine_kernel<<<gc, 256, 0, cb->stream>>>((__nv_bfloat16 *)out, y, wts, T, k, D, shared);
         CU_LAUNCHED(cb);
     }
+}
+
+void dsd_backend_cuda_set_moe_prefill(struct dsd_backend *be, enum dsd_cuda_moe_prefill m)
+{
+    cuda(be)->moe_prefill = m;
 }
 
 void dsd_backend_cuda_set_ffn_path(struct dsd_backend *be, enum dsd_cuda_ffn_path p)

@@ -83,8 +83,8 @@ struct moe_lt_bufs {
 
 /* cuda_moe_lt.c: the experts of one MoE call for T > MOE_STREAM_MAX_T. Synchronizes the
  * stream once (to read the counts); fills y [T*k + T][D] bf16 per pair. host_table: the
- * layer's [E + 1] FFNs (host copy of the pointers); b: CUDA_SIDE_STREAMS buffer sets, one per
- * side stream. */
+ * layer's [E + 1] FFNs (host copy of the pointers); b: one buffer set per lane (CUDA_SIDE_STREAMS
+ * with moe_prefill = LANES, else 1). */
 void cuda_moe_lt_experts(struct cuda_backend *cb, const struct moe_sort *s, const struct moe_ffn_w *host_table,
                          int E, bool shared, int T, int k, const uint8_t *xq, const float *xs,
                          const struct moe_lt_bufs *b, void *y);

@@ -12,8 +12,9 @@
  * (a step with more than MOE_STREAM_MAX_T tokens; decode steps never take this path, so
  * they stay graph-capturable).
  *
- * The experts run on the backend's CUDA_SIDE_STREAMS side streams, forked from and joined
- * back to the main stream inside the call. At a 16K-token chunk a routed expert gets ~500
+ * With moe_prefill = LANES (dsd_backend_cuda_set_moe_prefill; not yet the default) the
+ * experts run on the backend's CUDA_SIDE_STREAMS side streams, forked from and joined back to
+ * the main stream inside the call. At a 16K-token chunk a routed expert gets ~500
  * rows, and its gate/up GEMM (N = 2048) is ~64 output tiles: half of an H100's SMs. Lanes
  * let several experts' GEMMs share the machine; each lane has its own buffers and its own
  * slice of the cuBLASLt workspace. Experts go longest first onto the least-loaded lane; an
@@ -110,18 +111,22 @@ void cuda_moe_lt_experts(struct cuda_backend *cb, const struct moe_sort *s, cons
             order[n++] = (struct job){ .rows = cnt[e], .e = e };
     qsort(order, (size_t)n, sizeof *order, by_rows_desc);
 
+    /* LANES: the side streams, each with a quarter of the workspace; SERIAL (the default until
+     * LANES has run on a GPU): one lane on the main stream with all of it */
+    const int n_lanes = cb->moe_prefill == DSD_CUDA_MOE_PREFILL_LANES ? CUDA_SIDE_STREAMS : 1;
     struct lane lanes[CUDA_SIDE_STREAMS];
-    const size_t slice = cb->lt_workspace_bytes / CUDA_SIDE_STREAMS & ~(size_t)255;
-    for (int i = 0; i < CUDA_SIDE_STREAMS; i++)
-        lanes[i] = (struct lane){ .st = cb->side[i], .ws = (uint8_t *)cb->lt_workspace + i * slice,
-                                  .ws_bytes = slice, .b = &b[i], .load = 0 };
+    const size_t slice = n_lanes > 1 ? cb->lt_workspace_bytes / CUDA_SIDE_STREAMS & ~(size_t)255 : cb->lt_workspace_bytes;
+    for (int i = 0; i < n_lanes; i++)
+        lanes[i] = (struct lane){ .st = n_lanes > 1 ? cb->side[i] : cb->stream,
+                                  .ws = (uint8_t *)cb->lt_workspace + i * slice, .ws_bytes = slice, .b = &b[i],
+                                  .load = 0 };
     /* fork: every lane starts after what the main stream holds so far */
-    bool forked = CU_OK(cb, cudaEventRecord(cb->side_fork, cb->stream));
-    for (int i = 0; forked && i < CUDA_SIDE_STREAMS; i++)
+    bool forked = n_lanes == 1 || CU_OK(cb, cudaEventRecord(cb->side_fork, cb->stream));
+    for (int i = 0; n_lanes > 1 && forked && i < n_lanes; i++)
         forked = CU_OK(cb, cudaStreamWaitEvent(cb->side[i], cb->side_fork, 0));
     for (int j = 0; forked && j < n && !cb->status; j++) {
         struct lane *ln = &lanes[0];
-        for (int i = 1; i < CUDA_SIDE_STREAMS; i++)
+        for (int i = 1; i < n_lanes; i++)
             if (lanes[i].load < ln->load)
                 ln = &lanes[i];
         const int e = order[j].e;
@@ -129,7 +134,7 @@ void cuda_moe_lt_experts(struct cuda_backend *cb, const struct moe_sort *s, cons
         run_ffn(cb, ln, &host_table[e], s->perm + off[e], cnt[e], T * k, k, xq, xs, D, y);
     }
     /* join, whatever happened: the main stream waits for all that was enqueued */
-    for (int i = 0; forked && i < CUDA_SIDE_STREAMS; i++)
+    for (int i = 0; n_lanes > 1 && forked && i < n_lanes; i++)
         if (CU_OK(cb, cudaEventRecord(cb->side_join[i], cb->side[i])))
             CU_OK(cb, cudaStreamWaitEvent(cb->stream, cb->side_join[i], 0));
     free(h);

@@ -80,10 +80,17 @@ void dsd_backend_cuda_set_indexer_kernel(struct dsd_backend *be, enum dsd_cuda_i
 enum dsd_cuda_ffn_path { DSD_CUDA_FFN_AUTO, DSD_CUDA_FFN_STREAM, DSD_CUDA_FFN_GEMM };
 void dsd_backend_cuda_set_ffn_path(struct dsd_backend *be, enum dsd_cuda_ffn_path p);
 
-/* The four choices above by name, for tools that reach the backend through the module
+/* Tests and benchmarks: how the prefill path runs the MoE experts' GEMMs: SERIAL, one expert
+ * after another on the backend's stream, or LANES, spread over CUDA_SIDE_STREAMS side streams
+ * (kernels/cuda/cuda_moe_lt.c). AUTO (the default) is SERIAL until LANES has passed on a GPU. */
+enum dsd_cuda_moe_prefill { DSD_CUDA_MOE_PREFILL_AUTO, DSD_CUDA_MOE_PREFILL_SERIAL, DSD_CUDA_MOE_PREFILL_LANES };
+void dsd_backend_cuda_set_moe_prefill(struct dsd_backend *be, enum dsd_cuda_moe_prefill m);
+
+/* The five choices above by name, for tools that reach the backend through the module
  * (deepseekd-bench --engine NAME=VALUE): "attention" (auto, per-token, tiled, tiled-pages,
  * tiled-gather), "attn_tile" (auto, mma, wgmma), "indexer" (auto, bf16, fp8, wgmma), "ffn"
- * (auto, stream, gemm). Returns 0, or -EINVAL (unknown name or value; err lists the values). */
+ * (auto, stream, gemm), "moe_prefill" (auto, serial, lanes). Returns 0, or -EINVAL (unknown
+ * name or value; err lists the values). */
 int dsd_backend_cuda_set_engine(struct dsd_backend *be, const char *name, const char *value, struct dsd_err *err);
 
 /* What the loadable module (libdsd_backend_cuda.so, kernels/cuda/cuda_module.c) exports as

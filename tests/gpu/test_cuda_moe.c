@@ -7,9 +7,9 @@
  *    logits, with and without the correction bias;
  *  - mlp and moe outputs: relative error against the CPU backend (gate 1e-2: FP8 operands,
  *    bf16 rounding points identical, fp32 summation order free), T = 1, 4, 32 (streaming
- *    kernels), 512 and 2500 (the cuBLASLt prefill path, T > MOE_STREAM_MAX_T, experts spread
- *    over the side streams; at 2500 experts with more pairs than MOE_LT_LANE_ROWS run in
- *    row chunks);
+ *    kernels), 512 and 2500 (the cuBLASLt prefill path, T > MOE_STREAM_MAX_T, experts one
+ *    after another and spread over the side streams; at 2500 experts with more pairs than
+ *    MOE_LT_LANE_ROWS run in row chunks);
  *  - configs: tiny, full V3.2 dims (7168 hidden, 256 experts top-8, 8 groups top-4, moe_inter
  *    2048, 1 shared, inter 18432), and "alt" (64 experts, 4 groups top-2, top-6, 2 shared,
  *    F32 router, no norm_topk_prob);
@@ -331,9 +331,10 @@ static void run_ffn(struct gh_ctx *h, struct gh_wset *wc, struct gh_wset *wg, bo
     char shape[128];
     const bool streams = path == DSD_CUDA_FFN_STREAM ||
                          (path == DSD_CUDA_FFN_AUTO && T <= (moe ? MOE_STREAM_MAX_T : MLP_STREAM_MAX_T));
-    snprintf(shape, sizeof shape, "T=%d D=%d I=%lld %s%s", T, D,
+    const bool lanes = moe && !streams && cuda(h->gpu)->moe_prefill == DSD_CUDA_MOE_PREFILL_LANES;
+    snprintf(shape, sizeof shape, "T=%d D=%d I=%lld %s%s%s", T, D,
              (long long)(moe ? d->moe_intermediate_size : d->intermediate_size), streams ? "stream" : "cublaslt",
-             path == DSD_CUDA_FFN_AUTO ? "" : " (forced)");
+             lanes ? " lanes" : "", path == DSD_CUDA_FFN_AUTO ? "" : " (forced)");
     gh_check(h, op, shape, got, want, (size_t)T * D, 1e-2);
     /* run again on a poisoned output: deterministic (same bits) */
     if (gh_poison_act(h->gpu, og, T, D))
@@ -406,6 +407,12 @@ static void run_config(struct gh_config *c, enum dsd_dtype router_dtype, const i
     for (int i = 0; i < nT; i++) {
         run_ffn(&h, &wc, &wg, false, Ts[i], timing, DSD_CUDA_FFN_AUTO);
         run_ffn(&h, &wc, &wg, true, Ts[i], timing, DSD_CUDA_FFN_AUTO);
+        if (Ts[i] > MOE_STREAM_MAX_T) {
+            /* the prefill experts spread over the side streams: the same values */
+            dsd_backend_cuda_set_moe_prefill(h.gpu, DSD_CUDA_MOE_PREFILL_LANES);
+            run_ffn(&h, &wc, &wg, true, Ts[i], timing, DSD_CUDA_FFN_AUTO);
+            dsd_backend_cuda_set_moe_prefill(h.gpu, DSD_CUDA_MOE_PREFILL_AUTO);
+        }
     }
     if (timing) {
         /* both paths forced around the thresholds (cuda_moe.h): checked and timed */
