@@ -32,6 +32,34 @@ struct mla_tile_args {
     uint16_t *olat;             // [Tc][H][L]
 };
 
+#ifdef __CUDACC__
+// The bf16 row of token tt's selection slot j, cached position p of the sequence whose pages
+// start at flat page-table index fp0, wherever a.src_kind keeps it (both engines gather by it).
+__device__ __forceinline__ const uint8_t *mla_src_row(const mla_tile_args &a, int tt, int j, int fp0, int p)
+{
+    long long row;
+    if (a.src_kind == MLA_SRC_SELECTED)
+        row = (long long)tt * a.topk + j;
+    else
+        row = (a.src_kind == MLA_SRC_CACHE ? (long long)a.pages[fp0 + p / 64] : (long long)(fp0 + p / 64)) * 64 + p % 64;
+    return a.src + row * (long long)a.src_row_bytes;
+}
+
+// The length of a token's selection: up to its first -1 (as the CPU's), found by the whole
+// CTA (nthreads threads) through *n_s in shared memory. Contains two __syncthreads.
+__device__ __forceinline__ int mla_selection_len(const int32_t *sel, int topk, int *n_s, int tid, int nthreads)
+{
+    if (tid == 0)
+        *n_s = topk;
+    __syncthreads();
+    for (int i = tid; i < topk; i += nthreads)
+        if (sel[i] < 0)
+            atomicMin(n_s, i);
+    __syncthreads();
+    return *n_s;
+}
+#endif
+
 // Shared memory one CTA needs (compare with the device's opt-in limit).
 size_t cuda_mla_tile_smem(int L, int R);
 // Heads one CTA computes.

@@ -159,6 +159,19 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void *sme
                  : "r"(a));
 }
 
+// max / sum over the 4 lanes of a quad (the lanes that share an mma accumulator row)
+__device__ __forceinline__ float quad_max(float v)
+{
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+__device__ __forceinline__ float quad_sum(float v)
+{
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
 __device__ __forceinline__ uint32_t pack_bf16(uint16_t lo, uint16_t hi)
 {
     return (uint32_t)lo | ((uint32_t)hi << 16);

@@ -42,29 +42,6 @@ using namespace dsd_wgmma;
 
 namespace {
 
-__device__ __forceinline__ float quad_max(float v)
-{
-    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
-}
-
-__device__ __forceinline__ float quad_sum(float v)
-{
-    v += __shfl_xor_sync(0xffffffffu, v, 1);
-    return v + __shfl_xor_sync(0xffffffffu, v, 2);
-}
-
-// the bf16 row of token tt's selection slot j, cached position p (as cuda_attn_tile.cu)
-__device__ __forceinline__ const uint8_t *src_row(const mla_tile_args &a, int tt, int j, int fp0, int p)
-{
-    long long row;
-    if (a.src_kind == MLA_SRC_SELECTED)
-        row = (long long)tt * a.topk + j;
-    else
-        row = (a.src_kind == MLA_SRC_CACHE ? (long long)a.pages[fp0 + p / 64] : (long long)(fp0 + p / 64)) * 64 + p % 64;
-    return a.src + row * (long long)a.src_row_bytes;
-}
-
 template <int LT>   // L = 128 * LT
 __global__ void __launch_bounds__(WG_THREADS, 1) mla_wgmma_kernel(const mla_tile_args a)
 {
@@ -89,22 +66,14 @@ __global__ void __launch_bounds__(WG_THREADS, 1) mla_wgmma_kernel(const mla_tile
     const int fp0 = a.page_off[s_id];
     const int n_pos = (a.page_off[s_id + 1] - fp0) * 64;
 
-    // the selection ends at its first -1 (as the CPU's does)
-    if (tid == 0)
-        *n_s = a.topk;
-    __syncthreads();
-    for (int i = tid; i < a.topk; i += WG_THREADS)
-        if (sel[i] < 0)
-            atomicMin(n_s, i);
-    __syncthreads();
-    const int n = *n_s, nb = (n + WG_BLOCK - 1) / WG_BLOCK;
+    const int n = mla_selection_len(sel, a.topk, n_s, tid, WG_THREADS), nb = (n + WG_BLOCK - 1) / WG_BLOCK;
 
     // gather block b's entry rows into stage st: 4 threads per entry, 16-byte chunks
     auto issue = [&](int b, int st) {
         const int e = tid >> 2, part = tid & 3, j = b * WG_BLOCK + e;
         const int p = j < n ? sel[j] : -1;
         const bool valid = p >= 0 && p < n_pos;
-        const uint8_t *row = valid ? src_row(a, tt, j, fp0, p) : a.src;
+        const uint8_t *row = valid ? mla_src_row(a, tt, j, fp0, p) : a.src;
         uint8_t *dst = Ks + st * CB * WG_TILE_BYTES;
         for (int c = part; c < CH; c += 4)
             cp_async16(dst + sw128(e, 8 * c, 64), row + 16 * c, valid);

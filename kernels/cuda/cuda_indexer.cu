@@ -85,6 +85,22 @@ __global__ void indexer_q_prep_kernel(const uint16_t *__restrict__ q, const floa
 
 // ---- 2. scores -------------------------------------------------------------------------------
 
+// The pages the CTA (blockIdx.x, token t) of a score kernel walks: n_cand candidate keys of
+// the token (its position + 1, capped at max_pos + 1), its first page page0 and n_pg pages (up
+// to ppc). False when it has none: the token's candidates fit top-k (select writes 0..n-1
+// itself) or lie before this CTA's pages.
+__device__ __forceinline__ bool score_pages(const int32_t *pos, int t, int max_pos, int topk, int ppc, int *n_cand,
+                                            int *page0, int *n_pg)
+{
+    const int p = pos[t] > max_pos ? max_pos : pos[t];
+    *n_cand = p + 1;
+    *page0 = blockIdx.x * ppc;
+    if (*n_cand <= topk || *page0 * 64 >= *n_cand)
+        return false;
+    *n_pg = min(ppc, (*n_cand + 63) / 64 - *page0);
+    return true;
+}
+
 #define KS_LD 136   // bf16 per key row in shared memory (128 + 8: conflict-free fragment loads)
 
 // grid (ceil(n_pages_max / SCORE_PAGES_PER_CTA), Tsub), block 32 * (Hp / 16)
@@ -100,14 +116,8 @@ __global__ void indexer_score_kernel(const uint16_t *__restrict__ qv, const floa
     float *red = kscale + 64;                                                      // [warps][64]
 
     const int tt = blockIdx.y, t = t0 + tt;
-    int p = pos[t];
-    if (p > max_pos)
-        p = max_pos;
-    const int n_cand = p + 1;
-    if (n_cand <= topk)
-        return;             // every position is selected; select writes 0..n-1
-    const int page0 = blockIdx.x * SCORE_PAGES_PER_CTA;
-    if (page0 * 64 >= n_cand)
+    int n_cand, page0, n_pg;
+    if (!score_pages(pos, t, max_pos, topk, SCORE_PAGES_PER_CTA, &n_cand, &page0, &n_pg))
         return;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q4 = lane & 3;
     const int nwarps = blockDim.x >> 5;
@@ -183,6 +193,20 @@ __global__ void indexer_score_kernel(const uint16_t *__restrict__ qv, const floa
     }
 }
 
+// Before page i of a score kernel's walk: page i + 1 is put in flight with `issue` (after a
+// barrier: its stage and the reduction buffer were read for page i - 1), then page i waited
+// for; the caller's barrier makes it visible to every thread.
+template <class Issue> __device__ __forceinline__ void next_page(int i, int n_pg, Issue issue)
+{
+    if (i + 1 < n_pg) {
+        __syncthreads();
+        issue(i + 1);
+        cp_async_wait<1>();
+    } else {
+        cp_async_wait<0>();
+    }
+}
+
 #define KS8_LD 144                              // bytes per key row in shared memory (128 + 16:
                                                 // the 32-bit fragment loads of a warp hit 32 banks)
 #define KS8_STAGE (64 * KS8_LD + 64 * 4)        // one page in shared memory: keys, then scales
@@ -201,16 +225,9 @@ __global__ void indexer_score_fp8_kernel(const uint8_t *__restrict__ qv8, const 
     float *red = reinterpret_cast<float *>(smem + 2 * KS8_STAGE);                 // [warps][64]
 
     const int tt = blockIdx.y, t = t0 + tt;
-    int p = pos[t];
-    if (p > max_pos)
-        p = max_pos;
-    const int n_cand = p + 1;
-    if (n_cand <= topk)
-        return;             // every position is selected; select writes 0..n-1
-    const int page0 = blockIdx.x * ppc;
-    if (page0 * 64 >= n_cand)
+    int n_cand, page0, n_pg;
+    if (!score_pages(pos, t, max_pos, topk, ppc, &n_cand, &page0, &n_pg))
         return;
-    const int n_pg = min(ppc, (n_cand + 63) / 64 - page0);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q4 = lane & 3;
     const int nwarps = blockDim.x >> 5;
     const int32_t *pg_tab = pages + page_off[seq[t]] + page0;
@@ -243,13 +260,7 @@ __global__ void indexer_score_fp8_kernel(const uint8_t *__restrict__ qv8, const 
     const float w0 = wh[(size_t)tt * Hp + warp * 16 + g], w1 = wh[(size_t)tt * Hp + warp * 16 + g + 8];
 
     for (int i = 0; i < n_pg; i++) {
-        if (i + 1 < n_pg) {
-            __syncthreads();        // stage (i + 1) % 2 and red are no longer read (page i - 1)
-            issue(i + 1);
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
+        next_page(i, n_pg, issue);
         __syncthreads();            // page i has landed for every thread
         const uint8_t *ks = smem + (i & 1) * KS8_STAGE;
         const float *kscale = reinterpret_cast<const float *>(ks + 64 * KS8_LD);
@@ -317,16 +328,9 @@ __global__ void __launch_bounds__(128) indexer_score_wgmma_kernel(
     float *red = reinterpret_cast<float *>(Ks + 2 * KW_STAGE);     // [4][64]
 
     const int tt = blockIdx.y, t = t0 + tt;
-    int p = pos[t];
-    if (p > max_pos)
-        p = max_pos;
-    const int n_cand = p + 1;
-    if (n_cand <= topk)
-        return;             // every position is selected; select writes 0..n-1
-    const int page0 = blockIdx.x * ppc;
-    if (page0 * 64 >= n_cand)
+    int n_cand, page0, n_pg;
+    if (!score_pages(pos, t, max_pos, topk, ppc, &n_cand, &page0, &n_pg))
         return;
-    const int n_pg = min(ppc, (n_cand + 63) / 64 - page0);
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q4 = lane & 3;
     const int32_t *pg_tab = pages + page_off[seq[t]] + page0;
 
@@ -361,13 +365,7 @@ __global__ void __launch_bounds__(128) indexer_score_wgmma_kernel(
     }
 
     for (int i = 0; i < n_pg; i++) {
-        if (i + 1 < n_pg) {
-            __syncthreads();        // stage (i + 1) % 2 and red are no longer read (page i - 1)
-            issue(i + 1);
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
+        next_page(i, n_pg, issue);
         proxy_fence();              // q's stores and the page's cp.async writes are read by wgmma
         __syncthreads();            // page i has landed for every thread
         const uint8_t *ks = Ks + (i & 1) * KW_STAGE;

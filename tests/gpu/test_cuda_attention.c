@@ -559,6 +559,36 @@ static void run_indexer(void *u)
     a->h->go->indexer_topk(a->h->gpu, a->idx_out, a->topk, a->q, a->w, a->kv, a->st);
 }
 
+/* The sparse attention's kernels as tests and timings force them: the automatic choice, the
+ * per-token kernel, and the tiled one with each source of an FP8 cache's rows (a bf16 cache
+ * is read in place) on each engine (mma.sync, wgmma). */
+static const struct attn_run {
+    enum dsd_cuda_attn_kernel kern;
+    enum dsd_cuda_attn_tile tile;
+    const char *name;
+    bool fp8_only;      /* a second source only an FP8 cache has */
+} attn_runs[] = {
+    { DSD_CUDA_ATTN_AUTO, DSD_CUDA_TILE_AUTO, "", false },
+    { DSD_CUDA_ATTN_PER_TOKEN, DSD_CUDA_TILE_AUTO, "per-token", false },
+    { DSD_CUDA_ATTN_TILED_PAGES, DSD_CUDA_TILE_MMA, "tiled-pages mma", false },
+    { DSD_CUDA_ATTN_TILED_PAGES, DSD_CUDA_TILE_WGMMA, "tiled-pages wgmma", false },
+    { DSD_CUDA_ATTN_TILED_GATHER, DSD_CUDA_TILE_MMA, "tiled-gather mma", true },
+    { DSD_CUDA_ATTN_TILED_GATHER, DSD_CUDA_TILE_WGMMA, "tiled-gather wgmma", true },
+};
+#define N_ATTN_RUNS ((int)(sizeof attn_runs / sizeof attn_runs[0]))
+
+static void attn_force(struct gh_ctx *h, const struct attn_run *r)
+{
+    dsd_backend_cuda_set_attention_kernel(h->gpu, r->kern);
+    dsd_backend_cuda_set_attention_tile(h->gpu, r->tile);
+}
+
+static void attn_auto(struct gh_ctx *h)
+{
+    dsd_backend_cuda_set_attention_kernel(h->gpu, DSD_CUDA_ATTN_AUTO);
+    dsd_backend_cuda_set_attention_tile(h->gpu, DSD_CUDA_TILE_AUTO);
+}
+
 static void test_attention_run(struct gh_ctx *h, struct attn_fixture *f, struct arenas *a, const struct batch *b,
                                double gate, const char *what)
 {
@@ -582,33 +612,19 @@ static void test_attention_run(struct gh_ctx *h, struct attn_fixture *f, struct 
     float *got = xmalloc((size_t)T * H * V * 4), *want = xmalloc((size_t)T * H * V * 4);
     if (gh_sync(h->cpu, "mla_attention (cpu)") || get_act(h->cpu, want, o_c, (size_t)T * H * V))
         goto done;
-    /* both GPU kernels, forced (the automatic choice takes the tiled one only for many tokens),
-     * the tiled one with each source of an FP8 cache's rows (a bf16 cache is read in place)
-     * and on each engine (mma.sync, wgmma) */
-    static const struct {
-        enum dsd_cuda_attn_kernel kern;
-        enum dsd_cuda_attn_tile tile;
-        const char *name;
-    } runs[] = {
-        { DSD_CUDA_ATTN_PER_TOKEN, DSD_CUDA_TILE_AUTO, "per-token" },
-        { DSD_CUDA_ATTN_TILED_PAGES, DSD_CUDA_TILE_MMA, "tiled-pages mma" },
-        { DSD_CUDA_ATTN_TILED_PAGES, DSD_CUDA_TILE_WGMMA, "tiled-pages wgmma" },
-        { DSD_CUDA_ATTN_TILED_GATHER, DSD_CUDA_TILE_MMA, "tiled-gather mma" },
-        { DSD_CUDA_ATTN_TILED_GATHER, DSD_CUDA_TILE_WGMMA, "tiled-gather wgmma" },
-    };
-    /* a bf16 cache is read in place: the two sources are one */
-    const int n_runs = a->lay.mla_dtype == DSD_KV_FP8 ? 5 : 3;
-    for (int k = 0; k < n_runs; k++) {
+    /* every forced kernel (the automatic choice takes the tiled one only for many tokens) */
+    for (int k = 1; k < N_ATTN_RUNS; k++) {
+        const struct attn_run *run = &attn_runs[k];
+        if (run->fp8_only && a->lay.mla_dtype != DSD_KV_FP8)
+            continue;
         poison_act(h->gpu, o_g, (size_t)T * H * V);
-        dsd_backend_cuda_set_attention_kernel(h->gpu, runs[k].kern);
-        dsd_backend_cuda_set_attention_tile(h->gpu, runs[k].tile);
+        attn_force(h, run);
         h->go->mla_attention(h->gpu, o_g, q_g, &f->wg.w.layers[0].kv_b, &a->gpu, s_g, topk, &sg.st);
-        dsd_backend_cuda_set_attention_kernel(h->gpu, DSD_CUDA_ATTN_AUTO);
-        dsd_backend_cuda_set_attention_tile(h->gpu, DSD_CUDA_TILE_AUTO);
+        attn_auto(h);
         if (gh_sync(h->gpu, "mla_attention") || get_act(h->gpu, got, o_g, (size_t)T * H * V))
             break;
         char shape[160];
-        snprintf(shape, sizeof shape, "%s %s T=%d H=%d L=%d R=%d topk=%d max_ctx=%d kv=%s", what, runs[k].name, T, H,
+        snprintf(shape, sizeof shape, "%s %s T=%d H=%d L=%d R=%d topk=%d max_ctx=%d kv=%s", what, run->name, T, H,
                  d->kv_lora_rank, d->qk_rope_head_dim, topk, b->max_pos + 1,
                  a->lay.mla_dtype == DSD_KV_FP8 ? "fp8" : "bf16");
         if (!gh_check(h, "mla_attention", shape, got, want, (size_t)T * H * V, gate)) {
@@ -705,34 +721,20 @@ static void time_ops(struct gh_ctx *h, struct attn_fixture *f, struct arenas *a,
                            keys * Hi * 128 * 2.0);
     }
     t.q = q_g;
-    /* the automatic choice, then each kernel forced (the tiled ones on each engine) */
-    static const struct {
-        enum dsd_cuda_attn_kernel kern;
-        enum dsd_cuda_attn_tile tile;
-        const char *name;
-    } runs[] = {
-        { DSD_CUDA_ATTN_AUTO, DSD_CUDA_TILE_AUTO, "" },
-        { DSD_CUDA_ATTN_PER_TOKEN, DSD_CUDA_TILE_AUTO, " per-token" },
-        { DSD_CUDA_ATTN_TILED_PAGES, DSD_CUDA_TILE_MMA, " tiled-pages mma" },
-        { DSD_CUDA_ATTN_TILED_PAGES, DSD_CUDA_TILE_WGMMA, " tiled-pages wgmma" },
-        { DSD_CUDA_ATTN_TILED_GATHER, DSD_CUDA_TILE_MMA, " tiled-gather mma" },
-        { DSD_CUDA_ATTN_TILED_GATHER, DSD_CUDA_TILE_WGMMA, " tiled-gather wgmma" },
-    };
-    for (int k = 0; k < (int)(sizeof runs / sizeof runs[0]); k++) {
+    /* the automatic choice, then each kernel forced */
+    for (int k = 0; k < N_ATTN_RUNS; k++) {
         /* dequantizing every page of B long contexts is not a candidate at decode */
-        if (!prefill && runs[k].kern == DSD_CUDA_ATTN_TILED_PAGES)
+        if (!prefill && attn_runs[k].kern == DSD_CUDA_ATTN_TILED_PAGES)
             continue;
-        dsd_backend_cuda_set_attention_kernel(h->gpu, runs[k].kern);
-        dsd_backend_cuda_set_attention_tile(h->gpu, runs[k].tile);
+        attn_force(h, &attn_runs[k]);
         ms = gh_time_gpu(h, run_attn, &t);
-        dsd_backend_cuda_set_attention_kernel(h->gpu, DSD_CUDA_ATTN_AUTO);
-        dsd_backend_cuda_set_attention_tile(h->gpu, DSD_CUDA_TILE_AUTO);
+        attn_auto(h);
         if (ms >= 0) {
             /* FLOPs as FlashMLA counts sparse attention (docs/KERNELS.md) plus the two absorption GEMMs */
             double entries = (double)B * (topk < ctx ? topk : ctx);
             double flops = (double)B * H * (2.0 * N * L + 2.0 * L * V) + entries * H * 2.0 * (L + R + L);
             char shape_k[160];
-            snprintf(shape_k, sizeof shape_k, "%s%s", shape, runs[k].name);
+            snprintf(shape_k, sizeof shape_k, "%s%s%s", shape, k ? " " : "", attn_runs[k].name);
             gh_report_time(h, "mla_attention", shape_k, ms,
                            entries * a->lay.mla_token_bytes + (double)H * (N + V) * L * 2, flops);
         }

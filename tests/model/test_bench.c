@@ -116,14 +116,21 @@ static void check_figure(json_t *parent, const char *key, const char *where)
     ASSERT_TRUE(bound && (!strcmp(bound, "bytes") || !strcmp(bound, "flops")));
 }
 
-TEST(bench_json)
+/* The JSON file at path, or NULL after a failure naming where it does not parse. */
+static json_t *load_json(const char *path)
 {
     json_error_t je;
-    json_t *r = json_load_file(g_json, 0, &je);
-    if (!r) {
-        TEST_FAIL_AT("%s: %s (line %d)", g_json, je.text, je.line);
+    json_t *r = json_load_file(path, 0, &je);
+    if (!r)
+        TEST_FAIL_AT("%s: %s (line %d)", path, je.text, je.line);
+    return r;
+}
+
+TEST(bench_json)
+{
+    json_t *r = load_json(g_json);
+    if (!r)
         return;
-    }
     ASSERT_EQ_STR(json_string_value(json_object_get(r, "tool")), "deepseekd-bench");
     ASSERT_EQ_STR(json_string_value(json_object_get(r, "backend")), "cpu");
     const char *date = json_string_value(json_object_get(r, "date"));
@@ -236,12 +243,9 @@ TEST(bench_table)
 
 TEST(kernels_json)
 {
-    json_error_t je;
-    json_t *r = json_load_file(g_kernels, 0, &je);
-    if (!r) {
-        TEST_FAIL_AT("%s: %s (line %d)", g_kernels, je.text, je.line);
+    json_t *r = load_json(g_kernels);
+    if (!r)
         return;
-    }
     ASSERT_TRUE(json_is_true(json_object_get(r, "ok")));
     const double copy = num(r, "copy_gbps"), gemm = num(r, "gemm_tflops");
     ASSERT_TRUE(copy > 0 && gemm > 0);
