@@ -472,13 +472,6 @@ static void launch_attn(struct cuda_backend *cb, const attn_args &a, int hgroups
     CU_LAUNCHED(cb);
 }
 
-// Which kernel a call runs (docs/KERNELS.md, "Sparse MLA"): -1 for the per-token kernel, or
-// the tiled kernel's source of bf16 rows (MLA_SRC_*). With an FP8 cache the tiled kernel needs
-// its rows dequantized first: those of the step's pages (prefill: a chunk's tokens select
-// mostly the same entries) or those of each token's selection (decode: every token has its
-// own long context), whichever is fewer rows. The tiled kernel wins once the step has enough
-// (token, 64 heads) CTAs: measured against the per-token kernel and its split selection, it
-// is ahead from about a 16th of the SMs at a 32K context (docs/KERNELS.md, the history table).
 // The tiled kernel's engine: wgmma when asked for and the shape and shared memory allow it.
 // AUTO stays on mma.sync until the wgmma engine has been checked on a GPU
 // (docs/KERNELS.md records where that stands).
@@ -488,6 +481,13 @@ static bool tile_wgmma(struct cuda_backend *cb, int L, int R)
            (int)cuda_mla_wgmma_smem(L, R) <= cb->attn->smem_optin;
 }
 
+// Which kernel a call runs (docs/KERNELS.md, "Sparse MLA"): -1 for the per-token kernel, or
+// the tiled kernel's source of bf16 rows (MLA_SRC_*). With an FP8 cache the tiled kernel needs
+// its rows dequantized first: those of the step's pages (prefill: a chunk's tokens select
+// mostly the same entries) or those of each token's selection (decode: every token has its
+// own long context), whichever is fewer rows. The tiled kernel wins once the step has enough
+// (token, 64 heads) CTAs: measured against the per-token kernel and its split selection, it
+// is ahead from about a 16th of the SMs at a 32K context (docs/KERNELS.md, the history table).
 static int tile_source(struct cuda_backend *cb, int T, int H, int L, int R, int n_pages, int topk, bool fp8,
                        size_t *deq_bytes)
 {

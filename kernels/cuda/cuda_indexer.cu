@@ -11,8 +11,8 @@
 //               stored into shared memory (cp.async, double-buffered) and multiplies e4m3 by e4m3
 //               with mma.m16n8k32; the bf16 one converts each page to bf16 in shared memory
 //               first and uses mma.m16n8k16 (kept selectable to compare speed and numerics,
-//               dsd_backend_cuda_set_indexer_kernel; docs/KERNELS.md has both). A third,
-//               for steps of many tokens (prefill), multiplies on Hopper's warpgroup MMA:
+//               dsd_backend_cuda_set_indexer_kernel; docs/KERNELS.md has both). A third
+//               (opt-in until it has run on a GPU) multiplies on Hopper's warpgroup MMA:
 //               q [64 heads][128] and each key page [64][128] as 128-byte-swizzled e4m3
 //               tiles, S = q k^T by four m64n64k32 per page (indexer_score_wgmma_kernel).
 //   3. select:  per token one CTA of 1024 threads: radix select (4 passes of 8 bits) of the k-th

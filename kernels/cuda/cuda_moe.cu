@@ -1116,8 +1116,7 @@ void cuda_op_moe(struct dsd_backend *be, void *out, const void *x, const struct 
             hs = (float *)take(&c, (size_t)P * (Imax / 128) * sizeof(float));
         } else {
             // one buffer set per lane (cuda_moe_lt.c); an expert sees at most T pairs
-            const int n_lanes = cb->moe_prefill == DSD_CUDA_MOE_PREFILL_LANES ? CUDA_SIDE_STREAMS : 1;
-            for (int i = 0; i < n_lanes; i++)
+            for (int i = 0; i < cuda_moe_lt_lanes(cb); i++)
                 carve_lt(&c, &lb[i], T < MOE_LT_LANE_ROWS ? T : MOE_LT_LANE_ROWS, D, Imax);
         }
         y = (__nv_bfloat16 *)take(&c, (size_t)P * D * 2);
@@ -1263,20 +1262,19 @@ void cuda_moe_route(struct cuda_backend *cb, int32_t *ids, float *wts, const flo
 
 // ---- launchers for cuda_moe_lt.c ----
 
-void cuda_moe_launch_gather(struct cuda_backend *cb, cudaStream_t st, uint8_t *aq, float *as, int rows, const uint8_t *xq,
-                            const float *xs, int D, const int32_t *perm, int m, int Tk, int k)
+void cuda_moe_launch_gather(struct cuda_backend *cb, cudaStream_t st, uint8_t *aq, float *as, int rows,
+                            const uint8_t *xq, const float *xs, int D, const int32_t *perm, int m, int Tk, int k)
 {
     dim3 grid((D / 16 + 255) / 256, rows);
     gather_kernel<<<grid, 256, 0, st>>>(aq, as, rows, xq, xs, D, perm, m, Tk, k);
     CU_LAUNCHED(cb);
 }
 
-void cuda_moe_launch_swiglu_quant(struct cuda_backend *cb, cudaStream_t st, float *h, uint8_t *hq, float *hs, const void *g,
-                                  const void *u, int m, int rows, int I)
+void cuda_moe_launch_swiglu_quant(struct cuda_backend *cb, cudaStream_t st, float *h, uint8_t *hq, float *hs,
+                                  const void *g, const void *u, int m, int rows, int I)
 {
     dim3 block(32, 8), grid((I + 31) / 32, (rows + 31) / 32);
-    swiglu_cm_kernel<<<grid, block, 0, st>>>(h, (const __nv_bfloat16 *)g, (const __nv_bfloat16 *)u, m,
-                                                     rows, I);
+    swiglu_cm_kernel<<<grid, block, 0, st>>>(h, (const __nv_bfloat16 *)g, (const __nv_bfloat16 *)u, m, rows, I);
     if (!CU_LAUNCHED(cb))
         return;
     const int groups = I / 128;
@@ -1286,12 +1284,11 @@ void cuda_moe_launch_swiglu_quant(struct cuda_backend *cb, cudaStream_t st, floa
     CU_LAUNCHED(cb);
 }
 
-void cuda_moe_launch_scatter(struct cuda_backend *cb, cudaStream_t st, void *y, const void *yc, int rows, int D, const int32_t *perm,
-                             int m)
+void cuda_moe_launch_scatter(struct cuda_backend *cb, cudaStream_t st, void *y, const void *yc, int rows, int D,
+                             const int32_t *perm, int m)
 {
     dim3 block(32, 8), grid((D + 31) / 32, (m + 31) / 32);
-    scatter_cm_kernel<<<grid, block, 0, st>>>((__nv_bfloat16 *)y, (const __nv_bfloat16 *)yc, rows, D, perm,
-                                                      m);
+    scatter_cm_kernel<<<grid, block, 0, st>>>((__nv_bfloat16 *)y, (const __nv_bfloat16 *)yc, rows, D, perm, m);
     CU_LAUNCHED(cb);
 }
 

@@ -81,10 +81,16 @@ struct moe_lt_bufs {
 /* Rows a prefill lane's buffers hold (cuda_moe_lt.c): an expert with more pairs runs in chunks. */
 #define MOE_LT_LANE_ROWS 2048
 
+/* Lanes (buffer sets, streams) the prefill experts use: CUDA_SIDE_STREAMS with moe_prefill =
+ * LANES, else 1 (the main stream). */
+static inline int cuda_moe_lt_lanes(const struct cuda_backend *cb)
+{
+    return cb->moe_prefill == DSD_CUDA_MOE_PREFILL_LANES ? CUDA_SIDE_STREAMS : 1;
+}
+
 /* cuda_moe_lt.c: the experts of one MoE call for T > MOE_STREAM_MAX_T. Synchronizes the
  * stream once (to read the counts); fills y [T*k + T][D] bf16 per pair. host_table: the
- * layer's [E + 1] FFNs (host copy of the pointers); b: one buffer set per lane (CUDA_SIDE_STREAMS
- * with moe_prefill = LANES, else 1). */
+ * layer's [E + 1] FFNs (host copy of the pointers); b: cuda_moe_lt_lanes(cb) buffer sets. */
 void cuda_moe_lt_experts(struct cuda_backend *cb, const struct moe_sort *s, const struct moe_ffn_w *host_table,
                          int E, bool shared, int T, int k, const uint8_t *xq, const float *xs,
                          const struct moe_lt_bufs *b, void *y);
@@ -103,15 +109,15 @@ void cuda_moe_route(struct cuda_backend *cb, int32_t *ids, float *wts, const flo
 /* Gathers the token rows of pairs perm[0..m) (pair p -> token p < Tk ? p / k : p - Tk; perm
  * NULL: pair i is token i) from token-major xq [T][D] / xs [T][D/128] into aq [rows][D] and
  * k-block-major as [D/128][rows]; rows m..rows-1 become zeros with scale 1. */
-void cuda_moe_launch_gather(struct cuda_backend *cb, cudaStream_t st, uint8_t *aq, float *as, int rows, const uint8_t *xq,
-                            const float *xs, int D, const int32_t *perm, int m, int Tk, int k);
+void cuda_moe_launch_gather(struct cuda_backend *cb, cudaStream_t st, uint8_t *aq, float *as, int rows,
+                            const uint8_t *xq, const float *xs, int D, const int32_t *perm, int m, int Tk, int k);
 /* h[i][n] = bf16(silu(bf16 g) * bf16 u) from column-major g, u [I][rows], i < m, as floats;
  * then h quantized into hq [rows][I] / hs [I/128][rows] (pad rows zero, scale 1). */
-void cuda_moe_launch_swiglu_quant(struct cuda_backend *cb, cudaStream_t st, float *h, uint8_t *hq, float *hs, const void *g,
-                                  const void *u, int m, int rows, int I);
+void cuda_moe_launch_swiglu_quant(struct cuda_backend *cb, cudaStream_t st, float *h, uint8_t *hq, float *hs,
+                                  const void *g, const void *u, int m, int rows, int I);
 /* y[perm[i]][n] = yc[n][i] for i < m (perm NULL: row i), y row stride D. */
-void cuda_moe_launch_scatter(struct cuda_backend *cb, cudaStream_t st, void *y, const void *yc, int rows, int D, const int32_t *perm,
-                             int m);
+void cuda_moe_launch_scatter(struct cuda_backend *cb, cudaStream_t st, void *y, const void *yc, int rows, int D,
+                             const int32_t *perm, int m);
 
 #ifdef __cplusplus
 }

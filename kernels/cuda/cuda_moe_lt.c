@@ -88,20 +88,17 @@ void cuda_moe_lt_experts(struct cuda_backend *cb, const struct moe_sort *s, cons
                          const struct moe_lt_bufs *b, void *y)
 {
     const int D = (int)cb->base.dims.hidden_size;
-    int32_t *h = malloc(((size_t)2 * E + 3) * sizeof *h);
-    struct job *order = malloc(((size_t)E + 1) * sizeof *order);
-    if (!h || !order) {
+    /* one host allocation: the experts' order, then the counts and offsets */
+    struct job *order = malloc(((size_t)E + 1) * sizeof *order + ((size_t)2 * E + 3) * sizeof(int32_t));
+    if (!order) {
         cuda_fail(cb, -ENOMEM, "moe: out of memory");
-        free(h);
-        free(order);
         return;
     }
-    int32_t *cnt = h, *off = h + E + 1;
+    int32_t *cnt = (int32_t *)(order + E + 1), *off = cnt + E + 1;
     /* the prefill path's one synchronization: the counts decide the GEMM shapes */
     if (!CU_OK(cb, cudaMemcpyAsync(cnt, s->cnt, ((size_t)E + 1) * sizeof *cnt, cudaMemcpyDeviceToHost, cb->stream)) ||
         !CU_OK(cb, cudaMemcpyAsync(off, s->off, ((size_t)E + 2) * sizeof *off, cudaMemcpyDeviceToHost, cb->stream)) ||
         !CU_OK(cb, cudaStreamSynchronize(cb->stream))) {
-        free(h);
         free(order);
         return;
     }
@@ -113,7 +110,7 @@ void cuda_moe_lt_experts(struct cuda_backend *cb, const struct moe_sort *s, cons
 
     /* LANES: the side streams, each with a quarter of the workspace; SERIAL (the default until
      * LANES has run on a GPU): one lane on the main stream with all of it */
-    const int n_lanes = cb->moe_prefill == DSD_CUDA_MOE_PREFILL_LANES ? CUDA_SIDE_STREAMS : 1;
+    const int n_lanes = cuda_moe_lt_lanes(cb);
     struct lane lanes[CUDA_SIDE_STREAMS];
     const size_t slice = n_lanes > 1 ? cb->lt_workspace_bytes / CUDA_SIDE_STREAMS & ~(size_t)255 : cb->lt_workspace_bytes;
     for (int i = 0; i < n_lanes; i++)
@@ -137,7 +134,6 @@ void cuda_moe_lt_experts(struct cuda_backend *cb, const struct moe_sort *s, cons
     for (int i = 0; n_lanes > 1 && forked && i < n_lanes; i++)
         if (CU_OK(cb, cudaEventRecord(cb->side_join[i], cb->side[i])))
             CU_OK(cb, cudaStreamWaitEvent(cb->stream, cb->side_join[i], 0));
-    free(h);
     free(order);
 }
 
