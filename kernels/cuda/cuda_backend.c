@@ -692,6 +692,7 @@ static void set_attn_tile(struct dsd_backend *be, int v) { dsd_backend_cuda_set_
 static void set_indexer(struct dsd_backend *be, int v) { dsd_backend_cuda_set_indexer_kernel(be, v); }
 static void set_ffn(struct dsd_backend *be, int v) { dsd_backend_cuda_set_ffn_path(be, v); }
 static void set_moe_prefill(struct dsd_backend *be, int v) { dsd_backend_cuda_set_moe_prefill(be, v); }
+static void set_linear(struct dsd_backend *be, int v) { dsd_backend_cuda_set_linear_path(be, v); }
 
 /* one row per choice; a value's index is its enum value (dsd_cuda.h) */
 static const struct engine_knob {
@@ -705,6 +706,7 @@ static const struct engine_knob {
     { .name = "indexer", .set = set_indexer, .values = { "auto", "bf16", "fp8", "wgmma" } },
     { .name = "ffn", .set = set_ffn, .values = { "auto", "stream", "gemm" } },
     { .name = "moe_prefill", .set = set_moe_prefill, .values = { "auto", "serial", "lanes" } },
+    { .name = "linear", .set = set_linear, .values = { "auto", "lt", "stream" } },
 };
 
 int dsd_backend_cuda_set_engine(struct dsd_backend *be, const char *name, const char *value, struct dsd_err *err)
@@ -723,7 +725,7 @@ int dsd_backend_cuda_set_engine(struct dsd_backend *be, const char *name, const 
         }
         return dsd_errf(err, -EINVAL, "engine %s: no value \"%s\" (one of: %s)", name, value ? value : "", list);
     }
-    return dsd_errf(err, -EINVAL, "no engine choice \"%s\" (attention, attn_tile, indexer, ffn, moe_prefill)",
+    return dsd_errf(err, -EINVAL, "no engine choice \"%s\" (attention, attn_tile, indexer, ffn, moe_prefill, linear)",
                     name ? name : "");
 }
 
@@ -770,6 +772,7 @@ struct dsd_backend *dsd_backend_cuda_new(const struct dsd_backend_params *p, str
     cb->base.destroy = cu_destroy;
     cb->device = p->device;
     cb->mem_total = prop.totalGlobalMem;
+    cb->sms = prop.multiProcessorCount;
     snprintf(cb->name, sizeof cb->name, "%s (sm_%d%d, %.0f GiB)", prop.name, prop.major, prop.minor,
              (double)prop.totalGlobalMem / (1u << 30));
     cuda_use(cb);

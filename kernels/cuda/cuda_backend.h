@@ -52,6 +52,7 @@ struct cuda_backend {
     int device;
     char name[256];             /* "NVIDIA H100 80GB HBM3 (sm_90, 79 GiB)" */
     size_t mem_total;
+    int sms;                    /* streaming multiprocessors */
     cudaStream_t stream;
     cudaStream_t side[CUDA_SIDE_STREAMS];
     cudaEvent_t side_fork, side_join[CUDA_SIDE_STREAMS];
@@ -75,6 +76,7 @@ struct cuda_backend {
     enum dsd_cuda_indexer_kernel indexer_kernel;    /* dsd_backend_cuda_set_indexer_kernel */
     enum dsd_cuda_ffn_path ffn_path;            /* dsd_backend_cuda_set_ffn_path */
     enum dsd_cuda_moe_prefill moe_prefill;      /* dsd_backend_cuda_set_moe_prefill */
+    enum dsd_cuda_linear_path linear_path;      /* dsd_backend_cuda_set_linear_path */
     struct cuda_moe_state *moe;
     int32_t *moe_hits;          /* moe_count's counters (device), or NULL */
     void *weight_block;         /* every weight, one allocation (prepare_weights) */

@@ -37,6 +37,21 @@ cudaError_t cuda_launch_fp8_gemm_simt(cudaStream_t st, const uint8_t *xq, const 
                                       const float *ws, int64_t ws_stride, void *out, bool out_f32, int ldo, int M,
                                       int N, int K);
 
+/* The weight-streaming FP8 linear for steps of 1 .. CUDA_LINEAR_STREAM_MAX_M tokens
+ * (cuda_linear_stream.cu): out [M][ldo] (bf16, or f32 with out_f32) = the same sums as
+ * cuda_launch_fp8_gemm_simt, from act_quant's xq [rows][K] / xs [K/128][rows] (rows >= M, a
+ * multiple of 4). K is split into ksplit ranges (cuda_linear_stream_splits); with ksplit > 1
+ * part holds ksplit * M * N floats of partial sums, added in a second kernel in split order.
+ * cudaErrorInvalidValue for shapes outside that contract. */
+#define CUDA_LINEAR_STREAM_MAX_M 64
+cudaError_t cuda_launch_linear_stream(cudaStream_t st, const uint8_t *xq, const float *xs, int rows, const uint8_t *w,
+                                      const float *ws, int64_t ws_stride, void *out, bool out_f32, int ldo, int M,
+                                      int N, int K, int ksplit, float *part);
+/* How many K ranges the streaming linear uses for an M x N x K linear on `sms` SMs: enough
+ * CTAs for two per SM, partial sums at most a quarter of the weight bytes, at least one
+ * K-block per range. */
+int cuda_linear_stream_splits(int M, int N, int K, int sms);
+
 /* cuBLASLt's block-scaled FP8 GEMM (cuda_linear.c; operands as docs/CUDA.md §2): d, column-major
  * [N][rows] bf16 (or f32 with d_f32), = W [N][K] (scales wscale, BLK128x128, rows padded to
  * cuda_scale_stride) . aq [rows][K]^T (scales as [K/128][rows], VEC128), enqueued on st with

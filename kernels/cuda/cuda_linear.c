@@ -201,8 +201,12 @@ static void linear_fp8(struct cuda_backend *cb, void *out, int ldo, const void *
         cuda_fail(cb, -EINVAL, "linear %s: FP8 weight without block scales", w->name ? w->name : "?");
         return;
     }
+    /* small steps: the weight-streaming kernel (its d is the K splits' partial sums) */
+    const bool stream = M <= CUDA_LINEAR_STREAM_MAX_M && cb->linear_path == DSD_CUDA_LINEAR_STREAM;
+    const int ksplit = stream ? cuda_linear_stream_splits(M, N, K, cb->sms) : 1;
     const size_t q_bytes = round256((size_t)rows * K), s_bytes = round256((size_t)KB * rows * sizeof(float)),
-                 d_bytes = round256((size_t)rows * N * (out_f32 ? 4 : 2));
+                 d_bytes = stream ? round256((size_t)(ksplit > 1 ? ksplit : 0) * M * N * sizeof(float))
+                                  : round256((size_t)rows * N * (out_f32 ? 4 : 2));
     uint8_t *scr = cuda_scratch(cb, q_bytes + s_bytes + d_bytes);
     if (!scr)
         return;
@@ -211,6 +215,11 @@ static void linear_fp8(struct cuda_backend *cb, void *out, int ldo, const void *
     void *d = scr + q_bytes + s_bytes;
     if (!CU_OK(cb, cuda_launch_act_quant_bf16(cb->stream, x, ldx, M, rows, K, cb->base.dims.act_scale_ue8m0, xq, xs)))
         return;
+    if (stream) {
+        CU_OK(cb, cuda_launch_linear_stream(cb->stream, xq, xs, rows, w->data, w->scale, cuda_scale_stride(w), out,
+                                            out_f32, ldo, M, N, K, ksplit, d));
+        return;
+    }
     const int r = N % 16 ? 0 : cuda_lt_fp8_gemm(cb, cb->stream, cb->lt_workspace, cb->lt_workspace_bytes, d, out_f32,
                                                  xq, xs, rows, w->data, w->scale, N, K);
     if (r > 0)
@@ -420,4 +429,9 @@ void cuda_linear_free(struct cuda_backend *cb)
     cudaFree(s->inv_freq);
     free(s);
     cb->lin = NULL;
+}
+
+void dsd_backend_cuda_set_linear_path(struct dsd_backend *be, enum dsd_cuda_linear_path p)
+{
+    cuda(be)->linear_path = p;
 }

@@ -86,10 +86,17 @@ void dsd_backend_cuda_set_ffn_path(struct dsd_backend *be, enum dsd_cuda_ffn_pat
 enum dsd_cuda_moe_prefill { DSD_CUDA_MOE_PREFILL_AUTO, DSD_CUDA_MOE_PREFILL_SERIAL, DSD_CUDA_MOE_PREFILL_LANES };
 void dsd_backend_cuda_set_moe_prefill(struct dsd_backend *be, enum dsd_cuda_moe_prefill m);
 
-/* The five choices above by name, for tools that reach the backend through the module
+/* Tests and benchmarks: how the FP8 block-scaled linears of steps of at most
+ * CUDA_LINEAR_STREAM_MAX_M tokens run: LT, cuBLASLt's GEMM, or STREAM, the weight-streaming
+ * kernel (kernels/cuda/cuda_linear_stream.cu). Larger steps always take cuBLASLt. AUTO (the
+ * default) is LT until STREAM has passed on a GPU. */
+enum dsd_cuda_linear_path { DSD_CUDA_LINEAR_AUTO, DSD_CUDA_LINEAR_LT, DSD_CUDA_LINEAR_STREAM };
+void dsd_backend_cuda_set_linear_path(struct dsd_backend *be, enum dsd_cuda_linear_path p);
+
+/* The six choices above by name, for tools that reach the backend through the module
  * (deepseekd-bench --engine NAME=VALUE): "attention" (auto, per-token, tiled, tiled-pages,
  * tiled-gather), "attn_tile" (auto, mma, wgmma), "indexer" (auto, bf16, fp8, wgmma), "ffn"
- * (auto, stream, gemm), "moe_prefill" (auto, serial, lanes). Returns 0, or -EINVAL (unknown
+ * (auto, stream, gemm), "moe_prefill" (auto, serial, lanes), "linear" (auto, lt, stream). Returns 0, or -EINVAL (unknown
  * name or value; err lists the values). */
 int dsd_backend_cuda_set_engine(struct dsd_backend *be, const char *name, const char *value, struct dsd_err *err);
 

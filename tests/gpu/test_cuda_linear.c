@@ -7,7 +7,10 @@
  *     (the plain-kernel fallback);
  *   BF16: indexer weights_proj (f32 out), eh_proj (bf16 out), LM head (f32 out);
  *   F32: the router (f32 out, and bf16 out).
- * M = 1, 7, 64, 300, 4096 (4096 checked on its first and last 64 rows; the LM head up to 64,
+ * Every FP8 case of M <= 64 runs twice: cuBLASLt (the default) and the weight-streaming kernel
+ * (linear = stream, kernels/cuda/cuda_linear_stream.cu), whose K splits and partial n-tiles
+ * the shapes here cover (N = 72, 128, 576 ...; M = 33 pads to 40 tokens of 48 quantized rows).
+ * M = 1, 7, 33, 64, 300, 4096 (4096 checked on its first and last 64 rows; the LM head up to 64,
  * dense up/down up to 300), and strided x/out (offsets inside wider rows; the padding
  * columns of out must stay NaN). Timings at full dims for M = 1, 64, 4096.
  * Gates: bf16 outputs 5e-3 (the GPU sums in another order, so an output may round to the
@@ -20,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dsd_cuda.h"
 #include "gpu_harness.h"
 
 struct lshape {
@@ -84,6 +88,10 @@ static void timed_linear(void *p)
 
 /* One linear at M rows; strided: x at column 64 of rows K + 128 wide, out at column 16 of
  * rows N + 48 wide. */
+/* the FP8 linears of steps up to CUDA_LINEAR_STREAM_MAX_M run a second time on the
+ * weight-streaming kernel (linear = stream); the case names then end in " stream" */
+static bool g_stream;
+
 static void run_case(struct gh_ctx *h, struct wpair *wp, const struct lshape *s, int M, bool strided, bool time_it)
 {
     const int N = (int)s->N, K = (int)s->K;
@@ -92,8 +100,8 @@ static void run_case(struct gh_ctx *h, struct wpair *wp, const struct lshape *s,
     const size_t ab_c = dsd_backend_act_bytes(h->cpu), ab_g = dsd_backend_act_bytes(h->gpu);
     const size_t out_el_c = f32 ? 4 : ab_c, out_el_g = f32 ? 4 : ab_g;
     char shape[160];
-    snprintf(shape, sizeof shape, "%s %s%s M=%d N=%d K=%d%s", s->name, dt_name(s->dt), f32 ? "->f32" : "", M, N, K,
-             strided ? " strided" : "");
+    snprintf(shape, sizeof shape, "%s %s%s M=%d N=%d K=%d%s%s", s->name, dt_name(s->dt), f32 ? "->f32" : "", M, N, K,
+             strided ? " strided" : "", g_stream ? " stream" : "");
     float *xh = malloc((size_t)M * ldx * sizeof *xh), *got = malloc((size_t)M * ldo * sizeof *got),
           *want = malloc((size_t)M * ldo * sizeof *want);
     void *xc = gh_alloc_act(h->cpu, M, ldx), *xg = gh_alloc_act(h->gpu, M, ldx);
@@ -239,7 +247,8 @@ int main(int argc, char **argv)
             { "q_a->f32", d->q_lora_rank, D, DSD_DTYPE_F8_E4M3, DSD_LINEAR_F32_OUT, 300 },
             { "fp8 N%16!=0", 72, D, DSD_DTYPE_F8_E4M3, 0, 300 },
         };
-        const int Ms[] = { 1, 7, 64, 300, 4096 };
+        /* 33: the streaming kernel's n-tiles reach past act_quant's 48 rows */
+        const int Ms[] = { 1, 7, 33, 64, 300, 4096 };
         for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
             const struct lshape *s = &shapes[i];
             struct wpair wp;
@@ -252,9 +261,17 @@ int main(int argc, char **argv)
                 if (M > s->max_m)
                     continue;
                 bool time_it = full && (M == 1 || M == 64 || M == 4096);
-                run_case(&h, &wp, s, M, false, time_it);
-                if (M == 7 || M == 64)
-                    run_case(&h, &wp, s, M, true, false);
+                for (int pass = 0; pass < 2; pass++) {
+                    g_stream = pass == 1;
+                    if (g_stream && (s->dt != DSD_DTYPE_F8_E4M3 || M > 64))
+                        break;
+                    dsd_backend_cuda_set_linear_path(h.gpu, g_stream ? DSD_CUDA_LINEAR_STREAM : DSD_CUDA_LINEAR_AUTO);
+                    run_case(&h, &wp, s, M, false, time_it);
+                    if (M == 7 || M == 64)
+                        run_case(&h, &wp, s, M, true, false);
+                }
+                g_stream = false;
+                dsd_backend_cuda_set_linear_path(h.gpu, DSD_CUDA_LINEAR_AUTO);
             }
             wpair_free(&wp);
         }
