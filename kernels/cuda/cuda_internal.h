@@ -47,10 +47,14 @@ cudaError_t cuda_launch_fp8_gemm_simt(cudaStream_t st, const uint8_t *xq, const 
 cudaError_t cuda_launch_linear_stream(cudaStream_t st, const uint8_t *xq, const float *xs, int rows, const uint8_t *w,
                                       const float *ws, int64_t ws_stride, void *out, bool out_f32, int ldo, int M,
                                       int N, int K, int ksplit, float *part);
-/* How many K ranges the streaming linear uses for an M x N x K linear on `sms` SMs: enough
- * CTAs for two per SM, partial sums at most a quarter of the weight bytes, at least one
- * K-block per range. */
-int cuda_linear_stream_splits(int M, int N, int K, int sms);
+/* The same for bf16 weights [N][K] and bf16 x [M][ldx] (no quantization, no scales): K % 64
+ * == 0, x, w 16-byte aligned, ldx % 8 == 0. */
+cudaError_t cuda_launch_linear_stream_bf16(cudaStream_t st, const void *x, int ldx, const void *w, void *out,
+                                           bool out_f32, int ldo, int M, int N, int K, int ksplit, float *part);
+/* How many K ranges the streaming linear uses for M tokens, N outputs and weight rows of
+ * row_bytes on `sms` SMs: enough CTAs for two per SM, partial sums at most a quarter of the
+ * weight bytes, at least one 128-byte block per range. */
+int cuda_linear_stream_splits(int M, int N, int64_t row_bytes, int sms);
 
 /* cuBLASLt's block-scaled FP8 GEMM (cuda_linear.c; operands as docs/CUDA.md §2): d, column-major
  * [N][rows] bf16 (or f32 with d_f32), = W [N][K] (scales wscale, BLK128x128, rows padded to

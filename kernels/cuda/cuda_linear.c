@@ -253,6 +253,15 @@ static void linear_bf16(struct cuda_backend *cb, void *out, int ldo, const void 
                         const struct dsd_weight *w, int M, bool out_f32)
 {
     const int N = (int)w->rows, K = (int)w->cols;
+    if (M <= CUDA_LINEAR_STREAM_MAX_M && cb->linear_path == DSD_CUDA_LINEAR_STREAM && K % 64 == 0 && ldx % 8 == 0 &&
+        ptr_align(x, 16) >= 16 && ptr_align(w->data, 16) >= 16) {
+        const int ksplit = cuda_linear_stream_splits(M, N, (int64_t)K * 2, cb->sms);
+        float *part = ksplit > 1 ? cuda_scratch(cb, (size_t)ksplit * M * N * sizeof(float)) : NULL;
+        if (ksplit == 1 || part)
+            CU_OK(cb, cuda_launch_linear_stream_bf16(cb->stream, x, ldx, w->data, out, out_f32, ldo, M, N, K, ksplit,
+                                                     part));
+        return;
+    }
     int al = ptr_align(x, (int64_t)ldx * 2), ao = ptr_align(out, (int64_t)ldo * (out_f32 ? 4 : 2)),
         aw = ptr_align(w->data, (int64_t)K * 2);
     struct plan_key k = { .kind = PLAN_BF16, .M = M, .N = N, .K = K, .ldx = ldx, .ldo = ldo, .out_f32 = out_f32,

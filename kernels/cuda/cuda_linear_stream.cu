@@ -1,5 +1,6 @@
-// The FP8 block-scaled linear for small steps (1-64 tokens: decode, short chunks): a
-// weight-streaming kernel on mma.sync e4m3. At these sizes the linear is a read of the weight
+// The linears of small steps (1-64 tokens: decode, short chunks): a weight-streaming kernel
+// on mma.sync, for FP8 block-scaled weights (e4m3 x e4m3, m16n8k32) and for bf16 weights (the
+// LM head, eh_proj, the indexer's weights_proj: bf16 x bf16, m16n8k16). At these sizes the linear is a read of the weight
 // matrix (N x K bytes) and little else; cuBLASLt's block-scaled GEMM reaches only about a
 // third of HBM bandwidth there (docs/CUDA.md), so this is the product's own kernel. Design,
 // floors and measured history: docs/KERNELS.md, "Small-step FP8 linear".
@@ -20,9 +21,12 @@
 //     of its token row and hands them to two m16n8k32 steps as if they were the fragment's
 //     k = 4q.. and 16 + 4q.. columns: both operands use the same permutation of k, so the
 //     result is the plain dot product, and every load is one 16-byte access.
-//   - Each K-block's fp32 product is scaled by x scale * weight scale and added to the
+//   - FP8: each K-block's fp32 product is scaled by x scale * weight scale and added to the
 //     accumulator, the CPU's order of operations per block (cpu_linear_rows); inside a block
 //     the tensor core's fp32 sums replace the CPU's loop (the FP8 gate of tests/gpu).
+//   - BF16 takes the same path with 128-byte "blocks" of 64 values, no scales, the tokens'
+//     bf16 rows staged straight from x (no quantization), m16n8k16 on the same permuted
+//     16-byte loads (two k16 steps per 16 bytes, like the two k32 steps of FP8).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -33,6 +37,7 @@
 using dsd_attn::cp_async16;
 using dsd_attn::cp_async_commit;
 using dsd_attn::cp_async_wait;
+using dsd_attn::mma_bf16;
 using dsd_attn::mma_e4m3;
 
 constexpr int LS_WARPS = 8;
@@ -47,17 +52,21 @@ template <int NT> struct ls_smem {
     float s[2][LS_KCH][NT * 8];
 };
 
+// a "K-block" here is 128 bytes of a row: 128 e4m3 values or 64 bf16 ones
 struct ls_args {
-    const uint8_t *xq;      // [rows][K] e4m3
-    const float *xs;        // [K/128][rows]
+    const uint8_t *x;       // token rows: e4m3 [rows][K] (act_quant) or bf16 [M][ldx]
+    int64_t x_stride;       // bytes between token rows
+    int x_rows;             // token rows that may be read (the rest are zeros)
+    const float *xs;        // FP8: [K/128][rows] token scales
     int rows;
-    const uint8_t *w;       // [N][K] e4m3
-    const float *ws;        // [N/128][ws_stride]
+    const uint8_t *w;       // [N][K] e4m3 or bf16
+    int64_t w_stride;       // bytes per weight row
+    const float *ws;        // FP8: [N/128][ws_stride]
     int64_t ws_stride;
     void *out;              // [M][ldo] bf16 or f32 (ksplit == 1)
     float *part;            // [ksplit][M][N] fp32 (ksplit > 1)
     bool out_f32;
-    int ldo, M, N, K, kb_per;
+    int ldo, M, N, kblocks, kb_per;
 };
 
 __device__ __forceinline__ uint4 ld_weights(const uint8_t *p, bool valid)
@@ -71,38 +80,39 @@ __device__ __forceinline__ uint4 ld_weights(const uint8_t *p, bool valid)
 }
 
 // the tokens' K-blocks kb .. kb+n-1 into buffer b (every thread of the CTA takes part)
-template <int NT>
+template <int NT, bool BF>
 __device__ __forceinline__ void ls_load_chunk(ls_smem<NT> &sm, int b, const ls_args &a, int kb, int n)
 {
     constexpr int TOK = NT * 8;
     const int pieces = TOK * n * 8;             // 16-byte pieces of token rows
     for (int i = threadIdx.x; i < pieces; i += LS_WARPS * 32) {
         const int r = i / (n * 8), c = i % (n * 8);
-        const bool v = r < a.rows;          // the n-tiles may reach past act_quant's rows: zeros
-        cp_async16(&sm.x[b][r][c * 16], a.xq + (size_t)(v ? r : 0) * a.K + (size_t)kb * 128 + c * 16, v);
+        const bool v = r < a.x_rows;        // the n-tiles may reach past the token rows: zeros
+        cp_async16(&sm.x[b][r][c * 16], a.x + (v ? r : 0) * a.x_stride + (int64_t)kb * 128 + c * 16, v);
     }
-    // scales: rows is a multiple of 4 and xs 16-byte aligned, so 4 tokens are 16 bytes
-    for (int i = threadIdx.x; i < n * (TOK / 4); i += LS_WARPS * 32) {
-        const int j = i / (TOK / 4), c = i % (TOK / 4);
-        const bool v = c * 4 < a.rows;
-        cp_async16(&sm.s[b][j][c * 4], a.xs + (size_t)(kb + j) * a.rows + (v ? c * 4 : 0), v);
-    }
+    // FP8 scales: rows is a multiple of 4 and xs 16-byte aligned, so 4 tokens are 16 bytes
+    if constexpr (!BF)
+        for (int i = threadIdx.x; i < n * (TOK / 4); i += LS_WARPS * 32) {
+            const int j = i / (TOK / 4), c = i % (TOK / 4);
+            const bool v = c * 4 < a.rows;
+            cp_async16(&sm.s[b][j][c * 4], a.xs + (size_t)(kb + j) * a.rows + (v ? c * 4 : 0), v);
+        }
     cp_async_commit();
 }
 
-template <int NT>
+template <int NT, bool BF>
 __global__ void __launch_bounds__(LS_WARPS * 32, NT == 8 ? 1 : 2) linstream_kernel(const ls_args a)
 {
     extern __shared__ __align__(16) uint8_t ls_raw[];
     ls_smem<NT> &sm = *reinterpret_cast<ls_smem<NT> *>(ls_raw);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
     const int rb = blockIdx.x, row = rb * LS_ROWS + warp * 16 + g;     // this thread's rows: row, row + 8
-    const int KB = a.K / 128, kb0 = blockIdx.y * a.kb_per, kb1 = min(KB, kb0 + a.kb_per);
+    const int kb0 = blockIdx.y * a.kb_per, kb1 = min(a.kblocks, kb0 + a.kb_per);
     if (kb0 >= kb1)
         return;
-    const uint8_t *w0 = a.w + (size_t)row * a.K + q * 16, *w8 = w0 + (size_t)8 * a.K;
+    const uint8_t *w0 = a.w + row * a.w_stride + q * 16, *w8 = w0 + 8 * a.w_stride;
     const bool v0 = row < a.N, v8 = row + 8 < a.N;
-    const float *wsc = a.ws + (size_t)rb * a.ws_stride;
+    const float *wsc = BF ? nullptr : a.ws + (size_t)rb * a.ws_stride;
 
     float acc[NT][4];
 #pragma unroll
@@ -118,12 +128,12 @@ __global__ void __launch_bounds__(LS_WARPS * 32, NT == 8 ? 1 : 2) linstream_kern
         wc[h][0] = ld_weights(w0 + (size_t)kb0 * 128 + h * 64, v0);
         wc[h][1] = ld_weights(w8 + (size_t)kb0 * 128 + h * 64, v8);
     }
-    ls_load_chunk<NT>(sm, 0, a, kb0, min(LS_KCH, kb1 - kb0));
+    ls_load_chunk<NT, BF>(sm, 0, a, kb0, min(LS_KCH, kb1 - kb0));
     int buf = 0;
     for (int c0 = kb0; c0 < kb1; c0 += LS_KCH, buf ^= 1) {
         const int cn = min(LS_KCH, kb1 - c0);
         if (c0 + LS_KCH < kb1) {
-            ls_load_chunk<NT>(sm, buf ^ 1, a, c0 + LS_KCH, min(LS_KCH, kb1 - c0 - LS_KCH));
+            ls_load_chunk<NT, BF>(sm, buf ^ 1, a, c0 + LS_KCH, min(LS_KCH, kb1 - c0 - LS_KCH));
             cp_async_wait<1>();
         } else {
             cp_async_wait<0>();
@@ -137,6 +147,7 @@ __global__ void __launch_bounds__(LS_WARPS * 32, NT == 8 ? 1 : 2) linstream_kern
                 wn[h][0] = ld_weights(w0 + (size_t)(kb + 1) * 128 + h * 64, v0 && more);
                 wn[h][1] = ld_weights(w8 + (size_t)(kb + 1) * 128 + h * 64, v8 && more);
             }
+            // FP8 sums each K-block apart (it is scaled before it joins acc); BF16 sums into acc
             float blk[NT][4];
 #pragma unroll
             for (int n = 0; n < NT; n++)
@@ -150,19 +161,26 @@ __global__ void __launch_bounds__(LS_WARPS * 32, NT == 8 ? 1 : 2) linstream_kern
 #pragma unroll
                 for (int n = 0; n < NT; n++) {
                     const uint4 xv = *reinterpret_cast<const uint4 *>(&sm.x[buf][n * 8 + g][j * 128 + h * 64 + q * 16]);
-                    mma_e4m3(blk[n], lo, xv.x, xv.y);
-                    mma_e4m3(blk[n], hi, xv.z, xv.w);
+                    if constexpr (BF) {
+                        mma_bf16(acc[n], lo, xv.x, xv.y);
+                        mma_bf16(acc[n], hi, xv.z, xv.w);
+                    } else {
+                        mma_e4m3(blk[n], lo, xv.x, xv.y);
+                        mma_e4m3(blk[n], hi, xv.z, xv.w);
+                    }
                 }
             }
-            const float sw = __ldg(wsc + kb);
+            if constexpr (!BF) {
+                const float sw = __ldg(wsc + kb);
 #pragma unroll
-            for (int n = 0; n < NT; n++) {
-                const float s0 = __fmul_rn(sm.s[buf][j][n * 8 + 2 * q], sw);
-                const float s1 = __fmul_rn(sm.s[buf][j][n * 8 + 2 * q + 1], sw);
-                acc[n][0] = __fadd_rn(acc[n][0], __fmul_rn(blk[n][0], s0));
-                acc[n][1] = __fadd_rn(acc[n][1], __fmul_rn(blk[n][1], s1));
-                acc[n][2] = __fadd_rn(acc[n][2], __fmul_rn(blk[n][2], s0));
-                acc[n][3] = __fadd_rn(acc[n][3], __fmul_rn(blk[n][3], s1));
+                for (int n = 0; n < NT; n++) {
+                    const float s0 = __fmul_rn(sm.s[buf][j][n * 8 + 2 * q], sw);
+                    const float s1 = __fmul_rn(sm.s[buf][j][n * 8 + 2 * q + 1], sw);
+                    acc[n][0] = __fadd_rn(acc[n][0], __fmul_rn(blk[n][0], s0));
+                    acc[n][1] = __fadd_rn(acc[n][1], __fmul_rn(blk[n][1], s1));
+                    acc[n][2] = __fadd_rn(acc[n][2], __fmul_rn(blk[n][2], s0));
+                    acc[n][3] = __fadd_rn(acc[n][3], __fmul_rn(blk[n][3], s1));
+                }
             }
 #pragma unroll
             for (int h = 0; h < 2; h++) {
@@ -206,28 +224,54 @@ __global__ void linstream_reduce_kernel(const float *__restrict__ part, int kspl
         static_cast<__nv_bfloat16 *>(out)[(size_t)m * ldo + n] = __float2bfloat16_rn(v);
 }
 
-template <int NT>
-static cudaError_t ls_launch(cudaStream_t st, const ls_args &a, int ksplit)
+template <int NT, bool BF>
+static cudaError_t ls_launch_nt(cudaStream_t st, const ls_args &a, int ksplit)
 {
     const size_t smem = sizeof(ls_smem<NT>);
     if (smem > 48 * 1024) {     // per device and function: set at each launch, as the other kernels do
-        cudaError_t e = cudaFuncSetAttribute(linstream_kernel<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        cudaError_t e = cudaFuncSetAttribute(linstream_kernel<NT, BF>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              (int)smem);
         if (e != cudaSuccess)
             return e;
     }
     dim3 grid((a.N + LS_ROWS - 1) / LS_ROWS, ksplit);
-    linstream_kernel<NT><<<grid, LS_WARPS * 32, smem, st>>>(a);
+    linstream_kernel<NT, BF><<<grid, LS_WARPS * 32, smem, st>>>(a);
     return cudaGetLastError();
 }
 
-extern "C" int cuda_linear_stream_splits(int M, int N, int K, int sms)
+// the n-tile count from M, then the split sums when K was split
+template <bool BF>
+static cudaError_t ls_launch(cudaStream_t st, ls_args &a, int ksplit)
 {
-    const int KB = K / 128, ctas = (N + LS_ROWS - 1) / LS_ROWS, tok = (M + 7) / 8 * 8;
+    a.kb_per = (a.kblocks + ksplit - 1) / ksplit;
+    ksplit = (a.kblocks + a.kb_per - 1) / a.kb_per;
+    if (ksplit == 1)
+        a.part = nullptr;
+    void *out = a.out;
+    cudaError_t e;
+    const int nt = (a.M + 7) / 8;
+    if (nt == 1)
+        e = ls_launch_nt<1, BF>(st, a, ksplit);
+    else if (nt == 2)
+        e = ls_launch_nt<2, BF>(st, a, ksplit);
+    else if (nt <= 4)
+        e = ls_launch_nt<4, BF>(st, a, ksplit);
+    else
+        e = ls_launch_nt<8, BF>(st, a, ksplit);
+    if (e != cudaSuccess || ksplit == 1)
+        return e;
+    dim3 grid((a.N + 255) / 256, a.M);
+    linstream_reduce_kernel<<<grid, 256, 0, st>>>(a.part, ksplit, a.M, a.N, out, a.out_f32, a.ldo);
+    return cudaGetLastError();
+}
+
+extern "C" int cuda_linear_stream_splits(int M, int N, int64_t row_bytes, int sms)
+{
+    const int KB = (int)(row_bytes / 128), ctas = (N + LS_ROWS - 1) / LS_ROWS, tok = (M + 7) / 8 * 8;
     if (KB < 1 || ctas < 1)
         return 1;
     int s = (2 * sms + ctas - 1) / ctas;                // two CTAs per SM
-    const int cap = K / (16 * tok);                     // partial sums <= 1/4 of the weight bytes
+    const int cap = (int)(row_bytes / (16 * tok));      // partial sums <= 1/4 of the weight bytes
     if (s > cap)
         s = cap;
     if (s > KB)
@@ -244,22 +288,18 @@ extern "C" cudaError_t cuda_launch_linear_stream(cudaStream_t st, const uint8_t 
 {
     if (M < 1 || M > CUDA_LINEAR_STREAM_MAX_M || K % 128 || rows < M || rows % 4 || ksplit < 1 || (ksplit > 1 && !part))
         return cudaErrorInvalidValue;
-    const int KB = K / 128, per = (KB + ksplit - 1) / ksplit;
-    ls_args a = { xq, xs, rows, w, ws, ws_stride, out, ksplit > 1 ? part : nullptr, out_f32, ldo, M, N, K, per };
-    ksplit = (KB + per - 1) / per;
-    cudaError_t e;
-    const int nt = (M + 7) / 8;
-    if (nt == 1)
-        e = ls_launch<1>(st, a, ksplit);
-    else if (nt == 2)
-        e = ls_launch<2>(st, a, ksplit);
-    else if (nt <= 4)
-        e = ls_launch<4>(st, a, ksplit);
-    else
-        e = ls_launch<8>(st, a, ksplit);
-    if (e != cudaSuccess || ksplit == 1)
-        return e;
-    dim3 grid((N + 255) / 256, M);
-    linstream_reduce_kernel<<<grid, 256, 0, st>>>(part, ksplit, M, N, out, out_f32, ldo);
-    return cudaGetLastError();
+    ls_args a = { xq, K, rows, xs, rows, w, K, ws, ws_stride, out, part, out_f32, ldo, M, N, K / 128, 0 };
+    return ls_launch<false>(st, a, ksplit);
+}
+
+extern "C" cudaError_t cuda_launch_linear_stream_bf16(cudaStream_t st, const void *x, int ldx, const void *w, void *out,
+                                                      bool out_f32, int ldo, int M, int N, int K, int ksplit,
+                                                      float *part)
+{
+    if (M < 1 || M > CUDA_LINEAR_STREAM_MAX_M || K % 64 || ((uintptr_t)x | (uintptr_t)w) % 16 || ldx % 8 ||
+        ksplit < 1 || (ksplit > 1 && !part))
+        return cudaErrorInvalidValue;
+    ls_args a = { static_cast<const uint8_t *>(x), (int64_t)ldx * 2, M, nullptr, 0, static_cast<const uint8_t *>(w),
+                  (int64_t)K * 2, nullptr, 0, out, part, out_f32, ldo, M, N, K / 64, 0 };
+    return ls_launch<true>(st, a, ksplit);
 }

@@ -86,7 +86,7 @@ void dsd_backend_cuda_set_ffn_path(struct dsd_backend *be, enum dsd_cuda_ffn_pat
 enum dsd_cuda_moe_prefill { DSD_CUDA_MOE_PREFILL_AUTO, DSD_CUDA_MOE_PREFILL_SERIAL, DSD_CUDA_MOE_PREFILL_LANES };
 void dsd_backend_cuda_set_moe_prefill(struct dsd_backend *be, enum dsd_cuda_moe_prefill m);
 
-/* Tests and benchmarks: how the FP8 block-scaled linears of steps of at most
+/* Tests and benchmarks: how the FP8 block-scaled and bf16 linears of steps of at most
  * CUDA_LINEAR_STREAM_MAX_M tokens run: LT, cuBLASLt's GEMM, or STREAM, the weight-streaming
  * kernel (kernels/cuda/cuda_linear_stream.cu). Larger steps always take cuBLASLt. AUTO (the
  * default) is LT until STREAM has passed on a GPU. */

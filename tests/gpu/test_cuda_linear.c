@@ -7,7 +7,7 @@
  *     (the plain-kernel fallback);
  *   BF16: indexer weights_proj (f32 out), eh_proj (bf16 out), LM head (f32 out);
  *   F32: the router (f32 out, and bf16 out).
- * Every FP8 case of M <= 64 runs twice: cuBLASLt (the default) and the weight-streaming kernel
+ * Every FP8 and BF16 case of M <= 64 runs twice: cuBLASLt (the default) and the weight-streaming kernel
  * (linear = stream, kernels/cuda/cuda_linear_stream.cu), whose K splits and partial n-tiles
  * the shapes here cover (N = 72, 128, 576 ...; M = 33 pads to 40 tokens of 48 quantized rows).
  * M = 1, 7, 33, 64, 300, 4096 (4096 checked on its first and last 64 rows; the LM head up to 64,
@@ -263,7 +263,7 @@ int main(int argc, char **argv)
                 bool time_it = full && (M == 1 || M == 64 || M == 4096);
                 for (int pass = 0; pass < 2; pass++) {
                     g_stream = pass == 1;
-                    if (g_stream && (s->dt != DSD_DTYPE_F8_E4M3 || M > 64))
+                    if (g_stream && (s->dt == DSD_DTYPE_F32 || M > 64))
                         break;
                     dsd_backend_cuda_set_linear_path(h.gpu, g_stream ? DSD_CUDA_LINEAR_STREAM : DSD_CUDA_LINEAR_AUTO);
                     run_case(&h, &wp, s, M, false, time_it);
