@@ -30,7 +30,7 @@ static const char usage[] =
     "                       [--layers N] [--dense N] [--batches LIST] [--contexts LIST] [--chunks LIST]\n"
     "                       [--reps N] [--warmup N] [--seed S] [--threads N] [--json FILE]\n"
     "                       [--top-p P] [--commit ID] [--engine NAME=VALUE]... [--quick] [--copies-only]\n"
-    "                       [--kernels]\n"
+    "                       [--kernels] [--determinism]\n"
     "Times decode steps, prefill chunks and a per-op profile of the engine on a model made from\n"
     "a config with generated weights, and prints each figure beside its floor on this device.\n"
     "  --backend    cuda (default when the CUDA module loads) or cpu\n"
@@ -50,6 +50,10 @@ static const char usage[] =
     "               e.g. attn_tile=wgmma), recorded in the output; up to 8\n"
     "  --kernels    after the floors, only the per-kernel table: every projection of the model\n"
     "               alone at each --batches size, beside its floor (bytes or FLOPs)\n"
+    "  --determinism  after filling the KV, only the determinism report: one decode step of the\n"
+    "               largest --batches size at the longest --contexts run three times and a\n"
+    "               prefill chunk of the largest --chunks twice (bitwise equal?), and three\n"
+    "               sequences of that step run alone (their logits beside their batch rows)\n"
     "  --copies-only  only the copy rates (device copy, host <-> device from alloc_host memory),\n"
     "               then exit: the floors of the KV tiers' reloads (tools/bench/tiers.sh)\n"
     "  --quick      tiny model, batches 1,4, contexts 64,256, chunks 32,128 (unless given), 7\n"
@@ -685,7 +689,7 @@ int main(int argc, char **argv)
     int chunks[MAX_LIST] = { 4096, 16384 }, n_chunks = 2;
     uint64_t seed = 1;
     float top_p = 1.0f;
-    bool quick = false, backend_set = false, copies_only = false, kernels = false;
+    bool quick = false, backend_set = false, copies_only = false, kernels = false, determinism = false;
     enum dsd_model_backend backend = DSD_MODEL_BACKEND_CUDA;
     bool reps_set = false;
     const char *engines[8];
@@ -707,6 +711,10 @@ int main(int argc, char **argv)
         }
         if (!strcmp(a, "--kernels")) {
             kernels = true;
+            continue;
+        }
+        if (!strcmp(a, "--determinism")) {
+            determinism = true;
             continue;
         }
         if (!v)
@@ -951,6 +959,36 @@ int main(int argc, char **argv)
     if (dev_total)
         printf("device memory in use: %.2f GB of %.2f GB\n", (double)(dev_total - dev_free) / 1e9,
                (double)dev_total / 1e9);
+
+    if (determinism) {
+        struct bench_det d;
+        if (bench_determinism(m, b.kv, b.seqs, max_batch, max_ctx, max_chunk, seed, &d, &err))
+            return die("determinism: %s", err.msg);
+        printf("\ndeterminism (batch %d, context %d, chunk %d):\n", d.batch, d.ctx, d.chunk);
+        printf(" run to run: decode rows bitwise equal in 3 runs: %d of %d; prefill chunk logits: %s\n",
+               d.decode_rows_equal, d.decode_rows, d.prefill_equal ? "equal" : "DIFFER");
+        printf(" batch invariance (%d sequences alone vs in the batch): %s, max |diff| %.3g (%.3g of the row's "
+               "largest logit), greedy token %s\n",
+               d.inv_probes, d.inv_bitwise ? "bitwise equal" : "not bitwise", d.inv_max_abs, d.inv_max_rel,
+               d.inv_argmax ? "the same" : "DIFFERS");
+        FILE *dj = json ? fopen(json, "w") : NULL;
+        if (json && !dj)
+            return die("cannot write %s", json);
+        if (dj) {
+            fprintf(dj, "{\n\"tool\": \"deepseekd-bench\", \"format\": 1, \"date\": \"%s\", \"commit\": \"%s\", "
+                        "\"device\": \"%s\", \"engines\": \"%s\",\n\"determinism\": {\"batch\": %d, \"context\": %d, "
+                        "\"chunk\": %d, \"decode_rows\": %d, \"decode_rows_equal\": %d, \"prefill_equal\": %s, "
+                        "\"invariance_probes\": %d, \"invariance_max_abs\": %.9g, \"invariance_max_rel\": %.9g, "
+                        "\"invariance_bitwise\": %s, \"invariance_argmax\": %s}\n}\n",
+                    date, commit, device, engine_line[0] ? engine_line + 1 : "", d.batch, d.ctx, d.chunk,
+                    d.decode_rows, d.decode_rows_equal, d.prefill_equal ? "true" : "false", d.inv_probes,
+                    d.inv_max_abs, d.inv_max_rel, d.inv_bitwise ? "true" : "false", d.inv_argmax ? "true" : "false");
+            if (fclose(dj))
+                return die("writing %s failed", json);
+        }
+        dsd_model_free(b.m);
+        return 0;
+    }
 
     const int n_moe = layers - dense;
     int failures = 0;

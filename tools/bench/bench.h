@@ -33,4 +33,23 @@ struct bench_need bench_head_need(const struct dsd_model *m, int tokens, int row
  * uniformly: E (1 - (1 - k/E)^tokens). */
 double bench_expected_experts(int E, int k, int tokens);
 
+/* What bench_determinism found (bench_determinism.c). */
+struct bench_det {
+    int batch, ctx, chunk;
+    int decode_rows;            /* logits rows of the decode step */
+    int decode_rows_equal;      /* of them, bitwise equal in all three runs */
+    bool prefill_equal;         /* the chunk's logits bitwise equal in both runs */
+    int inv_probes;             /* sequences run alone */
+    double inv_max_abs;         /* largest |alone - in batch| over their logits */
+    double inv_max_rel;         /* the same over the row's largest |logit| */
+    bool inv_bitwise;           /* every probe's logits bitwise equal alone and in the batch */
+    bool inv_argmax;            /* every probe's greedy token the same */
+};
+
+/* Run-to-run determinism and batch invariance on sequences whose KV all hold the same
+ * context of ctx positions (pages for ctx + 1 and for chunk positions reserved): see the
+ * file's top. Returns 0 with r filled, or the forward pass's error (err says what). */
+int bench_determinism(struct dsd_model *m, struct dsd_kv_cache *kv, struct dsd_kv_seq *seqs, int batch, int ctx,
+                      int chunk, uint64_t seed, struct bench_det *r, struct dsd_err *err);
+
 #endif
