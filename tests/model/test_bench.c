@@ -6,7 +6,7 @@
  *   logits are finite, not all equal and of a sensible size (never time on zeros);
  * - the output of `deepseekd-bench --quick` (run by ctest just before, the bench_quick
  *   fixture): every figure present, positive and finite, floors measured, the per-op
- *   profile covering the layer ops, the table on stdout;
+ *   profile covering the layer ops with a floor for each op that has one, the table on stdout;
  * - the output of `deepseekd-bench --quick --kernels` (the bench_kernels_quick fixture): a
  *   line per projection of the tiny model and batch size, each time and floor positive and
  *   the ratio theirs, the floor the longer of bytes and FLOPs;
@@ -179,6 +179,10 @@ TEST(bench_json)
     }
 
     json_t *prof = json_object_get(r, "profile");
+    json_t *flo = json_object_get(r, "floors");
+    const double gemm = num(flo, "gemm_tflops"), vocab = num(json_object_get(r, "model"), "vocab");
+    const double hidden = num(json_object_get(r, "model"), "hidden_size");
+    ASSERT_TRUE(gemm > 0 && vocab > 0 && hidden > 0);
     /* decode steps at the smallest and the largest batch, then the largest prefill chunk */
     ASSERT_EQ_INT(json_array_size(prof), 3);
     json_array_foreach(prof, i, e) {
@@ -189,11 +193,24 @@ TEST(bench_json)
         int moe = 0, mlp = 0, topk = 0, attn = 0, head = 0;
         json_array_foreach(ops, k, op) {
             const char *name = json_string_value(json_object_get(op, "op"));
-            const double ms = num(op, "ms");
-            ASSERT_TRUE(name && ms >= 0 && isfinite(ms));
+            const double ms = num(op, "ms"), floor_ms = num(op, "floor_ms");
+            ASSERT_TRUE(name && ms >= 0 && isfinite(ms) && floor_ms >= 0 && isfinite(floor_ms));
             sum += ms;
             if (!name)
                 continue;
+            /* per-op floors (bench_op_need): the work ops have one, the small copies none */
+            static const char *const with_floor[] = { "q_a", "kv_a", "o_proj", "attn_norm", "mla_attention",
+                                                      "indexer_topk", "moe", "mlp", "lm_head", "embed" };
+            for (size_t w = 0; w < sizeof with_floor / sizeof *with_floor; w++)
+                if (!strcmp(name, with_floor[w]))
+                    ASSERT_TRUE(floor_ms > 0);
+            if (!strcmp(name, "rope") || !strcmp(name, "mla_kv_store") || !strcmp(name, "gather_rows"))
+                ASSERT_TRUE(floor_ms == 0);
+            /* the LM head's floor is at least its FLOPs at the measured rate: rows x hidden x vocab */
+            if (!strcmp(name, "lm_head")) {
+                const double rows = num(e, "chunk") > 0 ? 1 : num(e, "batch");
+                ASSERT_TRUE(floor_ms >= 2.0 * rows * hidden * vocab / (gemm * 1e12) * 1e3 * (1 - 1e-6));
+            }
             moe += !strcmp(name, "moe");
             mlp += !strcmp(name, "mlp");
             topk += !strcmp(name, "indexer_topk");

@@ -622,6 +622,31 @@ struct profile_result {
     double total_ms;
 };
 
+/* The step a profile ran, for the per-op floors. */
+static struct bench_step profile_step(const struct profile_result *p)
+{
+    return p->chunk ? (struct bench_step){ .seqs = 1, .tokens = p->chunk, .pos0 = 0, .rows = 1 }
+                    : (struct bench_step){ .seqs = p->batch, .tokens = p->batch, .pos0 = p->ctx, .rows = p->batch };
+}
+
+/* The floor of every occurrence of `op` in the profile, summed (0 when it has none). */
+static struct figure profile_floor(const struct bench *b, const struct profile_result *p, const char *op)
+{
+    struct figure f = {0};
+    const struct bench_step st = profile_step(p);
+    for (int q = 0; q < p->n; q++) {
+        struct bench_need n;
+        if (strcmp(p->ops[q].op, op) || !bench_op_need(b->m, op, p->ops[q].layer, &st, &n))
+            continue;
+        f.need.weight_bytes += n.weight_bytes;
+        f.need.kv_bytes += n.kv_bytes;
+        f.need.flops += n.flops;
+    }
+    if (f.need.weight_bytes + f.need.kv_bytes + f.need.flops > 0)
+        set_floor(b, &f);
+    return f;
+}
+
 /* What one figure's rounds give (see `timed`). */
 struct timing {
     double step_ms;             /* median step with every layer */
@@ -1175,6 +1200,12 @@ int main(int argc, char **argv)
             }
             double tot = dn + mo + other;
             printf("  %-18s %9.3f ms %5.1f%%", p->ops[k].op, tot, p->total_ms > 0 ? 100.0 * tot / p->total_ms : 0.0);
+            const struct figure fl = profile_floor(&b, p, p->ops[k].op);
+            if (fl.floor_ms > 0)
+                printf("  floor %8.4f ms (%s) x%6.2f", fl.floor_ms, fl.mem_ms >= fl.flop_ms ? "bytes" : "flops",
+                       tot / fl.floor_ms);
+            else
+                printf("  %34s", "");
             if (p->ops[k].layer >= 0)
                 printf("   (dense layers %.3f ms, MoE layers %.3f ms)", dn, mo);
             printf("\n");
@@ -1257,9 +1288,15 @@ int main(int argc, char **argv)
             const struct profile_result *p = &prof[i];
             fprintf(j, " {\"batch\": %d, \"context\": %d, \"chunk\": %d, \"total_ms\": %.6f, \"ops\": [",
                     p->batch, p->ctx, p->chunk, p->total_ms);
-            for (int k = 0; k < p->n; k++)
-                fprintf(j, "%s{\"op\": \"%s\", \"layer\": %d, \"ms\": %.6f}", k ? ", " : "", p->ops[k].op,
-                        p->ops[k].layer, p->ops[k].ms);
+            const struct bench_step st = profile_step(p);
+            for (int k = 0; k < p->n; k++) {
+                /* the op's floor here (0: none, see bench_op_need) */
+                struct figure f = {0};
+                if (bench_op_need(m, p->ops[k].op, p->ops[k].layer, &st, &f.need))
+                    set_floor(&b, &f);
+                fprintf(j, "%s{\"op\": \"%s\", \"layer\": %d, \"ms\": %.6f, \"floor_ms\": %.9g}", k ? ", " : "",
+                        p->ops[k].op, p->ops[k].layer, p->ops[k].ms, f.floor_ms);
+            }
             fprintf(j, "]}%s\n", i + 1 < n_prof ? "," : "");
         }
         fprintf(j, "]\n}\n");

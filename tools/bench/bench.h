@@ -33,6 +33,20 @@ struct bench_need bench_head_need(const struct dsd_model *m, int tokens, int row
  * uniformly: E (1 - (1 - k/E)^tokens). */
 double bench_expected_experts(int E, int k, int tokens);
 
+/* One step for the per-op floors: `tokens` tokens spread evenly over `seqs` sequences, a
+ * sequence's tokens at positions pos0, pos0 + 1, ... (a decode step: tokens == seqs, all at
+ * pos0 = the context), `rows` rows of logits. */
+struct bench_step {
+    int seqs, tokens, pos0, rows;
+};
+
+/* The floor of one op of the forward pass, by its per-op profile name (daemon/model/forward.c),
+ * in `layer` (-1: the head's ops) of step s: the weights it must read, the other bytes it must
+ * move (activations, KV entries, index keys; in kv_bytes), its FLOPs. MoE: the expected number
+ * of experts hit. Returns false for ops without a floor here (copies, layout, RoPE, stores). */
+bool bench_op_need(const struct dsd_model *m, const char *op, int layer, const struct bench_step *s,
+                   struct bench_need *n);
+
 /* What bench_determinism found (bench_determinism.c). */
 struct bench_det {
     int batch, ctx, chunk;

@@ -2,6 +2,8 @@
 #include "bench.h"
 
 #include <math.h>
+#include <stddef.h>
+#include <string.h>
 
 double bench_weight_bytes(const struct dsd_weight *w)
 {
@@ -144,4 +146,116 @@ struct bench_need bench_head_need(const struct dsd_model *m, int tokens, int row
                      (double)tokens * D * (double)dsd_dtype_size(m->w.embed.dtype);
     n.flops = 2.0 * (double)rows * D * (double)m->cfg.vocab_size;
     return n;
+}
+
+/* ---- per-op floors (the per-op profile) ---- */
+
+enum op_kind { OP_LINEAR, OP_NORM, OP_ATTENTION, OP_INDEXER, OP_FFN, OP_HEAD, OP_EMBED };
+
+/* One row per op of the forward pass that has a floor: its profile name, what kind of work
+ * it is, and for linears and norms which weight of the layer it reads. */
+#define LAYER_W(f) offsetof(struct dsd_layer_weights, f)
+static const struct op_floor {
+    const char *op;
+    enum op_kind kind;
+    size_t w;
+} op_floors[] = {
+    { .op = "q_a", .kind = OP_LINEAR, .w = LAYER_W(q_a) },
+    { .op = "q_b", .kind = OP_LINEAR, .w = LAYER_W(q_b) },
+    { .op = "kv_a", .kind = OP_LINEAR, .w = LAYER_W(kv_a) },
+    { .op = "o_proj", .kind = OP_LINEAR, .w = LAYER_W(o_proj) },
+    { .op = "idx_wq_b", .kind = OP_LINEAR, .w = LAYER_W(idx_wq_b) },
+    { .op = "idx_wk", .kind = OP_LINEAR, .w = LAYER_W(idx_wk) },
+    { .op = "idx_weights_proj", .kind = OP_LINEAR, .w = LAYER_W(idx_weights_proj) },
+    { .op = "attn_norm", .kind = OP_NORM, .w = LAYER_W(attn_norm) },
+    { .op = "ffn_norm", .kind = OP_NORM, .w = LAYER_W(ffn_norm) },
+    { .op = "q_a_norm", .kind = OP_NORM, .w = LAYER_W(q_a_norm) },
+    { .op = "kv_a_norm", .kind = OP_NORM, .w = LAYER_W(kv_a_norm) },
+    { .op = "idx_k_norm", .kind = OP_NORM, .w = LAYER_W(idx_k_norm) },
+    { .op = "mla_attention", .kind = OP_ATTENTION },
+    { .op = "indexer_topk", .kind = OP_INDEXER },
+    { .op = "mlp", .kind = OP_FFN },
+    { .op = "moe", .kind = OP_FFN },
+    { .op = "lm_head", .kind = OP_HEAD },
+    { .op = "embed", .kind = OP_EMBED },
+    { .op = "final_norm", .kind = OP_NORM },
+};
+#undef LAYER_W
+
+bool bench_op_need(const struct dsd_model *m, const char *op, int layer, const struct bench_step *s,
+                   struct bench_need *n)
+{
+    const struct op_floor *f = NULL;
+    for (size_t i = 0; i < sizeof op_floors / sizeof op_floors[0] && !f; i++)
+        if (!strcmp(op_floors[i].op, op))
+            f = &op_floors[i];
+    *n = (struct bench_need){0};
+    if (!f || s->seqs < 1 || s->tokens < s->seqs || layer >= m->w.n_layers)
+        return false;
+    const bool head = f->kind == OP_HEAD || f->kind == OP_EMBED || !strcmp(op, "final_norm");
+    if (head != (layer < 0))
+        return false;
+    const struct dsd_model_config *c = &m->cfg;
+    const struct dsd_layer_weights *lw = layer >= 0 ? &m->w.layers[layer] : NULL;
+    const double T = s->tokens, per_seq = (double)s->tokens / s->seqs, act = 2.0;     /* bf16 activations */
+    const double D = (double)c->hidden_size, H = c->num_attention_heads, L = c->kv_lora_rank;
+    const double R = c->qk_rope_head_dim, N = c->qk_nope_head_dim, V = c->v_head_dim, topk = c->index_topk;
+    const double ctx_end = s->pos0 + per_seq;   /* positions every sequence holds after the step */
+    const struct dsd_kv_layout lay = dsd_kv_layout_for(&m->dims, m->params.numerics, m->params.kv_dtype);
+    switch (f->kind) {
+    case OP_LINEAR: {
+        const struct dsd_weight *w = (const struct dsd_weight *)((const char *)lw + f->w);
+        if (!w->data && !w->rows)
+            return false;
+        n->weight_bytes = bench_weight_bytes(w);
+        n->kv_bytes = T * (double)(w->rows + w->cols) * act;    /* activations in and out */
+        n->flops = 2.0 * T * (double)w->rows * (double)w->cols;
+        return true;
+    }
+    case OP_NORM: {
+        const struct dsd_weight *w = lw ? (const struct dsd_weight *)((const char *)lw + f->w) : &m->w.final_norm;
+        const double width = w->rows * w->cols > 0 ? (double)(w->rows * w->cols) : D;
+        n->weight_bytes = bench_weight_bytes(w);
+        n->kv_bytes = 2.0 * T * width * act;
+        return true;
+    }
+    case OP_ATTENTION: {
+        /* the entries a sequence's tokens select, each read once (at most every position),
+         * the absorption weights as stored (kv_b), q and the output; FLOPs as docs/KERNELS.md */
+        const double sel = ctx_end < per_seq * topk ? ctx_end : per_seq * topk;
+        n->weight_bytes = bench_weight_bytes(&lw->kv_b);
+        n->kv_bytes = s->seqs * sel * (double)lay.mla_token_bytes + T * H * ((N + R) + V) * act;
+        for (int t = 0; t < (int)per_seq; t++) {
+            const double p = s->pos0 + t + 1, k = p < topk ? p : topk;
+            n->flops += s->seqs * 2.0 * H * k * ((L + R) + L);
+        }
+        n->flops += T * 2.0 * H * (N * L + L * V);
+        return true;
+    }
+    case OP_INDEXER: {
+        /* every cached index key of a sequence read once; scores only where context > top-k */
+        const double Hi = c->index_n_heads, Di = c->index_head_dim;
+        n->kv_bytes = s->seqs * ctx_end * (double)lay.index_page_bytes / DSD_KV_PAGE_TOKENS;
+        for (int t = 0; t < (int)per_seq; t++) {
+            const double p = s->pos0 + t + 1;
+            if (p > topk)
+                n->flops += s->seqs * 2.0 * Hi * Di * p;
+        }
+        return n->flops > 0;
+    }
+    case OP_FFN:
+        ffn_weights(m, lw, lw->is_moe, s->tokens, -1.0, n);
+        n->kv_bytes = 2.0 * T * D * act;
+        n->flops = T * ffn_flops(c, lw->is_moe);
+        return true;
+    case OP_HEAD:
+        n->weight_bytes = bench_weight_bytes(&m->w.lm_head);
+        n->kv_bytes = s->rows * (D * act + (double)c->vocab_size * 4.0);
+        n->flops = 2.0 * s->rows * D * (double)c->vocab_size;
+        return true;
+    case OP_EMBED:
+        n->kv_bytes = 2.0 * T * D * (double)dsd_dtype_size(m->w.embed.dtype);
+        return true;
+    }
+    return false;
 }
