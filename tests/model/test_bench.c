@@ -284,6 +284,8 @@ TEST(kernels_json)
         ASSERT_TRUE(w != NULL && bound != NULL);
         ASSERT_TRUE(ms > 0 && fl > 0 && rows > 0 && cols > 0 && (M == 1 || M == 4));
         ASSERT_TRUE(fabs(ratio - ms / fl) <= 1e-3 * ratio);
+        /* timed over rotating copies holding >= 256 MiB: every tiny weight gets the cap, 128 */
+        ASSERT_TRUE(num(e, "copies") == 128);
         /* the FLOP floor alone, at the measured rate: the floor is never below it */
         ASSERT_TRUE(fl >= 2.0 * M * rows * cols / (gemm * 1e12) * 1e3 * (1 - 1e-3));
         ASSERT_TRUE(!strcmp(bound, "bytes") || !strcmp(bound, "flops"));
