@@ -1278,7 +1278,7 @@ int main(int argc, char **argv)
         fprintf(j, "\"device_memory_used_bytes\": %.0f, \"run_s\": %.3f,\n",
                 end_total ? (double)(end_total - end_free) : 0.0, t_run);
         fprintf(j,
-                "\"floors\": {\"copy_bytes\": %zu, \"copy_gbps\": %.3f, \"gemm_tflops\": %.4f, \"gemm\": \"%s\", "
+                "\"floors\": {\"copy_bytes\": %zu, \"copy_gbps\": %.9g, \"gemm_tflops\": %.9g, \"gemm\": \"%s\", "
                 "\"gemm_shape\": [%d, %d, %d], \"linear_op_tflops\": %.4f},\n",
                 copy_bytes, b.copy_gbps, b.gemm_tflops, gemm_kind, gm, gn, gk, linear_tflops);
         fprintf(j, "\"targets\": {\"decode_batch1_worst_layer_ratio\": %.4f, \"decode_batch1_met\": %s, "
