@@ -15,7 +15,8 @@
 //               (opt-in until it has run on a GPU) multiplies on Hopper's warpgroup MMA:
 //               q [64 heads][128] and each key page [64][128] as 128-byte-swizzled e4m3
 //               tiles, S = q k^T by four m64n64k32 per page (indexer_score_wgmma_kernel).
-//   3. select:  per token one CTA of 1024 threads: radix select (4 passes of 8 bits) of the k-th
+//   3. select:  per token one CTA of 1024 threads: radix select (4 passes of 8 bits, warp-
+//               aggregated bin counts) of the k-th
 //               largest order-preserving key (NaN lowest, -0 == +0), then one ordered pass with
 //               block-wide prefix sums emitting every key above it and the lowest-index equal
 //               ones, ascending; -1 padding.
@@ -498,10 +499,18 @@ indexer_select_kernel(const float *__restrict__ logits, size_t ld_logits, const 
         for (int i = threadIdx.x; i < 256; i += blockDim.x)
             hist[i] = 0;
         __syncthreads();
-        for (int i = threadIdx.x; i < n; i += blockDim.x) {
-            uint32_t key = sort_key(row[i]);
-            if ((key & mask) == prefix)
-                atomicAdd(&hist[(key >> shift) & 255], 1);
+        // Warp-aggregated counting: the keys of one row share their top bits (logits of similar
+        // magnitude), so most lanes of a warp hit the same bin, and 32 shared-memory atomics on
+        // one address serialize. Lanes with the same bin find each other (match.any) and
+        // their lowest lane adds the group's count. Every lane of a warp runs every round.
+        for (int base = 0; base < n; base += blockDim.x) {
+            const int i = base + threadIdx.x;
+            const uint32_t key = i < n ? sort_key(row[i]) : 0u;
+            const bool in = i < n && (key & mask) == prefix;
+            const uint32_t bin = in ? (key >> shift) & 255 : 256u;
+            const unsigned peers = __match_any_sync(0xffffffffu, bin);
+            if (in && (threadIdx.x & 31) == __ffs(peers) - 1)
+                atomicAdd(&hist[bin], __popc(peers));
         }
         __syncthreads();
         if (threadIdx.x < 32) {
