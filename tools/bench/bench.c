@@ -608,6 +608,25 @@ static void replicate_kv(struct bench *b, int n_pages)
     }
 }
 
+/* Everything main made: the sequences (their pages and samplers), the KV cache, the model. */
+static void bench_free(struct bench *b)
+{
+    for (int s = 0; s < b->n_seqs; s++) {
+        if (b->samplers)
+            dsd_sampler_free(b->samplers[s]);
+        if (b->seqs) {
+            dsd_kv_seq_release(b->kv, &b->seqs[s]);
+            dsd_kv_seq_destroy(&b->seqs[s]);
+        }
+    }
+    free(b->samplers);
+    free(b->seqs);
+    free(b->logits);
+    if (b->kv)
+        dsd_kv_cache_free(b->kv);
+    dsd_model_free(b->m);
+}
+
 /* ---- output ----------------------------------------------------------------------------- */
 
 static void print_figure(const char *what, const struct figure *f)
@@ -1048,7 +1067,7 @@ int main(int argc, char **argv)
             if (fclose(dj))
                 return die("writing %s failed", json);
         }
-        dsd_model_free(b.m);
+        bench_free(&b);
         return 0;
     }
 
@@ -1345,16 +1364,7 @@ int main(int argc, char **argv)
         free(prof[i].ops);
     free(dr);
     free(pr);
-    for (int s = 0; s < max_batch; s++) {
-        dsd_sampler_free(b.samplers[s]);
-        dsd_kv_seq_release(b.kv, &b.seqs[s]);
-        dsd_kv_seq_destroy(&b.seqs[s]);
-    }
-    free(b.samplers);
-    free(b.seqs);
-    free(b.logits);
-    dsd_kv_cache_free(b.kv);
-    dsd_model_free(m);
+    bench_free(&b);
     if (failures)
         fprintf(stderr, "deepseekd-bench: %d figure%s failed (see above)\n", failures, failures > 1 ? "s" : "");
     return failures ? 1 : 0;
