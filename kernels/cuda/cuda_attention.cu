@@ -472,12 +472,11 @@ static void launch_attn(struct cuda_backend *cb, const attn_args &a, int hgroups
     CU_LAUNCHED(cb);
 }
 
-// The tiled kernel's engine: wgmma when asked for and the shape and shared memory allow it.
-// AUTO stays on mma.sync until the wgmma engine has been checked on a GPU
-// (docs/KERNELS.md records where that stands).
+// The tiled kernel's engine: wgmma (the default: 1.2-1.3x mma.sync at every size measured on an
+// H100, docs/KERNELS.md) where the shape and shared memory allow it; MMA asks for mma.sync.
 static bool tile_wgmma(struct cuda_backend *cb, int L, int R)
 {
-    return cb->attn_tile == DSD_CUDA_TILE_WGMMA && cuda_mla_wgmma_ok(L, R) &&
+    return cb->attn_tile != DSD_CUDA_TILE_MMA && cuda_mla_wgmma_ok(L, R) &&
            (int)cuda_mla_wgmma_smem(L, R) <= cb->attn->smem_optin;
 }
 

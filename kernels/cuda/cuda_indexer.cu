@@ -7,12 +7,12 @@
 //   2. score:   per (token, a few pages of 64 candidates) one CTA of ceil(Hi/16) warps: q in
 //               registers (A fragments), S = q k^T on the tensor cores (products exact, fp32
 //               sums), logit_j = k_scale_j * sum_h w_h relu(S_hj); written once to an fp32 row in
-//               scratch. Two versions: the FP8 one (the default) copies each key page as it is
+//               scratch. Two versions: the FP8 one copies each key page as it is
 //               stored into shared memory (cp.async, double-buffered) and multiplies e4m3 by e4m3
 //               with mma.m16n8k32; the bf16 one converts each page to bf16 in shared memory
 //               first and uses mma.m16n8k16 (kept selectable to compare speed and numerics,
 //               dsd_backend_cuda_set_indexer_kernel; docs/KERNELS.md has both). A third
-//               (opt-in until it has run on a GPU) multiplies on Hopper's warpgroup MMA:
+//               (the default, up to 256 heads) multiplies on Hopper's warpgroup MMA:
 //               q [64 heads][128] and each key page [64][128] as 128-byte-swizzled e4m3
 //               tiles, S = q k^T by four m64n64k32 per page (indexer_score_wgmma_kernel).
 //   3. select:  per token one CTA of 1024 threads: radix select (4 passes of 8 bits, warp-
@@ -623,9 +623,10 @@ extern "C" void cuda_op_indexer_topk(struct dsd_backend *be, int32_t *out, int t
     const int n_pages_max = (n_max + 63) / 64;
     const int score_threads = 32 * (Hp / 16);
     const bool fp8 = cb->indexer_kernel != DSD_CUDA_INDEXER_BF16;
-    // the wgmma scores when asked for (AUTO stays on mma.sync until they have been checked on
-    // a GPU: docs/KERNELS.md)
-    const bool wg = cb->indexer_kernel == DSD_CUDA_INDEXER_WGMMA;
+    // the wgmma scores by default (measured faster at every decode and prefill size on an H100:
+    // docs/KERNELS.md), up to KW_MAX_TILES 64-head tiles; FP8 asks for mma.sync
+    const bool wg = (cb->indexer_kernel == DSD_CUDA_INDEXER_AUTO || cb->indexer_kernel == DSD_CUDA_INDEXER_WGMMA) &&
+                    Hp <= 64 * KW_MAX_TILES;
     const size_t wg_smem = indexer_wgmma_smem(Hp);
     const size_t score_smem = fp8 ? 2 * KS8_STAGE + (size_t)(Hp / 16) * 64 * 4
                                   : 64 * KS_LD * 2 + 64 * 4 + (size_t)(Hp / 16) * 64 * 4;

@@ -44,6 +44,11 @@ cudaError_t cuda_launch_fp8_gemm_simt(cudaStream_t st, const uint8_t *xq, const 
  * part holds ksplit * M * N floats of partial sums, added in a second kernel in split order.
  * cudaErrorInvalidValue for shapes outside that contract. */
 #define CUDA_LINEAR_STREAM_MAX_M 64
+/* The FP8 linears of steps of up to this many tokens stream by default (linear = auto): at 1-8
+ * tokens the kernel is 1.2-2.2x cuBLASLt on the small projections and level on the large ones;
+ * at 64 cuBLASLt's tensor-core tiles win on the large ones (docs/KERNELS.md, H100). BF16
+ * linears stay on cuBLASLt unless linear = stream. */
+#define CUDA_LINEAR_STREAM_AUTO_M 8
 cudaError_t cuda_launch_linear_stream(cudaStream_t st, const uint8_t *xq, const float *xs, int rows, const uint8_t *w,
                                       const float *ws, int64_t ws_stride, void *out, bool out_f32, int ldo, int M,
                                       int N, int K, int ksplit, float *part);

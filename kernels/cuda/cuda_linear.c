@@ -202,7 +202,8 @@ static void linear_fp8(struct cuda_backend *cb, void *out, int ldo, const void *
         return;
     }
     /* small steps: the weight-streaming kernel (its d is the K splits' partial sums) */
-    const bool stream = M <= CUDA_LINEAR_STREAM_MAX_M && cb->linear_path == DSD_CUDA_LINEAR_STREAM;
+    const bool stream = cb->linear_path == DSD_CUDA_LINEAR_STREAM ? M <= CUDA_LINEAR_STREAM_MAX_M
+                        : cb->linear_path == DSD_CUDA_LINEAR_AUTO && M <= CUDA_LINEAR_STREAM_AUTO_M;
     const int ksplit = stream ? cuda_linear_stream_splits(M, N, K, cb->sms) : 1;
     const size_t q_bytes = round256((size_t)rows * K), s_bytes = round256((size_t)KB * rows * sizeof(float)),
                  d_bytes = stream ? round256((size_t)(ksplit > 1 ? ksplit : 0) * M * N * sizeof(float))

@@ -1,9 +1,11 @@
 // The linears of small steps (1-64 tokens: decode, short chunks): a weight-streaming kernel
 // on mma.sync, for FP8 block-scaled weights (e4m3 x e4m3, m16n8k32) and for bf16 weights (the
-// LM head, eh_proj, the indexer's weights_proj: bf16 x bf16, m16n8k16). At these sizes the linear is a read of the weight
-// matrix (N x K bytes) and little else; cuBLASLt's block-scaled GEMM reaches only about a
-// third of HBM bandwidth there (docs/CUDA.md), so this is the product's own kernel. Design,
-// floors and measured history: docs/KERNELS.md, "Small-step FP8 linear".
+// LM head, eh_proj, the indexer's weights_proj: bf16 x bf16, m16n8k16). At these sizes the
+// linear is a read of the weight matrix (N x K bytes) and little else; cuBLASLt's
+// block-scaled GEMM reaches only about a third of HBM bandwidth there (docs/CUDA.md), so this
+// is the product's own kernel; cuda_linear.c picks it (FP8, up to CUDA_LINEAR_STREAM_AUTO_M
+// tokens by default). Design, floors and measured history: docs/KERNELS.md, "Small-step FP8
+// linear".
 //
 //   - A CTA owns 128 output features (one row block of the weight scales, so the weight
 //     scale of a K-block is one number for the whole CTA) and a range of K-blocks; 8 warps,

@@ -81,11 +81,11 @@ struct moe_lt_bufs {
 /* Rows a prefill lane's buffers hold (cuda_moe_lt.c): an expert with more pairs runs in chunks. */
 #define MOE_LT_LANE_ROWS 2048
 
-/* Lanes (buffer sets, streams) the prefill experts use: CUDA_SIDE_STREAMS with moe_prefill =
- * LANES, else 1 (the main stream). */
+/* Lanes (buffer sets, streams) the prefill experts use: CUDA_SIDE_STREAMS (the default: 1.7x
+ * the serial order at 512 tokens on an H100), or 1 (the main stream) with moe_prefill = SERIAL. */
 static inline int cuda_moe_lt_lanes(const struct cuda_backend *cb)
 {
-    return cb->moe_prefill == DSD_CUDA_MOE_PREFILL_LANES ? CUDA_SIDE_STREAMS : 1;
+    return cb->moe_prefill == DSD_CUDA_MOE_PREFILL_SERIAL ? 1 : CUDA_SIDE_STREAMS;
 }
 
 /* cuda_moe_lt.c: the experts of one MoE call for T > MOE_STREAM_MAX_T. Synchronizes the

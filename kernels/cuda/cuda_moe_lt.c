@@ -12,7 +12,7 @@
  * (a step with more than MOE_STREAM_MAX_T tokens; decode steps never take this path, so
  * they stay graph-capturable).
  *
- * With moe_prefill = LANES (dsd_backend_cuda_set_moe_prefill; not yet the default) the
+ * By default (moe_prefill = AUTO or LANES; SERIAL keeps them on the main stream) the
  * experts run on the backend's CUDA_SIDE_STREAMS side streams, forked from and joined back to
  * the main stream inside the call. At a 16K-token chunk a routed expert gets ~500
  * rows, and its gate/up GEMM (N = 2048) is ~64 output tiles: half of an H100's SMs. Lanes

@@ -63,14 +63,15 @@ void dsd_backend_cuda_set_attention_kernel(struct dsd_backend *be, enum dsd_cuda
 
 /* Tests and benchmarks: which engine computes the head-tiled kernel's tiles: MMA (mma.sync)
  * or WGMMA (Hopper's warpgroup MMA; shapes with (L + R) % 16 == 0, L <= 512, else MMA runs).
- * AUTO (the default) is MMA. */
+ * AUTO (the default) is WGMMA where it runs. */
 enum dsd_cuda_attn_tile { DSD_CUDA_TILE_AUTO, DSD_CUDA_TILE_MMA, DSD_CUDA_TILE_WGMMA };
 void dsd_backend_cuda_set_attention_tile(struct dsd_backend *be, enum dsd_cuda_attn_tile t);
 
 /* Tests and benchmarks: which tensor-core path the indexer's scores take. FP8 multiplies the
  * e4m3 keys as stored (mma.m16n8k32); WGMMA does the same on Hopper's warpgroup MMA
- * (m64n64k32 per key page); BF16 converts each key page to bf16 first (mma.m16n8k16). AUTO
- * (the default) is FP8. All have exact products and fp32 sums (docs/KERNELS.md). */
+ * (m64n64k32 per key page; up to 256 heads); BF16 converts each key page to bf16 first
+ * (mma.m16n8k16). AUTO (the default) is WGMMA where it runs, else FP8. All have exact
+ * products and fp32 sums (docs/KERNELS.md). */
 enum dsd_cuda_indexer_kernel { DSD_CUDA_INDEXER_AUTO, DSD_CUDA_INDEXER_BF16, DSD_CUDA_INDEXER_FP8, DSD_CUDA_INDEXER_WGMMA };
 void dsd_backend_cuda_set_indexer_kernel(struct dsd_backend *be, enum dsd_cuda_indexer_kernel k);
 
@@ -82,14 +83,15 @@ void dsd_backend_cuda_set_ffn_path(struct dsd_backend *be, enum dsd_cuda_ffn_pat
 
 /* Tests and benchmarks: how the prefill path runs the MoE experts' GEMMs: SERIAL, one expert
  * after another on the backend's stream, or LANES, spread over CUDA_SIDE_STREAMS side streams
- * (kernels/cuda/cuda_moe_lt.c). AUTO (the default) is SERIAL until LANES has passed on a GPU. */
+ * (kernels/cuda/cuda_moe_lt.c). AUTO (the default) is LANES. */
 enum dsd_cuda_moe_prefill { DSD_CUDA_MOE_PREFILL_AUTO, DSD_CUDA_MOE_PREFILL_SERIAL, DSD_CUDA_MOE_PREFILL_LANES };
 void dsd_backend_cuda_set_moe_prefill(struct dsd_backend *be, enum dsd_cuda_moe_prefill m);
 
 /* Tests and benchmarks: how the FP8 block-scaled and bf16 linears of steps of at most
- * CUDA_LINEAR_STREAM_MAX_M tokens run: LT, cuBLASLt's GEMM, or STREAM, the weight-streaming
- * kernel (kernels/cuda/cuda_linear_stream.cu). Larger steps always take cuBLASLt. AUTO (the
- * default) is LT until STREAM has passed on a GPU. */
+ * CUDA_LINEAR_STREAM_MAX_M (64) tokens run: LT, cuBLASLt's GEMM, or STREAM, the
+ * weight-streaming kernel (kernels/cuda/cuda_linear_stream.cu). Larger steps always take
+ * cuBLASLt. AUTO (the default) streams the FP8 linears of steps of up to
+ * CUDA_LINEAR_STREAM_AUTO_M (8) tokens and gives the rest to cuBLASLt. */
 enum dsd_cuda_linear_path { DSD_CUDA_LINEAR_AUTO, DSD_CUDA_LINEAR_LT, DSD_CUDA_LINEAR_STREAM };
 void dsd_backend_cuda_set_linear_path(struct dsd_backend *be, enum dsd_cuda_linear_path p);
 

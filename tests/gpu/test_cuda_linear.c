@@ -7,8 +7,9 @@
  *     (the plain-kernel fallback);
  *   BF16: indexer weights_proj (f32 out), eh_proj (bf16 out), LM head (f32 out);
  *   F32: the router (f32 out, and bf16 out).
- * Every FP8 and BF16 case of M <= 64 runs twice: cuBLASLt (the default) and the weight-streaming kernel
- * (linear = stream, kernels/cuda/cuda_linear_stream.cu), whose K splits and partial n-tiles
+ * Every FP8 and BF16 case of M <= 64 runs twice: the default path and the other one of cuBLASLt
+ * and the weight-streaming kernel (kernels/cuda/cuda_linear_stream.cu; the default streams FP8
+ * steps of up to 8 tokens), whose K splits and partial n-tiles
  * the shapes here cover (N = 72, 128, 576 ...; M = 33 pads to 40 tokens of 48 quantized rows).
  * M = 1, 7, 33, 64, 300, 4096 (4096 checked on its first and last 64 rows; the LM head up to 64,
  * dense up/down up to 300), and strided x/out (offsets inside wider rows; the padding
@@ -23,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda_internal.h"     /* CUDA_LINEAR_STREAM_MAX_M, _AUTO_M */
 #include "dsd_cuda.h"
 #include "gpu_harness.h"
 
@@ -88,9 +90,11 @@ static void timed_linear(void *p)
 
 /* One linear at M rows; strided: x at column 64 of rows K + 128 wide, out at column 16 of
  * rows N + 48 wide. */
-/* the FP8 linears of steps up to CUDA_LINEAR_STREAM_MAX_M run a second time on the
- * weight-streaming kernel (linear = stream); the case names then end in " stream" */
-static bool g_stream;
+/* the FP8 and BF16 linears of steps up to CUDA_LINEAR_STREAM_MAX_M (64) run a second time on
+ * the path the default did not take: the weight-streaming kernel (linear = stream, names end in
+ * " stream") or cuBLASLt (linear = lt, " lt"; the default streams FP8 up to
+ * CUDA_LINEAR_STREAM_AUTO_M tokens) */
+static const char *g_path = "";
 
 static void run_case(struct gh_ctx *h, struct wpair *wp, const struct lshape *s, int M, bool strided, bool time_it)
 {
@@ -101,7 +105,7 @@ static void run_case(struct gh_ctx *h, struct wpair *wp, const struct lshape *s,
     const size_t out_el_c = f32 ? 4 : ab_c, out_el_g = f32 ? 4 : ab_g;
     char shape[160];
     snprintf(shape, sizeof shape, "%s %s%s M=%d N=%d K=%d%s%s", s->name, dt_name(s->dt), f32 ? "->f32" : "", M, N, K,
-             strided ? " strided" : "", g_stream ? " stream" : "");
+             strided ? " strided" : "", g_path);
     float *xh = malloc((size_t)M * ldx * sizeof *xh), *got = malloc((size_t)M * ldo * sizeof *got),
           *want = malloc((size_t)M * ldo * sizeof *want);
     void *xc = gh_alloc_act(h->cpu, M, ldx), *xg = gh_alloc_act(h->gpu, M, ldx);
@@ -261,16 +265,23 @@ int main(int argc, char **argv)
                 if (M > s->max_m)
                     continue;
                 bool time_it = full && (M == 1 || M == 64 || M == 4096);
+                /* the default streams FP8 steps of up to CUDA_LINEAR_STREAM_AUTO_M tokens */
+                const bool auto_streams = s->dt == DSD_DTYPE_F8_E4M3 && M <= CUDA_LINEAR_STREAM_AUTO_M;
                 for (int pass = 0; pass < 2; pass++) {
-                    g_stream = pass == 1;
-                    if (g_stream && (s->dt == DSD_DTYPE_F32 || M > 64))
-                        break;
-                    dsd_backend_cuda_set_linear_path(h.gpu, g_stream ? DSD_CUDA_LINEAR_STREAM : DSD_CUDA_LINEAR_AUTO);
+                    enum dsd_cuda_linear_path path = DSD_CUDA_LINEAR_AUTO;
+                    g_path = "";
+                    if (pass == 1) {
+                        if (s->dt == DSD_DTYPE_F32 || M > CUDA_LINEAR_STREAM_MAX_M)
+                            break;
+                        path = auto_streams ? DSD_CUDA_LINEAR_LT : DSD_CUDA_LINEAR_STREAM;
+                        g_path = auto_streams ? " lt" : " stream";
+                    }
+                    dsd_backend_cuda_set_linear_path(h.gpu, path);
                     run_case(&h, &wp, s, M, false, time_it);
                     if (M == 7 || M == 64)
                         run_case(&h, &wp, s, M, true, false);
                 }
-                g_stream = false;
+                g_path = "";
                 dsd_backend_cuda_set_linear_path(h.gpu, DSD_CUDA_LINEAR_AUTO);
             }
             wpair_free(&wp);

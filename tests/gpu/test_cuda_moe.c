@@ -331,7 +331,7 @@ static void run_ffn(struct gh_ctx *h, struct gh_wset *wc, struct gh_wset *wg, bo
     char shape[128];
     const bool streams = path == DSD_CUDA_FFN_STREAM ||
                          (path == DSD_CUDA_FFN_AUTO && T <= (moe ? MOE_STREAM_MAX_T : MLP_STREAM_MAX_T));
-    const bool lanes = moe && !streams && cuda(h->gpu)->moe_prefill == DSD_CUDA_MOE_PREFILL_LANES;
+    const bool lanes = moe && !streams && cuda_moe_lt_lanes(cuda(h->gpu)) > 1;
     snprintf(shape, sizeof shape, "T=%d D=%d I=%lld %s%s%s", T, D,
              (long long)(moe ? d->moe_intermediate_size : d->intermediate_size), streams ? "stream" : "cublaslt",
              lanes ? " lanes" : "", path == DSD_CUDA_FFN_AUTO ? "" : " (forced)");
@@ -408,8 +408,9 @@ static void run_config(struct gh_config *c, enum dsd_dtype router_dtype, const i
         run_ffn(&h, &wc, &wg, false, Ts[i], timing, DSD_CUDA_FFN_AUTO);
         run_ffn(&h, &wc, &wg, true, Ts[i], timing, DSD_CUDA_FFN_AUTO);
         if (Ts[i] > MOE_STREAM_MAX_T) {
-            /* the prefill experts spread over the side streams: the same values */
-            dsd_backend_cuda_set_moe_prefill(h.gpu, DSD_CUDA_MOE_PREFILL_LANES);
+            /* the prefill experts one after another on the main stream (the default spreads
+             * them over the side streams): the same values */
+            dsd_backend_cuda_set_moe_prefill(h.gpu, DSD_CUDA_MOE_PREFILL_SERIAL);
             run_ffn(&h, &wc, &wg, true, Ts[i], timing, DSD_CUDA_FFN_AUTO);
             dsd_backend_cuda_set_moe_prefill(h.gpu, DSD_CUDA_MOE_PREFILL_AUTO);
         }
