@@ -102,6 +102,16 @@ __device__ __forceinline__ void ls_load_chunk(ls_smem<NT> &sm, int b, const ls_a
     cp_async_commit();
 }
 
+template <int NT>
+__device__ __forceinline__ void ls_zero(float (&f)[NT][4])
+{
+#pragma unroll
+    for (int n = 0; n < NT; n++)
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            f[n][i] = 0.0f;
+}
+
 template <int NT, bool BF>
 __global__ void __launch_bounds__(LS_WARPS * 32, NT == 8 ? 1 : 2) linstream_kernel(const ls_args a)
 {
@@ -117,11 +127,7 @@ __global__ void __launch_bounds__(LS_WARPS * 32, NT == 8 ? 1 : 2) linstream_kern
     const float *wsc = BF ? nullptr : a.ws + (size_t)rb * a.ws_stride;
 
     float acc[NT][4];
-#pragma unroll
-    for (int n = 0; n < NT; n++)
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-            acc[n][i] = 0.0f;
+    ls_zero<NT>(acc);
 
     // weights of one K-block: [half][row g / g+8]
     uint4 wc[2][2], wn[2][2];
@@ -151,11 +157,7 @@ __global__ void __launch_bounds__(LS_WARPS * 32, NT == 8 ? 1 : 2) linstream_kern
             }
             // FP8 sums each K-block apart (it is scaled before it joins acc); BF16 sums into acc
             float blk[NT][4];
-#pragma unroll
-            for (int n = 0; n < NT; n++)
-#pragma unroll
-                for (int i = 0; i < 4; i++)
-                    blk[n][i] = 0.0f;
+            ls_zero<NT>(blk);
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 const uint32_t lo[4] = { wc[h][0].x, wc[h][1].x, wc[h][0].y, wc[h][1].y };

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "bench.h"
+#include "sampling.h"
 
 static int decode(struct dsd_model *m, struct dsd_kv_cache *kv, struct dsd_kv_seq *seqs, const int *which, int n,
                   const int32_t *tok, int ctx, float *logits, struct dsd_err *err)
@@ -35,15 +36,6 @@ static int decode(struct dsd_model *m, struct dsd_kv_cache *kv, struct dsd_kv_se
     }
     struct dsd_forward_out out = { .logits = logits };
     return dsd_model_forward(m, kv, bs, n, &out, err);
-}
-
-static int argmax(const float *v, int n)
-{
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[best])
-            best = i;
-    return best;
 }
 
 int bench_determinism(struct dsd_model *m, struct dsd_kv_cache *kv, struct dsd_kv_seq *seqs, int batch, int ctx,
@@ -102,7 +94,7 @@ int bench_determinism(struct dsd_model *m, struct dsd_kv_cache *kv, struct dsd_k
             r->inv_max_rel = fmax(r->inv_max_rel, scale > 0 ? d / scale : d);
         }
         r->inv_bitwise &= !memcmp(alone, in, row);
-        r->inv_argmax &= argmax(alone, V) == argmax(in, V);
+        r->inv_argmax &= dsd_argmax(alone, V) == dsd_argmax(in, V);
         r->inv_probes++;
     }
 
