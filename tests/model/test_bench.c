@@ -1,6 +1,6 @@
 /*
  * deepseekd-bench and the model it runs on (tools/bench, docs/BENCH.md):
- *   test_bench BENCH_JSON BENCH_STDOUT KERNELS_JSON DETERMINISM_JSON
+ *   test_bench BENCH_JSON BENCH_STDOUT KERNELS_JSON DETERMINISM_JSON DETERMINISM_ALT_JSON
  * - a model made from a config alone (dsd_model_new_generated, CPU backend, the tiny preset):
  *   weights where the config says, deterministic in the seed, and a forward pass whose
  *   logits are finite, not all equal and of a sensible size (never time on zeros);
@@ -11,7 +11,8 @@
  *   line per projection of the tiny model and batch size, each time and floor positive and
  *   the ratio theirs, the floor the longer of bytes and FLOPs;
  * - the output of `deepseekd-bench --quick --determinism --threads 2 --batches 1,7` (the
- *   bench_determinism_quick fixture): on the CPU backend every decode row and the prefill
+ *   bench_determinism_quick fixture), and the same with --config
+ *   tests/data/configs/alt-small.json --batches 1,5: on the CPU backend every decode row and the prefill
  *   chunk are bitwise equal run to run and a sequence's logits alone are bitwise its row in
  *   the batch (the CPU backend's sums do not depend on the batch or the thread split).
  */
@@ -26,7 +27,7 @@
 #include "presets.h"
 #include "test.h"
 
-static const char *g_json, *g_stdout, *g_kernels, *g_det;
+static const char *g_json, *g_stdout, *g_kernels, *g_det, *g_det_alt;
 
 /* Greedy logits of one 5-token prompt on a generated tiny model with this seed. */
 static int generated_logits(uint64_t seed, float *logits, int64_t *vocab)
@@ -297,34 +298,43 @@ TEST(kernels_json)
     json_decref(r);
 }
 
-TEST(determinism_json)
+static void check_determinism(const char *path, int batch)
 {
-    json_t *r = load_json(g_det);
+    json_t *r = load_json(path);
     if (!r)
         return;
     json_t *d = json_object_get(r, "determinism");
     ASSERT_TRUE(d != NULL);
     ASSERT_TRUE(!strcmp(json_string_value(json_object_get(r, "device")), "cpu"));
-    ASSERT_TRUE(num(d, "batch") == 7 && num(d, "decode_rows") == 7);
-    ASSERT_TRUE(num(d, "decode_rows_equal") == 7);
+    ASSERT_TRUE(num(d, "batch") == batch && num(d, "decode_rows") == batch);
+    ASSERT_TRUE(num(d, "decode_rows_equal") == batch);
     ASSERT_TRUE(json_is_true(json_object_get(d, "prefill_equal")));
-    ASSERT_TRUE(num(d, "invariance_probes") == 3);      /* sequences 0, 3 and 6 */
+    ASSERT_TRUE(num(d, "invariance_probes") == 3);      /* sequences 0, batch/2 and batch-1 */
     ASSERT_TRUE(json_is_true(json_object_get(d, "invariance_bitwise")));
     ASSERT_TRUE(num(d, "invariance_max_abs") == 0 && num(d, "invariance_max_rel") == 0);
     ASSERT_TRUE(json_is_true(json_object_get(d, "invariance_argmax")));
     json_decref(r);
 }
 
+TEST(determinism_json)
+{
+    check_determinism(g_det, 7);
+    /* another shape (tests/data/configs/alt-small.json: 6 heads, 24 experts in 3 groups, top-6,
+     * 2 shared experts, no ue8m0, another YaRN) */
+    check_determinism(g_det_alt, 5);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 5) {
-        fprintf(stderr, "usage: test_bench BENCH_JSON BENCH_STDOUT KERNELS_JSON DETERMINISM_JSON\n");
+    if (argc != 6) {
+        fprintf(stderr, "usage: test_bench BENCH_JSON BENCH_STDOUT KERNELS_JSON DETERMINISM_JSON DETERMINISM_ALT_JSON\n");
         return 2;
     }
     g_json = argv[1];
     g_stdout = argv[2];
     g_kernels = argv[3];
     g_det = argv[4];
+    g_det_alt = argv[5];
     RUN(generated_model);
     RUN(bench_json);
     RUN(bench_table);
