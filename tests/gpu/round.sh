@@ -1,0 +1,71 @@
+#!/bin/bash
+# One round of checks and timings on the GPU host inside a fixed time (the device time of a
+# session is short and its machine may leave): each step runs only if its time limit still
+# fits in LIMIT seconds, in this order of value.
+#   LIMIT=540 OUT=/tmp/round tests/gpu/round.sh BUILD
+# BUILD is a build tree made with -DDSD_CUDA=ON -DDSD_STATIC_DEPS=ON, carried to the host.
+#   1. the op tests of the engines that change most (linear, attention, moe), checks and
+#      timings ($OUT/tests/results.csv, tests/gpu/run.sh with SANITIZE=0 BENCH=0);
+#   2. compute-sanitizer memcheck of the same tests at the tiny config;
+#   3. deepseekd-bench: the default engines and the engines that were the defaults before
+#      2026-12-07 (attn_tile=mma indexer=fp8 moe_prefill=serial linear=lt), decode at batch 1
+#      and 8 and a 16K prefill chunk on a two-layer full-dimension model ($OUT/bench_*.txt,
+#      .json);
+#   4. --kernels: every projection alone at 1, 8 and 64 tokens ($OUT/kernels.txt, .json);
+#   5. --determinism at batch 64 ($OUT/determinism.txt, .json);
+#   6. the remaining GPU tests (act, sample, generate, fp8_linear).
+# COMMIT names the source commit (default: git's HEAD of this checkout). Writes
+# $OUT/summary.txt (one line per step: PASS, FAIL or SKIP for lack of time) and exits non-zero
+# when a step failed. Commit the bench files under bench/results/ with date, commit and card.
+set -uo pipefail
+BUILD=${1:-build}
+OUT=${OUT:-/tmp/gpu-round}
+LIMIT=${LIMIT:-540}
+mkdir -p "$OUT"
+summary="$OUT/summary.txt"
+: >"$summary"
+here=$(dirname "$0")
+commit=${COMMIT:-$(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown)}
+bench="$BUILD/tools/bench/deepseekd-bench"
+export DSD_CUDA_MODULE=${DSD_CUDA_MODULE:-$BUILD/kernels/cuda/libdsd_backend_cuda.so}
+start=$(date +%s)
+rc=0
+elapsed() { echo $(( $(date +%s) - start )); }
+note() { echo "$*" | tee -a "$summary"; }
+# step NAME SECONDS CMD...: runs CMD under `timeout SECONDS` when it still fits
+step() {
+    local name=$1 secs=$2
+    shift 2
+    if [ $(( $(elapsed) + secs )) -gt "$LIMIT" ]; then
+        note "SKIP $name (needs $secs s; $(( LIMIT - $(elapsed) )) of LIMIT=$LIMIT s left)"
+        return
+    fi
+    timeout "$secs" "$@"
+    local s=$?
+    if [ "$s" -eq 0 ]; then note "PASS $name ($(elapsed) s)"
+    else note "FAIL $name (exit $s at $(elapsed) s)"; rc=1
+    fi
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
+step "op tests: linear attention moe" 150 env OUT="$OUT/tests" TESTS="linear attention moe" SANITIZE=0 BENCH=0 \
+    bash "$here/run.sh" "$BUILD"
+for t in linear attention moe; do
+    step "memcheck test_cuda_$t (tiny)" 60 sh -c "OUT= compute-sanitizer --tool memcheck --error-exitcode 99 \
+        '$BUILD/tests/gpu/test_cuda_$t' --tiny-only --iters 1 > '$OUT/memcheck_$t.log' 2>&1"
+done
+B="--backend cuda --commit $commit --layers 2 --batches 1,8 --contexts 4096 --chunks 16384 --reps 3 --warmup 1"
+# shellcheck disable=SC2086
+step "bench, default engines" 80 sh -c "'$bench' $B --json '$OUT/bench_default.json' > '$OUT/bench_default.txt' 2>&1"
+# shellcheck disable=SC2086
+step "bench, the engines before 2026-12-07" 80 sh -c "'$bench' $B --engine attn_tile=mma --engine indexer=fp8 \
+    --engine moe_prefill=serial --engine linear=lt --json '$OUT/bench_previous.json' > '$OUT/bench_previous.txt' 2>&1"
+step "kernels" 45 sh -c "'$bench' --backend cuda --commit $commit --kernels --batches 1,8,64 \
+    --json '$OUT/kernels.json' > '$OUT/kernels.txt' 2>&1"
+step "determinism" 50 sh -c "'$bench' --backend cuda --commit $commit --determinism --layers 2 --batches 64 \
+    --contexts 4096 --chunks 4096 --json '$OUT/determinism.json' > '$OUT/determinism.txt' 2>&1"
+step "op tests: act sample generate fp8_linear" 120 env OUT="$OUT/tests2" TESTS="act sample generate fp8_linear" \
+    SANITIZE=0 BENCH=0 bash "$here/run.sh" "$BUILD"
+echo "=== summary ($(elapsed) s)"
+cat "$summary"
+exit $rc
