@@ -13,7 +13,9 @@
 #      .json);
 #   4. --kernels: every projection alone at 1, 8 and 64 tokens ($OUT/kernels.txt, .json);
 #   5. --determinism at batch 64 ($OUT/determinism.txt, .json);
-#   6. the remaining GPU tests (act, sample, generate, fp8_linear).
+#   6. ncu of the prefill attention tile and of the decode step's attention and streaming
+#      linears at batch 1 ($OUT/ncu_*.txt);
+#   7. the remaining GPU tests (act, sample, generate, fp8_linear).
 # COMMIT names the source commit (default: git's HEAD of this checkout). Writes
 # $OUT/summary.txt (one line per step: PASS, FAIL or SKIP for lack of time) and exits non-zero
 # when a step failed. Commit the bench files under bench/results/ with date, commit and card.
@@ -64,6 +66,19 @@ step "kernels" 45 sh -c "'$bench' --backend cuda --commit $commit --kernels --ba
     --json '$OUT/kernels.json' > '$OUT/kernels.txt' 2>&1"
 step "determinism" 50 sh -c "'$bench' --backend cuda --commit $commit --determinism --layers 2 --batches 64 \
     --contexts 4096 --chunks 4096 --json '$OUT/determinism.json' > '$OUT/determinism.txt' 2>&1"
+# where the time goes: the prefill attention tile (half of a 16K chunk) and the decode step's
+# attention and streaming linears at batch 1 (their counters, not guesses)
+if command -v ncu >/dev/null; then
+    SEC="--section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy"
+    step "ncu: attention tile at a 16K chunk" 120 sh -c "ncu -k regex:mla_wgmma --launch-skip 2 --launch-count 1 $SEC \
+        '$bench' --backend cuda --layers 1 --dense 0 --batches 1 --contexts 2048 --chunks 16384 --reps 1 \
+        --warmup 0 > '$OUT/ncu_attention_prefill.txt' 2>&1"
+    step "ncu: decode attention and linears at batch 1" 120 sh -c "ncu -k 'regex:mla_attn_kernel|mla_attn_combine|linstream' \
+        --launch-count 24 $SEC '$bench' --backend cuda --layers 1 --dense 1 --batches 1 --contexts 4096 \
+        --chunks 4096 --reps 1 --warmup 0 > '$OUT/ncu_decode.txt' 2>&1"
+else
+    note "SKIP ncu (not found)"
+fi
 step "op tests: act sample generate fp8_linear" 120 env OUT="$OUT/tests2" TESTS="act sample generate fp8_linear" \
     SANITIZE=0 BENCH=0 bash "$here/run.sh" "$BUILD"
 echo "=== summary ($(elapsed) s)"
