@@ -153,12 +153,14 @@ struct bench_need bench_head_need(const struct dsd_model *m, int tokens, int row
 enum op_kind { OP_LINEAR, OP_NORM, OP_ATTENTION, OP_INDEXER, OP_FFN, OP_HEAD, OP_EMBED };
 
 /* One row per op of the forward pass that has a floor: its profile name, what kind of work
- * it is, and for linears and norms which weight of the layer it reads. */
+ * it is, for linears and norms which weight of the layer it reads, and whether it runs
+ * outside the layers (the head's ops, profiled with layer -1). */
 #define LAYER_W(f) offsetof(struct dsd_layer_weights, f)
 static const struct op_floor {
     const char *op;
     enum op_kind kind;
     size_t w;
+    bool head;
 } op_floors[] = {
     { .op = "q_a", .kind = OP_LINEAR, .w = LAYER_W(q_a) },
     { .op = "q_b", .kind = OP_LINEAR, .w = LAYER_W(q_b) },
@@ -176,9 +178,9 @@ static const struct op_floor {
     { .op = "indexer_topk", .kind = OP_INDEXER },
     { .op = "mlp", .kind = OP_FFN },
     { .op = "moe", .kind = OP_FFN },
-    { .op = "lm_head", .kind = OP_HEAD },
-    { .op = "embed", .kind = OP_EMBED },
-    { .op = "final_norm", .kind = OP_NORM },
+    { .op = "lm_head", .kind = OP_HEAD, .head = true },
+    { .op = "embed", .kind = OP_EMBED, .head = true },
+    { .op = "final_norm", .kind = OP_NORM, .head = true },
 };
 #undef LAYER_W
 
@@ -192,8 +194,7 @@ bool bench_op_need(const struct dsd_model *m, const char *op, int layer, const s
     *n = (struct bench_need){0};
     if (!f || s->seqs < 1 || s->tokens < s->seqs || layer >= m->w.n_layers)
         return false;
-    const bool head = f->kind == OP_HEAD || f->kind == OP_EMBED || !strcmp(op, "final_norm");
-    if (head != (layer < 0))
+    if (f->head != (layer < 0))
         return false;
     const struct dsd_model_config *c = &m->cfg;
     const struct dsd_layer_weights *lw = layer >= 0 ? &m->w.layers[layer] : NULL;
