@@ -871,6 +871,8 @@ int main(int argc, char **argv)
     }
     if (dense > layers)
         dense = layers;
+    if ((int)copies_only + (int)kernels + (int)determinism > 1)
+        return die("--copies-only, --kernels and --determinism each pick one report; give one of them per run%s", "");
 
     struct dsd_err err = {{0}};
     struct dsd_model_config cfg;
