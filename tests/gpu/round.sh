@@ -16,6 +16,8 @@
 #   6. ncu of the prefill attention tile and of the decode step's attention and streaming
 #      linears at batch 1 ($OUT/ncu_*.txt);
 #   7. the remaining GPU tests (act, sample, generate, fp8_linear).
+# BASE_MODULE (optional): a libdsd_backend_cuda.so built from an earlier commit; steps 3 and 4
+# then time it beside BUILD's instead of the previous engines (for changes that are no knob).
 # COMMIT names the source commit (default: git's HEAD of this checkout). Writes
 # $OUT/summary.txt (one line per step: PASS, FAIL or SKIP for lack of time) and exits non-zero
 # when a step failed. Commit the bench files under bench/results/ with date, commit and card.
@@ -59,11 +61,23 @@ done
 B="--backend cuda --commit $commit --layers 2 --batches 1,8 --contexts 4096 --chunks 16384 --reps 3 --warmup 1"
 # shellcheck disable=SC2086
 step "bench, default engines" 80 sh -c "'$bench' $B --json '$OUT/bench_default.json' > '$OUT/bench_default.txt' 2>&1"
-# shellcheck disable=SC2086
-step "bench, the engines before 2026-12-07" 80 sh -c "'$bench' $B --engine attn_tile=mma --engine indexer=fp8 \
-    --engine moe_prefill=serial --engine linear=lt --json '$OUT/bench_previous.json' > '$OUT/bench_previous.txt' 2>&1"
+if [ -n "${BASE_MODULE:-}" ]; then
+    # the same engines built from an earlier commit (a change that is not a knob, timed against
+    # what it replaces in the same run)
+    # shellcheck disable=SC2086
+    step "bench, default engines of BASE_MODULE" 80 env DSD_CUDA_MODULE="$BASE_MODULE" sh -c "'$bench' $B \
+        --json '$OUT/bench_base.json' > '$OUT/bench_base.txt' 2>&1"
+else
+    # shellcheck disable=SC2086
+    step "bench, the engines before 2026-12-07" 80 sh -c "'$bench' $B --engine attn_tile=mma --engine indexer=fp8 \
+        --engine moe_prefill=serial --engine linear=lt --json '$OUT/bench_previous.json' > '$OUT/bench_previous.txt' 2>&1"
+fi
 step "kernels" 45 sh -c "'$bench' --backend cuda --commit $commit --kernels --batches 1,8,64 \
     --json '$OUT/kernels.json' > '$OUT/kernels.txt' 2>&1"
+if [ -n "${BASE_MODULE:-}" ]; then
+    step "kernels, BASE_MODULE" 45 env DSD_CUDA_MODULE="$BASE_MODULE" sh -c "'$bench' --backend cuda --commit $commit \
+        --kernels --batches 1,8,64 --json '$OUT/kernels_base.json' > '$OUT/kernels_base.txt' 2>&1"
+fi
 step "determinism" 50 sh -c "'$bench' --backend cuda --commit $commit --determinism --layers 2 --batches 64 \
     --contexts 4096 --chunks 4096 --json '$OUT/determinism.json' > '$OUT/determinism.txt' 2>&1"
 # where the time goes: the prefill attention tile (half of a 16K chunk) and the decode step's
@@ -76,6 +90,11 @@ if command -v ncu >/dev/null; then
     step "ncu: decode attention and linears at batch 1" 120 sh -c "ncu -k 'regex:mla_attn_kernel|mla_attn_combine|linstream' \
         --launch-count 24 $SEC '$bench' --backend cuda --layers 1 --dense 1 --batches 1 --contexts 4096 \
         --chunks 4096 --reps 1 --warmup 0 > '$OUT/ncu_decode.txt' 2>&1"
+    # every kernel's duration in a one-layer decode bench (the ops that are several kernels,
+    # attention above all, split into their parts); CSV, one row per launch
+    step "ncu: every kernel's duration, decode batch 1" 100 sh -c "ncu --metrics gpu__time_duration.sum --csv \
+        '$bench' --backend cuda --layers 1 --dense 1 --batches 1 --contexts 4096 --chunks 1024 --reps 1 \
+        --warmup 0 > '$OUT/ncu_durations.csv' 2>'$OUT/ncu_durations.err'"
 else
     note "SKIP ncu (not found)"
 fi
