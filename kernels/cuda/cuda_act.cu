@@ -171,14 +171,17 @@ __global__ void layernorm_kernel(bf16 *out, const bf16 *x, const void *__restric
 
 // ---- RoPE --------------------------------------------------------------------------------
 
-// One block per token: cos/sin of pos * inv_freq[i] (the angle in fp32, cos/sin in double then
-// rounded to float, times the attention factor: kernels/cpu/cpu_rope.c), then every pair of
-// every head rotated in place.
+// Block (t, y) for token t: cos/sin of pos * inv_freq[i] (the angle in fp32, cos/sin in double
+// then rounded to float, times the attention factor: kernels/cpu/cpu_rope.c), then every pair
+// of heads y * heads_per .. rotated in place. Small steps spread a token's heads over several
+// blocks (one block for 128 heads at one token was a chain of 16 dependent rounds, ~12 us in
+// ncu); large steps keep one block per token (the trig once per token).
 __global__ void rope_kernel(bf16 *x, int ld, int n_heads, int head_stride, int offset, const int32_t *__restrict__ pos,
-                            const float *__restrict__ inv_freq, int half, float factor, bool interleaved)
+                            const float *__restrict__ inv_freq, int half, float factor, bool interleaved,
+                            int heads_per)
 {
     extern __shared__ float cs_sn[];    // [half] cos, [half] sin
-    const int t = blockIdx.x;
+    const int t = blockIdx.x, h0 = blockIdx.y * heads_per, h1 = min(n_heads, h0 + heads_per);
     const float p = (float)pos[t];
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
         float angle = __fmul_rn(p, inv_freq[i]);
@@ -187,7 +190,7 @@ __global__ void rope_kernel(bf16 *x, int ld, int n_heads, int head_stride, int o
     }
     __syncthreads();
     bf16 *row = x + (size_t)t * ld + offset;
-    for (int j = threadIdx.x; j < n_heads * half; j += blockDim.x) {
+    for (int j = h0 * half + threadIdx.x; j < h1 * half; j += blockDim.x) {
         const int h = j / half, i = j % half;
         bf16 *v = row + (size_t)h * head_stride;
         const int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
@@ -332,12 +335,17 @@ void cuda_op_rope(struct dsd_backend *be, void *x, int ld, int n_heads, int head
         cuda_fail(cb, -EINVAL, "rope: no device RoPE table (cuda_linear_init did not run)");
         return;
     }
-    int threads = n_heads * half;
+    /* up to 64 tokens: blocks of 256 pairs (8 heads of V3.2's 32 pairs); beyond, a block per
+     * token is enough to fill the device */
+    const int heads_per = T > 64 ? n_heads : (256 + half - 1) / half;
+    int threads = heads_per * half;
     threads = threads < 64 ? 64 : threads > 256 ? 256 : (threads + 31) / 32 * 32;
     cuda_use(cb);
-    rope_kernel<<<T, threads, 2 * half * sizeof(float), cb->stream>>>((bf16 *)x, ld, n_heads, head_stride, offset, pos,
-                                                                      inv_freq, half, be->dims.rope_attention_factor,
-                                                                      interleaved);
+    const dim3 grid((unsigned)T, (unsigned)((n_heads + heads_per - 1) / heads_per));
+    rope_kernel<<<grid, threads, 2 * half * sizeof(float), cb->stream>>>((bf16 *)x, ld, n_heads, head_stride, offset,
+                                                                         pos, inv_freq, half,
+                                                                         be->dims.rope_attention_factor, interleaved,
+                                                                         heads_per);
     CU_LAUNCHED(cb);
 }
 

@@ -182,6 +182,7 @@ struct attn_args {
     const uint8_t *mla;
     size_t entry_bytes;
     bool kv_fp8;
+    bool entry16;               // FP8 entries and their rope parts start on 16 bytes
     const int32_t *sel;         // [Tc][topk]
     int topk;
     const int32_t *seq, *page_off, *pages;     // seq indexed by t0 + tt
@@ -264,7 +265,45 @@ __global__ void __launch_bounds__(AT_THREADS) mla_attn_kernel(const attn_args a)
                         off >= 0 ? reinterpret_cast<const float *>(a.mla + off + L)[gi] : 0.0f;
         }
         __syncthreads();
-        if (a.kv_fp8) {
+        if (a.kv_fp8 && a.entry16) {
+            // 16 FP8 values per 16-byte load, every load of a thread issued before the first
+            // is used (a decode CTA walks one chunk: this gather is most of its time); needs
+            // 16-byte aligned entries and rope parts (V3.2's 656-byte entries: L = 512)
+            constexpr int PIECES = AT_CHUNK * (L / 16), PER = (PIECES + AT_THREADS - 1) / AT_THREADS;
+            uint4 raw[PER];
+#pragma unroll
+            for (int k = 0; k < PER; k++) {
+                const int i = tid + k * AT_THREADS, e = i / (L / 16), w = i % (L / 16);
+                const long long off = i < PIECES ? off_s[e] : -1;
+                raw[k] = off >= 0 ? *reinterpret_cast<const uint4 *>(a.mla + off + 16 * w) : make_uint4(0, 0, 0, 0);
+            }
+#pragma unroll
+            for (int k = 0; k < PER; k++) {
+                const int i = tid + k * AT_THREADS, e = i / (L / 16), w = i % (L / 16);
+                if (i >= PIECES)
+                    continue;
+                const float sc = sc_s[e * (L / 128) + w / 8];
+                const uint32_t wd[4] = { raw[k].x, raw[k].y, raw[k].z, raw[k].w };
+                uint32_t pk[8];
+#pragma unroll
+                for (int x = 0; x < 8; x++) {
+                    const uint32_t b = wd[x / 2] >> (16 * (x & 1));
+                    pk[x] = pack_bf16(f32_to_bf16_bits(e4m3_to_f32((uint8_t)b) * sc),
+                                      f32_to_bf16_bits(e4m3_to_f32((uint8_t)(b >> 8)) * sc));
+                }
+                uint4 *dst = reinterpret_cast<uint4 *>(Es + e * LDE + 16 * w);
+                dst[0] = make_uint4(pk[0], pk[1], pk[2], pk[3]);
+                dst[1] = make_uint4(pk[4], pk[5], pk[6], pk[7]);
+            }
+            const size_t pe_off = (size_t)L + 4 * (L / 128);
+            for (int i = tid; i < AT_CHUNK * (R / 8); i += AT_THREADS) {
+                const int e = i / (R / 8), w = i % (R / 8);
+                const long long off = off_s[e];
+                const uint4 v = off >= 0 ? *reinterpret_cast<const uint4 *>(a.mla + off + pe_off + 16 * w)
+                                         : make_uint4(0, 0, 0, 0);
+                *reinterpret_cast<uint4 *>(Es + e * LDE + L + 8 * w) = v;
+            }
+        } else if (a.kv_fp8) {
             for (int i = tid; i < AT_CHUNK * (L / 4); i += AT_THREADS) {
                 const int e = i / (L / 4), w = i % (L / 4);
                 const long long off = off_s[e];
@@ -706,6 +745,8 @@ void cuda_op_mla_attention(struct dsd_backend *be, void *out, const void *q, con
             a.mla = kv->mla;
             a.entry_bytes = lay->mla_token_bytes;
             a.kv_fp8 = fp8;
+            a.entry16 = fp8 && lay->mla_token_bytes % 16 == 0 && (L + 4 * (L / 128)) % 16 == 0 &&
+                        ((uintptr_t)kv->mla) % 16 == 0;
             a.sel = sel + (size_t)t0 * topk;
             a.topk = topk;
             a.seq = st->seq, a.page_off = st->page_off, a.pages = st->pages;
