@@ -183,6 +183,7 @@ struct attn_args {
     size_t entry_bytes;
     bool kv_fp8;
     bool entry16;               // FP8 entries and their rope parts start on 16 bytes
+    bool q16;                   // q_abs and q_pe rows start on 16 bytes (8 values)
     const int32_t *sel;         // [Tc][topk]
     int topk;
     const int32_t *seq, *page_off, *pages;     // seq indexed by t0 + tt
@@ -223,11 +224,43 @@ __global__ void __launch_bounds__(AT_THREADS) mla_attn_kernel(const attn_args a)
         alpha_s[tid] = 1.0f;
     }
     __syncthreads();
-    for (int i = tid; i < a.topk; i += AT_THREADS)
-        if (sel[i] < 0)
-            atomicMin(n_s, i);
+    // (8 selection entries per thread read before any is tested: a decode CTA walks one chunk,
+    // and a chain of dependent rounds here costs as much as its work)
+    for (int base = tid; base < a.topk; base += AT_THREADS * 8) {
+        int32_t sv[8];
+#pragma unroll
+        for (int u = 0; u < 8; u++)
+            sv[u] = base + u * AT_THREADS < a.topk ? sel[base + u * AT_THREADS] : 0;
+#pragma unroll
+        for (int u = 0; u < 8; u++)
+            if (sv[u] < 0)
+                atomicMin(n_s, base + u * AT_THREADS);
+    }
     // q rows of this head group: [q_abs (L) | q_pe (R)], zero rows past H
     const int NR = a.N + a.R;
+    if (a.q16) {
+        // 16-byte pieces (8 values), all of a thread's loads issued before its stores
+        constexpr int LP = L / 8;
+        const int RP = R / 8, EP = LP + RP, PIECES = AT_HG * EP;
+        for (int base = tid; base < PIECES; base += AT_THREADS * 4) {
+            uint4 v[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const int i = base + u * AT_THREADS, r = i / EP, c = i % EP, h = hg * AT_HG + r;
+                v[u] = make_uint4(0, 0, 0, 0);
+                if (i < PIECES && h < a.H)
+                    v[u] = c < LP ? *reinterpret_cast<const uint4 *>(a.qabs + ((size_t)tt * a.H + h) * L + 8 * c)
+                                  : *reinterpret_cast<const uint4 *>(a.q + (size_t)tt * a.H * NR + (size_t)h * NR +
+                                                                     a.N + 8 * (c - LP));
+            }
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const int i = base + u * AT_THREADS;
+                if (i < PIECES)
+                    *reinterpret_cast<uint4 *>(Qs + (i / EP) * LDE + 8 * (i % EP)) = v[u];
+            }
+        }
+    } else
     for (int i = tid; i < AT_HG * (E / 2); i += AT_THREADS) {
         const int r = i / (E / 2), c = 2 * (i % (E / 2)), h = hg * AT_HG + r;
         uint32_t v = 0;
@@ -747,6 +780,8 @@ void cuda_op_mla_attention(struct dsd_backend *be, void *out, const void *q, con
             a.kv_fp8 = fp8;
             a.entry16 = fp8 && lay->mla_token_bytes % 16 == 0 && (L + 4 * (L / 128)) % 16 == 0 &&
                         ((uintptr_t)kv->mla) % 16 == 0;
+            a.q16 = N % 8 == 0 && R % 8 == 0 && (N + R) % 8 == 0 && ((uintptr_t)qt) % 16 == 0 &&
+                    ((uintptr_t)qabs) % 16 == 0;
             a.sel = sel + (size_t)t0 * topk;
             a.topk = topk;
             a.seq = st->seq, a.page_off = st->page_off, a.pages = st->pages;
