@@ -237,8 +237,7 @@ __global__ void gather_rows_kernel(bf16 *__restrict__ out, const bf16 *__restric
     const int i = blockIdx.x;
     const bf16 *src = x + (size_t)rows[i] * n_cols;
     bf16 *dst = out + (size_t)i * n_cols;
-    for (int c = threadIdx.x; c < n_cols; c += blockDim.x)
-        dst[c] = src[c];
+    row_pass(n_cols, [&](int c) { return src[c]; }, [&](int c, bf16 v) { dst[c] = v; });
 }
 
 __global__ void to_f32_kernel(float *__restrict__ out, const bf16 *__restrict__ x, size_t n)
@@ -378,7 +377,7 @@ void cuda_op_gather_rows(struct dsd_backend *be, void *out, const void *x, int n
     if (n <= 0 || n_cols <= 0)
         return;
     cuda_use(cb);
-    gather_rows_kernel<<<n, 256, 0, cb->stream>>>((bf16 *)out, (const bf16 *)x, n_cols, rows);
+    gather_rows_kernel<<<n, norm_threads(n_cols), 0, cb->stream>>>((bf16 *)out, (const bf16 *)x, n_cols, rows);
     CU_LAUNCHED(cb);
 }
 
