@@ -13,8 +13,9 @@
 #      .json);
 #   4. --kernels: every projection alone at 1, 8 and 64 tokens ($OUT/kernels.txt, .json);
 #   5. --determinism at batch 64 ($OUT/determinism.txt, .json);
-#   6. ncu of the prefill attention tile and of the decode step's attention and streaming
-#      linears at batch 1 ($OUT/ncu_*.txt);
+#   6. ncu of the prefill attention tile, of the decode step's attention, streaming linears,
+#      top-k selection and sampling at batch 1, and every kernel's duration in a one-layer
+#      decode bench ($OUT/ncu_*.txt, ncu_durations.csv);
 #   7. the remaining GPU tests (act, sample, generate, fp8_linear).
 # BASE_MODULE (optional): a libdsd_backend_cuda.so built from an earlier commit; steps 3 and 4
 # then time it beside BUILD's instead of the previous engines (for changes that are no knob).
@@ -80,15 +81,17 @@ if [ -n "${BASE_MODULE:-}" ]; then
 fi
 step "determinism" 50 sh -c "'$bench' --backend cuda --commit $commit --determinism --layers 2 --batches 64 \
     --contexts 4096 --chunks 4096 --json '$OUT/determinism.json' > '$OUT/determinism.txt' 2>&1"
-# where the time goes: the prefill attention tile (half of a 16K chunk) and the decode step's
+# where the time goes: the prefill attention tile (half of a 16K chunk; the fifth launch is
+# tokens 2,048-3,071 of the chunk, the first with full 2,048-entry selections: the KV fill of
+# 2,048 positions and the chunk run in sub-batches of 1,024 tokens) and the decode step's
 # attention and streaming linears at batch 1 (their counters, not guesses)
 if command -v ncu >/dev/null; then
     SEC="--section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy"
-    step "ncu: attention tile at a 16K chunk" 120 sh -c "ncu -k regex:mla_wgmma --launch-skip 2 --launch-count 1 $SEC \
+    step "ncu: attention tile at a 16K chunk" 120 sh -c "ncu -k regex:mla_wgmma --launch-skip 4 --launch-count 1 $SEC \
         '$bench' --backend cuda --layers 1 --dense 0 --batches 1 --contexts 2048 --chunks 16384 --reps 1 \
         --warmup 0 > '$OUT/ncu_attention_prefill.txt' 2>&1"
-    step "ncu: decode attention and linears at batch 1" 120 sh -c "ncu -k 'regex:mla_attn_kernel|mla_attn_combine|linstream' \
-        --launch-count 24 $SEC '$bench' --backend cuda --layers 1 --dense 1 --batches 1 --contexts 4096 \
+    step "ncu: decode attention, linears, top-k select and sampling at batch 1" 120 sh -c "ncu -k 'regex:mla_attn_kernel|mla_attn_combine|linstream|sample_kernel|indexer_select' \
+        --launch-count 40 $SEC '$bench' --backend cuda --layers 1 --dense 1 --batches 1 --contexts 4096 \
         --chunks 4096 --reps 1 --warmup 0 > '$OUT/ncu_decode.txt' 2>&1"
     # every kernel's duration in a one-layer decode bench (the ops that are several kernels,
     # attention above all, split into their parts); CSV, one row per launch
