@@ -68,6 +68,31 @@ __device__ float block_sum(float v)
     return r;
 }
 
+// Row passes: thread t visits t, t + blockDim.x, ... < n, as a plain strided loop does, but
+// the loads of ROW_UNROLL visits are issued before the first is used. At one token a row is
+// one block, and a strided loop kept one load in flight per thread: a chain of memory
+// latencies (the embedding's 28 rounds took ~15 us in ncu on an H100). Each thread visits the
+// same ids in the same order as before, so every sum, and every result, is unchanged.
+#define ROW_UNROLL 8
+template <typename Load, typename F> __device__ __forceinline__ void row_pass(int n, Load load, F f)
+{
+    using T = decltype(load(0));
+    for (int base = threadIdx.x; base < n; base += (int)blockDim.x * ROW_UNROLL) {
+        T v[ROW_UNROLL];
+#pragma unroll
+        for (int u = 0; u < ROW_UNROLL; u++) {
+            const int i = base + u * (int)blockDim.x;
+            v[u] = i < n ? load(i) : T{};
+        }
+#pragma unroll
+        for (int u = 0; u < ROW_UNROLL; u++) {
+            const int i = base + u * (int)blockDim.x;
+            if (i < n)
+                f(i, v[u]);
+        }
+    }
+}
+
 // ---- embedding ---------------------------------------------------------------------------
 
 // out[t] = round(table[tokens[t]]); FP8 tables are dequantized with their block scales
@@ -86,17 +111,15 @@ __global__ void embed_kernel(bf16 *__restrict__ out, const void *__restrict__ ta
     }
     if (dtype == DSD_DTYPE_BF16) {
         const bf16 *r = (const bf16 *)table + (size_t)tok * D;
-        for (int i = threadIdx.x; i < D; i += blockDim.x)
-            o[i] = r[i];
+        row_pass(D, [&](int i) { return r[i]; }, [&](int i, bf16 v) { o[i] = v; });
     } else if (dtype == DSD_DTYPE_F8_E4M3) {
         const uint8_t *r = (const uint8_t *)table + (size_t)tok * D;
         const float *s = scale ? scale + (size_t)(tok / 128) * scale_stride : nullptr;
-        for (int i = threadIdx.x; i < D; i += blockDim.x)
-            o[i] = to_bf(s ? __fmul_rn(e4m3_val(r[i]), s[i / 128]) : e4m3_val(r[i]));
+        row_pass(D, [&](int i) { return s ? __fmul_rn(e4m3_val(r[i]), s[i / 128]) : e4m3_val(r[i]); },
+                 [&](int i, float v) { o[i] = to_bf(v); });
     } else {
         const float *r = (const float *)table + (size_t)tok * D;
-        for (int i = threadIdx.x; i < D; i += blockDim.x)
-            o[i] = to_bf(r[i]);
+        row_pass(D, [&](int i) { return r[i]; }, [&](int i, float v) { o[i] = to_bf(v); });
     }
 }
 
@@ -110,15 +133,13 @@ __global__ void rmsnorm_kernel(bf16 *out, int ldo, const bf16 *x, int ldx, const
     const int t = blockIdx.x;
     const bf16 *xr = x + (size_t)t * ldx;
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        float v = bf(xr[i]);
-        ss = __fadd_rn(ss, __fmul_rn(v, v));
-    }
+    row_pass(n, [&](int i) { return bf(xr[i]); }, [&](int, float v) { ss = __fadd_rn(ss, __fmul_rn(v, v)); });
     ss = block_sum(ss);
     const float r = 1.0f / sqrtf(ss / (float)n + eps);
     bf16 *o = out + (size_t)t * ldo;
-    for (int i = threadIdx.x; i < n; i += blockDim.x)
-        o[i] = to_bf(__fmul_rn(wvec(w, wdtype, i), __fmul_rn(bf(xr[i]), r)));
+    // x and w of ROW_UNROLL ids loaded before any is written (out may be x)
+    row_pass(n, [&](int i) { return make_float2(bf(xr[i]), wvec(w, wdtype, i)); },
+             [&](int i, float2 xw) { o[i] = to_bf(__fmul_rn(xw.y, __fmul_rn(xw.x, r))); });
 }
 
 // resid[t] = round(resid[t] + delta[t]) (delta may be NULL), then out[t] = rmsnorm(resid[t]).
@@ -129,20 +150,18 @@ __global__ void add_rmsnorm_kernel(bf16 *out, bf16 *resid, const bf16 *delta, co
     bf16 *rr = resid + (size_t)t * n;
     const bf16 *dr = delta ? delta + (size_t)t * n : nullptr;
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        float v = bf(rr[i]);
-        if (dr) {
-            bf16 s = to_bf(__fadd_rn(v, bf(dr[i])));
-            rr[i] = s;
-            v = bf(s);
-        }
-        ss = __fadd_rn(ss, __fmul_rn(v, v));
-    }
+    // the load is the sum resid + delta rounded to bf16 (a thread stores only what it loaded)
+    row_pass(n, [&](int i) { return dr ? bf(to_bf(__fadd_rn(bf(rr[i]), bf(dr[i])))) : bf(rr[i]); },
+             [&](int i, float v) {
+                 if (dr)
+                     rr[i] = to_bf(v);
+                 ss = __fadd_rn(ss, __fmul_rn(v, v));
+             });
     ss = block_sum(ss);
     const float r = 1.0f / sqrtf(ss / (float)n + eps);
     bf16 *o = out + (size_t)t * n;
-    for (int i = threadIdx.x; i < n; i += blockDim.x)
-        o[i] = to_bf(__fmul_rn(wvec(w, wdtype, i), __fmul_rn(bf(rr[i]), r)));
+    row_pass(n, [&](int i) { return make_float2(bf(rr[i]), wvec(w, wdtype, i)); },
+             [&](int i, float2 xw) { o[i] = to_bf(__fmul_rn(xw.y, __fmul_rn(xw.x, r))); });
 }
 
 // out[t] = round(((x - mean) * r) * w + b), r = 1/sqrt(var + 1e-6), two-pass variance in fp32.
@@ -152,33 +171,36 @@ __global__ void layernorm_kernel(bf16 *out, const bf16 *x, const void *__restric
     const int t = blockIdx.x;
     const bf16 *xr = x + (size_t)t * n;
     float s = 0.0f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x)
-        s = __fadd_rn(s, bf(xr[i]));
+    row_pass(n, [&](int i) { return bf(xr[i]); }, [&](int, float x) { s = __fadd_rn(s, x); });
     const float mean = block_sum(s) / (float)n;
     float v = 0.0f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        float d = __fsub_rn(bf(xr[i]), mean);
+    row_pass(n, [&](int i) { return bf(xr[i]); }, [&](int, float x) {
+        const float d = __fsub_rn(x, mean);
         v = __fadd_rn(v, __fmul_rn(d, d));
-    }
+    });
     const float var = block_sum(v) / (float)n;
     const float r = 1.0f / sqrtf(var + 1e-6f);
     bf16 *o = out + (size_t)t * n;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        float y = __fmul_rn(__fmul_rn(__fsub_rn(bf(xr[i]), mean), r), wvec(w, wdtype, i));
-        o[i] = to_bf(__fadd_rn(y, b ? wvec(b, bdtype, i) : 0.0f));
-    }
+    row_pass(n, [&](int i) { return make_float3(bf(xr[i]), wvec(w, wdtype, i), b ? wvec(b, bdtype, i) : 0.0f); },
+             [&](int i, float3 xwb) {
+                 const float y = __fmul_rn(__fmul_rn(__fsub_rn(xwb.x, mean), r), xwb.y);
+                 o[i] = to_bf(__fadd_rn(y, xwb.z));
+             });
 }
 
 // ---- RoPE --------------------------------------------------------------------------------
 
-// One block per token: cos/sin of pos * inv_freq[i] (the angle in fp32, cos/sin in double then
-// rounded to float, times the attention factor: kernels/cpu/cpu_rope.c), then every pair of
-// every head rotated in place.
+// Block (t, y) for token t: cos/sin of pos * inv_freq[i] (the angle in fp32, cos/sin in double
+// then rounded to float, times the attention factor: kernels/cpu/cpu_rope.c), then every pair
+// of heads y * heads_per .. rotated in place. Small steps spread a token's heads over several
+// blocks (one block for 128 heads at one token was a chain of 16 dependent rounds, ~12 us in
+// ncu); large steps keep one block per token (the trig once per token).
 __global__ void rope_kernel(bf16 *x, int ld, int n_heads, int head_stride, int offset, const int32_t *__restrict__ pos,
-                            const float *__restrict__ inv_freq, int half, float factor, bool interleaved)
+                            const float *__restrict__ inv_freq, int half, float factor, bool interleaved,
+                            int heads_per)
 {
     extern __shared__ float cs_sn[];    // [half] cos, [half] sin
-    const int t = blockIdx.x;
+    const int t = blockIdx.x, h0 = blockIdx.y * heads_per, h1 = min(n_heads, h0 + heads_per);
     const float p = (float)pos[t];
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
         float angle = __fmul_rn(p, inv_freq[i]);
@@ -187,7 +209,7 @@ __global__ void rope_kernel(bf16 *x, int ld, int n_heads, int head_stride, int o
     }
     __syncthreads();
     bf16 *row = x + (size_t)t * ld + offset;
-    for (int j = threadIdx.x; j < n_heads * half; j += blockDim.x) {
+    for (int j = h0 * half + threadIdx.x; j < h1 * half; j += blockDim.x) {
         const int h = j / half, i = j % half;
         bf16 *v = row + (size_t)h * head_stride;
         const int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
@@ -218,8 +240,7 @@ __global__ void gather_rows_kernel(bf16 *__restrict__ out, const bf16 *__restric
     const int i = blockIdx.x;
     const bf16 *src = x + (size_t)rows[i] * n_cols;
     bf16 *dst = out + (size_t)i * n_cols;
-    for (int c = threadIdx.x; c < n_cols; c += blockDim.x)
-        dst[c] = src[c];
+    row_pass(n_cols, [&](int c) { return src[c]; }, [&](int c, bf16 v) { dst[c] = v; });
 }
 
 __global__ void to_f32_kernel(float *__restrict__ out, const bf16 *__restrict__ x, size_t n)
@@ -276,7 +297,7 @@ void cuda_op_embed(struct dsd_backend *be, void *out, const struct dsd_weight *t
         return;
     }
     cuda_use(cb);
-    embed_kernel<<<T, 256, 0, cb->stream>>>((bf16 *)out, table->data, (int)table->dtype,
+    embed_kernel<<<T, norm_threads(D), 0, cb->stream>>>((bf16 *)out, table->data, (int)table->dtype,
                                             table->dtype == DSD_DTYPE_F8_E4M3 ? table->scale : nullptr,
                                             cuda_scale_stride(table), tokens, table->rows, D);
     CU_LAUNCHED(cb);
@@ -332,12 +353,17 @@ void cuda_op_rope(struct dsd_backend *be, void *x, int ld, int n_heads, int head
         cuda_fail(cb, -EINVAL, "rope: no device RoPE table (cuda_linear_init did not run)");
         return;
     }
-    int threads = n_heads * half;
+    /* up to 64 tokens: blocks of 256 pairs (8 heads of V3.2's 32 pairs); beyond, a block per
+     * token is enough to fill the device */
+    const int heads_per = T > 64 ? n_heads : (256 + half - 1) / half;
+    int threads = heads_per * half;
     threads = threads < 64 ? 64 : threads > 256 ? 256 : (threads + 31) / 32 * 32;
     cuda_use(cb);
-    rope_kernel<<<T, threads, 2 * half * sizeof(float), cb->stream>>>((bf16 *)x, ld, n_heads, head_stride, offset, pos,
-                                                                      inv_freq, half, be->dims.rope_attention_factor,
-                                                                      interleaved);
+    const dim3 grid((unsigned)T, (unsigned)((n_heads + heads_per - 1) / heads_per));
+    rope_kernel<<<grid, threads, 2 * half * sizeof(float), cb->stream>>>((bf16 *)x, ld, n_heads, head_stride, offset,
+                                                                         pos, inv_freq, half,
+                                                                         be->dims.rope_attention_factor, interleaved,
+                                                                         heads_per);
     CU_LAUNCHED(cb);
 }
 
@@ -359,7 +385,7 @@ void cuda_op_gather_rows(struct dsd_backend *be, void *out, const void *x, int n
     if (n <= 0 || n_cols <= 0)
         return;
     cuda_use(cb);
-    gather_rows_kernel<<<n, 256, 0, cb->stream>>>((bf16 *)out, (const bf16 *)x, n_cols, rows);
+    gather_rows_kernel<<<n, norm_threads(n_cols), 0, cb->stream>>>((bf16 *)out, (const bf16 *)x, n_cols, rows);
     CU_LAUNCHED(cb);
 }
 

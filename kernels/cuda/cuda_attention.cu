@@ -182,6 +182,8 @@ struct attn_args {
     const uint8_t *mla;
     size_t entry_bytes;
     bool kv_fp8;
+    bool entry16;               // FP8 entries and their rope parts start on 16 bytes
+    bool q16;                   // q_abs and q_pe rows start on 16 bytes (8 values)
     const int32_t *sel;         // [Tc][topk]
     int topk;
     const int32_t *seq, *page_off, *pages;     // seq indexed by t0 + tt
@@ -222,11 +224,43 @@ __global__ void __launch_bounds__(AT_THREADS) mla_attn_kernel(const attn_args a)
         alpha_s[tid] = 1.0f;
     }
     __syncthreads();
-    for (int i = tid; i < a.topk; i += AT_THREADS)
-        if (sel[i] < 0)
-            atomicMin(n_s, i);
+    // (8 selection entries per thread read before any is tested: a decode CTA walks one chunk,
+    // and a chain of dependent rounds here costs as much as its work)
+    for (int base = tid; base < a.topk; base += AT_THREADS * 8) {
+        int32_t sv[8];
+#pragma unroll
+        for (int u = 0; u < 8; u++)
+            sv[u] = base + u * AT_THREADS < a.topk ? sel[base + u * AT_THREADS] : 0;
+#pragma unroll
+        for (int u = 0; u < 8; u++)
+            if (sv[u] < 0)
+                atomicMin(n_s, base + u * AT_THREADS);
+    }
     // q rows of this head group: [q_abs (L) | q_pe (R)], zero rows past H
     const int NR = a.N + a.R;
+    if (a.q16) {
+        // 16-byte pieces (8 values), all of a thread's loads issued before its stores
+        constexpr int LP = L / 8;
+        const int RP = R / 8, EP = LP + RP, PIECES = AT_HG * EP;
+        for (int base = tid; base < PIECES; base += AT_THREADS * 4) {
+            uint4 v[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const int i = base + u * AT_THREADS, r = i / EP, c = i % EP, h = hg * AT_HG + r;
+                v[u] = make_uint4(0, 0, 0, 0);
+                if (i < PIECES && h < a.H)
+                    v[u] = c < LP ? *reinterpret_cast<const uint4 *>(a.qabs + ((size_t)tt * a.H + h) * L + 8 * c)
+                                  : *reinterpret_cast<const uint4 *>(a.q + (size_t)tt * a.H * NR + (size_t)h * NR +
+                                                                     a.N + 8 * (c - LP));
+            }
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const int i = base + u * AT_THREADS;
+                if (i < PIECES)
+                    *reinterpret_cast<uint4 *>(Qs + (i / EP) * LDE + 8 * (i % EP)) = v[u];
+            }
+        }
+    } else
     for (int i = tid; i < AT_HG * (E / 2); i += AT_THREADS) {
         const int r = i / (E / 2), c = 2 * (i % (E / 2)), h = hg * AT_HG + r;
         uint32_t v = 0;
@@ -264,7 +298,45 @@ __global__ void __launch_bounds__(AT_THREADS) mla_attn_kernel(const attn_args a)
                         off >= 0 ? reinterpret_cast<const float *>(a.mla + off + L)[gi] : 0.0f;
         }
         __syncthreads();
-        if (a.kv_fp8) {
+        if (a.kv_fp8 && a.entry16) {
+            // 16 FP8 values per 16-byte load, every load of a thread issued before the first
+            // is used (a decode CTA walks one chunk: this gather is most of its time); needs
+            // 16-byte aligned entries and rope parts (V3.2's 656-byte entries: L = 512)
+            constexpr int PIECES = AT_CHUNK * (L / 16), PER = (PIECES + AT_THREADS - 1) / AT_THREADS;
+            uint4 raw[PER];
+#pragma unroll
+            for (int k = 0; k < PER; k++) {
+                const int i = tid + k * AT_THREADS, e = i / (L / 16), w = i % (L / 16);
+                const long long off = i < PIECES ? off_s[e] : -1;
+                raw[k] = off >= 0 ? *reinterpret_cast<const uint4 *>(a.mla + off + 16 * w) : make_uint4(0, 0, 0, 0);
+            }
+#pragma unroll
+            for (int k = 0; k < PER; k++) {
+                const int i = tid + k * AT_THREADS, e = i / (L / 16), w = i % (L / 16);
+                if (i >= PIECES)
+                    continue;
+                const float sc = sc_s[e * (L / 128) + w / 8];
+                const uint32_t wd[4] = { raw[k].x, raw[k].y, raw[k].z, raw[k].w };
+                uint32_t pk[8];
+#pragma unroll
+                for (int x = 0; x < 8; x++) {
+                    const uint32_t b = wd[x / 2] >> (16 * (x & 1));
+                    pk[x] = pack_bf16(f32_to_bf16_bits(e4m3_to_f32((uint8_t)b) * sc),
+                                      f32_to_bf16_bits(e4m3_to_f32((uint8_t)(b >> 8)) * sc));
+                }
+                uint4 *dst = reinterpret_cast<uint4 *>(Es + e * LDE + 16 * w);
+                dst[0] = make_uint4(pk[0], pk[1], pk[2], pk[3]);
+                dst[1] = make_uint4(pk[4], pk[5], pk[6], pk[7]);
+            }
+            const size_t pe_off = (size_t)L + 4 * (L / 128);
+            for (int i = tid; i < AT_CHUNK * (R / 8); i += AT_THREADS) {
+                const int e = i / (R / 8), w = i % (R / 8);
+                const long long off = off_s[e];
+                const uint4 v = off >= 0 ? *reinterpret_cast<const uint4 *>(a.mla + off + pe_off + 16 * w)
+                                         : make_uint4(0, 0, 0, 0);
+                *reinterpret_cast<uint4 *>(Es + e * LDE + L + 8 * w) = v;
+            }
+        } else if (a.kv_fp8) {
             for (int i = tid; i < AT_CHUNK * (L / 4); i += AT_THREADS) {
                 const int e = i / (L / 4), w = i % (L / 4);
                 const long long off = off_s[e];
@@ -706,6 +778,10 @@ void cuda_op_mla_attention(struct dsd_backend *be, void *out, const void *q, con
             a.mla = kv->mla;
             a.entry_bytes = lay->mla_token_bytes;
             a.kv_fp8 = fp8;
+            a.entry16 = fp8 && lay->mla_token_bytes % 16 == 0 && (L + 4 * (L / 128)) % 16 == 0 &&
+                        ((uintptr_t)kv->mla) % 16 == 0;
+            a.q16 = N % 8 == 0 && R % 8 == 0 && (N + R) % 8 == 0 && ((uintptr_t)qt) % 16 == 0 &&
+                    ((uintptr_t)qabs) % 16 == 0;
             a.sel = sel + (size_t)t0 * topk;
             a.topk = topk;
             a.seq = st->seq, a.page_off = st->page_off, a.pages = st->pages;

@@ -466,11 +466,14 @@ __device__ __forceinline__ int2 block_scan2(int2 v, int2 *total, int2 *warp_buf)
 }
 
 #define SEL_ITEMS 4
+#define SELECT_CACHE_MAX 24576      // keys a select block caches in shared memory (96 KB)
 
-__global__ void __launch_bounds__(SELECT_THREADS)
+template <bool CACHE>
+__global__ void __launch_bounds__(SELECT_THREADS, CACHE ? 1 : 2)
 indexer_select_kernel(const float *__restrict__ logits, size_t ld_logits, const int32_t *__restrict__ pos, int t0,
-                      int max_pos, int topk, int32_t *__restrict__ out)
+                      int max_pos, int topk, int32_t *__restrict__ out, int cache_cap)
 {
+    extern __shared__ uint32_t key_cache[];     // [cache_cap]: the row's keys, when it fits
     __shared__ int hist[256];
     __shared__ int2 warp_buf[33];
     __shared__ uint32_t s_prefix;
@@ -491,6 +494,35 @@ indexer_select_kernel(const float *__restrict__ logits, size_t ld_logits, const 
         return;
     }
     const float *row = logits + (size_t)tt * ld_logits;
+    // A row that fits the cache is read from global memory once, every thread's loads issued
+    // together; the five passes below then read shared memory. (At decode a row is one block:
+    // five strided passes over 4K global logits were a chain of ~17 memory latencies, 17 us in
+    // ncu on an H100.) The keys are the same either way, so the selection is too.
+    const bool cached = CACHE && n <= cache_cap;
+    if (cached) {
+        constexpr int U = 8;
+        for (int base = threadIdx.x; base < n; base += SELECT_THREADS * U) {
+            float v[U];
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int i = base + u * SELECT_THREADS;
+                v[u] = i < n ? row[i] : 0.0f;
+            }
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int i = base + u * SELECT_THREADS;
+                if (i < n)
+                    key_cache[i] = sort_key(v[u]);
+            }
+        }
+        __syncthreads();
+    }
+    const auto key_at = [&](int i) {
+        if constexpr (CACHE)
+            if (cached)
+                return key_cache[i];
+        return sort_key(row[i]);
+    };
 
     // radix select of the k-th largest key, 8 bits at a time from the top
     uint32_t prefix = 0, mask = 0;
@@ -505,7 +537,7 @@ indexer_select_kernel(const float *__restrict__ logits, size_t ld_logits, const 
         // their lowest lane adds the group's count. Every lane of a warp runs every round.
         for (int base = 0; base < n; base += blockDim.x) {
             const int i = base + threadIdx.x;
-            const uint32_t key = i < n ? sort_key(row[i]) : 0u;
+            const uint32_t key = i < n ? key_at(i) : 0u;
             const bool in = i < n && (key & mask) == prefix;
             const uint32_t bin = in ? (key >> shift) & 255 : 256u;
             const unsigned peers = __match_any_sync(0xffffffffu, bin);
@@ -551,7 +583,7 @@ indexer_select_kernel(const float *__restrict__ logits, size_t ld_logits, const 
         uint32_t keys[SEL_ITEMS];
         int n_gt = 0, n_eq = 0;
         for (int i = 0; i < SEL_ITEMS; i++) {
-            keys[i] = i0 + i < n ? sort_key(row[i0 + i]) : 0u;
+            keys[i] = i0 + i < n ? key_at(i0 + i) : 0u;
             const bool in = i0 + i < n;
             n_gt += in && keys[i] > kth;
             n_eq += in && keys[i] == kth;
@@ -672,8 +704,19 @@ extern "C" void cuda_op_indexer_topk(struct dsd_backend *be, int32_t *out, int t
             if (!CU_LAUNCHED(cb))
                 return;
         }
-        indexer_select_kernel<<<n, SELECT_THREADS, 0, cb->stream>>>(logits, ld_logits, st->pos, t0, st->max_pos, topk,
-                                                                    out);
+        // few tokens (decode): each row's keys cached in shared memory, up to 96 KB
+        const int cache_cap = n < cb->sms ? (n_max < SELECT_CACHE_MAX ? n_max : SELECT_CACHE_MAX) : 0;
+        const size_t sel_smem = (size_t)cache_cap * sizeof(uint32_t);
+        if (sel_smem > 48 * 1024 &&
+            !CU_OK(cb, cudaFuncSetAttribute(indexer_select_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)sel_smem)))
+            return;
+        if (cache_cap)
+            indexer_select_kernel<true><<<n, SELECT_THREADS, sel_smem, cb->stream>>>(logits, ld_logits, st->pos, t0,
+                                                                                     st->max_pos, topk, out, cache_cap);
+        else
+            indexer_select_kernel<false><<<n, SELECT_THREADS, 0, cb->stream>>>(logits, ld_logits, st->pos, t0,
+                                                                               st->max_pos, topk, out, 0);
         if (!CU_LAUNCHED(cb))
             return;
     }
