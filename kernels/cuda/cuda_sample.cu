@@ -44,30 +44,6 @@ __device__ __forceinline__ float xform(const row_ctx &c, int64_t i)
     return v;
 }
 
-// Every id of the row in the order of a plain strided loop (thread t visits t, t + SP_THREADS,
-// ...): f(i, load(i)) for each, the loads of SP_UNROLL ids issued before the first is used.
-// One CTA reads the whole row; with one load in flight per thread a pass over 129K ids is a
-// chain of L2 latencies (top-k 50 took 0.9 ms on an H100, ~8 passes: ~110 us each). The
-// visiting order of each thread is unchanged, so every result is the same.
-#define SP_UNROLL 8
-template <typename Load, typename F> __device__ __forceinline__ void for_each_id(int64_t V, Load load, F f)
-{
-    for (int64_t base = threadIdx.x; base < V; base += (int64_t)SP_THREADS * SP_UNROLL) {
-        float x[SP_UNROLL];
-#pragma unroll
-        for (int u = 0; u < SP_UNROLL; u++) {
-            const int64_t i = base + (int64_t)u * SP_THREADS;
-            x[u] = i < V ? load(i) : 0.0f;
-        }
-#pragma unroll
-        for (int u = 0; u < SP_UNROLL; u++) {
-            const int64_t i = base + (int64_t)u * SP_THREADS;
-            if (i < V)
-                f(i, x[u]);
-        }
-    }
-}
-
 // (value, id) with NaN below everything; "better" = larger value, then lower id
 __device__ __forceinline__ bool better(float a, int64_t ia, float b, int64_t ib)
 {
@@ -212,12 +188,12 @@ __device__ uint32_t radix_select(const row_ctx &c, float m, unsigned long long t
         __syncthreads();
         // (One shared atomic per id: warp-aggregating the updates with __match_any_sync was
         // measured slower, 1.5 vs 1.0 ms for top-k 50 at V = 129,280 on an H100.)
-        for_each_id(c.V, [&](int64_t i) { return xform(c, i); }, [&](int64_t, float x) {
-            const float p = prob_of(x, m);
+        for (int64_t i = threadIdx.x; i < c.V; i += SP_THREADS) {
+            const float p = prob_of(xform(c, i), m);
             const uint32_t key = __float_as_uint(p);
             if ((key & mask) == prefix)
                 atomicAdd(&hist[(key >> shift) & 255], MASS ? fixq(p) : 1ull);
-        });
+        }
         __syncthreads();
         // walk the buckets from the top (one thread: 256 steps)
         if (threadIdx.x == 0) {
@@ -274,21 +250,23 @@ __global__ void __launch_bounds__(SP_THREADS) sample_kernel(const sample_args a)
     int64_t pick;
     arg best = { NAN, V };
     if (r.temperature == 0.0f) {
-        for_each_id(V, [&](int64_t i) { return xform(c, i); }, [&](int64_t i, float x) {
+        for (int64_t i = tid; i < V; i += SP_THREADS) {
+            const float x = xform(c, i);
             if (better(x, i, best.v, best.i))
                 best = { x, i };
-        });
+        }
         best = block_argmax(best, sh_arg);
         pick = best.i < V ? best.i : 0;
     } else {
         float m = -INFINITY;
-        for_each_id(V, [&](int64_t i) { return xform(c, i); }, [&](int64_t i, float x) {
+        for (int64_t i = tid; i < V; i += SP_THREADS) {
+            const float x = xform(c, i);
             const arg cand = { x, i };
             if (better(cand.v, cand.i, best.v, best.i))
                 best = cand;
             if (x > m)
                 m = x;
-        });
+        }
         m = block_max(m, sh_f);
         best = block_argmax(best, sh_arg);
         if (m == -INFINITY) {
@@ -296,11 +274,11 @@ __global__ void __launch_bounds__(SP_THREADS) sample_kernel(const sample_args a)
         } else {
             // Z and the counts the filters allow
             unsigned long long zq = 0, n_minp = 0;
-            for_each_id(V, [&](int64_t i) { return xform(c, i); }, [&](int64_t, float x) {
-                const float p = prob_of(x, m);
+            for (int64_t i = tid; i < V; i += SP_THREADS) {
+                const float p = prob_of(xform(c, i), m);
                 zq += fixq(p);
                 n_minp += !(r.min_p > 0.0f && p < r.min_p);
-            });
+            }
             zq = block_sum(zq, sh_u);
             n_minp = block_sum(n_minp, sh_u);
             unsigned long long n = r.top_k > 0 && r.top_k < V ? (unsigned long long)r.top_k : (unsigned long long)V;
@@ -318,8 +296,8 @@ __global__ void __launch_bounds__(SP_THREADS) sample_kernel(const sample_args a)
                 unsigned long long ties = qk ? (target - above + qk - 1) / qk : 1;
                 // ids with key > K, then the needed ties
                 unsigned long long cnt_above = 0;
-                for_each_id(V, [&](int64_t i) { return xform(c, i); },
-                            [&](int64_t, float x) { cnt_above += __float_as_uint(prob_of(x, m)) > K; });
+                for (int64_t i = tid; i < V; i += SP_THREADS)
+                    cnt_above += __float_as_uint(prob_of(xform(c, i), m)) > K;
                 cnt_above = block_sum(cnt_above, sh_u);
                 if (cnt_above + ties < n)
                     n = cnt_above + ties;
@@ -404,14 +382,13 @@ __global__ void __launch_bounds__(SP_THREADS) sample_kernel(const sample_args a)
     if (r.n_top >= 0) {
         // raw logprobs: max, log-sum-exp in double (a fixed reduction tree), the pick's, top n
         float mr = -INFINITY;
-        const auto raw = [&](int64_t i) { return c.raw[i]; };
-        for_each_id(V, raw, [&](int64_t, float v) {
-            if (v > mr)
-                mr = v;
-        });
+        for (int64_t i = tid; i < V; i += SP_THREADS)
+            if (c.raw[i] > mr)
+                mr = c.raw[i];
         mr = block_max(mr, sh_f);
         double z = 0.0;
-        for_each_id(V, raw, [&](int64_t, float v) { z += exp((double)v - (double)mr); });
+        for (int64_t i = tid; i < V; i += SP_THREADS)
+            z += exp((double)c.raw[i] - (double)mr);
         z = block_sum(z, sh_d);
         const double lse = (double)mr + log(z);
         if (tid == 0)
@@ -421,10 +398,11 @@ __global__ void __launch_bounds__(SP_THREADS) sample_kernel(const sample_args a)
         bool first = true;
         for (int j = 0; j < k; j++) {
             arg b = { NAN, V };
-            for_each_id(V, raw, [&](int64_t i, float v) {
+            for (int64_t i = tid; i < V; i += SP_THREADS) {
+                const float v = c.raw[i];
                 if ((first || better(prev.v, prev.i, v, i)) && better(v, i, b.v, b.i))
                     b = { v, i };
-            });
+            }
             b = block_argmax(b, sh_arg);
             if (tid == 0) {
                 o->top_ids[j] = (int32_t)b.i;
