@@ -552,12 +552,22 @@ static void launch_attn(struct cuda_backend *cb, const attn_args &a, int hgroups
     CU_LAUNCHED(cb);
 }
 
-// The tiled kernel's engine: wgmma (the default: 1.2-1.3x mma.sync at every size measured on an
-// H100, docs/KERNELS.md) where the shape and shared memory allow it; MMA asks for mma.sync.
+// The two-warpgroup wgmma engine (1.2-1.3x mma.sync at every size measured on an H100,
+// docs/KERNELS.md) where the shape and shared memory allow it and the warp-specialized one
+// (tile_ws) does not run; MMA asks for mma.sync.
 static bool tile_wgmma(struct cuda_backend *cb, int L, int R)
 {
     return cb->attn_tile != DSD_CUDA_TILE_MMA && cuda_mla_wgmma_ok(L, R) &&
            (int)cuda_mla_wgmma_smem(L, R) <= cb->attn->smem_optin;
+}
+
+// The warp-specialized wgmma engine (cuda_attn_ws.cu): AUTO's choice where it fits (at
+// prefill 1.16x the two-warpgroup engine on an H100, at decode the same within 3 %,
+// docs/KERNELS.md), or asked for with WS.
+static bool tile_ws(struct cuda_backend *cb, int L, int R)
+{
+    return (cb->attn_tile == DSD_CUDA_TILE_WS || cb->attn_tile == DSD_CUDA_TILE_AUTO) && cuda_mla_ws_ok(L, R) &&
+           (int)cuda_mla_ws_smem(L, R) <= cb->attn->smem_optin;
 }
 
 // Which kernel a call runs (docs/KERNELS.md, "Sparse MLA"): -1 for the per-token kernel, or
@@ -766,7 +776,9 @@ void cuda_op_mla_attention(struct dsd_backend *be, void *out, const void *q, con
             a.t0 = t0;
             a.sm_scale = d->softmax_scale;
             a.olat = olat;
-            if (tile_wgmma(cb, L, R))
+            if (tile_ws(cb, L, R))
+                cuda_mla_ws_attn(cb, &a, L, nt);
+            else if (tile_wgmma(cb, L, R))
                 cuda_mla_wgmma_attn(cb, &a, L, nt);
             else
                 cuda_mla_tile_attn(cb, &a, L, nt);

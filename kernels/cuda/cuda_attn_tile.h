@@ -84,4 +84,10 @@ bool cuda_mla_wgmma_ok(int L, int R);
 size_t cuda_mla_wgmma_smem(int L, int R);
 void cuda_mla_wgmma_attn(struct cuda_backend *cb, const mla_tile_args *a, int L, int tokens);
 
+// The same computation warp-specialized (cuda_attn_ws.cu): a producer warpgroup gathers, two
+// consumer warpgroups take alternate blocks. Same shapes as the wgmma engine.
+bool cuda_mla_ws_ok(int L, int R);
+size_t cuda_mla_ws_smem(int L, int R);
+void cuda_mla_ws_attn(struct cuda_backend *cb, const mla_tile_args *a, int L, int tokens);
+
 #endif

@@ -67,6 +67,68 @@ template <int R> __device__ __forceinline__ void pin(float (&d)[R])
         asm volatile("" : "+f"(d[i])::"memory");
 }
 
+// Keeps registers a wgmma read as its A operand live (and unmoved) up to this point: call
+// after the wait that covers that wgmma.
+template <int R, int C> __device__ __forceinline__ void pin_regs(uint32_t (&a)[R][C])
+{
+#pragma unroll
+    for (int i = 0; i < R; i++)
+#pragma unroll
+        for (int j = 0; j < C; j++)
+            asm volatile("" : "+r"(a[i][j])::"memory");
+}
+
+// --- warp-specialized pipelines: mbarriers, named barriers, register budgets ---
+// An mbarrier (8 bytes of shared memory, 8-byte aligned) completes a phase once `count`
+// arrivals have happened; waiters name the phase by its parity (0 for the first, then 1, 0..).
+__device__ __forceinline__ void mbar_init(uint64_t *bar, int count)
+{
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(bar);
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(a), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t *bar)
+{
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(bar);
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(a) : "memory");
+}
+// Blocks until the phase of the given parity has completed.
+__device__ __forceinline__ void mbar_wait(uint64_t *bar, int parity)
+{
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(bar);
+    uint32_t done = 0;
+    while (!done)
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(a), "r"(parity)
+                     : "memory");
+}
+// One arrival on bar once every cp.async this thread has issued so far has landed (the
+// arrival is counted in the barrier's init count: .noinc).
+__device__ __forceinline__ void cp_async_mbar_arrive(uint64_t *bar)
+{
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(bar);
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(a) : "memory");
+}
+// Named barrier `id` (1..15; 0 is __syncthreads) over `n` threads, a multiple of 32: sync
+// waits for all n, arrive counts this warp and goes on (a producer's signal to syncing peers).
+__device__ __forceinline__ void named_sync(int id, int n)
+{
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+__device__ __forceinline__ void named_arrive(int id, int n)
+{
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+// A warpgroup gives registers back (dec) or takes more (inc); N a multiple of 8, 24..256.
+template <int N> __device__ __forceinline__ void regs_dec()
+{
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+template <int N> __device__ __forceinline__ void regs_inc()
+{
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+
 } // namespace dsd_wgmma
 
 #endif

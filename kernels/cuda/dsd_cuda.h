@@ -61,10 +61,12 @@ enum dsd_cuda_attn_kernel {
 };
 void dsd_backend_cuda_set_attention_kernel(struct dsd_backend *be, enum dsd_cuda_attn_kernel k);
 
-/* Tests and benchmarks: which engine computes the head-tiled kernel's tiles: MMA (mma.sync)
- * or WGMMA (Hopper's warpgroup MMA; shapes with (L + R) % 16 == 0, L <= 512, else MMA runs).
- * AUTO (the default) is WGMMA where it runs. */
-enum dsd_cuda_attn_tile { DSD_CUDA_TILE_AUTO, DSD_CUDA_TILE_MMA, DSD_CUDA_TILE_WGMMA };
+/* Tests and benchmarks: which engine computes the head-tiled kernel's tiles: MMA (mma.sync),
+ * WGMMA (Hopper's warpgroup MMA, two symmetric warpgroups) or WS (warpgroup MMA with a
+ * producer warpgroup and the two consumers ping-ponging, docs/KERNELS.md). WGMMA and WS take
+ * shapes with (L + R) % 16 == 0, L <= 512; elsewhere MMA runs. AUTO (the default) is WS
+ * where it runs. */
+enum dsd_cuda_attn_tile { DSD_CUDA_TILE_AUTO, DSD_CUDA_TILE_MMA, DSD_CUDA_TILE_WGMMA, DSD_CUDA_TILE_WS };
 void dsd_backend_cuda_set_attention_tile(struct dsd_backend *be, enum dsd_cuda_attn_tile t);
 
 /* Tests and benchmarks: which tensor-core path the indexer's scores take. FP8 multiplies the
@@ -97,7 +99,7 @@ void dsd_backend_cuda_set_linear_path(struct dsd_backend *be, enum dsd_cuda_line
 
 /* The six choices above by name, for tools that reach the backend through the module
  * (deepseekd-bench --engine NAME=VALUE): "attention" (auto, per-token, tiled, tiled-pages,
- * tiled-gather), "attn_tile" (auto, mma, wgmma), "indexer" (auto, bf16, fp8, wgmma), "ffn"
+ * tiled-gather), "attn_tile" (auto, mma, wgmma, ws), "indexer" (auto, bf16, fp8, wgmma), "ffn"
  * (auto, stream, gemm), "moe_prefill" (auto, serial, lanes), "linear" (auto, lt, stream). Returns 0, or -EINVAL (unknown
  * name or value; err lists the values). */
 int dsd_backend_cuda_set_engine(struct dsd_backend *be, const char *name, const char *value, struct dsd_err *err);

@@ -561,7 +561,7 @@ static void run_indexer(void *u)
 
 /* The sparse attention's kernels as tests and timings force them: the automatic choice, the
  * per-token kernel, and the tiled one with each source of an FP8 cache's rows (a bf16 cache
- * is read in place) on each engine (mma.sync, wgmma). */
+ * is read in place) on each engine (mma.sync, wgmma, warp-specialized wgmma). */
 static const struct attn_run {
     enum dsd_cuda_attn_kernel kern;
     enum dsd_cuda_attn_tile tile;
@@ -574,6 +574,8 @@ static const struct attn_run {
     { DSD_CUDA_ATTN_TILED_PAGES, DSD_CUDA_TILE_WGMMA, "tiled-pages wgmma", false },
     { DSD_CUDA_ATTN_TILED_GATHER, DSD_CUDA_TILE_MMA, "tiled-gather mma", true },
     { DSD_CUDA_ATTN_TILED_GATHER, DSD_CUDA_TILE_WGMMA, "tiled-gather wgmma", true },
+    { DSD_CUDA_ATTN_TILED_PAGES, DSD_CUDA_TILE_WS, "tiled-pages ws", false },
+    { DSD_CUDA_ATTN_TILED_GATHER, DSD_CUDA_TILE_WS, "tiled-gather ws", true },
 };
 #define N_ATTN_RUNS ((int)(sizeof attn_runs / sizeof attn_runs[0]))
 
