@@ -30,6 +30,7 @@
 
 #include "cuda_attn_tile.h"
 #include "cuda_attn_util.h"
+#include "cuda_attn_wg.h"
 #include "cuda_wgmma.h"
 
 using namespace dsd_attn;
@@ -83,16 +84,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1) mla_wgmma_kernel(const mla_tile
         issue(0, 0);
 
     // q rows of this head group: [q_abs (L) | q_pe (R)], zero rows past H
-    const int NR = a.N + R;
-    for (int i = tid; i < WG_HEADS * (E / 2); i += WG_THREADS) {
-        const int r = i / (E / 2), c = 2 * (i % (E / 2)), h = hg * WG_HEADS + r;
-        uint32_t v = 0;
-        if (h < a.H)
-            v = c < L ? *reinterpret_cast<const uint32_t *>(a.qabs + ((size_t)tt * a.H + h) * L + c)
-                      : *reinterpret_cast<const uint32_t *>(a.q + (size_t)tt * a.H * NR + (size_t)h * NR + a.N +
-                                                            (c - L));
-        *reinterpret_cast<uint32_t *>(Qs + sw128(r, c, 64)) = v;
-    }
+    dsd_attn_wg::load_q_words(Qs, a, tt, hg * WG_HEADS, L, tid, WG_THREADS);
 
     float o[NO];
 #pragma unroll
@@ -201,19 +193,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1) mla_wgmma_kernel(const mla_tile
         for (int hf = 0; hf < 2; hf++)
             red[g * WG_HEADS + row0 + 8 * hf] = l_run[hf];
     __syncthreads();
-#pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-        const int row = row0 + 8 * hf, h = hg * WG_HEADS + row;
-        if (h >= a.H)
-            continue;
-        const float l = red[row] + red[WG_HEADS + row];
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        uint16_t *dst = a.olat + ((size_t)tt * a.H + h) * L + g * NH + 2 * q4;
-#pragma unroll
-        for (int i = 0; i < NO / 4; i++)
-            *reinterpret_cast<uint32_t *>(dst + 8 * i) = pack_bf16(f32_to_bf16_bits(o[4 * i + 2 * hf] * inv),
-                                                                 f32_to_bf16_bits(o[4 * i + 2 * hf + 1] * inv));
-    }
+    dsd_attn_wg::store_olat(a, o, red, L, tt, hg * WG_HEADS, row0, q4, g * NH);
 }
 
 template <int LT>

@@ -36,6 +36,7 @@
 
 #include "cuda_attn_tile.h"
 #include "cuda_attn_util.h"
+#include "cuda_attn_wg.h"
 #include "cuda_wgmma.h"
 
 using namespace dsd_attn;
@@ -184,15 +185,7 @@ __global__ void __launch_bounds__(WS_THREADS, 1) mla_ws_kernel(const mla_tile_ar
         cp_async_wait_all();
     } else {
         // 4-byte pieces (row offsets that are not 16-byte aligned)
-        for (int i = tid; i < WS_HEADS * (E / 2); i += WS_CONSUMERS) {
-            const int r = i / (E / 2), c = 2 * (i % (E / 2)), h = hg * WS_HEADS + r;
-            uint32_t v = 0;
-            if (h < a.H)
-                v = c < L ? *reinterpret_cast<const uint32_t *>(a.qabs + ((size_t)tt * a.H + h) * L + c)
-                          : *reinterpret_cast<const uint32_t *>(a.q + (size_t)tt * a.H * NR + (size_t)h * NR + a.N +
-                                                                (c - L));
-            *reinterpret_cast<uint32_t *>(Qs + sw128(r, c, 64)) = v;
-        }
+        dsd_attn_wg::load_q_words(Qs, a, tt, hg * WS_HEADS, L, tid, WS_CONSUMERS);
     }
     proxy_fence();
     named_sync(BAR_Q, WS_CONSUMERS);
@@ -419,19 +412,7 @@ __global__ void __launch_bounds__(WS_THREADS, 1) mla_ws_kernel(const mla_tile_ar
             ls[g * WS_HEADS + row0 + 8 * hf] = l;
     }
     named_sync(BAR_L, WS_CONSUMERS);
-#pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-        const int row = row0 + 8 * hf, h = hg * WS_HEADS + row;
-        if (h >= a.H)
-            continue;
-        const float l = ls[row] + ls[WS_HEADS + row];
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        uint16_t *dst = a.olat + ((size_t)tt * a.H + h) * L + g * NH + 2 * q4;
-#pragma unroll
-        for (int i = 0; i < NO / 4; i++)
-            *reinterpret_cast<uint32_t *>(dst + 8 * i) = pack_bf16(f32_to_bf16_bits(o[4 * i + 2 * hf] * inv),
-                                                                 f32_to_bf16_bits(o[4 * i + 2 * hf + 1] * inv));
-    }
+    dsd_attn_wg::store_olat(a, o, ls, L, tt, hg * WS_HEADS, row0, q4, g * NH);
 }
 
 template <int LT>
@@ -448,7 +429,7 @@ void launch(struct cuda_backend *cb, const mla_tile_args &a, int hgroups, int to
 
 bool cuda_mla_ws_ok(int L, int R)
 {
-    return L % 128 == 0 && L >= 128 && L <= 512 && R >= 0 && (L + R) % 16 == 0;
+    return cuda_mla_wgmma_ok(L, R);     // the same tiles and MMA shapes
 }
 
 size_t cuda_mla_ws_smem(int L, int R)

@@ -13,45 +13,31 @@ out = []
 w = out.append
 
 
-def wrapper(decl, n, ptx_types, k, tail):
+def wrapper(decl, n, ptx_types, k, tail, a_regs=False):
     """One specialization: `decl` names it, the instruction is m64n{n}k{k}.f32.{ptx_types},
-    `tail` the immediates after the scale-d predicate."""
+    `tail` the immediates after the scale-d predicate. a_regs: A from four 32-bit registers
+    per thread (bf16 pairs, the layout of an m64nNk16 accumulator's columns 16k .. 16k+15)
+    instead of a shared-memory descriptor."""
     r = n // 2
+    na = 4 if a_regs else 1             # operands that carry A
     w("")
     w("template <> struct %s {" % decl)
-    w("    static __device__ __forceinline__ void run(float (&d)[%d], uint64_t da, uint64_t db, int scale_d)" % r)
+    a_decl = "const uint32_t (&a)[4]" if a_regs else "uint64_t da"
+    w("    static __device__ __forceinline__ void run(float (&d)[%d], %s, uint64_t db, int scale_d)" % (r, a_decl))
     w("    {")
-    w("        asm volatile(\"{\\n.reg .pred p;\\nsetp.ne.b32 p, %%%d, 0;\\n\"" % (r + 2))
+    w("        asm volatile(\"{\\n.reg .pred p;\\nsetp.ne.b32 p, %%%d, 0;\\n\"" % (r + na + 1))
     w("                     \"wgmma.mma_async.sync.aligned.m64n%dk%d.f32.%s {\"" % (n, k, ptx_types))
     items = ["%%%d" % i for i in range(r)]
     for i in range(0, r, 16):
         w("                     \"%s%s\"" % (", ".join(items[i:i + 16]), ", " if i + 16 < r else ""))
-    w("                     \"}, %%%d, %%%d, p, %s;\\n}\\n\"" % (r, r + 1, tail))
+    a_ops = ", ".join("%%%d" % (r + i) for i in range(na))
+    if a_regs:
+        a_ops = "{" + a_ops + "}"
+    w("                     \"}, %s, %%%d, p, %s;\\n}\\n\"" % (a_ops, r + na, tail))
     fs = ["\"+f\"(d[%d])" % i for i in range(r)]
     w("                     : " + ",\n                       ".join(", ".join(fs[i:i + 8]) for i in range(0, r, 8)))
-    w("                     : \"l\"(da), \"l\"(db), \"r\"(scale_d));")
-    w("    }")
-    w("};")
-
-
-def wrapper_rs(n):
-    """bf16 with A from registers (four 32-bit registers of bf16 pairs per thread, the layout
-    of an m64nNk16 accumulator's columns 16k .. 16k+15 packed in pairs) and B by descriptor,
-    read MN-major."""
-    r = n // 2
-    w("")
-    w("template <> struct wgmma_bf16_rs<%d> {" % n)
-    w("    static __device__ __forceinline__ void run(float (&d)[%d], const uint32_t (&a)[4], uint64_t db, int scale_d)" % r)
-    w("    {")
-    w("        asm volatile(\"{\\n.reg .pred p;\\nsetp.ne.b32 p, %%%d, 0;\\n\"" % (r + 5))
-    w("                     \"wgmma.mma_async.sync.aligned.m64n%dk16.f32.bf16.bf16 {\"" % n)
-    items = ["%%%d" % i for i in range(r)]
-    for i in range(0, r, 16):
-        w("                     \"%s%s\"" % (", ".join(items[i:i + 16]), ", " if i + 16 < r else ""))
-    w("                     \"}, {%%%d, %%%d, %%%d, %%%d}, %%%d, p, 1, 1, 1;\\n}\\n\"" % (r, r + 1, r + 2, r + 3, r + 4))
-    fs = ["\"+f\"(d[%d])" % i for i in range(r)]
-    w("                     : " + ",\n                       ".join(", ".join(fs[i:i + 8]) for i in range(0, r, 8)))
-    w("                     : \"r\"(a[0]), \"r\"(a[1]), \"r\"(a[2]), \"r\"(a[3]), \"l\"(db), \"r\"(scale_d));")
+    a_in = "\"r\"(a[0]), \"r\"(a[1]), \"r\"(a[2]), \"r\"(a[3])" if a_regs else "\"l\"(da)"
+    w("                     : %s, \"l\"(db), \"r\"(scale_d));" % a_in)
     w("    }")
     w("};")
 
@@ -78,7 +64,8 @@ for n in BF16_SHAPES:
 w("")
 w("template <int N> struct wgmma_bf16_rs;")
 for n in BF16_SHAPES:
-    wrapper_rs(n)
+    # register A: no transpose flag for A, B read MN-major
+    wrapper("wgmma_bf16_rs<%d>" % n, n, "bf16.bf16", 16, "1, 1, 1", a_regs=True)
 w("")
 w("template <int N> struct wgmma_e4m3;")
 for n in E4M3_SHAPES:
