@@ -20,8 +20,8 @@
 //     pair end relative to the same m1.
 //   O = P V is split by columns: WG0 owns latent columns [0, L/2), WG1 [L/2, L). Each feeds
 //     its own block's P to wgmma from registers (the score accumulators, rounded to bf16, are
-//     already in the A-operand layout) and reads the other's P from a shared 64 x 64 tile.
-//     WG0's P (relative to m0) is rescaled to m1 before it is shared.
+//     already in the A-operand layout) and reads the other's P from a shared 64 x 64 tile,
+//     rescaling O between the two products (WG0's P is relative to m0, WG1's to m1).
 // Every P is bf16(exp(s - m)) as in the other engines; the maximum it is taken against is the
 // running one over pairs of blocks (128 entries) rather than one block, so roundings differ
 // from the other engines by bf16 ulps, not in kind. l is the sum of the rounded P values.
