@@ -15,7 +15,7 @@
 #include "presets.h"
 
 static const char *test_name = "test";
-static bool tiny_only;
+static bool tiny_only, racecheck;
 static int iters = 20;
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static int failures, checks;
@@ -28,6 +28,8 @@ void gh_init(int argc, char **argv, const char *name)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--tiny-only") == 0) {
             tiny_only = true;
+        } else if (strcmp(argv[i], "--racecheck") == 0) {
+            racecheck = true;
         } else if (strcmp(argv[i], "--iters") == 0 && i + 1 < argc) {
             iters = atoi(argv[++i]);
             if (iters < 1)
@@ -35,7 +37,7 @@ void gh_init(int argc, char **argv, const char *name)
         } else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
             rng = strtoull(argv[++i], NULL, 0) | 1;
         } else {
-            fprintf(stderr, "usage: %s [--tiny-only] [--iters N] [--seed N]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--tiny-only] [--iters N] [--seed N] [--racecheck]\n", argv[0]);
             exit(2);
         }
     }
@@ -59,6 +61,11 @@ void gh_init(int argc, char **argv, const char *name)
 bool gh_tiny_only(void)
 {
     return tiny_only;
+}
+
+bool gh_racecheck(void)
+{
+    return racecheck;
 }
 
 int gh_iters(void)
@@ -116,6 +123,15 @@ void gh_config_update(struct gh_config *c, const char *new_name)
 
 /* ---- backends ---- */
 
+bool gh_no_device(const char *msg)
+{
+    if (!strstr(msg, "no CUDA device"))
+        return false;
+    printf("# %s: %s\n", test_name, msg);
+    skipped = true;
+    return true;
+}
+
 int gh_open(struct gh_ctx *h, struct gh_config *c)
 {
     memset(h, 0, sizeof *h);
@@ -127,14 +143,16 @@ int gh_open(struct gh_ctx *h, struct gh_config *c)
     struct dsd_err err = { { 0 } };
     h->gpu = dsd_backend_cuda_new(&p, &err);
     if (!h->gpu) {
-        if (strstr(err.msg, "no CUDA device")) {
-            printf("# %s: %s\n", test_name, err.msg);
-            skipped = true;
+        if (gh_no_device(err.msg))
             return GH_SKIP;
-        }
         gh_fail("[%s] creating the CUDA backend: %s", c->name, err.msg);
         return -1;
     }
+    /* under racecheck, the attention's automatic choice without the warp-specialized engine,
+     * whose named-barrier and mbarrier handoffs racecheck reports as hazards it cannot follow
+     * (docs/TESTING.md) */
+    if (racecheck)
+        dsd_backend_cuda_set_attention_tile(h->gpu, DSD_CUDA_TILE_WGMMA);
     h->cpu = dsd_backend_cpu_new(&p, &err);
     if (!h->cpu) {
         gh_fail("[%s] creating the CPU backend: %s", c->name, err.msg);

@@ -46,12 +46,18 @@
 #define GH_SKIP 77                      /* exit status: no usable GPU */
 
 /* Command line: --tiny-only (only the tiny config: compute-sanitizer runs), --iters N
- * (timing iterations, default 20), --seed N. */
+ * (timing iterations, default 20), --seed N, --racecheck (a compute-sanitizer racecheck run:
+ * each test leaves out the kernels whose shared-memory handoffs racecheck cannot follow, and
+ * says which). */
 void gh_init(int argc, char **argv, const char *test_name);
 bool gh_tiny_only(void);
+bool gh_racecheck(void);
 int gh_iters(void);
 /* 0 when every check passed, 1 after a failure, GH_SKIP when no GPU was usable. */
 int gh_finish(void);
+/* A backend's creation failed with `msg`: true (and the run counts as skipped) when it says
+ * there is no CUDA device, false for any other failure. */
+bool gh_no_device(const char *msg);
 
 /* ---- configurations ---- */
 struct gh_config {
