@@ -12,6 +12,7 @@
 
 #include "cuda_backend.h"
 #include "cuda_internal.h"
+#include "cuda_strided.h"
 
 typedef __nv_bfloat16 bf16;
 
@@ -68,29 +69,14 @@ __device__ float block_sum(float v)
     return r;
 }
 
-// Row passes: thread t visits t, t + blockDim.x, ... < n, as a plain strided loop does, but
-// the loads of ROW_UNROLL visits are issued before the first is used. At one token a row is
-// one block, and a strided loop kept one load in flight per thread: a chain of memory
-// latencies (the embedding's 28 rounds took ~15 us in ncu on an H100). Each thread visits the
-// same ids in the same order as before, so every sum, and every result, is unchanged.
+// Row passes: the block's threads over ids 0 .. n-1, 8 loads in flight per thread
+// (cuda_strided.h; at one token a row is one block, and a plain strided loop was a chain of
+// memory latencies: the embedding's 28 rounds took ~15 us in ncu on an H100). Same ids in the
+// same order per thread as that loop, so every sum and result is unchanged.
 #define ROW_UNROLL 8
 template <typename Load, typename F> __device__ __forceinline__ void row_pass(int n, Load load, F f)
 {
-    using T = decltype(load(0));
-    for (int base = threadIdx.x; base < n; base += (int)blockDim.x * ROW_UNROLL) {
-        T v[ROW_UNROLL];
-#pragma unroll
-        for (int u = 0; u < ROW_UNROLL; u++) {
-            const int i = base + u * (int)blockDim.x;
-            v[u] = i < n ? load(i) : T{};
-        }
-#pragma unroll
-        for (int u = 0; u < ROW_UNROLL; u++) {
-            const int i = base + u * (int)blockDim.x;
-            if (i < n)
-                f(i, v[u]);
-        }
-    }
+    strided_pass<ROW_UNROLL>((int)threadIdx.x, n, (int)blockDim.x, load, f);
 }
 
 // ---- embedding ---------------------------------------------------------------------------

@@ -215,27 +215,13 @@ __global__ void __launch_bounds__(AT_THREADS) mla_attn_kernel(const attn_args a)
     const int mt = warp >> 2, qq = warp & 3;
     const int32_t *sel = a.sel + (size_t)tt * a.topk;
 
-    // the CPU stops at the first -1 of the selection
-    if (tid == 0)
-        *n_s = a.topk;
     if (tid < AT_HG) {
         m_s[tid] = -INFINITY;
         l_s[tid] = 0.0f;
         alpha_s[tid] = 1.0f;
     }
-    __syncthreads();
-    // (8 selection entries per thread read before any is tested: a decode CTA walks one chunk,
-    // and a chain of dependent rounds here costs as much as its work)
-    for (int base = tid; base < a.topk; base += AT_THREADS * 8) {
-        int32_t sv[8];
-#pragma unroll
-        for (int u = 0; u < 8; u++)
-            sv[u] = base + u * AT_THREADS < a.topk ? sel[base + u * AT_THREADS] : 0;
-#pragma unroll
-        for (int u = 0; u < 8; u++)
-            if (sv[u] < 0)
-                atomicMin(n_s, base + u * AT_THREADS);
-    }
+    // the CPU stops at the first -1 of the selection (its barriers also publish the above)
+    const int n = mla_selection_len(sel, a.topk, n_s, tid, AT_THREADS);
     // q rows of this head group: [q_abs (L) | q_pe (R)], zero rows past H
     const int NR = a.N + a.R;
     if (a.q16) {
@@ -260,18 +246,18 @@ __global__ void __launch_bounds__(AT_THREADS) mla_attn_kernel(const attn_args a)
                     *reinterpret_cast<uint4 *>(Qs + (i / EP) * LDE + 8 * (i % EP)) = v[u];
             }
         }
-    } else
-    for (int i = tid; i < AT_HG * (E / 2); i += AT_THREADS) {
-        const int r = i / (E / 2), c = 2 * (i % (E / 2)), h = hg * AT_HG + r;
-        uint32_t v = 0;
-        if (h < a.H)
-            v = c < L ? *reinterpret_cast<const uint32_t *>(a.qabs + ((size_t)tt * a.H + h) * L + c)
-                      : *reinterpret_cast<const uint32_t *>(a.q + (size_t)tt * a.H * NR + (size_t)h * NR + a.N +
-                                                            (c - L));
-        *reinterpret_cast<uint32_t *>(Qs + r * LDE + c) = v;
+    } else {
+        for (int i = tid; i < AT_HG * (E / 2); i += AT_THREADS) {
+            const int r = i / (E / 2), c = 2 * (i % (E / 2)), h = hg * AT_HG + r;
+            uint32_t v = 0;
+            if (h < a.H)
+                v = c < L ? *reinterpret_cast<const uint32_t *>(a.qabs + ((size_t)tt * a.H + h) * L + c)
+                          : *reinterpret_cast<const uint32_t *>(a.q + (size_t)tt * a.H * NR + (size_t)h * NR + a.N +
+                                                                (c - L));
+            *reinterpret_cast<uint32_t *>(Qs + r * LDE + c) = v;
+        }
     }
     __syncthreads();
-    const int n = *n_s;
     const int s_id = a.seq[t];
     const int32_t *pg = a.pages + a.page_off[s_id];
     const int n_pos = (a.page_off[s_id + 1] - a.page_off[s_id]) * 64;
@@ -792,8 +778,7 @@ void cuda_op_mla_attention(struct dsd_backend *be, void *out, const void *q, con
             a.kv_fp8 = fp8;
             a.entry16 = fp8 && lay->mla_token_bytes % 16 == 0 && (L + 4 * (L / 128)) % 16 == 0 &&
                         ((uintptr_t)kv->mla) % 16 == 0;
-            a.q16 = N % 8 == 0 && R % 8 == 0 && (N + R) % 8 == 0 && ((uintptr_t)qt) % 16 == 0 &&
-                    ((uintptr_t)qabs) % 16 == 0;
+            a.q16 = N % 8 == 0 && R % 8 == 0 && ((uintptr_t)qt | (uintptr_t)qabs) % 16 == 0;
             a.sel = sel + (size_t)t0 * topk;
             a.topk = topk;
             a.seq = st->seq, a.page_off = st->page_off, a.pages = st->pages;

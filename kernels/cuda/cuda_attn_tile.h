@@ -8,6 +8,9 @@
 #include <stdint.h>
 
 #include "cuda_backend.h"
+#ifdef __CUDACC__
+#include "cuda_strided.h"
+#endif
 
 enum { MLA_SRC_CACHE, MLA_SRC_PAGES, MLA_SRC_SELECTED };
 
@@ -46,15 +49,18 @@ __device__ __forceinline__ const uint8_t *mla_src_row(const mla_tile_args &a, in
 }
 
 // The length of a token's selection: up to its first -1 (as the CPU's), found by the whole
-// CTA (nthreads threads) through *n_s in shared memory. Contains two __syncthreads.
+// CTA (nthreads threads) through *n_s in shared memory, 8 entries per thread read before any
+// is tested (a decode CTA walks one chunk, and a chain of dependent rounds here costs as much
+// as its work). Contains two __syncthreads.
 __device__ __forceinline__ int mla_selection_len(const int32_t *sel, int topk, int *n_s, int tid, int nthreads)
 {
     if (tid == 0)
         *n_s = topk;
     __syncthreads();
-    for (int i = tid; i < topk; i += nthreads)
-        if (sel[i] < 0)
+    strided_pass<8>(tid, topk, nthreads, [&](int i) { return sel[i]; }, [&](int i, int32_t p) {
+        if (p < 0)
             atomicMin(n_s, i);
+    });
     __syncthreads();
     return *n_s;
 }

@@ -25,6 +25,7 @@
 
 #include "cuda_attn_util.h"
 #include "cuda_backend.h"
+#include "cuda_strided.h"
 #include "cuda_wgmma.h"
 
 using namespace dsd_attn;
@@ -500,21 +501,8 @@ indexer_select_kernel(const float *__restrict__ logits, size_t ld_logits, const 
     // ncu on an H100.) The keys are the same either way, so the selection is too.
     const bool cached = CACHE && n <= cache_cap;
     if (cached) {
-        constexpr int U = 8;
-        for (int base = threadIdx.x; base < n; base += SELECT_THREADS * U) {
-            float v[U];
-#pragma unroll
-            for (int u = 0; u < U; u++) {
-                const int i = base + u * SELECT_THREADS;
-                v[u] = i < n ? row[i] : 0.0f;
-            }
-#pragma unroll
-            for (int u = 0; u < U; u++) {
-                const int i = base + u * SELECT_THREADS;
-                if (i < n)
-                    key_cache[i] = sort_key(v[u]);
-            }
-        }
+        strided_pass<8>((int)threadIdx.x, n, SELECT_THREADS, [&](int i) { return row[i]; },
+                        [&](int i, float v) { key_cache[i] = sort_key(v); });
         __syncthreads();
     }
     const auto key_at = [&](int i) {

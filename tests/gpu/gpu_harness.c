@@ -68,6 +68,11 @@ bool gh_racecheck(void)
     return racecheck;
 }
 
+enum dsd_cuda_attn_tile gh_attn_tile_auto(void)
+{
+    return racecheck ? DSD_CUDA_TILE_WGMMA : DSD_CUDA_TILE_AUTO;
+}
+
 int gh_iters(void)
 {
     return iters;
@@ -148,11 +153,7 @@ int gh_open(struct gh_ctx *h, struct gh_config *c)
         gh_fail("[%s] creating the CUDA backend: %s", c->name, err.msg);
         return -1;
     }
-    /* under racecheck, the attention's automatic choice without the warp-specialized engine,
-     * whose named-barrier and mbarrier handoffs racecheck reports as hazards it cannot follow
-     * (docs/TESTING.md) */
-    if (racecheck)
-        dsd_backend_cuda_set_attention_tile(h->gpu, DSD_CUDA_TILE_WGMMA);
+    dsd_backend_cuda_set_attention_tile(h->gpu, gh_attn_tile_auto());
     h->cpu = dsd_backend_cpu_new(&p, &err);
     if (!h->cpu) {
         gh_fail("[%s] creating the CPU backend: %s", c->name, err.msg);

@@ -41,6 +41,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "dsd_cuda.h"
 #include "ops.h"
 
 #define GH_SKIP 77                      /* exit status: no usable GPU */
@@ -52,6 +53,10 @@
 void gh_init(int argc, char **argv, const char *test_name);
 bool gh_tiny_only(void);
 bool gh_racecheck(void);
+/* The attention tile engine a test leaves a CUDA backend on (gh_open sets it): AUTO, or under
+ * --racecheck the two-warpgroup wgmma engine, since racecheck reports the warp-specialized
+ * engine's named-barrier and mbarrier handoffs as hazards it cannot follow (docs/TESTING.md). */
+enum dsd_cuda_attn_tile gh_attn_tile_auto(void);
 int gh_iters(void);
 /* 0 when every check passed, 1 after a failure, GH_SKIP when no GPU was usable. */
 int gh_finish(void);

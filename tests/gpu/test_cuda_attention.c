@@ -597,7 +597,7 @@ static bool attn_run_skipped(const struct attn_run *r)
 static void attn_auto(struct gh_ctx *h)
 {
     dsd_backend_cuda_set_attention_kernel(h->gpu, DSD_CUDA_ATTN_AUTO);
-    dsd_backend_cuda_set_attention_tile(h->gpu, gh_racecheck() ? DSD_CUDA_TILE_WGMMA : DSD_CUDA_TILE_AUTO);
+    dsd_backend_cuda_set_attention_tile(h->gpu, gh_attn_tile_auto());
 }
 
 static void test_attention_run(struct gh_ctx *h, struct attn_fixture *f, struct arenas *a, const struct batch *b,
