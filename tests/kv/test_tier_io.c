@@ -152,18 +152,20 @@ TEST(pages_on_disk_are_read_ahead_while_the_sequence_waits)
     ASSERT_EQ_INT(dsd_prefix_cache_adopt(pc, t, 300, &a), 4);
     dsd_kv_seq_release(kv, &a);
     dsd_prefix_cache_free(pc);                          /* drains: all 4 on disk */
-    /* a new cache (a restart) with slow reads: the sequence waits, never blocks */
-    pc = cache(kv, "ahead", 8, 150);
+    /* a new cache (a restart) with slow reads: the sequence waits, never blocks (a blocking
+     * call would take at least one read's 1,000 ms; the bound leaves a loaded 2-core machine
+     * with sanitizers half of that) */
+    pc = cache(kv, "ahead", 8, 1000);
     ASSERT_TRUE(pc != NULL);
     uint64_t t0 = now_ms();
     ASSERT_TRUE(dsd_prefix_cache_wait_for(pc, t, 299));
-    ASSERT_TRUE(now_ms() - t0 < 100);
+    ASSERT_TRUE(now_ms() - t0 < 500);
     int rounds = 0;
-    while (dsd_prefix_cache_wait_for(pc, t, 299) && rounds < 500) {
+    while (dsd_prefix_cache_wait_for(pc, t, 299) && rounds < 1000) {
         dsd_prefix_cache_io_wait(pc, 20);
         rounds++;
     }
-    ASSERT_TRUE(rounds < 500);
+    ASSERT_TRUE(rounds < 1000);
     struct dsd_prefix_cache_stats st;
     dsd_prefix_cache_stats(pc, &st);
     ASSERT_EQ_INT((int)st.prefetched, 4);
