@@ -19,6 +19,9 @@
 #   7. the remaining GPU tests (act, sample, generate, fp8_linear).
 # BASE_MODULE (optional): a libdsd_backend_cuda.so built from an earlier commit; steps 3 and 4
 # then time it beside BUILD's instead of the previous engines (for changes that are no knob).
+# CAND_ENGINES (optional): engine choices not yet the default (e.g. "moe_prefill=grouped
+# attn_tile=ws"): step 3 also times BUILD with them, and step 6 reads the counters of the
+# kernels they name in CAND_NCU (an ncu -k regex) at a 16K prefill chunk.
 # COMMIT names the source commit (default: git's HEAD of this checkout). Writes
 # $OUT/summary.txt (one line per step: PASS, FAIL or SKIP for lack of time) and exits non-zero
 # when a step failed. Commit the bench files under bench/results/ with date, commit and card.
@@ -73,6 +76,13 @@ else
     step "bench, the engines before 2026-12-07" 80 sh -c "'$bench' $B --engine attn_tile=mma --engine indexer=fp8 \
         --engine moe_prefill=serial --engine linear=lt --json '$OUT/bench_previous.json' > '$OUT/bench_previous.txt' 2>&1"
 fi
+if [ -n "${CAND_ENGINES:-}" ]; then
+    cand=""
+    for e in $CAND_ENGINES; do cand="$cand --engine $e"; done
+    # shellcheck disable=SC2086
+    step "bench, candidate engines ($CAND_ENGINES)" 80 sh -c "'$bench' $B $cand --json '$OUT/bench_cand.json' \
+        > '$OUT/bench_cand.txt' 2>&1"
+fi
 step "kernels" 45 sh -c "'$bench' --backend cuda --commit $commit --kernels --batches 1,8,64 \
     --json '$OUT/kernels.json' > '$OUT/kernels.txt' 2>&1"
 if [ -n "${BASE_MODULE:-}" ]; then
@@ -93,6 +103,12 @@ if command -v ncu >/dev/null; then
     step "ncu: decode attention, linears, top-k select and sampling at batch 1" 120 sh -c "ncu -k 'regex:mla_attn_kernel|mla_attn_combine|linstream|sample_kernel|indexer_select' \
         --launch-count 40 $SEC '$bench' --backend cuda --layers 1 --dense 1 --batches 1 --contexts 4096 \
         --chunks 4096 --reps 1 --warmup 0 > '$OUT/ncu_decode.txt' 2>&1"
+    if [ -n "${CAND_ENGINES:-}" ] && [ -n "${CAND_NCU:-}" ]; then
+        # shellcheck disable=SC2086
+        step "ncu: candidate kernels ($CAND_NCU) at a 16K chunk" 120 sh -c "ncu -k 'regex:$CAND_NCU' --launch-count 4 \
+            $SEC '$bench' --backend cuda $cand --layers 1 --dense 0 --batches 1 --contexts 2048 --chunks 16384 \
+            --reps 1 --warmup 0 > '$OUT/ncu_cand.txt' 2>&1"
+    fi
     # every kernel's duration in a one-layer decode bench (the ops that are several kernels,
     # attention above all, split into their parts); CSV, one row per launch
     step "ncu: every kernel's duration, decode batch 1" 100 sh -c "ncu --metrics gpu__time_duration.sum --csv \
