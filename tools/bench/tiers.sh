@@ -12,7 +12,8 @@
 # REQUESTS_PER_STREAM [4] requests per stream in the throughput runs; THROUGHPUT_KV_PAGES [the
 # TTFT runs' pool] the KV pool of the throughput runs (its daemon is restarted with it); DD_MB
 # [1024] the most of the cache file's written part the O_DIRECT read measures; KEEP_LOG [none] a file that
-# collects the daemons' logs.
+# collects the daemons' logs; DISKBENCH_LAYERS [2] the layers of deepseekd-diskbench's records
+# (the disk tier's read path alone, beside a plain O_DIRECT reader, in CACHE_DIR).
 #
 # Prints, in Markdown: the time to first token of one PROMPT_LEN-token prompt cold, then on a
 # device hit (the median of three), a host hit (its pages pushed to the host tier by two other
@@ -157,6 +158,14 @@ echo "Beside them:"
 echo
 echo "$COPIES" | sed 's/^/    /'
 awk -v b="$DD_BYTES" -v s="$DD" 'BEGIN { if (s > 0) printf "    disk read (dd, O_DIRECT, the written part of the cache file, %.0f MiB): %.2f GB/s\n", b / 1048576, b / s / 1e9 }'
+# the disk tier's own read path beside a 4 MiB O_DIRECT reader, on the same file system, without
+# the daemon (records of DISKBENCH_LAYERS layers: 2 = one layer and the MTP layer)
+if [ -x "$B/tools/bench/deepseekd-diskbench" ]; then
+    mkdir -p "$DIR/diskbench"
+    "$B/tools/bench/deepseekd-diskbench" "$DIR/diskbench" --pages "${STORED:-511}" \
+        --layers "${DISKBENCH_LAYERS:-2}" 2>&1 | sed 's/^/    /'
+    rm -rf "$DIR/diskbench"
+fi
 echo
 if [ -n "$STREAMS" ]; then
     if [ "$TKVP" != "$KVP" ]; then
