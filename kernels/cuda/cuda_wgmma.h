@@ -91,16 +91,36 @@ __device__ __forceinline__ void mbar_arrive(uint64_t *bar)
     const uint32_t a = (uint32_t)__cvta_generic_to_shared(bar);
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(a) : "memory");
 }
-// Blocks until the phase of the given parity has completed.
+// Blocks until the phase of the given parity has completed. Built with DSD_MBAR_WATCHDOG (the
+// CMake option DSD_CUDA_WATCHDOG, for the first GPU runs of a new pipeline), a wait that lasts
+// past MBAR_WAIT_LIMIT clock cycles (~4 s at Hopper's clocks; the pipelines' waits are micro-
+// to milliseconds, ~100x that under compute-sanitizer) traps: a phase that never completes (a
+// miscounted arrival) ends the launch with an error the host reports instead of hanging until
+// the test's timeout. Off by default: its clock reads cost the warp-specialized attention
+// kernel spills (ptxas, 2026-12-07).
+#define MBAR_WAIT_LIMIT (8ll << 30)
 __device__ __forceinline__ void mbar_wait(uint64_t *bar, int parity)
 {
     const uint32_t a = (uint32_t)__cvta_generic_to_shared(bar);
     uint32_t done = 0;
-    while (!done)
+#ifdef DSD_MBAR_WATCHDOG
+    long long t0 = 0;
+#endif
+    for (;;) {
         asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
                      : "=r"(done)
                      : "r"(a), "r"(parity)
                      : "memory");
+        if (done)
+            return;
+#ifdef DSD_MBAR_WATCHDOG
+        const long long t = clock64();
+        if (!t0)
+            t0 = t;
+        else if (t - t0 > MBAR_WAIT_LIMIT)
+            __trap();
+#endif
+    }
 }
 // One arrival on bar once every cp.async this thread has issued so far has landed (the
 // arrival is counted in the barrier's init count: .noinc).
