@@ -1098,6 +1098,21 @@ static void prefix_cache_open(struct dsd_engine *e, const struct dsd_kv_layout *
             dsd_kv_cache_total_pages(e->kv), cs.host_slots, cs.disk_slots, cs.disk_pages);
 }
 
+/* Host buffers the device copies into or out of every step (the sampled tokens; the
+ * speculative hidden states and logits): the backend's alloc_host memory, pinned on a GPU, so
+ * that those copies run at the link's rate (pageable memory is staged through the driver's
+ * own buffer, at a fraction of it: docs/SPECULATIVE.md). Zeroed. Released before the model. */
+static void *xfer_alloc(struct dsd_engine *e, size_t bytes)
+{
+    return e->model->ops->alloc_host(e->model->be, bytes);
+}
+
+static void xfer_free(struct dsd_engine *e, void *p)
+{
+    if (p)
+        e->model->ops->release_host(e->model->be, p);
+}
+
 /* The speculative buffers (sizes in struct dsd_engine), when speculation is on. */
 static int spec_alloc(struct dsd_engine *e)
 {
@@ -1105,11 +1120,11 @@ static int spec_alloc(struct dsd_engine *e)
         return 0;
     const size_t D = (size_t)e->model->cfg.hidden_size, V = (size_t)e->model->cfg.vocab_size;
     const size_t T = (size_t)e->p.max_batch_tokens, B = (size_t)e->p.max_batch, K = (size_t)e->spec_k;
-    e->spec_hid = malloc(T * D * sizeof(float));
-    e->spec_mtp_in = malloc(T * D * sizeof(float));
-    e->spec_mtp_hid = malloc(T * D * sizeof(float));
-    e->spec_logits = malloc(B * (K + 1) * V * sizeof(float));
-    e->spec_mtp_logits = malloc(B * V * sizeof(float));
+    e->spec_hid = xfer_alloc(e, T * D * sizeof(float));
+    e->spec_mtp_in = xfer_alloc(e, T * D * sizeof(float));
+    e->spec_mtp_hid = xfer_alloc(e, T * D * sizeof(float));
+    e->spec_logits = xfer_alloc(e, B * (K + 1) * V * sizeof(float));
+    e->spec_mtp_logits = xfer_alloc(e, B * V * sizeof(float));
     e->spec_p = malloc((K + 1) * V * sizeof(float));
     e->spec_resid = malloc(V * sizeof(float));
     e->spec_scratch = malloc(dsd_sample_scratch_bytes((int64_t)V));
@@ -1122,11 +1137,11 @@ static int spec_alloc(struct dsd_engine *e)
 
 static void spec_free(struct dsd_engine *e)
 {
-    free(e->spec_hid);
-    free(e->spec_mtp_in);
-    free(e->spec_mtp_hid);
-    free(e->spec_logits);
-    free(e->spec_mtp_logits);
+    xfer_free(e, e->spec_hid);
+    xfer_free(e, e->spec_mtp_in);
+    xfer_free(e, e->spec_mtp_hid);
+    xfer_free(e, e->spec_logits);
+    xfer_free(e, e->spec_mtp_logits);
     free(e->spec_p);
     free(e->spec_resid);
     free(e->spec_scratch);
@@ -1172,7 +1187,7 @@ static int load(struct dsd_engine *e)
         return rc;
     }
     e->srows = calloc((size_t)max_rows, sizeof *e->srows);
-    e->sres = calloc((size_t)max_rows, sizeof *e->sres);
+    e->sres = xfer_alloc(e, (size_t)max_rows * sizeof *e->sres);
     e->pen_owner = calloc((size_t)e->p.max_batch, sizeof *e->pen_owner);
     if (!e->srows || !e->sres || !e->pen_owner || spec_alloc(e)) {
         snprintf(e->failure, sizeof e->failure, "out of memory");
@@ -1382,11 +1397,11 @@ void dsd_engine_stop(struct dsd_engine *e)
     dsd_prefix_cache_free(e->pc);
     free(e->disk_cache_dir);
     dsd_kv_cache_free(e->kv);
+    xfer_free(e, e->sres);          /* the transfer buffers before the backend that made them */
+    spec_free(e);
     dsd_model_free(e->model);
     free(e->srows);
-    free(e->sres);
     free(e->pen_owner);
-    spec_free(e);
     free(e->plan_v);
     free(e->plan_s);
     dsd_sched_free(&e->sched);
