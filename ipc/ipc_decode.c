@@ -246,12 +246,14 @@ static int want_u32_array(struct dec *d, const msgpack_object *o, const char *ke
         return fail_oom(d);
     for (uint32_t i = 0; i < cnt; i++) {
         const msgpack_object *e = &o->via.array.ptr[i];
-        if (e->type != MSGPACK_OBJECT_POSITIVE_INTEGER || e->via.u64 > UINT32_MAX)
-            return fail_key(d, e->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
-                                       e->type == MSGPACK_OBJECT_NEGATIVE_INTEGER
-                                   ? DSD_IPC_E_BAD_VALUE
-                                   : DSD_IPC_E_WRONG_TYPE,
-                            key, "entry %u must be an integer in [0, 4294967295], got %s", i,
+        if (e->type == MSGPACK_OBJECT_POSITIVE_INTEGER && e->via.u64 > UINT32_MAX)
+            return fail_key(d, DSD_IPC_E_BAD_VALUE, key, "entry %u must be an integer in [0, 4294967295], got %llu",
+                            i, (unsigned long long)e->via.u64);
+        if (e->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+            return fail_key(d, DSD_IPC_E_BAD_VALUE, key, "entry %u must be an integer in [0, 4294967295], got %lld",
+                            i, (long long)e->via.i64);
+        if (e->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+            return fail_key(d, DSD_IPC_E_WRONG_TYPE, key, "entry %u must be an integer in [0, 4294967295], got %s", i,
                             type_desc(e));
         v[i] = (uint32_t)e->via.u64;
     }
@@ -634,6 +636,10 @@ static int want_stop(struct dec *d, const msgpack_object *v, const char *key,
         char k[32];
         snprintf(k, sizeof k, "%s[%u]", key, i);
         rc = want_str(d, &v->via.array.ptr[i], k, 1, DSD_IPC_MAX_STOP_LEN, &stop[i]);
+        /* a stop string is matched against the output text, which the engine keeps as C
+         * strings: a NUL inside would cut it short ("a\0b" would stop at "a") */
+        if (!rc && memchr(stop[i].ptr, 0, stop[i].len))
+            rc = fail_key(d, DSD_IPC_E_BAD_VALUE, k, "must not contain a NUL byte");
     }
     s->stop = stop;
     s->n_stop = n;

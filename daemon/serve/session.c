@@ -276,7 +276,7 @@ static int build_prompt(struct server *s, struct conn *c, const struct dsd_ipc_p
         } else {
             if (!c->has_shm) {
                 *code = DSD_IPC_E_RING_UNAVAILABLE;
-                return dsd_errf(err, -EINVAL, "generate: \"prompt_span\" needs shared memory: send shm_attach first");
+                return dsd_errf(err, -EINVAL, "\"prompt_span\" needs shared memory: send shm_attach first");
             }
             struct dsd_ipc_fail fail;
             if (dsd_shm_copy_prompt(&c->shm, p->span_offset, p->span_count, (uint32_t *)out->ids, &fail)) {

@@ -559,6 +559,13 @@ static void v_stop_empty(struct mp *m)
     msgpack_pack_array(&m->pk, 1);
     mp_s(m, "");
 }
+static void v_stop_nul(struct mp *m)
+{
+    msgpack_pack_array(&m->pk, 2);
+    mp_s(m, "x");
+    msgpack_pack_str(&m->pk, 3);
+    msgpack_pack_str_body(&m->pk, "a\0b", 3);    /* valid UTF-8, but it would match as "a" */
+}
 static void v_stop_long(struct mp *m)
 {
     char s[300];
@@ -670,6 +677,7 @@ TEST(bad_generate_fields)
     GEN_FAIL("stop", v_stop17, DSD_IPC_E_BAD_VALUE, "\"stop\" must have 0 to 16 entries");
     GEN_FAIL("stop", v_stop_empty, DSD_IPC_E_BAD_VALUE, "\"stop[0]\"");
     GEN_FAIL("stop", v_stop_long, DSD_IPC_E_BAD_VALUE, "257 bytes");
+    GEN_FAIL("stop", v_stop_nul, DSD_IPC_E_BAD_VALUE, "\"stop[1]\" must not contain a NUL byte");
     GEN_FAIL("stop", v_str_hot, DSD_IPC_E_WRONG_TYPE, "\"stop\" must be an array");
     GEN_FAIL("stop_token_ids", v_tok_neg, DSD_IPC_E_BAD_VALUE, "entry 1");
     GEN_FAIL("ring", v_neg, DSD_IPC_E_BAD_VALUE, "\"ring\"");
@@ -677,9 +685,9 @@ TEST(bad_generate_fields)
     GEN_FAIL("temperature", v_true, DSD_IPC_E_WRONG_TYPE, "\"temperature\"");
     GEN_FAIL("top_k", v_1_5, DSD_IPC_E_WRONG_TYPE, "\"top_k\"");
     /* Prompt forms. */
-    gen_with(__FILE__, __LINE__, "tokens", v_tok_neg, false, DSD_IPC_E_BAD_VALUE, "entry 1");
-    gen_with(__FILE__, __LINE__, "tokens", v_tok_str, false, DSD_IPC_E_WRONG_TYPE, "entry 1");
-    gen_with(__FILE__, __LINE__, "tokens", v_tok_big, false, DSD_IPC_E_BAD_VALUE, "entry 0");
+    gen_with(__FILE__, __LINE__, "tokens", v_tok_neg, false, DSD_IPC_E_BAD_VALUE, "entry 1 must be an integer in [0, 4294967295], got -1");
+    gen_with(__FILE__, __LINE__, "tokens", v_tok_str, false, DSD_IPC_E_WRONG_TYPE, "entry 1 must be an integer in [0, 4294967295], got a string");
+    gen_with(__FILE__, __LINE__, "tokens", v_tok_big, false, DSD_IPC_E_BAD_VALUE, "entry 0 must be an integer in [0, 4294967295], got 4294967296");
     gen_with(__FILE__, __LINE__, "tokens", v_empty_arr, false, DSD_IPC_E_BAD_VALUE,
              "must have 1 to");
     gen_with(__FILE__, __LINE__, "tokens", v_str_hot, false, DSD_IPC_E_WRONG_TYPE,
