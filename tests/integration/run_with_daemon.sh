@@ -4,6 +4,7 @@
 #
 #   run_with_daemon.sh DEEPSEEKD PROBE MODEL_DIR -- COMMAND [ARGS...]
 set -eu
+. "$(dirname "$0")/daemon_ready.sh"
 DAEMON=$1 PROBE=$2 MODEL=$3
 shift 3
 [ "$1" = "--" ] && shift
@@ -18,12 +19,7 @@ trap cleanup EXIT
 fail() { echo "FAIL $*"; echo "---- daemon log"; tail -n 30 "$T/daemon.log"; exit 1; }
 "$DAEMON" --model "$MODEL" --socket "$T/d.sock" --threads 2 > "$T/daemon.log" 2>&1 &
 dpid=$!
-for _ in $(seq 1 300); do
-    "$PROBE" --socket "$T/d.sock" health >/dev/null 2>&1 && break
-    kill -0 "$dpid" 2>/dev/null || fail "deepseekd exited"
-    sleep 0.1
-done
-"$PROBE" --socket "$T/d.sock" health >/dev/null 2>&1 || fail "deepseekd not ready"
+wait_ready "$PROBE" "$T/d.sock" "$dpid"
 rc=0
 DSD_SOCKET="$T/d.sock" "$@" || rc=$?
 kill -0 "$dpid" 2>/dev/null || fail "deepseekd died during the test"

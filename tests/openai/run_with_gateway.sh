@@ -12,6 +12,7 @@
 # name the daemon reports), DSD_GATEWAY (the binary), DSD_GATEWAY_LOG, DSD_DAEMON (the daemon's
 # binary) and DSD_MODEL_DIR.
 set -eu
+. "$(dirname "$0")/../integration/daemon_ready.sh"
 DAEMON=$1 GATEWAY=$2 PROBE=$3 MODEL=$4
 shift 4
 [ "$1" = "--" ] && shift
@@ -40,12 +41,7 @@ FORCED='<｜DSML｜function_calls>
 "$DAEMON" --model "$MODEL" --socket "$T/d.sock" --threads 2 \
     --test-force-trigger "[[force-tool-call]]" --test-force-output "$FORCED" > "$T/daemon.log" 2>&1 &
 dpid=$!
-for _ in $(seq 1 200); do
-    "$PROBE" --socket "$T/d.sock" health >/dev/null 2>&1 && break
-    kill -0 "$dpid" 2>/dev/null || fail "deepseekd exited"
-    sleep 0.1
-done
-"$PROBE" --socket "$T/d.sock" health >/dev/null 2>&1 || fail "deepseekd not ready"
+wait_ready "$PROBE" "$T/d.sock" "$dpid"
 
 # shellcheck disable=SC2086
 "$GATEWAY" --socket "$T/d.sock" --listen 127.0.0.1:0 $GW_FLAGS > "$T/gateway.log" 2>&1 &
