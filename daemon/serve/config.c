@@ -712,8 +712,36 @@ static char *trim(char *s)
     return s;
 }
 
+/* The largest configuration file read: the documented file is a few KiB, and a path that
+ * never ends (--config /dev/zero, a FIFO someone keeps writing) must not grow memory
+ * without bound. */
+#define CFG_FILE_MAX ((size_t)1 << 20)
+
+/* Reads all of f (at most CFG_FILE_MAX bytes) into a NUL-terminated buffer. Returns 0 with
+ * *out (free it) and *n, -EFBIG, -ENOMEM or -EIO. */
+static int read_capped(FILE *f, char **out, size_t *n)
+{
+    char *buf = malloc(CFG_FILE_MAX + 2);
+    if (!buf)
+        return -ENOMEM;
+    size_t got = fread(buf, 1, CFG_FILE_MAX + 1, f);
+    if (ferror(f)) {
+        free(buf);
+        return -EIO;
+    }
+    if (got > CFG_FILE_MAX) {
+        free(buf);
+        return -EFBIG;
+    }
+    buf[got] = 0;
+    *out = buf;
+    *n = got;
+    return 0;
+}
+
 /* Applies path's lines to cfg. origin[i] becomes the line that set key i. Returns 0,
- * -ENOENT (missing; err says so), -EINVAL (a bad line), or another negative errno. */
+ * -ENOENT (missing; err says so), -EINVAL (a bad line), -EFBIG (larger than
+ * CFG_FILE_MAX), or another negative errno. */
 static int apply_file(const char *path, struct dsd_serve_config *cfg, int origin[],
                       struct dsd_err *err)
 {
@@ -727,19 +755,30 @@ static int apply_file(const char *path, struct dsd_serve_config *cfg, int origin
         fclose(f);
         return dsd_errf(err, -EISDIR, "configuration file %s is a directory", path);
     }
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    int lineno = 0, rc = 0;
+    char *text = NULL;
+    size_t n = 0;
+    int rc = read_capped(f, &text, &n);
+    fclose(f);
+    if (rc == -EFBIG)
+        return dsd_errf(err, rc, "configuration file %s is larger than %zu KiB: not a deepseekd configuration",
+                        path, CFG_FILE_MAX >> 10);
+    if (rc)
+        return dsd_errf(err, rc, "cannot read configuration file %s: %s", path, strerror(-rc));
+    int lineno = 0;
     struct cfg_where w;
-    while ((len = getline(&line, &cap, f)) >= 0) {
+    for (char *line = text; line < text + n && rc == 0;) {
+        char *end = memchr(line, '\n', (size_t)(text + n - line));
+        char *next = end ? end + 1 : text + n;
+        if (end)
+            *end = 0;
         lineno++;
         snprintf(w.text, sizeof w.text, "%s:%d", path, lineno);
-        if ((size_t)len != strlen(line)) {
+        if (strlen(line) != (size_t)((end ? end : text + n) - line)) {
             rc = dsd_errf(err, -EINVAL, "%s: line contains a NUL byte", w.text);
             break;
         }
         char *s = trim(line);
+        line = next;
         if (*s == 0 || *s == '#')
             continue;
         char *eq = strchr(s, '=');
@@ -766,7 +805,14 @@ static int apply_file(const char *path, struct dsd_serve_config *cfg, int origin
             break;
         }
         size_t vn = strlen(value);
-        if (vn >= 2 && value[0] == '"' && value[vn - 1] == '"') {
+        const bool opens = vn >= 1 && value[0] == '"', closes = vn >= 2 && value[vn - 1] == '"';
+        if (opens != closes) {
+            char q[96];
+            rc = dsd_errf(err, -EINVAL, "%s: %s: unbalanced double quote in %s (quote the whole value or none of it)",
+                          w.text, k->name, quote_value(value, q, sizeof q));
+            break;
+        }
+        if (opens) {
             value[vn - 1] = 0;
             value++;
         }
@@ -774,10 +820,7 @@ static int apply_file(const char *path, struct dsd_serve_config *cfg, int origin
             break;
         origin[index] = lineno;
     }
-    if (rc == 0 && ferror(f))
-        rc = dsd_errf(err, -EIO, "cannot read configuration file %s", path);
-    free(line);
-    fclose(f);
+    free(text);
     return rc;
 }
 

@@ -425,6 +425,37 @@ TEST(syntax_errors)
     fclose(f);
     ASSERT_EQ_INT(load(&cfg, &err, "--config", conf_path, NULL), -EINVAL);
     ASSERT_CONTAINS(err.msg, "nul.conf:2: line contains a NUL byte");
+
+    /* A NUL byte in a last line without a newline. */
+    f = fopen(conf_path, "w");
+    fwrite("model = /m\nthreads = 1\0", 1, 24, f);
+    fclose(f);
+    ASSERT_EQ_INT(load(&cfg, &err, "--config", conf_path, NULL), -EINVAL);
+    ASSERT_CONTAINS(err.msg, "nul.conf:2: line contains a NUL byte");
+
+    /* A quote at one end of a value only. */
+    p = conf("model = \"/m\n");
+    ASSERT_EQ_INT(load(&cfg, &err, "--config", p, NULL), -EINVAL);
+    ASSERT_CONTAINS(err.msg, ":1: model: unbalanced double quote");
+    p = conf("model = /m\nthreads = 4\"\n");
+    ASSERT_EQ_INT(load(&cfg, &err, "--config", p, NULL), -EINVAL);
+    ASSERT_CONTAINS(err.msg, ":2: threads: unbalanced double quote");
+
+    /* A file that never ends (/dev/zero) or is far too large: refused without reading it all;
+     * one just under the limit (comment lines) loads */
+    ASSERT_EQ_INT(load(&cfg, &err, "--config", "/dev/zero", NULL), -EFBIG);
+    ASSERT_CONTAINS(err.msg, "/dev/zero is larger than 1024 KiB");
+    snprintf(conf_path, sizeof conf_path, "%s/big.conf", tmpdir);
+    f = fopen(conf_path, "w");
+    fputs("model = /m\n", f);
+    for (int i = 0; i < 16383; i++)
+        fputs("# .............................................................\n", f);     /* 64 bytes: 11 + 16383 x 64 = 1 MiB - 53 */
+    fclose(f);
+    ASSERT_EQ_INT(load(&cfg, &err, "--config", conf_path, NULL), 0);
+    f = fopen(conf_path, "a");
+    fputs("# .............................................................\n", f);         /* 64 more: past 1 MiB */
+    fclose(f);
+    ASSERT_EQ_INT(load(&cfg, &err, "--config", conf_path, NULL), -EFBIG);
 }
 
 /* cuda with exact numerics is refused on every build (exact runs on the CPU); a build
