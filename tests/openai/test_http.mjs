@@ -82,6 +82,9 @@ await check('malformed JSON is 400 invalid_request_error', async () => {
     assert.equal(e.type, 'invalid_request_error');
     assert.match(e.message, /parse/);
     isError(await post('chat/completions', '[1, 2]'), 400);
+    // U+0000 in a string (a stop string or a message): refused by name, not by the JSON library's flag
+    const nul = isError(await post('chat/completions', chat({ max_tokens: 2, stop: ['a\u0000b'] })), 400, null);
+    assert.match(nul.message, /may not contain U\+0000/);
     isError(await post('chat/completions', ''), 400);
     isError(await post('completions', '{"model": "' + model + '", "prompt": "x", "max_tokens": "ten"}'), 400, 'max_tokens');
     isError(await post('chat/completions', chat({ messages: 'hi' })), 400, 'messages');
