@@ -246,15 +246,20 @@ static int want_u32_array(struct dec *d, const msgpack_object *o, const char *ke
         return fail_oom(d);
     for (uint32_t i = 0; i < cnt; i++) {
         const msgpack_object *e = &o->via.array.ptr[i];
-        if (e->type == MSGPACK_OBJECT_POSITIVE_INTEGER && e->via.u64 > UINT32_MAX)
-            return fail_key(d, DSD_IPC_E_BAD_VALUE, key, "entry %u must be an integer in [0, 4294967295], got %llu",
-                            i, (unsigned long long)e->via.u64);
-        if (e->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-            return fail_key(d, DSD_IPC_E_BAD_VALUE, key, "entry %u must be an integer in [0, 4294967295], got %lld",
-                            i, (long long)e->via.i64);
-        if (e->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
-            return fail_key(d, DSD_IPC_E_WRONG_TYPE, key, "entry %u must be an integer in [0, 4294967295], got %s", i,
-                            type_desc(e));
+        if (e->type != MSGPACK_OBJECT_POSITIVE_INTEGER || e->via.u64 > UINT32_MAX) {
+            /* an integer out of range is named by its value, anything else by its type */
+            char got[32];
+            if (e->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+                snprintf(got, sizeof got, "%llu", (unsigned long long)e->via.u64);
+            else if (e->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+                snprintf(got, sizeof got, "%lld", (long long)e->via.i64);
+            else
+                snprintf(got, sizeof got, "%s", type_desc(e));
+            return fail_key(d, e->type == MSGPACK_OBJECT_POSITIVE_INTEGER || e->type == MSGPACK_OBJECT_NEGATIVE_INTEGER
+                                   ? DSD_IPC_E_BAD_VALUE
+                                   : DSD_IPC_E_WRONG_TYPE,
+                            key, "entry %u must be an integer in [0, 4294967295], got %s", i, got);
+        }
         v[i] = (uint32_t)e->via.u64;
     }
     *out = v;

@@ -766,19 +766,19 @@ static int apply_file(const char *path, struct dsd_serve_config *cfg, int origin
         return dsd_errf(err, rc, "cannot read configuration file %s: %s", path, strerror(-rc));
     int lineno = 0;
     struct cfg_where w;
-    for (char *line = text; line < text + n && rc == 0;) {
+    for (char *line = text, *next; line < text + n; line = next) {
         char *end = memchr(line, '\n', (size_t)(text + n - line));
-        char *next = end ? end + 1 : text + n;
-        if (end)
-            *end = 0;
+        if (!end)
+            end = text + n;             /* the last line, without a newline (text is NUL-terminated) */
+        *end = 0;
+        next = end + 1;
         lineno++;
         snprintf(w.text, sizeof w.text, "%s:%d", path, lineno);
-        if (strlen(line) != (size_t)((end ? end : text + n) - line)) {
+        if (strlen(line) != (size_t)(end - line)) {
             rc = dsd_errf(err, -EINVAL, "%s: line contains a NUL byte", w.text);
             break;
         }
         char *s = trim(line);
-        line = next;
         if (*s == 0 || *s == '#')
             continue;
         char *eq = strchr(s, '=');

@@ -182,8 +182,7 @@ int main(int argc, char **argv)
         ver[r] = (double)bytes / (now_s() - t0) / 1e9;
     }
     dsd_disk_tier_stats(dt, &st);
-    report("raw", raw, reps, 0);
-    qsort(raw, (size_t)reps, sizeof *raw, cmp_double);
+    report("raw", raw, reps, 0);                /* (sorts raw: raw[reps / 2] is its median) */
     report("get", get, reps, raw[reps / 2]);
     report("verify", ver, reps, 0);
     printf("get: %llu disk requests for %d x %d pages\n", (unsigned long long)st.read_requests, reps, n);

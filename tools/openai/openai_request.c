@@ -497,12 +497,10 @@ int oa_request_parse(enum oa_kind kind, const char *body, size_t len, struct oa_
     *param = NULL;
     json_error_t je;
     r->root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
-    if (!r->root && json_error_code(&je) == json_error_null_character)
-        return dsd_errf(err, -EINVAL, "We could not parse the JSON body of your request: strings may not contain "
-                        "U+0000 (line %d, column %d)", je.line, je.column);
     if (!r->root)
         return dsd_errf(err, -EINVAL, "We could not parse the JSON body of your request: %s (line %d, column %d)",
-                        je.text, je.line, je.column);
+                        json_error_code(&je) == json_error_null_character ? "strings may not contain U+0000" : je.text,
+                        je.line, je.column);
     if (!json_is_object(r->root)) {
         oa_request_free(r);
         return dsd_errf(err, -EINVAL, "The request body must be a JSON object");
