@@ -705,7 +705,7 @@ static const struct engine_knob {
     { .name = "attn_tile", .set = set_attn_tile, .values = { "auto", "mma", "wgmma", "ws" } },
     { .name = "indexer", .set = set_indexer, .values = { "auto", "bf16", "fp8", "wgmma" } },
     { .name = "ffn", .set = set_ffn, .values = { "auto", "stream", "gemm" } },
-    { .name = "moe_prefill", .set = set_moe_prefill, .values = { "auto", "serial", "lanes" } },
+    { .name = "moe_prefill", .set = set_moe_prefill, .values = { "auto", "serial", "lanes", "grouped" } },
     { .name = "linear", .set = set_linear, .values = { "auto", "lt", "stream" } },
 };
 

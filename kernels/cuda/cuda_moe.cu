@@ -2,7 +2,7 @@
 // kernels/cpu/cpu_moe.c with dsd_ref_moe_route in kernels/cpu/cpu_ref.c). Design in
 // docs/CUDA.md, "The dense MLP and the MoE block".
 //
-// One MoE call, every step enqueued on cb->stream (with moe_prefill = LANES the prefill experts
+// One MoE call, every step enqueued on cb->stream (with moe_prefill = LANES the cuBLASLt experts
 // on the side streams, forked and joined inside the call):
 //   1. router_logits_kernel: fp32 logits x . router[e], summed in dsd_ref_dot's exact order
 //      (8 interleaved lanes, then its fixed tree; no FMA contraction) so the logits are the
@@ -15,14 +15,16 @@
 //      of active experts; the shared expert is one more "expert" (id E) whose pairs are
 //      T*k + t, one per token.
 //   4. quant_kernel: x quantized per 1x128 group once per token (dsd_ref_act_quant).
-//   5. Experts, two paths chosen by the host int T (MOE_STREAM_MAX_T):
+//   5. Experts, paths chosen by the host int T (MOE_STREAM_MAX_T) and moe_prefill:
 //      - stream (decode): ffn_stream_kernel<GATEUP> reads each active expert's gate/up FP8
 //        rows once per block of rows and computes them for every pair routed to it (tiles of
 //        4 pairs), writes h = bf16(silu(bf16 g) * bf16 u); quant_kernel quantizes h per pair;
 //        ffn_stream_kernel<DOWN> gives y = bf16(down h) per pair. No host synchronization.
-//      - prefill (cuda_moe_lt.c): one synchronize to read the per-expert counts, then
-//        cuBLASLt block-scaled FP8 GEMMs per active expert on gathered rows (with LANES spread
-//        over the side streams).
+//      - larger steps, by default (moe_prefill = AUTO, GROUPED): cuda_moe_grouped.cu, every
+//        expert in grouped FP8 wgmma launches over 128-pair blocks; no host synchronization.
+//      - moe_prefill = LANES or SERIAL (cuda_moe_lt.c): one synchronize to read the
+//        per-expert counts, then cuBLASLt block-scaled FP8 GEMMs per active expert on
+//        gathered rows (LANES spreads them over the side streams).
 //   6. combine_kernel: out[t] = bf16(sum_s y[t,s] * w[t,s] in slot order + y_shared[t]),
 //      the CPU's order and rounding exactly (mul and add rounded separately).
 // The dense MLP is the same machinery with one "expert" and the identity pairs.
@@ -460,6 +462,33 @@ sort_scan_kernel(struct moe_sort s, int n_chunks, int T, int k, int E, bool shar
             s.active[na++] = E;
         *s.n_active = na;
     }
+}
+
+// The grouped prefill path's block list (cuda_moe_grouped.cu): blocks[i] = {expert, first
+// pair's index into perm, valid rows (<= rows)} for every run of `rows` pairs of one expert,
+// experts in id order; *n_blocks = their number.
+__global__ void __launch_bounds__(1024) moe_plan_kernel(int4 *__restrict__ blocks, int32_t *__restrict__ n_blocks,
+                                                        struct moe_sort s, int n_exp, int rows)
+{
+    __shared__ int ws[32];
+    __shared__ int carry;
+    if (threadIdx.x == 0)
+        carry = 0;
+    __syncthreads();
+    for (int base = 0; base < n_exp; base += 1024) {
+        const int e = base + threadIdx.x;
+        const int c = e < n_exp ? s.cnt[e] : 0, nb = (c + rows - 1) / rows;
+        int total;
+        const int first = carry + block_exclusive_sum(nb, ws, &total);
+        for (int b = 0; b < nb; b++)
+            blocks[first + b] = make_int4(e, s.off[e] + b * rows, c - b * rows < rows ? c - b * rows : rows, 0);
+        __syncthreads();            // every thread has read carry
+        if (threadIdx.x == 0)
+            carry += total;
+        __syncthreads();
+    }
+    if (threadIdx.x == 0)
+        *n_blocks = carry;
 }
 
 // moe_count (ops.h): hits[e] += tokens sent to routed expert e by this call
@@ -1110,7 +1139,14 @@ void cuda_op_moe(struct dsd_backend *be, void *out, const void *x, const struct 
                             (cb->ffn_path == DSD_CUDA_FFN_AUTO && T <= MOE_STREAM_MAX_T);
         struct moe_lt_bufs lb[CUDA_SIDE_STREAMS];
         memset(lb, 0, sizeof lb);
-        if (stream) {
+        const int n_exp = E + (shared ? 1 : 0);
+        const bool grouped = !stream && (cb->moe_prefill == DSD_CUDA_MOE_PREFILL_AUTO ||
+                                          cb->moe_prefill == DSD_CUDA_MOE_PREFILL_GROUPED);
+        struct moe_grouped_bufs gb;
+        memset(&gb, 0, sizeof gb);
+        if (grouped) {
+            gb.base = take(&c, cuda_moe_grouped_bytes(P, n_exp, Imax, NULL));
+        } else if (stream) {
             h = (__nv_bfloat16 *)take(&c, (size_t)P * Imax * 2);
             hq = (uint8_t *)take(&c, (size_t)P * Imax);
             hs = (float *)take(&c, (size_t)P * (Imax / 128) * sizeof(float));
@@ -1153,6 +1189,9 @@ void cuda_op_moe(struct dsd_backend *be, void *out, const void *x, const struct 
         if (stream) {
             const int n_slots = (Tk < E ? Tk : E) + (shared ? 1 : 0);
             run_stream(cb, &s, lt->table, NULL, n_slots, Tk, k, P, D, Imax, xq, xs, h, hq, hs, y, T == 1);
+        } else if (grouped) {
+            cuda_moe_grouped_bytes(P, n_exp, Imax, &gb);
+            cuda_moe_grouped_experts(cb, &s, lt->table, n_exp, Tk, k, D, Imax, xq, xs, &gb, y);
         } else {
             cuda_moe_lt_experts(cb, &s, lt->host, E, shared, T, k, xq, xs, lb, y);
         }
@@ -1281,6 +1320,22 @@ void cuda_moe_launch_swiglu_quant(struct cuda_backend *cb, cudaStream_t st, floa
     const int64_t warps = (int64_t)rows * groups;
     quant_kernel<float><<<(unsigned)((warps * 32 + 255) / 256), 256, 0, st>>>(
         hq, hs, h, m, rows, I, I, I, 1, rows, cb->base.dims.act_scale_ue8m0);
+    CU_LAUNCHED(cb);
+}
+
+void cuda_moe_launch_plan(struct cuda_backend *cb, void *blocks, int32_t *n_blocks, const struct moe_sort *s, int n_exp,
+                          int rows)
+{
+    moe_plan_kernel<<<1, 1024, 0, cb->stream>>>((int4 *)blocks, n_blocks, *s, n_exp, rows);
+    CU_LAUNCHED(cb);
+}
+
+void cuda_moe_launch_quant_bf16(struct cuda_backend *cb, uint8_t *q, float *s, const void *x, int rows, int K)
+{
+    const int groups = K / 128;
+    const int64_t warps = (int64_t)rows * groups;
+    quant_kernel<__nv_bfloat16><<<(unsigned)((warps * 32 + 255) / 256), 256, 0, cb->stream>>>(
+        q, s, (const __nv_bfloat16 *)x, rows, rows, K, K, K, groups, 1, cb->base.dims.act_scale_ue8m0);
     CU_LAUNCHED(cb);
 }
 

@@ -15,14 +15,14 @@
 extern "C" {
 #endif
 
-/* Tokens up to which the experts run in the weight-streaming kernels (no host
- * synchronization, graph-capturable); above it the prefill path synchronizes once per call
- * to read the per-expert counts and runs cuBLASLt FP8 GEMMs per active expert. Streaming reads
- * each hit expert once per tile of 4 pairs; a GEMM call per matrix costs ~20-30 us whatever
- * its size (docs/CUDA.md §3). Measured on an H100 at V3.2's shapes (test_cuda_moe's forced
- * sweep, 2026-12-06, docs/KERNELS.md): streaming wins up to 128 tokens (11.4 vs 13.3 ms at
- * 128, 6.5 vs 11.5 at 64) and loses at 256 (21.3 vs 14.6 ms). */
-#define MOE_STREAM_MAX_T 128
+/* Tokens up to which the experts run in the weight-streaming kernels; above it the grouped
+ * FP8 GEMMs (cuda_moe_grouped.cu, moe_prefill = AUTO or GROUPED) or cuBLASLt per expert
+ * (LANES, SERIAL: one host synchronization per call). Streaming and grouped are both free of
+ * host synchronization, so graph-capturable. Measured on an H100 at V3.2's shapes
+ * (test_cuda_moe's forced sweep, 2026-12-07, docs/KERNELS.md): streaming 1.26 ms at 8 tokens
+ * against grouped 1.46; at 16 tokens 2.25 against 2.03, at 32 3.68 against 2.72, at 128 10.9
+ * against 3.9. (Against cuBLASLt alone, 2026-12-06, streaming won up to 128 tokens.) */
+#define MOE_STREAM_MAX_T 8
 
 /* The same choice for the dense MLP, where every token is a pair of the one "expert", so
  * streaming re-reads the whole weight per tile of 4 tokens while one cuBLASLt GEMM per
@@ -81,8 +81,9 @@ struct moe_lt_bufs {
 /* Rows a prefill lane's buffers hold (cuda_moe_lt.c): an expert with more pairs runs in chunks. */
 #define MOE_LT_LANE_ROWS 2048
 
-/* Lanes (buffer sets, streams) the prefill experts use: CUDA_SIDE_STREAMS (the default: 1.7x
- * the serial order at 512 tokens on an H100), or 1 (the main stream) with moe_prefill = SERIAL. */
+/* Lanes (buffer sets, streams) the cuBLASLt prefill experts use: CUDA_SIDE_STREAMS with
+ * moe_prefill = LANES (1.7x the serial order at 512 tokens on an H100), or 1 (the main
+ * stream) with SERIAL. */
 static inline int cuda_moe_lt_lanes(const struct cuda_backend *cb)
 {
     return cb->moe_prefill == DSD_CUDA_MOE_PREFILL_SERIAL ? 1 : CUDA_SIDE_STREAMS;
@@ -104,6 +105,34 @@ void cuda_moe_lt_mlp(struct cuda_backend *cb, void *out, const uint8_t *xq, cons
  * logits [T][E] and the correction bias (F32 [E] or NULL). Device pointers; enqueued. */
 void cuda_moe_router_logits(struct cuda_backend *cb, float *logits, const void *x, const struct dsd_weight *rw, int T);
 void cuda_moe_route(struct cuda_backend *cb, int32_t *ids, float *wts, const float *logits, const float *bias, int T);
+
+/* Scratch of the grouped prefill path (cuda_moe_grouped.cu): the block list and the
+ * intermediate rows of GROUPED_CHUNK_BLOCKS blocks of 128 pairs (h bf16, hq/hs its 1x128
+ * quantization), carved from `base` by cuda_moe_grouped_bytes. */
+#define GROUPED_CHUNK_BLOCKS 256
+struct moe_grouped_bufs {
+    void *base;
+    void *blocks;       /* int4 [max_blocks] */
+    int32_t *n_blocks;  /* [1] */
+    void *h;            /* bf16 [chunk_blocks * 128][Imax] */
+    uint8_t *hq;        /* [chunk_blocks * 128][Imax] */
+    float *hs;          /* [chunk_blocks * 128][Imax / 128] */
+    int max_blocks, chunk_blocks;
+};
+/* Bytes of that scratch for P pairs over n_exp experts; with b non-NULL also carves b->base. */
+size_t cuda_moe_grouped_bytes(int P, int n_exp, int Imax, struct moe_grouped_bufs *b);
+/* The experts of one MoE call for T > MOE_STREAM_MAX_T, every pair in grouped launches (no
+ * host synchronization): y [P][D] bf16 per pair, as cuda_moe_lt_experts. table: the layer's
+ * device [n_exp] FFNs (routed, then the shared one). */
+void cuda_moe_grouped_experts(struct cuda_backend *cb, const struct moe_sort *s, const struct moe_ffn_w *table,
+                              int n_exp, int Tk, int k, int D, int Imax, const uint8_t *xq, const float *xs,
+                              const struct moe_grouped_bufs *b, void *y);
+/* The grouped path's block list from the sort's counts: blocks (int4 [max_blocks]) =
+ * {expert, first pair's index into perm, valid rows} per run of `rows` pairs of one expert. */
+void cuda_moe_launch_plan(struct cuda_backend *cb, void *blocks, int32_t *n_blocks, const struct moe_sort *s, int n_exp,
+                          int rows);
+/* quant_kernel over bf16 rows [rows][K] into q [rows][K] and s [rows][K/128] (row-major). */
+void cuda_moe_launch_quant_bf16(struct cuda_backend *cb, uint8_t *q, float *s, const void *x, int rows, int K);
 
 /* cuda_moe.cu launchers for cuda_moe_lt.c (enqueued on st, failures recorded). */
 /* Gathers the token rows of pairs perm[0..m) (pair p -> token p < Tk ? p / k : p - Tk; perm

@@ -8,11 +8,11 @@
  *
  * The MoE path synchronizes the stream ONCE per call: it downloads the per-expert counts
  * and offsets the device sort produced, to size and address one GEMM per active expert.
- * This is the only host synchronization of the MoE ops, and it only happens for prefill
- * (a step with more than MOE_STREAM_MAX_T tokens; decode steps never take this path, so
- * they stay graph-capturable).
+ * This is the only host synchronization of the MoE ops; the path is taken only when chosen
+ * (moe_prefill = LANES or SERIAL) for a step of more than MOE_STREAM_MAX_T tokens.
  *
- * By default (moe_prefill = AUTO or LANES; SERIAL keeps them on the main stream) the
+ * With moe_prefill = LANES (SERIAL keeps them on the main stream; the default, AUTO, takes
+ * the grouped kernels of cuda_moe_grouped.cu instead of this file) the
  * experts run on the backend's CUDA_SIDE_STREAMS side streams, forked from and joined back to
  * the main stream inside the call. At a 16K-token chunk a routed expert gets ~500
  * rows, and its gate/up GEMM (N = 2048) is ~64 output tiles: half of an H100's SMs. Lanes

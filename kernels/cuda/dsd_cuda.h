@@ -85,8 +85,15 @@ void dsd_backend_cuda_set_ffn_path(struct dsd_backend *be, enum dsd_cuda_ffn_pat
 
 /* Tests and benchmarks: how the prefill path runs the MoE experts' GEMMs: SERIAL, one expert
  * after another on the backend's stream, or LANES, spread over CUDA_SIDE_STREAMS side streams
- * (kernels/cuda/cuda_moe_lt.c). AUTO (the default) is LANES. */
-enum dsd_cuda_moe_prefill { DSD_CUDA_MOE_PREFILL_AUTO, DSD_CUDA_MOE_PREFILL_SERIAL, DSD_CUDA_MOE_PREFILL_LANES };
+ * (kernels/cuda/cuda_moe_lt.c), both cuBLASLt with one host synchronization per call; or
+ * GROUPED, every expert in grouped FP8 wgmma launches with none (kernels/cuda/cuda_moe_grouped.cu).
+ * AUTO (the default) is GROUPED. */
+enum dsd_cuda_moe_prefill {
+    DSD_CUDA_MOE_PREFILL_AUTO,
+    DSD_CUDA_MOE_PREFILL_SERIAL,
+    DSD_CUDA_MOE_PREFILL_LANES,
+    DSD_CUDA_MOE_PREFILL_GROUPED
+};
 void dsd_backend_cuda_set_moe_prefill(struct dsd_backend *be, enum dsd_cuda_moe_prefill m);
 
 /* Tests and benchmarks: how the FP8 block-scaled and bf16 linears of steps of at most
@@ -100,7 +107,7 @@ void dsd_backend_cuda_set_linear_path(struct dsd_backend *be, enum dsd_cuda_line
 /* The six choices above by name, for tools that reach the backend through the module
  * (deepseekd-bench --engine NAME=VALUE): "attention" (auto, per-token, tiled, tiled-pages,
  * tiled-gather), "attn_tile" (auto, mma, wgmma, ws), "indexer" (auto, bf16, fp8, wgmma), "ffn"
- * (auto, stream, gemm), "moe_prefill" (auto, serial, lanes), "linear" (auto, lt, stream). Returns 0, or -EINVAL (unknown
+ * (auto, stream, gemm), "moe_prefill" (auto, serial, lanes, grouped), "linear" (auto, lt, stream). Returns 0, or -EINVAL (unknown
  * name or value; err lists the values). */
 int dsd_backend_cuda_set_engine(struct dsd_backend *be, const char *name, const char *value, struct dsd_err *err);
 

@@ -86,6 +86,13 @@ if [ "${SANITIZE:-1}" != 0 ]; then
         for t in "${tests[@]}"; do
             name=$(basename "$t")
             for tool in memcheck racecheck; do
+                # test_cuda_fp8_linear's only own kernel is act_quant (racechecked through
+                # test_cuda_linear); its GEMMs are cuBLASLt's, whose TMA/mbarrier handoffs
+                # racecheck reports as hazards (2026-12-07, H100: 144 in nvjet_sm90_*_coopA)
+                if [ "$tool" = racecheck ] && [ "$name" = test_cuda_fp8_linear ]; then
+                    note "SKIP $name racecheck (cuBLASLt's kernels only)"
+                    continue
+                fi
                 echo "=== $name under $tool (tiny only)"
                 extra=()
                 [ "$tool" = racecheck ] && extra=(--racecheck)

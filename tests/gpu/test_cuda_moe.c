@@ -1,19 +1,22 @@
 /*
  * GPU host only (tests/gpu/run.sh): the CUDA dense MLP and MoE block (kernels/cuda/cuda_moe.cu,
- * cuda_moe_lt.c) against the CPU backend (kernels/cpu/cpu_moe.c, dsd_ref_moe_route).
+ * cuda_moe_grouped.cu, cuda_moe_lt.c) against the CPU backend (kernels/cpu/cpu_moe.c,
+ * dsd_ref_moe_route).
  *  - router logits: bit-exact against the CPU's F32_OUT linear (BF16 and F32 router weights);
  *  - routing: expert ids exact and weights within 2 ulp of dsd_ref_moe_route, on random
  *    logits, logits on a coarse grid (many exact ties in experts and group scores) and all-equal
  *    logits, with and without the correction bias;
  *  - mlp and moe outputs: relative error against the CPU backend (gate 1e-2: FP8 operands,
- *    bf16 rounding points identical, fp32 summation order free), T = 1, 4, 32 (streaming
- *    kernels), 512 and 2500 (the cuBLASLt prefill path, T > MOE_STREAM_MAX_T, experts one
- *    after another and spread over the side streams; at 2500 experts with more pairs than
- *    MOE_LT_LANE_ROWS run in row chunks);
+ *    bf16 rounding points identical, fp32 summation order free), T = 1, 4 (streaming
+ *    kernels), 32, 65, 512 and 2500 (T > MOE_STREAM_MAX_T: the grouped kernels, and from 512
+ *    up also the cuBLASLt path with experts one after another and spread over the side
+ *    streams; at 2500 experts with more pairs than MOE_LT_LANE_ROWS run in row chunks, and
+ *    the grouped path's experts span many 128-pair blocks);
  *  - configs: tiny, full V3.2 dims (7168 hidden, 256 experts top-8, 8 groups top-4, moe_inter
  *    2048, 1 shared, inter 18432), and "alt" (64 experts, 4 groups top-2, top-6, 2 shared,
  *    F32 router, no norm_topk_prob);
- *  - timings at full dims per path, with the bytes of the experts actually hit and GB/s.
+ *  - timings at full dims per path, with the bytes of the experts actually hit and GB/s, and
+ *    every path forced at 8-256 tokens (where the thresholds of cuda_moe.h come from).
  * At full dims 256 experts x 44 MB would take minutes to fill randomly: the experts share 8
  * random FP8 data blocks but each has its own random block scales, so every expert computes
  * something different. Outputs are poisoned (NaN) before every run. Exit 0 / 1 / 77.
@@ -331,10 +334,13 @@ static void run_ffn(struct gh_ctx *h, struct gh_wset *wc, struct gh_wset *wg, bo
     char shape[128];
     const bool streams = path == DSD_CUDA_FFN_STREAM ||
                          (path == DSD_CUDA_FFN_AUTO && T <= (moe ? MOE_STREAM_MAX_T : MLP_STREAM_MAX_T));
-    const bool lanes = moe && !streams && cuda_moe_lt_lanes(cuda(h->gpu)) > 1;
+    const enum dsd_cuda_moe_prefill mp = cuda(h->gpu)->moe_prefill;
+    const bool grouped = moe && !streams && (mp == DSD_CUDA_MOE_PREFILL_AUTO || mp == DSD_CUDA_MOE_PREFILL_GROUPED);
+    const bool lanes = moe && !streams && !grouped && cuda_moe_lt_lanes(cuda(h->gpu)) > 1;
     snprintf(shape, sizeof shape, "T=%d D=%d I=%lld %s%s%s", T, D,
-             (long long)(moe ? d->moe_intermediate_size : d->intermediate_size), streams ? "stream" : "cublaslt",
-             lanes ? " lanes" : "", path == DSD_CUDA_FFN_AUTO ? "" : " (forced)");
+             (long long)(moe ? d->moe_intermediate_size : d->intermediate_size),
+             streams ? "stream" : grouped ? "grouped" : "cublaslt", lanes ? " lanes" : "",
+             path == DSD_CUDA_FFN_AUTO ? "" : " (forced)");
     gh_check(h, op, shape, got, want, (size_t)T * D, 1e-2);
     /* run again on a poisoned output: deterministic (same bits) */
     if (gh_poison_act(h->gpu, og, T, D))
@@ -408,9 +414,11 @@ static void run_config(struct gh_config *c, enum dsd_dtype router_dtype, const i
         run_ffn(&h, &wc, &wg, false, Ts[i], timing, DSD_CUDA_FFN_AUTO);
         run_ffn(&h, &wc, &wg, true, Ts[i], timing, DSD_CUDA_FFN_AUTO);
         if (Ts[i] > MOE_STREAM_MAX_T) {
-            /* the prefill experts one after another on the main stream (the default spreads
-             * them over the side streams): the same values */
+            /* cuBLASLt per expert, one after another on the main stream: the same values */
             dsd_backend_cuda_set_moe_prefill(h.gpu, DSD_CUDA_MOE_PREFILL_SERIAL);
+            run_ffn(&h, &wc, &wg, true, Ts[i], timing, DSD_CUDA_FFN_AUTO);
+            /* cuBLASLt per expert over the side streams (the default is the grouped kernels) */
+            dsd_backend_cuda_set_moe_prefill(h.gpu, DSD_CUDA_MOE_PREFILL_LANES);
             run_ffn(&h, &wc, &wg, true, Ts[i], timing, DSD_CUDA_FFN_AUTO);
             dsd_backend_cuda_set_moe_prefill(h.gpu, DSD_CUDA_MOE_PREFILL_AUTO);
         }
@@ -423,6 +431,12 @@ static void run_config(struct gh_config *c, enum dsd_dtype router_dtype, const i
                 const enum dsd_cuda_ffn_path p = pth ? DSD_CUDA_FFN_GEMM : DSD_CUDA_FFN_STREAM;
                 run_ffn(&h, &wc, &wg, false, Tw[i], true, p);
                 run_ffn(&h, &wc, &wg, true, Tw[i], true, p);
+                if (pth) {
+                    /* cuBLASLt per expert at the same sizes (GEMM forced is the grouped kernels) */
+                    dsd_backend_cuda_set_moe_prefill(h.gpu, DSD_CUDA_MOE_PREFILL_LANES);
+                    run_ffn(&h, &wc, &wg, true, Tw[i], true, p);
+                    dsd_backend_cuda_set_moe_prefill(h.gpu, DSD_CUDA_MOE_PREFILL_AUTO);
+                }
             }
     }
 out:

@@ -7,7 +7,7 @@ Run: python3 tools/gen/wgmma_ops.py > kernels/cuda/cuda_wgmma_ops.h"""
 import sys
 
 BF16_SHAPES = (32, 64, 128, 192, 256)
-E4M3_SHAPES = (64, 256)
+E4M3_SHAPES = (64, 128, 256)
 
 out = []
 w = out.append
