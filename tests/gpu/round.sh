@@ -13,9 +13,10 @@
 #      .json);
 #   4. --kernels: every projection alone at 1, 8 and 64 tokens ($OUT/kernels.txt, .json);
 #   5. --determinism at batch 64 ($OUT/determinism.txt, .json);
-#   6. ncu of the prefill attention tile, of the decode step's attention, streaming linears,
-#      top-k selection and sampling at batch 1, and every kernel's duration in a one-layer
-#      decode bench ($OUT/ncu_*.txt, ncu_durations.csv);
+#   6. ncu of the prefill attention tile, of the grouped MoE experts at a 16K chunk, of the
+#      decode step's attention, streaming linears, top-k selection and sampling at batch 1,
+#      and every kernel's duration in a one-layer decode bench ($OUT/ncu_*.txt,
+#      ncu_durations.csv);
 #   7. the remaining GPU tests (act, sample, generate, fp8_linear).
 # BASE_MODULE (optional): a libdsd_backend_cuda.so built from an earlier commit; steps 3 and 4
 # then time it beside BUILD's instead of the previous engines (for changes that are no knob).
@@ -100,6 +101,11 @@ if command -v ncu >/dev/null; then
     step "ncu: attention tile at a 16K chunk" 120 sh -c "ncu -k regex:mla_wgmma --launch-skip 4 --launch-count 1 $SEC \
         '$bench' --backend cuda --layers 1 --dense 0 --batches 1 --contexts 2048 --chunks 16384 --reps 1 \
         --warmup 0 > '$OUT/ncu_attention_prefill.txt' 2>&1"
+    # the grouped MoE experts at a 16K chunk: launches 5-6 are the chunk's first gate/up and
+    # down (the four before are the 2,048-token KV fill's, one 128-pair block per expert)
+    step "ncu: grouped MoE experts at a 16K chunk" 90 sh -c "ncu -k regex:grouped_kernel --launch-skip 4 \
+        --launch-count 2 $SEC '$bench' --backend cuda --layers 1 --dense 0 --batches 1 --contexts 2048 \
+        --chunks 16384 --reps 1 --warmup 0 > '$OUT/ncu_moe_grouped.txt' 2>&1"
     step "ncu: decode attention, linears, top-k select and sampling at batch 1" 120 sh -c "ncu -k 'regex:mla_attn_kernel|mla_attn_combine|linstream|sample_kernel|indexer_select' \
         --launch-count 40 $SEC '$bench' --backend cuda --layers 1 --dense 1 --batches 1 --contexts 4096 \
         --chunks 4096 --reps 1 --warmup 0 > '$OUT/ncu_decode.txt' 2>&1"

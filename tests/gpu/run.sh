@@ -96,7 +96,7 @@ if [ "${SANITIZE:-1}" != 0 ]; then
                 echo "=== $name under $tool (tiny only)"
                 extra=()
                 [ "$tool" = racecheck ] && extra=(--racecheck)
-                OUT= compute-sanitizer --tool "$tool" --error-exitcode 99 "$t" --tiny-only --iters 1 "${extra[@]}" \
+                OUT='' compute-sanitizer --tool "$tool" --error-exitcode 99 "$t" --tiny-only --iters 1 "${extra[@]}" \
                     >"$OUT/$name.$tool.log" 2>&1
                 s=$?
                 tail -n 3 "$OUT/$name.$tool.log"
