@@ -1,7 +1,8 @@
-// The MoE block's prefill experts as grouped FP8 GEMMs on Hopper's warpgroup MMA
-// (moe_prefill = grouped): every routed (token, expert) pair and the shared expert's pairs in
-// a few launches, with no host synchronization (the per-expert counts stay on the device).
-// Design and measured history: docs/KERNELS.md, "MoE experts at prefill".
+// The MoE block's experts for steps of more than MOE_STREAM_MAX_T tokens as grouped FP8 GEMMs
+// on Hopper's warpgroup MMA (moe_prefill = auto or grouped): every routed (token, expert)
+// pair and the shared expert's pairs in a few launches, with no host synchronization (the
+// per-expert counts stay on the device, so decode steps with these launches are recorded as
+// graphs). Design and measured history: docs/KERNELS.md, "Grouped FP8 experts".
 //
 //   1. cuda_moe_launch_plan (cuda_moe.cu, beside the sort whose prefix sum it shares): the
 //      per-expert counts become a list of 128-row blocks, each inside one expert's run of
@@ -18,9 +19,11 @@
 // accumulator (wgmma with scale-d 0) and is added to the result times (row's activation
 // scale x the expert's 128x128 weight scale), the order of the CPU's cpu_linear_rows.
 // The CTA: 256 threads, two warpgroups of 64 rows each; every thread also issues its share
-// of the cp.async loads of a 6-stage ring (4 K blocks in flight beyond the two multiplied) (A tile 128 x 128 B, B tile 128 x 128 B, 128 A
-// scales per stage; tiles 128-byte swizzled as cuda_wgmma.h describes, K-major: the only
-// layout e4m3 wgmma takes). CUDA C++ only; no code from other projects.
+// of the cp.async loads of a 6-stage ring, 4 K blocks in flight beyond the two being
+// multiplied (per stage: A tile 128 x 128 B, B tile 128 x 128 B, 128 A scales; tiles
+// 128-byte swizzled as cuda_wgmma.h describes, K-major: the only layout e4m3 wgmma takes).
+// Hand-written because no library has it: cuBLASLt has no grouped block-scaled FP8 GEMM
+// (docs/KERNELS.md). CUDA C++ only; no code from other projects.
 #include <cuda_bf16.h>
 #include <stdint.h>
 
@@ -36,7 +39,7 @@ using namespace dsd_attn;
 
 #define GB_ROWS 128                     // rows of a block (two warpgroups of 64)
 #define GB_STAGES 6
-#define GB_AHEAD (GB_STAGES - 2)      // K blocks in flight beyond the two multiplied
+#define GB_AHEAD (GB_STAGES - 2)        // K blocks in flight beyond the two multiplied
 #ifndef GB_BAND
 #define GB_BAND 8                       // row blocks a band of CTAs walks together (L2 reuse)
 #endif
@@ -44,8 +47,6 @@ using namespace dsd_attn;
 #define GB_STAGE_BYTES (2 * GB_TILE + 1024)     // A, B, A scales (512 B), 1 KB aligned
 #define GB_SMEM (GB_STAGES * GB_STAGE_BYTES + GB_ROWS * 4 + 1024)
 #define GB_THREADS 256
-
-// ---- 2. the grouped GEMM ----------------------------------------------------------------------
 
 // 4-byte global -> shared copy (cp.async.ca: the only form for fewer than 16 bytes)
 __device__ __forceinline__ void cp_async4(void *smem, const void *gmem)
