@@ -1,7 +1,7 @@
 // The MoE block's experts for steps of more than MOE_STREAM_MAX_T tokens as grouped FP8 GEMMs
 // on Hopper's warpgroup MMA (moe_prefill = auto or grouped): every routed (token, expert)
 // pair and the shared expert's pairs in a few launches, with no host synchronization (the
-// per-expert counts stay on the device, so decode steps with these launches are recorded as
+// per-expert counts stay on the device, so decode steps with these launches can be recorded as
 // graphs). Design and measured history: docs/KERNELS.md, "Grouped FP8 experts".
 //
 //   1. cuda_moe_launch_plan (cuda_moe.cu, beside the sort whose prefix sum it shares): the
