@@ -9,7 +9,8 @@
  *   profile covering the layer ops with a floor for each op that has one, the table on stdout;
  * - the output of `deepseekd-bench --quick --kernels` (the bench_kernels_quick fixture): a
  *   line per projection of the tiny model and batch size, each time and floor positive and
- *   the ratio theirs, the floor the longer of bytes and FLOPs;
+ *   the ratio theirs, the floor the longer of bytes and FLOPs; and the MoE block alone at
+ *   each batch and chunk size, its floor never below its pairs' FLOPs;
  * - the output of `deepseekd-bench --quick --determinism --threads 2 --batches 1,7` (the
  *   bench_determinism_quick fixture), and the same with --config
  *   tests/data/configs/alt-small.json --batches 1,5: on the CPU backend every decode row and the prefill
@@ -295,6 +296,27 @@ TEST(kernels_json)
     }
     ASSERT_EQ_INT(named_q_a, 2);
     ASSERT_EQ_INT(named_lm, 2);
+    /* the MoE block alone at each --quick batch (1, 4) and chunk (32, 128) */
+    struct dsd_model_config cfg;
+    ASSERT_EQ_INT(mkmodel_preset("tiny", &cfg), 0);
+    const double pair_flops = 2.0 * 3.0 * (double)cfg.hidden_size * (double)cfg.moe_intermediate_size;
+    json_t *ops = json_object_get(r, "ops");
+    ASSERT_EQ_INT(json_array_size(ops), 4);
+    int seen = 0;
+    json_array_foreach(ops, i, e) {
+        const double T = num(e, "T"), ms = num(e, "ms"), fl = num(e, "floor_ms"), ratio = num(e, "ratio");
+        ASSERT_TRUE(!strcmp(json_string_value(json_object_get(e, "op")), "moe"));
+        ASSERT_TRUE(num(e, "layer") == 1);     /* the bench model: one dense layer, then MoE */
+        seen |= (T == 1) << 0 | (T == 4) << 1 | (T == 32) << 2 | (T == 128) << 3;
+        ASSERT_TRUE(ms > 0 && fl > 0 && fabs(ratio - ms / fl) <= 1e-3 * ratio);
+        /* every token's routed and shared pairs at the measured FP8 rate: the floor is never below */
+        const double pairs = T * (cfg.num_experts_per_tok + cfg.n_shared_experts);
+        ASSERT_TRUE(fl >= pairs * pair_flops / (gemm * 1e12) * 1e3 * (1 - 1e-3));
+        /* experts expected: E (1 - (1 - k/E)^T), at most E */
+        const double ex = num(e, "experts_expected");
+        ASSERT_TRUE(ex > 0 && ex <= cfg.n_routed_experts + 1e-9);
+    }
+    ASSERT_EQ_INT(seen, 15);
     json_decref(r);
 }
 

@@ -49,7 +49,8 @@ static const char usage[] =
     "  --engine NAME=VALUE  a CUDA kernel choice (attention, attn_tile, indexer, ffn, moe_prefill,\n"
     "               linear; e.g. attn_tile=mma), recorded in the output; up to 8\n"
     "  --kernels    after the floors, only the per-kernel table: every projection of the model\n"
-    "               alone at each --batches size, beside its floor (bytes or FLOPs)\n"
+    "               alone at each --batches size, then the MoE block alone at each --batches\n"
+    "               and --chunks size, each beside its floor (bytes or FLOPs)\n"
     "  --determinism  after filling the KV, only the determinism report: one decode step of the\n"
     "               largest --batches size at the longest --contexts run three times and a\n"
     "               prefill chunk of the largest --chunks twice (bitwise equal?), and three\n"
@@ -352,13 +353,96 @@ out:
     return rc;
 }
 
+/* The MoE block alone (--kernels): routing, the experts on the backend's path for T tokens
+ * (weight streaming or the grouped GEMMs on a GPU), the combine. */
+struct moe_job {
+    void *out;
+    const void *x;
+    const struct dsd_layer_weights *lw;
+    int T;
+};
+
+static void do_moe(struct bench *b, void *ctx)
+{
+    const struct moe_job *j = ctx;
+    b->m->ops->moe(b->m->be, j->out, j->x, j->lw, j->T);
+}
+
+/* The "ops" rows of --kernels: the first MoE layer's block alone at each size in sizes[]
+ * (the decode batches, then the prefill chunks), beside the moe op's floor (bench_op_need:
+ * the experts a batch of T tokens is expected to hit, read once, or the FLOPs of its pairs,
+ * whichever is longer). x: T_max random activation rows. Returns 0 or the error. */
+static int bench_kernels_moe(struct bench *b, const struct dsd_layer_weights *ml, int layer, const int *sizes,
+                             int n_sizes, FILE *j)
+{
+    struct dsd_model *m = b->m;
+    const struct dsd_ops *o = m->ops;
+    const int D = (int)m->cfg.hidden_size;
+    int maxT = 1;
+    for (int i = 0; i < n_sizes; i++)
+        maxT = sizes[i] > maxT ? sizes[i] : maxT;
+    const size_t act = dsd_backend_act_bytes(m->be);
+    float *hx = malloc((size_t)maxT * D * sizeof(float));
+    void *x32 = o->alloc(m->be, (size_t)maxT * D * sizeof(float)), *x = o->alloc(m->be, (size_t)maxT * D * act);
+    void *out = o->alloc(m->be, (size_t)maxT * D * act);
+    int rc = 0;
+    if (!hx || !x32 || !x || !out) {
+        rc = dsd_errf(&b->err, -ENOMEM, "no memory for the MoE block's activations (%d x %d)", maxT, D);
+        goto out;
+    }
+    for (size_t i = 0; i < (size_t)maxT * D; i++)
+        hx[i] = (float)(rng_next(&b->rng) >> 40) / (float)(1 << 24) * 2.0f - 1.0f;
+    o->upload(m->be, x32, hx, (size_t)maxT * D * sizeof(float));
+    o->from_f32(m->be, x, x32, maxT, D);
+    printf("\nthe MoE block alone (layer %d: routing, experts, combine; median of %d calls after %d), beside its floor\n",
+           layer, b->reps, b->warmup);
+    if (j)
+        fprintf(j, "\"ops\": [\n");
+    for (int i = 0; i < n_sizes && !rc; i++) {
+        struct moe_job mj = { .out = out, .x = x, .lw = ml, .T = sizes[i] };
+        for (int k = 0; k < b->warmup; k++)
+            do_moe(b, &mj);
+        const double ms = time_op(b, do_moe, &mj, b->reps);
+        if (ms <= 0) {
+            rc = ms < 0 ? -EIO : dsd_errf(&b->err, -EIO, "the MoE block took no time");
+            break;
+        }
+        struct figure f = {0};
+        const struct bench_step st = { .seqs = 1, .tokens = sizes[i], .pos0 = 0, .rows = 0 };
+        if (!bench_op_need(m, "moe", layer, &st, &f.need)) {
+            rc = dsd_errf(&b->err, -EINVAL, "no floor for the MoE block of layer %d", layer);
+            break;
+        }
+        set_floor(b, &f);
+        const char *kind = f.mem_ms >= f.flop_ms ? "bytes" : "flops";
+        printf("  moe  T=%-6d %10.4f ms  floor %9.4f ms (%s)  x%5.2f  (%.1f experts expected)\n", sizes[i], ms,
+               f.floor_ms, kind, ms / f.floor_ms, f.need.experts_hit);
+        if (j)
+            fprintf(j,
+                    "%s  {\"op\": \"moe\", \"layer\": %d, \"T\": %d, \"ms\": %.9g, \"floor_ms\": %.9g, "
+                    "\"floor\": \"%s\", \"ratio\": %.9g, \"experts_expected\": %.9g}",
+                    i ? ",\n" : "", layer, sizes[i], ms, f.floor_ms, kind, ms / f.floor_ms, f.need.experts_hit);
+    }
+    if (j)
+        fprintf(j, "\n],\n");
+out:
+    free(hx);
+    void *d[] = { x32, x, out };
+    for (int i = 0; i < 3; i++)
+        if (d[i])
+            o->release(m->be, d[i]);
+    return rc;
+}
+
 /* ---- --kernels: each linear alone ------------------------------------------------------ */
 
 /* Every projection of the model's first dense and first MoE layer and the LM head, at each
  * decode batch size, on the model's own weights: the median time of one linear op beside its
  * floor (the weight and activation bytes over the copy rate, or the FLOPs over the FP8 GEMM
- * rate, whichever is longer). Writes the "kernels" array of the JSON when j is set. */
-static int bench_kernels(struct bench *b, const int *batches, int n_batches, FILE *j)
+ * rate, whichever is longer); then the first MoE layer's block alone at each batch size and
+ * prefill chunk (bench_kernels_moe). Writes the "kernels" and "ops" arrays of the JSON when j
+ * is set. */
+static int bench_kernels(struct bench *b, const int *batches, int n_batches, const int *chunks, int n_chunks, FILE *j)
 {
     struct dsd_model *m = b->m;
     const struct dsd_ops *o = m->ops;
@@ -478,6 +562,14 @@ static int bench_kernels(struct bench *b, const int *batches, int n_batches, FIL
         }
     if (j)
         fprintf(j, "\n],\n");
+    if (!rc && ml) {
+        int sizes[2 * MAX_LIST], n_sizes = 0;
+        for (int i = 0; i < n_batches && n_sizes < 2 * MAX_LIST; i++)
+            sizes[n_sizes++] = batches[i];
+        for (int i = 0; i < n_chunks && n_sizes < 2 * MAX_LIST; i++)
+            sizes[n_sizes++] = chunks[i];
+        rc = bench_kernels_moe(b, ml, (int)(ml - w->layers), sizes, n_sizes, j);
+    }
 out:
     free(hx);
     void *d[] = { dx32, dx, dout };
@@ -979,7 +1071,7 @@ int main(int argc, char **argv)
             fprintf(kj, "{\n\"tool\": \"deepseekd-bench\", \"format\": 1, \"date\": \"%s\", \"commit\": \"%s\", "
                         "\"device\": \"%s\", \"engines\": \"%s\", \"copy_gbps\": %.9g, \"gemm_tflops\": %.9g,\n",
                     date, commit, device, engine_line[0] ? engine_line + 1 : "", b.copy_gbps, b.gemm_tflops);
-        const int krc = bench_kernels(&b, batches, n_batches, kj);
+        const int krc = bench_kernels(&b, batches, n_batches, chunks, n_chunks, kj);
         if (kj) {
             fprintf(kj, "\"ok\": %s\n}\n", krc ? "false" : "true");
             fclose(kj);
