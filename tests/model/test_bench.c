@@ -9,8 +9,9 @@
  *   profile covering the layer ops with a floor for each op that has one, the table on stdout;
  * - the output of `deepseekd-bench --quick --kernels` (the bench_kernels_quick fixture): a
  *   line per projection of the tiny model and batch size, each time and floor positive and
- *   the ratio theirs, the floor the longer of bytes and FLOPs; and the MoE block alone at
- *   each batch and chunk size, its floor never below its pairs' FLOPs;
+ *   the ratio theirs, the floor the longer of bytes and FLOPs; the MoE block alone at each
+ *   batch and chunk size, its floor never below its pairs' FLOPs; the sampler's three modes
+ *   at each batch size beside one read of the logits rows;
  * - the output of `deepseekd-bench --quick --determinism --threads 2 --batches 1,7` (the
  *   bench_determinism_quick fixture), and the same with --config
  *   tests/data/configs/alt-small.json --batches 1,5: on the CPU backend every decode row and the prefill
@@ -301,11 +302,22 @@ TEST(kernels_json)
     ASSERT_EQ_INT(mkmodel_preset("tiny", &cfg), 0);
     const double pair_flops = 2.0 * 3.0 * (double)cfg.hidden_size * (double)cfg.moe_intermediate_size;
     json_t *ops = json_object_get(r, "ops");
-    ASSERT_EQ_INT(json_array_size(ops), 4);
-    int seen = 0;
+    /* 4 sizes of the MoE block, then the sampler: 3 modes x the 2 batches */
+    ASSERT_EQ_INT(json_array_size(ops), 4 + 3 * 2);
+    int seen = 0, sampled = 0;
     json_array_foreach(ops, i, e) {
         const double T = num(e, "T"), ms = num(e, "ms"), fl = num(e, "floor_ms"), ratio = num(e, "ratio");
-        ASSERT_TRUE(!strcmp(json_string_value(json_object_get(e, "op")), "moe"));
+        const char *op = json_string_value(json_object_get(e, "op"));
+        ASSERT_TRUE(op != NULL);
+        if (op && !strcmp(op, "sample")) {
+            /* one read of the logits rows: T x vocab x 4 bytes, at the measured copy rate */
+            ASSERT_TRUE(T == 1 || T == 4);
+            ASSERT_TRUE(ms > 0 && fabs(ratio - ms / fl) <= 1e-3 * ratio);
+            ASSERT_TRUE(fabs(fl - T * cfg.vocab_size * 4.0 / (copy * 1e9) * 1e3) <= 1e-6 * fl);
+            sampled++;
+            continue;
+        }
+        ASSERT_TRUE(op && !strcmp(op, "moe"));
         ASSERT_TRUE(num(e, "layer") == 1);     /* the bench model: one dense layer, then MoE */
         seen |= (T == 1) << 0 | (T == 4) << 1 | (T == 32) << 2 | (T == 128) << 3;
         ASSERT_TRUE(ms > 0 && fl > 0 && fabs(ratio - ms / fl) <= 1e-3 * ratio);
@@ -317,6 +329,7 @@ TEST(kernels_json)
         ASSERT_TRUE(ex > 0 && ex <= cfg.n_routed_experts + 1e-9);
     }
     ASSERT_EQ_INT(seen, 15);
+    ASSERT_EQ_INT(sampled, 6);
     json_decref(r);
 }
 

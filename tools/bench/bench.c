@@ -50,7 +50,8 @@ static const char usage[] =
     "               linear; e.g. attn_tile=mma), recorded in the output; up to 8\n"
     "  --kernels    after the floors, only the per-kernel table: every projection of the model\n"
     "               alone at each --batches size, then the MoE block alone at each --batches\n"
-    "               and --chunks size, each beside its floor (bytes or FLOPs)\n"
+    "               and --chunks size and the sampler at each --batches size, each beside\n"
+    "               its floor (bytes or FLOPs)\n"
     "  --determinism  after filling the KV, only the determinism report: one decode step of the\n"
     "               largest --batches size at the longest --contexts run three times and a\n"
     "               prefill chunk of the largest --chunks twice (bitwise equal?), and three\n"
@@ -373,7 +374,7 @@ static void do_moe(struct bench *b, void *ctx)
  * the experts a batch of T tokens is expected to hit, read once, or the FLOPs of its pairs,
  * whichever is longer). x: T_max random activation rows. Returns 0 or the error. */
 static int bench_kernels_moe(struct bench *b, const struct dsd_layer_weights *ml, int layer, const int *sizes,
-                             int n_sizes, FILE *j)
+                             int n_sizes, FILE *j, int *n_rows)
 {
     struct dsd_model *m = b->m;
     const struct dsd_ops *o = m->ops;
@@ -396,8 +397,6 @@ static int bench_kernels_moe(struct bench *b, const struct dsd_layer_weights *ml
     o->from_f32(m->be, x, x32, maxT, D);
     printf("\nthe MoE block alone (layer %d: routing, experts, combine; median of %d calls after %d), beside its floor\n",
            layer, b->reps, b->warmup);
-    if (j)
-        fprintf(j, "\"ops\": [\n");
     for (int i = 0; i < n_sizes && !rc; i++) {
         struct moe_job mj = { .out = out, .x = x, .lw = ml, .T = sizes[i] };
         for (int k = 0; k < b->warmup; k++)
@@ -421,13 +420,100 @@ static int bench_kernels_moe(struct bench *b, const struct dsd_layer_weights *ml
             fprintf(j,
                     "%s  {\"op\": \"moe\", \"layer\": %d, \"T\": %d, \"ms\": %.9g, \"floor_ms\": %.9g, "
                     "\"floor\": \"%s\", \"ratio\": %.9g, \"experts_expected\": %.9g}",
-                    i ? ",\n" : "", layer, sizes[i], ms, f.floor_ms, kind, ms / f.floor_ms, f.need.experts_hit);
+                    (*n_rows)++ ? ",\n" : "", layer, sizes[i], ms, f.floor_ms, kind, ms / f.floor_ms,
+                    f.need.experts_hit);
     }
-    if (j)
-        fprintf(j, "\n],\n");
 out:
     free(hx);
     void *d[] = { x32, x, out };
+    for (int i = 0; i < 3; i++)
+        if (d[i])
+            o->release(m->be, d[i]);
+    return rc;
+}
+
+/* The sampler alone (--kernels): `rows` rows of random logits, every row with the same
+ * parameters, through the backend's sample op (its rows and picks in backend memory). */
+struct sample_job {
+    struct dsd_sample_result *out;
+    const float *logits;
+    const struct dsd_sample_row *rows;
+    int n;
+};
+
+static void do_sample(struct bench *b, void *ctx)
+{
+    const struct sample_job *j = ctx;
+    b->m->ops->sample(b->m->be, j->out, j->logits, j->rows, j->n, NULL, b->m->cfg.vocab_size);
+}
+
+/* The "ops" rows of the sampler: greedy, top-k 50 and top-p 0.9 (with 5 logprobs: the
+ * slowest request a client can make) at each --batches size, beside one read of the logits
+ * rows over the copy rate (the floor: every id must be looked at once). */
+static int bench_kernels_sample(struct bench *b, const int *batches, int n_batches, FILE *j, int *n_rows)
+{
+    struct dsd_model *m = b->m;
+    const struct dsd_ops *o = m->ops;
+    const int64_t V = m->cfg.vocab_size;
+    int maxB = 1;
+    for (int i = 0; i < n_batches; i++)
+        maxB = batches[i] > maxB ? batches[i] : maxB;
+    float *hl = malloc((size_t)maxB * V * sizeof(float));
+    struct dsd_sample_row *hr = calloc((size_t)maxB, sizeof *hr);
+    float *logits = o->alloc(m->be, (size_t)maxB * V * sizeof(float));
+    struct dsd_sample_row *rows = o->alloc(m->be, (size_t)maxB * sizeof *rows);
+    struct dsd_sample_result *out = o->alloc(m->be, (size_t)maxB * sizeof *out);
+    int rc = 0;
+    if (!hl || !hr || !logits || !rows || !out) {
+        rc = dsd_errf(&b->err, -ENOMEM, "no memory for the sampler's rows (%d x %lld)", maxB, (long long)V);
+        goto out;
+    }
+    /* logits of a trained model's spread: N(0, 2) by the sum of four uniforms */
+    for (size_t i = 0; i < (size_t)maxB * V; i++) {
+        double u = 0;
+        for (int k = 0; k < 4; k++)
+            u += (double)(rng_next(&b->rng) >> 11) * 0x1p-53;
+        hl[i] = (float)((u - 2.0) * 2.0 * 1.7320508);
+    }
+    o->upload(m->be, logits, hl, (size_t)maxB * V * sizeof(float));
+    static const struct {
+        const char *mode;
+        struct dsd_sample_row row;
+    } modes[] = {
+        { "greedy", { .temperature = 0.0f, .top_p = 1.0f, .repetition_penalty = 1.0f, .pen_slot = -1, .n_top = -1 } },
+        { "top-k 50", { .temperature = 1.0f, .top_p = 1.0f, .repetition_penalty = 1.0f, .top_k = 50, .pen_slot = -1,
+                        .u = 0.5f, .n_top = -1 } },
+        { "top-p 0.9 + 5 logprobs", { .temperature = 1.0f, .top_p = 0.9f, .repetition_penalty = 1.0f, .pen_slot = -1,
+                                       .u = 0.5f, .n_top = 5 } },
+    };
+    printf("\nthe sampler alone (%lld ids a row; median of %d calls after %d), beside one read of the rows\n",
+           (long long)V, b->reps, b->warmup);
+    for (size_t k = 0; k < sizeof modes / sizeof modes[0] && !rc; k++)
+        for (int i = 0; i < n_batches && !rc; i++) {
+            for (int r = 0; r < batches[i]; r++)
+                hr[r] = modes[k].row;
+            o->upload(m->be, rows, hr, (size_t)batches[i] * sizeof *hr);
+            struct sample_job sj = { .out = out, .logits = logits, .rows = rows, .n = batches[i] };
+            for (int w = 0; w < b->warmup; w++)
+                do_sample(b, &sj);
+            const double ms = time_op(b, do_sample, &sj, b->reps);
+            if (ms <= 0) {
+                rc = ms < 0 ? -EIO : dsd_errf(&b->err, -EIO, "the sampler took no time");
+                break;
+            }
+            const double floor_ms = (double)batches[i] * (double)V * 4.0 / (b->copy_gbps * 1e9) * 1e3;
+            printf("  sample %-22s rows=%-4d %9.4f ms  floor %8.4f ms (bytes)  x%7.2f\n", modes[k].mode, batches[i], ms,
+                   floor_ms, ms / floor_ms);
+            if (j)
+                fprintf(j,
+                        "%s  {\"op\": \"sample\", \"mode\": \"%s\", \"T\": %d, \"ms\": %.9g, \"floor_ms\": %.9g, "
+                        "\"floor\": \"bytes\", \"ratio\": %.9g}",
+                        (*n_rows)++ ? ",\n" : "", modes[k].mode, batches[i], ms, floor_ms, ms / floor_ms);
+        }
+out:
+    free(hl);
+    free(hr);
+    void *d[] = { logits, rows, out };
     for (int i = 0; i < 3; i++)
         if (d[i])
             o->release(m->be, d[i]);
@@ -440,8 +526,8 @@ out:
  * decode batch size, on the model's own weights: the median time of one linear op beside its
  * floor (the weight and activation bytes over the copy rate, or the FLOPs over the FP8 GEMM
  * rate, whichever is longer); then the first MoE layer's block alone at each batch size and
- * prefill chunk (bench_kernels_moe). Writes the "kernels" and "ops" arrays of the JSON when j
- * is set. */
+ * prefill chunk (bench_kernels_moe) and the sampler at each batch size (bench_kernels_sample).
+ * Writes the "kernels" and "ops" arrays of the JSON when j is set. */
 static int bench_kernels(struct bench *b, const int *batches, int n_batches, const int *chunks, int n_chunks, FILE *j)
 {
     struct dsd_model *m = b->m;
@@ -562,14 +648,21 @@ static int bench_kernels(struct bench *b, const int *batches, int n_batches, con
         }
     if (j)
         fprintf(j, "\n],\n");
+    int n_ops = 0;
+    if (j)
+        fprintf(j, "\"ops\": [\n");
     if (!rc && ml) {
         int sizes[2 * MAX_LIST], n_sizes = 0;
         for (int i = 0; i < n_batches && n_sizes < 2 * MAX_LIST; i++)
             sizes[n_sizes++] = batches[i];
         for (int i = 0; i < n_chunks && n_sizes < 2 * MAX_LIST; i++)
             sizes[n_sizes++] = chunks[i];
-        rc = bench_kernels_moe(b, ml, (int)(ml - w->layers), sizes, n_sizes, j);
+        rc = bench_kernels_moe(b, ml, (int)(ml - w->layers), sizes, n_sizes, j, &n_ops);
     }
+    if (!rc)
+        rc = bench_kernels_sample(b, batches, n_batches, j, &n_ops);
+    if (j)
+        fprintf(j, "\n],\n");
 out:
     free(hx);
     void *d[] = { dx32, dx, dout };
