@@ -354,6 +354,20 @@ out:
     return rc;
 }
 
+/* --kernels' timing of one op: b->warmup untimed calls, then time_op over b->reps. Returns
+ * the median ms, or a negative errno with b->err set (`what` names the op). */
+static double kernel_ms(struct bench *b, void (*fn)(struct bench *, void *), void *ctx, const char *what)
+{
+    for (int k = 0; k < b->warmup; k++)
+        fn(b, ctx);
+    const double ms = time_op(b, fn, ctx, b->reps);
+    if (ms < 0)
+        return -EIO;
+    if (ms == 0)
+        return dsd_errf(&b->err, -EIO, "%s took no time", what);
+    return ms;
+}
+
 /* The MoE block alone (--kernels): routing, the experts on the backend's path for T tokens
  * (weight streaming or the grouped GEMMs on a GPU), the combine. */
 struct moe_job {
@@ -399,11 +413,9 @@ static int bench_kernels_moe(struct bench *b, const struct dsd_layer_weights *ml
            layer, b->reps, b->warmup);
     for (int i = 0; i < n_sizes && !rc; i++) {
         struct moe_job mj = { .out = out, .x = x, .lw = ml, .T = sizes[i] };
-        for (int k = 0; k < b->warmup; k++)
-            do_moe(b, &mj);
-        const double ms = time_op(b, do_moe, &mj, b->reps);
-        if (ms <= 0) {
-            rc = ms < 0 ? -EIO : dsd_errf(&b->err, -EIO, "the MoE block took no time");
+        const double ms = kernel_ms(b, do_moe, &mj, "the MoE block");
+        if (ms < 0) {
+            rc = (int)ms;
             break;
         }
         struct figure f = {0};
@@ -494,11 +506,9 @@ static int bench_kernels_sample(struct bench *b, const int *batches, int n_batch
                 hr[r] = modes[k].row;
             o->upload(m->be, rows, hr, (size_t)batches[i] * sizeof *hr);
             struct sample_job sj = { .out = out, .logits = logits, .rows = rows, .n = batches[i] };
-            for (int w = 0; w < b->warmup; w++)
-                do_sample(b, &sj);
-            const double ms = time_op(b, do_sample, &sj, b->reps);
-            if (ms <= 0) {
-                rc = ms < 0 ? -EIO : dsd_errf(&b->err, -EIO, "the sampler took no time");
+            const double ms = kernel_ms(b, do_sample, &sj, "the sampler");
+            if (ms < 0) {
+                rc = (int)ms;
                 break;
             }
             const double floor_ms = (double)batches[i] * (double)V * 4.0 / (b->copy_gbps * 1e9) * 1e3;
@@ -618,14 +628,14 @@ static int bench_kernels(struct bench *b, const int *batches, int n_batches, con
                 rot.j[rot.n] = rot.j[0];
                 rot.j[rot.n++].w.data = c;
             }
-            for (int k = 0; k < b->warmup; k++)
-                do_linear_rotating(b, &rot);
-            const double ms = time_op(b, do_linear_rotating, &rot, b->reps);
+            char what[64];
+            snprintf(what, sizeof what, "linear %s", list[i].name);
+            const double ms = kernel_ms(b, do_linear_rotating, &rot, what);
             const int copies = rot.n;
             for (int c = 1; c < rot.n; c++)
                 o->release(m->be, (void *)(uintptr_t)rot.j[c].w.data);    /* our copy */
-            if (ms <= 0) {
-                rc = ms < 0 ? -EIO : dsd_errf(&b->err, -EIO, "linear %s took no time", list[i].name);
+            if (ms < 0) {
+                rc = (int)ms;
                 break;
             }
             const int M = batches[bi];
