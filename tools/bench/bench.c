@@ -145,6 +145,14 @@ static void set_floor(const struct bench *b, struct figure *f)
     f->floor_ms = f->mem_ms > f->flop_ms ? f->mem_ms : f->flop_ms;
 }
 
+/* Releases the backend buffers d[0..n) that were allocated (NULL ones are skipped). */
+static void release_all(struct dsd_model *m, void **d, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (d[i])
+            m->ops->release(m->be, d[i]);
+}
+
 /* ---- floors: the device's copy bandwidth and FP8 GEMM rate ---------------------------- */
 
 /* Times `iters` calls of fn between backend timer marks (or the wall clock around a
@@ -347,10 +355,7 @@ out:
     free(hw);
     free(hs);
     free(hx);
-    void *d[] = { dw, ds, dx32, dx, dout };
-    for (int i = 0; i < 5; i++)
-        if (d[i])
-            o->release(m->be, d[i]);
+    release_all(m, (void *[]){ dw, ds, dx32, dx, dout }, 5);
     return rc;
 }
 
@@ -437,10 +442,7 @@ static int bench_kernels_moe(struct bench *b, const struct dsd_layer_weights *ml
     }
 out:
     free(hx);
-    void *d[] = { x32, x, out };
-    for (int i = 0; i < 3; i++)
-        if (d[i])
-            o->release(m->be, d[i]);
+    release_all(m, (void *[]){ x32, x, out }, 3);
     return rc;
 }
 
@@ -523,10 +525,7 @@ static int bench_kernels_sample(struct bench *b, const int *batches, int n_batch
 out:
     free(hl);
     free(hr);
-    void *d[] = { logits, rows, out };
-    for (int i = 0; i < 3; i++)
-        if (d[i])
-            o->release(m->be, d[i]);
+    release_all(m, (void *[]){ logits, rows, out }, 3);
     return rc;
 }
 
@@ -675,10 +674,7 @@ static int bench_kernels(struct bench *b, const int *batches, int n_batches, con
         fprintf(j, "\n],\n");
 out:
     free(hx);
-    void *d[] = { dx32, dx, dout };
-    for (int i = 0; i < 3; i++)
-        if (d[i])
-            o->release(m->be, d[i]);
+    release_all(m, (void *[]){ dx32, dx, dout }, 3);
     return rc;
 }
 
