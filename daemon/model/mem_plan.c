@@ -267,7 +267,14 @@ static void plan_workspace(const struct dsd_model_config *c, const struct dsd_me
         w->router = add(o, mul3(o, 4, T, E), mul3(o, 8, T, k));
         if (N > 1)
             w->moe_dispatch = add(o, mul(o, mul3(o, 8, N, T), D), mul(o, mul3(o, 8, N, T), k));
-        w->moe_experts = mul3(o, 4, Rc, 2 * D + 2 * F);
+        /* the CUDA backend's grouped experts: y per pair (bf16, the shared expert's pairs too),
+         * the tokens quantized, the block list, one chunk of intermediate rows */
+        const uint64_t P = add(o, Rc, S > 0 ? T : 0), Fx = max64(F, S * F), BR = DSD_CUDA_GROUPED_BLOCK_ROWS;
+        const uint64_t nb_max = ceil_div(P, BR) + E + (S > 0 ? 1 : 0), blocks = nb_max < P ? nb_max : P;
+        const uint64_t chunk_rows = BR * (blocks < DSD_CUDA_GROUPED_CHUNK_BLOCKS ? blocks : DSD_CUDA_GROUPED_CHUNK_BLOCKS);
+        uint64_t grouped = add(o, mul3(o, 2, P, D), mul(o, T, D + 4 * ceil_div(D, 128)));
+        grouped = add(o, grouped, add(o, 16 * blocks, mul(o, chunk_rows, 3 * Fx + 4 * ceil_div(Fx, 128))));
+        w->moe_experts = max64(mul3(o, 4, Rc, 2 * D + 2 * F), grouped);
     }
     w->attention = mul(o, mul3(o, 4, T, H), 2 * L + R + 1);
     w->indexer_logits = mul3(o, 4, T, C);

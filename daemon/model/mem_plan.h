@@ -71,10 +71,16 @@
  *   moe_dispatch    N > 1: 2*4*N*T*D + 8*N*T*k. Each GPU receives at most one copy of every
  *                   token of every GPU (N*T rows, each with its k routes) and sends as many
  *                   weighted results back; 0 on one GPU
- *   moe_experts     4*Rc*(2D + 2F) with Rc = T*k: the routed experts run over expanded
+ *   moe_experts     max(4*Rc*(2D + 2F), G) with Rc = T*k: the routed experts run over expanded
  *                   (token, expert) rows in chunks of at most Rc rows (one GPU's step never
  *                   has more; N GPUs may send up to N*T*min(k, experts on a GPU), processed
- *                   in several chunks): gathered input, gate and up outputs, expert output
+ *                   in several chunks): gathered input, gate and up outputs, expert output;
+ *                   G = the CUDA backend's grouped experts (kernels/cuda/cuda_moe_grouped.cu):
+ *                   2*P*D + T*(D + 4*ceil(D/128)) + 16*nb + 128*min(nb, 256)*(3Fx + 4*ceil(Fx/128))
+ *                   with P = Rc + T (the shared expert's pairs; Rc without one), Fx = max(F, S*F),
+ *                   nb = min(ceil(P/128) + E + 1 (E without a shared expert), P) blocks of 128
+ *                   pairs: y per pair, the quantized tokens, the block list and one chunk of
+ *                   intermediate rows (bf16, e4m3, scales); G is the larger when T is small
  *   attention       4*T*H*(2L + R + 1)   absorbed sparse MLA: q in latent form (L+R per
  *                   head), the latent output (L per head) and the softmax log-sum-exp
  *   indexer_logits  4*T*C   fp32 scores of every step token against every cached position

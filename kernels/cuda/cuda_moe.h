@@ -109,7 +109,7 @@ void cuda_moe_route(struct cuda_backend *cb, int32_t *ids, float *wts, const flo
 /* Scratch of the grouped prefill path (cuda_moe_grouped.cu): the block list and the
  * intermediate rows of GROUPED_CHUNK_BLOCKS blocks of 128 pairs (h bf16, hq/hs its 1x128
  * quantization), carved from `base` by cuda_moe_grouped_bytes. */
-#define GROUPED_CHUNK_BLOCKS 256
+#define GROUPED_CHUNK_BLOCKS DSD_CUDA_GROUPED_CHUNK_BLOCKS
 struct moe_grouped_bufs {
     void *base;
     void *blocks;       /* int4 [max_blocks] */

@@ -37,7 +37,8 @@ extern "C" {
 
 using namespace dsd_attn;
 
-#define GB_ROWS 128                     // rows of a block (two warpgroups of 64)
+#define GB_ROWS DSD_CUDA_GROUPED_BLOCK_ROWS     // rows of a block (two warpgroups of 64)
+static_assert(GB_ROWS == 128, "a block is two warpgroups of 64 rows");
 #define GB_STAGES 6
 #define GB_AHEAD (GB_STAGES - 2)        // K blocks in flight beyond the two multiplied
 #ifndef GB_BAND

@@ -141,6 +141,12 @@ void dsd_cuda_sync(struct dsd_cuda *cu);
  * daemon/model/mem_plan.h, counts it). */
 #define DSD_CUDA_GEMM_WORKSPACE_BYTES ((size_t)64 << 20)
 
+/* The grouped MoE experts (kernels/cuda/cuda_moe_grouped.cu) work in blocks of 128 pairs of
+ * one expert and keep the intermediate rows of at most 256 blocks at a time: h in bf16, its
+ * e4m3 quantization and 1x128 scales (the memory plan, daemon/model/mem_plan.h, counts them). */
+#define DSD_CUDA_GROUPED_BLOCK_ROWS 128
+#define DSD_CUDA_GROUPED_CHUNK_BLOCKS 256
+
 /* Rows the quantized-activation buffers must have for M tokens: cuBLASLt wants 16-byte
  * aligned leading dimensions for the FP8 operands and the bf16 output, so M is padded to
  * a multiple of 16 (the pad rows are zeros and their outputs are dropped). */

@@ -320,7 +320,11 @@ static uint64_t expect_workspace(const struct dsd_model_config *c, const struct 
         w += 4 * T * E + 8 * T * k;
         if (N > 1)
             w += 2 * 4 * N * T * D + 8 * N * T * k;
-        w += 4 * Rc * (2 * D + 2 * F);
+        const uint64_t P = Rc + (S > 0 ? T : 0), Fx = max_u(F, S * F);
+        const uint64_t nb = cdiv(P, 128) + E + (S > 0) < P ? cdiv(P, 128) + E + (S > 0) : P;
+        const uint64_t grouped = 2 * P * D + T * (D + 4 * cdiv(D, 128)) + 16 * nb +
+                                 128 * (nb < 256 ? nb : 256) * (3 * Fx + 4 * cdiv(Fx, 128));
+        w += max_u(4 * Rc * (2 * D + 2 * F), grouped);
     }
     w += 4 * T * H * (2 * L + R + 1);
     w += 4 * T * C;
@@ -408,6 +412,27 @@ TEST(v32_one_gpu_does_not_fit)
     ASSERT_EQ_INT(g_plan.shortfall, need - MEM_80GB);
     ASSERT_TRUE(g_plan.shortfall > 600ull * 1000 * 1000 * 1000);
     ASSERT_EQ_INT(g_plan.gpu[0].kv_pages, 0);
+}
+
+/* A small step budget (64 tokens): the CUDA backend's grouped experts keep a chunk of up to
+ * 256 blocks of 128 intermediate rows whatever T is, which is then larger than the expanded
+ * rows' term, and the plan counts it. */
+TEST(v32_small_step_counts_the_grouped_experts)
+{
+    struct dsd_model_config c;
+    load_v32(&c);
+    struct dsd_mem_plan_params p = params(8, 141ull * 1000 * 1000 * 1000);
+    p.max_batch_tokens = 64;
+    p.max_batch = 64;
+    struct dsd_err err;
+    ASSERT_EQ_INT(dsd_mem_plan_compute(&c, NULL, &p, &g_plan, &err), 0);
+    struct expect x = expect_weights(&c);
+    ASSERT_EQ_INT(g_plan.ws.total, expect_workspace(&c, &x, 64, 64, 163840, 8));
+    const uint64_t expanded = 4ull * 64 * 8 * (2 * 7168 + 2 * 2048);
+    /* 576 pairs in 262 blocks (256 per chunk): 32,768 rows of 2,048 (bf16, e4m3, scales) */
+    const uint64_t grouped = 2ull * 576 * 7168 + 64ull * (7168 + 4 * 56) + 16 * 262 + 32768ull * (3 * 2048 + 4 * 16);
+    ASSERT_TRUE(grouped > expanded);
+    ASSERT_EQ_INT(g_plan.ws.moe_experts, grouped);
 }
 
 /* (c) Eight GPUs: experts 32 per GPU. 8 x 80 GB hold less than the weights alone, so no
@@ -657,6 +682,7 @@ int main(int argc, char **argv)
     RUN(checkpoint_shape_mismatch_is_an_error);
     RUN(v32_config_is_the_published_model);
     RUN(v32_one_gpu_does_not_fit);
+    RUN(v32_small_step_counts_the_grouped_experts);
     RUN(v32_eight_gpus);
     RUN(other_config_plans_sensibly);
     RUN(bad_parameters);
