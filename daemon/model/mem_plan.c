@@ -81,6 +81,11 @@ static uint64_t max64(uint64_t a, uint64_t b)
     return a > b ? a : b;
 }
 
+static uint64_t min64(uint64_t a, uint64_t b)
+{
+    return a < b ? a : b;
+}
+
 static uint64_t ceil_div(uint64_t a, uint64_t b)
 {
     return a / b + (a % b != 0);
@@ -269,9 +274,9 @@ static void plan_workspace(const struct dsd_model_config *c, const struct dsd_me
             w->moe_dispatch = add(o, mul(o, mul3(o, 8, N, T), D), mul(o, mul3(o, 8, N, T), k));
         /* the CUDA backend's grouped experts: y per pair (bf16, the shared expert's pairs too),
          * the tokens quantized, the block list, one chunk of intermediate rows */
-        const uint64_t P = add(o, Rc, S > 0 ? T : 0), Fx = max64(F, S * F), BR = DSD_CUDA_GROUPED_BLOCK_ROWS;
-        const uint64_t nb_max = ceil_div(P, BR) + E + (S > 0 ? 1 : 0), blocks = nb_max < P ? nb_max : P;
-        const uint64_t chunk_rows = BR * (blocks < DSD_CUDA_GROUPED_CHUNK_BLOCKS ? blocks : DSD_CUDA_GROUPED_CHUNK_BLOCKS);
+        const uint64_t P = add(o, Rc, S > 0 ? T : 0), Fx = max64(F, S * F);
+        const uint64_t blocks = (uint64_t)dsd_cuda_grouped_max_blocks((long long)P, (long long)(E + (S > 0 ? 1 : 0)));
+        const uint64_t chunk_rows = DSD_CUDA_GROUPED_BLOCK_ROWS * min64(blocks, DSD_CUDA_GROUPED_CHUNK_BLOCKS);
         uint64_t grouped = add(o, mul3(o, 2, P, D), mul(o, T, D + 4 * ceil_div(D, 128)));
         grouped = add(o, grouped, add(o, 16 * blocks, mul(o, chunk_rows, 3 * Fx + 4 * ceil_div(Fx, 128))));
         w->moe_experts = max64(mul3(o, 4, Rc, 2 * D + 2 * F), grouped);

@@ -954,6 +954,18 @@ static void carve_lt(struct carve *c, struct moe_lt_bufs *b, int m, int D, int I
     b->yc = take(c, (size_t)rows * D * 2);
 }
 
+// bf16 rows [rows][K] -> e4m3 q [rows][K] and row-major 1x128 scales s [rows][K/128]: the
+// tokens before the experts, h between gate/up and down (streaming and grouped paths).
+// Declared in cuda_moe.h (C linkage) for cuda_moe_grouped.cu.
+void cuda_moe_launch_quant_bf16(struct cuda_backend *cb, uint8_t *q, float *s, const void *x, int rows, int K)
+{
+    const int groups = K / 128;
+    const int64_t warps = (int64_t)rows * groups;
+    quant_kernel<__nv_bfloat16><<<(unsigned)((warps * 32 + 255) / 256), 256, 0, cb->stream>>>(
+        q, s, (const __nv_bfloat16 *)x, rows, rows, K, K, K, groups, 1, cb->base.dims.act_scale_ue8m0);
+    CU_LAUNCHED(cb);
+}
+
 // The expert stage shared by mlp and moe once the sort exists: gate/up, quantize h, down.
 // y receives [P][D] (pairs); xq/xs hold the quantized tokens.
 static void run_stream(struct cuda_backend *cb, const struct moe_sort *s, const struct moe_ffn_w *table,
@@ -991,10 +1003,8 @@ static void run_stream(struct cuda_backend *cb, const struct moe_sort *s, const 
     // h per pair -> FP8. When the shared expert's width differs from the routed ones, the
     // groups past a pair's own width are quantized too but never read.
     const int groups = Imax / 128;
-    const int64_t warps = (int64_t)P * groups;
-    quant_kernel<__nv_bfloat16><<<(unsigned)((warps * 32 + 255) / 256), 256, 0, cb->stream>>>(
-        hq, hs, h, P, P, Imax, Imax, Imax, groups, 1, cb->base.dims.act_scale_ue8m0);
-    if (!CU_LAUNCHED(cb))
+    cuda_moe_launch_quant_bf16(cb, hq, hs, h, P, Imax);
+    if (cb->status)
         return;
     // down: input = quantized h, output = y [P][D]
     a.xq = hq;
@@ -1008,15 +1018,6 @@ static void run_stream(struct cuda_backend *cb, const struct moe_sort *s, const 
         ffn_stream_kernel<false, 1><<<g2, ST_WARPS * 32, 0, cb->stream>>>(a);
     else
         ffn_stream_kernel<false, ST_TM><<<g2, ST_WARPS * 32, 0, cb->stream>>>(a);
-    CU_LAUNCHED(cb);
-}
-
-static void quant_tokens(struct cuda_backend *cb, uint8_t *xq, float *xs, const void *x, int T, int D)
-{
-    const int groups = D / 128;
-    const int64_t warps = (int64_t)T * groups;
-    quant_kernel<__nv_bfloat16><<<(unsigned)((warps * 32 + 255) / 256), 256, 0, cb->stream>>>(
-        xq, xs, (const __nv_bfloat16 *)x, T, T, D, D, D, groups, 1, cb->base.dims.act_scale_ue8m0);
     CU_LAUNCHED(cb);
 }
 
@@ -1050,7 +1051,7 @@ void cuda_op_mlp(struct dsd_backend *be, void *out, const void *x, const struct 
                     return;
                 continue;
             }
-            quant_tokens(cb, xq, xs, x, T, D);
+            cuda_moe_launch_quant_bf16(cb, xq, xs, x, T, D);
             cuda_moe_lt_mlp(cb, out, xq, xs, &f, T, &lb);
         }
         return;
@@ -1080,7 +1081,7 @@ void cuda_op_mlp(struct dsd_backend *be, void *out, const void *x, const struct 
         mlp_sort_kernel<<<(T + 255) / 256, 256, 0, cb->stream>>>(s, T);
         if (!CU_LAUNCHED(cb))
             return;
-        quant_tokens(cb, xq, xs, x, T, D);
+        cuda_moe_launch_quant_bf16(cb, xq, xs, x, T, D);
         run_stream(cb, &s, NULL, &f, 1, 0, 1, T, D, I, xq, xs, h, hq, hs, (__nv_bfloat16 *)out, T == 1);
     }
 }
@@ -1184,7 +1185,7 @@ void cuda_op_moe(struct dsd_backend *be, void *out, const void *x, const struct 
         if (!CU_LAUNCHED(cb))
             return;
         // 4. x quantized per token
-        quant_tokens(cb, xq, xs, x, T, D);
+        cuda_moe_launch_quant_bf16(cb, xq, xs, x, T, D);
         // 5. experts
         if (stream) {
             const int n_slots = (Tk < E ? Tk : E) + (shared ? 1 : 0);
@@ -1327,15 +1328,6 @@ void cuda_moe_launch_plan(struct cuda_backend *cb, void *blocks, int32_t *n_bloc
                           int rows)
 {
     moe_plan_kernel<<<1, 1024, 0, cb->stream>>>((int4 *)blocks, n_blocks, *s, n_exp, rows);
-    CU_LAUNCHED(cb);
-}
-
-void cuda_moe_launch_quant_bf16(struct cuda_backend *cb, uint8_t *q, float *s, const void *x, int rows, int K)
-{
-    const int groups = K / 128;
-    const int64_t warps = (int64_t)rows * groups;
-    quant_kernel<__nv_bfloat16><<<(unsigned)((warps * 32 + 255) / 256), 256, 0, cb->stream>>>(
-        q, s, (const __nv_bfloat16 *)x, rows, rows, K, K, K, groups, 1, cb->base.dims.act_scale_ue8m0);
     CU_LAUNCHED(cb);
 }
 

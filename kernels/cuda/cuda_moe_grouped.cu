@@ -254,8 +254,7 @@ extern "C" {
 
 size_t cuda_moe_grouped_bytes(int P, int n_exp, int Imax, struct moe_grouped_bufs *b)
 {
-    // each expert's last block may be partial, and no block is empty
-    const int max_blocks = min((P + GB_ROWS - 1) / GB_ROWS + n_exp, P);
+    const int max_blocks = (int)dsd_cuda_grouped_max_blocks(P, n_exp);
     const int chunk = max_blocks < GROUPED_CHUNK_BLOCKS ? max_blocks : GROUPED_CHUNK_BLOCKS;
     const size_t rows = (size_t)chunk * GB_ROWS;
     size_t at = 0;

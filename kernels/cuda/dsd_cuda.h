@@ -146,6 +146,13 @@ void dsd_cuda_sync(struct dsd_cuda *cu);
  * e4m3 quantization and 1x128 scales (the memory plan, daemon/model/mem_plan.h, counts them). */
 #define DSD_CUDA_GROUPED_BLOCK_ROWS 128
 #define DSD_CUDA_GROUPED_CHUNK_BLOCKS 256
+/* Blocks a call of P pairs over n_exp experts (the shared expert counted) can need: each
+ * expert's last block may be partial, and no block is empty. */
+static inline long long dsd_cuda_grouped_max_blocks(long long P, long long n_exp)
+{
+    const long long nb = (P + DSD_CUDA_GROUPED_BLOCK_ROWS - 1) / DSD_CUDA_GROUPED_BLOCK_ROWS + n_exp;
+    return nb < P ? nb : P;
+}
 
 /* Rows the quantized-activation buffers must have for M tokens: cuBLASLt wants 16-byte
  * aligned leading dimensions for the FP8 operands and the bf16 output, so M is padded to

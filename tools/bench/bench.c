@@ -153,6 +153,31 @@ static void release_all(struct dsd_model *m, void **d, int n)
             m->ops->release(m->be, d[i]);
 }
 
+/* rows x cols activations of the backend's type, uniform in [-1, 1) from b->rng, through an
+ * f32 backend buffer and from_f32. Returns the buffer (the caller releases it), or NULL when
+ * memory runs short. */
+static void *random_acts(struct bench *b, int rows, int cols)
+{
+    struct dsd_model *m = b->m;
+    const struct dsd_ops *o = m->ops;
+    const size_t n = (size_t)rows * (size_t)cols;
+    float *hx = malloc(n * sizeof(float));
+    void *x32 = o->alloc(m->be, n * sizeof(float)), *x = o->alloc(m->be, n * dsd_backend_act_bytes(m->be));
+    if (hx && x32 && x) {
+        for (size_t i = 0; i < n; i++)
+            hx[i] = (float)(rng_next(&b->rng) >> 40) / (float)(1 << 24) * 2.0f - 1.0f;
+        o->upload(m->be, x32, hx, n * sizeof(float));
+        o->from_f32(m->be, x, x32, rows, cols);
+    } else if (x) {
+        o->release(m->be, x);
+        x = NULL;
+    }
+    free(hx);
+    if (x32)
+        o->release(m->be, x32);
+    return x;
+}
+
 /* ---- floors: the device's copy bandwidth and FP8 GEMM rate ---------------------------- */
 
 /* Times `iters` calls of fn between backend timer marks (or the wall clock around a
@@ -401,19 +426,12 @@ static int bench_kernels_moe(struct bench *b, const struct dsd_layer_weights *ml
     int maxT = 1;
     for (int i = 0; i < n_sizes; i++)
         maxT = sizes[i] > maxT ? sizes[i] : maxT;
-    const size_t act = dsd_backend_act_bytes(m->be);
-    float *hx = malloc((size_t)maxT * D * sizeof(float));
-    void *x32 = o->alloc(m->be, (size_t)maxT * D * sizeof(float)), *x = o->alloc(m->be, (size_t)maxT * D * act);
-    void *out = o->alloc(m->be, (size_t)maxT * D * act);
+    void *x = random_acts(b, maxT, D), *out = o->alloc(m->be, (size_t)maxT * D * dsd_backend_act_bytes(m->be));
     int rc = 0;
-    if (!hx || !x32 || !x || !out) {
+    if (!x || !out) {
         rc = dsd_errf(&b->err, -ENOMEM, "no memory for the MoE block's activations (%d x %d)", maxT, D);
         goto out;
     }
-    for (size_t i = 0; i < (size_t)maxT * D; i++)
-        hx[i] = (float)(rng_next(&b->rng) >> 40) / (float)(1 << 24) * 2.0f - 1.0f;
-    o->upload(m->be, x32, hx, (size_t)maxT * D * sizeof(float));
-    o->from_f32(m->be, x, x32, maxT, D);
     printf("\nthe MoE block alone (layer %d: routing, experts, combine; median of %d calls after %d), beside its floor\n",
            layer, b->reps, b->warmup);
     for (int i = 0; i < n_sizes && !rc; i++) {
@@ -441,8 +459,7 @@ static int bench_kernels_moe(struct bench *b, const struct dsd_layer_weights *ml
                     f.need.experts_hit);
     }
 out:
-    free(hx);
-    release_all(m, (void *[]){ x32, x, out }, 3);
+    release_all(m, (void *[]){ x, out }, 2);
     return rc;
 }
 
@@ -591,18 +608,12 @@ static int bench_kernels(struct bench *b, const int *batches, int n_batches, con
         maxN = list[i].w->rows > maxN ? list[i].w->rows : maxN;
     }
     const size_t act = dsd_backend_act_bytes(m->be);
-    float *hx = malloc((size_t)maxM * maxK * sizeof(float));
-    void *dx32 = o->alloc(m->be, (size_t)maxM * maxK * sizeof(float)), *dx = o->alloc(m->be, (size_t)maxM * maxK * act);
-    void *dout = o->alloc(m->be, (size_t)maxM * maxN * 4);
+    void *dx = random_acts(b, maxM, (int)maxK), *dout = o->alloc(m->be, (size_t)maxM * maxN * 4);
     int rc = 0;
-    if (!hx || !dx32 || !dx || !dout) {
+    if (!dx || !dout) {
         rc = dsd_errf(&b->err, -ENOMEM, "no memory for the kernels' activations (%d x %lld)", maxM, (long long)maxK);
         goto out;
     }
-    for (size_t i = 0; i < (size_t)maxM * maxK; i++)
-        hx[i] = (float)(rng_next(&b->rng) >> 40) / (float)(1 << 24) * 2.0f - 1.0f;
-    o->upload(m->be, dx32, hx, (size_t)maxM * maxK * sizeof(float));
-    o->from_f32(m->be, dx, dx32, maxM, (int)maxK);
     printf("\nkernels: each linear alone on the model's weights (median of %d calls after %d; each call on the next\n"
            "of copies of its weight that hold >= %zu MiB, so none starts in L2), beside its floor\n",
            b->reps, b->warmup, KERNEL_ROTATE_BYTES >> 20);
@@ -673,8 +684,7 @@ static int bench_kernels(struct bench *b, const int *batches, int n_batches, con
     if (j)
         fprintf(j, "\n],\n");
 out:
-    free(hx);
-    release_all(m, (void *[]){ dx32, dx, dout }, 3);
+    release_all(m, (void *[]){ dx, dout }, 2);
     return rc;
 }
 
