@@ -11,7 +11,9 @@
  *   line per projection of the tiny model and batch size, each time and floor positive and
  *   the ratio theirs, the floor the longer of bytes and FLOPs; the MoE block alone at each
  *   batch and chunk size, its floor never below its pairs' FLOPs; the sampler's three modes
- *   at each batch size beside one read of the logits rows;
+ *   at each batch size beside one read of the logits rows; the attention and the indexer of
+ *   a decode step at each context and batch and of each prefill chunk, per layer, their
+ *   floors never below the FLOPs of the selected entries and of the scored keys;
  * - the output of `deepseekd-bench --quick --determinism --threads 2 --batches 1,7` (the
  *   bench_determinism_quick fixture), and the same with --config
  *   tests/data/configs/alt-small.json --batches 1,5: on the CPU backend every decode row and the prefill
@@ -302,13 +304,37 @@ TEST(kernels_json)
     ASSERT_EQ_INT(mkmodel_preset("tiny", &cfg), 0);
     const double pair_flops = 2.0 * 3.0 * (double)cfg.hidden_size * (double)cfg.moe_intermediate_size;
     json_t *ops = json_object_get(r, "ops");
-    /* 4 sizes of the MoE block, then the sampler: 3 modes x the 2 batches */
-    ASSERT_EQ_INT(json_array_size(ops), 4 + 3 * 2);
-    int seen = 0, sampled = 0;
+    /* 4 sizes of the MoE block, then the sampler: 3 modes x the 2 batches, then the attention
+     * and the indexer at 2 contexts x 2 batches and 2 chunks */
+    ASSERT_EQ_INT(json_array_size(ops), 4 + 3 * 2 + 2 * (2 * 2 + 2));
+    int seen = 0, sampled = 0, attn_seen = 0;
     json_array_foreach(ops, i, e) {
         const double T = num(e, "T"), ms = num(e, "ms"), fl = num(e, "floor_ms"), ratio = num(e, "ratio");
         const char *op = json_string_value(json_object_get(e, "op"));
         ASSERT_TRUE(op != NULL);
+        if (op && (!strcmp(op, "mla_attention") || !strcmp(op, "indexer_topk"))) {
+            const bool attn = !strcmp(op, "mla_attention");
+            const double B = num(e, "batch"), ctx = num(e, "context"), chunk = num(e, "chunk");
+            const double mpl = num(e, "ms_per_layer"), fpl = num(e, "floor_ms_per_layer");
+            ASSERT_TRUE(num(e, "layers") == 3);     /* every main layer of the --quick model */
+            ASSERT_TRUE(mpl > 0 && fpl > 0 && fabs(num(e, "ratio") - mpl / fpl) <= 1e-3 * mpl / fpl);
+            /* the FLOPs alone at the measured rate: per token, 2 H n (2L + R) over the n
+             * selected entries (attention) or 2 Hi Di over the keys at positions 0..pos where
+             * they are more than top-k (fewer are all selected, nothing to score) */
+            double flops = 0;
+            const double H = cfg.num_attention_heads, L = cfg.kv_lora_rank, R = cfg.qk_rope_head_dim;
+            const double Hi = cfg.index_n_heads, Di = cfg.index_head_dim, K = cfg.index_topk;
+            const int n_tok = chunk > 0 ? (int)chunk : (int)B;
+            for (int t = 0; t < n_tok; t++) {
+                const double pos = chunk > 0 ? t : ctx, keys = pos + 1;
+                flops += attn ? 2.0 * H * (keys < K ? keys : K) * (2 * L + R) : keys > K ? 2.0 * Hi * Di * keys : 0;
+            }
+            ASSERT_TRUE(fpl >= flops / (gemm * 1e12) * 1e3 * (1 - 1e-3));
+            const int which = chunk == 32 ? 4 : chunk == 128 ? 5 : (ctx == 256) * 2 + (B == 4);
+            ASSERT_TRUE(chunk > 0 || ((ctx == 64 || ctx == 256) && (B == 1 || B == 4)));
+            attn_seen |= 1 << (which * 2 + attn);
+            continue;
+        }
         if (op && !strcmp(op, "sample")) {
             /* one read of the logits rows: T x vocab x 4 bytes, at the measured copy rate */
             ASSERT_TRUE(T == 1 || T == 4);
@@ -330,6 +356,7 @@ TEST(kernels_json)
     }
     ASSERT_EQ_INT(seen, 15);
     ASSERT_EQ_INT(sampled, 6);
+    ASSERT_EQ_INT(attn_seen, (1 << 12) - 1);
     json_decref(r);
 }
 

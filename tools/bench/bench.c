@@ -48,10 +48,11 @@ static const char usage[] =
     "  --commit ID  the source commit, recorded in the output\n"
     "  --engine NAME=VALUE  a CUDA kernel choice (attention, attn_tile, indexer, ffn, moe_prefill,\n"
     "               linear; e.g. attn_tile=mma), recorded in the output; up to 8\n"
-    "  --kernels    after the floors, only the per-kernel table: every projection of the model\n"
-    "               alone at each --batches size, then the MoE block alone at each --batches\n"
-    "               and --chunks size and the sampler at each --batches size, each beside\n"
-    "               its floor (bytes or FLOPs)\n"
+    "  --kernels    after the floors and the KV, only the per-kernel table: every projection of\n"
+    "               the model alone at each --batches size, then the MoE block alone at each\n"
+    "               --batches and --chunks size, the sampler at each --batches size, and the\n"
+    "               attention and indexer ops of a decode step at each --contexts x --batches\n"
+    "               size and of each --chunks prefill chunk, each beside its floor (bytes or FLOPs)\n"
     "  --determinism  after filling the KV, only the determinism report: one decode step of the\n"
     "               largest --batches size at the longest --contexts run three times and a\n"
     "               prefill chunk of the largest --chunks twice (bitwise equal?), and three\n"
@@ -548,13 +549,17 @@ out:
 
 /* ---- --kernels: each linear alone ------------------------------------------------------ */
 
+static int bench_kernels_attention(struct bench *b, const int *batches, int n_batches, const int *contexts,
+                                   int n_contexts, const int *chunks, int n_chunks, FILE *j, int *n_rows);
+
 /* Every projection of the model's first dense and first MoE layer and the LM head, at each
  * decode batch size, on the model's own weights: the median time of one linear op beside its
  * floor (the weight and activation bytes over the copy rate, or the FLOPs over the FP8 GEMM
  * rate, whichever is longer); then the first MoE layer's block alone at each batch size and
  * prefill chunk (bench_kernels_moe) and the sampler at each batch size (bench_kernels_sample).
  * Writes the "kernels" and "ops" arrays of the JSON when j is set. */
-static int bench_kernels(struct bench *b, const int *batches, int n_batches, const int *chunks, int n_chunks, FILE *j)
+static int bench_kernels(struct bench *b, const int *batches, int n_batches, const int *contexts, int n_contexts,
+                         const int *chunks, int n_chunks, FILE *j)
 {
     struct dsd_model *m = b->m;
     const struct dsd_ops *o = m->ops;
@@ -681,6 +686,8 @@ static int bench_kernels(struct bench *b, const int *batches, int n_batches, con
     }
     if (!rc)
         rc = bench_kernels_sample(b, batches, n_batches, j, &n_ops);
+    if (!rc)
+        rc = bench_kernels_attention(b, batches, n_batches, contexts, n_contexts, chunks, n_chunks, j, &n_ops);
     if (j)
         fprintf(j, "\n],\n");
 out:
@@ -810,6 +817,74 @@ static void replicate_kv(struct bench *b, int n_pages)
 }
 
 /* Everything main made: the sequences (their pages and samplers), the KV cache, the model. */
+/* The KV the steps run on: every one of max_batch sequences has pages for max_ctx + 1
+ * positions (sequence 0 also for the largest chunk); sequence 0's are filled by prefill, then
+ * copied to the others. Also the samplers (temperature 1, top_p) and the workspace. Prints one
+ * line; returns 0, or -1 with b->err set. */
+static int kv_setup(struct bench *b, const struct dsd_model_params *mp, int max_batch, int max_ctx, int max_chunk,
+                    float top_p, uint64_t seed, int *n_pages_out, double *kv_bytes_out)
+{
+    struct dsd_model *m = b->m;
+    const int64_t V = m->cfg.vocab_size;
+    const int seq_pos = (max_ctx + 1 > max_chunk ? max_ctx + 1 : max_chunk);
+    const int seq_pages = (seq_pos + DSD_KV_PAGE_TOKENS - 1) / DSD_KV_PAGE_TOKENS;
+    const int n_pages = max_batch * seq_pages + 1;
+    const struct dsd_kv_layout lay = dsd_kv_layout_for(&m->dims, mp->numerics, mp->kv_dtype);
+    const double kv_bytes = (double)dsd_kv_cache_page_bytes(&lay, b->n_layers) * n_pages;
+    b->kv = dsd_model_kv_cache_new(m, n_pages, &b->err);
+    if (!b->kv)
+        return dsd_err_prefix(&b->err, -1, "KV cache"), -1;
+    b->n_seqs = max_batch;
+    b->seqs = calloc((size_t)max_batch, sizeof *b->seqs);
+    b->samplers = calloc((size_t)max_batch, sizeof *b->samplers);
+    b->logits = malloc((size_t)(max_batch > 64 ? max_batch : 64) * (size_t)V * sizeof(float));
+    if (!b->seqs || !b->samplers || !b->logits)
+        return dsd_errf(&b->err, -ENOMEM, "out of memory"), -1;
+    struct dsd_sampling_params sp = dsd_sampling_default_params();
+    sp.temperature = 1.0f;
+    sp.top_p = top_p;
+    for (int s = 0; s < max_batch; s++) {
+        sp.seed = seed + (uint64_t)s;
+        if (dsd_kv_seq_reserve(b->kv, &b->seqs[s], seq_pos))
+            return dsd_errf(&b->err, -ENOSPC, "out of KV pages"), -1;
+        if (dsd_sampler_new(&sp, V, &b->samplers[s], &b->err))
+            return -1;
+    }
+    if (dsd_model_reserve(m, max_chunk > max_batch ? max_chunk : max_batch, max_batch > 64 ? max_batch : 64,
+                          max_batch > 64 ? max_batch : 64, n_pages + 64, &b->err))
+        return dsd_err_prefix(&b->err, -1, "workspace"), -1;
+    const double t_fill = now();
+    const int fill_chunk = max_chunk < 4096 ? max_chunk : 4096;
+    for (int p0 = 0; p0 < max_ctx; p0 += fill_chunk) {
+        const int n = max_ctx - p0 < fill_chunk ? max_ctx - p0 : fill_chunk;
+        int32_t *tok = malloc((size_t)n * sizeof *tok);
+        if (!tok)
+            return dsd_errf(&b->err, -ENOMEM, "out of memory"), -1;
+        for (int i = 0; i < n; i++)
+            tok[i] = (int32_t)(rng_next(&b->rng) % (uint64_t)V);
+        struct dsd_batch_seq bs = { .tokens = tok, .n_tokens = n, .pos0 = p0, .kv = &b->seqs[0], .no_logits = true };
+        struct dsd_forward_out out = {0};
+        const int rc = dsd_model_forward(m, b->kv, &bs, 1, &out, &b->err);
+        free(tok);
+        if (rc)
+            return dsd_err_prefix(&b->err, rc, "filling the KV"), -1;
+    }
+    replicate_kv(b, seq_pages);
+    if (m->ops->synchronize(m->be, &b->err))
+        return dsd_err_prefix(&b->err, -1, "copying the KV"), -1;
+    size_t dev_free = 0, dev_total = 0;
+    if (m->ops->mem_info)
+        m->ops->mem_info(m->be, &dev_free, &dev_total);
+    printf("KV: %d pages (%.2f GB), a context of %d positions prefilled in %.2f s and copied to %d more sequences\n",
+           n_pages, kv_bytes / 1e9, max_ctx, now() - t_fill, max_batch - 1);
+    if (dev_total)
+        printf("device memory in use: %.2f GB of %.2f GB\n", (double)(dev_total - dev_free) / 1e9,
+               (double)dev_total / 1e9);
+    *n_pages_out = n_pages;
+    *kv_bytes_out = kv_bytes;
+    return 0;
+}
+
 static void bench_free(struct bench *b)
 {
     for (int s = 0; s < b->n_seqs; s++) {
@@ -902,6 +977,94 @@ static struct figure profile_floor(const struct bench *b, const struct profile_r
     if (f.need.weight_bytes + f.need.kv_bytes + f.need.flops > 0)
         set_floor(b, &f);
     return f;
+}
+
+/* One step run with the per-op timer marks on (between dsd_model_profile_begin and _end): a
+ * decode step of p->batch sequences at p->ctx (run twice, the second one read), or a prefill
+ * chunk of p->chunk tokens from position 0. Fills p->ops (allocated here; the caller frees),
+ * p->n and p->total_ms; returns 0, or -1 with b->err set. */
+static int profile_run(struct bench *b, struct profile_result *p)
+{
+    p->ops = calloc(MAX_PROFILE_OPS, sizeof *p->ops);
+    if (!p->ops)
+        return dsd_errf(&b->err, -ENOMEM, "out of memory"), -1;
+    const bool ok = p->chunk ? prefill_chunk(b, p->chunk, 0) >= 0
+                             : decode_step(b, p->batch, p->ctx, false) >= 0 &&
+                                   decode_step(b, p->batch, p->ctx, false) >= 0;
+    p->n = ok ? dsd_model_profile_read(b->m, p->ops, MAX_PROFILE_OPS) : -1;
+    if (p->n < 0) {
+        if (ok)
+            dsd_errf(&b->err, -EIO, "no ops recorded");
+        free(p->ops);
+        p->ops = NULL;
+        return -1;
+    }
+    p->total_ms = 0;
+    for (int k = 0; k < p->n; k++)
+        p->total_ms += p->ops[k].ms;
+    return 0;
+}
+
+/* The "ops" rows of the attention and the indexer (--kernels): a profiled decode step at
+ * each --contexts x --batches size and a profiled prefill chunk of each --chunks size (from
+ * position 0), their mla_attention and indexer_topk ops summed over the layers beside the
+ * floors of the same ops (bench_op_need: the selected KV entries and index keys read once,
+ * or the FLOPs, whichever is longer). In a real step, so each op sees the KV, the selections
+ * and the caches that it meets when the engine runs. Returns 0 or the error. */
+static int bench_kernels_attention(struct bench *b, const int *batches, int n_batches, const int *contexts,
+                                   int n_contexts, const int *chunks, int n_chunks, FILE *j, int *n_rows)
+{
+    static const char *const ops[] = { "mla_attention", "indexer_topk" };
+    struct dsd_err perr = {{0}};
+    if (dsd_model_profile_begin(b->m, MAX_PROFILE_OPS, &perr)) {
+        printf("\n(no attention and indexer rows: %s)\n", perr.msg);
+        return 0;
+    }
+    printf("\nthe attention and the indexer in a step (op by op, every layer; one decode step at each\n"
+           "batch and context, one prefill chunk of each size from position 0), beside their floors\n");
+    int rc = 0;
+    const int n_cases = n_contexts * n_batches + n_chunks;
+    for (int c = 0; c < n_cases && !rc; c++) {
+        struct profile_result p = {0};
+        if (c < n_contexts * n_batches) {
+            p.ctx = contexts[c / n_batches];
+            p.batch = batches[c % n_batches];
+        } else {
+            p.chunk = chunks[c - n_contexts * n_batches];
+        }
+        if (profile_run(b, &p)) {
+            rc = -EIO;
+            break;
+        }
+        for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++) {
+            double ms = 0;
+            int layers = 0;
+            for (int q = 0; q < p.n; q++)
+                if (!strcmp(p.ops[q].op, ops[k]))
+                    ms += p.ops[q].ms, layers++;
+            const struct figure f = profile_floor(b, &p, ops[k]);
+            if (!layers || f.floor_ms <= 0)
+                continue;
+            const char *kind = f.mem_ms >= f.flop_ms ? "bytes" : "flops";
+            char shape[64];
+            if (p.chunk)
+                snprintf(shape, sizeof shape, "chunk %d", p.chunk);
+            else
+                snprintf(shape, sizeof shape, "B=%d ctx=%d", p.batch, p.ctx);
+            printf("  %-14s %-18s %10.4f ms per layer  floor %9.4f ms (%s)  x%6.2f  %8.4g TFLOP/s %8.4g GB/s\n",
+                   ops[k], shape, ms / layers, f.floor_ms / layers, kind, ms / f.floor_ms,
+                   f.need.flops / (ms * 1e-3) / 1e12, (f.need.kv_bytes + f.need.weight_bytes) / (ms * 1e-3) / 1e9);
+            if (j)
+                fprintf(j,
+                        "%s  {\"op\": \"%s\", \"batch\": %d, \"context\": %d, \"chunk\": %d, \"layers\": %d, "
+                        "\"ms_per_layer\": %.9g, \"floor_ms_per_layer\": %.9g, \"floor\": \"%s\", \"ratio\": %.9g}",
+                        (*n_rows)++ ? ",\n" : "", ops[k], p.batch, p.ctx, p.chunk, layers, ms / layers,
+                        f.floor_ms / layers, kind, ms / f.floor_ms);
+        }
+        free(p.ops);
+    }
+    dsd_model_profile_end(b->m);
+    return rc;
 }
 
 /* What one figure's rounds give (see `timed`). */
@@ -1172,6 +1335,11 @@ int main(int argc, char **argv)
     printf("floors measured now: copy %.1f GB/s (read + write of a %zu MiB device copy); FP8 GEMM %.4g TFLOP/s "
            "(%s, %dx%dx%d); the linear op with quantization: %.4g TFLOP/s\n",
            b.copy_gbps, copy_bytes >> 20, b.gemm_tflops, gemm_kind, gm, gn, gk, linear_tflops);
+    int n_pages = 0;
+    double kv_bytes = 0;
+    if (kv_setup(&b, &mp, max_batch, max_ctx, max_chunk, top_p, seed, &n_pages, &kv_bytes))
+        return die("%s", b.err.msg);
+
     if (kernels) {
         FILE *kj = NULL;
         if (json && !(kj = fopen(json, "w")))
@@ -1180,69 +1348,14 @@ int main(int argc, char **argv)
             fprintf(kj, "{\n\"tool\": \"deepseekd-bench\", \"format\": 1, \"date\": \"%s\", \"commit\": \"%s\", "
                         "\"device\": \"%s\", \"engines\": \"%s\", \"copy_gbps\": %.9g, \"gemm_tflops\": %.9g,\n",
                     date, commit, device, engine_line[0] ? engine_line + 1 : "", b.copy_gbps, b.gemm_tflops);
-        const int krc = bench_kernels(&b, batches, n_batches, chunks, n_chunks, kj);
+        const int krc = bench_kernels(&b, batches, n_batches, contexts, n_contexts, chunks, n_chunks, kj);
         if (kj) {
             fprintf(kj, "\"ok\": %s\n}\n", krc ? "false" : "true");
             fclose(kj);
         }
-        dsd_model_free(b.m);
+        bench_free(&b);
         return krc ? die("kernels: %s", b.err.msg) : 0;
     }
-
-    /* -- KV: every sequence has pages for max_ctx + 1 positions (sequence 0 also for the
-     *    largest chunk); sequence 0's are filled by prefill, then copied to the others -- */
-    const int seq_pos = (max_ctx + 1 > max_chunk ? max_ctx + 1 : max_chunk);
-    const int seq_pages = (seq_pos + DSD_KV_PAGE_TOKENS - 1) / DSD_KV_PAGE_TOKENS;
-    const int n_pages = max_batch * seq_pages + 1;
-    const struct dsd_kv_layout lay = dsd_kv_layout_for(&m->dims, mp.numerics, mp.kv_dtype);
-    const double kv_bytes = (double)dsd_kv_cache_page_bytes(&lay, layers) * n_pages;
-    b.kv = dsd_model_kv_cache_new(m, n_pages, &err);
-    if (!b.kv)
-        return die("KV cache: %s", err.msg);
-    b.n_seqs = max_batch;
-    b.seqs = calloc((size_t)max_batch, sizeof *b.seqs);
-    b.samplers = calloc((size_t)max_batch, sizeof *b.samplers);
-    b.logits = malloc((size_t)(max_batch > 64 ? max_batch : 64) * (size_t)cfg.vocab_size * sizeof(float));
-    if (!b.seqs || !b.samplers || !b.logits)
-        return die("%s", "out of memory");
-    struct dsd_sampling_params sp = dsd_sampling_default_params();
-    sp.temperature = 1.0f;
-    sp.top_p = top_p;
-    for (int s = 0; s < max_batch; s++) {
-        sp.seed = seed + (uint64_t)s;
-        if (dsd_kv_seq_reserve(b.kv, &b.seqs[s], seq_pos) || dsd_sampler_new(&sp, cfg.vocab_size, &b.samplers[s], &err))
-            return die("%s", err.msg[0] ? err.msg : "out of KV pages");
-    }
-    if (dsd_model_reserve(m, max_chunk > max_batch ? max_chunk : max_batch, max_batch > 64 ? max_batch : 64,
-                          max_batch > 64 ? max_batch : 64, n_pages + 64, &err))
-        return die("workspace: %s", err.msg);
-    double t_fill = now();
-    const int fill_chunk = max_chunk < 4096 ? max_chunk : 4096;
-    for (int p0 = 0; p0 < max_ctx; p0 += fill_chunk) {
-        int n = max_ctx - p0 < fill_chunk ? max_ctx - p0 : fill_chunk;
-        int32_t *tok = malloc((size_t)n * sizeof *tok);
-        if (!tok)
-            return die("%s", "out of memory");
-        for (int i = 0; i < n; i++)
-            tok[i] = (int32_t)(rng_next(&b.rng) % (uint64_t)cfg.vocab_size);
-        struct dsd_batch_seq bs = { .tokens = tok, .n_tokens = n, .pos0 = p0, .kv = &b.seqs[0], .no_logits = true };
-        struct dsd_forward_out out = {0};
-        int rc = dsd_model_forward(m, b.kv, &bs, 1, &out, &err);
-        free(tok);
-        if (rc)
-            return die("filling the KV: %s", err.msg);
-    }
-    replicate_kv(&b, seq_pages);
-    if (m->ops->synchronize(m->be, &err))
-        return die("copying the KV: %s", err.msg);
-    size_t dev_free = 0, dev_total = 0;
-    if (m->ops->mem_info)
-        m->ops->mem_info(m->be, &dev_free, &dev_total);
-    printf("KV: %d pages (%.2f GB), a context of %d positions prefilled in %.2f s and copied to %d more sequences\n",
-           n_pages, kv_bytes / 1e9, max_ctx, now() - t_fill, max_batch - 1);
-    if (dev_total)
-        printf("device memory in use: %.2f GB of %.2f GB\n", (double)(dev_total - dev_free) / 1e9,
-               (double)dev_total / 1e9);
 
     if (determinism) {
         struct bench_det d;
@@ -1407,23 +1520,12 @@ int main(int argc, char **argv)
             p->batch = pb[i];
             p->ctx = pc[i] ? 0 : max_ctx;
             p->chunk = pc[i];
-            p->ops = calloc(MAX_PROFILE_OPS, sizeof *p->ops);
-            if (!p->ops)
-                return die("%s", "out of memory");
-            bool ok = p->chunk ? prefill_chunk(&b, p->chunk, 0) >= 0
-                               : decode_step(&b, p->batch, p->ctx, false) >= 0 &&
-                                     decode_step(&b, p->batch, p->ctx, false) >= 0;
-            p->n = ok ? dsd_model_profile_read(m, p->ops, MAX_PROFILE_OPS) : -1;
-            if (p->n < 0) {
+            if (profile_run(&b, p)) {
                 printf("\nper-op profile, %s %d: FAILED: %s\n", p->chunk ? "chunk" : "batch",
-                       p->chunk ? p->chunk : p->batch, ok ? "no ops recorded" : b.err.msg);
-                free(p->ops);
+                       p->chunk ? p->chunk : p->batch, b.err.msg);
                 failures++;
                 continue;
             }
-            p->total_ms = 0;
-            for (int k = 0; k < p->n; k++)
-                p->total_ms += p->ops[k].ms;
             n_prof++;
         }
         dsd_model_profile_end(m);
