@@ -693,6 +693,7 @@ static void set_indexer(struct dsd_backend *be, int v) { dsd_backend_cuda_set_in
 static void set_ffn(struct dsd_backend *be, int v) { dsd_backend_cuda_set_ffn_path(be, v); }
 static void set_moe_prefill(struct dsd_backend *be, int v) { dsd_backend_cuda_set_moe_prefill(be, v); }
 static void set_linear(struct dsd_backend *be, int v) { dsd_backend_cuda_set_linear_path(be, v); }
+static void set_sampler(struct dsd_backend *be, int v) { dsd_backend_cuda_set_sampler(be, v); }
 
 /* one row per choice; a value's index is its enum value (dsd_cuda.h) */
 static const struct engine_knob {
@@ -707,6 +708,7 @@ static const struct engine_knob {
     { .name = "ffn", .set = set_ffn, .values = { "auto", "stream", "gemm" } },
     { .name = "moe_prefill", .set = set_moe_prefill, .values = { "auto", "serial", "lanes", "grouped" } },
     { .name = "linear", .set = set_linear, .values = { "auto", "lt", "stream" } },
+    { .name = "sampler", .set = set_sampler, .values = { "auto", "block", "slices" } },
 };
 
 int dsd_backend_cuda_set_engine(struct dsd_backend *be, const char *name, const char *value, struct dsd_err *err)
@@ -725,7 +727,7 @@ int dsd_backend_cuda_set_engine(struct dsd_backend *be, const char *name, const 
         }
         return dsd_errf(err, -EINVAL, "engine %s: no value \"%s\" (one of: %s)", name, value ? value : "", list);
     }
-    return dsd_errf(err, -EINVAL, "no engine choice \"%s\" (attention, attn_tile, indexer, ffn, moe_prefill, linear)",
+    return dsd_errf(err, -EINVAL, "no engine choice \"%s\" (attention, attn_tile, indexer, ffn, moe_prefill, linear, sampler)",
                     name ? name : "");
 }
 

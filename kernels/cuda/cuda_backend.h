@@ -77,6 +77,7 @@ struct cuda_backend {
     enum dsd_cuda_ffn_path ffn_path;            /* dsd_backend_cuda_set_ffn_path */
     enum dsd_cuda_moe_prefill moe_prefill;      /* dsd_backend_cuda_set_moe_prefill */
     enum dsd_cuda_linear_path linear_path;      /* dsd_backend_cuda_set_linear_path */
+    enum dsd_cuda_sampler sampler;              /* dsd_backend_cuda_set_sampler */
     struct cuda_moe_state *moe;
     int32_t *moe_hits;          /* moe_count's counters (device), or NULL */
     void *weight_block;         /* every weight, one allocation (prepare_weights) */
@@ -156,6 +157,10 @@ void cuda_op_moe(struct dsd_backend *be, void *out, const void *x, const struct 
 /* cuda_sample.cu: sampling and the penalty state */
 void cuda_op_sample(struct dsd_backend *be, struct dsd_sample_result *out, const float *logits,
                     const struct dsd_sample_row *rows, int n_rows, uint32_t *pen, int64_t vocab);
+/* cuda_sample_slices.cu: the sample op with each row in slices of many CTAs (enqueued on
+ * cb->stream; its temporaries in cuda_scratch) */
+void cuda_sample_slices(struct cuda_backend *cb, struct dsd_sample_result *out, const float *logits,
+                        const struct dsd_sample_row *rows, int n_rows, uint32_t *pen, int64_t vocab);
 void cuda_op_penalty_mark(struct dsd_backend *be, uint32_t *pen_row, const int32_t *tokens, int n, int count_from,
                           bool reset, int64_t vocab);
 int cuda_moe_prepare(struct cuda_backend *cb, struct dsd_model_weights *w, struct dsd_err *err);

@@ -1,6 +1,8 @@
 // Sampling on the GPU (contract in kernels/ops.h, semantics and the reference in
-// kernels/sample.h / kernels/sample_ref.c, docs/SAMPLING.md). One CTA of 1024 threads per row
-// of logits; the row (a few hundred KiB) stays in L2 across the passes:
+// kernels/sample.h / kernels/sample_ref.c, docs/SAMPLING.md), and the penalty state.
+// cuda_op_sample picks the engine (dsd_backend_cuda_set_sampler): this file's kernel, one CTA
+// of 1024 threads per row (the default), or cuda_sample_slices.cu's, a row in slices of many
+// CTAs. Here the row (a few hundred KiB) stays in L2 across the passes:
 //   greedy:   one arg-max pass over the penalized logits;
 //   sampling: the max, the mass Z = sum exp(x - max), then the kept prefix of the order
 //             (p descending, id ascending) by radix selection on the bits of p: its length
@@ -16,163 +18,14 @@
 #include <stdint.h>
 
 #include "cuda_backend.h"
+#include "cuda_sample_util.h"
+
+using namespace dsd_sample;
 
 #define SP_THREADS 1024
 #define SP_WARPS (SP_THREADS / 32)
 
 namespace {
-
-struct row_ctx {
-    const float *raw;
-    const uint32_t *pen;        // NULL = no penalties
-    int64_t V;
-    float rep, freq, pres, temp;
-};
-
-__device__ __forceinline__ float xform(const row_ctx &c, int64_t i)
-{
-    float v = c.raw[i];
-    if (c.pen) {
-        const uint32_t s = c.pen[i], cnt = s & DSD_PEN_COUNT;
-        if ((s & DSD_PEN_SEEN) && c.rep != 1.0f)
-            v = v > 0 ? v / c.rep : v * c.rep;
-        if (cnt)
-            v -= c.freq * (float)cnt + c.pres;
-    }
-    if (c.temp > 0.0f)
-        v /= c.temp;
-    return v;
-}
-
-// (value, id) with NaN below everything; "better" = larger value, then lower id
-__device__ __forceinline__ bool better(float a, int64_t ia, float b, int64_t ib)
-{
-    const bool na = isnan(a), nb = isnan(b);
-    if (na != nb)
-        return nb;
-    if (!na && a != b)
-        return a > b;
-    return ia < ib;
-}
-
-struct arg {
-    float v;
-    int64_t i;
-};
-
-// block-wide arg-max; every thread gets the result
-__device__ arg block_argmax(arg a, arg *sh)
-{
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int o = 16; o > 0; o >>= 1) {
-        arg b;
-        b.v = __shfl_xor_sync(0xffffffffu, a.v, o);
-        b.i = __shfl_xor_sync(0xffffffffu, a.i, o);
-        if (better(b.v, b.i, a.v, a.i))
-            a = b;
-    }
-    __syncthreads();
-    if (lane == 0)
-        sh[warp] = a;
-    __syncthreads();
-    if (warp == 0) {
-        a = sh[lane];
-        for (int o = 16; o > 0; o >>= 1) {
-            arg b;
-            b.v = __shfl_xor_sync(0xffffffffu, a.v, o);
-            b.i = __shfl_xor_sync(0xffffffffu, a.i, o);
-            if (better(b.v, b.i, a.v, a.i))
-                a = b;
-        }
-        if (lane == 0)
-            sh[0] = a;
-    }
-    __syncthreads();
-    return sh[0];
-}
-
-struct op_sum {
-    template <typename T> __device__ T operator()(T a, T b) const { return a + b; }
-};
-struct op_max {
-    __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
-};
-
-// block-wide reduction with op over a fixed tree (the same order every run); every thread
-// gets the result
-template <typename T, typename Op> __device__ T block_reduce(T v, T *sh, Op op)
-{
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int o = 16; o > 0; o >>= 1)
-        v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
-    __syncthreads();
-    if (lane == 0)
-        sh[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        v = sh[lane];
-        for (int o = 16; o > 0; o >>= 1)
-            v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
-        if (lane == 0)
-            sh[0] = v;
-    }
-    __syncthreads();
-    return sh[0];
-}
-
-template <typename T> __device__ T block_sum(T v, T *sh)
-{
-    return block_reduce(v, sh, op_sum());
-}
-
-__device__ float block_max(float v, float *sh)
-{
-    return block_reduce(v, sh, op_max());
-}
-
-// exclusive prefix sum over the block, in thread order; *total receives the sum
-__device__ unsigned long long block_exclusive_scan(unsigned long long v, unsigned long long *sh,
-                                                   unsigned long long *total)
-{
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    unsigned long long incl = v;
-    for (int o = 1; o < 32; o <<= 1) {
-        const unsigned long long n = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o)
-            incl += n;
-    }
-    __syncthreads();
-    if (lane == 31)
-        sh[warp] = incl;
-    __syncthreads();
-    if (warp == 0) {
-        unsigned long long w = sh[lane], wi = w;
-        for (int o = 1; o < 32; o <<= 1) {
-            const unsigned long long n = __shfl_up_sync(0xffffffffu, wi, o);
-            if (lane >= o)
-                wi += n;
-        }
-        sh[lane] = wi - w;      // exclusive offset of each warp
-        if (lane == 31)
-            sh[32] = wi;
-    }
-    __syncthreads();
-    const unsigned long long r = sh[warp] + incl - v;
-    *total = sh[32];
-    __syncthreads();
-    return r;
-}
-
-// p = exp(x - m) as the CPU computes it (NaN -> 0); its key is its bit pattern (p >= 0)
-__device__ __forceinline__ float prob_of(float x, float m)
-{
-    return isnan(x) ? 0.0f : expf(x - m);
-}
-
-__device__ __forceinline__ unsigned long long fixq(float p)
-{
-    return __float2ull_rn(p * 4294967296.0f);
-}
 
 // Radix selection from the top: the key K with W(key > K) < target <= W(key >= K), where
 // W sums weight(p) (1 per id, or its fixed-point mass). Returns K; *above = W(key > K).
@@ -230,21 +83,16 @@ struct sample_args {
 
 __global__ void __launch_bounds__(SP_THREADS) sample_kernel(const sample_args a)
 {
-    __shared__ arg sh_arg[32];
-    __shared__ double sh_d[32];
-    __shared__ float sh_f[32];
+    __shared__ arg sh_arg[SP_WARPS + 1];
+    __shared__ double sh_d[SP_WARPS + 1];
+    __shared__ float sh_f[SP_WARPS + 1];
     __shared__ unsigned long long sh_u[33];
     __shared__ unsigned long long hist[258];
     __shared__ int64_t sh_pick;
 
     const int row = blockIdx.x, tid = threadIdx.x;
     const struct dsd_sample_row r = a.rows[row];
-    row_ctx c;
-    c.raw = a.logits + (size_t)row * a.V;
-    c.V = a.V;
-    c.pen = a.pen && r.pen_slot >= 0 && dsd_sample_row_penalized(&r) ? a.pen + (size_t)r.pen_slot * a.V : NULL;
-    c.rep = r.repetition_penalty, c.freq = r.frequency_penalty, c.pres = r.presence_penalty;
-    c.temp = r.temperature;
+    const row_ctx c = row_ctx_of(r, a.logits, a.pen, row, a.V);
     const int64_t V = a.V;
 
     int64_t pick;
@@ -255,7 +103,7 @@ __global__ void __launch_bounds__(SP_THREADS) sample_kernel(const sample_args a)
             if (better(x, i, best.v, best.i))
                 best = { x, i };
         }
-        best = block_argmax(best, sh_arg);
+        best = block_argmax<SP_WARPS>(best, sh_arg);
         pick = best.i < V ? best.i : 0;
     } else {
         float m = -INFINITY;
@@ -267,8 +115,8 @@ __global__ void __launch_bounds__(SP_THREADS) sample_kernel(const sample_args a)
             if (x > m)
                 m = x;
         }
-        m = block_max(m, sh_f);
-        best = block_argmax(best, sh_arg);
+        m = block_max<SP_WARPS>(m, sh_f);
+        best = block_argmax<SP_WARPS>(best, sh_arg);
         if (m == -INFINITY) {
             pick = best.i < V ? best.i : 0;     // nothing has mass: as the reference, the arg-max
         } else {
@@ -279,8 +127,8 @@ __global__ void __launch_bounds__(SP_THREADS) sample_kernel(const sample_args a)
                 zq += fixq(p);
                 n_minp += !(r.min_p > 0.0f && p < r.min_p);
             }
-            zq = block_sum(zq, sh_u);
-            n_minp = block_sum(n_minp, sh_u);
+            zq = block_sum<SP_WARPS>(zq, sh_u);
+            n_minp = block_sum<SP_WARPS>(n_minp, sh_u);
             unsigned long long n = r.top_k > 0 && r.top_k < V ? (unsigned long long)r.top_k : (unsigned long long)V;
             if (n_minp < n)
                 n = n_minp;
@@ -298,7 +146,7 @@ __global__ void __launch_bounds__(SP_THREADS) sample_kernel(const sample_args a)
                 unsigned long long cnt_above = 0;
                 for (int64_t i = tid; i < V; i += SP_THREADS)
                     cnt_above += __float_as_uint(prob_of(xform(c, i), m)) > K;
-                cnt_above = block_sum(cnt_above, sh_u);
+                cnt_above = block_sum<SP_WARPS>(cnt_above, sh_u);
                 if (cnt_above + ties < n)
                     n = cnt_above + ties;
             }
@@ -316,7 +164,7 @@ __global__ void __launch_bounds__(SP_THREADS) sample_kernel(const sample_args a)
                 for (int64_t i = i0; i < i1; i++)
                     my_ties += __float_as_uint(prob_of(xform(c, i), m)) == K;
                 unsigned long long total;
-                const unsigned long long before = block_exclusive_scan(my_ties, sh_u, &total);
+                const unsigned long long before = block_exclusive_scan<SP_WARPS>(my_ties, sh_u, &total);
                 if (tid == 0)
                     sh_pick = V;        // last kept tied id (found below)
                 __syncthreads();
@@ -340,7 +188,7 @@ __global__ void __launch_bounds__(SP_THREADS) sample_kernel(const sample_args a)
                         my_mass += fixq(p);
                 }
                 unsigned long long kept;
-                const unsigned long long mbefore = block_exclusive_scan(my_mass, sh_u, &kept);
+                const unsigned long long mbefore = block_exclusive_scan<SP_WARPS>(my_mass, sh_u, &kept);
                 const double rr = (double)r.u * (double)kept;
                 if (tid == 0)
                     sh_pick = -1;
@@ -370,7 +218,7 @@ __global__ void __launch_bounds__(SP_THREADS) sample_kernel(const sample_args a)
                             last = i;
                     }
                     arg l = { last >= 0 ? (float)last : -INFINITY, 0 };
-                    l = block_argmax(l, sh_arg);
+                    l = block_argmax<SP_WARPS>(l, sh_arg);
                     pick = l.v >= 0 ? (int64_t)l.v : (best.i < V ? best.i : 0);
                 }
                 __syncthreads();
@@ -385,11 +233,11 @@ __global__ void __launch_bounds__(SP_THREADS) sample_kernel(const sample_args a)
         for (int64_t i = tid; i < V; i += SP_THREADS)
             if (c.raw[i] > mr)
                 mr = c.raw[i];
-        mr = block_max(mr, sh_f);
+        mr = block_max<SP_WARPS>(mr, sh_f);
         double z = 0.0;
         for (int64_t i = tid; i < V; i += SP_THREADS)
             z += exp((double)c.raw[i] - (double)mr);
-        z = block_sum(z, sh_d);
+        z = block_sum<SP_WARPS>(z, sh_d);
         const double lse = (double)mr + log(z);
         if (tid == 0)
             o->logprob = (float)fmax((double)c.raw[pick] - lse, -1e30);
@@ -403,7 +251,7 @@ __global__ void __launch_bounds__(SP_THREADS) sample_kernel(const sample_args a)
                 if ((first || better(prev.v, prev.i, v, i)) && better(v, i, b.v, b.i))
                     b = { v, i };
             }
-            b = block_argmax(b, sh_arg);
+            b = block_argmax<SP_WARPS>(b, sh_arg);
             if (tid == 0) {
                 o->top_ids[j] = (int32_t)b.i;
                 o->top_logprobs[j] = (float)fmax((double)b.v - lse, -1e30);
@@ -425,11 +273,7 @@ __global__ void __launch_bounds__(SP_THREADS) sample_kernel(const sample_args a)
     }
     if (tid == 0) {
         o->token = (int32_t)pick;
-        if (a.pen && r.pen_slot >= 0) {
-            uint32_t *s = a.pen + (size_t)r.pen_slot * V + pick;
-            const uint32_t cnt = *s & DSD_PEN_COUNT;
-            *s = DSD_PEN_SEEN | (cnt < DSD_PEN_COUNT ? cnt + 1 : cnt);
-        }
+        count_pick(a.pen, r, V, pick);
     }
 }
 
@@ -457,6 +301,10 @@ void cuda_op_sample(struct dsd_backend *be, struct dsd_sample_result *out, const
     if (n_rows <= 0)
         return;
     cuda_use(cb);
+    if (cb->sampler == DSD_CUDA_SAMPLER_SLICES) {
+        cuda_sample_slices(cb, out, logits, rows, n_rows, pen, vocab);
+        return;
+    }
     sample_args a = { out, logits, rows, pen, vocab };
     sample_kernel<<<n_rows, SP_THREADS, 0, cb->stream>>>(a);
     CU_LAUNCHED(cb);
@@ -473,6 +321,11 @@ void cuda_op_penalty_mark(struct dsd_backend *be, uint32_t *pen_row, const int32
         return;
     penalty_mark_kernel<<<(n + 255) / 256, 256, 0, cb->stream>>>(pen_row, tokens, n, count_from, vocab);
     CU_LAUNCHED(cb);
+}
+
+void dsd_backend_cuda_set_sampler(struct dsd_backend *be, enum dsd_cuda_sampler s)
+{
+    cuda(be)->sampler = s;
 }
 
 } // extern "C"

@@ -104,11 +104,20 @@ void dsd_backend_cuda_set_moe_prefill(struct dsd_backend *be, enum dsd_cuda_moe_
 enum dsd_cuda_linear_path { DSD_CUDA_LINEAR_AUTO, DSD_CUDA_LINEAR_LT, DSD_CUDA_LINEAR_STREAM };
 void dsd_backend_cuda_set_linear_path(struct dsd_backend *be, enum dsd_cuda_linear_path p);
 
-/* The six choices above by name, for tools that reach the backend through the module
+/* Tests and benchmarks: which kernels run the sample op: BLOCK, one CTA of 1,024 threads per
+ * row (kernels/cuda/cuda_sample.cu), or SLICES, each row cut into slices of 4,096 ids, one CTA
+ * each, in six launches (kernels/cuda/cuda_sample_slices.cu; built for a small batch, which
+ * BLOCK leaves on a few SMs). AUTO (the default) is BLOCK until SLICES is measured on a GPU
+ * (docs/KERNELS.md, "Sampling"). */
+enum dsd_cuda_sampler { DSD_CUDA_SAMPLER_AUTO, DSD_CUDA_SAMPLER_BLOCK, DSD_CUDA_SAMPLER_SLICES };
+void dsd_backend_cuda_set_sampler(struct dsd_backend *be, enum dsd_cuda_sampler s);
+
+/* The seven choices above by name, for tools that reach the backend through the module
  * (deepseekd-bench --engine NAME=VALUE): "attention" (auto, per-token, tiled, tiled-pages,
  * tiled-gather), "attn_tile" (auto, mma, wgmma, ws), "indexer" (auto, bf16, fp8, wgmma), "ffn"
- * (auto, stream, gemm), "moe_prefill" (auto, serial, lanes, grouped), "linear" (auto, lt, stream). Returns 0, or -EINVAL (unknown
- * name or value; err lists the values). */
+ * (auto, stream, gemm), "moe_prefill" (auto, serial, lanes, grouped), "linear" (auto, lt,
+ * stream), "sampler" (auto, block, slices). Returns 0, or -EINVAL (unknown name or value; err
+ * lists the values). */
 int dsd_backend_cuda_set_engine(struct dsd_backend *be, const char *name, const char *value, struct dsd_err *err);
 
 /* What the loadable module (libdsd_backend_cuda.so, kernels/cuda/cuda_module.c) exports as

@@ -1,14 +1,16 @@
 /* GPU sampling (kernels/cuda/cuda_sample.cu) against the CPU backend's sample op (the
  * reference, kernels/sample_ref.c): rows of logits of several shapes (normal, peaked, many
- * ties, -inf and NaN entries) at vocabularies of 1000, 2048 and 129,280 ids, each row with its
+ * ties, -inf and NaN entries) at vocabularies of 1000, 2048, 12,289 and 129,280 ids (one slice
+ * of the kernel's 4,096 ids, several, a last slice of one id, V3.2's), each row with its
  * own parameters (greedy, temperature, top-k, top-p, min-p, all three, penalties from a
  * penalty state loaded by penalty_mark, logprobs with 0..20 top entries).
  *
  * Checks: greedy picks equal; sampled picks equal, or else explained by the draw sitting at
  * a boundary of the cumulative mass (the reference with u moved by 2e-5 gives the GPU's pick:
  * the GPU sums masses in fixed point, the reference in double); the penalty state after the
- * step byte-equal (picks counted); logprobs within 1e-4 and the same top ids. Timings at the
- * V3.2 vocabulary, 1 and 64 rows. */
+ * step byte-equal (picks counted); logprobs within 1e-4 and the same top ids. Every case runs
+ * on both engines of the sample op (dsd_backend_cuda_set_sampler: one CTA per row, a row in
+ * slices), named in each check. Timings at the V3.2 vocabulary, 1 and 64 rows, both engines. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,6 +77,9 @@ static struct dsd_sample_row param_set(int k, int64_t V)
     return r;
 }
 
+/* the engine under test, in every check's name */
+static const char *g_engine = "block";
+
 static void run_case(struct gh_ctx *h, int64_t V, enum shape sh, int R)
 {
     const size_t lb = (size_t)R * (size_t)V * sizeof(float), pb = (size_t)R * (size_t)V * sizeof(uint32_t);
@@ -117,7 +122,7 @@ static void run_case(struct gh_ctx *h, int64_t V, enum shape sh, int R)
         for (size_t i = 0; i < (size_t)R * (size_t)V; i++)
             diff += pg[i] != pen_before[i];
         char shape[96];
-        snprintf(shape, sizeof shape, "V=%lld rows=%d", (long long)V, R);
+        snprintf(shape, sizeof shape, "%s V=%lld rows=%d", g_engine, (long long)V, R);
         gh_report(h, "penalty_mark", shape, (double)diff, (double)diff, 0, diff == 0);
         free(pg);
     }
@@ -189,7 +194,7 @@ static void run_case(struct gh_ctx *h, int64_t V, enum shape sh, int R)
         for (size_t i = 0; i < (size_t)R * (size_t)V; i++)
             pen_diff += pen_got[i] != pen_want[i];
         char shape[128];
-        snprintf(shape, sizeof shape, "V=%lld rows=%d %s", (long long)V, R, shape_name[sh]);
+        snprintf(shape, sizeof shape, "%s V=%lld rows=%d %s", g_engine, (long long)V, R, shape_name[sh]);
         printf("      sample %s: sampled rows exact %ld, at a boundary %ld, unexplained %ld\n", shape, exact, explained,
                unexplained);
         gh_report(h, "sample greedy", shape, (double)greedy_bad, (double)greedy_bad, 0, greedy_bad == 0);
@@ -240,7 +245,7 @@ static void time_case(struct gh_ctx *h, int64_t V, int R, const char *what, stru
     struct timing t = { h, o_g, l_g, r_g, R, V };
     double ms = gh_time_gpu(h, run_sample, &t);
     char shape[96];
-    snprintf(shape, sizeof shape, "%s V=%lld rows=%d", what, (long long)V, R);
+    snprintf(shape, sizeof shape, "%s: %s V=%lld rows=%d", g_engine, what, (long long)V, R);
     if (ms >= 0)
         gh_report_time(h, "sample", shape, ms, (double)lb, 0);
     free(logits), free(rows);
@@ -256,25 +261,34 @@ int main(int argc, char **argv)
     struct gh_ctx h;
     if (gh_open(&h, &c))
         return gh_finish();
-    static const int64_t vocabs[] = { 1000, 2048, 129280 };
-    for (int vi = 0; vi < 3; vi++) {
-        if (gh_tiny_only() && vocabs[vi] > 2048)
-            continue;
-        for (int s = 0; s < N_SHAPES; s++)
-            run_case(&h, vocabs[vi], (enum shape)s, vocabs[vi] > 2048 ? 48 : 96);
-    }
-    if (!gh_tiny_only()) {
-        struct dsd_sample_row greedy = { .top_p = 1.0f, .repetition_penalty = 1.0f, .pen_slot = -1, .n_top = -1 };
-        struct dsd_sample_row nucleus = { .temperature = 0.8f, .top_p = 0.9f, .repetition_penalty = 1.0f,
-                                          .pen_slot = -1, .n_top = 5 };
-        struct dsd_sample_row topk = { .temperature = 0.8f, .top_p = 1.0f, .top_k = 50, .repetition_penalty = 1.0f,
-                                       .pen_slot = -1, .n_top = -1 };
-        for (int R = 1; R <= 64; R *= 64) {
-            time_case(&h, 129280, R, "greedy", greedy);
-            time_case(&h, 129280, R, "top-k 50", topk);
-            time_case(&h, 129280, R, "top-p 0.9 + 5 logprobs", nucleus);
+    static const int64_t vocabs[] = { 1000, 2048, 12289, 129280 };
+    static const struct {
+        const char *name;
+        enum dsd_cuda_sampler s;
+    } engines[] = { { "block", DSD_CUDA_SAMPLER_BLOCK }, { "slices", DSD_CUDA_SAMPLER_SLICES } };
+    for (int e = 0; e < 2; e++) {
+        g_engine = engines[e].name;
+        dsd_backend_cuda_set_sampler(h.gpu, engines[e].s);
+        for (int vi = 0; vi < 4; vi++) {
+            if (gh_tiny_only() && vocabs[vi] > 16384)
+                continue;
+            for (int s = 0; s < N_SHAPES; s++)
+                run_case(&h, vocabs[vi], (enum shape)s, vocabs[vi] > 2048 ? 48 : 96);
+        }
+        if (!gh_tiny_only()) {
+            struct dsd_sample_row greedy = { .top_p = 1.0f, .repetition_penalty = 1.0f, .pen_slot = -1, .n_top = -1 };
+            struct dsd_sample_row nucleus = { .temperature = 0.8f, .top_p = 0.9f, .repetition_penalty = 1.0f,
+                                              .pen_slot = -1, .n_top = 5 };
+            struct dsd_sample_row topk = { .temperature = 0.8f, .top_p = 1.0f, .top_k = 50,
+                                           .repetition_penalty = 1.0f, .pen_slot = -1, .n_top = -1 };
+            for (int R = 1; R <= 64; R *= 64) {
+                time_case(&h, 129280, R, "greedy", greedy);
+                time_case(&h, 129280, R, "top-k 50", topk);
+                time_case(&h, 129280, R, "top-p 0.9 + 5 logprobs", nucleus);
+            }
         }
     }
+    dsd_backend_cuda_set_sampler(h.gpu, DSD_CUDA_SAMPLER_AUTO);
     gh_close(&h);
     return gh_finish();
 }

@@ -47,7 +47,7 @@ static const char usage[] =
     "               plain sampling; top-p filtering of random logits is its slowest case)\n"
     "  --commit ID  the source commit, recorded in the output\n"
     "  --engine NAME=VALUE  a CUDA kernel choice (attention, attn_tile, indexer, ffn, moe_prefill,\n"
-    "               linear; e.g. attn_tile=mma), recorded in the output; up to 8\n"
+    "               linear, sampler; e.g. attn_tile=mma), recorded in the output; up to 8\n"
     "  --kernels    after the floors and the KV, only the per-kernel table: every projection of\n"
     "               the model alone at each --batches size, then the MoE block alone at each\n"
     "               --batches and --chunks size, the sampler at each --batches size, and the\n"
