@@ -11,17 +11,20 @@
 #      2026-12-07 (attn_tile=mma indexer=fp8 moe_prefill=serial linear=lt), decode at batch 1
 #      and 8 and a 16K prefill chunk on a two-layer full-dimension model ($OUT/bench_*.txt,
 #      .json);
-#   4. --kernels: every projection alone at 1, 8 and 64 tokens ($OUT/kernels.txt, .json);
+#   4. --kernels: every projection alone at 1, 8 and 64 tokens, the MoE block, the sampler
+#      (both engines: sampler=block, the default, and sampler=slices) and the attention and
+#      indexer in steps at 4K and 32K contexts ($OUT/kernels*.txt, .json);
 #   5. --determinism at batch 64 ($OUT/determinism.txt, .json);
 #   6. ncu of the prefill attention tile, of the grouped MoE experts at a 16K chunk, of the
 #      decode step's attention, streaming linears, top-k selection and sampling at batch 1,
-#      and every kernel's duration in a one-layer decode bench ($OUT/ncu_*.txt,
-#      ncu_durations.csv);
+#      the prefill attention's source view (stall samples per CUDA line and SASS instruction:
+#      the kernels are built with -lineinfo), and every kernel's duration in a one-layer decode
+#      bench ($OUT/ncu_*.txt, ncu_attention_source.csv, ncu_durations.csv);
 #   7. the remaining GPU tests (act, sample, generate, fp8_linear).
 # BASE_MODULE (optional): a libdsd_backend_cuda.so built from an earlier commit; steps 3 and 4
 # then time it beside BUILD's instead of the previous engines (for changes that are no knob).
-# CAND_ENGINES (optional): engine choices not yet the default (e.g. "moe_prefill=grouped
-# attn_tile=ws"): step 3 also times BUILD with them, and step 6 reads the counters of the
+# CAND_ENGINES (optional): engine choices not yet the default (e.g. "sampler=slices"): step 3
+# also times BUILD with them, and step 6 reads the counters of the
 # kernels they name in CAND_NCU (an ncu -k regex) at a 16K prefill chunk.
 # COMMIT names the source commit (default: git's HEAD of this checkout). Writes
 # $OUT/summary.txt (one line per step: PASS, FAIL or SKIP for lack of time) and exits non-zero
@@ -84,8 +87,12 @@ if [ -n "${CAND_ENGINES:-}" ]; then
     step "bench, candidate engines ($CAND_ENGINES)" 80 sh -c "'$bench' $B $cand --json '$OUT/bench_cand.json' \
         > '$OUT/bench_cand.txt' 2>&1"
 fi
-step "kernels" 45 sh -c "'$bench' --backend cuda --commit $commit --kernels --batches 1,8,64 \
-    --json '$OUT/kernels.json' > '$OUT/kernels.txt' 2>&1"
+step "kernels" 90 sh -c "'$bench' --backend cuda --commit $commit --kernels --batches 1,8,64 \
+    --contexts 4096,32768 --chunks 4096,16384 --json '$OUT/kernels.json' > '$OUT/kernels.txt' 2>&1"
+# the slice sampler (not yet the default): the same table with it, for the sampler rows
+step "kernels, sampler=slices" 90 sh -c "'$bench' --backend cuda --commit $commit --kernels --batches 1,8,64 \
+    --contexts 4096 --chunks 4096 --engine sampler=slices --json '$OUT/kernels_slices.json' \
+    > '$OUT/kernels_slices.txt' 2>&1"
 if [ -n "${BASE_MODULE:-}" ]; then
     step "kernels, BASE_MODULE" 45 env DSD_CUDA_MODULE="$BASE_MODULE" sh -c "'$bench' --backend cuda --commit $commit \
         --kernels --batches 1,8,64 --json '$OUT/kernels_base.json' > '$OUT/kernels_base.txt' 2>&1"
@@ -115,6 +122,13 @@ if command -v ncu >/dev/null; then
             $SEC '$bench' --backend cuda $cand --layers 1 --dense 0 --batches 1 --contexts 2048 --chunks 16384 \
             --reps 1 --warmup 0 > '$OUT/ncu_cand.txt' 2>&1"
     fi
+    # the prefill attention's counters by source line and SASS instruction (one launch of the
+    # 16K chunk, as above): where its warps stall, for the next version of the kernel
+    step "ncu: attention tile source view at a 16K chunk" 150 sh -c "ncu -k regex:mla_ws_kernel --launch-skip 4 \
+        --launch-count 1 --set full --import-source yes -o '$OUT/attn_ws' '$bench' --backend cuda --layers 1 \
+        --dense 0 --batches 1 --contexts 2048 --chunks 16384 --reps 1 --warmup 0 > '$OUT/ncu_attention_run.txt' 2>&1 \
+        && ncu -i '$OUT/attn_ws.ncu-rep' --page source --print-source cuda,sass --csv \
+        > '$OUT/ncu_attention_source.csv' 2>&1; rm -f '$OUT/attn_ws.ncu-rep'"
     # every kernel's duration in a one-layer decode bench (the ops that are several kernels,
     # attention above all, split into their parts); CSV, one row per launch
     step "ncu: every kernel's duration, decode batch 1" 100 sh -c "ncu --metrics gpu__time_duration.sum --csv \
