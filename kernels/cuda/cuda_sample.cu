@@ -73,13 +73,7 @@ __device__ uint32_t radix_select(const row_ctx &c, float m, unsigned long long t
     return prefix;
 }
 
-struct sample_args {
-    struct dsd_sample_result *out;
-    const float *logits;
-    const struct dsd_sample_row *rows;
-    uint32_t *pen;
-    int64_t V;
-};
+using sample_args = op_args;
 
 __global__ void __launch_bounds__(SP_THREADS) sample_kernel(const sample_args a)
 {
@@ -160,53 +154,27 @@ __global__ void __launch_bounds__(SP_THREADS) sample_kernel(const sample_args a)
                 // ids in ascending order: thread t owns [t*chunk, (t+1)*chunk)
                 const int64_t chunk = (V + SP_THREADS - 1) / SP_THREADS;
                 const int64_t i0 = (int64_t)tid * chunk, i1 = i0 + chunk < V ? i0 + chunk : V;
-                unsigned long long my_ties = 0;
-                for (int64_t i = i0; i < i1; i++)
-                    my_ties += __float_as_uint(prob_of(xform(c, i), m)) == K;
+                const unsigned long long my_ties = count_key(c, m, K, i0, i1);
                 unsigned long long total;
                 const unsigned long long before = block_exclusive_scan<SP_WARPS>(my_ties, sh_u, &total);
                 if (tid == 0)
                     sh_pick = V;        // last kept tied id (found below)
                 __syncthreads();
-                if (before < need_ties && before + my_ties >= need_ties) {
-                    unsigned long long k = before;
-                    for (int64_t i = i0; i < i1; i++)
-                        if (__float_as_uint(prob_of(xform(c, i), m)) == K && ++k == need_ties) {
-                            sh_pick = i;
-                            break;
-                        }
-                }
+                if (before < need_ties && before + my_ties >= need_ties)
+                    sh_pick = nth_key(c, m, K, i0, i1, before, need_ties);
                 __syncthreads();
                 const int64_t tie_last = sh_pick;
                 __syncthreads();
                 // kept mass, then the draw in ascending id order
-                unsigned long long my_mass = 0;
-                for (int64_t i = i0; i < i1; i++) {
-                    const float p = prob_of(xform(c, i), m);
-                    const uint32_t key = __float_as_uint(p);
-                    if (key > K || (key == K && i <= tie_last))
-                        my_mass += fixq(p);
-                }
+                const unsigned long long my_mass = kept_mass(c, m, K, tie_last, i0, i1);
                 unsigned long long kept;
                 const unsigned long long mbefore = block_exclusive_scan<SP_WARPS>(my_mass, sh_u, &kept);
                 const double rr = (double)r.u * (double)kept;
                 if (tid == 0)
                     sh_pick = -1;
                 __syncthreads();
-                if (my_mass > 0 && (double)mbefore <= rr && rr < (double)(mbefore + my_mass)) {
-                    unsigned long long acc = mbefore;
-                    for (int64_t i = i0; i < i1; i++) {
-                        const float p = prob_of(xform(c, i), m);
-                        const uint32_t key = __float_as_uint(p);
-                        if (key > K || (key == K && i <= tie_last)) {
-                            acc += fixq(p);
-                            if (rr < (double)acc) {
-                                sh_pick = i;
-                                break;
-                            }
-                        }
-                    }
-                }
+                if (my_mass > 0 && (double)mbefore <= rr && rr < (double)(mbefore + my_mass))
+                    sh_pick = draw_in(c, m, K, tie_last, i0, i1, mbefore, rr);
                 __syncthreads();
                 pick = sh_pick;
                 if (pick < 0) {

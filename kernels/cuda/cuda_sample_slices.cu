@@ -79,12 +79,7 @@ struct sp_row {
     unsigned long long hist[SP_PASSES][H_N][256];
 };
 
-struct sample_args {
-    struct dsd_sample_result *out;
-    const float *logits;
-    const struct dsd_sample_row *rows;
-    uint32_t *pen;
-    int64_t V;
+struct sample_args : op_args {
     struct sp_row *st;          // [rows]
     struct sp_part *part;       // [rows][slices]
 };
@@ -464,13 +459,6 @@ __global__ void __launch_bounds__(SP_THREADS) sample_radix_kernel(const sample_a
     radix_walk(t, pass);
 }
 
-// The kept ids of this row, walked in ascending order inside one slice: thread t holds ids
-// i0 + t * SP_PER_THREAD ... (+SP_PER_THREAD).
-__device__ __forceinline__ int64_t owned_id(int64_t i0, int j)
-{
-    return i0 + (int64_t)threadIdx.x * SP_PER_THREAD + j;
-}
-
 __global__ void __launch_bounds__(SP_THREADS) sample_draw_kernel(const sample_args a)
 {
     __shared__ arg sh_arg[SP_WARPS + 1];
@@ -521,27 +509,17 @@ __global__ void __launch_bounds__(SP_THREADS) sample_draw_kernel(const sample_ar
                 break;
             before += n;
         }
-        const int64_t ti0 = (int64_t)ts * SP_SLICE;
-        unsigned long long my = 0;
-        for (int j = 0; j < SP_PER_THREAD; j++) {
-            const int64_t i = owned_id(ti0, j);
-            my += i < a.V && __float_as_uint(prob_of(xform(t.c, i), m)) == K;
-        }
+        // thread t owns ids ti0 + t * SP_PER_THREAD ... (+SP_PER_THREAD), within V
+        const int64_t ti0 = (int64_t)ts * SP_SLICE + (int64_t)threadIdx.x * SP_PER_THREAD;
+        const int64_t ti1 = ti0 + SP_PER_THREAD < a.V ? ti0 + SP_PER_THREAD : a.V;
+        const unsigned long long my = ti0 < a.V ? count_key(t.c, m, K, ti0, ti1) : 0;
         unsigned long long total;
         const unsigned long long mb = before + block_exclusive_scan<SP_WARPS>(my, sh_u, &total);
         if (threadIdx.x == 0)
             sh_pick = a.V;
         __syncthreads();
-        if (mb < need && mb + my >= need) {
-            unsigned long long k = mb;
-            for (int j = 0; j < SP_PER_THREAD; j++) {
-                const int64_t i = owned_id(ti0, j);
-                if (i < a.V && __float_as_uint(prob_of(xform(t.c, i), m)) == K && ++k == need) {
-                    sh_pick = i;
-                    break;
-                }
-            }
-        }
+        if (mb < need && mb + my >= need)
+            sh_pick = nth_key(t.c, m, K, ti0, ti1, mb, need);
         __syncthreads();
         const int64_t tie_last = sh_pick;
         __syncthreads();
@@ -572,39 +550,16 @@ __global__ void __launch_bounds__(SP_THREADS) sample_draw_kernel(const sample_ar
         }
         pick = -1;
         if (ds >= 0) {
-            const int64_t di0 = (int64_t)ds * SP_SLICE;
-            unsigned long long mm = 0;
-            for (int j = 0; j < SP_PER_THREAD; j++) {
-                const int64_t i = owned_id(di0, j);
-                if (i >= a.V)
-                    break;
-                const float pr = prob_of(xform(t.c, i), m);
-                const uint32_t key = __float_as_uint(pr);
-                if (key > K || (key == K && i <= tie_last))
-                    mm += fixq(pr);
-            }
+            const int64_t di0 = (int64_t)ds * SP_SLICE + (int64_t)threadIdx.x * SP_PER_THREAD;
+            const int64_t di1 = di0 + SP_PER_THREAD < a.V ? di0 + SP_PER_THREAD : a.V;
+            const unsigned long long mm = di0 < a.V ? kept_mass(t.c, m, K, tie_last, di0, di1) : 0;
             unsigned long long tot;
             const unsigned long long mb2 = mbefore + block_exclusive_scan<SP_WARPS>(mm, sh_u, &tot);
             if (threadIdx.x == 0)
                 sh_pick = -1;
             __syncthreads();
-            if (mm > 0 && (double)mb2 <= rr && rr < (double)(mb2 + mm)) {
-                unsigned long long acc = mb2;
-                for (int j = 0; j < SP_PER_THREAD; j++) {
-                    const int64_t i = owned_id(di0, j);
-                    if (i >= a.V)
-                        break;
-                    const float pr = prob_of(xform(t.c, i), m);
-                    const uint32_t key = __float_as_uint(pr);
-                    if (key > K || (key == K && i <= tie_last)) {
-                        acc += fixq(pr);
-                        if (rr < (double)acc) {
-                            sh_pick = i;
-                            break;
-                        }
-                    }
-                }
-            }
+            if (mm > 0 && (double)mb2 <= rr && rr < (double)(mb2 + mm))
+                sh_pick = draw_in(t.c, m, K, tie_last, di0, di1, mb2, rr);
             __syncthreads();
             pick = sh_pick;
         }
@@ -670,7 +625,8 @@ void cuda_sample_slices(struct cuda_backend *cb, struct dsd_sample_result *out, 
         return;
     if (!CU_OK(cb, cudaMemsetAsync(scr, 0, st_bytes, cb->stream)))
         return;
-    const sample_args a = { out, logits, rows, pen, vocab, (struct sp_row *)scr, (struct sp_part *)(scr + st_bytes) };
+    const sample_args a = { { out, logits, rows, pen, vocab }, (struct sp_row *)scr,
+                            (struct sp_part *)(scr + st_bytes) };
     const dim3 grid((unsigned)slices, (unsigned)n_rows);
     sample_max_kernel<<<grid, SP_THREADS, 0, cb->stream>>>(a);
     sample_mass_kernel<<<grid, SP_THREADS, 0, cb->stream>>>(a);

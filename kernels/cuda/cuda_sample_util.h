@@ -177,6 +177,75 @@ __device__ __forceinline__ unsigned long long fixq(float p)
     return __float2ull_rn(p * 4294967296.0f);
 }
 
+// ---- walks over a range of ids [i0, i1) in ascending order (a thread's own range), with the
+// kept prefix's last key K and its last kept tie tie_last: kept = key > K, or key == K and
+// id <= tie_last (key: the bit pattern of p = exp(x - m)) ----
+
+__device__ __forceinline__ uint32_t key_of(const row_ctx &c, float m, int64_t i)
+{
+    return __float_as_uint(prob_of(xform(c, i), m));
+}
+
+// how many ids of the range have key K
+__device__ __forceinline__ unsigned long long count_key(const row_ctx &c, float m, uint32_t K, int64_t i0, int64_t i1)
+{
+    unsigned long long n = 0;
+    for (int64_t i = i0; i < i1; i++)
+        n += key_of(c, m, i) == K;
+    return n;
+}
+
+// the id of the range where the count of ids with key K, starting at k, reaches need (-1: not
+// in this range)
+__device__ __forceinline__ int64_t nth_key(const row_ctx &c, float m, uint32_t K, int64_t i0, int64_t i1,
+                                           unsigned long long k, unsigned long long need)
+{
+    for (int64_t i = i0; i < i1; i++)
+        if (key_of(c, m, i) == K && ++k == need)
+            return i;
+    return -1;
+}
+
+// the kept mass of the range
+__device__ __forceinline__ unsigned long long kept_mass(const row_ctx &c, float m, uint32_t K, int64_t tie_last,
+                                                       int64_t i0, int64_t i1)
+{
+    unsigned long long mass = 0;
+    for (int64_t i = i0; i < i1; i++) {
+        const float p = prob_of(xform(c, i), m);
+        const uint32_t key = __float_as_uint(p);
+        if (key > K || (key == K && i <= tie_last))
+            mass += fixq(p);
+    }
+    return mass;
+}
+
+// the draw: the first kept id of the range where the running kept mass, from acc, passes rr
+// (-1: not in this range)
+__device__ __forceinline__ int64_t draw_in(const row_ctx &c, float m, uint32_t K, int64_t tie_last, int64_t i0,
+                                           int64_t i1, unsigned long long acc, double rr)
+{
+    for (int64_t i = i0; i < i1; i++) {
+        const float p = prob_of(xform(c, i), m);
+        const uint32_t key = __float_as_uint(p);
+        if (key > K || (key == K && i <= tie_last)) {
+            acc += fixq(p);
+            if (rr < (double)acc)
+                return i;
+        }
+    }
+    return -1;
+}
+
+// The sample op's arguments (kernels/ops.h), as every sampling kernel receives them.
+struct op_args {
+    struct dsd_sample_result *out;
+    const float *logits;
+    const struct dsd_sample_row *rows;
+    uint32_t *pen;
+    int64_t V;
+};
+
 // A row's context from its parameters: penalties only where the row has some and a slot.
 __device__ __forceinline__ row_ctx row_ctx_of(const struct dsd_sample_row &r, const float *logits, uint32_t *pen,
                                                int row, int64_t V)
