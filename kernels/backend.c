@@ -83,6 +83,12 @@ void dsd_backend_copy_many(struct dsd_backend *be, const struct dsd_copy *pieces
         (to_backend ? o->upload : o->download)(be, pieces[i].dst, pieces[i].src, pieces[i].bytes);
 }
 
+void dsd_backend_side_wait(struct dsd_backend *be, int layer)
+{
+    if (be->ops->side_wait)
+        be->ops->side_wait(be, layer);
+}
+
 struct dsd_kv_layout dsd_kv_layout_for(const struct dsd_model_dims *dims, enum dsd_numerics numerics,
                                        enum dsd_kv_dtype kv_dtype)
 {

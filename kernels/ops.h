@@ -122,6 +122,9 @@ struct dsd_weight_init {
 
 struct dsd_backend;
 
+/* Layers a side copy may be tagged with (dsd_ops.side_copy). */
+#define DSD_SIDE_LAYERS 256
+
 /* One piece of dsd_ops.copy_many. */
 struct dsd_copy {
     void *dst;
@@ -250,6 +253,19 @@ struct dsd_ops {
      * together instead of paying a copy's setup per piece. Callers use
      * dsd_backend_copy_many, which loops upload/download where this is NULL. */
     void (*copy_many)(struct dsd_backend *be, const struct dsd_copy *pieces, int n, bool to_backend);
+    /* Copies beside the compute (optional; NULL where the backend has none): n pieces, all
+     * host -> backend under copy_many's rules, tagged with `layer` (0 <= layer <
+     * DSD_SIDE_LAYERS), enqueued so that they overlap the ops enqueued after them: no op waits
+     * for them until side_wait(layer) (every op enqueued after it runs after that layer's side
+     * copies) or side_wait(-1) (after all of them); synchronize waits for them too. The host
+     * pieces must stay unchanged, and nothing may read the destinations, until then. The KV
+     * tiers reload a hit's pages this way, layer by layer, and the forward pass waits for a
+     * layer's pages just before that layer's attention (docs/KV_CACHE.md). Returns 0, or
+     * -EOPNOTSUPP with nothing enqueued where the backend does not overlap copies now (a
+     * choice of its own: the caller then uses copy_many); other failures are recorded for the
+     * next synchronize, as an op's are. */
+    int (*side_copy)(struct dsd_backend *be, const struct dsd_copy *pieces, int n, int layer);
+    void (*side_wait)(struct dsd_backend *be, int layer);
     /* Timing points of the stream (benchmarks, the per-op profile of forward.c): timer_new
      * makes one (NULL on failure), timer_mark enqueues it (it records when the work enqueued
      * before it is done), timer_ms gives the milliseconds from mark a to mark b once both
@@ -288,6 +304,8 @@ size_t dsd_backend_act_bytes(const struct dsd_backend *be);
 void dsd_backend_free(struct dsd_backend *be);
 /* ops->copy_many where the backend has it, else one upload or download per piece. */
 void dsd_backend_copy_many(struct dsd_backend *be, const struct dsd_copy *pieces, int n, bool to_backend);
+/* ops->side_wait where the backend has it (layer -1: every side copy); nothing otherwise. */
+void dsd_backend_side_wait(struct dsd_backend *be, int layer);
 
 /* The KV byte layout implied by the dims, numerics and KV dtype (one definition). */
 struct dsd_kv_layout dsd_kv_layout_for(const struct dsd_model_dims *dims, enum dsd_numerics numerics,

@@ -207,6 +207,7 @@ int dsd_host_tier_copy_out(struct dsd_host_tier *ht, const struct dsd_kv_cache *
     if (check_copy(ht, kv, page, slot))
         return -EINVAL;
     int n = page_pieces(ht, kv, page, slot, false, ht->pieces);
+    dsd_backend_side_wait(ht->be, -1);      /* a reload beside the compute may still be landing */
     dsd_backend_copy_many(ht->be, ht->pieces, n, false);
     return 0;
 }
@@ -214,6 +215,47 @@ int dsd_host_tier_copy_out(struct dsd_host_tier *ht, const struct dsd_kv_cache *
 int dsd_host_tier_copy_in(struct dsd_host_tier *ht, struct dsd_kv_cache *kv, int slot, int32_t page)
 {
     return dsd_host_tier_copy_in_many(ht, kv, &slot, &page, 1);
+}
+
+int dsd_host_tier_copy_in_side(struct dsd_host_tier *ht, struct dsd_kv_cache *kv, const int *slots,
+                               const int32_t *pages, int n)
+{
+    const struct dsd_ops *o = dsd_backend_ops(ht->be);
+    if (!o->side_copy || !o->side_wait || ht->g.n_layers > DSD_SIDE_LAYERS)
+        return -EOPNOTSUPP;
+    for (int i = 0; i < n; i++)
+        if (pages[i] >= 0 && check_copy(ht, kv, pages[i], slots[i]))
+            return -EINVAL;
+    /* layer by layer (layer 0 first, the order the forward pass needs them), each layer's
+     * pages in side_copy calls of up to HT_COPY_PAGES pages */
+    for (int l = 0; l < ht->g.n_layers; l++) {
+        const struct dsd_kv_layer *lay = dsd_kv_cache_layer(kv, l);
+        int np = 0;
+        for (int i = 0; i < n; i++) {
+            if (pages[i] < 0)
+                continue;
+            uint8_t *rec = dsd_host_tier_record(ht, slots[i]);
+            ht->pieces[np++] = (struct dsd_copy){.dst = lay->mla + (size_t)pages[i] * ht->g.mla_page_bytes,
+                                                 .src = dsd_kv_page_mla(rec) + (size_t)l * ht->g.mla_page_bytes,
+                                                 .bytes = ht->g.mla_page_bytes};
+            ht->pieces[np++] = (struct dsd_copy){.dst = lay->index + (size_t)pages[i] * ht->g.index_page_bytes,
+                                                 .src = dsd_kv_page_index(rec, &ht->g) +
+                                                        (size_t)l * ht->g.index_page_bytes,
+                                                 .bytes = ht->g.index_page_bytes};
+            if (np == 2 * HT_COPY_PAGES) {
+                int rc = o->side_copy(ht->be, ht->pieces, np, l);
+                if (rc)
+                    return rc;      /* -EOPNOTSUPP comes on the first call, nothing enqueued */
+                np = 0;
+            }
+        }
+        if (np) {
+            int rc = o->side_copy(ht->be, ht->pieces, np, l);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
 }
 
 int dsd_host_tier_copy_in_many(struct dsd_host_tier *ht, struct dsd_kv_cache *kv, const int *slots,

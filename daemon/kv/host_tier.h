@@ -72,5 +72,13 @@ int dsd_host_tier_copy_in(struct dsd_host_tier *ht, struct dsd_kv_cache *kv, int
  * invalid (as copy_in). */
 int dsd_host_tier_copy_in_many(struct dsd_host_tier *ht, struct dsd_kv_cache *kv, const int *slots,
                                const int32_t *pages, int n);
+/* copy_in_many as the backend's side copies (ops.h side_copy), tagged by layer: they overlap
+ * the work enqueued after them, and a reader of the pages waits with side_wait(layer) (the
+ * forward pass does, before each layer's attention) or synchronize. The slots must stay
+ * allocated and unchanged until a synchronize. Returns 0, -EOPNOTSUPP with nothing enqueued
+ * (the backend has no side copies, or does not overlap them now: use copy_in_many), or
+ * -EINVAL with nothing enqueued (as copy_in_many). */
+int dsd_host_tier_copy_in_side(struct dsd_host_tier *ht, struct dsd_kv_cache *kv, const int *slots,
+                               const int32_t *pages, int n);
 
 #endif

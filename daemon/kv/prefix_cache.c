@@ -42,6 +42,12 @@ struct dsd_prefix_cache {
      * for (make_room's batch): the tree says HOST already, the device page is still held */
     struct demoting { int32_t node, page, slot; } *demoting;
     int n_demoting;
+    /* host pages reloaded by the backend's side copies (acquire): the tree says DEVICE already
+     * and the sequence runs, but the copies land only before the step's layers that read them
+     * (docs/KV_CACHE.md), so each host slot is held until a synchronization shows they landed
+     * (side_settle), or given back to its page if the step failed ([host slots]) */
+    struct side_reload { uint64_t hash; int32_t page, slot; } *side;
+    int n_side;
     uint64_t *hashes;
     /* pages sequences compute this step (chain hashes): a new sequence whose next page is
      * among them waits for it instead of computing it again (dsd_prefix_cache_wait_for) */
@@ -74,13 +80,51 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+static void side_settle(struct dsd_prefix_cache *pc, bool landed);
+
 static int sync_be(struct dsd_prefix_cache *pc)
 {
     struct dsd_err err = {{0}};
     int rc = dsd_backend_ops(pc->be)->synchronize(pc->be, &err);
     if (rc)
         note(pc, 3, "KV cache: a tier copy failed: %s", err.msg);
+    else
+        side_settle(pc, true);      /* the side copies landed too */
     return rc;
+}
+
+/* The side-copied reloads once a step is over: after a step that synchronized (landed) the
+ * copies are in and the host slots go free. After a failed step they are waited for here; if
+ * the device cannot even synchronize, each page goes back to its host slot where the tree
+ * can still move it (the device copy is not to be trusted; a page a failed sequence still
+ * locks stays, but such a device fails every later step too). */
+static void side_settle(struct dsd_prefix_cache *pc, bool landed)
+{
+    if (pc->n_side == 0)
+        return;
+    if (!landed) {
+        struct dsd_err err = {{0}};
+        landed = dsd_backend_ops(pc->be)->synchronize(pc->be, &err) == 0;
+        if (!landed)
+            note(pc, 3, "KV cache: %d pages reloaded beside a failed step: %s", pc->n_side, err.msg);
+    }
+    for (int i = 0; i < pc->n_side; i++) {
+        const struct side_reload *r = &pc->side[i];
+        struct dsd_radix_ref ref;
+        if (!landed && dsd_radix_lookup(pc->t, r->hash, &ref) == 1 && ref.tier == DSD_KV_TIER_DEVICE &&
+            ref.value == r->page && dsd_radix_set(pc->t, ref.node, DSD_KV_TIER_HOST, r->slot) == 0) {
+            dsd_kv_page_unref(pc->kv, r->page);
+            continue;
+        }
+        dsd_host_tier_release(pc->ht, r->slot);
+    }
+    pc->n_side = 0;
+}
+
+void dsd_prefix_cache_step_done(struct dsd_prefix_cache *pc, bool ok)
+{
+    if (pc)
+        side_settle(pc, ok);
 }
 
 /* Device pages demoted to the host tier per synchronization (make_room). */
@@ -157,6 +201,9 @@ struct dsd_prefix_cache *dsd_prefix_cache_new(struct dsd_kv_cache *kv, const str
     }
     int host_slots = pc->ht ? dsd_host_tier_slots(pc->ht) : 0;
     pc->t = dsd_radix_new(pc->max_pages + host_slots, err);
+    /* every pending side reload holds a distinct host slot */
+    if (host_slots > 0 && dsd_backend_ops(pc->be)->side_copy && !(pc->side = malloc((size_t)host_slots * sizeof *pc->side)))
+        note(pc, 4, "KV cache: host hits reload without overlapping the compute (out of memory)");
     size_t mp = (size_t)pc->max_pages + 1;
     pc->pages = malloc(mp * sizeof *pc->pages);
     pc->slots = malloc(mp * sizeof *pc->slots);
@@ -182,6 +229,10 @@ void dsd_prefix_cache_free(struct dsd_prefix_cache *pc)
 {
     if (!pc)
         return;
+    /* side copies still reading host slots land first */
+    if (pc->n_side)
+        sync_be(pc);
+    free(pc->side);
     /* the tree's device pages go back to the pool (the pool may outlive the cache) */
     if (pc->t) {
         int32_t v;
@@ -583,9 +634,16 @@ int dsd_prefix_cache_acquire(struct dsd_prefix_cache *pc, const int32_t *tokens,
         pc->slots[i] = (int)r->value;
         to_copy++;
     }
-    /* the pages go back in copy_many calls (one per 256 pages), then one synchronization */
+    /* the pages go back as side copies layer by layer, which the step's layers wait for one
+     * by one (the slots are held until a synchronization: side_settle); where the backend has
+     * none, in copy_many calls (one per 256 pages), then one synchronization */
     double t0 = to_copy ? now_ms() : 0.0;
-    if (to_copy && dsd_host_tier_copy_in_many(pc->ht, pc->kv, pc->slots, pc->pages, copied) < 0) {
+    int crc = to_copy && pc->side ? dsd_host_tier_copy_in_side(pc->ht, pc->kv, pc->slots, pc->pages, copied)
+                                  : -EOPNOTSUPP;
+    const bool side = to_copy && crc == 0;
+    if (crc == -EOPNOTSUPP)
+        crc = to_copy ? dsd_host_tier_copy_in_many(pc->ht, pc->kv, pc->slots, pc->pages, copied) : 0;
+    if (to_copy && crc < 0) {
         /* nothing was enqueued: the match stops at its first host page */
         int first = -1;
         for (int i = 0; i < copied; i++)
@@ -597,12 +655,14 @@ int dsd_prefix_cache_acquire(struct dsd_prefix_cache *pc, const int32_t *tokens,
         copied = first;
         to_copy = 0;
     }
-    bool synced = to_copy == 0 || sync_be(pc) == 0;
+    bool synced = to_copy == 0 || side || sync_be(pc) == 0;
     if (to_copy) {
         double ms = now_ms() - t0;
         pc->st.reload_pages += (uint64_t)to_copy;
         pc->st.reload_seconds += ms / 1e3;
-        note(pc, 7, "KV hit: %d host pages copied to the device in %.3f ms", to_copy, ms);
+        note(pc, 7, side ? "KV hit: %d host pages enqueued to the device beside the compute in %.3f ms"
+                         : "KV hit: %d host pages copied to the device in %.3f ms",
+             to_copy, ms);
     }
     for (int i = 0; i < copied; i++) {
         struct dsd_radix_ref *r = &h->refs[i];
@@ -611,6 +671,8 @@ int dsd_prefix_cache_acquire(struct dsd_prefix_cache *pc, const int32_t *tokens,
             continue;
         }
         if (!synced || dsd_radix_set(pc->t, r->node, DSD_KV_TIER_DEVICE, pc->pages[i]) < 0) {
+            if (side)
+                sync_be(pc);    /* the side copies into the pages given back land first */
             for (int k = i; k < copied; k++)
                 if (pc->pages[k] >= 0)
                     dsd_kv_page_unref(pc->kv, pc->pages[k]);
@@ -618,7 +680,10 @@ int dsd_prefix_cache_acquire(struct dsd_prefix_cache *pc, const int32_t *tokens,
             break;
         }
         bool read_ahead = pc->from_disk && pc->from_disk[r->value];
-        dsd_host_tier_release(pc->ht, r->value);
+        if (side)
+            pc->side[pc->n_side++] = (struct side_reload){.hash = r->hash, .page = pc->pages[i], .slot = r->value};
+        else
+            dsd_host_tier_release(pc->ht, r->value);
         r->tier = DSD_KV_TIER_DEVICE;
         r->value = pc->pages[i];
         if (read_ahead)

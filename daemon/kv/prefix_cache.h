@@ -98,8 +98,9 @@ struct dsd_prefix_cache_stats {
     uint64_t waits;                 /* times a new sequence waited for a page being computed */
     uint64_t prefetched;            /* pages read ahead from disk into the host tier */
     uint64_t disk_skipped;          /* pages not written to disk: the write queue was full */
-    /* host -> device reloads of hits (acquire): pages copied and the time from enqueueing the
-     * copies to their synchronization (what a reload costs the engine thread) */
+    /* host -> device reloads of hits (acquire): pages copied and what they cost the engine
+     * thread: the time from enqueueing the copies to their synchronization, or, where they
+     * run beside the step (side copies), the time to enqueue them */
     uint64_t reload_pages;
     double reload_seconds;
 };
@@ -115,10 +116,18 @@ void dsd_prefix_cache_free(struct dsd_prefix_cache *pc);
 
 /* Shares the longest cached prefix of tokens[0..n_tokens) (whole pages) into seq, which must
  * hold no pages, reloading host and disk pages into device pages as it goes (it may call
- * make_room for them). Locks what it shares in h (drop with unhold). Fills hit (may be NULL).
+ * make_room for them; host pages as side copies where the backend has them: call step_done
+ * after the next forward step). Locks what it shares in h (drop with unhold). Fills hit (may be NULL).
  * Returns the pages shared (>= 0), -EINVAL (seq not empty), -ENOMEM. */
 int dsd_prefix_cache_acquire(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_tokens, struct dsd_kv_seq *seq,
                              struct dsd_prefix_hold *h, struct dsd_prefix_hit *hit);
+/* After each forward step (ok: it succeeded, so it synchronized): a backend with side copies
+ * (kernels/ops.h side_copy) gets an acquire's host pages back beside the step's compute, each
+ * layer's pages before that layer's attention; their host slots are held until a step shows
+ * the copies landed (ok) and then freed, or, when the step failed, the pages go back to those
+ * host slots (their device copies are not trusted). A no-op without pending reloads. */
+void dsd_prefix_cache_step_done(struct dsd_prefix_cache *pc, bool ok);
+
 /* Pages of tokens[0..n_tokens) the tree holds now (device or host), changing nothing: what
  * the scheduler ranks a long queue by. */
 int dsd_prefix_cache_peek(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_tokens);

@@ -412,6 +412,10 @@ static void attention(struct dsd_model *m, int layer, const struct dsd_kv_layer 
     const int L = c->kv_lora_rank, Hi = c->index_n_heads, Di = c->index_head_dim;
     const int QD = H * (N + R);
 
+    /* this layer's KV pages of a tier hit, reloaded beside the step (side copies), are in
+     * before anything of the layer runs (the pages this step writes are others) */
+    dsd_backend_side_wait(be, layer);
+
     /* MLA projections; qr (in cq after the norm) also feeds the indexer. */
     PROF(m, "q_a", layer);
     o->linear(be, b->cq, QR, b->x, D, &lw->q_a, T, 0);
@@ -578,6 +582,10 @@ int dsd_model_forward(struct dsd_model *m, struct dsd_kv_cache *kv, const struct
     struct dsd_forward_ws *b = m->ws;
     struct graph_slot *gs =
         g ? graph_slot(b, bucket, ctx, m->limit_layers ? m->active_layers : -1, out->samples != NULL) : NULL;
+    /* a recorded step cannot wait layer by layer for KV pages still being reloaded beside it
+     * (side copies): it starts after all of them */
+    if (gs)
+        dsd_backend_side_wait(m->be, -1);
     if (gs && !gs->graph && !gs->broken && gs->runs >= 1) {
         struct dsd_err gerr;
         if (m->ops->graph_begin(m->be, &gerr) == 0) {

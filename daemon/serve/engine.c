@@ -921,6 +921,9 @@ static int run_step(struct dsd_engine *e)
     uint64_t t0 = now_ns();
     if (!rc)
         rc = dsd_model_forward(e->model, e->kv, bs, n, &out, &err);
+    /* host hits reloaded beside this step: their host slots free now, or their pages go back
+     * to them if the step failed */
+    dsd_prefix_cache_step_done(e->pc, rc == 0);
     uint64_t t1 = now_ns();
     if (rc) {
         /* A request the checks let through but the model refuses: fail those requests, keep

@@ -58,10 +58,59 @@ static void cpu_copy(struct dsd_backend *be, void *dst, const void *src, size_t 
     memcpy(dst, src, bytes);
 }
 
+/* Side copies (ops.h) are made when they are waited for (side_wait, synchronize), not when
+ * they are enqueued: a device may make them any time in between, and the CPU backend takes
+ * the latest moment, so that a test on it sees stale memory wherever a reader forgot to wait.
+ * Pending pieces are kept in order; a layer's are made in the order they were enqueued. */
+static void cpu_side_wait(struct dsd_backend *be, int layer)
+{
+    struct cpu_backend *cb = cpu(be);
+    int kept = 0;
+    for (int i = 0; i < cb->n_side; i++) {
+        if (layer < 0 || cb->side_layer[i] == layer) {
+            memcpy(cb->side[i].dst, cb->side[i].src, cb->side[i].bytes);
+            continue;
+        }
+        cb->side[kept] = cb->side[i];
+        cb->side_layer[kept++] = cb->side_layer[i];
+    }
+    cb->n_side = kept;
+}
+
+static int cpu_side_copy(struct dsd_backend *be, const struct dsd_copy *p, int n, int layer)
+{
+    struct cpu_backend *cb = cpu(be);
+    if (n <= 0)
+        return 0;
+    if (cb->n_side + n > cb->side_cap) {
+        int cap = cb->side_cap ? cb->side_cap : 256;
+        while (cap < cb->n_side + n)
+            cap *= 2;
+        struct dsd_copy *np = realloc(cb->side, (size_t)cap * sizeof *np);
+        if (np)
+            cb->side = np;
+        int *nl = np ? realloc(cb->side_layer, (size_t)cap * sizeof *nl) : NULL;
+        if (nl)
+            cb->side_layer = nl;
+        if (!np || !nl) {
+            /* no memory to defer them: made now, which is as correct, only not late */
+            for (int i = 0; i < n; i++)
+                memcpy(p[i].dst, p[i].src, p[i].bytes);
+            return 0;
+        }
+        cb->side_cap = cap;
+    }
+    for (int i = 0; i < n; i++) {
+        cb->side[cb->n_side] = p[i];
+        cb->side_layer[cb->n_side++] = layer;
+    }
+    return 0;
+}
+
 static int cpu_synchronize(struct dsd_backend *be, struct dsd_err *err)
 {
-    (void)be;
     (void)err;
+    cpu_side_wait(be, -1);
     return 0;
 }
 
@@ -255,6 +304,8 @@ static const struct dsd_ops cpu_ops = {
     .penalty_mark = cpu_op_penalty_mark,
     .generate_weights = cpu_generate_weights,
     .copy = cpu_copy,
+    .side_copy = cpu_side_copy,
+    .side_wait = cpu_side_wait,
     .timer_new = cpu_timer_new,
     .timer_mark = cpu_timer_mark,
     .timer_ms = cpu_timer_ms,
@@ -268,6 +319,8 @@ static void cpu_destroy(struct dsd_backend *be)
     cpu_release(be, cb->gen_block);
     dsd_thread_pool_free(cb->pool);
     free(cb->sample_scratch);
+    free(cb->side);
+    free(cb->side_layer);
     dsd_backend_fini_common(be);
     free(cb);
 }

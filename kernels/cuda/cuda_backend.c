@@ -141,12 +141,8 @@ static void cu_download(struct dsd_backend *be, void *dst, const void *src, size
 /* ops.h copy_many: one kernel for all pieces (cuda_copy.cu) when the host side is mapped
  * pinned memory, as alloc_host's is; otherwise, or for a piece of 4 GiB or more, one
  * cudaMemcpyAsync per piece. */
-static void cu_copy_many(struct dsd_backend *be, const struct dsd_copy *p, int n, bool to_backend)
+static void copy_many_on(struct cuda_backend *cb, cudaStream_t st, const struct dsd_copy *p, int n, bool to_backend)
 {
-    struct cuda_backend *cb = cuda(be);
-    if (n <= 0)
-        return;
-    cuda_use(cb);
     bool kernel = true;
     struct cudaPointerAttributes at;
     if (cudaPointerGetAttributes(&at, to_backend ? p[0].src : p[0].dst) != cudaSuccess ||
@@ -157,19 +153,70 @@ static void cu_copy_many(struct dsd_backend *be, const struct dsd_copy *p, int n
     for (int i = 0; i < n && kernel; i++)
         kernel = p[i].bytes < ((size_t)1 << 32);
     if (kernel) {
-        CU_OK(cb, cuda_launch_copy_many(cb->stream, p, n));
+        CU_OK(cb, cuda_launch_copy_many(st, p, n));
         return;
     }
     for (int i = 0; i < n; i++)
         if (p[i].bytes)
             CU_OK(cb, cudaMemcpyAsync(p[i].dst, p[i].src, p[i].bytes,
-                                      to_backend ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost, cb->stream));
+                                      to_backend ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost, st));
+}
+
+static void cu_copy_many(struct dsd_backend *be, const struct dsd_copy *p, int n, bool to_backend)
+{
+    struct cuda_backend *cb = cuda(be);
+    if (n <= 0)
+        return;
+    cuda_use(cb);
+    copy_many_on(cb, cb->stream, p, n, to_backend);
+}
+
+/* ops.h side_copy: with kv_reload = OVERLAP, on the copy stream, after everything enqueued on
+ * the main stream so far (a reloaded page's previous contents may still be read there), then
+ * the layer's event; otherwise not done here (-EOPNOTSUPP: the caller copies in order). */
+static int cu_side_copy(struct dsd_backend *be, const struct dsd_copy *p, int n, int layer)
+{
+    struct cuda_backend *cb = cuda(be);
+    if (cb->kv_reload != DSD_CUDA_KV_RELOAD_OVERLAP)
+        return -EOPNOTSUPP;
+    if (n <= 0)
+        return 0;
+    if (layer < 0 || layer >= DSD_SIDE_LAYERS) {
+        cuda_fail(cb, -EINVAL, "side_copy: layer %d out of range", layer);
+        return 0;
+    }
+    cuda_use(cb);
+    if (!cb->layer_done[layer] &&
+        !CU_OK(cb, cudaEventCreateWithFlags(&cb->layer_done[layer], cudaEventDisableTiming)))
+        return 0;
+    if (!CU_OK(cb, cudaEventRecord(cb->copy_after, cb->stream)) ||
+        !CU_OK(cb, cudaStreamWaitEvent(cb->copy_stream, cb->copy_after, 0)))
+        return 0;
+    copy_many_on(cb, cb->copy_stream, p, n, true);
+    if (CU_OK(cb, cudaEventRecord(cb->layer_done[layer], cb->copy_stream)))
+        cb->layer_pending[layer] = true;
+    return 0;
+}
+
+static void cu_side_wait(struct dsd_backend *be, int layer)
+{
+    struct cuda_backend *cb = cuda(be);
+    const int l0 = layer < 0 ? 0 : layer, l1 = layer < 0 ? DSD_SIDE_LAYERS : layer + 1;
+    if (l0 >= DSD_SIDE_LAYERS)
+        return;
+    for (int l = l0; l < l1; l++)
+        if (cb->layer_pending[l]) {
+            cuda_use(cb);
+            CU_OK(cb, cudaStreamWaitEvent(cb->stream, cb->layer_done[l], 0));
+            cb->layer_pending[l] = false;
+        }
 }
 
 static int cu_synchronize(struct dsd_backend *be, struct dsd_err *err)
 {
     struct cuda_backend *cb = cuda(be);
     cuda_use(cb);
+    cu_side_wait(be, -1);       /* the side copies too */
     CU_OK(cb, cudaStreamSynchronize(cb->stream));
     int rc = cb->status;
     if (rc) {
@@ -650,6 +697,8 @@ static const struct dsd_ops cuda_ops = {
     .generate_weights = cu_generate_weights,
     .copy = cu_copy,
     .copy_many = cu_copy_many,
+    .side_copy = cu_side_copy,
+    .side_wait = cu_side_wait,
     .timer_new = cu_timer_new,
     .timer_mark = cu_timer_mark,
     .timer_ms = cu_timer_ms,
@@ -679,10 +728,26 @@ static void cu_destroy(struct dsd_backend *be)
     }
     if (cb->side_fork)
         cudaEventDestroy(cb->side_fork);
+    if (cb->copy_stream) {
+        cudaStreamSynchronize(cb->copy_stream);
+        cudaStreamDestroy(cb->copy_stream);
+    }
+    if (cb->copy_after)
+        cudaEventDestroy(cb->copy_after);
+    for (int l = 0; l < DSD_SIDE_LAYERS; l++)
+        if (cb->layer_done[l])
+            cudaEventDestroy(cb->layer_done[l]);
     if (cb->stream)
         cudaStreamDestroy(cb->stream);
     dsd_backend_fini_common(be);
     free(cb);
+}
+
+void dsd_backend_cuda_set_kv_reload(struct dsd_backend *be, enum dsd_cuda_kv_reload r)
+{
+    struct cuda_backend *cb = cuda(be);
+    cu_side_wait(be, -1);       /* nothing pending is left behind by the switch */
+    cb->kv_reload = r;
 }
 
 /* ---- engine choices by name (dsd_backend_cuda_set_engine) ---- */
@@ -694,6 +759,7 @@ static void set_ffn(struct dsd_backend *be, int v) { dsd_backend_cuda_set_ffn_pa
 static void set_moe_prefill(struct dsd_backend *be, int v) { dsd_backend_cuda_set_moe_prefill(be, v); }
 static void set_linear(struct dsd_backend *be, int v) { dsd_backend_cuda_set_linear_path(be, v); }
 static void set_sampler(struct dsd_backend *be, int v) { dsd_backend_cuda_set_sampler(be, v); }
+static void set_kv_reload(struct dsd_backend *be, int v) { dsd_backend_cuda_set_kv_reload(be, v); }
 
 /* one row per choice; a value's index is its enum value (dsd_cuda.h) */
 static const struct engine_knob {
@@ -709,6 +775,7 @@ static const struct engine_knob {
     { .name = "moe_prefill", .set = set_moe_prefill, .values = { "auto", "serial", "lanes", "grouped" } },
     { .name = "linear", .set = set_linear, .values = { "auto", "lt", "stream" } },
     { .name = "sampler", .set = set_sampler, .values = { "auto", "block", "slices" } },
+    { .name = "kv_reload", .set = set_kv_reload, .values = { "auto", "stream", "overlap" } },
 };
 
 int dsd_backend_cuda_set_engine(struct dsd_backend *be, const char *name, const char *value, struct dsd_err *err)
@@ -727,8 +794,34 @@ int dsd_backend_cuda_set_engine(struct dsd_backend *be, const char *name, const 
         }
         return dsd_errf(err, -EINVAL, "engine %s: no value \"%s\" (one of: %s)", name, value ? value : "", list);
     }
-    return dsd_errf(err, -EINVAL, "no engine choice \"%s\" (attention, attn_tile, indexer, ffn, moe_prefill, linear, sampler)",
+    return dsd_errf(err, -EINVAL, "no engine choice \"%s\" (attention, attn_tile, indexer, ffn, moe_prefill, linear, sampler, kv_reload)",
                     name ? name : "");
+}
+
+/* DSD_CUDA_ENGINES="NAME=VALUE ..." (spaces or commas between): engine choices for every
+ * CUDA backend the process makes, so that a choice not yet the default can be tried through
+ * the daemon or any tool (docs/CUDA.md). An unknown name or value fails the backend's creation
+ * with the list of what is allowed. */
+static int apply_env_engines(struct dsd_backend *be, struct dsd_err *err)
+{
+    const char *env = getenv("DSD_CUDA_ENGINES");
+    if (!env)
+        return 0;
+    char buf[512];
+    if (strlen(env) >= sizeof buf)
+        return dsd_errf(err, -EINVAL, "DSD_CUDA_ENGINES: longer than %zu characters", sizeof buf - 1);
+    strcpy(buf, env);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, " ,", &save); tok; tok = strtok_r(NULL, " ,", &save)) {
+        char *eq = strchr(tok, '=');
+        if (!eq)
+            return dsd_errf(err, -EINVAL, "DSD_CUDA_ENGINES: \"%s\" is not NAME=VALUE", tok);
+        *eq = 0;
+        int rc = dsd_backend_cuda_set_engine(be, tok, eq + 1, err);
+        if (rc)
+            return dsd_err_prefix(err, rc, "DSD_CUDA_ENGINES");
+    }
+    return 0;
 }
 
 struct dsd_backend *dsd_backend_cuda_new(const struct dsd_backend_params *p, struct dsd_err *err)
@@ -786,7 +879,9 @@ struct dsd_backend *dsd_backend_cuda_new(const struct dsd_backend_params *p, str
         return NULL;
     }
     cb->lt_workspace_bytes = LT_WORKSPACE_BYTES;
-    bool sides = cudaEventCreateWithFlags(&cb->side_fork, cudaEventDisableTiming) == cudaSuccess;
+    bool sides = cudaEventCreateWithFlags(&cb->side_fork, cudaEventDisableTiming) == cudaSuccess &&
+                 cudaEventCreateWithFlags(&cb->copy_after, cudaEventDisableTiming) == cudaSuccess &&
+                 cudaStreamCreateWithFlags(&cb->copy_stream, cudaStreamNonBlocking) == cudaSuccess;
     for (int i = 0; sides && i < CUDA_SIDE_STREAMS; i++)
         sides = cudaStreamCreateWithFlags(&cb->side[i], cudaStreamNonBlocking) == cudaSuccess &&
                 cudaEventCreateWithFlags(&cb->side_join[i], cudaEventDisableTiming) == cudaSuccess;
@@ -797,6 +892,10 @@ struct dsd_backend *dsd_backend_cuda_new(const struct dsd_backend_params *p, str
         return NULL;
     }
     if (cuda_linear_init(cb, err)) {
+        cu_destroy(&cb->base);
+        return NULL;
+    }
+    if (apply_env_engines(&cb->base, err)) {
         cu_destroy(&cb->base);
         return NULL;
     }

@@ -56,6 +56,13 @@ struct cuda_backend {
     cudaStream_t stream;
     cudaStream_t side[CUDA_SIDE_STREAMS];
     cudaEvent_t side_fork, side_join[CUDA_SIDE_STREAMS];
+    /* ops.h side_copy: a copy stream that starts after what `stream` has enqueued, and per
+     * layer the event of its latest copies (made on first use) and whether `stream` has yet
+     * to wait for it */
+    cudaStream_t copy_stream;
+    cudaEvent_t copy_after;
+    cudaEvent_t layer_done[DSD_SIDE_LAYERS];
+    bool layer_pending[DSD_SIDE_LAYERS];
     cublasLtHandle_t lt;
     void *lt_workspace;         /* the side streams each take 1/CUDA_SIDE_STREAMS of it */
     size_t lt_workspace_bytes;
@@ -78,6 +85,7 @@ struct cuda_backend {
     enum dsd_cuda_moe_prefill moe_prefill;      /* dsd_backend_cuda_set_moe_prefill */
     enum dsd_cuda_linear_path linear_path;      /* dsd_backend_cuda_set_linear_path */
     enum dsd_cuda_sampler sampler;              /* dsd_backend_cuda_set_sampler */
+    enum dsd_cuda_kv_reload kv_reload;          /* dsd_backend_cuda_set_kv_reload */
     struct cuda_moe_state *moe;
     int32_t *moe_hits;          /* moe_count's counters (device), or NULL */
     void *weight_block;         /* every weight, one allocation (prepare_weights) */

@@ -112,17 +112,26 @@ void dsd_backend_cuda_set_linear_path(struct dsd_backend *be, enum dsd_cuda_line
 enum dsd_cuda_sampler { DSD_CUDA_SAMPLER_AUTO, DSD_CUDA_SAMPLER_BLOCK, DSD_CUDA_SAMPLER_SLICES };
 void dsd_backend_cuda_set_sampler(struct dsd_backend *be, enum dsd_cuda_sampler s);
 
-/* The seven choices above by name, for tools that reach the backend through the module
+/* Tests and benchmarks: how the ops.h side copies (a KV tier hit's host pages coming back)
+ * run: STREAM, in order on the backend's stream (the copies then precede the step that
+ * follows them, as before side copies existed), or OVERLAP, on a copy stream of their own
+ * with an event per layer that the step's layers wait for one by one, so the reload of later
+ * layers runs beside the compute of earlier ones. AUTO (the default) is STREAM until OVERLAP
+ * is measured on a GPU (docs/KV_CACHE.md, "What overlaps what"). */
+enum dsd_cuda_kv_reload { DSD_CUDA_KV_RELOAD_AUTO, DSD_CUDA_KV_RELOAD_STREAM, DSD_CUDA_KV_RELOAD_OVERLAP };
+void dsd_backend_cuda_set_kv_reload(struct dsd_backend *be, enum dsd_cuda_kv_reload r);
+
+/* The eight choices above by name, for tools that reach the backend through the module
  * (deepseekd-bench --engine NAME=VALUE): "attention" (auto, per-token, tiled, tiled-pages,
  * tiled-gather), "attn_tile" (auto, mma, wgmma, ws), "indexer" (auto, bf16, fp8, wgmma), "ffn"
  * (auto, stream, gemm), "moe_prefill" (auto, serial, lanes, grouped), "linear" (auto, lt,
- * stream), "sampler" (auto, block, slices). Returns 0, or -EINVAL (unknown name or value; err
+ * stream), "sampler" (auto, block, slices), "kv_reload" (auto, stream, overlap). Returns 0, or -EINVAL (unknown name or value; err
  * lists the values). */
 int dsd_backend_cuda_set_engine(struct dsd_backend *be, const char *name, const char *value, struct dsd_err *err);
 
 /* What the loadable module (libdsd_backend_cuda.so, kernels/cuda/cuda_module.c) exports as
  * the symbol "dsd_cuda_module". The ABI number changes whenever this table or ops.h does. */
-#define DSD_CUDA_MODULE_ABI 3
+#define DSD_CUDA_MODULE_ABI 4
 #define DSD_CUDA_MODULE_EXPORT __attribute__((visibility("default")))
 struct dsd_cuda_module {
     int abi;
