@@ -46,12 +46,21 @@ struct dsd_sample_row {
     int32_t n_top;              /* logprobs: -1 = none, else the pick's and n_top (<= 20) more */
 };
 
-/* What a row produced (168 bytes). */
+/* dsd_sample_result.status */
+#define DSD_SAMPLE_OK 0
+/* The row's logits, after penalties and temperature, have no finite maximum (every one NaN or
+ * -inf, or one +inf): the model is numerically broken for this token (a corrupt checkpoint, an
+ * overflow). token is then still the reference's pick (the arg-max, NaN last), but a caller
+ * that serves text must not emit it: the engine ends the request with an error. */
+#define DSD_SAMPLE_NONFINITE 1
+
+/* What a row produced (172 bytes). */
 struct dsd_sample_result {
     int32_t token;
     float logprob;              /* raw log-softmax of token, >= -1e30 (when n_top >= 0) */
     int32_t top_ids[DSD_SAMPLE_MAX_TOP];
     float top_logprobs[DSD_SAMPLE_MAX_TOP];
+    int32_t status;             /* DSD_SAMPLE_OK or DSD_SAMPLE_NONFINITE */
 };
 
 /* The penalty state: one uint32 per vocabulary id and slot. */

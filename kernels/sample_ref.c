@@ -189,6 +189,7 @@ void dsd_sample_ref(const float *raw, int64_t V, const struct dsd_sample_row *p,
         }
     }
     out->token = pick;
+    out->status = isfinite(mx) ? DSD_SAMPLE_OK : DSD_SAMPLE_NONFINITE;
     if (sample_logprob)
         *sample_logprob = (float)((double)x[pick] - mx - log(z));
     if (p->n_top >= 0)

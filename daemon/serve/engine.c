@@ -369,6 +369,21 @@ static void retire(struct dsd_engine *e, struct seq *s, struct dsd_engine_event 
     pthread_mutex_unlock(&e->mu);
 }
 
+/* A sampled row whose logits have no finite value (DSD_SAMPLE_NONFINITE): the request ends
+ * with this error instead of emitting the meaningless pick. */
+#define NONFINITE_MSG                                                                          \
+    "the model's logits for the next token are not finite numbers (NaN or infinite): its "    \
+    "weights or scales are likely corrupt, or a value overflowed; nothing more is generated"
+
+/* Whether rows row..row+n of the step's samples all had finite logits. */
+static bool rows_finite(const struct dsd_engine *e, int row, int n)
+{
+    for (int j = 0; j < n; j++)
+        if (e->sres[row + j].status != DSD_SAMPLE_OK)
+            return false;
+    return true;
+}
+
 static void fail_seq(struct dsd_engine *e, struct seq *s, const char *msg)
 {
     struct dsd_engine_event *ev = s->ev ? s->ev : new_event(s, DSD_EV_DONE);
@@ -944,6 +959,10 @@ static int run_step(struct dsd_engine *e)
             prefilled += (uint64_t)chunk;
             s->sc.n_computed += chunk;
             publish_pages(e, s);
+        } else if (used[i] == 0 && e->sres[row].status != DSD_SAMPLE_OK) {
+            row++;
+            fail_seq(e, s, NONFINITE_MSG);
+            alive = false;
         } else if (used[i] == 0) {
             /* Everything fed except a freshly generated token is prefill work: the prompt and,
              * after a preemption, the generated tokens being recomputed. */
@@ -962,6 +981,10 @@ static int run_step(struct dsd_engine *e)
                 emit(e, ev);
             else
                 retire(e, s, ev);
+        } else if (!rows_finite(e, row, used[i] + 1)) {
+            row += used[i] + 1;
+            fail_seq(e, s, NONFINITE_MSG);
+            alive = false;
         } else {
             const int nd = used[i];
             int32_t toks[DSD_SPEC_MAX_TOKENS + 1];

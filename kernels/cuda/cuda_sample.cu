@@ -241,6 +241,7 @@ __global__ void __launch_bounds__(SP_THREADS) sample_kernel(const sample_args a)
     }
     if (tid == 0) {
         o->token = (int32_t)pick;
+        o->status = isfinite(best.v) ? DSD_SAMPLE_OK : DSD_SAMPLE_NONFINITE;
         count_pick(a.pen, r, V, pick);
     }
 }

@@ -64,6 +64,7 @@ struct sp_part {
 struct sp_row {
     unsigned int ticket[SP_LAUNCHES];
     int decided;                // the pick is known (greedy, nothing with mass, n = 0)
+    int status;                 // DSD_SAMPLE_OK or DSD_SAMPLE_NONFINITE (no finite maximum)
     int mass_on;                // top-p < 1: the mass selection runs
     float m, raw_max;
     arg best;
@@ -360,6 +361,7 @@ __global__ void __launch_bounds__(SP_THREADS) sample_max_kernel(const sample_arg
             best = bs;
     }
     st->m = m, st->raw_max = mr, st->best = best;
+    st->status = isfinite(best.v) ? DSD_SAMPLE_OK : DSD_SAMPLE_NONFINITE;
     st->mass_on = t.r.top_p < 1.0f;
     if (t.r.temperature == 0.0f || m == -INFINITY) {
         // greedy, or nothing has mass (as the reference: the arg-max)
@@ -606,6 +608,7 @@ __global__ void __launch_bounds__(SP_THREADS) sample_draw_kernel(const sample_ar
     }
     if (threadIdx.x == 0) {
         o->token = (int32_t)pick;
+        o->status = ld(&st->status);
         count_pick(a.pen, t.r, a.V, pick);
     }
 }

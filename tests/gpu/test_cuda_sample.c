@@ -5,7 +5,8 @@
  * own parameters (greedy, temperature, top-k, top-p, min-p, all three, penalties from a
  * penalty state loaded by penalty_mark, logprobs with 0..20 top entries).
  *
- * Checks: greedy picks equal; sampled picks equal, or else explained by the draw sitting at
+ * Checks: the status (DSD_SAMPLE_NONFINITE for the rows with no finite logit, two of each
+ * "masked" case) equal; greedy picks equal; sampled picks equal, or else explained by the draw sitting at
  * a boundary of the cumulative mass (the reference with u moved by 2e-5 gives the GPU's pick:
  * the GPU sums masses in fixed point, the reference in double); the penalty state after the
  * step byte-equal (picks counted); logprobs within 1e-4 and the same top ids. Every case runs
@@ -88,6 +89,9 @@ static void run_case(struct gh_ctx *h, int64_t V, enum shape sh, int R)
     int32_t *hist = malloc(4096 * sizeof *hist);
     for (int r = 0; r < R; r++) {
         make_row(logits + (size_t)r * V, V, sh);
+        if (sh == MASKED && r < 2)      /* no finite logit at all: all NaN, all -inf */
+            for (int64_t i = 0; i < V; i++)
+                logits[(size_t)r * V + i] = r == 0 ? NAN : -INFINITY;
         rows[r] = param_set(r, V);
         rows[r].u = urand();
         rows[r].pen_slot = r;                       /* every row keeps its own penalty row */
@@ -142,12 +146,13 @@ static void run_case(struct gh_ctx *h, int64_t V, enum shape sh, int R)
         gh_download(h->gpu, pen_got, p_g, pb) || gh_download(h->cpu, pen_want, p_c, pb))
         goto out;
     {
-        long greedy_bad = 0, exact = 0, explained = 0, unexplained = 0, lp_bad = 0;
+        long greedy_bad = 0, exact = 0, explained = 0, unexplained = 0, lp_bad = 0, status_bad = 0;
         double lp_max = 0;
         void *scratch = malloc(dsd_sample_scratch_bytes(V));
         for (int r = 0; r < R; r++) {
             const struct dsd_sample_row *p = &rows[r];
             const struct dsd_sample_result *g = &got[r], *w = &want[r];
+            status_bad += g->status != w->status;
             if (g->token == w->token) {
                 exact += p->temperature > 0;
             } else if (p->temperature == 0.0f) {
@@ -198,6 +203,8 @@ static void run_case(struct gh_ctx *h, int64_t V, enum shape sh, int R)
         printf("      sample %s: sampled rows exact %ld, at a boundary %ld, unexplained %ld\n", shape, exact, explained,
                unexplained);
         gh_report(h, "sample greedy", shape, (double)greedy_bad, (double)greedy_bad, 0, greedy_bad == 0);
+        gh_report(h, "sample status (no finite logit)", shape, (double)status_bad, (double)status_bad, 0,
+                  status_bad == 0);
         gh_report(h, "sample draw", shape, (double)unexplained, (double)explained, 0, unexplained == 0);
         gh_report(h, "sample logprobs", shape, lp_max, (double)lp_bad, 1e-4, lp_bad == 0);
         gh_report(h, "sample penalty state", shape, (double)pen_diff, (double)pen_diff, 0, pen_diff == 0);

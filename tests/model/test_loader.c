@@ -34,7 +34,8 @@ static void copy_file(const char *src, const char *dst)
 /* Writes g_tmp/<name>/ = the tiny checkpoint with `victim` changed by `how`:
  *   "drop": removed; "shape": one row less; "dtype": stored as I32 (4-byte) data;
  *   "scale_drop": its weight_scale_inv removed; "scale_shape": scale with one column less;
- *   "scale_neg": the scale's first entry negated; "bf16": an FP8 weight stored as BF16. */
+ *   "scale_neg": the scale's first entry negated; "fp8_nan": every byte of an FP8 weight 0x7f
+ *   (e4m3's NaN; the loader does not read weight bytes); "bf16": an FP8 weight stored as BF16. */
 static char *variant(const char *name, const char *victim, const char *how, bool keep_quant_config)
 {
     static char dir[PATH_MAX];
@@ -99,6 +100,11 @@ static char *variant(const char *name, const char *victim, const char *how, bool
             memcpy(f, t->data, nbytes);
             f[0] = -f[0];
             data = owned[n_owned++] = f;
+        }
+        if (is_victim && !strcmp(how, "fp8_nan")) {
+            uint8_t *b = malloc(nbytes);
+            memset(b, 0x7f, nbytes);
+            data = owned[n_owned++] = b;
         }
         if (dsd_st_writer_add(w, t->name, dt, t->ndim, shape, data, nbytes))
             abort();
@@ -264,6 +270,55 @@ TEST(forward_rejects_bad_requests)
     dsd_model_free(m);
 }
 
+/* One greedy token of a one-token prompt, sampled on the backend: its result. */
+static struct dsd_sample_result sample_one(struct dsd_model *m)
+{
+    struct dsd_sample_result res = { .token = -1, .status = -1 };
+    struct dsd_err err = {{0}};
+    struct dsd_kv_cache *kv = dsd_model_kv_cache_new(m, 2, &err);
+    struct dsd_kv_seq seq = {0};
+    ASSERT_TRUE(kv != NULL);
+    if (!kv)
+        return res;
+    ASSERT_EQ_INT(dsd_kv_seq_reserve(kv, &seq, 1), 0);
+    int32_t tok = 5;
+    const struct dsd_sample_row row = { .temperature = 0.0f, .top_p = 1.0f, .repetition_penalty = 1.0f,
+                                        .pen_slot = -1, .n_top = -1 };
+    struct dsd_batch_seq b = { .tokens = &tok, .n_tokens = 1, .kv = &seq };
+    struct dsd_forward_out out = { .sample = &row, .samples = &res };
+    ASSERT_EQ_INT(dsd_model_forward(m, kv, &b, 1, &out, &err), 0);
+    dsd_kv_seq_release(kv, &seq);
+    dsd_kv_seq_destroy(&seq);
+    dsd_kv_cache_free(kv);
+    return res;
+}
+
+/* A checkpoint the loader takes (it checks shapes, dtypes and scales, not every weight byte)
+ * whose attention output weight is all NaN bytes: its logits are not numbers, and the sample
+ * says so (DSD_SAMPLE_NONFINITE: the engine ends such a request with an error) where the same
+ * step on the good checkpoint gives DSD_SAMPLE_OK. */
+TEST(non_finite_logits_are_flagged_at_sampling)
+{
+    struct dsd_err err = {{0}};
+    int rc;
+    struct dsd_model *good = load(g_tiny, &err, &rc);
+    ASSERT_TRUE(good != NULL);
+    if (!good)
+        return;
+    struct dsd_sample_result r = sample_one(good);
+    ASSERT_EQ_INT(r.status, DSD_SAMPLE_OK);
+    dsd_model_free(good);
+    struct dsd_model *bad = load(variant("nanweight", "model.layers.0.self_attn.o_proj.weight", "fp8_nan", true),
+                                 &err, &rc);
+    ASSERT_EQ_INT(rc, 0);
+    ASSERT_TRUE(bad != NULL);
+    if (!bad)
+        return;
+    r = sample_one(bad);
+    ASSERT_EQ_INT(r.status, DSD_SAMPLE_NONFINITE);
+    dsd_model_free(bad);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 3) {
@@ -280,6 +335,7 @@ int main(int argc, char **argv)
     RUN(unquantized_linear_weights_are_accepted);
     RUN(bad_directories);
     RUN(forward_rejects_bad_requests);
+    RUN(non_finite_logits_are_flagged_at_sampling);
     char cmd[PATH_MAX + 16];
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_tmp);
     if (system(cmd) != 0)

@@ -4,6 +4,9 @@
 #include <math.h>
 #include <string.h>
 
+#include <stdlib.h>
+
+#include "sample.h"
 #include "sampling.h"
 #include "test.h"
 
@@ -190,6 +193,40 @@ TEST(nucleus_over_a_flat_real_sized_vocabulary)
     dsd_sampler_free(s);
 }
 
+/* A row with no finite maximum after penalties and temperature (all NaN, all -inf, one +inf)
+ * is flagged DSD_SAMPLE_NONFINITE, greedy or sampled; a row with some finite values (NaN and
+ * -inf among them) is not. */
+TEST(rows_without_a_finite_logit_are_flagged)
+{
+    void *scratch = malloc(dsd_sample_scratch_bytes(V));
+    ASSERT_TRUE(scratch != NULL);
+    if (!scratch)
+        return;
+    float l[V];
+    const struct dsd_sample_row greedy = { .temperature = 0.0f, .top_p = 1.0f, .repetition_penalty = 1.0f,
+                                           .pen_slot = -1, .n_top = -1 };
+    const struct dsd_sample_row sampled = { .temperature = 0.8f, .top_p = 0.9f, .repetition_penalty = 1.0f,
+                                            .pen_slot = -1, .u = 0.5f, .n_top = 3 };
+    for (int k = 0; k < 5; k++) {
+        for (int i = 0; i < V; i++)
+            l[i] = k == 0 ? NAN : k == 1 ? -INFINITY : k == 2 ? (float)(-0.01 * i) : k == 3 ? NAN : -INFINITY;
+        if (k == 2)
+            l[7] = INFINITY;
+        if (k >= 3)
+            l[400] = 1.5f;      /* one finite value among NaN (3) or -inf (4) */
+        const bool bad = k < 3;
+        for (int m = 0; m < 2; m++) {
+            struct dsd_sample_result r;
+            dsd_sample_ref(l, V, m ? &sampled : &greedy, NULL, scratch, &r, NULL);
+            ASSERT_EQ_INT(r.status, bad ? DSD_SAMPLE_NONFINITE : DSD_SAMPLE_OK);
+            ASSERT_TRUE(r.token >= 0 && r.token < V);
+            if (!bad)
+                ASSERT_EQ_INT(r.token, 400);
+        }
+    }
+    free(scratch);
+}
+
 TEST(bad_parameters_are_named)
 {
     struct dsd_sampling_params p = dsd_sampling_default_params();
@@ -215,6 +252,7 @@ int main(void)
     RUN(filters_restrict_the_candidates);
     RUN(penalties);
     RUN(nucleus_over_a_flat_real_sized_vocabulary);
+    RUN(rows_without_a_finite_logit_are_flagged);
     RUN(bad_parameters_are_named);
     return test_report();
 }

@@ -317,6 +317,10 @@ int main(int argc, char **argv)
     for (int i = 0; i < max_tokens; i++) {
         int32_t next;
         if (on_backend) {
+            if (sres.status != DSD_SAMPLE_OK)
+                return fail("the model's logits for the next token are not finite numbers (NaN or infinite): "
+                            "its weights or scales are likely corrupt%s",
+                            "");
             next = sres.token;
         } else {
             memcpy(row, last, (size_t)V * sizeof *row);
