@@ -184,22 +184,28 @@ static int check_copy(const struct dsd_host_tier *ht, const struct dsd_kv_cache 
     return 0;
 }
 
-/* The 2 x layers pieces of one page's copy (out: device -> record, in: record -> device). */
+/* The 2 pieces of one page's copy in layer l (its MLA and index-K arenas; out: device ->
+ * record, in: record -> device). */
+static void layer_pieces(struct dsd_host_tier *ht, const struct dsd_kv_cache *kv, int l, int32_t page, int slot,
+                         bool in, struct dsd_copy *p)
+{
+    uint8_t *rec = dsd_host_tier_record(ht, slot);
+    const struct dsd_kv_layer *lay = dsd_kv_cache_layer(kv, l);
+    uint8_t *dm = lay->mla + (size_t)page * ht->g.mla_page_bytes;
+    uint8_t *di = lay->index + (size_t)page * ht->g.index_page_bytes;
+    uint8_t *hm = dsd_kv_page_mla(rec) + (size_t)l * ht->g.mla_page_bytes;
+    uint8_t *hi = dsd_kv_page_index(rec, &ht->g) + (size_t)l * ht->g.index_page_bytes;
+    p[0] = (struct dsd_copy){.dst = in ? dm : hm, .src = in ? hm : dm, .bytes = ht->g.mla_page_bytes};
+    p[1] = (struct dsd_copy){.dst = in ? di : hi, .src = in ? hi : di, .bytes = ht->g.index_page_bytes};
+}
+
+/* The 2 x layers pieces of one page's copy, layer 0 first. */
 static int page_pieces(struct dsd_host_tier *ht, const struct dsd_kv_cache *kv, int32_t page, int slot, bool in,
                        struct dsd_copy *p)
 {
-    uint8_t *rec = dsd_host_tier_record(ht, slot);
-    uint8_t *mla = dsd_kv_page_mla(rec), *idx = dsd_kv_page_index(rec, &ht->g);
-    int n = 0;
-    for (int l = 0; l < ht->g.n_layers; l++) {
-        const struct dsd_kv_layer *lay = dsd_kv_cache_layer(kv, l);
-        uint8_t *dm = lay->mla + (size_t)page * ht->g.mla_page_bytes;
-        uint8_t *di = lay->index + (size_t)page * ht->g.index_page_bytes;
-        uint8_t *hm = mla + (size_t)l * ht->g.mla_page_bytes, *hi = idx + (size_t)l * ht->g.index_page_bytes;
-        p[n++] = (struct dsd_copy){.dst = in ? dm : hm, .src = in ? hm : dm, .bytes = ht->g.mla_page_bytes};
-        p[n++] = (struct dsd_copy){.dst = in ? di : hi, .src = in ? hi : di, .bytes = ht->g.index_page_bytes};
-    }
-    return n;
+    for (int l = 0; l < ht->g.n_layers; l++)
+        layer_pieces(ht, kv, l, page, slot, in, p + 2 * l);
+    return 2 * ht->g.n_layers;
 }
 
 int dsd_host_tier_copy_out(struct dsd_host_tier *ht, const struct dsd_kv_cache *kv, int32_t page, int slot)
@@ -229,19 +235,12 @@ int dsd_host_tier_copy_in_side(struct dsd_host_tier *ht, struct dsd_kv_cache *kv
     /* layer by layer (layer 0 first, the order the forward pass needs them), each layer's
      * pages in side_copy calls of up to HT_COPY_PAGES pages */
     for (int l = 0; l < ht->g.n_layers; l++) {
-        const struct dsd_kv_layer *lay = dsd_kv_cache_layer(kv, l);
         int np = 0;
         for (int i = 0; i < n; i++) {
             if (pages[i] < 0)
                 continue;
-            uint8_t *rec = dsd_host_tier_record(ht, slots[i]);
-            ht->pieces[np++] = (struct dsd_copy){.dst = lay->mla + (size_t)pages[i] * ht->g.mla_page_bytes,
-                                                 .src = dsd_kv_page_mla(rec) + (size_t)l * ht->g.mla_page_bytes,
-                                                 .bytes = ht->g.mla_page_bytes};
-            ht->pieces[np++] = (struct dsd_copy){.dst = lay->index + (size_t)pages[i] * ht->g.index_page_bytes,
-                                                 .src = dsd_kv_page_index(rec, &ht->g) +
-                                                        (size_t)l * ht->g.index_page_bytes,
-                                                 .bytes = ht->g.index_page_bytes};
+            layer_pieces(ht, kv, l, pages[i], slots[i], true, ht->pieces + np);
+            np += 2;
             if (np == 2 * HT_COPY_PAGES) {
                 int rc = o->side_copy(ht->be, ht->pieces, np, l);
                 if (rc)

@@ -67,12 +67,11 @@ static void cpu_side_wait(struct dsd_backend *be, int layer)
     struct cpu_backend *cb = cpu(be);
     int kept = 0;
     for (int i = 0; i < cb->n_side; i++) {
-        if (layer < 0 || cb->side_layer[i] == layer) {
-            memcpy(cb->side[i].dst, cb->side[i].src, cb->side[i].bytes);
-            continue;
-        }
-        cb->side[kept] = cb->side[i];
-        cb->side_layer[kept++] = cb->side_layer[i];
+        const struct cpu_side_copy *q = &cb->side[i];
+        if (layer < 0 || q->layer == layer)
+            memcpy(q->c.dst, q->c.src, q->c.bytes);
+        else
+            cb->side[kept++] = *q;
     }
     cb->n_side = kept;
 }
@@ -86,24 +85,18 @@ static int cpu_side_copy(struct dsd_backend *be, const struct dsd_copy *p, int n
         int cap = cb->side_cap ? cb->side_cap : 256;
         while (cap < cb->n_side + n)
             cap *= 2;
-        struct dsd_copy *np = realloc(cb->side, (size_t)cap * sizeof *np);
-        if (np)
-            cb->side = np;
-        int *nl = np ? realloc(cb->side_layer, (size_t)cap * sizeof *nl) : NULL;
-        if (nl)
-            cb->side_layer = nl;
-        if (!np || !nl) {
+        struct cpu_side_copy *ns = realloc(cb->side, (size_t)cap * sizeof *ns);
+        if (!ns) {
             /* no memory to defer them: made now, which is as correct, only not late */
             for (int i = 0; i < n; i++)
                 memcpy(p[i].dst, p[i].src, p[i].bytes);
             return 0;
         }
+        cb->side = ns;
         cb->side_cap = cap;
     }
-    for (int i = 0; i < n; i++) {
-        cb->side[cb->n_side] = p[i];
-        cb->side_layer[cb->n_side++] = layer;
-    }
+    for (int i = 0; i < n; i++)
+        cb->side[cb->n_side++] = (struct cpu_side_copy){.c = p[i], .layer = layer};
     return 0;
 }
 
@@ -320,7 +313,6 @@ static void cpu_destroy(struct dsd_backend *be)
     dsd_thread_pool_free(cb->pool);
     free(cb->sample_scratch);
     free(cb->side);
-    free(cb->side_layer);
     dsd_backend_fini_common(be);
     free(cb);
 }

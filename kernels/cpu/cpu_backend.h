@@ -18,9 +18,8 @@ struct cpu_backend {
     size_t sample_scratch_bytes;
     void *gen_block;                /* generate_weights' memory, freed by release_weights */
     int32_t *moe_hits;              /* moe_count's counters, or NULL */
-    /* side copies not yet made (cpu_backend.c: made when waited for) */
-    struct dsd_copy *side;
-    int *side_layer;
+    /* side copies not yet made (cpu_backend.c: made when waited for), in enqueue order */
+    struct cpu_side_copy { struct dsd_copy c; int layer; } *side;
     int n_side, side_cap;
 };
 
