@@ -12,7 +12,7 @@
 #include "cuda_strided.h"
 #endif
 
-enum { MLA_SRC_CACHE, MLA_SRC_PAGES, MLA_SRC_SELECTED };
+enum { MLA_SRC_CACHE, MLA_SRC_PAGES, MLA_SRC_SELECTED, MLA_SRC_FP8 };
 
 struct mla_tile_args {
     const uint16_t *qabs;       // [Tc][H][L]
@@ -24,6 +24,9 @@ struct mla_tile_args {
     //   MLA_SRC_PAGES:    cuda_mla_dequant_rows' output, at src + (fp * 64 + slot) * src_row_bytes
     //   MLA_SRC_SELECTED: cuda_mla_dequant_selected's output, selection slot j of token tt
     //                     at src + (tt * topk + j) * src_row_bytes
+    //   MLA_SRC_FP8:      not bf16 rows: the FP8 cache itself, entry (pages[fp] * 64 + slot)
+    //                     at src + that * src_row_bytes, converted by the warp-specialized
+    //                     engine's producer (cuda_mla_ws_attn only)
     const uint8_t *src;
     size_t src_row_bytes;
     int src_kind;
@@ -94,6 +97,9 @@ void cuda_mla_wgmma_attn(struct cuda_backend *cb, const mla_tile_args *a, int L,
 // consumer warpgroups take alternate blocks. Same shapes as the wgmma engine.
 bool cuda_mla_ws_ok(int L, int R);
 size_t cuda_mla_ws_smem(int L, int R);
+// Whether the same engine can read an FP8 cache in place (a.src_kind = MLA_SRC_FP8): its
+// shapes with R <= 64.
+bool cuda_mla_ws_fp8_ok(int L, int R);
 void cuda_mla_ws_attn(struct cuda_backend *cb, const mla_tile_args *a, int L, int tokens);
 
 #endif

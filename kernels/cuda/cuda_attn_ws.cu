@@ -68,7 +68,183 @@ __host__ __device__ inline ws_layout ws_layout_of(int L, int R)
     return s;
 }
 
-template <int LT>   // L = 128 * LT
+// ---- the producer of FP8 entries (attn_tile = ws-fp8) ------------------------------------
+// The cached entry is [L e4m3 | L/128 fp32 scales | R bf16] (656 bytes at V3.2), the row the
+// consumers read [L | R] bf16 (1,152). Instead of a pass that dequantizes rows into a buffer
+// for cp.async to gather, the producer loads the FP8 entries into registers, converts them
+// (bf16(e4m3 * scale), the dequantization pass's rounding) and stores the swizzled bf16 tile
+// itself: 57 % of the bytes through L2, no pass before the kernel, and the loads of the next
+// rows are issued before the stage they go to is free, so their latency passes under the
+// consumers' products instead of after them.
+//
+// A stage's 64 threads take 16 rows at a time, 4 lanes per row (each lane 16-byte pieces
+// lane4, lane4 + 4, ...: a row's 4 lanes read 64 contiguous bytes), so a thread owns rows
+// pt/4 + 16m, m = 0..3, and LT 16-byte pieces of each half of each (lane4 + 4k, k < LT). One
+// "round" is PR of them of one (half, row) (PR = 2, or LT when LT is odd); a block is 8 LT / PR
+// rounds, the left half of the 4 rows first, double-buffered in registers: round k + 1's
+// loads are in flight while round k is converted and stored. The rope columns are bf16
+// already: they go by cp.async (R <= 64: at most two 16-byte pieces per lane), so the right
+// half's "full" barrier counts each thread twice (its stores, and its copies landing). Registers are what bounds this design: the producer has 88
+// (the consumers keep 208; at 200 they spill), and rounds of 4 pieces, or a rope piece in the
+// round buffers, made ptxas spill.
+template <int LT>
+struct fp8_round {
+    static constexpr int PR = LT % 2 ? LT : 2;     // pieces per round
+    uint4 d[PR];        // latent pieces (16 e4m3 each)
+    float s[2];         // their scales: piece k's is s[scale_slot(h, k0, k)]
+};
+
+// Piece k of half h starts at column h * L/2 + 16 (lane4 + 4k), within 64-column run
+// h * LT + k, so its 128-column scale group is (h * LT + k) / 2. A round's pieces k0 ..
+// k0 + PR - 1 touch at most two groups; the slot of piece k's scale among them:
+template <int LT>
+__device__ __forceinline__ int scale_slot(int h, int k0, int k)
+{
+    return ((h * LT + k) >> 1) - ((h * LT + k0) >> 1);
+}
+
+// 16 bytes from an address that is 16-byte aligned (al16) or only 4-byte aligned
+__device__ __forceinline__ uint4 ld16(const uint8_t *p, bool al16)
+{
+    if (al16)
+        return __ldg(reinterpret_cast<const uint4 *>(p));
+    const uint32_t *w = reinterpret_cast<const uint32_t *>(p);
+    return make_uint4(__ldg(w), __ldg(w + 1), __ldg(w + 2), __ldg(w + 3));
+}
+
+// two e4m3 (low byte first) times s as a bf16x2 word: bf16(f32(e4m3) * s), each rounded to
+// nearest even as dequant_entry does (the e4m3 -> f16 -> f32 steps are exact)
+__device__ __forceinline__ uint32_t e4m3x2_bf16x2(uint32_t two, float s)
+{
+    const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(two & 0xffffu), __NV_E4M3);
+    const __nv_bfloat162 b = __floats2bfloat162_rn(__half2float(__half(__half_raw{h.x})) * s,
+                                                   __half2float(__half(__half_raw{h.y})) * s);
+    return *reinterpret_cast<const uint32_t *>(&b);
+}
+
+template <int LT>
+__device__ __forceinline__ void fp8_producer(const mla_tile_args &a, const int32_t *sel, int n, int nb, int fp0,
+                                             int n_pos, int st, int pt, uint8_t *stage, uint64_t *full, uint64_t *empty,
+                                             uint8_t *vflag)
+{
+    constexpr int L = 128 * LT;
+    const int R = a.R, EB = (int)a.src_row_bytes, lane4 = pt & 3, rowq = pt >> 2;
+    const int ropeq = R / 8;                       // 16-byte rope pieces per row
+    const bool al16 = EB % 16 == 0 && (uintptr_t)a.src % 16 == 0;
+    const bool rope16 = al16 && (L + L / 32) % 16 == 0;
+    // entry index (page * 64 + slot) of each of the thread's rows in block b, -1 if not cached
+    auto rows_of = [&](int b, int (&idx)[4]) {
+#pragma unroll
+        for (int m = 0; m < 4; m++) {
+            const int j = b * WS_BLOCK + rowq + 16 * m;
+            idx[m] = j < n ? sel[j] : -1;
+        }
+#pragma unroll
+        for (int m = 0; m < 4; m++) {
+            const int p = idx[m];
+            idx[m] = p >= 0 && p < n_pos ? a.pages[fp0 + p / 64] * 64 + p % 64 : -1;
+        }
+    };
+    constexpr int PR = fp8_round<LT>::PR, SUB = LT / PR, NR = 8 * SUB;
+    // loads of round w (half h, row m, pieces k0 ..) of the rows idx into B (zeros for a row
+    // that is not cached)
+    auto issue = [&](fp8_round<LT> &B, const int (&idx)[4], int w) {
+        const int h = w / (4 * SUB), m = (w / SUB) % 4, k0 = (w % SUB) * PR;
+        const int e = idx[m];
+        const uint8_t *row = a.src + (long long)(e < 0 ? 0 : e) * EB;
+#pragma unroll
+        for (int k = 0; k < PR; k++) {
+            const int col = h * (L / 2) + 16 * (lane4 + 4 * (k0 + k));
+            B.d[k] = e >= 0 ? ld16(row + col, al16) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int j = 0; j <= scale_slot<LT>(h, k0, k0 + PR - 1); j++)
+            B.s[j] = e >= 0 ? __ldg(reinterpret_cast<const float *>(row + L) + ((h * LT + k0) >> 1) + j) : 0.0f;
+    };
+    // converts and stores round w of B into the stage (and copies the row's rope pieces with
+    // the first round of its right half)
+    auto store = [&](const fp8_round<LT> &B, const int (&idx)[4], int w) {
+        const int h = w / (4 * SUB), m = (w / SUB) % 4, k0 = (w % SUB) * PR;
+        const int r = rowq + 16 * m;
+#pragma unroll
+        for (int k = 0; k < PR; k++) {
+            const int col = h * (L / 2) + 16 * (lane4 + 4 * (k0 + k));
+            const uint4 d = B.d[k];
+            const float sc = B.s[scale_slot<LT>(h, k0, k0 + k)];
+            *reinterpret_cast<uint4 *>(stage + sw128(r, col, 64)) =
+                make_uint4(e4m3x2_bf16x2(d.x, sc), e4m3x2_bf16x2(d.x >> 16, sc), e4m3x2_bf16x2(d.y, sc),
+                           e4m3x2_bf16x2(d.y >> 16, sc));
+            *reinterpret_cast<uint4 *>(stage + sw128(r, col + 8, 64)) =
+                make_uint4(e4m3x2_bf16x2(d.z, sc), e4m3x2_bf16x2(d.z >> 16, sc), e4m3x2_bf16x2(d.w, sc),
+                           e4m3x2_bf16x2(d.w >> 16, sc));
+        }
+        if (h == 1 && k0 == 0) {
+            const int e = idx[m];
+            const uint8_t *rope = a.src + (long long)(e < 0 ? 0 : e) * EB + L + L / 32;
+#pragma unroll
+            for (int k = 0; k < 2; k++) {
+                const int c = lane4 + 4 * k;
+                if (c < ropeq) {
+                    uint8_t *dst = stage + sw128(r, L + 8 * c, 64);
+                    if (rope16) {
+                        cp_async16(dst, rope + 16 * c, e >= 0);
+                    } else {
+#pragma unroll
+                        for (int x = 0; x < 4; x++)
+                            cp_async4(dst + 4 * x, rope + 16 * c + 4 * x, e >= 0);
+                    }
+                }
+            }
+        }
+    };
+
+    int cur[4], nxt[4] = { -1, -1, -1, -1 };
+    fp8_round<LT> buf[2];
+    if (st >= nb)
+        return;
+    rows_of(st, cur);
+    issue(buf[0], cur, 0);
+    for (int i = 0, b = st; b < nb; i++, b += 2) {
+        const bool more = b + 2 < nb;
+#pragma unroll
+        for (int w = 0; w < NR; w++) {
+            const int h = w / (4 * SUB), m = (w / SUB) % 4, part = w % SUB;
+            // the next round's loads first (the next block's first round at the end)
+            if (w < NR - 1)
+                issue(buf[(w + 1) & 1], cur, w + 1);
+            else if (more)
+                issue(buf[0], nxt, 0);
+            if (w == NR / 4 && more)
+                rows_of(b + 2, nxt);    // used by the last round's prefetch
+            if (m == 0 && part == 0) {
+                // the half is free once its readers of the stage's previous block are done
+                if (i > 0)
+                    mbar_wait(&empty[h], (i - 1) & 1);
+                if (h == 0 && lane4 == 0) {
+#pragma unroll
+                    for (int q = 0; q < 4; q++)
+                        vflag[rowq + 16 * q] = cur[q] >= 0;
+                }
+            }
+            store(buf[w & 1], cur, w);
+            if (m == 3 && part == SUB - 1) {
+                // the stores (generic proxy) become visible to wgmma (async proxy), then the
+                // half is announced; the left half's arrival also releases the valid flags,
+                // the right half's barrier also waits for the rope copies
+                if (h == 1)
+                    cp_async_mbar_arrive(&full[h]);
+                proxy_fence();
+                mbar_arrive(&full[h]);
+            }
+        }
+#pragma unroll
+        for (int m = 0; m < 4; m++)
+            cur[m] = nxt[m];
+    }
+    cp_async_wait_all();
+}
+
+template <int LT, bool F8>   // L = 128 * LT; F8: a.src is the FP8 cache (MLA_SRC_FP8)
 __global__ void __launch_bounds__(WS_THREADS, 1) mla_ws_kernel(const mla_tile_args a)
 {
     constexpr int L = 128 * LT;
@@ -105,7 +281,7 @@ __global__ void __launch_bounds__(WS_THREADS, 1) mla_ws_kernel(const mla_tile_ar
     // producer thread of the stage.
     if (tid == 0) {
         for (int i = 0; i < 4; i++)
-            mbar_init(&full[i], 64 + (i % 2 == 0 ? 8 : 0));
+            mbar_init(&full[i], F8 ? 64 * (1 + i % 2) : 64 + (i % 2 == 0 ? 8 : 0));
         // readers of each half: stage 0 left = WG0 (S, P V); stage 0 right = WG0 (S) + WG1
         // (P V); stage 1 left = WG1 (S) + WG0 (P V); stage 1 right = WG1 (S, P V)
         mbar_init(&empty[0], 128);
@@ -117,6 +293,14 @@ __global__ void __launch_bounds__(WS_THREADS, 1) mla_ws_kernel(const mla_tile_ar
     const int n = mla_selection_len(sel, a.topk, n_s, tid, WS_THREADS);
     const int nb = __shfl_sync(0xffffffffu, (n + WS_BLOCK - 1) / WS_BLOCK, 0), npairs = (nb + 1) / 2;
 
+    if (F8 && wg == 2) {
+        // producer of FP8 entries: converts them itself (fp8_producer above)
+        regs_dec<88>();
+        const int st = (tid - WS_CONSUMERS) >> 6;
+        fp8_producer<LT>(a, sel, n, nb, fp0, n_pos, st, tid & 63, Ks + st * CB * WS_TILE, &full[2 * st],
+                         &empty[2 * st], vflag + st * WS_BLOCK);
+        return;
+    }
     if (wg == 2) {
         // producer: warps 0-1 of the warpgroup fill stage 0 (the even blocks), warps 2-3
         // stage 1, so that neither waits for the other's readers. 8 threads per entry row (8
@@ -415,14 +599,25 @@ __global__ void __launch_bounds__(WS_THREADS, 1) mla_ws_kernel(const mla_tile_ar
     dsd_attn_wg::store_olat(a, o, ls, L, tt, hg * WS_HEADS, row0, q4, g * NH);
 }
 
-template <int LT>
+template <int LT, bool F8>
 void launch(struct cuda_backend *cb, const mla_tile_args &a, int hgroups, int tokens, size_t smem)
 {
-    if (!CU_OK(cb, cudaFuncSetAttribute(mla_ws_kernel<LT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)))
+    if (!CU_OK(cb, cudaFuncSetAttribute(mla_ws_kernel<LT, F8>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)))
         return;
     dim3 grid(hgroups, tokens);
-    mla_ws_kernel<LT><<<grid, WS_THREADS, smem, cb->stream>>>(a);
+    mla_ws_kernel<LT, F8><<<grid, WS_THREADS, smem, cb->stream>>>(a);
     CU_LAUNCHED(cb);
+}
+
+template <bool F8>
+void launch_l(struct cuda_backend *cb, const mla_tile_args &a, int L, int hgroups, int tokens, size_t smem)
+{
+    switch (L / 128) {
+    case 1: launch<1, F8>(cb, a, hgroups, tokens, smem); break;
+    case 2: launch<2, F8>(cb, a, hgroups, tokens, smem); break;
+    case 3: launch<3, F8>(cb, a, hgroups, tokens, smem); break;
+    default: launch<4, F8>(cb, a, hgroups, tokens, smem); break;
+    }
 }
 
 } // namespace
@@ -441,10 +636,13 @@ void cuda_mla_ws_attn(struct cuda_backend *cb, const mla_tile_args *a, int L, in
 {
     const int hgroups = (a->H + WS_HEADS - 1) / WS_HEADS;
     const size_t smem = cuda_mla_ws_smem(L, a->R);
-    switch (L / 128) {
-    case 1: launch<1>(cb, *a, hgroups, tokens, smem); break;
-    case 2: launch<2>(cb, *a, hgroups, tokens, smem); break;
-    case 3: launch<3>(cb, *a, hgroups, tokens, smem); break;
-    default: launch<4>(cb, *a, hgroups, tokens, smem); break;
-    }
+    if (a->src_kind == MLA_SRC_FP8)
+        launch_l<true>(cb, *a, L, hgroups, tokens, smem);
+    else
+        launch_l<false>(cb, *a, L, hgroups, tokens, smem);
+}
+
+bool cuda_mla_ws_fp8_ok(int L, int R)
+{
+    return cuda_mla_ws_ok(L, R) && R <= 64;
 }

@@ -769,7 +769,7 @@ static const struct engine_knob {
 } engine_knobs[] = {
     { .name = "attention", .set = set_attention,
       .values = { "auto", "per-token", "tiled", "tiled-pages", "tiled-gather" } },
-    { .name = "attn_tile", .set = set_attn_tile, .values = { "auto", "mma", "wgmma", "ws" } },
+    { .name = "attn_tile", .set = set_attn_tile, .values = { "auto", "mma", "wgmma", "ws", "ws-fp8" } },
     { .name = "indexer", .set = set_indexer, .values = { "auto", "bf16", "fp8", "wgmma" } },
     { .name = "ffn", .set = set_ffn, .values = { "auto", "stream", "gemm" } },
     { .name = "moe_prefill", .set = set_moe_prefill, .values = { "auto", "serial", "lanes", "grouped" } },

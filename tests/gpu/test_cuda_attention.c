@@ -576,6 +576,8 @@ static const struct attn_run {
     { DSD_CUDA_ATTN_TILED_GATHER, DSD_CUDA_TILE_WGMMA, "tiled-gather wgmma", true },
     { DSD_CUDA_ATTN_TILED_PAGES, DSD_CUDA_TILE_WS, "tiled-pages ws", false },
     { DSD_CUDA_ATTN_TILED_GATHER, DSD_CUDA_TILE_WS, "tiled-gather ws", true },
+    /* the FP8 cache read in place by the producer (a bf16 cache: the same as tiled-pages ws) */
+    { DSD_CUDA_ATTN_TILED_PAGES, DSD_CUDA_TILE_WS_FP8, "tiled ws-fp8", true },
 };
 #define N_ATTN_RUNS ((int)(sizeof attn_runs / sizeof attn_runs[0]))
 
@@ -591,7 +593,7 @@ static void attn_force(struct gh_ctx *h, const struct attn_run *r)
  * hazards (docs/KERNELS.md, "Sparse MLA"; memcheck and the checks cover the engine). */
 static bool attn_run_skipped(const struct attn_run *r)
 {
-    return gh_racecheck() && r->tile == DSD_CUDA_TILE_WS;
+    return gh_racecheck() && (r->tile == DSD_CUDA_TILE_WS || r->tile == DSD_CUDA_TILE_WS_FP8);
 }
 
 static void attn_auto(struct gh_ctx *h)
@@ -734,8 +736,10 @@ static void time_ops(struct gh_ctx *h, struct attn_fixture *f, struct arenas *a,
     t.q = q_g;
     /* the automatic choice, then each kernel forced */
     for (int k = 0; k < N_ATTN_RUNS; k++) {
-        /* dequantizing every page of B long contexts is not a candidate at decode */
-        if ((!prefill && attn_runs[k].kern == DSD_CUDA_ATTN_TILED_PAGES) || attn_run_skipped(&attn_runs[k]))
+        /* dequantizing every page of B long contexts is not a candidate at decode (ws-fp8
+         * dequantizes nothing first) */
+        if ((!prefill && attn_runs[k].kern == DSD_CUDA_ATTN_TILED_PAGES && attn_runs[k].tile != DSD_CUDA_TILE_WS_FP8) ||
+            attn_run_skipped(&attn_runs[k]))
             continue;
         attn_force(h, &attn_runs[k]);
         ms = gh_time_gpu(h, run_attn, &t);
