@@ -12,7 +12,7 @@
 #      and 8 and a 16K prefill chunk on a two-layer full-dimension model ($OUT/bench_*.txt,
 #      .json);
 #   4. --kernels: every projection alone at 1, 8 and 64 tokens, the MoE block, the sampler
-#      (both engines: sampler=block, the default, and sampler=slices) and the attention and
+#      (both engines: sampler=slices, the default, and sampler=block) and the attention and
 #      indexer in steps at 4K and 32K contexts ($OUT/kernels*.txt, .json);
 #   5. --determinism at batch 64 ($OUT/determinism.txt, .json);
 #   6. ncu of the prefill attention tile, of the grouped MoE experts at a 16K chunk, of the
@@ -23,7 +23,7 @@
 #   7. the remaining GPU tests (act, sample, generate, fp8_linear).
 # BASE_MODULE (optional): a libdsd_backend_cuda.so built from an earlier commit; steps 3 and 4
 # then time it beside BUILD's instead of the previous engines (for changes that are no knob).
-# CAND_ENGINES (optional): engine choices not yet the default (e.g. "sampler=slices"): step 3
+# CAND_ENGINES (optional): engine choices not yet the default (e.g. "attn_tile=ws-fp8"): step 3
 # also times BUILD with them, and step 6 reads the counters of the
 # kernels they name in CAND_NCU (an ncu -k regex) at a 16K prefill chunk.
 # COMMIT names the source commit (default: git's HEAD of this checkout). Writes
@@ -89,10 +89,10 @@ if [ -n "${CAND_ENGINES:-}" ]; then
 fi
 step "kernels" 90 sh -c "'$bench' --backend cuda --commit $commit --kernels --batches 1,8,64 \
     --contexts 4096,32768 --chunks 4096,16384 --json '$OUT/kernels.json' > '$OUT/kernels.txt' 2>&1"
-# the slice sampler (not yet the default): the same table with it, for the sampler rows
-step "kernels, sampler=slices" 90 sh -c "'$bench' --backend cuda --commit $commit --kernels --batches 1,8,64 \
-    --contexts 4096 --chunks 4096 --engine sampler=slices --json '$OUT/kernels_slices.json' \
-    > '$OUT/kernels_slices.txt' 2>&1"
+# the one-CTA sampler (the default before 2026-12-07 night): the same table, for the sampler rows
+step "kernels, sampler=block" 90 sh -c "'$bench' --backend cuda --commit $commit --kernels --batches 1,8,64 \
+    --contexts 4096 --chunks 4096 --engine sampler=block --json '$OUT/kernels_block.json' \
+    > '$OUT/kernels_block.txt' 2>&1"
 if [ -n "${BASE_MODULE:-}" ]; then
     step "kernels, BASE_MODULE" 45 env DSD_CUDA_MODULE="$BASE_MODULE" sh -c "'$bench' --backend cuda --commit $commit \
         --kernels --batches 1,8,64 --json '$OUT/kernels_base.json' > '$OUT/kernels_base.txt' 2>&1"

@@ -31,12 +31,15 @@
 #include "weights.h"
 
 static const char usage[] =
-    "usage: deepseekd-mkmodel --preset tiny|small|full-dims [--layers N] [--shards K] [--seed S]\n"
-    "                         [--tokenizer FILE] [--threads N] --out DIR\n"
+    "usage: deepseekd-mkmodel --preset tiny|small|full-dims [--layers N] [--dense D] [--shards K]\n"
+    "                         [--seed S] [--tokenizer FILE] [--threads N] --out DIR\n"
     "Writes a random DeepSeek V3.2 checkpoint (config.json + safetensors) into DIR.\n"
     "  --preset     tiny: every code path at toy size; small: real KV geometry, ~250 MB;\n"
     "               full-dims: the real V3.2 shapes (use --layers to bound the size)\n"
     "  --layers N   number of main layers (the MTP layer comes on top)\n"
+    "  --dense D    the first D main layers dense (first_k_dense_replace; default the\n"
+    "               preset's, at most N): e.g. many full-dimension layers without the\n"
+    "               size of their experts\n"
     "  --shards K   split into K files with model.safetensors.index.json (default 1)\n"
     "  --seed S     random seed (default 1)\n"
     "  --tokenizer FILE  copy this tokenizer.json (and tokenizer_config.json beside it) and\n"
@@ -274,7 +277,7 @@ static bool parse_long(const char *s, long lo, long hi, long *out)
 int main(int argc, char **argv)
 {
     const char *preset = NULL, *out_dir = NULL, *tokenizer = NULL;
-    long layers = -1, shards = 1, threads = 0;
+    long layers = -1, dense = -1, shards = 1, threads = 0;
     unsigned long long seed = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -295,6 +298,9 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--layers") == 0) {
             if (!parse_long(v, 1, 1024, &layers))
                 return die("--layers must be an integer in [1, 1024], got \"%s\"", v);
+        } else if (strcmp(a, "--dense") == 0) {
+            if (!parse_long(v, 0, 1024, &dense))
+                return die("--dense must be an integer in [0, 1024], got \"%s\"", v);
         } else if (strcmp(a, "--shards") == 0) {
             if (!parse_long(v, 1, 100000, &shards))
                 return die("--shards must be an integer in [1, 100000], got \"%s\"", v);
@@ -322,6 +328,14 @@ int main(int argc, char **argv)
         cfg.num_hidden_layers = (int)layers;
         if (cfg.first_k_dense_replace > cfg.num_hidden_layers)
             cfg.first_k_dense_replace = cfg.num_hidden_layers;
+    }
+    if (dense >= 0) {
+        if (dense > cfg.num_hidden_layers) {
+            char n[32];
+            snprintf(n, sizeof n, "%d", cfg.num_hidden_layers);
+            return die("--dense is more than the main layers (%s)", n);
+        }
+        cfg.first_k_dense_replace = (int)dense;
     }
     if (tokenizer) {
         char e[512];
