@@ -8,10 +8,14 @@
  *    back, others unaffected);
  *  - bad input of every kind gets its error and the daemon keeps serving everyone;
  *  - shared memory: bad memfds and bad spans refused; ring output equals frame output;
- *  - SIGTERM drains: a running request finishes, the daemon exits 0.
+ *  - SIGTERM drains: a running request finishes, the daemon exits 0;
+ *  - a checkpoint whose weights make the logits NaN (it loads: the loader does not read weight
+ *    bytes): each request ends with an error that says so, no token is emitted, the daemon
+ *    keeps serving.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ckpt_variant.h"
 #include "daemon_harness.h"
 #include "engine_harness.h"
 #include "ipc_fd.h"
@@ -391,6 +396,50 @@ TEST(sigterm_drains_running_requests)
     ASSERT_EQ_INT(daemon_stop(&g_d), 0);                    /* exit status 0 */
 }
 
+TEST(non_finite_logits_end_each_request_with_an_error)
+{
+    char tmp[] = "/tmp/dsd-test-nan-XXXXXX", dir[PATH_MAX];
+    ASSERT_TRUE(mkdtemp(tmp) != NULL);
+    snprintf(dir, sizeof dir, "%s",
+             ckpt_variant(g_model, tmp, "nanweight", "model.layers.0.self_attn.o_proj.weight", "fp8_nan", true));
+    struct daemon d;
+    memset(&d, 0, sizeof d);
+    static const char *const extra[] = { "--threads", "2", "--kv_memory_mb", "64", NULL };
+    ASSERT_EQ_INT(daemon_start(&d, g_bin, dir, extra, 120), 0);
+    uint32_t prompt[12];
+    make_prompt(prompt, 12, 5);
+    int fd = raw_connect(&d);
+    ASSERT_TRUE(fd >= 0);
+    /* twice on one connection: the first failure leaves the daemon and the connection serving */
+    for (int k = 0; k < 2; k++) {
+        struct dsd_ipc_msg m = raw_generate_msg(90 + (uint64_t)k, prompt, 12, 16), r;
+        ASSERT_EQ_INT(raw_send(fd, &m), 0);
+        uint32_t got[32];
+        int n = 0;
+        ASSERT_EQ_INT(raw_wait_done(fd, 90 + (uint64_t)k, &r, got, &n, 32, 60000), DSD_IPC_DONE);
+        ASSERT_EQ_INT(r.done.finish, DSD_IPC_FINISH_ERROR);
+        ASSERT_EQ_INT(n, 0);
+        char msg[512];
+        snprintf(msg, sizeof msg, "%.*s", (int)r.done.error_msg.len, r.done.error_msg.ptr ? r.done.error_msg.ptr : "");
+        if (!strstr(msg, "not finite"))
+            fprintf(stderr, "  error message: \"%s\"\n", msg);
+        ASSERT_TRUE(r.done.has_error && strstr(msg, "not finite") != NULL);
+        dsd_ipc_msg_free(&r);
+    }
+    close(fd);
+    ASSERT_TRUE(daemon_alive(&d));
+    if (test_failures_total)
+        daemon_print_log(&d);
+    ASSERT_EQ_INT(daemon_stop(&d), 0);
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    unlink(path);
+    rmdir(dir);
+    rmdir(tmp);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 3) {
@@ -413,6 +462,7 @@ int main(int argc, char **argv)
     RUN(bad_frames_get_errors_and_the_daemon_keeps_serving);
     RUN(first_frame_must_be_hello_and_truncation_is_harmless);
     RUN(shared_memory_checks_and_ring_output);
+    RUN(non_finite_logits_end_each_request_with_an_error);
     RUN(sigterm_drains_running_requests);
     if (test_failures_total)
         daemon_print_log(&g_d);

@@ -12,113 +12,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ckpt_variant.h"
 #include "model.h"
 #include "test.h"
 
 static const char *g_tiny, *g_sharded;
 static char g_tmp[PATH_MAX];
 
-static void copy_file(const char *src, const char *dst)
-{
-    FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
-    char buf[65536];
-    size_t n;
-    while (in && out && (n = fread(buf, 1, sizeof buf, in)) > 0)
-        fwrite(buf, 1, n, out);
-    if (in)
-        fclose(in);
-    if (out)
-        fclose(out);
-}
-
-/* Writes g_tmp/<name>/ = the tiny checkpoint with `victim` changed by `how`:
- *   "drop": removed; "shape": one row less; "dtype": stored as I32 (4-byte) data;
- *   "scale_drop": its weight_scale_inv removed; "scale_shape": scale with one column less;
- *   "scale_neg": the scale's first entry negated; "fp8_nan": every byte of an FP8 weight 0x7f
- *   (e4m3's NaN; the loader does not read weight bytes); "bf16": an FP8 weight stored as BF16. */
+/* the tiny checkpoint with one thing changed (ckpt_variant.h) */
 static char *variant(const char *name, const char *victim, const char *how, bool keep_quant_config)
 {
-    static char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s/%s", g_tmp, name);
-    mkdir(dir, 0755);
-    char src[PATH_MAX], dst[PATH_MAX];
-    snprintf(src, sizeof src, "%s/config.json", g_tiny);
-    snprintf(dst, sizeof dst, "%s/config.json", dir);
-    if (keep_quant_config) {
-        copy_file(src, dst);
-    } else {
-        struct dsd_model_config c;
-        struct dsd_err e;
-        dsd_model_config_load(src, &c, &e);
-        c.fp8_weights = false;
-        dsd_model_config_save(&c, dst, &e);
-    }
-    struct dsd_st_set *set;
-    struct dsd_err err;
-    if (dsd_st_open_dir(g_tiny, &set, &err))
-        abort();
-    struct dsd_st_writer *w = dsd_st_writer_new();
-    char scale_name[256];
-    snprintf(scale_name, sizeof scale_name, "%.*s.weight_scale_inv", (int)(strlen(victim) - 7), victim);
-    void *owned[4] = {0};
-    int n_owned = 0;
-    for (size_t i = 0; i < dsd_st_count(set); i++) {
-        const struct dsd_st_tensor *t = dsd_st_at(set, i);
-        int64_t shape[DSD_ST_MAX_DIMS];
-        memcpy(shape, t->shape, sizeof shape);
-        enum dsd_dtype dt = t->dtype;
-        const void *data = t->data;
-        uint64_t nbytes = t->nbytes;
-        bool is_victim = !strcmp(t->name, victim), is_scale = !strcmp(t->name, scale_name);
-        if (is_victim && !strcmp(how, "drop"))
-            continue;
-        if (is_scale && !strcmp(how, "scale_drop"))
-            continue;
-        if (is_victim && !strcmp(how, "shape")) {
-            shape[0]--;
-            nbytes = nbytes / (uint64_t)t->shape[0] * (uint64_t)shape[0];
-        }
-        if (is_victim && !strcmp(how, "dtype")) {       /* same bytes reinterpreted: 4-byte ints */
-            dt = DSD_DTYPE_I32;
-        }
-        if (is_victim && !strcmp(how, "bf16")) {
-            uint16_t *b = malloc(nbytes * 2);
-            for (uint64_t k = 0; k < nbytes; k++)
-                b[k] = 0x3f80;
-            data = owned[n_owned++] = b;
-            nbytes *= 2;
-            dt = DSD_DTYPE_BF16;
-        }
-        if (is_scale && !strcmp(how, "bf16"))
-            continue;
-        if (is_scale && !strcmp(how, "scale_shape")) {
-            shape[1]--;
-            nbytes = (uint64_t)shape[0] * (uint64_t)shape[1] * 4;
-        }
-        if (is_scale && !strcmp(how, "scale_neg")) {
-            float *f = malloc(nbytes);
-            memcpy(f, t->data, nbytes);
-            f[0] = -f[0];
-            data = owned[n_owned++] = f;
-        }
-        if (is_victim && !strcmp(how, "fp8_nan")) {
-            uint8_t *b = malloc(nbytes);
-            memset(b, 0x7f, nbytes);
-            data = owned[n_owned++] = b;
-        }
-        if (dsd_st_writer_add(w, t->name, dt, t->ndim, shape, data, nbytes))
-            abort();
-    }
-    snprintf(dst, sizeof dst, "%s/model.safetensors", dir);
-    if (dsd_st_writer_write(w, dst, &err)) {
-        fprintf(stderr, "%s\n", err.msg);
-        abort();
-    }
-    dsd_st_writer_free(w);
-    for (int i = 0; i < n_owned; i++)
-        free(owned[i]);
-    dsd_st_close(set);
-    return dir;
+    return ckpt_variant(g_tiny, g_tmp, name, victim, how, keep_quant_config);
 }
 
 static struct dsd_model *load(const char *dir, struct dsd_err *err, int *rc)
@@ -224,14 +128,14 @@ TEST(bad_directories)
     mkdir(dir, 0755);
     snprintf(p, sizeof p, "%s/config.json", dir);
     snprintf(src, sizeof src, "%s/config.json", g_tiny);
-    copy_file(src, p);
+    ckpt_copy_file(src, p);
     ASSERT_TRUE(load(dir, &err, &rc) == NULL);
     ASSERT_EQ_INT(rc, -ENOENT);
     ASSERT_TRUE(strstr(err.msg, "model.safetensors") != NULL);
     /* a truncated model file */
     snprintf(src, sizeof src, "%s/model.safetensors", g_tiny);
     snprintf(p, sizeof p, "%s/model.safetensors", dir);
-    copy_file(src, p);
+    ckpt_copy_file(src, p);
     ASSERT_EQ_INT(truncate(p, 100000), 0);
     ASSERT_TRUE(load(dir, &err, &rc) == NULL);
     ASSERT_EQ_INT(rc, -EINVAL);
