@@ -17,6 +17,7 @@
  *       rc = dsd_disk_tier_get(dt, h, &expect, mla, index, &err);  // 0: both arenas filled
  *       // rc < 0: miss, corrupt (dropped), I/O error: recompute the page
  *   dsd_disk_tier_get_many(dt, n, gets);      // the same for n pages, read together
+ *   dsd_disk_tier_get_stream(dt, n, gets, landed, me);  // and each page handed on as it lands
  *   dsd_disk_tier_close(dt);
  *
  * Reads and writes go through io_uring into 4096-aligned staging records registered with the
@@ -122,13 +123,19 @@ struct dsd_disk_get {
     int rc;                                 /* out: what dsd_disk_tier_get would return */
     struct dsd_err err;                     /* out, when rc < 0: why */
 };
-#define DSD_DISK_TIER_GET_MAX 64     /* pages get_many takes in one window (it loops over more) */
-/* dsd_disk_tier_get for n pages through a window of DSD_DISK_TIER_READ_DEPTH reads in flight
- * (io_uring): each page is verified as it lands while the next are read, so a long prefix
- * comes off the disk at its queue's rate, not one latency per page nor one checksum pass per
- * batch. Each g[k] gets its own rc; a page named twice among DSD_DISK_TIER_GET_MAX
- * consecutive gets is read once (the second is -ENOENT). */
+/* dsd_disk_tier_get for n pages through one window of reads in flight (io_uring: up to
+ * DSD_DISK_TIER_READ_DEPTH requests, vectored over consecutive slots): each page is verified
+ * as it lands while the next are read, so a long prefix comes off the disk at its queue's
+ * rate, not one latency per page nor one checksum pass per batch, and the window never drains
+ * before the last page. Each g[k] gets its own rc; a page named twice in one call is read
+ * once (the later gets of it are -ENOENT). */
 void dsd_disk_tier_get_many(struct dsd_disk_tier *dt, int n, struct dsd_disk_get *g);
+/* The same, and landed(user, k) for each k in order, as soon as g[k] and every get before it
+ * are judged (g[k].rc and its record final: the caller may use it from then on, while the
+ * call goes on reading the rest). landed runs on the calling thread and must not call into
+ * the tier. */
+void dsd_disk_tier_get_stream(struct dsd_disk_tier *dt, int n, struct dsd_disk_get *g,
+                              void (*landed)(void *user, int k), void *user);
 
 /* Forgets page h (its slot's header is cleared on disk). Returns 0 or -ENOENT. */
 int dsd_disk_tier_drop(struct dsd_disk_tier *dt, uint64_t h);

@@ -8,7 +8,8 @@ struct dsd_host_tier {
     struct dsd_backend *be;
     struct dsd_kv_page_geom g;
     size_t rec_bytes;
-    uint8_t *mem;
+    uint8_t *mem;               /* the slots: block rounded up to DSD_KV_PAGE_ALIGN */
+    void *block;                /* alloc_host's */
     int n_slots, n_used;
     int32_t *free_stack;
     int n_free;
@@ -48,9 +49,14 @@ struct dsd_host_tier *dsd_host_tier_new(struct dsd_backend *be, const struct dsd
     ht->pieces = malloc((size_t)HT_COPY_PAGES * 2 * (size_t)g->n_layers * sizeof *ht->pieces);
     if (!ht->free_stack || !ht->prev || !ht->next || !ht->pins || !ht->pieces)
         goto oom;
-    ht->mem = dsd_backend_ops(be)->alloc_host(be, (size_t)n * rec);
-    if (!ht->mem)
+    /* Slots aligned for O_DIRECT whatever alloc_host's alignment (the CPU backend's is 64
+     * bytes): the disk tier then reads a page straight into its slot, in vectored runs of
+     * consecutive slots, as it does into a GPU backend's pinned memory, instead of through a
+     * staging record and a copy, one request per page. */
+    ht->block = dsd_backend_ops(be)->alloc_host(be, (size_t)n * rec + DSD_KV_PAGE_ALIGN);
+    if (!ht->block)
         goto oom;
+    ht->mem = (uint8_t *)(((uintptr_t)ht->block + DSD_KV_PAGE_ALIGN - 1) & ~(uintptr_t)(DSD_KV_PAGE_ALIGN - 1));
     for (int s = ht->n_slots - 1; s >= 0; s--) {
         ht->free_stack[ht->n_free++] = s;
         ht->pins[s] = -1;
@@ -68,8 +74,8 @@ void dsd_host_tier_free(struct dsd_host_tier *ht)
 {
     if (!ht)
         return;
-    if (ht->mem)
-        dsd_backend_ops(ht->be)->release_host(ht->be, ht->mem);
+    if (ht->block)
+        dsd_backend_ops(ht->be)->release_host(ht->be, ht->block);
     free(ht->free_stack);
     free(ht->prev);
     free(ht->next);

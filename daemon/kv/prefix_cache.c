@@ -28,7 +28,10 @@ struct dsd_prefix_cache {
     struct dsd_tier_io *io;         /* NULL: disk I/O on the engine thread (no host tier) */
     int io_depth;
     struct dsd_tier_job *reaped;    /* [ring_jobs(pc)] */
-    struct dsd_tier_job *read_jobs; /* [DSD_PREFIX_CACHE_READ_BATCH]: one read_ahead call's */
+    struct dsd_tier_job *read_jobs; /* [reads_max]: one read_ahead call's */
+    int reads_max;                  /* reads ahead queued at most (the job ring's share) */
+    int n_reads;                    /* reads ahead queued and not yet reaped */
+    double reads_t0;                /* when the first of them was queued (ms) */
     struct dsd_tier_job *staged;    /* [io_depth]: writes whose device copies are enqueued */
     int n_staged;
     struct dsd_hash_index *writing; /* chain hash -> stage record, writes in flight */
@@ -130,18 +133,15 @@ void dsd_prefix_cache_step_done(struct dsd_prefix_cache *pc, bool ok)
 /* Device pages demoted to the host tier per synchronization (make_room). */
 #define DEMOTE_BATCH 256
 
-/* The tier I/O job ring: up to READS_QUEUED reads ahead (two of the I/O thread's read
- * batches: one on the disk, the next queued behind it; reads need no staging record, they land
- * in their host slots) beside io_depth writes (one per staging record). */
-#define READS_QUEUED (2 * DSD_DISK_TIER_GET_MAX)
-/* Reads one read_ahead call queues at most: both batches at once, so that the second waits
- * behind the first and the disk never idles while the engine reaps (H100, 2026-12-06: 64 per
- * call left ~0.1 ms gaps between batches). */
-#define DSD_PREFIX_CACHE_READ_BATCH READS_QUEUED
-
+/* The tier I/O job ring: reads_max reads ahead beside io_depth writes (one per staging
+ * record; reads need none, they land in their host slots). reads_max is what one prefix may
+ * read ahead (half the host tier, and no more than the longest sequence's pages), so that a
+ * whole disk hit is queued at once and the I/O thread reads it in one window, start to end:
+ * queued 64 or 128 at a time, the disk idled at every batch's tail while the window drained
+ * and the engine reaped (H100, 2026-12-06/07: 59 % of dd's rate end to end). */
 static int ring_jobs(const struct dsd_prefix_cache *pc)
 {
-    return READS_QUEUED + pc->io_depth;
+    return pc->reads_max + pc->io_depth;
 }
 
 struct dsd_prefix_cache *dsd_prefix_cache_new(struct dsd_kv_cache *kv, const struct dsd_prefix_cache_config *c,
@@ -182,9 +182,11 @@ struct dsd_prefix_cache *dsd_prefix_cache_new(struct dsd_kv_cache *kv, const str
                 dsd_disk_tier_close(pc->dt);
                 pc->dt = NULL;
             } else if (pc->io_depth > 1) {
+                int half = dsd_host_tier_slots(pc->ht) / 2;
+                pc->reads_max = half < 1 ? 1 : half < pc->max_pages ? half : pc->max_pages;
                 pc->io = dsd_tier_io_new(pc->dt, ring_jobs(pc), c->test_io_delay_ms, &e2);
                 pc->reaped = malloc((size_t)ring_jobs(pc) * sizeof *pc->reaped);
-                pc->read_jobs = malloc((size_t)DSD_PREFIX_CACHE_READ_BATCH * sizeof *pc->read_jobs);
+                pc->read_jobs = malloc((size_t)pc->reads_max * sizeof *pc->read_jobs);
                 pc->staged = malloc((size_t)pc->io_depth * sizeof *pc->staged);
                 pc->writing = dsd_hash_index_new(pc->io_depth);
                 pc->reading = dsd_hash_index_new(dsd_host_tier_slots(pc->ht));
@@ -275,8 +277,15 @@ static void reap(struct dsd_prefix_cache *pc)
     int n = dsd_tier_io_reap(pc->io, pc->reaped, ring_jobs(pc)), landed = 0;
     for (int k = 0; k < n; k++)
         landed += pc->reaped[k].kind == DSD_TIER_READ;
-    if (landed)
-        note(pc, 7, "KV read-ahead: %d pages landed at %.3f ms", landed, now_ms());
+    if (landed) {
+        /* the read-ahead's own rate: the pages it read over the time reads were under way,
+         * from queueing the first to reaping the last (kv_cache_read_ahead_*) */
+        const double t = now_ms();
+        pc->n_reads -= landed;
+        if (pc->n_reads == 0)
+            pc->st.read_ahead_seconds += (t - pc->reads_t0) / 1e3;
+        note(pc, 7, "KV read-ahead: %d pages landed at %.3f ms (%d pending)", landed, t, pc->n_reads);
+    }
     for (int k = 0; k < n; k++) {
         struct dsd_tier_job *j = &pc->reaped[k];
         int slot = (int)(j->tag & 0xffffffffu);
@@ -293,6 +302,7 @@ static void reap(struct dsd_prefix_cache *pc)
             continue;
         }
         dsd_hash_index_del(pc->reading, j->hash);
+        pc->st.read_ahead_pages += j->rc == 0;
         struct dsd_radix_ref parent, r;
         bool root = j->meta.parent_hash == DSD_KV_CHAIN_ROOT;
         if (j->rc == 0 && (root || dsd_radix_lookup(pc->t, j->meta.parent_hash, &parent) == 1) &&
@@ -660,9 +670,9 @@ int dsd_prefix_cache_acquire(struct dsd_prefix_cache *pc, const int32_t *tokens,
         double ms = now_ms() - t0;
         pc->st.reload_pages += (uint64_t)to_copy;
         pc->st.reload_seconds += ms / 1e3;
-        note(pc, 7, side ? "KV hit: %d host pages enqueued to the device beside the compute in %.3f ms"
-                         : "KV hit: %d host pages copied to the device in %.3f ms",
-             to_copy, ms);
+        note(pc, 7, side ? "KV hit: %d host pages enqueued to the device beside the compute in %.3f ms at %.3f ms"
+                         : "KV hit: %d host pages copied to the device in %.3f ms at %.3f ms",
+             to_copy, ms, t0 + ms);
     }
     for (int i = 0; i < copied; i++) {
         struct dsd_radix_ref *r = &h->refs[i];
@@ -858,9 +868,9 @@ static int read_ahead(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_
         in_host += pc->displaced[i].tier == DSD_KV_TIER_HOST;
     int cap = dsd_host_tier_slots(pc->ht) / 2;
     uint64_t parent = m > 0 ? pc->displaced[m - 1].hash : DSD_KV_CHAIN_ROOT;
-    /* the reads of this call, queued together so that the I/O thread reads them together */
+    /* the reads of this call, queued together so that the I/O thread reads them in one window */
     struct dsd_tier_job *jobs = pc->read_jobs;
-    int n_jobs = 0, room = READS_QUEUED - dsd_tier_io_pending(pc->io);
+    int n_jobs = 0, room = pc->reads_max - pc->n_reads;
     bool busy = false;
     for (int i = m; i < n_full && in_host + pending < cap; i++) {
         if (i > m)
@@ -872,7 +882,7 @@ static int read_ahead(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_
         }
         if (!dsd_disk_tier_contains(pc->dt, hash))
             break;
-        if (n_jobs >= room || n_jobs == DSD_PREFIX_CACHE_READ_BATCH) {
+        if (n_jobs >= room) {
             busy = true;                /* the queue is full: wait for it, then read on */
             break;
         }
@@ -894,8 +904,13 @@ static int read_ahead(struct dsd_prefix_cache *pc, const int32_t *tokens, int n_
         parent = hash;
     }
     int queued = n_jobs > 0 ? dsd_tier_io_submit_many(pc->io, jobs, n_jobs) : 0;
-    if (n_jobs > 0)
-        note(pc, 7, "KV read-ahead: %d pages queued (%d pending) at %.3f ms", queued, pending, now_ms());
+    if (queued > 0) {
+        const double t = now_ms();
+        if (pc->n_reads == 0)
+            pc->reads_t0 = t;
+        pc->n_reads += queued;
+        note(pc, 7, "KV read-ahead: %d pages queued (%d pending) at %.3f ms", queued, pending, t);
+    }
     for (int k = queued; k < n_jobs; k++) {     /* no room after all: not on their way */
         dsd_hash_index_del(pc->reading, jobs[k].hash);
         dsd_host_tier_release(pc->ht, (int)jobs[k].tag);
@@ -925,9 +940,18 @@ bool dsd_prefix_cache_wait_for(struct dsd_prefix_cache *pc, const int32_t *token
 
 void dsd_prefix_cache_io_wait(struct dsd_prefix_cache *pc, int timeout_ms)
 {
-    if (pc->io && dsd_tier_io_pending(pc->io) > 0)
-        dsd_tier_io_wait(pc->io, timeout_ms);
-    reap(pc);
+    if (!pc->io)
+        return;
+    /* While reads ahead are under way, each page is reaped as it lands (into the tree at
+     * once), and the engine comes back when the last has landed or the time is up: one walk
+     * of the waiting prompts per prefix, not one per page. */
+    const double end = now_ms() + timeout_ms;
+    do {
+        const double left = end - now_ms();
+        if (dsd_tier_io_pending(pc->io) > 0)
+            dsd_tier_io_wait(pc->io, left > 0 ? (int)left : 0);
+        reap(pc);
+    } while (pc->n_reads > 0 && now_ms() < end);
 }
 
 void dsd_prefix_cache_stats(const struct dsd_prefix_cache *pc, struct dsd_prefix_cache_stats *out)

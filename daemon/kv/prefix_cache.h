@@ -103,6 +103,12 @@ struct dsd_prefix_cache_stats {
      * run beside the step (side copies), the time to enqueue them */
     uint64_t reload_pages;
     double reload_seconds;
+    /* disk -> host reads ahead (dsd_prefix_cache_wait_for): pages read and verified, and the
+     * time reads were under way, from queueing the first of a read-ahead to reaping its last
+     * (overlapping read-aheads count once): pages x record bytes / seconds is the rate a disk
+     * hit's records arrive at, beside the disk's own */
+    uint64_t read_ahead_pages;
+    double read_ahead_seconds;
 };
 
 struct dsd_prefix_cache;

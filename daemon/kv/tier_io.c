@@ -15,6 +15,8 @@ struct dsd_tier_io {
     struct dsd_disk_tier *dt;
     int depth, test_delay_ms;
     struct dsd_tier_job *jobs;          /* [depth], job k at k % depth */
+    struct dsd_disk_get *gets;          /* [depth]: the reads running now, gets[i] job window0 + i */
+    uint64_t window0;
     uint64_t head, run, tail;           /* head <= run <= tail: reaped, finished, submitted */
     bool stop, drain;
     pthread_mutex_t mu;
@@ -31,30 +33,40 @@ static void test_delay(const struct dsd_tier_io *io)
     }
 }
 
-/* Consecutive READ jobs run as one dsd_disk_tier_get_many (its window keeps the disk busy
- * across them). */
-#define TIER_IO_READS DSD_DISK_TIER_GET_MAX
+/* A read of the window running now is judged, and every read before it: its job finishes
+ * at once (the owner can reap it while the rest are read). */
+static void read_landed(void *user, int k)
+{
+    struct dsd_tier_io *io = user;
+    struct dsd_tier_job *j = &io->jobs[(io->window0 + (uint64_t)k) % (uint64_t)io->depth];
+    const struct dsd_disk_get *g = &io->gets[k];
+    j->rc = g->rc;
+    if (g->rc < 0)
+        snprintf(j->msg, sizeof j->msg, "%s", g->err.msg);
+    pthread_mutex_lock(&io->mu);
+    io->run = io->window0 + (uint64_t)k + 1;
+    pthread_cond_broadcast(&io->done);
+    pthread_mutex_unlock(&io->mu);
+}
 
-/* Runs jobs[0..n): a write alone, or up to TIER_IO_READS consecutive reads together
- * (dsd_disk_tier_get_many: their disk reads overlap each other and the checksums). */
-static void run_jobs(struct dsd_tier_io *io, struct dsd_tier_job *const *jobs, int n)
+/* Runs the n jobs from io->run: a write alone, or n consecutive reads as one
+ * dsd_disk_tier_get_stream (one window: their disk reads overlap each other and the
+ * checksums; each finishes as it lands). */
+static void run_jobs(struct dsd_tier_io *io, int n)
 {
     const struct dsd_kv_page_geom *g = dsd_disk_tier_geom(io->dt);
+    struct dsd_tier_job *j = &io->jobs[io->run % (uint64_t)io->depth];
     for (int k = 0; k < n; k++)
         test_delay(io);
-    if (jobs[0]->kind == DSD_TIER_READ) {
-        struct dsd_disk_get gets[TIER_IO_READS];
-        for (int k = 0; k < n; k++)
-            gets[k] = (struct dsd_disk_get){.hash = jobs[k]->hash, .expect = &jobs[k]->meta, .rec = jobs[k]->rec};
-        dsd_disk_tier_get_many(io->dt, n, gets);
+    if (j->kind == DSD_TIER_READ) {
+        io->window0 = io->run;
         for (int k = 0; k < n; k++) {
-            jobs[k]->rc = gets[k].rc;
-            if (gets[k].rc < 0)
-                snprintf(jobs[k]->msg, sizeof jobs[k]->msg, "%s", gets[k].err.msg);
+            struct dsd_tier_job *r = &io->jobs[(io->run + (uint64_t)k) % (uint64_t)io->depth];
+            io->gets[k] = (struct dsd_disk_get){.hash = r->hash, .expect = &r->meta, .rec = r->rec};
         }
+        dsd_disk_tier_get_stream(io->dt, n, io->gets, read_landed, io);
         return;
     }
-    struct dsd_tier_job *j = jobs[0];
     struct dsd_err err = {{0}};
     if (j->kind == DSD_TIER_WRITE)
         j->rc = dsd_disk_tier_put(io->dt, &j->meta, dsd_kv_page_mla(j->rec), dsd_kv_page_index(j->rec, g), &err);
@@ -62,6 +74,10 @@ static void run_jobs(struct dsd_tier_io *io, struct dsd_tier_job *const *jobs, i
         j->rc = dsd_errf(&err, -EINVAL, "tier I/O: unknown job kind %d", j->kind);
     if (j->rc < 0)
         snprintf(j->msg, sizeof j->msg, "%s", err.msg);
+    pthread_mutex_lock(&io->mu);
+    io->run++;
+    pthread_cond_broadcast(&io->done);
+    pthread_mutex_unlock(&io->mu);
 }
 
 static void *worker(void *arg)
@@ -73,19 +89,15 @@ static void *worker(void *arg)
             pthread_cond_wait(&io->work, &io->mu);
         if (io->run == io->tail || (io->stop && !io->drain))
             break;
-        /* the next job, and the reads queued right behind a read */
-        struct dsd_tier_job *jobs[TIER_IO_READS];
-        int n = 0;
-        do
-            jobs[n] = &io->jobs[(io->run + (uint64_t)n) % (uint64_t)io->depth];
-        while (++n < TIER_IO_READS && io->run + (uint64_t)n < io->tail &&
-               jobs[0]->kind == DSD_TIER_READ &&
-               io->jobs[(io->run + (uint64_t)n) % (uint64_t)io->depth].kind == DSD_TIER_READ);
+        /* the next job, and every read queued right behind a read */
+        const bool read = io->jobs[io->run % (uint64_t)io->depth].kind == DSD_TIER_READ;
+        int n = 1;
+        while (read && io->run + (uint64_t)n < io->tail &&
+               io->jobs[(io->run + (uint64_t)n) % (uint64_t)io->depth].kind == DSD_TIER_READ)
+            n++;
         pthread_mutex_unlock(&io->mu);
-        run_jobs(io, jobs, n);      /* [run, tail) is the thread's: the owner never touches it */
+        run_jobs(io, n);        /* [run, tail) is the thread's: the owner never touches it */
         pthread_mutex_lock(&io->mu);
-        io->run += (uint64_t)n;
-        pthread_cond_broadcast(&io->done);
     }
     pthread_mutex_unlock(&io->mu);
     return NULL;
@@ -99,9 +111,11 @@ struct dsd_tier_io *dsd_tier_io_new(struct dsd_disk_tier *dt, int depth, int tes
     }
     struct dsd_tier_io *io = calloc(1, sizeof *io);
     struct dsd_tier_job *jobs = calloc((size_t)depth, sizeof *jobs);
-    if (!io || !jobs) {
+    struct dsd_disk_get *gets = calloc((size_t)depth, sizeof *gets);
+    if (!io || !jobs || !gets) {
         free(io);
         free(jobs);
+        free(gets);
         dsd_errf(err, -ENOMEM, "tier I/O: out of memory for %d jobs", depth);
         return NULL;
     }
@@ -109,6 +123,7 @@ struct dsd_tier_io *dsd_tier_io_new(struct dsd_disk_tier *dt, int depth, int tes
     io->depth = depth;
     io->test_delay_ms = test_delay_ms;
     io->jobs = jobs;
+    io->gets = gets;
     pthread_mutex_init(&io->mu, NULL);
     pthread_cond_init(&io->work, NULL);
     pthread_cond_init(&io->done, NULL);
@@ -119,6 +134,7 @@ struct dsd_tier_io *dsd_tier_io_new(struct dsd_disk_tier *dt, int depth, int tes
         pthread_cond_destroy(&io->done);
         pthread_mutex_destroy(&io->mu);
         free(jobs);
+        free(gets);
         free(io);
         return NULL;
     }
@@ -139,6 +155,7 @@ void dsd_tier_io_free(struct dsd_tier_io *io, bool drain)
     pthread_cond_destroy(&io->done);
     pthread_mutex_destroy(&io->mu);
     free(io->jobs);
+    free(io->gets);
     free(io);
 }
 

@@ -19,10 +19,12 @@
  * thread from submit until the job is reaped: a WRITE reads it (the owner may read it too:
  * a page in flight served from its host copy), a READ fills it (the owner must not touch it).
  * Jobs run in submission order, so a READ submitted after the WRITE of the same page finds it
- * on disk; consecutive READs (up to DSD_DISK_TIER_GET_MAX) run together as one
- * dsd_disk_tier_get_many (a window of reads in flight, each page verified as it lands, read
- * straight into its record), and finish together. The disk tier's contains and stats may be called
- * meanwhile (its index is guarded); nothing else of it may.
+ * on disk; all the READs queued one behind another run together as one
+ * dsd_disk_tier_get_stream (one window of reads in flight, each page verified as it lands, read
+ * straight into its record), and each finishes, in order, as soon as it has landed and been
+ * verified: the owner reaps a prefix's first pages while its last are still being read. Reads
+ * queued while a window runs start after it (with the next job). The disk tier's contains and
+ * stats may be called meanwhile (its index is guarded); nothing else of it may.
  *
  * Shutdown: free with drain runs every queued job first; without, the job running finishes
  * and the rest are dropped. Either way no page is ever torn on disk: a write puts the header

@@ -717,6 +717,8 @@ static void on_stats(struct server *s, struct conn *c, const struct dsd_ipc_msg 
             kv_int("kv_cache_waits_total", (int64_t)cs->waits),
             kv_int("kv_cache_reload_pages_total", (int64_t)cs->reload_pages),
             kv_float("kv_cache_reload_seconds_total", cs->reload_seconds),
+            kv_int("kv_cache_read_ahead_pages_total", (int64_t)cs->read_ahead_pages),
+            kv_float("kv_cache_read_ahead_seconds_total", cs->read_ahead_seconds),
         };
         for (size_t i = 0; i < sizeof cache / sizeof cache[0]; i++)
             kv[n++] = cache[i];

@@ -436,6 +436,7 @@ TEST(restart_serves_the_prefix_from_disk)
     ASSERT_EQ_INT(g_tiers[2], 256);     /* done.usage.cached_disk */
     ASSERT_EQ_INT(g_tiers[0] + g_tiers[1], 0);
     ASSERT_EQ_INT(raw_stat(fd, "kv_cache_disk_hits_total"), 4);
+    ASSERT_EQ_INT(raw_stat(fd, "kv_cache_read_ahead_pages_total"), 4);     /* read ahead, then reloaded */
     ASSERT_EQ_INT(raw_stat(fd, "tokens_prefilled_total") - pre0, RP - 256);
     close(fd);
     if (test_failures_total)

@@ -188,6 +188,171 @@ TEST(pages_on_disk_are_read_ahead_while_the_sequence_waits)
     dsd_kv_cache_free(kv);
 }
 
+static char g_log[1 << 16];
+
+static void log_to_buffer(void *user, int level, const char *msg)
+{
+    (void)user;
+    (void)level;
+    size_t len = strlen(g_log);
+    snprintf(g_log + len, sizeof g_log - len, "%s\n", msg);
+}
+
+/* A cache with room for host_pages in the host tier and disk_pages on disk, direct I/O where
+ * the file system takes it, io_depth staging records, its log in g_log. */
+static struct dsd_prefix_cache *cache_sized(struct dsd_kv_cache *kv, const char *sub, int host_pages, int disk_pages,
+                                            int io_depth)
+{
+    struct dsd_kv_page_geom g = dsd_kv_page_geom_of(dsd_kv_cache_layout(kv), 2);
+    size_t rec = dsd_kv_page_record_bytes(&g);
+    static char dir[256];
+    snprintf(dir, sizeof dir, "%s/%s", g_dir, sub);
+    struct dsd_prefix_cache_config c = {.host_bytes = (uint64_t)host_pages * rec, .disk_dir = dir,
+                                        .disk_bytes = 4096 + (uint64_t)disk_pages * rec, .fingerprint = FP,
+                                        .io_depth = io_depth, .log = log_to_buffer};
+    struct dsd_err err = {{0}};
+    g_log[0] = 0;
+    struct dsd_prefix_cache *pc = dsd_prefix_cache_new(kv, &c, &err);
+    if (!pc)
+        printf("  %s\n", err.msg);
+    return pc;
+}
+
+/* Flips a byte of the MLA arena of the record of page `hash` in the cache file of dir. */
+static int corrupt_page(const char *sub, size_t rec, uint64_t hash)
+{
+    char path[400];
+    snprintf(path, sizeof path, "%s/%s/kv-%016llx.dsdkv", g_dir, sub, (unsigned long long)FP);
+    FILE *f = fopen(path, "r+b");
+    if (!f)
+        return -1;
+    int rc = -1;
+    uint8_t h[8];
+    /* slot i's header at 4096 + i * rec, its chain hash at byte 72 (docs/KV_CACHE.md §6.2) */
+    for (long long off = 4096; rc < 0; off += (long long)rec) {
+        if (fseek(f, off + 72, SEEK_SET) != 0 || fread(h, 1, 8, f) != 8)
+            break;
+        uint64_t v = 0;
+        for (int b = 7; b >= 0; b--)
+            v = v << 8 | h[b];
+        if (v != hash)
+            continue;
+        const long long at = off + 4096 + 5;    /* a byte of the MLA arena */
+        int c;
+        if (fseek(f, at, SEEK_SET) == 0 && (c = fgetc(f)) != EOF && fseek(f, at, SEEK_SET) == 0 &&
+            fputc(c ^ 0x40, f) != EOF)
+            rc = 0;
+    }
+    fclose(f);
+    return rc;
+}
+
+/* Reads ahead until the sequence no longer waits; fails a check past 2,000 rounds. Returns the
+ * most host pages seen at once. */
+static int read_ahead_all(struct dsd_prefix_cache *pc, const int32_t *t, int n)
+{
+    int rounds = 0, most = 0;
+    struct dsd_prefix_cache_stats st;
+    while (dsd_prefix_cache_wait_for(pc, t, n) && rounds < 2000) {
+        dsd_prefix_cache_io_wait(pc, 20);
+        dsd_prefix_cache_stats(pc, &st);
+        if (st.host_pages > most)
+            most = st.host_pages;
+        rounds++;
+    }
+    ASSERT_TRUE(rounds < 2000);
+    return most;
+}
+
+/* A disk hit longer than the old read batches (64 pages, 128 queued): the whole prefix is
+ * queued in one call and read in one window, every page lands in chain order and joins the
+ * tree; a page corrupted on disk in the middle is dropped (the match ends before it, the rest is
+ * computed); the read-ahead counters count the pages read; and at most half the host tier is
+ * read ahead for one prefix. */
+TEST(a_long_prefix_is_read_ahead_in_one_window_within_half_the_host_tier)
+{
+    enum { P = 150, BAD = 100 };
+    struct dsd_err err = {{0}};
+    struct dsd_kv_cache *kv = dsd_kv_cache_new(g_be, 2, P + 11, &err);
+    ASSERT_TRUE(kv != NULL);
+    if (!kv)
+        return;
+    const int n_tok = P * DSD_KV_PAGE_TOKENS + 20;
+    int32_t *t = malloc((size_t)n_tok * sizeof *t);
+    ASSERT_TRUE(t != NULL);
+    tokens_for(t, n_tok, 4);
+    struct dsd_kv_page_geom g = dsd_kv_page_geom_of(dsd_kv_cache_layout(kv), 2);
+    size_t rec = dsd_kv_page_record_bytes(&g);
+    /* the prefix on disk: every page written (a staging record each) */
+    struct dsd_prefix_cache *pc = cache_sized(kv, "long", 2 * P + 8, P + 8, P + 4);
+    ASSERT_TRUE(pc != NULL);
+    if (!pc)
+        return;
+    struct dsd_kv_seq a = {0};
+    ASSERT_EQ_INT(dsd_kv_seq_reserve(kv, &a, n_tok), 0);
+    for (int p = 0; p < a.n_pages; p++)
+        kv_test_fill_page(kv, a.pages[p], 900u + (uint32_t)p);
+    ASSERT_EQ_INT(dsd_prefix_cache_adopt(pc, t, n_tok, &a), P);
+    dsd_kv_seq_release(kv, &a);
+    dsd_prefix_cache_free(pc);                          /* drains: all P on disk */
+    uint64_t hashes[P];
+    dsd_kv_chain_hashes(t, P * DSD_KV_PAGE_TOKENS, hashes, P);
+    ASSERT_EQ_INT(corrupt_page("long", rec, hashes[BAD]), 0);
+
+    /* a restart whose host tier holds the whole prefix twice over */
+    pc = cache_sized(kv, "long", 2 * P + 8, P + 8, 0);
+    ASSERT_TRUE(pc != NULL);
+    if (!pc)
+        return;
+    ASSERT_TRUE(dsd_prefix_cache_wait_for(pc, t, n_tok - 1));
+    char want[64];
+    snprintf(want, sizeof want, "KV read-ahead: %d pages queued", P);
+    ASSERT_TRUE(strstr(g_log, want) != NULL);           /* all of them at once */
+    read_ahead_all(pc, t, n_tok - 1);
+    struct dsd_prefix_cache_stats st;
+    dsd_prefix_cache_stats(pc, &st);
+    printf("  %d pages read ahead in %.3f ms; %llu joined the tree, %llu dropped\n", (int)st.read_ahead_pages,
+           st.read_ahead_seconds * 1e3, (unsigned long long)st.prefetched, (unsigned long long)st.disk_dropped);
+    ASSERT_EQ_INT((int)st.prefetched, BAD);             /* in chain order, up to the bad page */
+    ASSERT_EQ_INT(st.host_pages, BAD);
+    ASSERT_EQ_INT((int)st.disk_dropped, 1);
+    ASSERT_EQ_INT((int)st.read_ahead_pages, P - 1);     /* read and verified: all but the bad one */
+    ASSERT_TRUE(st.read_ahead_seconds > 0);
+    struct dsd_kv_seq b = {0};
+    struct dsd_prefix_hold h = {0};
+    struct dsd_prefix_hit hit;
+    ASSERT_EQ_INT(dsd_prefix_cache_acquire(pc, t, n_tok - 1, &b, &h, &hit), BAD);
+    ASSERT_EQ_INT(hit.disk, BAD);
+    int same = 0;
+    for (int p = 0; p < BAD; p++)
+        same += page_is(kv, b.pages[p], 900u + (uint32_t)p) == 1;
+    ASSERT_EQ_INT(same, BAD);
+    dsd_prefix_cache_unhold(pc, &h);
+    dsd_kv_seq_release(kv, &b);
+    dsd_prefix_cache_free(pc);
+
+    /* a host tier of 40 slots: 20 pages read ahead for the prefix, never more */
+    pc = cache_sized(kv, "long", 40, P + 8, 0);
+    ASSERT_TRUE(pc != NULL);
+    if (!pc)
+        return;
+    int most = read_ahead_all(pc, t, n_tok - 1);
+    dsd_prefix_cache_stats(pc, &st);
+    ASSERT_EQ_INT((int)st.prefetched, 20);
+    ASSERT_TRUE(most <= 20);
+    ASSERT_EQ_INT(dsd_prefix_cache_acquire(pc, t, n_tok - 1, &b, &h, &hit), 20);
+    ASSERT_EQ_INT(hit.disk, 20);
+    dsd_prefix_cache_unhold(pc, &h);
+    dsd_kv_seq_release(kv, &b);
+    dsd_prefix_cache_hold_destroy(&h);
+    dsd_kv_seq_destroy(&a);
+    dsd_kv_seq_destroy(&b);
+    dsd_prefix_cache_free(pc);
+    ASSERT_EQ_INT(dsd_kv_cache_free_pages(kv), P + 10);
+    dsd_kv_cache_free(kv);
+    free(t);
+}
+
 /* A page record for the disk tier from a seed. */
 static void meta_for(struct dsd_kv_page_meta *m, uint64_t parent, int seed)
 {
@@ -255,6 +420,7 @@ int main(void)
         return 1;
     RUN(slow_disk_writes_do_not_block_and_pages_in_flight_are_served);
     RUN(pages_on_disk_are_read_ahead_while_the_sequence_waits);
+    RUN(a_long_prefix_is_read_ahead_in_one_window_within_half_the_host_tier);
     RUN(a_write_cut_short_leaves_no_page);
     char cmd[200];
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
