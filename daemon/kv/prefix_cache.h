@@ -173,7 +173,8 @@ bool dsd_prefix_cache_wait_for(struct dsd_prefix_cache *pc, const int32_t *token
 /* (With the I/O thread, wait_for also reads the pages that follow on disk ahead into the
  * host tier and says to wait while they are on their way; step_begin takes in what the
  * thread finished. A step with nothing to run but sequences waiting on reads calls io_wait,
- * which sleeps up to timeout_ms for the thread.) */
+ * which sleeps up to timeout_ms for the thread, taking the pages read ahead in as they land,
+ * and returns early once none is on its way; with none on its way, once any job finished.) */
 void dsd_prefix_cache_io_wait(struct dsd_prefix_cache *pc, int timeout_ms);
 
 /* Pages make_room could free now (the tree's unlocked device pages). */

@@ -26,7 +26,8 @@
  * queued while a window runs start after it (with the next job). The disk tier's contains and
  * stats may be called meanwhile (its index is guarded); nothing else of it may.
  *
- * Shutdown: free with drain runs every queued job first; without, the job running finishes
+ * Shutdown: free with drain runs every queued job first; without, the job running (or the
+ * window of reads running: all the reads that were queued together when it started) finishes
  * and the rest are dropped. Either way no page is ever torn on disk: a write puts the header
  * last (disk_tier.h), and a write cut short by a crash leaves no header naming the page.
  */

@@ -891,8 +891,12 @@ static int run_step(struct dsd_engine *e)
     struct seq *batch[max];
     int n = build_step(e, batch, max);
     if (n == 0) {
-        if (e->sat_out && e->pc)    /* sequences waiting on disk reads: let them land */
-            dsd_prefix_cache_io_wait(e->pc, 20);
+        /* sequences waiting on disk reads: let them land. 5 ms at a time: the wait takes the
+         * pages in as they land and ends early only when the last has, and a request that
+         * arrives meanwhile is planned only after it (the wait does not see the engine's
+         * commands), so another client's long read-ahead holds a new request back 5 ms at most */
+        if (e->sat_out && e->pc)
+            dsd_prefix_cache_io_wait(e->pc, 5);
         return e->sat_out ? -1 : 0;
     }
     e->step_id++;
