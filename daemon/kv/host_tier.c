@@ -214,14 +214,25 @@ static int page_pieces(struct dsd_host_tier *ht, const struct dsd_kv_cache *kv, 
     return 2 * ht->g.n_layers;
 }
 
-int dsd_host_tier_copy_out(struct dsd_host_tier *ht, const struct dsd_kv_cache *kv, int32_t page, int slot)
+static int copy_out(struct dsd_host_tier *ht, const struct dsd_kv_cache *kv, int32_t page, int slot, bool wait_side)
 {
     if (check_copy(ht, kv, page, slot))
         return -EINVAL;
     int n = page_pieces(ht, kv, page, slot, false, ht->pieces);
-    dsd_backend_side_wait(ht->be, -1);      /* a reload beside the compute may still be landing */
+    if (wait_side)
+        dsd_backend_side_wait(ht->be, -1);  /* a reload beside the compute may still be landing */
     dsd_backend_copy_many(ht->be, ht->pieces, n, false);
     return 0;
+}
+
+int dsd_host_tier_copy_out(struct dsd_host_tier *ht, const struct dsd_kv_cache *kv, int32_t page, int slot)
+{
+    return copy_out(ht, kv, page, slot, true);
+}
+
+int dsd_host_tier_copy_out_evicted(struct dsd_host_tier *ht, const struct dsd_kv_cache *kv, int32_t page, int slot)
+{
+    return copy_out(ht, kv, page, slot, false);
 }
 
 int dsd_host_tier_copy_in(struct dsd_host_tier *ht, struct dsd_kv_cache *kv, int slot, int32_t page)

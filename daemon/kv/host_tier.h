@@ -66,6 +66,12 @@ void *dsd_host_tier_record(struct dsd_host_tier *ht, int slot);
  * (in). Returns 0, -EINVAL (slot not allocated, page out of range, kv's layout or layer count
  * not this tier's geometry). */
 int dsd_host_tier_copy_out(struct dsd_host_tier *ht, const struct dsd_kv_cache *kv, int32_t page, int slot);
+/* copy_out for a page being evicted from the device (a demotion): it does not wait for the
+ * backend's side copies first. Those write only the pages of a prefix hit, which its sequence
+ * holds until it ends (so they are never evicted), from host slots the prefix cache keeps
+ * until the step is done. Waiting made the page a hit's own step evicts (a full pool) wait for
+ * the hit's whole reload, and undid its overlap with the step. Same returns as copy_out. */
+int dsd_host_tier_copy_out_evicted(struct dsd_host_tier *ht, const struct dsd_kv_cache *kv, int32_t page, int slot);
 int dsd_host_tier_copy_in(struct dsd_host_tier *ht, struct dsd_kv_cache *kv, int slot, int32_t page);
 /* copy_in of slots[i] into pages[i] for every i with pages[i] >= 0 (the others skipped), in
  * one copy_many per 256 pages. Returns 0, or -EINVAL with nothing enqueued when any pair is

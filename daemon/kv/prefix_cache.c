@@ -475,7 +475,7 @@ static int device_evict_one(struct dsd_prefix_cache *pc)
         return 0;
     int s = host_slot(pc);
     if (s >= 0) {
-        if (pc->n_demoting < DEMOTE_BATCH && dsd_host_tier_copy_out(pc->ht, pc->kv, v.value, s) == 0 &&
+        if (pc->n_demoting < DEMOTE_BATCH && dsd_host_tier_copy_out_evicted(pc->ht, pc->kv, v.value, s) == 0 &&
             dsd_radix_set(pc->t, v.node, DSD_KV_TIER_HOST, s) == 0) {
             pc->demoting[pc->n_demoting++] = (struct demoting){.node = v.node, .page = v.value, .slot = s};
             return 1;
