@@ -43,8 +43,13 @@ struct dsd_prefix_cache {
     struct dsd_radix_ref *displaced;
     /* device pages demoted to the host tier whose copies are enqueued but not yet waited
      * for (make_room's batch): the tree says HOST already, the device page is still held */
-    struct demoting { int32_t node, page, slot; } *demoting;
+    struct demoting { uint64_t hash; int32_t node, page, slot; } *demoting;
     int n_demoting;
+    /* demotions settled in stream order while side copies were pending (settle_ordered): the
+     * device page is free already (whatever reuses it runs after the copy on the backend's
+     * stream), the copy is confirmed by the next synchronization ([DEMOTE_BATCH]) */
+    struct demoting *unconfirmed;
+    int n_unconfirmed;
     /* host pages reloaded by the backend's side copies (acquire): the tree says DEVICE already
      * and the sequence runs, but the copies land only before the step's layers that read them
      * (docs/KV_CACHE.md), so each host slot is held until a synchronization shows they landed
@@ -85,6 +90,22 @@ static double now_ms(void)
 
 static void side_settle(struct dsd_prefix_cache *pc, bool landed);
 
+/* After a synchronization: the demotions settled in stream order are confirmed, or, if it
+ * failed, their host records are not to be trusted: a node still on that host slot leaves the
+ * tree (one with children or locks stays: a device that fails a synchronization fails every
+ * later step too, and host_evict_one writes nothing to disk while it does). */
+static void confirm_demotions(struct dsd_prefix_cache *pc, bool ok)
+{
+    for (int i = 0; !ok && i < pc->n_unconfirmed; i++) {
+        const struct demoting *d = &pc->unconfirmed[i];
+        struct dsd_radix_ref ref;
+        if (dsd_radix_lookup(pc->t, d->hash, &ref) == 1 && ref.node == d->node && ref.tier == DSD_KV_TIER_HOST &&
+            ref.value == d->slot && dsd_radix_remove(pc->t, d->node) == 0)
+            dsd_host_tier_release(pc->ht, d->slot);
+    }
+    pc->n_unconfirmed = 0;
+}
+
 static int sync_be(struct dsd_prefix_cache *pc)
 {
     struct dsd_err err = {{0}};
@@ -93,6 +114,7 @@ static int sync_be(struct dsd_prefix_cache *pc)
         note(pc, 3, "KV cache: a tier copy failed: %s", err.msg);
     else
         side_settle(pc, true);      /* the side copies landed too */
+    confirm_demotions(pc, rc == 0);
     return rc;
 }
 
@@ -126,8 +148,14 @@ static void side_settle(struct dsd_prefix_cache *pc, bool landed)
 
 void dsd_prefix_cache_step_done(struct dsd_prefix_cache *pc, bool ok)
 {
-    if (pc)
-        side_settle(pc, ok);
+    if (!pc)
+        return;
+    side_settle(pc, ok);
+    /* a step that synchronized saw every copy enqueued before it land, demotions included */
+    if (ok)
+        confirm_demotions(pc, true);
+    else if (pc->n_unconfirmed)
+        sync_be(pc);
 }
 
 /* Device pages demoted to the host tier per synchronization (make_room). */
@@ -212,10 +240,11 @@ struct dsd_prefix_cache *dsd_prefix_cache_new(struct dsd_kv_cache *kv, const str
     pc->taken = malloc(mp);
     pc->displaced = malloc(mp * sizeof *pc->displaced);
     pc->demoting = malloc(DEMOTE_BATCH * sizeof *pc->demoting);
+    pc->unconfirmed = malloc(DEMOTE_BATCH * sizeof *pc->unconfirmed);
     pc->hashes = malloc(mp * sizeof *pc->hashes);
     pc->computing = dsd_hash_index_new((int)mp);
     pc->computing_v = malloc(mp * sizeof *pc->computing_v);
-    if (!pc->t || !pc->pages || !pc->slots || !pc->taken || !pc->displaced || !pc->demoting || !pc->hashes ||
+    if (!pc->t || !pc->pages || !pc->slots || !pc->taken || !pc->displaced || !pc->demoting || !pc->unconfirmed || !pc->hashes ||
         !pc->computing || !pc->computing_v) {
         if (pc->t)
             dsd_errf(err, -ENOMEM, "prefix cache: out of memory for %d pages of scratch", pc->max_pages);
@@ -231,8 +260,8 @@ void dsd_prefix_cache_free(struct dsd_prefix_cache *pc)
 {
     if (!pc)
         return;
-    /* side copies still reading host slots land first */
-    if (pc->n_side)
+    /* side copies still reading host slots, and demotions still writing them, land first */
+    if (pc->n_side || pc->n_unconfirmed)
         sync_be(pc);
     free(pc->side);
     /* the tree's device pages go back to the pool (the pool may outlive the cache) */
@@ -260,6 +289,7 @@ void dsd_prefix_cache_free(struct dsd_prefix_cache *pc)
     free(pc->taken);
     free(pc->displaced);
     free(pc->demoting);
+    free(pc->unconfirmed);
     free(pc->hashes);
     dsd_hash_index_free(pc->computing);
     free(pc->computing_v);
@@ -414,7 +444,7 @@ static void flush_writes(struct dsd_prefix_cache *pc)
  * parent) and the host slots free. Returns 0 or the synchronization's -errno. */
 static int settle(struct dsd_prefix_cache *pc)
 {
-    if (pc->n_demoting == 0)
+    if (pc->n_demoting == 0 && pc->n_unconfirmed == 0)
         return 0;
     int rc = sync_be(pc);
     for (int i = pc->n_demoting - 1; i >= 0; i--) {
@@ -429,6 +459,26 @@ static int settle(struct dsd_prefix_cache *pc)
     }
     pc->n_demoting = 0;
     return rc;
+}
+
+/* settle for make_room while a hit's side copies are pending (pc->n_side): a synchronization
+ * would wait for them too, and the page a hit's own step needs from a full pool would wait for
+ * the hit's whole reload (H100, 2026-12-07: the overlap gained nothing). The demoted device
+ * pages go free now instead: the backend runs the copies and whatever reuses the pages in the
+ * order they were enqueued on its stream; the host records are confirmed by the next
+ * synchronization (confirm_demotions), and host_evict_one, the one host-side reader of a
+ * record, settles first. Without pending side copies: settle. */
+static int settle_ordered(struct dsd_prefix_cache *pc)
+{
+    if (pc->n_side == 0 || pc->n_demoting > DEMOTE_BATCH - pc->n_unconfirmed)
+        return settle(pc);
+    for (int i = 0; i < pc->n_demoting; i++) {
+        dsd_kv_page_unref(pc->kv, pc->demoting[i].page);
+        pc->st.demotions[0]++;
+        pc->unconfirmed[pc->n_unconfirmed++] = pc->demoting[i];
+    }
+    pc->n_demoting = 0;
+    return 0;
 }
 
 /* Frees one host slot: the least recently used unlocked host leaf goes to disk (where it
@@ -477,7 +527,8 @@ static int device_evict_one(struct dsd_prefix_cache *pc)
     if (s >= 0) {
         if (pc->n_demoting < DEMOTE_BATCH && dsd_host_tier_copy_out_evicted(pc->ht, pc->kv, v.value, s) == 0 &&
             dsd_radix_set(pc->t, v.node, DSD_KV_TIER_HOST, s) == 0) {
-            pc->demoting[pc->n_demoting++] = (struct demoting){.node = v.node, .page = v.value, .slot = s};
+            pc->demoting[pc->n_demoting++] =
+                (struct demoting){.hash = v.hash, .node = v.node, .page = v.value, .slot = s};
             return 1;
         }
         dsd_host_tier_release(pc->ht, s);
@@ -513,9 +564,9 @@ int dsd_prefix_cache_make_room(struct dsd_prefix_cache *pc, int want)
         if (!device_evict_one(pc))
             break;
         if (pc->n_demoting == DEMOTE_BATCH)
-            settle(pc);
+            settle_ordered(pc);
     }
-    settle(pc);
+    settle_ordered(pc);
     if (pc->st.demotions[0] > before)
         note(pc, 7, "KV: %llu device pages demoted to the host in %.3f ms",
              (unsigned long long)(pc->st.demotions[0] - before), now_ms() - t0);

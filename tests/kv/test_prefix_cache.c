@@ -130,6 +130,78 @@ TEST(host_round_trip_is_bitwise)
     dsd_kv_cache_free(kv);
 }
 
+/* A demotion while a hit's pages are still being reloaded beside the step (side copies
+ * pending): make_room frees the demoted device pages without a synchronization (one would
+ * wait for the reload too, and the step would wait for the whole reload before it starts;
+ * the CPU backend makes side copies only when something waits, so a synchronization shows as
+ * the reloaded page's stale bytes being replaced early), and the demoted records come back
+ * right after the step. */
+TEST(demotion_beside_a_reload_does_not_wait_for_it)
+{
+    struct dsd_err err = {{0}};
+    struct dsd_kv_cache *kv = dsd_kv_cache_new(g_be, 2, POOL, &err);
+    ASSERT_TRUE(kv != NULL);
+    struct dsd_kv_page_geom g = dsd_kv_page_geom_of(dsd_kv_cache_layout(kv), 2);
+    struct dsd_prefix_cache_config c = {.host_bytes = 8 * dsd_kv_page_record_bytes(&g), .fingerprint = FP};
+    struct dsd_prefix_cache *pc = dsd_prefix_cache_new(kv, &c, &err);
+    ASSERT_TRUE(pc != NULL);
+    int32_t ta[256], tc[256];
+    tokens_for(ta, 256, 1);
+    tokens_for(tc, 256, 2);
+    struct dsd_kv_seq a = {0}, cs = {0}, b = {0};
+    compute(kv, &a, 256, 1);
+    ASSERT_EQ_INT(dsd_prefix_cache_adopt(pc, ta, 256, &a), 4);
+    dsd_kv_seq_release(kv, &a);
+    ASSERT_EQ_INT(dsd_prefix_cache_make_room(pc, 8), 8);       /* A's 4 pages on the host */
+    compute(kv, &cs, 256, 2);
+    ASSERT_EQ_INT(dsd_prefix_cache_adopt(pc, tc, 256, &cs), 4);
+    dsd_kv_seq_release(kv, &cs);
+    ASSERT_EQ_INT(dsd_kv_cache_free_pages(kv), 4);             /* C's 4 pages on the device */
+    /* A's first 3 pages come back beside the next step */
+    struct dsd_prefix_hold h = {0}, hc = {0};
+    struct dsd_prefix_hit hit;
+    ASSERT_EQ_INT(dsd_prefix_cache_acquire(pc, ta, 255, &b, &h, &hit), 3);
+    ASSERT_EQ_INT(hit.host, 3);
+    kv_test_fill_page(kv, b.pages[0], 999 * 100);              /* stale until the copy is made */
+    struct dsd_prefix_cache_stats st;
+    dsd_prefix_cache_stats(pc, &st);
+    uint64_t dem0 = st.demotions[0];
+    /* the step needs 4 pages: 3 of C's go to the host, their device pages free at once */
+    ASSERT_EQ_INT(dsd_prefix_cache_make_room(pc, 4), 4);
+    dsd_prefix_cache_stats(pc, &st);
+    ASSERT_EQ_INT((int)(st.demotions[0] - dem0), 3);
+    ASSERT_EQ_INT(page_is(kv, b.pages[0], 999, 0), 1);         /* nothing waited for the reload */
+    /* the freed pages are used before the step ends, as a step's new pages would be */
+    struct dsd_kv_seq fresh = {0};
+    compute(kv, &fresh, 256, 3);
+    step(pc);
+    dsd_kv_seq_release(kv, &fresh);
+    for (int p = 0; p < 3; p++)
+        ASSERT_EQ_INT(page_is(kv, b.pages[p], 1, p), 1);
+    check_tree(pc);
+    dsd_prefix_cache_unhold(pc, &h);
+    dsd_kv_seq_release(kv, &b);
+    /* C's demoted pages come back from the host bit for bit */
+    ASSERT_EQ_INT(dsd_prefix_cache_acquire(pc, tc, 255, &b, &hc, &hit), 3);
+    ASSERT_EQ_INT(hit.host + hit.device, 3);
+    ASSERT_TRUE(hit.host >= 2);
+    step(pc);
+    for (int p = 0; p < 3; p++)
+        ASSERT_EQ_INT(page_is(kv, b.pages[p], 2, p), 1);
+    check_tree(pc);
+    dsd_prefix_cache_unhold(pc, &hc);
+    dsd_kv_seq_release(kv, &b);
+    dsd_prefix_cache_hold_destroy(&h);
+    dsd_prefix_cache_hold_destroy(&hc);
+    dsd_kv_seq_destroy(&a);
+    dsd_kv_seq_destroy(&b);
+    dsd_kv_seq_destroy(&cs);
+    dsd_kv_seq_destroy(&fresh);
+    dsd_prefix_cache_free(pc);
+    ASSERT_EQ_INT(dsd_kv_cache_free_pages(kv), 8);
+    dsd_kv_cache_free(kv);
+}
+
 TEST(disk_tier_survives_a_new_cache_and_damage_ends_the_match)
 {
     struct dsd_err err = {{0}};
@@ -370,6 +442,7 @@ int main(void)
     if (!mkdtemp(g_dir))
         return 1;
     RUN(host_round_trip_is_bitwise);
+    RUN(demotion_beside_a_reload_does_not_wait_for_it);
     RUN(disk_tier_survives_a_new_cache_and_damage_ends_the_match);
     RUN(pages_are_shared_as_soon_as_they_complete);
     RUN(random_sequences_never_leak_a_page);
