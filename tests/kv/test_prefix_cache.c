@@ -71,14 +71,22 @@ static void check_tree(struct dsd_prefix_cache *pc)
     ASSERT_EQ_INT(rc, 0);
 }
 
-TEST(host_round_trip_is_bitwise)
+/* A pool of POOL pages (2 layers) and a prefix cache over it with a host tier of 8 pages
+ * and no disk tier; NULL if either cannot be made. */
+static struct dsd_prefix_cache *host_cache(struct dsd_kv_cache **kv)
 {
     struct dsd_err err = {{0}};
-    struct dsd_kv_cache *kv = dsd_kv_cache_new(g_be, 2, POOL, &err);
-    ASSERT_TRUE(kv != NULL);
-    struct dsd_kv_page_geom g = dsd_kv_page_geom_of(dsd_kv_cache_layout(kv), 2);
+    if (!(*kv = dsd_kv_cache_new(g_be, 2, POOL, &err)))
+        return NULL;
+    struct dsd_kv_page_geom g = dsd_kv_page_geom_of(dsd_kv_cache_layout(*kv), 2);
     struct dsd_prefix_cache_config c = {.host_bytes = 8 * dsd_kv_page_record_bytes(&g), .fingerprint = FP};
-    struct dsd_prefix_cache *pc = dsd_prefix_cache_new(kv, &c, &err);
+    return dsd_prefix_cache_new(*kv, &c, &err);
+}
+
+TEST(host_round_trip_is_bitwise)
+{
+    struct dsd_kv_cache *kv;
+    struct dsd_prefix_cache *pc = host_cache(&kv);
     ASSERT_TRUE(pc != NULL);
     int32_t t[266];
     tokens_for(t, 266, 1);
@@ -138,12 +146,8 @@ TEST(host_round_trip_is_bitwise)
  * right after the step. */
 TEST(demotion_beside_a_reload_does_not_wait_for_it)
 {
-    struct dsd_err err = {{0}};
-    struct dsd_kv_cache *kv = dsd_kv_cache_new(g_be, 2, POOL, &err);
-    ASSERT_TRUE(kv != NULL);
-    struct dsd_kv_page_geom g = dsd_kv_page_geom_of(dsd_kv_cache_layout(kv), 2);
-    struct dsd_prefix_cache_config c = {.host_bytes = 8 * dsd_kv_page_record_bytes(&g), .fingerprint = FP};
-    struct dsd_prefix_cache *pc = dsd_prefix_cache_new(kv, &c, &err);
+    struct dsd_kv_cache *kv;
+    struct dsd_prefix_cache *pc = host_cache(&kv);
     ASSERT_TRUE(pc != NULL);
     int32_t ta[256], tc[256];
     tokens_for(ta, 256, 1);
