@@ -244,8 +244,8 @@ struct dsd_prefix_cache *dsd_prefix_cache_new(struct dsd_kv_cache *kv, const str
     pc->hashes = malloc(mp * sizeof *pc->hashes);
     pc->computing = dsd_hash_index_new((int)mp);
     pc->computing_v = malloc(mp * sizeof *pc->computing_v);
-    if (!pc->t || !pc->pages || !pc->slots || !pc->taken || !pc->displaced || !pc->demoting || !pc->unconfirmed || !pc->hashes ||
-        !pc->computing || !pc->computing_v) {
+    if (!pc->t || !pc->pages || !pc->slots || !pc->taken || !pc->displaced || !pc->demoting || !pc->unconfirmed ||
+        !pc->hashes || !pc->computing || !pc->computing_v) {
         if (pc->t)
             dsd_errf(err, -ENOMEM, "prefix cache: out of memory for %d pages of scratch", pc->max_pages);
         dsd_prefix_cache_free(pc);

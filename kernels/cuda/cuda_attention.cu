@@ -557,7 +557,8 @@ static bool tile_ws(struct cuda_backend *cb, int L, int R)
            cuda_mla_ws_ok(L, R) && (int)cuda_mla_ws_smem(L, R) <= cb->attn->smem_optin;
 }
 
-// The same engine reading an FP8 cache in place (WS_FP8; not yet AUTO's choice: not measured)
+// The same engine reading an FP8 cache in place (WS_FP8, only when asked: slower than the
+// dequantization pass and WS on an H100, docs/KERNELS.md)
 static bool tile_ws_fp8(struct cuda_backend *cb, int L, int R)
 {
     return cb->attn_tile == DSD_CUDA_TILE_WS_FP8 && tile_ws(cb, L, R) && cuda_mla_ws_fp8_ok(L, R);
@@ -578,9 +579,9 @@ static int tile_source(struct cuda_backend *cb, int T, int H, int L, int R, int 
         (!tile_wgmma(cb, L, R) && (int)cuda_mla_tile_smem(L, R) > cb->attn->smem_optin))
         return -1;
     int src = MLA_SRC_CACHE;
-    if (fp8 && tile_ws_fp8(cb, L, R))
+    if (fp8 && tile_ws_fp8(cb, L, R)) {
         src = MLA_SRC_FP8;      // no rows to dequantize first
-    else if (fp8) {
+    } else if (fp8) {
         const size_t row = (size_t)(L + R) * 2, pages = (size_t)n_pages * 64 * row, selected = (size_t)T * topk * row;
         if (cb->attn_kernel == DSD_CUDA_ATTN_TILED_PAGES)
             src = MLA_SRC_PAGES;
@@ -760,11 +761,14 @@ void cuda_op_mla_attention(struct dsd_backend *be, void *out, const void *q, con
             a.qabs = qabs;
             a.q = qt;
             a.H = H, a.N = N, a.R = R;
+            // the cache itself (bf16 rows, or FP8 entries for the producer to convert), or the
+            // dequantized rows
+            const bool in_place = src == MLA_SRC_CACHE || src == MLA_SRC_FP8;
             a.src_kind = src;
-            a.src = src == MLA_SRC_CACHE || src == MLA_SRC_FP8 ? kv->mla
+            a.src = in_place                  ? kv->mla
                     : src == MLA_SRC_SELECTED ? (const uint8_t *)(deq_rows + (size_t)t0 * topk * E)
                                               : (const uint8_t *)deq_rows;
-            a.src_row_bytes = src == MLA_SRC_CACHE || src == MLA_SRC_FP8 ? lay->mla_token_bytes : (size_t)E * 2;
+            a.src_row_bytes = in_place ? lay->mla_token_bytes : (size_t)E * 2;
             a.sel = sel + (size_t)t0 * topk;
             a.topk = topk;
             a.seq = st->seq, a.page_off = st->page_off, a.pages = st->pages;
