@@ -5,7 +5,8 @@
  * cache over the same directory (a restart), bit for bit, and a damaged record ends the
  * match there; a running sequence's completed pages are shared at once (publish) and a new
  * sequence waits for a page being computed; random sequences sharing prefixes (publishing
- * pages as they go) never leak or lose a page.
+ * pages as they go) never leak or lose a page; a step that fails drops the demotions it never
+ * confirmed (an injected synchronize error).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "backend_impl.h"
 #include "disk_tier.h"
 #include "kv_cache.h"
 #include "kv_test_backend.h"
@@ -201,6 +203,97 @@ TEST(demotion_beside_a_reload_does_not_wait_for_it)
     dsd_kv_seq_destroy(&b);
     dsd_kv_seq_destroy(&cs);
     dsd_kv_seq_destroy(&fresh);
+    dsd_prefix_cache_free(pc);
+    ASSERT_EQ_INT(dsd_kv_cache_free_pages(kv), 8);
+    dsd_kv_cache_free(kv);
+}
+
+/* A device that fails: the backend's synchronize reports an error (after making the CPU
+ * backend's pending side copies, as a device that ran them and then faulted would have). */
+static struct dsd_ops g_failing_ops;
+static const struct dsd_ops *g_real_ops;
+static int failing_synchronize(struct dsd_backend *be, struct dsd_err *err)
+{
+    g_real_ops->synchronize(be, err);
+    return dsd_errf(err, -EIO, "injected device fault");
+}
+
+/* A step that fails while demotions are unconfirmed (make_room freed their device pages
+ * beside a hit's pending reload, trusting the next synchronization) and the device cannot
+ * synchronize: the demoted pages' nodes leave the tree and their host slots go free (their
+ * records were never confirmed); the hit's reloaded pages, which the failed sequence still
+ * locks, stay on the device, their host slots free too. Nothing leaks: the second prefix is
+ * found no further than its page left on the device, and the host tier then takes 7 more
+ * pages beside the one it holds with a single eviction. */
+TEST(failed_step_drops_unconfirmed_demotions)
+{
+    struct dsd_kv_cache *kv;
+    struct dsd_prefix_cache *pc = host_cache(&kv);
+    ASSERT_TRUE(pc != NULL);
+    int32_t ta[256], tc[256], td[256];
+    tokens_for(ta, 256, 1);
+    tokens_for(tc, 256, 2);
+    tokens_for(td, 256, 4);
+    struct dsd_kv_seq a = {0}, cs = {0}, b = {0};
+    compute(kv, &a, 256, 1);
+    ASSERT_EQ_INT(dsd_prefix_cache_adopt(pc, ta, 256, &a), 4);
+    dsd_kv_seq_release(kv, &a);
+    ASSERT_EQ_INT(dsd_prefix_cache_make_room(pc, 8), 8);       /* A's 4 pages on the host */
+    compute(kv, &cs, 256, 2);
+    ASSERT_EQ_INT(dsd_prefix_cache_adopt(pc, tc, 256, &cs), 4);
+    dsd_kv_seq_release(kv, &cs);
+    struct dsd_prefix_hold h = {0}, hc = {0};
+    struct dsd_prefix_hit hit;
+    ASSERT_EQ_INT(dsd_prefix_cache_acquire(pc, ta, 255, &b, &h, &hit), 3);
+    ASSERT_EQ_INT(hit.host, 3);
+    struct dsd_prefix_cache_stats st;
+    dsd_prefix_cache_stats(pc, &st);
+    ASSERT_EQ_INT(st.host_pages, 1);                            /* A's last page */
+    /* 3 of C's pages demoted beside the pending reload: unconfirmed */
+    ASSERT_EQ_INT(dsd_prefix_cache_make_room(pc, 4), 4);
+    dsd_prefix_cache_stats(pc, &st);
+    ASSERT_EQ_INT(st.host_pages, 4);
+    /* the step fails, and so does the synchronization after it */
+    g_real_ops = dsd_backend_ops(g_be);
+    g_failing_ops = *g_real_ops;
+    g_failing_ops.synchronize = failing_synchronize;
+    g_be->ops = &g_failing_ops;
+    dsd_prefix_cache_step_done(pc, false);
+    g_be->ops = g_real_ops;
+    check_tree(pc);
+    dsd_prefix_cache_stats(pc, &st);
+    ASSERT_EQ_INT(st.host_pages, 1);                            /* C's 3 records left the tree */
+    ASSERT_EQ_INT(st.device_pages, 4);                          /* A's 3 (locked), C's first */
+    dsd_prefix_cache_unhold(pc, &h);
+    dsd_kv_seq_release(kv, &b);
+    ASSERT_EQ_INT(dsd_kv_cache_free_pages(kv), 4);
+    /* C: only its first page, which stayed on the device */
+    ASSERT_EQ_INT(dsd_prefix_cache_acquire(pc, tc, 255, &b, &hc, &hit), 1);
+    ASSERT_EQ_INT(hit.device, 1);
+    ASSERT_EQ_INT(hit.host, 0);
+    ASSERT_EQ_INT(page_is(kv, b.pages[0], 2, 0), 1);
+    dsd_prefix_cache_unhold(pc, &hc);
+    dsd_kv_seq_release(kv, &b);
+    /* every host slot but A's last page's is free: the 4 device pages and 3 of a new prefix's
+     * 4 fit, the fourth evicts one */
+    ASSERT_EQ_INT(dsd_prefix_cache_make_room(pc, 8), 8);
+    struct dsd_kv_seq d = {0};
+    compute(kv, &d, 256, 4);
+    ASSERT_EQ_INT(dsd_prefix_cache_adopt(pc, td, 256, &d), 4);
+    dsd_kv_seq_release(kv, &d);
+    dsd_prefix_cache_stats(pc, &st);
+    const uint64_t ev0 = st.evictions[DSD_KV_TIER_HOST];
+    ASSERT_EQ_INT(dsd_prefix_cache_make_room(pc, 8), 8);
+    dsd_prefix_cache_stats(pc, &st);
+    ASSERT_EQ_INT((int)(st.evictions[DSD_KV_TIER_HOST] - ev0), 1);
+    ASSERT_EQ_INT(st.host_pages, 8);
+    check_tree(pc);
+    dsd_prefix_cache_hold_destroy(&h);
+    dsd_prefix_cache_hold_destroy(&hc);
+    dsd_kv_seq_destroy(&a);
+    dsd_kv_seq_destroy(&b);
+    dsd_kv_seq_destroy(&cs);
+    dsd_kv_seq_destroy(&d);
     dsd_prefix_cache_free(pc);
     ASSERT_EQ_INT(dsd_kv_cache_free_pages(kv), 8);
     dsd_kv_cache_free(kv);
@@ -447,6 +540,7 @@ int main(void)
         return 1;
     RUN(host_round_trip_is_bitwise);
     RUN(demotion_beside_a_reload_does_not_wait_for_it);
+    RUN(failed_step_drops_unconfirmed_demotions);
     RUN(disk_tier_survives_a_new_cache_and_damage_ends_the_match);
     RUN(pages_are_shared_as_soon_as_they_complete);
     RUN(random_sequences_never_leak_a_page);
