@@ -50,6 +50,8 @@
 
 #define DSD_DISK_TIER_BUFFERED 1u   /* never O_DIRECT (tests of the buffered path) */
 #define DSD_DISK_TIER_NO_URING 2u   /* never io_uring: pread/pwrite (tests of the fallback) */
+#define DSD_DISK_TIER_NO_REGISTER 4u /* io_uring without a registered buffer (tests: what a
+                                        locked-memory limit too low to register it leaves) */
 
 #define DSD_DISK_TIER_READ_DEPTH 16  /* pages dsd_disk_tier_get_many keeps in flight at once */
 

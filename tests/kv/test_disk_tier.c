@@ -3,7 +3,8 @@
  * restarted daemon) and found again, bit for bit, through io_uring + O_DIRECT, buffered
  * I/O and pread/pwrite; LRU within the budget, also across a restart; corruption of either
  * arena or the header on disk, a truncated file, a foreign cache file, other files in the
- * directory, another model; write failures; unusable directories. Scratch directories live
+ * directory, another model; write failures; unusable directories; io_uring without a
+ * registered buffer, and no locked memory at all. Scratch directories live
  * in the working directory (the build tree: a disk file system), and in /dev/shm (tmpfs)
  * when it exists.
  *   test_disk_tier
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "disk_page.h"
@@ -226,6 +228,46 @@ TEST(restart_finds_pages_direct_uring)
 TEST(restart_finds_pages_buffered_pread)
 {
     restart_round_trip(scratch("rt-buffered"), DSD_DISK_TIER_BUFFERED | DSD_DISK_TIER_NO_URING, "build tree, forced");
+}
+
+/* io_uring with no registered buffer (registration refused, as a low RLIMIT_MEMLOCK does
+ * without CAP_IPC_LOCK): the same round trip through unregistered reads and writes */
+TEST(restart_finds_pages_uring_unregistered)
+{
+    const char *dir = scratch("rt-unregistered");
+    restart_round_trip(dir, DSD_DISK_TIER_NO_REGISTER, "build tree, unregistered");
+    struct dsd_err err = {{0}};
+    struct dsd_disk_tier *dt = open_tier(dir, 8, DSD_DISK_TIER_NO_REGISTER, FP, &err);
+    ASSERT_TRUE(dt != NULL);
+    if (dt) {
+        struct dsd_disk_tier_stats st;
+        dsd_disk_tier_stats(dt, &st);
+        ASSERT_TRUE(!st.registered);
+        dsd_disk_tier_close(dt);
+    }
+}
+
+/* With no locked memory allowed at all (RLIMIT_MEMLOCK 0, in a child process): the tier
+ * opens and serves its pages through whatever I/O path is left (as root, CAP_IPC_LOCK
+ * ignores the limit and nothing changes) */
+TEST(no_locked_memory_still_serves_pages)
+{
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    ASSERT_TRUE(pid >= 0);
+    if (pid == 0) {
+        struct rlimit none = {0, 0};
+        if (setrlimit(RLIMIT_MEMLOCK, &none) != 0)
+            _exit(3);
+        restart_round_trip(scratch("rt-nomemlock"), 0, "build tree, RLIMIT_MEMLOCK 0");
+        fflush(stdout);
+        _exit(test_failures_total ? 1 : 0);
+    }
+    int status = 0;
+    ASSERT_EQ_INT(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status));
+    ASSERT_EQ_INT(WEXITSTATUS(status), 0);
 }
 
 TEST(restart_finds_pages_tmpfs)
@@ -792,6 +834,8 @@ int main(void)
         return 1;
     RUN(restart_finds_pages_direct_uring);
     RUN(restart_finds_pages_buffered_pread);
+    RUN(restart_finds_pages_uring_unregistered);
+    RUN(no_locked_memory_still_serves_pages);
     RUN(restart_finds_pages_tmpfs);
     RUN(lru_within_the_budget_and_across_restarts);
     RUN(corruption_on_disk_is_dropped_never_served);
