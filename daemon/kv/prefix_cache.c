@@ -1012,6 +1012,7 @@ void dsd_prefix_cache_stats(const struct dsd_prefix_cache *pc, struct dsd_prefix
     out->device_reclaimable = dsd_radix_unlocked(pc->t, DSD_KV_TIER_DEVICE);
     out->host_pages = dsd_radix_count(pc->t, DSD_KV_TIER_HOST);
     out->host_slots = pc->ht ? dsd_host_tier_slots(pc->ht) : 0;
+    out->host_used = pc->ht ? dsd_host_tier_used(pc->ht) : 0;
     if (pc->dt) {
         struct dsd_disk_tier_stats ds;
         dsd_disk_tier_stats(pc->dt, &ds);

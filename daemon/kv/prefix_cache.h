@@ -85,6 +85,7 @@ struct dsd_prefix_cache_stats {
     int device_pages;               /* pages the tree holds on the device (in use or not) */
     int device_reclaimable;         /* of those, unlocked: make_room can free them */
     int host_pages, host_slots;
+    int host_used;                  /* host slots allocated: the tree's host pages, pending reloads and reads */
     int disk_pages, disk_slots;
     uint64_t lookups;               /* acquire calls */
     /* pages per tier: hits = served from it; misses = looked for there and not found

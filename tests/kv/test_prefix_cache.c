@@ -223,8 +223,9 @@ static int failing_synchronize(struct dsd_backend *be, struct dsd_err *err)
  * synchronize: the demoted pages' nodes leave the tree and their host slots go free (their
  * records were never confirmed); the hit's reloaded pages, which the failed sequence still
  * locks, stay on the device, their host slots free too. Nothing leaks: the second prefix is
- * found no further than its page left on the device, and the host tier then takes 7 more
- * pages beside the one it holds with a single eviction. */
+ * found no further than its page left on the device, every allocated host slot holds a page
+ * of the tree, and the host tier then takes 7 more pages beside the one it holds with a
+ * single eviction. */
 TEST(failed_step_drops_unconfirmed_demotions)
 {
     struct dsd_kv_cache *kv;
@@ -267,6 +268,8 @@ TEST(failed_step_drops_unconfirmed_demotions)
     dsd_prefix_cache_unhold(pc, &h);
     dsd_kv_seq_release(kv, &b);
     ASSERT_EQ_INT(dsd_kv_cache_free_pages(kv), 4);
+    dsd_prefix_cache_stats(pc, &st);
+    ASSERT_EQ_INT(st.host_used, st.host_pages);                 /* no slot kept by a dropped record */
     /* C: only its first page, which stayed on the device */
     ASSERT_EQ_INT(dsd_prefix_cache_acquire(pc, tc, 255, &b, &hc, &hit), 1);
     ASSERT_EQ_INT(hit.device, 1);
