@@ -140,6 +140,25 @@ TEST(host_round_trip_is_bitwise)
     dsd_kv_cache_free(kv);
 }
 
+/* A sequence of 256 tokens (seed) computed and handed to the tree: its 4 pages */
+static void adopt_computed(struct dsd_prefix_cache *pc, struct dsd_kv_cache *kv, int32_t *t, struct dsd_kv_seq *s,
+                           int seed)
+{
+    tokens_for(t, 256, seed);
+    compute(kv, s, 256, seed);
+    ASSERT_EQ_INT(dsd_prefix_cache_adopt(pc, t, 256, s), 4);
+    dsd_kv_seq_release(kv, s);
+}
+
+/* Prefix A (seed 1) on the host tier and prefix C (seed 2) on the device, 4 pages each */
+static void a_on_host_c_on_device(struct dsd_prefix_cache *pc, struct dsd_kv_cache *kv, int32_t *ta, int32_t *tc,
+                                  struct dsd_kv_seq *a, struct dsd_kv_seq *cs)
+{
+    adopt_computed(pc, kv, ta, a, 1);
+    ASSERT_EQ_INT(dsd_prefix_cache_make_room(pc, 8), 8);       /* A's 4 pages on the host */
+    adopt_computed(pc, kv, tc, cs, 2);
+}
+
 /* A demotion while a hit's pages are still being reloaded beside the step (side copies
  * pending): make_room frees the demoted device pages without a synchronization (one would
  * wait for the reload too, and the step would wait for the whole reload before it starts;
@@ -152,16 +171,8 @@ TEST(demotion_beside_a_reload_does_not_wait_for_it)
     struct dsd_prefix_cache *pc = host_cache(&kv);
     ASSERT_TRUE(pc != NULL);
     int32_t ta[256], tc[256];
-    tokens_for(ta, 256, 1);
-    tokens_for(tc, 256, 2);
     struct dsd_kv_seq a = {0}, cs = {0}, b = {0};
-    compute(kv, &a, 256, 1);
-    ASSERT_EQ_INT(dsd_prefix_cache_adopt(pc, ta, 256, &a), 4);
-    dsd_kv_seq_release(kv, &a);
-    ASSERT_EQ_INT(dsd_prefix_cache_make_room(pc, 8), 8);       /* A's 4 pages on the host */
-    compute(kv, &cs, 256, 2);
-    ASSERT_EQ_INT(dsd_prefix_cache_adopt(pc, tc, 256, &cs), 4);
-    dsd_kv_seq_release(kv, &cs);
+    a_on_host_c_on_device(pc, kv, ta, tc, &a, &cs);
     ASSERT_EQ_INT(dsd_kv_cache_free_pages(kv), 4);             /* C's 4 pages on the device */
     /* A's first 3 pages come back beside the next step */
     struct dsd_prefix_hold h = {0}, hc = {0};
@@ -232,17 +243,8 @@ TEST(failed_step_drops_unconfirmed_demotions)
     struct dsd_prefix_cache *pc = host_cache(&kv);
     ASSERT_TRUE(pc != NULL);
     int32_t ta[256], tc[256], td[256];
-    tokens_for(ta, 256, 1);
-    tokens_for(tc, 256, 2);
-    tokens_for(td, 256, 4);
     struct dsd_kv_seq a = {0}, cs = {0}, b = {0};
-    compute(kv, &a, 256, 1);
-    ASSERT_EQ_INT(dsd_prefix_cache_adopt(pc, ta, 256, &a), 4);
-    dsd_kv_seq_release(kv, &a);
-    ASSERT_EQ_INT(dsd_prefix_cache_make_room(pc, 8), 8);       /* A's 4 pages on the host */
-    compute(kv, &cs, 256, 2);
-    ASSERT_EQ_INT(dsd_prefix_cache_adopt(pc, tc, 256, &cs), 4);
-    dsd_kv_seq_release(kv, &cs);
+    a_on_host_c_on_device(pc, kv, ta, tc, &a, &cs);
     struct dsd_prefix_hold h = {0}, hc = {0};
     struct dsd_prefix_hit hit;
     ASSERT_EQ_INT(dsd_prefix_cache_acquire(pc, ta, 255, &b, &h, &hit), 3);
@@ -281,9 +283,7 @@ TEST(failed_step_drops_unconfirmed_demotions)
      * 4 fit, the fourth evicts one */
     ASSERT_EQ_INT(dsd_prefix_cache_make_room(pc, 8), 8);
     struct dsd_kv_seq d = {0};
-    compute(kv, &d, 256, 4);
-    ASSERT_EQ_INT(dsd_prefix_cache_adopt(pc, td, 256, &d), 4);
-    dsd_kv_seq_release(kv, &d);
+    adopt_computed(pc, kv, td, &d, 4);
     dsd_prefix_cache_stats(pc, &st);
     const uint64_t ev0 = st.evictions[DSD_KV_TIER_HOST];
     ASSERT_EQ_INT(dsd_prefix_cache_make_room(pc, 8), 8);
